@@ -1,1 +1,833 @@
-//! placeholder
+//! Settings: `config/default.toml` (compiled in), an optional file, `RECUR_` environment
+//! variables, then command-line flags, validated once into typed values.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer};
+
+use crate::clock::ClockMode;
+use crate::telemetry::{self, LogFormat};
+
+/// The built-in defaults, embedded so the binary works from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of the environment variables that override settings (`RECUR_REDIS__URL`).
+pub const ENV_PREFIX: &str = "RECUR_";
+
+/// Separator of nested keys in environment variable names (`RECUR_LOG__LEVEL` = `log.level`).
+pub const ENV_NESTING: &str = "__";
+
+/// The order statuses a `[status_manager]` table may name.
+pub const ORDER_STATUSES: [&str; 6] = ["DRAFT", "PENDING", "ACTIVE", "PAUSED", "ENDED", "CANCELED"];
+
+/// Top-level keys; `RECUR_` variables outside them are ignored, not errors.
+const TOP_LEVEL_KEYS: [&str; 12] = [
+    "prefix",
+    "redis",
+    "clock",
+    "lifecycle",
+    "actors",
+    "scheduler",
+    "admin",
+    "events",
+    "cron",
+    "log",
+    "status_manager",
+    "promo_codes",
+];
+
+/// Everything the daemon and the CLI are configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Prefix of every Redis key and channel, without the colon (`recur` → `recur:admin`).
+    pub prefix: String,
+    /// Which Redis to use.
+    pub redis: RedisSettings,
+    /// The time source.
+    pub clock: ClockSettings,
+    /// Lifecycle timings the spec leaves to configuration.
+    pub lifecycle: LifecycleSettings,
+    /// Virtual actor residency.
+    pub actors: ActorSettings,
+    /// Timer loading and commit grouping.
+    pub scheduler: SchedulerSettings,
+    /// The admin request channel and stream.
+    pub admin: AdminSettings,
+    /// The event stream and channel.
+    pub events: EventSettings,
+    /// Maintenance job schedules.
+    pub cron: CronSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Status changes allowed through updateOrder: channel → from-status → to-statuses.
+    #[serde(default)]
+    pub status_manager: StatusManager,
+    /// Promotion codes known to the pricing pipeline, by code.
+    #[serde(default)]
+    pub promo_codes: BTreeMap<String, PromoCode>,
+}
+
+/// Status changes allowed through updateOrder: channel → from-status → allowed to-statuses
+/// (upper-case status names).
+pub type StatusManager = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// URL of an existing Redis; `None` (empty in config) runs the embedded one.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub url: Option<String>,
+    /// How to run the embedded Redis.
+    pub embedded: EmbeddedRedisSettings,
+}
+
+/// `[redis.embedded]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedRedisSettings {
+    /// The redis-server program, looked up on PATH unless it is a path.
+    pub binary: PathBuf,
+    /// Directory of the append-only file and the log.
+    pub data_dir: PathBuf,
+    /// Append-only persistence (`--appendonly yes`).
+    pub appendonly: bool,
+}
+
+/// `[clock]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSettings {
+    /// System or simulated.
+    pub mode: ClockMode,
+    /// Start of a simulated clock when Redis holds no simulated time yet; `None` = now.
+    #[serde(deserialize_with = "empty_as_none_instant")]
+    pub start: Option<DateTime<Utc>>,
+}
+
+/// `[lifecycle]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// How long a requested payment may stay unpaid before the order is canceled.
+    #[serde(deserialize_with = "humane_duration")]
+    pub payment_grace_period: Duration,
+    /// Delay after start-up before a grace cancellation that fell due during downtime fires.
+    #[serde(deserialize_with = "humane_duration")]
+    pub payment_restart_grace: Duration,
+}
+
+/// `[actors]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSettings {
+    /// Idle time after which an order actor is passivated.
+    #[serde(deserialize_with = "humane_duration")]
+    pub idle_passivation: Duration,
+}
+
+/// `[scheduler]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// How far ahead due timers are held in memory.
+    #[serde(deserialize_with = "humane_duration")]
+    pub window: Duration,
+    /// Most timers loaded, or commits grouped, per Redis round trip.
+    pub batch_size: usize,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// How long replies are kept for idempotent retries.
+    #[serde(deserialize_with = "humane_duration")]
+    pub reply_retention: Duration,
+    /// Largest accepted request, in bytes.
+    pub max_request_bytes: usize,
+}
+
+/// `[events]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Approximate length the event stream is trimmed to.
+    pub max_len: u64,
+    /// Whether events are also published on the events channel.
+    pub publish: bool,
+}
+
+/// `[cron]`: maintenance schedules (UTC, with seconds), run on the daemon's `Clock`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronSettings {
+    /// When the event stream is trimmed to `events.max_len`.
+    #[serde(deserialize_with = "cron_schedule")]
+    pub trim_events: cron::Schedule,
+    /// When customer statistics are checked against a recomputation.
+    #[serde(deserialize_with = "cron_schedule")]
+    pub reconcile_stats: cron::Schedule,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Human or JSON lines.
+    pub format: LogFormat,
+    /// A tracing filter directive (`info`, `recur=debug,warn`).
+    pub level: String,
+}
+
+/// One `[promo_codes.<CODE>]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoCode {
+    /// Percentage off, or a fixed amount off.
+    pub kind: PromoKind,
+    /// The percentage (0-100) or the amount in the order's currency; a decimal string.
+    pub value: Decimal,
+    /// Applies to the first N cycles only; `None` = every cycle.
+    #[serde(default)]
+    pub first_cycles: Option<u32>,
+    /// The code stops applying at this instant; `None` = never.
+    #[serde(default)]
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// How a promo code's `value` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromoKind {
+    /// `value` percent of the price.
+    Percent,
+    /// `value` in the order's currency.
+    Fixed,
+}
+
+/// Values given on the command line, applied over every other layer. `None` leaves a setting
+/// as the lower layers have it.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`: a TOML file layered over the defaults.
+    pub config_file: Option<PathBuf>,
+    /// `--redis-url`
+    pub redis_url: Option<String>,
+    /// `--prefix`
+    pub prefix: Option<String>,
+    /// `--clock`
+    pub clock_mode: Option<ClockMode>,
+    /// `--clock-start` (RFC 3339, checked like `clock.start`).
+    pub clock_start: Option<String>,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config` names a file that does not exist.
+    #[error("config file `{}` not found", path.display())]
+    FileNotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A source could not be read or parsed as a whole (e.g. a TOML syntax error).
+    #[error("cannot read settings from {origin}: {message}")]
+    Unreadable {
+        /// Which source: a file, the defaults, the environment.
+        origin: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// One setting has a wrong type or value.
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `clock.mode`.
+        key: String,
+        /// What is wrong with it, and where the value came from.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Loads the layered settings: defaults, `overrides.config_file`, `RECUR_` environment
+    /// variables, then the other overrides; and validates them.
+    ///
+    /// # Errors
+    /// [`ConfigError::FileNotFound`] for a missing `--config` file, [`ConfigError::Unreadable`]
+    /// for an unparsable source, [`ConfigError::Invalid`] naming the first bad key.
+    pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
+        Settings::from_figment(layers(overrides)?)
+    }
+
+    /// The built-in defaults alone (no file, environment or flags).
+    ///
+    /// # Errors
+    /// Only if `config/default.toml` itself is broken.
+    pub fn defaults() -> Result<Settings, ConfigError> {
+        Settings::from_figment(Figment::from(Toml::string(DEFAULT_TOML)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
+        let mut settings: Settings = figment.extract().map_err(ConfigError::from_figment)?;
+        settings.normalize();
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Whether recur must start its own redis-server (no `redis.url`).
+    pub fn uses_embedded_redis(&self) -> bool {
+        self.redis.url.is_none()
+    }
+
+    /// Status names in `[status_manager]` are upper-case; environment variables arrive
+    /// lower-cased, so accept any case.
+    fn normalize(&mut self) {
+        for transitions in self.status_manager.values_mut() {
+            *transitions = std::mem::take(transitions)
+                .into_iter()
+                .map(|(from, to)| {
+                    let to = to.into_iter().map(|s| s.to_ascii_uppercase()).collect();
+                    (from.to_ascii_uppercase(), to)
+                })
+                .collect();
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.prefix.is_empty()
+            || self.prefix.ends_with(':')
+            || self.prefix.chars().any(char::is_whitespace)
+        {
+            return Err(invalid(
+                "prefix",
+                "must be non-empty, without spaces and without the trailing colon",
+            ));
+        }
+        if let Some(url) = &self.redis.url {
+            redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                .map_err(|e| invalid("redis.url", format!("not a Redis URL: {e}")))?;
+        }
+        if self.redis.embedded.binary.as_os_str().is_empty() {
+            return Err(invalid("redis.embedded.binary", "must not be empty"));
+        }
+        if self.redis.embedded.data_dir.as_os_str().is_empty() {
+            return Err(invalid("redis.embedded.data_dir", "must not be empty"));
+        }
+        for (key, value) in [
+            ("actors.idle_passivation", self.actors.idle_passivation),
+            ("scheduler.window", self.scheduler.window),
+            ("admin.reply_retention", self.admin.reply_retention),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.scheduler.batch_size == 0 {
+            return Err(invalid("scheduler.batch_size", "must be at least 1"));
+        }
+        if self.admin.max_request_bytes == 0 {
+            return Err(invalid("admin.max_request_bytes", "must be at least 1"));
+        }
+        if self.events.max_len == 0 {
+            return Err(invalid("events.max_len", "must be at least 1"));
+        }
+        if !telemetry::is_valid_level(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                format!("`{}` is not a tracing filter directive", self.log.level),
+            ));
+        }
+        for (channel, transitions) in &self.status_manager {
+            for (from, to) in transitions {
+                let key = format!("status_manager.{channel}.{from}");
+                if let Some(bad) = std::iter::once(from)
+                    .chain(to)
+                    .find(|s| !ORDER_STATUSES.contains(&s.as_str()))
+                {
+                    return Err(invalid(
+                        &key,
+                        format!(
+                            "`{bad}` is not an order status (one of {})",
+                            ORDER_STATUSES.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        for (code, promo) in &self.promo_codes {
+            let key = format!("promo_codes.{code}");
+            if promo.value.is_sign_negative() {
+                return Err(invalid(&format!("{key}.value"), "must not be negative"));
+            }
+            if promo.kind == PromoKind::Percent && promo.value > Decimal::ONE_HUNDRED {
+                return Err(invalid(
+                    &format!("{key}.value"),
+                    "a percentage is at most 100",
+                ));
+            }
+            if promo.first_cycles == Some(0) {
+                return Err(invalid(
+                    &format!("{key}.first_cycles"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The layers in precedence order, last wins.
+fn layers(overrides: &Overrides) -> Result<Figment, ConfigError> {
+    let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+    if let Some(path) = &overrides.config_file {
+        if !path.is_file() {
+            return Err(ConfigError::FileNotFound { path: path.clone() });
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(env_layer());
+    if let Some(url) = &overrides.redis_url {
+        figment = figment.merge(Serialized::default("redis.url", url));
+    }
+    if let Some(prefix) = &overrides.prefix {
+        figment = figment.merge(Serialized::default("prefix", prefix));
+    }
+    if let Some(mode) = overrides.clock_mode {
+        figment = figment.merge(Serialized::default("clock.mode", mode));
+    }
+    if let Some(start) = &overrides.clock_start {
+        figment = figment.merge(Serialized::default("clock.start", start));
+    }
+    Ok(figment)
+}
+
+/// `RECUR_SECTION__KEY=value`, limited to recur's own top-level keys.
+fn env_layer() -> Env {
+    Env::prefixed(ENV_PREFIX).split(ENV_NESTING).filter(|key| {
+        let top = key.as_str().split('.').next().unwrap_or_default();
+        // Keys keep the variable's case here; Env lower-cases them later.
+        TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+    })
+}
+
+impl ConfigError {
+    fn from_figment(error: figment::Error) -> ConfigError {
+        let origin = match &error.metadata {
+            // Name the variable itself: RECUR_ + the key path joined by the nesting separator.
+            Some(md) if md.name.contains("environment") && !error.path.is_empty() => format!(
+                "environment variable {ENV_PREFIX}{}",
+                error.path.join(ENV_NESTING).to_ascii_uppercase()
+            ),
+            Some(md) if md.name.ends_with("source string") => "the built-in defaults".to_string(),
+            Some(md) => match &md.source {
+                Some(figment::Source::File(path)) => format!("{} {}", md.name, path.display()),
+                // Serialized overrides are the only providers defined in code.
+                Some(figment::Source::Code(_)) | None => "the command line".to_string(),
+                Some(source) => format!("{} {source}", md.name),
+            },
+            None => "the command line".to_string(),
+        };
+        if error.path.is_empty() {
+            ConfigError::Unreadable {
+                origin,
+                message: error.kind.to_string(),
+            }
+        } else {
+            ConfigError::Invalid {
+                key: error.path.join("."),
+                message: format!("{} (from {origin})", error.kind),
+            }
+        }
+    }
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses a humane duration: one or more `<integer><unit>` groups, units `ms`, `s`, `m`, `h`,
+/// `d` (`"500ms"`, `"30s"`, `"1h30m"`, `"7d"`).
+///
+/// # Errors
+/// A message saying what is malformed.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("empty duration; write e.g. \"30s\"".to_string());
+    }
+    let mut rest = trimmed;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}`: expected a number at `{rest}`"));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{text}`: missing unit (ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}` (ms, s, m, h or d)"
+                ))
+            }
+        };
+        rest = &rest[unit_len..];
+        let ms = number
+            .checked_mul(unit_ms)
+            .ok_or_else(|| format!("`{text}`: too long"))?;
+        total = total
+            .checked_add(Duration::from_millis(ms))
+            .ok_or_else(|| format!("`{text}`: too long"))?;
+    }
+    Ok(total)
+}
+
+fn humane_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn empty_as_none<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Ok(Some(text).filter(|t| !t.trim().is_empty()))
+}
+
+fn empty_as_none_instant<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not an RFC 3339 instant: {e}")))
+}
+
+fn cron_schedule<'de, D: Deserializer<'de>>(deserializer: D) -> Result<cron::Schedule, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    cron::Schedule::from_str(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a cron expression (sec min hour day month weekday): {e}"
+        ))
+    })
+}
+
+#[cfg(test)]
+// figment::Jail's closures must return figment::Error, whatever its size.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    /// Runs `f` in a figment `Jail`: a global lock, a scratch working directory, and
+    /// environment changes undone afterwards. Every test here that reads the environment
+    /// goes through it, so tests setting `RECUR_` variables never affect each other.
+    fn jailed(f: impl FnOnce(&mut Jail) -> Result<(), figment::Error>) {
+        Jail::expect_with(f);
+    }
+
+    fn load_err(overrides: &Overrides) -> ConfigError {
+        match Settings::load(overrides) {
+            Ok(settings) => panic!("expected an error, loaded {settings:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn assert_invalid_key(error: ConfigError, expected: &str) {
+        match &error {
+            ConfigError::Invalid { key, .. } if key == expected => {
+                assert!(error.to_string().contains(expected), "{error}");
+            }
+            other => panic!("expected an invalid `{expected}`, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_load() {
+        jailed(|_| {
+            let s = Settings::load(&Overrides::default()).expect("defaults are valid");
+            assert_eq!(s.prefix, "recur");
+            assert!(s.uses_embedded_redis());
+            assert_eq!(s.redis.embedded.binary, PathBuf::from("redis-server"));
+            assert_eq!(s.redis.embedded.data_dir, PathBuf::from("data/redis"));
+            assert!(s.redis.embedded.appendonly);
+            assert_eq!(s.clock.mode, ClockMode::System);
+            assert_eq!(s.clock.start, None);
+            assert_eq!(
+                s.lifecycle.payment_grace_period,
+                Duration::from_secs(72 * 3600)
+            );
+            assert_eq!(s.lifecycle.payment_restart_grace, Duration::from_secs(3600));
+            assert_eq!(s.actors.idle_passivation, Duration::from_secs(60));
+            assert_eq!(s.scheduler.window, Duration::from_secs(60));
+            assert_eq!(s.scheduler.batch_size, 1024);
+            assert_eq!(s.admin.reply_retention, Duration::from_secs(24 * 3600));
+            assert_eq!(s.admin.max_request_bytes, 1_048_576);
+            assert_eq!(s.events.max_len, 1_000_000);
+            assert!(s.events.publish);
+            assert_eq!(s.cron.trim_events.to_string(), "0 */5 * * * *");
+            assert_eq!(s.cron.reconcile_stats.to_string(), "0 0 * * * *");
+            assert_eq!(s.log.format, LogFormat::Human);
+            assert_eq!(s.log.level, "info");
+            assert!(s.status_manager.is_empty());
+            assert!(s.promo_codes.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_without_environment_match() {
+        let s = Settings::defaults().expect("defaults are valid");
+        assert_eq!(s.prefix, "recur");
+    }
+
+    #[test]
+    fn env_overrides_defaults_and_nests_with_double_underscore() {
+        jailed(|jail| {
+            jail.set_env("RECUR_REDIS__URL", "redis://127.0.0.1:7000/0");
+            jail.set_env("RECUR_SCHEDULER__BATCH_SIZE", "16");
+            jail.set_env("RECUR_LIFECYCLE__PAYMENT_GRACE_PERIOD", "2d");
+            jail.set_env("RECUR_LOG__FORMAT", "json");
+            jail.set_env("RECUR_UNRELATED_THING", "ignored");
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            assert_eq!(s.redis.url.as_deref(), Some("redis://127.0.0.1:7000/0"));
+            assert!(!s.uses_embedded_redis());
+            assert_eq!(s.scheduler.batch_size, 16);
+            assert_eq!(
+                s.lifecycle.payment_grace_period,
+                Duration::from_secs(2 * 86_400)
+            );
+            assert_eq!(s.log.format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        jailed(|jail| {
+            jail.create_file(
+                "recur.toml",
+                r#"
+                prefix = "from-file"
+                [clock]
+                mode = "simulated"
+                start = "2025-01-31T10:00:00+02:00"
+                [redis]
+                url = "redis://file:6379"
+                [status_manager.backoffice]
+                ACTIVE = ["PAUSED", "CANCELED"]
+                [promo_codes.WELCOME10]
+                kind = "percent"
+                value = "10"
+                first_cycles = 3
+                "#,
+            )?;
+            jail.set_env("RECUR_PREFIX", "from-env");
+            jail.set_env("RECUR_REDIS__URL", "redis://env:6379");
+            let overrides = Overrides {
+                config_file: Some("recur.toml".into()),
+                redis_url: Some("redis://flag:6379".into()),
+                ..Overrides::default()
+            };
+            let s = Settings::load(&overrides).expect("valid");
+            assert_eq!(s.prefix, "from-env");
+            assert_eq!(s.redis.url.as_deref(), Some("redis://flag:6379"));
+            assert_eq!(s.clock.mode, ClockMode::Simulated);
+            assert_eq!(
+                s.clock.start.map(|t| t.to_rfc3339()),
+                Some("2025-01-31T08:00:00+00:00".to_string())
+            );
+            assert_eq!(
+                s.status_manager["backoffice"]["ACTIVE"],
+                vec!["PAUSED".to_string(), "CANCELED".to_string()]
+            );
+            let promo = &s.promo_codes["WELCOME10"];
+            assert_eq!(promo.kind, PromoKind::Percent);
+            assert_eq!(promo.value, Decimal::TEN);
+            assert_eq!(promo.first_cycles, Some(3));
+            assert_eq!(promo.expires, None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn clock_flags_override() {
+        jailed(|_| {
+            let overrides = Overrides {
+                clock_mode: Some(ClockMode::Simulated),
+                clock_start: Some("2030-01-01T00:00:00Z".into()),
+                prefix: Some("t1".into()),
+                ..Overrides::default()
+            };
+            let s = Settings::load(&overrides).expect("valid");
+            assert_eq!(s.clock.mode, ClockMode::Simulated);
+            assert_eq!(s.prefix, "t1");
+            assert!(s.clock.start.is_some());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn empty_redis_url_means_embedded() {
+        jailed(|jail| {
+            jail.set_env("RECUR_REDIS__URL", "");
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            assert!(s.uses_embedded_redis());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_cron_names_the_key() {
+        jailed(|jail| {
+            jail.set_env("RECUR_CRON__TRIM_EVENTS", "every five minutes");
+            assert_invalid_key(load_err(&Overrides::default()), "cron.trim_events");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_clock_mode_names_the_key() {
+        jailed(|jail| {
+            jail.set_env("RECUR_CLOCK__MODE", "sundial");
+            let error = load_err(&Overrides::default());
+            assert!(error.to_string().contains("RECUR_CLOCK__MODE"), "{error}");
+            assert_invalid_key(error, "clock.mode");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_clock_start_names_the_key() {
+        jailed(|_| {
+            let overrides = Overrides {
+                clock_start: Some("tomorrow".into()),
+                ..Overrides::default()
+            };
+            assert_invalid_key(load_err(&overrides), "clock.start");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_keys() {
+        let cases = [
+            ("RECUR_LOG__FORMAT", "xml", "log.format"),
+            ("RECUR_LOG__LEVEL", "recur=loud", "log.level"),
+            (
+                "RECUR_ACTORS__IDLE_PASSIVATION",
+                "60",
+                "actors.idle_passivation",
+            ),
+            ("RECUR_SCHEDULER__WINDOW", "0s", "scheduler.window"),
+            ("RECUR_SCHEDULER__BATCH_SIZE", "0", "scheduler.batch_size"),
+            ("RECUR_PREFIX", "recur:", "prefix"),
+            ("RECUR_REDIS__URL", "http://nope", "redis.url"),
+            ("RECUR_ADMIN__SURPRISE", "1", "admin.surprise"),
+        ];
+        for (var, value, key) in cases {
+            jailed(|jail| {
+                jail.set_env(var, value);
+                assert_invalid_key(load_err(&Overrides::default()), key);
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn bad_status_and_promo_entries_name_their_keys() {
+        jailed(|jail| {
+            jail.create_file(
+                "bad-status.toml",
+                "[status_manager.web]\nACTIVE = [\"FROZEN\"]\n",
+            )?;
+            jail.create_file(
+                "bad-promo.toml",
+                "[promo_codes.HALF]\nkind = \"percent\"\nvalue = \"150\"\n",
+            )?;
+            let with = |file: &str| Overrides {
+                config_file: Some(file.into()),
+                ..Overrides::default()
+            };
+            assert_invalid_key(
+                load_err(&with("bad-status.toml")),
+                "status_manager.web.ACTIVE",
+            );
+            assert_invalid_key(load_err(&with("bad-promo.toml")), "promo_codes.HALF.value");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_or_broken_config_file_is_reported() {
+        jailed(|jail| {
+            let missing = Overrides {
+                config_file: Some("nope.toml".into()),
+                ..Overrides::default()
+            };
+            assert!(matches!(
+                load_err(&missing),
+                ConfigError::FileNotFound { .. }
+            ));
+            jail.create_file("broken.toml", "prefix = ")?;
+            let broken = Overrides {
+                config_file: Some("broken.toml".into()),
+                ..Overrides::default()
+            };
+            let error = load_err(&broken);
+            assert!(matches!(error, ConfigError::Unreadable { .. }), "{error:?}");
+            assert!(error.to_string().contains("broken.toml"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn durations_parse() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_duration("30s"), Ok(ms(30_000)));
+        assert_eq!(parse_duration("5m"), Ok(ms(300_000)));
+        assert_eq!(parse_duration("24h"), Ok(ms(86_400_000)));
+        assert_eq!(parse_duration("7d"), Ok(ms(7 * 86_400_000)));
+        assert_eq!(parse_duration(" 1h30m "), Ok(ms(5_400_000)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "30",
+            "s",
+            "1x",
+            "1.5h",
+            "-1s",
+            "1h 30m",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+}
