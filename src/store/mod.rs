@@ -1,1 +1,3 @@
-//! Redis storage.
+//! Redis storage: keys, commits, and the embedded `redis-server` launcher.
+
+pub mod embedded;
