@@ -1,0 +1,332 @@
+//! The command line: `recur serve`, `recur admin`, `recur bench`, parsed with clap, and the
+//! translation of flags into settings overrides and admin request arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Map, Value};
+
+use recur::clock::ClockMode;
+use recur::config::Overrides;
+
+/// recur: a subscription order scheduler daemon.
+///
+/// One virtual actor per order runs its time-driven lifecycle (start, payment cycles,
+/// pause/resume, end-date changes, expiry, auto-renew cancel) with every order, timer and
+/// statistic kept in Redis. Admin commands and events travel over Redis pub/sub and streams.
+#[derive(Debug, Parser)]
+#[command(name = "recur", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// recur's subcommands.
+#[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Command {
+    /// Run the daemon until SIGINT or SIGTERM.
+    ///
+    /// Settings come from the built-in defaults, then --config FILE, then RECUR_ environment
+    /// variables (e.g. RECUR_REDIS__URL, RECUR_LOG__FORMAT=json), then these flags. Without a
+    /// Redis URL, recur starts and owns a private redis-server (from PATH) whose data lives
+    /// under redis.embedded.data_dir.
+    Serve(ServeArgs),
+    /// Send one admin command to a running daemon and print its reply.
+    ///
+    /// Arguments come from --json (a JSON object) and the named flags, which win over --json.
+    /// Example: recur admin pauseOrder --order-id ord-1 --json '{"resumeAt":"2025-03-01T00:00:00Z"}'
+    Admin(AdminArgs),
+    /// Run a load scenario against a private Redis and report throughput and latency.
+    Bench(BenchArgs),
+}
+
+/// Where settings come from; shared by every subcommand that talks to Redis.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// A TOML file layered over the built-in defaults (config/default.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The Redis to use (redis://host:port/db or redis+unix:///path/redis.sock) instead of
+    /// the embedded redis-server under redis.embedded.data_dir.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, without the colon [default: recur].
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+}
+
+/// `recur serve`
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// The time source: the system clock, or a simulated clock that moves only on the
+    /// advanceClock admin command [default: system].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub clock: Option<ClockArg>,
+    /// Start instant of a simulated clock (RFC 3339). Applies only when Redis holds no
+    /// simulated time yet.
+    #[arg(long, value_name = "RFC3339")]
+    pub clock_start: Option<String>,
+}
+
+/// `--clock` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClockArg {
+    /// Wall-clock time.
+    System,
+    /// Moves only on advanceClock.
+    Simulated,
+}
+
+impl From<ClockArg> for ClockMode {
+    fn from(arg: ClockArg) -> Self {
+        match arg {
+            ClockArg::System => ClockMode::System,
+            ClockArg::Simulated => ClockMode::Simulated,
+        }
+    }
+}
+
+impl SettingsArgs {
+    /// These flags as settings overrides (no clock overrides).
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            redis_url: self.redis_url.clone(),
+            prefix: self.prefix.clone(),
+            ..Overrides::default()
+        }
+    }
+}
+
+impl ServeArgs {
+    /// These flags as settings overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            clock_mode: self.clock.map(ClockMode::from),
+            clock_start: self.clock_start.clone(),
+            ..self.settings.overrides()
+        }
+    }
+}
+
+/// `recur admin <command>`
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The admin command, e.g. ping, getOrder, pauseOrder, advanceClock.
+    pub command: String,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// The command's arguments as a JSON object.
+    #[arg(long, value_name = "ARGS")]
+    pub json: Option<String>,
+    /// The request id (default: a new one). Retrying with the same id never repeats a change.
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+    /// The application name sent as the request's `channel`.
+    #[arg(long, value_name = "NAME", default_value = "cli")]
+    pub channel: String,
+    /// How long to keep retrying before giving up, e.g. 10s.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub timeout: String,
+    /// args.orderId
+    #[arg(long, value_name = "ID")]
+    pub order_id: Option<String>,
+    /// args.customerId
+    #[arg(long, value_name = "ID")]
+    pub customer_id: Option<String>,
+    /// args.paymentId
+    #[arg(long, value_name = "ID")]
+    pub payment_id: Option<String>,
+    /// args.amount, a decimal string such as 9.90
+    #[arg(long, value_name = "DECIMAL")]
+    pub amount: Option<String>,
+    /// args.reason (paymentFailed)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// args.effectiveAt (cancelOrder): IMMEDIATELY or NEXT_PAYMENT_DATE
+    #[arg(long, value_name = "WHEN")]
+    pub effective_at: Option<String>,
+    /// args.cause (cancelOrder): OWNER_ACTION, MEMBER_ACTION or UNKNOWN
+    #[arg(long, value_name = "CAUSE")]
+    pub cause: Option<String>,
+    /// args.endDate (postponeEndDate), RFC 3339
+    #[arg(long, value_name = "RFC3339")]
+    pub end_date: Option<String>,
+    /// args.startDate (changeStartDate), RFC 3339
+    #[arg(long, value_name = "RFC3339")]
+    pub start_date: Option<String>,
+    /// args.resumeAt (pauseOrder), RFC 3339
+    #[arg(long, value_name = "RFC3339")]
+    pub resume_at: Option<String>,
+    /// args.to (advanceClock), RFC 3339
+    #[arg(long, value_name = "RFC3339")]
+    pub to: Option<String>,
+    /// args.status (listOrders)
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// args.limit (listOrders)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// args.cursor (listOrders)
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+}
+
+/// Why admin arguments could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminArgsError {
+    /// `--json` is not valid JSON.
+    #[error("--json is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `--json` is valid JSON but not an object.
+    #[error("--json must be a JSON object, like '{{\"orderId\": \"o-1\"}}'")]
+    NotAnObject,
+}
+
+impl AdminArgs {
+    /// The request's `args` object: `--json`, then every named flag given (camelCase keys).
+    ///
+    /// # Errors
+    /// [`AdminArgsError`] when `--json` is not a JSON object.
+    pub fn request_args(&self) -> Result<Value, AdminArgsError> {
+        let mut args = match &self.json {
+            Some(text) => match serde_json::from_str(text)? {
+                Value::Object(map) => map,
+                _ => return Err(AdminArgsError::NotAnObject),
+            },
+            None => Map::new(),
+        };
+        let strings = [
+            ("orderId", &self.order_id),
+            ("customerId", &self.customer_id),
+            ("paymentId", &self.payment_id),
+            ("amount", &self.amount),
+            ("reason", &self.reason),
+            ("effectiveAt", &self.effective_at),
+            ("cause", &self.cause),
+            ("endDate", &self.end_date),
+            ("startDate", &self.start_date),
+            ("resumeAt", &self.resume_at),
+            ("to", &self.to),
+            ("status", &self.status),
+            ("cursor", &self.cursor),
+        ];
+        for (key, value) in strings {
+            if let Some(value) = value {
+                args.insert(key.to_string(), Value::String(value.clone()));
+            }
+        }
+        if let Some(limit) = self.limit {
+            args.insert("limit".to_string(), Value::from(limit));
+        }
+        Ok(Value::Object(args))
+    }
+}
+
+/// `recur bench <scenario>`
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The scenario to run.
+    pub scenario: String,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_flags_become_overrides() {
+        let cli = Cli::try_parse_from([
+            "recur",
+            "serve",
+            "--config",
+            "prod.toml",
+            "--redis-url",
+            "redis://127.0.0.1:6380",
+            "--prefix",
+            "p",
+            "--clock",
+            "simulated",
+            "--clock-start",
+            "2025-01-01T00:00:00Z",
+        ])
+        .expect("valid flags");
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        let o = args.overrides();
+        assert_eq!(o.config_file, Some(PathBuf::from("prod.toml")));
+        assert_eq!(o.redis_url.as_deref(), Some("redis://127.0.0.1:6380"));
+        assert_eq!(o.prefix.as_deref(), Some("p"));
+        assert_eq!(o.clock_mode, Some(ClockMode::Simulated));
+        assert_eq!(o.clock_start.as_deref(), Some("2025-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn serve_without_flags_overrides_nothing() {
+        let cli = Cli::try_parse_from(["recur", "serve"]).expect("valid");
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        let o = args.overrides();
+        assert!(o.config_file.is_none() && o.redis_url.is_none() && o.clock_mode.is_none());
+    }
+
+    #[test]
+    fn bad_clock_value_is_refused() {
+        assert!(Cli::try_parse_from(["recur", "serve", "--clock", "sundial"]).is_err());
+    }
+
+    #[test]
+    fn admin_flags_win_over_json() {
+        let cli = Cli::try_parse_from([
+            "recur",
+            "admin",
+            "pauseOrder",
+            "--json",
+            r#"{"orderId": "from-json", "resumeAt": "2025-03-01T00:00:00Z"}"#,
+            "--order-id",
+            "ord-1",
+            "--limit",
+            "5",
+        ])
+        .expect("valid");
+        let Command::Admin(args) = cli.command else {
+            panic!("expected admin");
+        };
+        assert_eq!(args.command, "pauseOrder");
+        assert_eq!(
+            args.request_args().expect("valid args"),
+            serde_json::json!({
+                "orderId": "ord-1",
+                "resumeAt": "2025-03-01T00:00:00Z",
+                "limit": 5,
+            })
+        );
+    }
+
+    #[test]
+    fn admin_json_must_be_an_object() {
+        let cli = Cli::try_parse_from(["recur", "admin", "ping", "--json", "[1]"]).expect("parses");
+        let Command::Admin(args) = cli.command else {
+            panic!("expected admin");
+        };
+        assert!(matches!(
+            args.request_args(),
+            Err(AdminArgsError::NotAnObject)
+        ));
+    }
+}
