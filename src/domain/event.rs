@@ -1,0 +1,78 @@
+//! Events: what every change announces, with stable ids and a per-order sequence.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::order::Order;
+use super::time::{ts, Instant};
+
+/// Every event type recur emits (SPEC section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EventType {
+    OrderCreated,
+    OrderPurchased,
+    OrderMarkedAsPaid,
+    OrderStarted,
+    OrderCycleStarted,
+    OrderPaused,
+    OrderResumed,
+    OrderEndDatePostponed,
+    OrderStartDateChanged,
+    OrderAutoRenewCanceled,
+    OrderCanceled,
+    OrderEnded,
+    OrderDeleted,
+    OrderUpdated,
+}
+
+/// One event as written to the stream and published on the channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// UUID v5 of `<orderId>:<sequence>`: the same on every retry, so consumers can dedupe.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub entity_id: String,
+    #[serde(with = "ts")]
+    pub event_time: Instant,
+    /// Per order, starting at 1, no gaps.
+    pub sequence: u64,
+    pub triggered_by_anonymize_request: bool,
+    pub data: serde_json::Value,
+    /// The order after the change this event belongs to.
+    pub entity: Arc<Order>,
+}
+
+/// The namespace of event ids (UUID v5 of `<orderId>:<sequence>` under the OID namespace).
+pub const EVENT_ID_NAMESPACE: Uuid = Uuid::NAMESPACE_OID;
+
+/// The stable id of an order's `sequence`-th event.
+pub fn event_id(order_id: &str, sequence: u64) -> String {
+    Uuid::new_v5(
+        &EVENT_ID_NAMESPACE,
+        format!("{order_id}:{sequence}").as_bytes(),
+    )
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_stable_and_distinct() {
+        assert_eq!(event_id("o1", 1), event_id("o1", 1));
+        assert_ne!(event_id("o1", 1), event_id("o1", 2));
+        assert_ne!(event_id("o1", 12), event_id("o11", 2));
+    }
+
+    #[test]
+    fn types_use_the_wire_names() {
+        let t = serde_json::to_string(&EventType::OrderEndDatePostponed).unwrap();
+        assert_eq!(t, "\"orderEndDatePostponed\"");
+    }
+}

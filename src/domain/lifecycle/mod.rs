@@ -1,0 +1,890 @@
+//! The lifecycle rules: `create`, `apply` (commands), `fire` (time-driven changes) and
+//! `next_due`. Each function takes an order and an instant and returns the order after the
+//! change plus its events; a refusal returns an error and changes nothing.
+//!
+//! A *change* is one step of the order: it bumps `version`, stamps `updatedDate`, and emits its
+//! events in the order SPEC section 7 fixes, ending with `orderUpdated` (creation and deletion
+//! excepted). `fire` applies every due instant up to a bound as one change per instant, each
+//! stamped with its own due time, so catching up after downtime equals firing one by one.
+
+use std::sync::Arc;
+
+use chrono::Duration as Span;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use super::command::{Command, NewOrder};
+use super::error::DomainError;
+use super::event::{event_id, Event, EventType};
+use super::order::{
+    CancelCause, Cancellation, CurrentCycle, EffectiveAt, Order, OrderStatus, OrderType,
+    PausePeriod, PauseStatus, Payment, PaymentDue, PaymentStatus, PriceDetails, PricingKind,
+};
+use super::time::{format_instant, Instant};
+
+/// The id of the payment that markAsPaid and `paid: true` record.
+pub const OFFLINE_PAYMENT_ID: &str = "offline-payment";
+
+/// Settings the rules depend on (from config; the domain reads no config itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// How long an ONLINE order may leave a requested cycle unpaid before it is canceled.
+    pub payment_grace: Span,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            payment_grace: Span::hours(72),
+        }
+    }
+}
+
+/// The outcome of a lifecycle step: the order after it and the events it emitted (empty when
+/// nothing changed). `deleted` is set by deleteOrder: the order must be removed, not saved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub order: Order,
+    pub events: Vec<Event>,
+    pub deleted: bool,
+}
+
+impl Transition {
+    /// True when nothing changed (an idempotent replay, or nothing due).
+    pub fn is_noop(&self) -> bool {
+        self.events.is_empty() && !self.deleted
+    }
+
+    /// Appends `next` (a later step on the same order) to this one.
+    pub fn then(mut self, next: Transition) -> Transition {
+        self.events.extend(next.events);
+        Transition {
+            order: next.order,
+            events: self.events,
+            deleted: next.deleted,
+        }
+    }
+}
+
+/// The events one change has produced so far, before sequences are assigned.
+#[derive(Default)]
+struct Drafts(Vec<(EventType, Value)>);
+
+impl Drafts {
+    fn emit(&mut self, event_type: EventType, data: Value) {
+        self.0.push((event_type, data));
+    }
+}
+
+/// Closes one change: bumps the version, stamps it, numbers the events (appending
+/// orderUpdated when `updated`), and appends them to `out`.
+fn seal(order: &mut Order, at: Instant, drafts: Drafts, updated: bool, out: &mut Vec<Event>) {
+    let mut drafts = drafts.0;
+    if updated {
+        drafts.push((EventType::OrderUpdated, json!({})));
+    }
+    order.version += 1;
+    order.updated_date = at;
+    let first = order.sequence + 1;
+    order.sequence += drafts.len() as u64;
+    let entity = Arc::new(order.clone());
+    out.extend(
+        drafts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (event_type, data))| {
+                let sequence = first + i as u64;
+                Event {
+                    id: event_id(&order.id, sequence),
+                    event_type,
+                    entity_id: order.id.clone(),
+                    event_time: at,
+                    sequence,
+                    triggered_by_anonymize_request: false,
+                    data,
+                    entity: Arc::clone(&entity),
+                }
+            }),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dates
+
+fn shift(t: Instant, ms: i64) -> Instant {
+    t + Span::milliseconds(ms)
+}
+
+/// endDate before any pause or postponement, from the start date.
+fn scheduled_end(
+    kind: PricingKind,
+    start: Instant,
+    trial_days: u32,
+) -> Result<Option<Instant>, DomainError> {
+    let out_of_range = || {
+        DomainError::invalid(
+            "startDate",
+            "the order's dates fall outside the supported range",
+        )
+    };
+    match kind {
+        PricingKind::Subscription { cycle_count: 0, .. } | PricingKind::SinglePaymentUnlimited => {
+            Ok(None)
+        }
+        PricingKind::Subscription {
+            cycle_duration,
+            cycle_count,
+        } => {
+            let anchor = start + Span::days(i64::from(trial_days));
+            cycle_duration
+                .times_after(anchor, u64::from(cycle_count))
+                .map(Some)
+                .ok_or_else(out_of_range)
+        }
+        PricingKind::SinglePaymentForDuration(d) => {
+            d.times_after(start, 1).map(Some).ok_or_else(out_of_range)
+        }
+    }
+}
+
+/// Start of cycle `k` (k >= 1) of a subscription: the clamped calendar date from the anchor,
+/// plus every pause taken so far (all of which lie before any cycle not yet started).
+fn cycle_start(order: &Order, k: u32) -> Option<Instant> {
+    match order.pricing.kind {
+        PricingKind::Subscription { cycle_duration, .. } if k >= 1 => cycle_duration
+            .times_after(order.anchor(), u64::from(k - 1))
+            .map(|t| shift(t, order.paused_total)),
+        _ => None,
+    }
+}
+
+/// When the cycle after the current one starts, if it ever does: not beyond cycleCount, and
+/// never at or after endDate.
+pub fn next_cycle_start(order: &Order) -> Option<Instant> {
+    let current = order.current_cycle.as_ref()?;
+    let PricingKind::Subscription { cycle_count, .. } = order.pricing.kind else {
+        return None;
+    };
+    let k = current.index + 1;
+    if cycle_count != 0 && k > cycle_count {
+        return None;
+    }
+    let start = cycle_start(order, k)?;
+    match order.end_date {
+        Some(end) if start >= end => None,
+        _ => Some(start),
+    }
+}
+
+/// When the current cycle ends: the next cycle's start, or endDate when there is none.
+fn current_cycle_end(order: &Order) -> Option<Instant> {
+    next_cycle_start(order).or(order.end_date)
+}
+
+fn refresh_cycle_end(order: &mut Order) {
+    if order.status.is_final() {
+        return;
+    }
+    let end = current_cycle_end(order);
+    if let Some(c) = order.current_cycle.as_mut() {
+        c.ended_date = end;
+    }
+}
+
+/// The charge of cycle `k`, rounded to the currency (cycle 0, the trial, is free).
+pub fn cycle_charge(order: &Order, k: u32) -> Decimal {
+    order.currency.round(order.pricing.amount_for_cycle(k))
+}
+
+/// What must be paid to purchase the order: nothing during a trial, else the purchase charge.
+fn purchase_due(order: &Order) -> Decimal {
+    if order.free_trial_days > 0 {
+        order.currency.zero()
+    } else {
+        order.price_details.total
+    }
+}
+
+/// The purchase charge: cycle 1's amount + line items - discount, never below zero.
+pub fn price_details(order: &Order) -> PriceDetails {
+    let c = order.currency;
+    let items: Decimal = order
+        .line_items
+        .iter()
+        .map(|i| i.unit_price * Decimal::from(i.quantity))
+        .sum();
+    let subtotal = c.round(order.pricing.amount_for_cycle(1) + items);
+    let discount = c.zero();
+    let total = c.round((subtotal - discount).max(Decimal::ZERO));
+    PriceDetails {
+        subtotal,
+        discount,
+        total,
+        currency: c,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers
+
+/// The order's next due instant, derived from its state alone: its start (PENDING), its
+/// scheduled resume (PAUSED), or the earliest of payment-grace expiry, end (or scheduled
+/// cancellation) and next cycle start (ACTIVE). None for DRAFT, ENDED and CANCELED.
+pub fn next_due(order: &Order) -> Option<Instant> {
+    match order.status {
+        OrderStatus::Pending => Some(order.start_date),
+        OrderStatus::Paused => order.active_pause().and_then(|p| p.resume_date),
+        OrderStatus::Active => [
+            order.payments_due.first().map(|d| d.deadline),
+            order.end_date,
+            next_cycle_start(order),
+        ]
+        .into_iter()
+        .flatten()
+        .min(),
+        OrderStatus::Draft | OrderStatus::Ended | OrderStatus::Canceled => None,
+    }
+}
+
+/// Applies every change due at or before `until`, one change per due instant, each stamped
+/// with its own due time. Returns a no-op transition when nothing is due.
+pub fn fire(order: &Order, until: Instant, policy: &Policy) -> Transition {
+    let mut o = order.clone();
+    let mut events = Vec::new();
+    while let Some(due) = next_due(&o) {
+        if due > until {
+            break;
+        }
+        let version = o.version;
+        fire_at(&mut o, due, policy, &mut events);
+        if o.version == version {
+            debug_assert!(false, "order {} was due at {due} but nothing fired", o.id);
+            break;
+        }
+    }
+    Transition {
+        order: o,
+        events,
+        deleted: false,
+    }
+}
+
+/// One change at due instant `t`, in the order SPEC section 7 fixes: resume, (start), grace
+/// cancellation, end or scheduled cancellation, cycle start.
+fn fire_at(o: &mut Order, t: Instant, policy: &Policy, out: &mut Vec<Event>) {
+    let mut d = Drafts::default();
+    if o.status == OrderStatus::Paused
+        && o.active_pause()
+            .and_then(|p| p.resume_date)
+            .is_some_and(|r| r <= t)
+    {
+        resume(o, t, &mut d);
+    }
+    if o.status == OrderStatus::Pending && o.start_date <= t {
+        start(o, t, policy, &mut d);
+    }
+    if o.status == OrderStatus::Active
+        && o.payments_due.first().is_some_and(|due| due.deadline <= t)
+    {
+        cancel_now(o, t, CancelCause::PaymentFailure, &mut d);
+        o.last_payment_status = PaymentStatus::Failed;
+    }
+    if o.status == OrderStatus::Active && o.end_date.is_some_and(|e| e <= t) {
+        reach_end(o, &mut d);
+    }
+    while o.status == OrderStatus::Active {
+        match next_cycle_start(o) {
+            Some(s) if s <= t => start_cycle(o, s, policy, &mut d),
+            _ => break,
+        }
+    }
+    if !d.0.is_empty() {
+        refresh_cycle_end(o);
+        seal(o, t, d, true, out);
+    }
+}
+
+fn start(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
+    o.status = OrderStatus::Active;
+    d.emit(EventType::OrderStarted, json!({}));
+    if o.free_trial_days > 0 {
+        o.current_cycle = Some(CurrentCycle {
+            index: 0,
+            started_date: t,
+            ended_date: None,
+        });
+        d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": 0 }));
+    } else {
+        // Cycle 1 is the purchase: it was paid (or is owed, offline) at purchase.
+        o.current_cycle = Some(CurrentCycle {
+            index: 1,
+            started_date: t,
+            ended_date: None,
+        });
+        d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": 1 }));
+    }
+    let _ = policy;
+    refresh_cycle_end(o);
+}
+
+fn start_cycle(o: &mut Order, at: Instant, policy: &Policy, d: &mut Drafts) {
+    let k = o.current_cycle.as_ref().map_or(1, |c| c.index + 1);
+    o.current_cycle = Some(CurrentCycle {
+        index: k,
+        started_date: at,
+        ended_date: None,
+    });
+    refresh_cycle_end(o);
+    d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": k }));
+    // Cycle 1 after a trial, and every later cycle, is charged; ONLINE orders request it.
+    if o.order_type == OrderType::Online && !cycle_charge(o, k).is_zero() {
+        o.payments_due.push(PaymentDue {
+            cycle: k,
+            requested_date: at,
+            deadline: at + policy.payment_grace,
+        });
+        o.last_payment_status = PaymentStatus::Pending;
+    }
+}
+
+fn resume(o: &mut Order, t: Instant, d: &mut Drafts) {
+    let Some(pause) = o
+        .pause_periods
+        .iter_mut()
+        .rev()
+        .find(|p| p.status == PauseStatus::Active)
+    else {
+        return;
+    };
+    let paused = (t - pause.pause_date).num_milliseconds().max(0);
+    pause.status = PauseStatus::Ended;
+    pause.resume_date = Some(t);
+    o.paused_total += paused;
+    o.end_date = o.end_date.map(|e| shift(e, paused));
+    o.earliest_end_date = o.earliest_end_date.map(|e| shift(e, paused));
+    for due in &mut o.payments_due {
+        due.deadline = shift(due.deadline, paused);
+    }
+    o.status = OrderStatus::Active;
+    refresh_cycle_end(o);
+    d.emit(
+        EventType::OrderResumed,
+        json!({ "resumeDate": format_instant(&t) }),
+    );
+}
+
+fn cancel_now(o: &mut Order, t: Instant, cause: CancelCause, d: &mut Drafts) {
+    if let Some(pause) = o
+        .pause_periods
+        .iter_mut()
+        .rev()
+        .find(|p| p.status == PauseStatus::Active)
+    {
+        pause.status = PauseStatus::Ended;
+        pause.resume_date = Some(t);
+    }
+    let cancellation = Cancellation {
+        requested_date: t,
+        cause,
+        effective_at: EffectiveAt::Immediately,
+    };
+    o.status = OrderStatus::Canceled;
+    o.end_date = Some(t);
+    if let Some(c) = o.current_cycle.as_mut() {
+        c.ended_date = Some(t);
+    }
+    d.emit(
+        EventType::OrderCanceled,
+        json!({ "cancellation": &cancellation }),
+    );
+    d.emit(EventType::OrderEnded, json!({}));
+    o.cancellation = Some(cancellation);
+}
+
+fn reach_end(o: &mut Order, d: &mut Drafts) {
+    if let Some(c) = o.current_cycle.as_mut() {
+        c.ended_date = o.end_date;
+    }
+    if o.auto_renew_canceled {
+        o.status = OrderStatus::Canceled;
+        d.emit(
+            EventType::OrderCanceled,
+            json!({ "cancellation": &o.cancellation }),
+        );
+    } else {
+        o.status = OrderStatus::Ended;
+    }
+    d.emit(EventType::OrderEnded, json!({}));
+}
+
+/// Purchase: orderPurchased, then PENDING, or ACTIVE at once when the start date has come (a
+/// start date already past moves to `now`, and the dates are recomputed from there).
+fn purchase(
+    o: &mut Order,
+    now: Instant,
+    payment: Option<(&str, Decimal)>,
+    policy: &Policy,
+    d: &mut Drafts,
+) {
+    let (payment_id, amount) = payment.unwrap_or(("", o.currency.zero()));
+    d.emit(
+        EventType::OrderPurchased,
+        json!({
+            "paymentId": if payment_id.is_empty() { Value::Null } else { Value::from(payment_id) },
+            "amount": amount,
+        }),
+    );
+    o.status = OrderStatus::Pending;
+    if o.start_date < now {
+        o.start_date = now;
+        if let Ok(end) = scheduled_end(o.pricing.kind, now, o.free_trial_days) {
+            o.end_date = end;
+            o.earliest_end_date = end;
+        }
+    }
+    if o.start_date <= now {
+        start(o, now, policy, d);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creation
+
+/// Creates an order (SPEC section 1, createOrder): ONLINE orders are carts (DRAFT) until paid
+/// unless nothing is due and they are not named carts; OFFLINE and EXTERNAL orders are
+/// purchased at once. A start date of `now` starts the order in the same change.
+///
+/// # Errors
+/// [`DomainError::InvalidArgument`] for a start date in the past or dates out of range.
+pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition, DomainError> {
+    let start_date = new.start_date.unwrap_or(now);
+    if start_date < now {
+        return Err(DomainError::invalid("startDate", "must not be in the past"));
+    }
+    let end_date = scheduled_end(new.pricing.kind, start_date, new.free_trial_days)?;
+    let c = new.currency;
+    let mut o = Order {
+        id: new.id,
+        customer_id: new.customer_id,
+        plan: new.plan,
+        order_type: new.order_type,
+        channel: new.channel,
+        status: OrderStatus::Draft,
+        last_payment_status: PaymentStatus::Unpaid,
+        pricing: new.pricing,
+        currency: c,
+        free_trial_days: new.free_trial_days,
+        start_date,
+        end_date,
+        earliest_end_date: end_date,
+        current_cycle: None,
+        pause_periods: Vec::new(),
+        auto_renew_canceled: false,
+        cancellation: None,
+        line_items: Vec::new(),
+        promo_codes: Vec::new(),
+        payments: Vec::new(),
+        addresses: Vec::new(),
+        price_details: PriceDetails {
+            subtotal: c.zero(),
+            discount: c.zero(),
+            total: c.zero(),
+            currency: c,
+        },
+        name: new.name,
+        version: 0,
+        created_date: now,
+        updated_date: now,
+        paused_total: 0,
+        payments_due: Vec::new(),
+        sequence: 0,
+    };
+    o.price_details = price_details(&o);
+    let nothing_due = purchase_due(&o).is_zero();
+    if o.pricing.is_free() || (o.order_type == OrderType::Online && nothing_due) {
+        o.last_payment_status = PaymentStatus::NotApplicable;
+    }
+
+    let mut d = Drafts::default();
+    d.emit(EventType::OrderCreated, json!({}));
+    match o.order_type {
+        OrderType::Online if nothing_due && o.name.is_none() => {
+            purchase(&mut o, now, None, policy, &mut d)
+        }
+        OrderType::Online => {}
+        OrderType::Offline if new.paid && !o.price_details.total.is_zero() => {
+            let amount = o.price_details.total;
+            o.payments.push(Payment {
+                id: OFFLINE_PAYMENT_ID.to_string(),
+                amount,
+                date: now,
+                cycle: 1,
+                refunded: c.zero(),
+            });
+            o.last_payment_status = PaymentStatus::Paid;
+            purchase(
+                &mut o,
+                now,
+                Some((OFFLINE_PAYMENT_ID, amount)),
+                policy,
+                &mut d,
+            );
+        }
+        OrderType::Offline | OrderType::External => purchase(&mut o, now, None, policy, &mut d),
+    }
+    let mut events = Vec::new();
+    seal(&mut o, now, d, false, &mut events);
+    Ok(Transition {
+        order: o,
+        events,
+        deleted: false,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+/// Applies a command at `now` to an order that has already fired everything due up to `now`
+/// (see [`fire`]; the caller runs it first, so a command always sees the order as of now).
+///
+/// # Errors
+/// A [`DomainError`] when the command is refused; the order is then unchanged.
+pub fn apply(
+    order: &Order,
+    cmd: &Command,
+    now: Instant,
+    policy: &Policy,
+) -> Result<Transition, DomainError> {
+    let mut o = order.clone();
+    let mut d = Drafts::default();
+    let mut events = Vec::new();
+    match cmd {
+        Command::RecordPayment { payment_id, amount } => {
+            let amount = o
+                .currency
+                .check_amount(*amount)
+                .map_err(|e| DomainError::invalid("amount", e.to_string()))?;
+            if let Some(p) = o.payment(payment_id) {
+                return if p.amount == amount {
+                    Ok(unchanged(order))
+                } else {
+                    Err(DomainError::Conflict(format!(
+                        "payment {payment_id} was recorded with amount {}, not {amount}",
+                        p.amount
+                    )))
+                };
+            }
+            record_payment(&mut o, payment_id, amount, now, policy, &mut d)?;
+        }
+        Command::PaymentFailed { payment_id, .. } => {
+            if o.payment(payment_id).is_some() {
+                return Err(DomainError::state(format!(
+                    "payment {payment_id} has already succeeded"
+                )));
+            }
+            o.last_payment_status = PaymentStatus::Failed;
+        }
+        Command::RecordRefund { payment_id, amount } => {
+            let amount = o
+                .currency
+                .check_amount(*amount)
+                .map_err(|e| DomainError::invalid("amount", e.to_string()))?;
+            if amount.is_zero() {
+                return Err(DomainError::invalid("amount", "must be greater than zero"));
+            }
+            let p = o
+                .payments
+                .iter_mut()
+                .find(|p| &p.id == payment_id)
+                .ok_or_else(|| {
+                    DomainError::NotFound(format!(
+                        "payment {payment_id} not found on order {}",
+                        order.id
+                    ))
+                })?;
+            let refundable = p.amount - p.refunded;
+            if amount > refundable {
+                return Err(DomainError::invalid(
+                    "amount",
+                    format!("exceeds what payment {payment_id} has left to refund ({refundable})"),
+                ));
+            }
+            p.refunded += amount;
+            if p.refunded == p.amount {
+                o.last_payment_status = PaymentStatus::Refunded;
+            }
+        }
+        Command::MarkAsPaid => {
+            if o.order_type != OrderType::Offline {
+                return Err(DomainError::state("markAsPaid is only for OFFLINE orders"));
+            }
+            if !o.payments.is_empty() || o.last_payment_status == PaymentStatus::Paid {
+                return Err(DomainError::state("the order is already paid"));
+            }
+            let amount = o.price_details.total;
+            if amount.is_zero() {
+                return Err(DomainError::state(
+                    "the order is free: there is nothing to pay",
+                ));
+            }
+            o.payments.push(Payment {
+                id: OFFLINE_PAYMENT_ID.to_string(),
+                amount,
+                date: now,
+                cycle: 1,
+                refunded: o.currency.zero(),
+            });
+            o.last_payment_status = PaymentStatus::Paid;
+            d.emit(
+                EventType::OrderMarkedAsPaid,
+                json!({ "paymentId": OFFLINE_PAYMENT_ID, "amount": amount }),
+            );
+        }
+        Command::Pause { resume_at } => {
+            if o.status != OrderStatus::Active {
+                return Err(DomainError::state(format!(
+                    "only ACTIVE orders can be paused; this one is {}",
+                    o.status.as_str()
+                )));
+            }
+            if o.in_trial() {
+                return Err(DomainError::state(
+                    "an order cannot be paused during its free trial",
+                ));
+            }
+            if resume_at.is_some_and(|r| r <= now) {
+                return Err(DomainError::invalid("resumeAt", "must be after now"));
+            }
+            o.pause_periods.push(PausePeriod {
+                status: PauseStatus::Active,
+                pause_date: now,
+                resume_date: *resume_at,
+            });
+            o.status = OrderStatus::Paused;
+            d.emit(
+                EventType::OrderPaused,
+                json!({ "pauseDate": format_instant(&now), "resumeAt": resume_at.as_ref().map(format_instant) }),
+            );
+        }
+        Command::Resume => {
+            if o.status != OrderStatus::Paused {
+                return Err(DomainError::state(format!(
+                    "only PAUSED orders can be resumed; this one is {}",
+                    o.status.as_str()
+                )));
+            }
+            resume(&mut o, now, &mut d);
+        }
+        Command::PostponeEndDate { end_date } => {
+            if !matches!(o.status, OrderStatus::Pending | OrderStatus::Active) {
+                return Err(DomainError::state(format!(
+                    "the end date of a {} order cannot change",
+                    o.status.as_str()
+                )));
+            }
+            if o.auto_renew_canceled {
+                return Err(DomainError::state("the order's auto-renewal is canceled"));
+            }
+            let Some(previous) = o.end_date else {
+                return Err(DomainError::state(
+                    "the order has no end date (it renews until canceled)",
+                ));
+            };
+            if *end_date <= now {
+                return Err(DomainError::invalid("endDate", "must be after now"));
+            }
+            if *end_date <= o.start_date {
+                return Err(DomainError::invalid(
+                    "endDate",
+                    "must be after the start date",
+                ));
+            }
+            if *end_date == previous {
+                return Err(DomainError::invalid("endDate", "is the current end date"));
+            }
+            o.end_date = Some(*end_date);
+            d.emit(
+                EventType::OrderEndDatePostponed,
+                json!({ "endDate": format_instant(end_date), "previousEndDate": format_instant(&previous) }),
+            );
+        }
+        Command::ChangeStartDate { start_date } => {
+            if !matches!(o.status, OrderStatus::Draft | OrderStatus::Pending) {
+                return Err(DomainError::state(format!(
+                    "the start date can change only before the order starts; this one is {}",
+                    o.status.as_str()
+                )));
+            }
+            if *start_date < now {
+                return Err(DomainError::invalid("startDate", "must not be in the past"));
+            }
+            if *start_date == o.start_date {
+                return Err(DomainError::invalid(
+                    "startDate",
+                    "is the current start date",
+                ));
+            }
+            let previous = o.start_date;
+            let end = scheduled_end(o.pricing.kind, *start_date, o.free_trial_days)?;
+            o.start_date = *start_date;
+            o.end_date = end;
+            o.earliest_end_date = end;
+            d.emit(
+                EventType::OrderStartDateChanged,
+                json!({ "startDate": format_instant(start_date), "previousStartDate": format_instant(&previous) }),
+            );
+            if o.status == OrderStatus::Pending && o.start_date <= now {
+                start(&mut o, now, policy, &mut d);
+            }
+        }
+        Command::Cancel {
+            effective_at,
+            cause,
+        } => cancel(&mut o, *effective_at, *cause, now, &mut d)?,
+        Command::Delete => {
+            d.emit(EventType::OrderDeleted, json!({}));
+            seal(&mut o, now, d, false, &mut events);
+            return Ok(Transition {
+                order: o,
+                events,
+                deleted: true,
+            });
+        }
+    }
+    refresh_cycle_end(&mut o);
+    seal(&mut o, now, d, true, &mut events);
+    Ok(Transition {
+        order: o,
+        events,
+        deleted: false,
+    })
+}
+
+fn unchanged(order: &Order) -> Transition {
+    Transition {
+        order: order.clone(),
+        events: Vec::new(),
+        deleted: false,
+    }
+}
+
+fn record_payment(
+    o: &mut Order,
+    payment_id: &str,
+    amount: Decimal,
+    now: Instant,
+    policy: &Policy,
+    d: &mut Drafts,
+) -> Result<(), DomainError> {
+    if o.status == OrderStatus::Draft {
+        let due = purchase_due(o);
+        if amount.is_zero() && !due.is_zero() {
+            return Err(DomainError::invalid(
+                "amount",
+                format!("must be greater than zero: the purchase charge is {due}"),
+            ));
+        }
+        o.payments.push(Payment {
+            id: payment_id.to_string(),
+            amount,
+            date: now,
+            cycle: 1,
+            refunded: o.currency.zero(),
+        });
+        if !amount.is_zero() {
+            o.last_payment_status = PaymentStatus::Paid;
+        }
+        purchase(o, now, Some((payment_id, amount)), policy, d);
+        return Ok(());
+    }
+    if amount.is_zero() {
+        return Err(DomainError::invalid("amount", "must be greater than zero"));
+    }
+    // A payment settles the oldest unpaid cycle; with nothing due it is credited to the current.
+    let cycle = if o.payments_due.is_empty() {
+        o.current_cycle.as_ref().map_or(1, |c| c.index.max(1))
+    } else {
+        o.payments_due.remove(0).cycle
+    };
+    o.payments.push(Payment {
+        id: payment_id.to_string(),
+        amount,
+        date: now,
+        cycle,
+        refunded: o.currency.zero(),
+    });
+    o.last_payment_status = if o.payments_due.is_empty() {
+        PaymentStatus::Paid
+    } else {
+        PaymentStatus::Pending
+    };
+    Ok(())
+}
+
+fn cancel(
+    o: &mut Order,
+    effective_at: EffectiveAt,
+    cause: CancelCause,
+    now: Instant,
+    d: &mut Drafts,
+) -> Result<(), DomainError> {
+    match o.status {
+        OrderStatus::Draft => {
+            return Err(DomainError::state(
+                "a DRAFT order cannot be canceled; delete it instead",
+            ))
+        }
+        OrderStatus::Ended | OrderStatus::Canceled => {
+            return Err(DomainError::state(format!(
+                "the order is already {}",
+                o.status.as_str()
+            )))
+        }
+        _ => {}
+    }
+    match effective_at {
+        EffectiveAt::Immediately => {
+            cancel_now(o, now, cause, d);
+            Ok(())
+        }
+        EffectiveAt::NextPaymentDate => {
+            if o.status == OrderStatus::Pending {
+                return Err(DomainError::state(
+                    "a PENDING order can only be canceled IMMEDIATELY",
+                ));
+            }
+            if !o.pricing.is_recurring() {
+                return Err(DomainError::state(
+                    "a single-payment order can only be canceled IMMEDIATELY",
+                ));
+            }
+            if o.auto_renew_canceled {
+                return Err(DomainError::state(
+                    "the order's auto-renewal is already canceled",
+                ));
+            }
+            let end = current_cycle_end(o)
+                .ok_or_else(|| DomainError::state("the current cycle has no end"))?;
+            let cancellation = Cancellation {
+                requested_date: now,
+                cause,
+                effective_at: EffectiveAt::NextPaymentDate,
+            };
+            o.end_date = Some(end);
+            o.auto_renew_canceled = true;
+            d.emit(
+                EventType::OrderAutoRenewCanceled,
+                json!({ "cancellation": &cancellation }),
+            );
+            o.cancellation = Some(cancellation);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
+mod tests;

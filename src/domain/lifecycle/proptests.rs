@@ -1,0 +1,342 @@
+//! Property tests of the lifecycle's invariants over random plans, start dates (29th-31st and
+//! leap days included) and random sequences of commands and clock advances.
+
+use chrono::{Duration as Span, NaiveDate, TimeZone, Utc};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use super::test_support::*;
+use super::*;
+use crate::domain::calendar::Duration;
+use crate::domain::time::format_instant;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Advance(i64),
+    Pay { id: u8, cents: u32 },
+    Fail { id: u8 },
+    Refund { id: u8, cents: u32 },
+    Pause { resume_in_minutes: Option<i64> },
+    Resume,
+    Postpone { minutes: i64 },
+    CancelNext,
+    CancelNow,
+    MarkAsPaid,
+    ChangeStart { minutes: i64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1i64..60 * 24 * 45).prop_map(Op::Advance),
+        3 => (0u8..3, prop_oneof![Just(500u32), Just(999), 1u32..5000]).prop_map(|(id, cents)| Op::Pay { id, cents }),
+        1 => (0u8..4).prop_map(|id| Op::Fail { id }),
+        1 => (0u8..3, 1u32..800).prop_map(|(id, cents)| Op::Refund { id, cents }),
+        2 => proptest::option::of(1i64..60 * 24 * 40).prop_map(|resume_in_minutes| Op::Pause { resume_in_minutes }),
+        2 => Just(Op::Resume),
+        1 => (-60i64 * 24 * 60..60 * 24 * 200).prop_map(|minutes| Op::Postpone { minutes }),
+        1 => Just(Op::CancelNext),
+        1 => Just(Op::CancelNow),
+        1 => Just(Op::MarkAsPaid),
+        1 => (0i64..60 * 24 * 30).prop_map(|minutes| Op::ChangeStart { minutes }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Plan {
+    kind: &'static str,
+    pricing: serde_json::Value,
+    trial: u32,
+    start: Instant,
+    created: Instant,
+    cents: u32,
+}
+
+fn start_instant() -> impl Strategy<Value = Instant> {
+    (
+        2023i32..=2026,
+        1u32..=12,
+        prop_oneof![28u32..=31, 1u32..=31],
+        0u32..24,
+        0u32..60,
+    )
+        .prop_map(|(y, m, d, h, min)| {
+            let day = (1..=d)
+                .rev()
+                .find_map(|d| NaiveDate::from_ymd_opt(y, m, d))
+                .unwrap();
+            Utc.from_utc_datetime(&day.and_hms_opt(h, min, 0).unwrap())
+        })
+}
+
+fn plan() -> impl Strategy<Value = Plan> {
+    let unit = prop_oneof![Just("DAY"), Just("WEEK"), Just("MONTH"), Just("YEAR")];
+    let pricing = prop_oneof![
+        4 => (unit.clone(), 1u32..4, 0u32..8).prop_map(|(unit, count, cycles)| json!({
+            "subscription": {"cycleDuration": {"count": count, "unit": unit}, "cycleCount": cycles}
+        })),
+        1 => (unit, 1u32..4).prop_map(|(unit, count)| json!({"singlePaymentForDuration": {"count": count, "unit": unit}})),
+        1 => Just(json!({"singlePaymentUnlimited": true})),
+    ];
+    (
+        prop_oneof![Just("ONLINE"), Just("OFFLINE"), Just("EXTERNAL")],
+        pricing,
+        prop_oneof![3 => Just(0u32), 1 => 1u32..20],
+        start_instant(),
+        0i64..60 * 24 * 10,
+        prop_oneof![Just(0u32), Just(500), 1u32..10_000],
+    )
+        .prop_map(|(kind, pricing, trial, start, lead, cents)| {
+            let trial = if pricing.get("subscription").is_some() {
+                trial
+            } else {
+                0
+            };
+            Plan {
+                kind,
+                pricing,
+                trial,
+                start,
+                created: start - Span::minutes(lead),
+                cents,
+            }
+        })
+}
+
+fn create_plan(p: &Plan) -> Transition {
+    new_order(
+        json!({
+            "customerId": "c1",
+            "plan": {"id": "p", "name": "P"},
+            "type": p.kind,
+            "pricing": p.pricing,
+            "prices": [{"cycleFrom": 1, "amount": Decimal::new(i64::from(p.cents), 2)}],
+            "currency": "USD",
+            "freeTrialDays": p.trial,
+            "startDate": format_instant(&p.start),
+        }),
+        p.created,
+    )
+}
+
+fn command(o: &Order, op: &Op, now: Instant) -> Option<(&'static str, serde_json::Value)> {
+    let money = |cents: u32| Decimal::new(i64::from(cents), 2).to_string();
+    Some(match op {
+        Op::Advance(_) => return None,
+        Op::Pay { id, cents } => (
+            "recordPayment",
+            json!({"paymentId": format!("p{id}"), "amount": money(*cents)}),
+        ),
+        Op::Fail { id } => ("paymentFailed", json!({"paymentId": format!("p{id}")})),
+        Op::Refund { id, cents } => (
+            "recordRefund",
+            json!({"paymentId": format!("p{id}"), "amount": money(*cents)}),
+        ),
+        Op::Pause { resume_in_minutes } => (
+            "pauseOrder",
+            match resume_in_minutes {
+                Some(m) => json!({"resumeAt": format_instant(&(now + Span::minutes(*m)))}),
+                None => json!({}),
+            },
+        ),
+        Op::Resume => ("resumeOrder", json!({})),
+        Op::Postpone { minutes } => {
+            let base = o.end_date.unwrap_or(now);
+            (
+                "postponeEndDate",
+                json!({"endDate": format_instant(&(base + Span::minutes(*minutes)))}),
+            )
+        }
+        Op::CancelNext => ("cancelOrder", json!({"effectiveAt": "NEXT_PAYMENT_DATE"})),
+        Op::CancelNow => ("cancelOrder", json!({"effectiveAt": "IMMEDIATELY"})),
+        Op::MarkAsPaid => ("markAsPaid", json!({})),
+        Op::ChangeStart { minutes } => (
+            "changeStartDate",
+            json!({"startDate": format_instant(&(now + Span::minutes(*minutes)))}),
+        ),
+    })
+}
+
+/// Everything that happened in one random run.
+struct Run {
+    order: Order,
+    events: Vec<Event>,
+    postponed: bool,
+}
+
+fn run(p: &Plan, ops: &[Op], splits: &[u16]) -> Result<Run, TestCaseError> {
+    let created = create_plan(p);
+    let mut o = created.order.clone();
+    let mut events = created.events;
+    let mut now = p.created;
+    let mut postponed = false;
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Advance(minutes) = op {
+            let to = now + Span::minutes(*minutes);
+            let direct = fire(&o, to, &policy());
+            // Firing in several steps equals one catch-up pass.
+            let mut stepped = Transition {
+                order: o.clone(),
+                events: vec![],
+                deleted: false,
+            };
+            let split = splits.get(i).copied().unwrap_or(0);
+            for frac in [split % 7, split % 13 + 7, 20] {
+                let mid = now + Span::minutes(*minutes * i64::from(frac) / 20);
+                let next = fire(&stepped.order, mid, &policy());
+                stepped = stepped.then(next);
+            }
+            prop_assert_eq!(&direct.order, &stepped.order);
+            prop_assert_eq!(&direct.events, &stepped.events);
+            if let Some(due) = next_due(&direct.order) {
+                prop_assert!(due > to, "next_due {} is not after {}", due, to);
+            }
+            o = direct.order;
+            events.extend(direct.events);
+            now = to;
+            continue;
+        }
+        let (name, args) = command(&o, op, now).unwrap();
+        let before_money = o.money();
+        let replay = match op {
+            Op::Pay { id, cents } => o
+                .payment(&format!("p{id}"))
+                .map(|pay| pay.amount == Decimal::new(i64::from(*cents), 2)),
+            _ => None,
+        };
+        let caught_up = fire(&o, now, &policy());
+        match cmd(&o, name, args, now) {
+            Ok(t) => {
+                if replay == Some(true) {
+                    prop_assert_eq!(
+                        &t.order,
+                        &caught_up.order,
+                        "replayed payment changed the order"
+                    );
+                    prop_assert_eq!(t.order.money(), before_money);
+                }
+                if name == "postponeEndDate" {
+                    postponed = true;
+                }
+                o = t.order;
+                events.extend(t.events);
+            }
+            Err(_) => {
+                prop_assert!(
+                    replay != Some(true),
+                    "a replayed payment must be accepted as a no-op"
+                );
+                o = caught_up.order;
+                events.extend(caught_up.events);
+            }
+        }
+    }
+    Ok(Run {
+        order: o,
+        events,
+        postponed,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lifecycle_invariants(p in plan(), ops in prop::collection::vec(op(), 1..40), splits in prop::collection::vec(any::<u16>(), 40)) {
+        let r = run(&p, &ops, &splits)?;
+
+        // Sequences start at 1 and have no gaps; versions never go back.
+        for (i, e) in r.events.iter().enumerate() {
+            prop_assert_eq!(e.sequence, i as u64 + 1);
+            prop_assert_eq!(&e.id, &crate::domain::event::event_id(&r.order.id, e.sequence));
+        }
+        for w in r.events.windows(2) {
+            prop_assert!(w[0].entity.version <= w[1].entity.version);
+            prop_assert!(w[0].event_time <= w[1].event_time, "events go forward in time");
+        }
+
+        // Cycle indexes increase by one with no gaps; no cycle starts at or after endDate.
+        let starts: Vec<&Event> = r.events.iter().filter(|e| e.event_type == EventType::OrderCycleStarted).collect();
+        for w in starts.windows(2) {
+            prop_assert_eq!(w[1].data["cycleNumber"].as_u64(), w[0].data["cycleNumber"].as_u64().map(|k| k + 1));
+        }
+        if let Some(first) = starts.first() {
+            let k = first.data["cycleNumber"].as_u64().unwrap();
+            prop_assert_eq!(k, if p.trial > 0 { 0 } else { 1 });
+        }
+        for e in &starts {
+            if let Some(end) = e.entity.end_date {
+                prop_assert!(e.event_time < end, "cycle started at {} with endDate {}", e.event_time, end);
+            }
+        }
+
+        // Every cycle k >= 1 of a subscription starts at clamp(anchor + (k-1) x duration) plus
+        // the pauses taken before it.
+        if let PricingKind::Subscription { cycle_duration, .. } = r.order.pricing.kind {
+            for e in &starts {
+                let k = e.data["cycleNumber"].as_u64().unwrap();
+                if k >= 1 {
+                    let base = cycle_duration.times_after(e.entity.anchor(), k - 1).unwrap();
+                    prop_assert_eq!(e.event_time, base + Span::milliseconds(e.entity.paused_total));
+                }
+            }
+        }
+
+        // earliestEndDate = original end + pauses; endDate too unless postponed or canceled.
+        let o = &r.order;
+        let original = scheduled_end(o.pricing.kind, o.start_date, o.free_trial_days).unwrap();
+        let shifted = original.map(|t| t + Span::milliseconds(o.paused_total));
+        if o.pause_periods.iter().all(|pp| pp.status == PauseStatus::Ended) {
+            prop_assert_eq!(o.earliest_end_date, shifted);
+        }
+        if !r.postponed && o.cancellation.is_none() && o.status != OrderStatus::Paused {
+            prop_assert_eq!(o.end_date, shifted);
+        }
+        let total_paused: i64 = o.pause_periods.iter()
+            .filter(|pp| pp.status == PauseStatus::Ended)
+            .map(|pp| (pp.resume_date.unwrap() - pp.pause_date).num_milliseconds())
+            .sum();
+        if o.cancellation.is_none() {
+            prop_assert_eq!(o.paused_total, total_paused);
+        }
+
+        // Money: never negative, refunds never exceed payments, payment ids unique.
+        let (paid, refunded) = o.money();
+        prop_assert!(paid >= Decimal::ZERO && refunded <= paid);
+        let mut ids: Vec<&str> = o.payments.iter().map(|p| p.id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        prop_assert_eq!(ids.len(), o.payments.len());
+
+        // The order survives a JSON round trip unchanged (what Redis will store).
+        let back: Order = serde_json::from_str(&serde_json::to_string(o).unwrap()).unwrap();
+        prop_assert_eq!(&back, o);
+    }
+
+    #[test]
+    fn cycle_dates_never_drift(start in start_instant(), count in 1u32..4, unit in 0usize..4, k in 1u64..60) {
+        let unit = [Unit::Day, Unit::Week, Unit::Month, Unit::Year][unit];
+        let d = Duration { count, unit };
+        let a = d.times_after(start, k).unwrap();
+        let b = d.times_after(start, k + 1).unwrap();
+        prop_assert!(a < b);
+        prop_assert_eq!(a.time(), start.time(), "time of day is kept");
+        if matches!(unit, Unit::Month | Unit::Year) {
+            use chrono::Datelike;
+            let day = start.day().min(days_in_month(a.year(), a.month()));
+            prop_assert_eq!(a.day(), day, "clamped from the anchor, not chained");
+        }
+    }
+}
+
+fn days_in_month(y: i32, m: u32) -> u32 {
+    use chrono::Datelike;
+    let first_next = if m == 12 {
+        NaiveDate::from_ymd_opt(y + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(y, m + 1, 1)
+    };
+    first_next.unwrap().pred_opt().unwrap().day()
+}
+
+use crate::domain::calendar::Unit;

@@ -1,0 +1,1219 @@
+//! Table tests: one per rule and refusal of SPEC sections 1 and 7.
+
+use serde_json::json;
+
+use super::test_support::*;
+use super::*;
+use crate::domain::time::format_instant;
+use crate::domain::ErrorCode;
+
+fn code(r: Result<Transition, DomainError>) -> ErrorCode {
+    r.expect_err("expected a refusal").code()
+}
+
+fn cycles(events: &[Event]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .filter(|e| e.event_type == EventType::OrderCycleStarted)
+        .map(|e| {
+            (
+                e.data["cycleNumber"].as_u64().unwrap(),
+                format_instant(&e.event_time),
+            )
+        })
+        .collect()
+}
+
+const T0: &str = "2026-01-10T09:00:00Z";
+
+#[test]
+fn online_order_is_a_draft_until_its_first_payment() {
+    let now = at(T0);
+    let t = new_order(monthly("ONLINE", 12, "10.00", T0), now);
+    assert_eq!(t.order.status, OrderStatus::Draft);
+    assert_eq!(t.order.last_payment_status, PaymentStatus::Unpaid);
+    assert_eq!(types(&t.events), ["orderCreated"]);
+    assert_eq!(next_due(&t.order), None, "a cart has no timer");
+
+    let paid = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "pay1", "amount": "10.00"}),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        types(&paid.events),
+        [
+            "orderPurchased",
+            "orderStarted",
+            "orderCycleStarted",
+            "orderUpdated"
+        ]
+    );
+    assert_eq!(
+        paid.events[0].data,
+        json!({"paymentId": "pay1", "amount": "10.00"})
+    );
+    assert_eq!(paid.order.status, OrderStatus::Active);
+    assert_eq!(paid.order.last_payment_status, PaymentStatus::Paid);
+    assert_eq!(paid.order.end_date, Some(at("2027-01-10T09:00:00Z")));
+    let c = paid.order.current_cycle.clone().unwrap();
+    assert_eq!(
+        (c.index, c.ended_date),
+        (1, Some(at("2026-02-10T09:00:00Z")))
+    );
+    let seqs: Vec<u64> = t
+        .events
+        .iter()
+        .chain(&paid.events)
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn later_cycles_request_payment_and_grace_expiry_cancels() {
+    let now = at(T0);
+    let t = new_order(monthly("ONLINE", 12, "10.00", T0), now);
+    let t = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        now,
+    )
+    .unwrap();
+    let c2 = fire(&t.order, at("2026-02-10T09:00:00Z"), &policy());
+    assert_eq!(types(&c2.events), ["orderCycleStarted", "orderUpdated"]);
+    assert_eq!(c2.order.last_payment_status, PaymentStatus::Pending);
+    assert_eq!(
+        next_due(&c2.order),
+        Some(at("2026-02-13T09:00:00Z")),
+        "grace deadline"
+    );
+
+    let paid = cmd(
+        &c2.order,
+        "recordPayment",
+        json!({"paymentId": "p2", "amount": "10.00"}),
+        at("2026-02-12T00:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(paid.order.last_payment_status, PaymentStatus::Paid);
+    assert_eq!(paid.order.payments[1].cycle, 2);
+    assert_eq!(types(&paid.events), ["orderUpdated"]);
+
+    let expired = fire(&c2.order, at("2026-03-01T00:00:00Z"), &policy());
+    assert_eq!(expired.order.status, OrderStatus::Canceled);
+    let cancel = expired.order.cancellation.clone().unwrap();
+    assert_eq!(cancel.cause, CancelCause::PaymentFailure);
+    assert_eq!(cancel.requested_date, at("2026-02-13T09:00:00Z"));
+    assert_eq!(expired.order.end_date, Some(at("2026-02-13T09:00:00Z")));
+    assert_eq!(
+        types(&expired.events),
+        ["orderCanceled", "orderEnded", "orderUpdated"]
+    );
+    assert_eq!(next_due(&expired.order), None);
+}
+
+#[test]
+fn the_earliest_unpaid_deadline_stands_and_a_pause_extends_it() {
+    let long_grace = Policy {
+        payment_grace: chrono::Duration::days(40),
+    };
+    let now = at(T0);
+    let t = new_order(monthly("ONLINE", 12, "10.00", T0), now);
+    let t = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        now,
+    )
+    .unwrap();
+    let o = fire(&t.order, at("2026-03-10T09:00:00Z"), &long_grace).order;
+    assert_eq!(o.payments_due.len(), 2, "cycles 2 and 3 unpaid");
+    assert_eq!(
+        next_due(&o),
+        Some(at("2026-03-22T09:00:00Z")),
+        "cycle 2's deadline, not reset"
+    );
+    let paused = apply(
+        &o,
+        &Command::Pause { resume_at: None },
+        at("2026-03-11T09:00:00Z"),
+        &long_grace,
+    )
+    .unwrap()
+    .order;
+    let resumed = apply(
+        &paused,
+        &Command::Resume,
+        at("2026-03-16T09:00:00Z"),
+        &long_grace,
+    )
+    .unwrap()
+    .order;
+    assert_eq!(
+        next_due(&resumed),
+        Some(at("2026-03-27T09:00:00Z")),
+        "moved by the 5 paused days"
+    );
+    assert_eq!(resumed.last_payment_status, PaymentStatus::Pending);
+}
+
+#[test]
+fn monthly_from_jan_31_of_a_leap_year_walks_14_cycles_without_drift() {
+    let start = "2024-01-31T10:00:00Z";
+    let t = new_order(monthly("OFFLINE", 14, "5.00", start), at(start));
+    assert_eq!(t.order.end_date, Some(at("2025-03-31T10:00:00Z")));
+    let all = t
+        .clone()
+        .then(fire(&t.order, at("2026-01-01T00:00:00Z"), &policy()));
+    let expected = [
+        "2024-01-31",
+        "2024-02-29",
+        "2024-03-31",
+        "2024-04-30",
+        "2024-05-31",
+        "2024-06-30",
+        "2024-07-31",
+        "2024-08-31",
+        "2024-09-30",
+        "2024-10-31",
+        "2024-11-30",
+        "2024-12-31",
+        "2025-01-31",
+        "2025-02-28",
+    ];
+    let got = cycles(&all.events);
+    assert_eq!(got.len(), 14);
+    for (i, ((k, when), day)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(*k, i as u64 + 1);
+        assert_eq!(when, &format!("{day}T10:00:00.000Z"));
+    }
+    assert_eq!(all.order.status, OrderStatus::Ended);
+    let last = all
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.event_type == EventType::OrderEnded)
+        .unwrap();
+    assert_eq!(last.event_time, at("2025-03-31T10:00:00Z"));
+}
+
+#[test]
+fn offline_orders_are_purchased_at_creation_and_marked_paid_once() {
+    let now = at(T0);
+    let t = new_order(monthly("OFFLINE", 3, "20.00", T0), now);
+    assert_eq!(
+        types(&t.events),
+        [
+            "orderCreated",
+            "orderPurchased",
+            "orderStarted",
+            "orderCycleStarted"
+        ]
+    );
+    assert_eq!(t.order.status, OrderStatus::Active);
+    assert_eq!(t.order.last_payment_status, PaymentStatus::Unpaid);
+    let paid = cmd(&t.order, "markAsPaid", json!({}), now).unwrap();
+    assert_eq!(types(&paid.events), ["orderMarkedAsPaid", "orderUpdated"]);
+    assert_eq!(
+        paid.events[0].data,
+        json!({"paymentId": "offline-payment", "amount": "20.00"})
+    );
+    assert_eq!(
+        code(cmd(&paid.order, "markAsPaid", json!({}), now)),
+        ErrorCode::InvalidState
+    );
+    // Later cycles of an OFFLINE order request nothing.
+    let later = fire(&paid.order, at("2026-03-15T00:00:00Z"), &policy());
+    assert_eq!(later.order.last_payment_status, PaymentStatus::Paid);
+    assert!(later.order.payments_due.is_empty());
+}
+
+#[test]
+fn offline_created_paid_cannot_be_marked_paid_again() {
+    let mut args = monthly("OFFLINE", 3, "20.00", T0);
+    args["paid"] = json!(true);
+    let t = new_order(args, at(T0));
+    assert_eq!(t.order.last_payment_status, PaymentStatus::Paid);
+    assert_eq!(t.order.money().0.to_string(), "20.00");
+    assert_eq!(
+        t.events[1].data,
+        json!({"paymentId": "offline-payment", "amount": "20.00"})
+    );
+    assert_eq!(
+        code(cmd(&t.order, "markAsPaid", json!({}), at(T0))),
+        ErrorCode::InvalidState
+    );
+}
+
+#[test]
+fn mark_as_paid_on_online_is_refused() {
+    let t = new_order(monthly("ONLINE", 3, "20.00", T0), at(T0));
+    assert_eq!(
+        code(cmd(&t.order, "markAsPaid", json!({}), at(T0))),
+        ErrorCode::InvalidState
+    );
+}
+
+#[test]
+fn a_future_start_is_pending_and_starts_stamped_at_its_due_time() {
+    let t = new_order(
+        monthly("EXTERNAL", 2, "3.00", "2026-02-01T00:00:00Z"),
+        at(T0),
+    );
+    assert_eq!(t.order.status, OrderStatus::Pending);
+    assert_eq!(types(&t.events), ["orderCreated", "orderPurchased"]);
+    assert_eq!(next_due(&t.order), Some(at("2026-02-01T00:00:00Z")));
+    // Fired late (after downtime): still stamped with the due time.
+    let s = fire(&t.order, at("2026-02-05T00:00:00Z"), &policy());
+    assert_eq!(
+        types(&s.events),
+        ["orderStarted", "orderCycleStarted", "orderUpdated"]
+    );
+    assert!(s
+        .events
+        .iter()
+        .all(|e| e.event_time == at("2026-02-01T00:00:00Z")));
+}
+
+#[test]
+fn a_trial_is_cycle_zero_then_cycle_one_requests_payment() {
+    let mut args = monthly("ONLINE", 2, "9.00", T0);
+    args["freeTrialDays"] = json!(14);
+    let t = new_order(args, at(T0));
+    assert_eq!(
+        types(&t.events),
+        [
+            "orderCreated",
+            "orderPurchased",
+            "orderStarted",
+            "orderCycleStarted"
+        ]
+    );
+    assert_eq!(t.events[3].data, json!({"cycleNumber": 0}));
+    assert_eq!(t.order.last_payment_status, PaymentStatus::NotApplicable);
+    assert_eq!(
+        t.order.end_date,
+        Some(at("2026-03-24T09:00:00Z")),
+        "anchor Jan 24 + 2 months"
+    );
+    assert_eq!(
+        code(cmd(
+            &t.order,
+            "pauseOrder",
+            json!({}),
+            at("2026-01-12T00:00:00Z")
+        )),
+        ErrorCode::InvalidState
+    );
+    let c1 = fire(&t.order, at("2026-01-24T09:00:00Z"), &policy());
+    assert_eq!(
+        cycles(&c1.events),
+        [(1, "2026-01-24T09:00:00.000Z".to_string())]
+    );
+    assert_eq!(c1.order.last_payment_status, PaymentStatus::Pending);
+}
+
+#[test]
+fn a_named_cart_with_a_trial_waits_for_a_zero_payment() {
+    let mut args = monthly("ONLINE", 2, "9.00", T0);
+    args["freeTrialDays"] = json!(7);
+    args["name"] = json!("wishlist");
+    let t = new_order(args, at(T0));
+    assert_eq!(t.order.status, OrderStatus::Draft);
+    let p = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "z", "amount": "0"}),
+        at(T0),
+    )
+    .unwrap();
+    assert_eq!(p.order.status, OrderStatus::Active);
+    assert!(p.order.in_trial());
+}
+
+#[test]
+fn a_free_plan_needs_no_payment() {
+    let t = new_order(monthly("ONLINE", 2, "0", T0), at(T0));
+    assert_eq!(t.order.status, OrderStatus::Active);
+    assert_eq!(t.order.last_payment_status, PaymentStatus::NotApplicable);
+    let later = fire(&t.order, at("2026-02-20T00:00:00Z"), &policy());
+    assert_eq!(
+        later.order.last_payment_status,
+        PaymentStatus::NotApplicable
+    );
+    assert!(later.order.payments_due.is_empty());
+}
+
+#[test]
+fn a_draft_paid_after_its_start_date_starts_at_payment_time() {
+    let t = new_order(monthly("ONLINE", 2, "9.00", "2026-01-15T00:00:00Z"), at(T0));
+    let paid_at = at("2026-01-20T12:00:00Z");
+    let p = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p", "amount": "9.00"}),
+        paid_at,
+    )
+    .unwrap();
+    assert_eq!(p.order.start_date, paid_at);
+    assert_eq!(p.order.end_date, Some(at("2026-03-20T12:00:00Z")));
+    assert_eq!(p.order.status, OrderStatus::Active);
+}
+
+#[test]
+fn pause_and_resume_shift_every_later_date() {
+    let t = new_order(monthly("OFFLINE", 3, "5.00", T0), at(T0));
+    let p = cmd(
+        &t.order,
+        "pauseOrder",
+        json!({}),
+        at("2026-01-20T09:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(types(&p.events), ["orderPaused", "orderUpdated"]);
+    assert_eq!(
+        p.events[0].data,
+        json!({"pauseDate": "2026-01-20T09:00:00.000Z", "resumeAt": null})
+    );
+    assert_eq!(next_due(&p.order), None, "no cycle while paused");
+    let r = cmd(
+        &p.order,
+        "resumeOrder",
+        json!({}),
+        at("2026-01-25T09:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(
+        r.events[0].data,
+        json!({"resumeDate": "2026-01-25T09:00:00.000Z"})
+    );
+    assert_eq!(r.order.end_date, Some(at("2026-04-15T09:00:00Z")));
+    assert_eq!(r.order.earliest_end_date, Some(at("2026-04-15T09:00:00Z")));
+    assert_eq!(r.order.paused_total, 5 * 86_400_000);
+    assert_eq!(next_due(&r.order), Some(at("2026-02-15T09:00:00Z")));
+    let pp = &r.order.pause_periods[0];
+    assert_eq!(
+        (pp.status, pp.resume_date),
+        (PauseStatus::Ended, Some(at("2026-01-25T09:00:00Z")))
+    );
+}
+
+#[test]
+fn a_scheduled_resume_fires_and_a_manual_one_clears_it() {
+    let t = new_order(monthly("OFFLINE", 3, "5.00", T0), at(T0));
+    let p = cmd(
+        &t.order,
+        "pauseOrder",
+        json!({"resumeAt": "2026-01-30T00:00:00Z"}),
+        at("2026-01-20T00:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(
+        p.order.pause_periods[0].resume_date,
+        Some(at("2026-01-30T00:00:00Z"))
+    );
+    assert_eq!(next_due(&p.order), Some(at("2026-01-30T00:00:00Z")));
+    let fired = fire(&p.order, at("2026-01-30T00:00:00Z"), &policy());
+    assert_eq!(types(&fired.events), ["orderResumed", "orderUpdated"]);
+    assert_eq!(fired.order.status, OrderStatus::Active);
+    let manual = cmd(
+        &p.order,
+        "resumeOrder",
+        json!({}),
+        at("2026-01-22T00:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(
+        manual.order.pause_periods[0].resume_date,
+        Some(at("2026-01-22T00:00:00Z"))
+    );
+    assert_ne!(next_due(&manual.order), Some(at("2026-01-30T00:00:00Z")));
+}
+
+#[test]
+fn pause_and_resume_refusals() {
+    let pending = new_order(
+        monthly("OFFLINE", 3, "5.00", "2026-02-01T00:00:00Z"),
+        at(T0),
+    );
+    assert_eq!(
+        code(cmd(&pending.order, "pauseOrder", json!({}), at(T0))),
+        ErrorCode::InvalidState
+    );
+    let active = new_order(monthly("OFFLINE", 3, "5.00", T0), at(T0));
+    assert_eq!(
+        code(cmd(&active.order, "resumeOrder", json!({}), at(T0))),
+        ErrorCode::InvalidState
+    );
+    assert_eq!(
+        code(cmd(
+            &active.order,
+            "pauseOrder",
+            json!({"resumeAt": T0}),
+            at(T0)
+        )),
+        ErrorCode::InvalidRequest
+    );
+    let paused = cmd(&active.order, "pauseOrder", json!({}), at(T0)).unwrap();
+    assert_eq!(
+        code(cmd(&paused.order, "pauseOrder", json!({}), at(T0))),
+        ErrorCode::InvalidState
+    );
+}
+
+#[test]
+fn postponing_lengthens_the_last_cycle_without_adding_cycles() {
+    let t = new_order(monthly("OFFLINE", 2, "5.00", T0), at(T0));
+    let p = cmd(
+        &t.order,
+        "postponeEndDate",
+        json!({"endDate": "2026-05-01T00:00:00Z"}),
+        at(T0),
+    )
+    .unwrap();
+    assert_eq!(types(&p.events), ["orderEndDatePostponed", "orderUpdated"]);
+    assert_eq!(
+        p.events[0].data,
+        json!({"endDate": "2026-05-01T00:00:00.000Z", "previousEndDate": "2026-03-10T09:00:00.000Z"})
+    );
+    assert_eq!(p.order.earliest_end_date, Some(at("2026-03-10T09:00:00Z")));
+    let all = fire(&p.order, at("2026-06-01T00:00:00Z"), &policy());
+    assert_eq!(cycles(&all.events).len(), 1, "only cycle 2 more");
+    assert_eq!(all.order.status, OrderStatus::Ended);
+    assert_eq!(
+        all.events.last().unwrap().event_time,
+        at("2026-05-01T00:00:00Z")
+    );
+}
+
+#[test]
+fn bringing_the_end_forward_stops_later_cycles() {
+    let t = new_order(monthly("OFFLINE", 6, "5.00", T0), at(T0));
+    let p = cmd(
+        &t.order,
+        "postponeEndDate",
+        json!({"endDate": "2026-03-10T09:00:00Z"}),
+        at(T0),
+    )
+    .unwrap();
+    let all = fire(&p.order, at("2026-12-01T00:00:00Z"), &policy());
+    assert_eq!(
+        cycles(&all.events),
+        [(2, "2026-02-10T09:00:00.000Z".to_string())],
+        "no cycle at endDate"
+    );
+    assert_eq!(all.order.status, OrderStatus::Ended);
+}
+
+#[test]
+fn postpone_refusals() {
+    let now = at(T0);
+    let later = json!({"endDate": "2027-06-01T00:00:00Z"});
+    let draft = new_order(monthly("ONLINE", 3, "5.00", T0), now);
+    assert_eq!(
+        code(cmd(&draft.order, "postponeEndDate", later.clone(), now)),
+        ErrorCode::InvalidState
+    );
+    let forever = new_order(monthly("OFFLINE", 0, "5.00", T0), now);
+    assert_eq!(
+        code(cmd(&forever.order, "postponeEndDate", later.clone(), now)),
+        ErrorCode::InvalidState
+    );
+    let mut unlimited = monthly("OFFLINE", 0, "5.00", T0);
+    unlimited["pricing"] = json!({"singlePaymentUnlimited": true});
+    let unlimited = new_order(unlimited, now);
+    assert_eq!(
+        code(cmd(&unlimited.order, "postponeEndDate", later.clone(), now)),
+        ErrorCode::InvalidState
+    );
+    let active = new_order(monthly("OFFLINE", 3, "5.00", T0), now);
+    let paused = cmd(&active.order, "pauseOrder", json!({}), now).unwrap();
+    assert_eq!(
+        code(cmd(&paused.order, "postponeEndDate", later.clone(), now)),
+        ErrorCode::InvalidState
+    );
+    let canceled = cmd(
+        &active.order,
+        "cancelOrder",
+        json!({"effectiveAt": "IMMEDIATELY"}),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        code(cmd(&canceled.order, "postponeEndDate", later.clone(), now)),
+        ErrorCode::InvalidState
+    );
+    let ended = fire(&active.order, at("2027-01-01T00:00:00Z"), &policy());
+    assert_eq!(
+        code(cmd(
+            &ended.order,
+            "postponeEndDate",
+            later.clone(),
+            at("2027-01-01T00:00:00Z")
+        )),
+        ErrorCode::InvalidState
+    );
+    let no_renew = cmd(
+        &active.order,
+        "cancelOrder",
+        json!({"effectiveAt": "NEXT_PAYMENT_DATE"}),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        code(cmd(&no_renew.order, "postponeEndDate", later, now)),
+        ErrorCode::InvalidState
+    );
+    assert_eq!(
+        code(cmd(
+            &active.order,
+            "postponeEndDate",
+            json!({"endDate": T0}),
+            now
+        )),
+        ErrorCode::InvalidRequest,
+        "must be after now"
+    );
+}
+
+#[test]
+fn changing_the_start_date_recomputes_dates_before_the_start_only() {
+    let now = at(T0);
+    let pending = new_order(monthly("OFFLINE", 2, "5.00", "2026-02-01T00:00:00Z"), now);
+    let c = cmd(
+        &pending.order,
+        "changeStartDate",
+        json!({"startDate": "2026-03-31T00:00:00Z"}),
+        now,
+    )
+    .unwrap();
+    assert_eq!(types(&c.events), ["orderStartDateChanged", "orderUpdated"]);
+    assert_eq!(
+        c.events[0].data,
+        json!({"startDate": "2026-03-31T00:00:00.000Z", "previousStartDate": "2026-02-01T00:00:00.000Z"})
+    );
+    assert_eq!(c.order.end_date, Some(at("2026-05-31T00:00:00Z")));
+    let draft = new_order(monthly("ONLINE", 2, "5.00", T0), now);
+    assert!(cmd(
+        &draft.order,
+        "changeStartDate",
+        json!({"startDate": "2026-02-01T00:00:00Z"}),
+        now
+    )
+    .is_ok());
+    assert_eq!(
+        code(cmd(
+            &pending.order,
+            "changeStartDate",
+            json!({"startDate": "2026-01-01T00:00:00Z"}),
+            now
+        )),
+        ErrorCode::InvalidRequest
+    );
+    let started = fire(&pending.order, at("2026-02-02T00:00:00Z"), &policy());
+    assert_eq!(
+        code(cmd(
+            &started.order,
+            "changeStartDate",
+            json!({"startDate": "2026-03-01T00:00:00Z"}),
+            at("2026-02-02T00:00:00Z")
+        )),
+        ErrorCode::InvalidState
+    );
+    // Moving the start to now starts the order in the same change.
+    let now_start = cmd(
+        &pending.order,
+        "changeStartDate",
+        json!({"startDate": T0}),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        types(&now_start.events),
+        [
+            "orderStartDateChanged",
+            "orderStarted",
+            "orderCycleStarted",
+            "orderUpdated"
+        ]
+    );
+}
+
+#[test]
+fn cancel_immediately_ends_now() {
+    let t = new_order(monthly("OFFLINE", 3, "5.00", T0), at(T0));
+    let when = at("2026-01-20T00:00:00Z");
+    let c = cmd(
+        &t.order,
+        "cancelOrder",
+        json!({"effectiveAt": "IMMEDIATELY"}),
+        when,
+    )
+    .unwrap();
+    assert_eq!(
+        types(&c.events),
+        ["orderCanceled", "orderEnded", "orderUpdated"]
+    );
+    assert_eq!(
+        c.events[0].data,
+        json!({"cancellation": {"requestedDate": "2026-01-20T00:00:00.000Z", "cause": "OWNER_ACTION", "effectiveAt": "IMMEDIATELY"}})
+    );
+    assert_eq!(c.order.status, OrderStatus::Canceled);
+    assert_eq!(c.order.end_date, Some(when));
+    assert_eq!(next_due(&c.order), None);
+    assert_eq!(
+        code(cmd(
+            &c.order,
+            "cancelOrder",
+            json!({"effectiveAt": "IMMEDIATELY"}),
+            when
+        )),
+        ErrorCode::InvalidState
+    );
+}
+
+#[test]
+fn cancel_at_the_next_payment_date_ends_the_current_cycle() {
+    let t = new_order(monthly("ONLINE", 0, "5.00", T0), at(T0));
+    let t = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p", "amount": "5.00"}),
+        at(T0),
+    )
+    .unwrap();
+    let when = at("2026-01-20T00:00:00Z");
+    let c = cmd(
+        &t.order,
+        "cancelOrder",
+        json!({"effectiveAt": "NEXT_PAYMENT_DATE", "cause": "MEMBER_ACTION"}),
+        when,
+    )
+    .unwrap();
+    assert_eq!(types(&c.events), ["orderAutoRenewCanceled", "orderUpdated"]);
+    assert!(c.order.auto_renew_canceled);
+    assert_eq!(c.order.end_date, Some(at("2026-02-10T09:00:00Z")));
+    assert_eq!(
+        code(cmd(
+            &c.order,
+            "cancelOrder",
+            json!({"effectiveAt": "NEXT_PAYMENT_DATE"}),
+            when
+        )),
+        ErrorCode::InvalidState
+    );
+    let done = fire(&c.order, at("2026-03-01T00:00:00Z"), &policy());
+    assert_eq!(
+        types(&done.events),
+        ["orderCanceled", "orderEnded", "orderUpdated"]
+    );
+    assert_eq!(done.order.status, OrderStatus::Canceled);
+    assert!(
+        cycles(&done.events).is_empty(),
+        "no cycle starts at the cancellation date"
+    );
+    // IMMEDIATELY after NEXT_PAYMENT_DATE is allowed.
+    assert!(cmd(
+        &c.order,
+        "cancelOrder",
+        json!({"effectiveAt": "IMMEDIATELY"}),
+        when
+    )
+    .is_ok());
+}
+
+#[test]
+fn cancel_next_payment_date_during_a_trial_ends_the_trial() {
+    let mut args = monthly("ONLINE", 0, "5.00", T0);
+    args["freeTrialDays"] = json!(7);
+    let t = new_order(args, at(T0));
+    let c = cmd(
+        &t.order,
+        "cancelOrder",
+        json!({"effectiveAt": "NEXT_PAYMENT_DATE"}),
+        at(T0),
+    )
+    .unwrap();
+    assert_eq!(c.order.end_date, Some(at("2026-01-17T09:00:00Z")));
+}
+
+#[test]
+fn cancel_next_payment_date_on_a_paused_order_moves_with_the_resume() {
+    let t = new_order(monthly("OFFLINE", 0, "5.00", T0), at(T0));
+    let p = cmd(
+        &t.order,
+        "pauseOrder",
+        json!({}),
+        at("2026-01-15T09:00:00Z"),
+    )
+    .unwrap();
+    let c = cmd(
+        &p.order,
+        "cancelOrder",
+        json!({"effectiveAt": "NEXT_PAYMENT_DATE"}),
+        at("2026-01-16T09:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(c.order.end_date, Some(at("2026-02-10T09:00:00Z")));
+    let r = cmd(
+        &c.order,
+        "resumeOrder",
+        json!({}),
+        at("2026-01-25T09:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(r.order.end_date, Some(at("2026-02-20T09:00:00Z")));
+    let done = fire(&r.order, at("2026-06-01T00:00:00Z"), &policy());
+    assert_eq!(done.order.status, OrderStatus::Canceled);
+    assert!(cycles(&done.events).is_empty());
+}
+
+#[test]
+fn cancel_refusals() {
+    let now = at(T0);
+    let draft = new_order(monthly("ONLINE", 3, "5.00", T0), now);
+    assert_eq!(
+        code(cmd(
+            &draft.order,
+            "cancelOrder",
+            json!({"effectiveAt": "IMMEDIATELY"}),
+            now
+        )),
+        ErrorCode::InvalidState
+    );
+    let pending = new_order(monthly("OFFLINE", 3, "5.00", "2026-03-01T00:00:00Z"), now);
+    assert_eq!(
+        code(cmd(
+            &pending.order,
+            "cancelOrder",
+            json!({"effectiveAt": "NEXT_PAYMENT_DATE"}),
+            now
+        )),
+        ErrorCode::InvalidState
+    );
+    assert!(cmd(
+        &pending.order,
+        "cancelOrder",
+        json!({"effectiveAt": "IMMEDIATELY"}),
+        now
+    )
+    .is_ok());
+    let mut single = monthly("OFFLINE", 0, "5.00", T0);
+    single["pricing"] = json!({"singlePaymentForDuration": {"count": 6, "unit": "MONTH"}});
+    let single = new_order(single, now);
+    assert_eq!(
+        code(cmd(
+            &single.order,
+            "cancelOrder",
+            json!({"effectiveAt": "NEXT_PAYMENT_DATE"}),
+            now
+        )),
+        ErrorCode::InvalidState
+    );
+    let active = new_order(monthly("OFFLINE", 3, "5.00", T0), now);
+    for bad in [
+        json!({"effectiveAt": "IMMEDIATELY", "cause": "PAYMENT_FAILURE"}),
+        json!({"effectiveAt": "TOMORROW"}),
+        json!({"cause": "OWNER_ACTION"}),
+    ] {
+        assert_eq!(
+            code(cmd(&active.order, "cancelOrder", bad, now)),
+            ErrorCode::InvalidRequest
+        );
+    }
+}
+
+#[test]
+fn single_payment_for_duration_stays_in_cycle_one() {
+    let mut args = monthly("OFFLINE", 0, "33.00", T0);
+    args["pricing"] = json!({"singlePaymentForDuration": {"count": 6, "unit": "MONTH"}});
+    let t = new_order(args, at(T0));
+    assert_eq!(t.order.end_date, Some(at("2026-07-10T09:00:00Z")));
+    let c = t.order.current_cycle.clone().unwrap();
+    assert_eq!(
+        (c.index, c.ended_date),
+        (1, Some(at("2026-07-10T09:00:00Z")))
+    );
+    let done = fire(&t.order, at("2026-08-01T00:00:00Z"), &policy());
+    assert_eq!(types(&done.events), ["orderEnded", "orderUpdated"]);
+    assert_eq!(done.order.current_cycle.unwrap().index, 1);
+}
+
+#[test]
+fn delete_emits_order_deleted_only() {
+    let t = new_order(monthly("OFFLINE", 3, "5.00", T0), at(T0));
+    let d = cmd(&t.order, "deleteOrder", json!({}), at(T0)).unwrap();
+    assert!(d.deleted);
+    assert_eq!(types(&d.events), ["orderDeleted"]);
+    assert_eq!(d.events[0].sequence, t.order.sequence + 1);
+}
+
+#[test]
+fn payments_are_idempotent_by_id() {
+    let now = at(T0);
+    let t = new_order(monthly("EXTERNAL", 3, "5.00", T0), now);
+    let p = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "x", "amount": "5.00"}),
+        now,
+    )
+    .unwrap();
+    let again = cmd(
+        &p.order,
+        "recordPayment",
+        json!({"paymentId": "x", "amount": "5"}),
+        now,
+    )
+    .unwrap();
+    assert!(again.is_noop());
+    assert_eq!(again.order, p.order);
+    assert_eq!(
+        code(cmd(
+            &p.order,
+            "recordPayment",
+            json!({"paymentId": "x", "amount": "6.00"}),
+            now
+        )),
+        ErrorCode::Conflict
+    );
+}
+
+#[test]
+fn a_failed_payment_may_later_succeed() {
+    let now = at(T0);
+    let t = new_order(monthly("EXTERNAL", 3, "5.00", T0), now);
+    let f = cmd(
+        &t.order,
+        "paymentFailed",
+        json!({"paymentId": "x", "reason": "card declined"}),
+        now,
+    )
+    .unwrap();
+    assert_eq!(types(&f.events), ["orderUpdated"]);
+    assert_eq!(f.order.last_payment_status, PaymentStatus::Failed);
+    let ok = cmd(
+        &f.order,
+        "recordPayment",
+        json!({"paymentId": "x", "amount": "5.00"}),
+        now,
+    )
+    .unwrap();
+    assert_eq!(ok.order.last_payment_status, PaymentStatus::Paid);
+    assert_eq!(
+        code(cmd(
+            &ok.order,
+            "paymentFailed",
+            json!({"paymentId": "x"}),
+            now
+        )),
+        ErrorCode::InvalidState
+    );
+}
+
+#[test]
+fn refunds_take_money_back_up_to_what_was_paid() {
+    let now = at(T0);
+    let t = new_order(monthly("EXTERNAL", 3, "5.00", T0), now);
+    let p = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "x", "amount": "5.00"}),
+        now,
+    )
+    .unwrap();
+    let part = cmd(
+        &p.order,
+        "recordRefund",
+        json!({"paymentId": "x", "amount": "2.00"}),
+        now,
+    )
+    .unwrap();
+    assert_eq!(types(&part.events), ["orderUpdated"]);
+    assert_eq!(part.order.last_payment_status, PaymentStatus::Paid);
+    assert_eq!(
+        code(cmd(
+            &part.order,
+            "recordRefund",
+            json!({"paymentId": "x", "amount": "3.01"}),
+            now
+        )),
+        ErrorCode::InvalidRequest
+    );
+    let full = cmd(
+        &part.order,
+        "recordRefund",
+        json!({"paymentId": "x", "amount": "3.00"}),
+        now,
+    )
+    .unwrap();
+    assert_eq!(full.order.last_payment_status, PaymentStatus::Refunded);
+    assert_eq!(full.order.money(), (p.order.money().0, p.order.money().0));
+    assert_eq!(
+        code(cmd(
+            &p.order,
+            "recordRefund",
+            json!({"paymentId": "nope", "amount": "1.00"}),
+            now
+        )),
+        ErrorCode::NotFound
+    );
+}
+
+#[test]
+fn payments_on_ended_orders_are_credited_without_a_status_change() {
+    let t = new_order(monthly("EXTERNAL", 1, "5.00", T0), at(T0));
+    let ended = fire(&t.order, at("2026-03-01T00:00:00Z"), &policy());
+    assert_eq!(ended.order.status, OrderStatus::Ended);
+    let p = cmd(
+        &ended.order,
+        "recordPayment",
+        json!({"paymentId": "late", "amount": "5.00"}),
+        at("2026-03-01T00:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(p.order.status, OrderStatus::Ended);
+    assert_eq!(p.order.money().0.to_string(), "5.00");
+}
+
+#[test]
+fn payment_amounts_are_validated_against_the_currency() {
+    let now = at(T0);
+    let t = new_order(monthly("EXTERNAL", 3, "5.00", T0), now);
+    for bad in ["5.001", "-1.00", "0"] {
+        let r = cmd(
+            &t.order,
+            "recordPayment",
+            json!({"paymentId": "x", "amount": bad}),
+            now,
+        );
+        assert_eq!(code(r), ErrorCode::InvalidRequest, "{bad}");
+    }
+    let r = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "x", "amount": 5.0}),
+        now,
+    );
+    assert_eq!(
+        code(r),
+        ErrorCode::InvalidRequest,
+        "floats never hold money"
+    );
+}
+
+#[test]
+fn resume_then_cycle_at_one_instant_is_one_change_in_order() {
+    let t = new_order(monthly("OFFLINE", 3, "5.00", T0), at(T0));
+    // Paused for exactly one day, resume planned on the (shifted) cycle boundary's eve.
+    let p = cmd(
+        &t.order,
+        "pauseOrder",
+        json!({"resumeAt": "2026-02-10T09:00:00Z"}),
+        at("2026-02-09T09:00:00Z"),
+    )
+    .unwrap();
+    let f = fire(&p.order, at("2026-02-11T09:00:00Z"), &policy());
+    assert_eq!(
+        types(&f.events),
+        [
+            "orderResumed",
+            "orderUpdated",
+            "orderCycleStarted",
+            "orderUpdated"
+        ]
+    );
+    assert_eq!(
+        f.events[2].event_time,
+        at("2026-02-11T09:00:00Z"),
+        "cycle 2 moved by the paused day"
+    );
+}
+
+#[test]
+fn create_refusals_name_the_field() {
+    let now = at(T0);
+    let base = monthly("ONLINE", 3, "5.00", T0);
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        ("no pricing", json!({"pricing": {}}), "pricing"),
+        (
+            "two pricings",
+            json!({"pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "MONTH"}, "cycleCount": 3}, "singlePaymentUnlimited": true}}),
+            "pricing",
+        ),
+        (
+            "negative cycleCount",
+            json!({"pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "MONTH"}, "cycleCount": -1}}}),
+            "pricing.subscription.cycleCount",
+        ),
+        (
+            "zero count",
+            json!({"pricing": {"subscription": {"cycleDuration": {"count": 0, "unit": "MONTH"}, "cycleCount": 3}}}),
+            "pricing.subscription.cycleDuration.count",
+        ),
+        (
+            "unknown unit",
+            json!({"pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "FORTNIGHT"}, "cycleCount": 3}}}),
+            "pricing.subscription.cycleDuration.unit",
+        ),
+        (
+            "gap",
+            json!({"prices": [{"cycleFrom": 1, "numberOfCycles": 1, "amount": "5"}, {"cycleFrom": 3, "amount": "9"}]}),
+            "prices[1].cycleFrom",
+        ),
+        (
+            "overlap",
+            json!({"prices": [{"cycleFrom": 1, "numberOfCycles": 2, "amount": "5"}, {"cycleFrom": 2, "amount": "9"}]}),
+            "prices[1].cycleFrom",
+        ),
+        (
+            "cycleFrom 0",
+            json!({"prices": [{"cycleFrom": 0, "amount": "5"}]}),
+            "prices[0].cycleFrom",
+        ),
+        (
+            "negative amount",
+            json!({"prices": [{"cycleFrom": 1, "amount": "-5"}]}),
+            "prices[0].amount",
+        ),
+        (
+            "too precise",
+            json!({"prices": [{"cycleFrom": 1, "amount": "5.555"}]}),
+            "prices[0].amount",
+        ),
+        (
+            "short coverage",
+            json!({"prices": [{"cycleFrom": 1, "numberOfCycles": 2, "amount": "5"}]}),
+            "prices",
+        ),
+        (
+            "beyond cycleCount",
+            json!({"prices": [{"cycleFrom": 1, "numberOfCycles": 4, "amount": "5"}]}),
+            "prices[0].numberOfCycles",
+        ),
+        ("no prices", json!({"prices": []}), "prices"),
+        ("unknown currency", json!({"currency": "ABC"}), "currency"),
+        ("unknown type", json!({"type": "BARTER"}), "type"),
+        (
+            "past start",
+            json!({"startDate": "2026-01-01T00:00:00Z"}),
+            "startDate",
+        ),
+        ("bad start", json!({"startDate": "tomorrow"}), "startDate"),
+        (
+            "negative trial",
+            json!({"freeTrialDays": -1}),
+            "freeTrialDays",
+        ),
+        (
+            "bad customer id",
+            json!({"customerId": "a b"}),
+            "customerId",
+        ),
+        (
+            "injection id",
+            json!({"customerId": "x}{*\r\nFLUSHALL"}),
+            "customerId",
+        ),
+        ("paid online", json!({"paid": true}), "paid"),
+        ("unknown field", json!({"colour": "red"}), "args"),
+    ];
+    for (what, patch, field) in cases {
+        let mut args = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            args[k] = v.clone();
+        }
+        match try_new(args, now) {
+            Err(DomainError::InvalidArgument { field: f, .. }) => assert_eq!(f, field, "{what}"),
+            other => panic!("{what}: expected INVALID_REQUEST on {field}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn trial_on_a_single_payment_plan_and_other_cross_field_refusals() {
+    let now = at(T0);
+    let mut args = monthly("OFFLINE", 0, "5.00", T0);
+    args["pricing"] = json!({"singlePaymentUnlimited": true});
+    args["freeTrialDays"] = json!(7);
+    assert!(
+        matches!(try_new(args, now), Err(DomainError::InvalidArgument { field, .. }) if field == "freeTrialDays")
+    );
+    let mut named = monthly("OFFLINE", 3, "5.00", T0);
+    named["name"] = json!("cart");
+    assert!(
+        matches!(try_new(named, now), Err(DomainError::InvalidArgument { field, .. }) if field == "name")
+    );
+    let mut forever = monthly("OFFLINE", 0, "5.00", T0);
+    forever["prices"] = json!([{"cycleFrom": 1, "numberOfCycles": 3, "amount": "5"}]);
+    assert!(
+        matches!(try_new(forever, now), Err(DomainError::InvalidArgument { field, .. }) if field == "prices")
+    );
+}
+
+#[test]
+fn tiered_prices_charge_each_cycle_its_range() {
+    let mut args = monthly("ONLINE", 0, "0", T0);
+    args["prices"] = json!([{"cycleFrom": 1, "numberOfCycles": 3, "amount": "5.00"}, {"cycleFrom": 4, "amount": "9.00"}]);
+    let t = new_order(args, at(T0));
+    assert_eq!(t.order.price_details.total.to_string(), "5.00");
+    assert_eq!(cycle_charge(&t.order, 3).to_string(), "5.00");
+    assert_eq!(cycle_charge(&t.order, 4).to_string(), "9.00");
+    assert_eq!(cycle_charge(&t.order, 400).to_string(), "9.00");
+}
+
+#[test]
+fn the_order_round_trips_through_json_unchanged() {
+    let t = new_order(monthly("ONLINE", 3, "5.00", T0), at(T0));
+    let p = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "x", "amount": "5.00"}),
+        at(T0),
+    )
+    .unwrap();
+    let json = serde_json::to_string(&p.order).unwrap();
+    let back: Order = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p.order);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for field in [
+        "id",
+        "customerId",
+        "plan",
+        "type",
+        "channel",
+        "status",
+        "lastPaymentStatus",
+        "pricing",
+        "currency",
+        "freeTrialDays",
+        "startDate",
+        "endDate",
+        "earliestEndDate",
+        "currentCycle",
+        "pausePeriods",
+        "autoRenewCanceled",
+        "cancellation",
+        "lineItems",
+        "promoCodes",
+        "payments",
+        "addresses",
+        "priceDetails",
+        "name",
+        "version",
+        "createdDate",
+        "updatedDate",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(v["startDate"], "2026-01-10T09:00:00.000Z");
+    assert_eq!(v["priceDetails"]["total"], "5.00");
+    assert_eq!(
+        v["pricing"]["subscription"]["cycleDuration"]["unit"],
+        "MONTH"
+    );
+}

@@ -1,0 +1,442 @@
+//! The order model of SPEC section 1: camelCase JSON, money as decimal strings, instants as
+//! RFC 3339 UTC with milliseconds. Internal bookkeeping the rules need (`pausedTotal`,
+//! `paymentsDue`, `sequence`) is part of the stored and returned JSON, so an order read back
+//! from Redis is exactly the order that was written.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::calendar::Duration;
+use super::money::Currency;
+use super::time::{ts, ts_opt, Instant};
+
+/// The plan an order buys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// How the order is paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderType {
+    /// Paid online through recordPayment; starts as a DRAFT until paid (unless nothing is due).
+    Online,
+    /// Paid offline, once for the whole order (markAsPaid or `paid: true`).
+    Offline,
+    /// Bought elsewhere; money arrives through recordPayment.
+    External,
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Draft,
+    Pending,
+    Active,
+    Paused,
+    Ended,
+    Canceled,
+}
+
+impl OrderStatus {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Draft => "DRAFT",
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Active => "ACTIVE",
+            OrderStatus::Paused => "PAUSED",
+            OrderStatus::Ended => "ENDED",
+            OrderStatus::Canceled => "CANCELED",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        [
+            OrderStatus::Draft,
+            OrderStatus::Pending,
+            OrderStatus::Active,
+            OrderStatus::Paused,
+            OrderStatus::Ended,
+            OrderStatus::Canceled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// ENDED and CANCELED orders have no future.
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Ended | OrderStatus::Canceled)
+    }
+}
+
+/// The status of the latest payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    Paid,
+    Unpaid,
+    /// A charge was requested and is not yet confirmed.
+    Pending,
+    Failed,
+    Refunded,
+    /// Nothing to pay (free plan, or a trial).
+    NotApplicable,
+}
+
+/// The kind of pricing: exactly one of the three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PricingKind {
+    /// Recurring cycles; `cycle_count` 0 renews until canceled.
+    Subscription {
+        cycle_duration: Duration,
+        cycle_count: u32,
+    },
+    /// One payment for a fixed duration.
+    SinglePaymentForDuration(Duration),
+    /// One payment, no end.
+    SinglePaymentUnlimited,
+}
+
+/// The amount charged for a range of cycles (`number_of_cycles` None = to the end).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PriceRange {
+    pub cycle_from: u32,
+    pub number_of_cycles: Option<u32>,
+    pub amount: Decimal,
+}
+
+impl PriceRange {
+    fn covers(&self, cycle: u32) -> bool {
+        cycle >= self.cycle_from
+            && self
+                .number_of_cycles
+                .is_none_or(|n| u64::from(cycle) < u64::from(self.cycle_from) + u64::from(n))
+    }
+}
+
+/// Pricing: the kind plus the validated `prices[]` that cover every cycle exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PricingWire", into = "PricingWire")]
+pub struct Pricing {
+    pub kind: PricingKind,
+    pub prices: Vec<PriceRange>,
+}
+
+impl Pricing {
+    /// The number of cycles (`None` = no limit); single-payment plans have exactly one.
+    pub fn cycle_limit(&self) -> Option<u32> {
+        match self.kind {
+            PricingKind::Subscription { cycle_count: 0, .. } => None,
+            PricingKind::Subscription { cycle_count, .. } => Some(cycle_count),
+            PricingKind::SinglePaymentForDuration(_) | PricingKind::SinglePaymentUnlimited => {
+                Some(1)
+            }
+        }
+    }
+
+    /// True for subscriptions (the only pricing with cycles after the first).
+    pub fn is_recurring(&self) -> bool {
+        matches!(self.kind, PricingKind::Subscription { .. })
+    }
+
+    /// The listed amount for cycle `k` (k >= 1); cycle 0, the trial, is free.
+    pub fn amount_for_cycle(&self, k: u32) -> Decimal {
+        if k == 0 {
+            return Decimal::ZERO;
+        }
+        self.prices
+            .iter()
+            .find(|p| p.covers(k))
+            .map(|p| p.amount)
+            .unwrap_or(Decimal::ZERO)
+    }
+
+    /// A plan whose every price is 0 is free.
+    pub fn is_free(&self) -> bool {
+        self.prices.iter().all(|p| p.amount.is_zero())
+    }
+}
+
+/// The wire shape of `pricing`: one of three keys, plus `prices`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PricingWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<SubscriptionWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_payment_for_duration: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_payment_unlimited: Option<bool>,
+    #[serde(default)]
+    pub prices: Vec<PriceRange>,
+}
+
+/// The wire shape of `pricing.subscription`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionWire {
+    pub cycle_duration: Duration,
+    pub cycle_count: u32,
+}
+
+impl TryFrom<PricingWire> for Pricing {
+    type Error = String;
+
+    fn try_from(w: PricingWire) -> Result<Self, Self::Error> {
+        let kind = match (w.subscription, w.single_payment_for_duration, w.single_payment_unlimited) {
+            (Some(s), None, None | Some(false)) => PricingKind::Subscription {
+                cycle_duration: s.cycle_duration,
+                cycle_count: s.cycle_count,
+            },
+            (None, Some(d), None | Some(false)) => PricingKind::SinglePaymentForDuration(d),
+            (None, None, Some(true)) => PricingKind::SinglePaymentUnlimited,
+            _ => return Err("pricing must have exactly one of subscription, singlePaymentForDuration, singlePaymentUnlimited".into()),
+        };
+        Ok(Pricing {
+            kind,
+            prices: w.prices,
+        })
+    }
+}
+
+impl From<Pricing> for PricingWire {
+    fn from(p: Pricing) -> Self {
+        let mut w = PricingWire {
+            prices: p.prices,
+            ..PricingWire::default()
+        };
+        match p.kind {
+            PricingKind::Subscription {
+                cycle_duration,
+                cycle_count,
+            } => {
+                w.subscription = Some(SubscriptionWire {
+                    cycle_duration,
+                    cycle_count,
+                })
+            }
+            PricingKind::SinglePaymentForDuration(d) => w.single_payment_for_duration = Some(d),
+            PricingKind::SinglePaymentUnlimited => w.single_payment_unlimited = Some(true),
+        }
+        w
+    }
+}
+
+/// The cycle the order is in. Index 0 is the free trial; single-payment orders stay at 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentCycle {
+    pub index: u32,
+    #[serde(with = "ts")]
+    pub started_date: Instant,
+    #[serde(with = "ts_opt")]
+    pub ended_date: Option<Instant>,
+}
+
+/// Whether a pause is still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PauseStatus {
+    Active,
+    Ended,
+}
+
+/// One pause. While ACTIVE, `resumeDate` is the planned resume (if any); once ENDED, the
+/// actual one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PausePeriod {
+    pub status: PauseStatus,
+    #[serde(with = "ts")]
+    pub pause_date: Instant,
+    #[serde(with = "ts_opt")]
+    pub resume_date: Option<Instant>,
+}
+
+/// Why an order was canceled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CancelCause {
+    OwnerAction,
+    MemberAction,
+    Unknown,
+    /// Only recur sets this (payment grace expired).
+    PaymentFailure,
+}
+
+/// When a cancellation takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EffectiveAt {
+    Immediately,
+    NextPaymentDate,
+}
+
+/// A requested cancellation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cancellation {
+    #[serde(with = "ts")]
+    pub requested_date: Instant,
+    pub cause: CancelCause,
+    pub effective_at: EffectiveAt,
+}
+
+/// Money recorded against the order (recordPayment, markAsPaid, `paid: true`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    pub id: String,
+    pub amount: Decimal,
+    #[serde(with = "ts")]
+    pub date: Instant,
+    /// The cycle this payment settled.
+    pub cycle: u32,
+    /// How much of it has been refunded so far.
+    pub refunded: Decimal,
+}
+
+/// A cycle whose charge was requested and not yet paid (ONLINE orders only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDue {
+    pub cycle: u32,
+    #[serde(with = "ts")]
+    pub requested_date: Instant,
+    /// When the order is canceled for non-payment; moved later by pauses.
+    #[serde(with = "ts")]
+    pub deadline: Instant,
+}
+
+/// A one-time add-on of the purchase (basket line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LineItem {
+    pub id: String,
+    #[serde(default)]
+    pub sku: String,
+    #[serde(default)]
+    pub name: String,
+    pub quantity: u32,
+    pub unit_price: Decimal,
+}
+
+/// A promotion code requested on the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromoCode {
+    pub code: String,
+}
+
+/// A postal or billing address on the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Address {
+    pub id: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub lines: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// The purchase charge: cycle 1's amount + line items - promotion discount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PriceDetails {
+    pub subtotal: Decimal,
+    pub discount: Decimal,
+    pub total: Decimal,
+    pub currency: Currency,
+}
+
+/// A subscription order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub id: String,
+    pub customer_id: String,
+    pub plan: Plan,
+    #[serde(rename = "type")]
+    pub order_type: OrderType,
+    pub channel: String,
+    pub status: OrderStatus,
+    pub last_payment_status: PaymentStatus,
+    pub pricing: Pricing,
+    pub currency: Currency,
+    pub free_trial_days: u32,
+    #[serde(with = "ts")]
+    pub start_date: Instant,
+    #[serde(with = "ts_opt")]
+    pub end_date: Option<Instant>,
+    #[serde(with = "ts_opt")]
+    pub earliest_end_date: Option<Instant>,
+    pub current_cycle: Option<CurrentCycle>,
+    pub pause_periods: Vec<PausePeriod>,
+    pub auto_renew_canceled: bool,
+    pub cancellation: Option<Cancellation>,
+    pub line_items: Vec<LineItem>,
+    pub promo_codes: Vec<PromoCode>,
+    pub payments: Vec<Payment>,
+    pub addresses: Vec<Address>,
+    pub price_details: PriceDetails,
+    pub name: Option<String>,
+    pub version: u64,
+    #[serde(with = "ts")]
+    pub created_date: Instant,
+    #[serde(with = "ts")]
+    pub updated_date: Instant,
+    /// Total paused time in milliseconds; every boundary after a pause moves by it.
+    pub paused_total: i64,
+    /// Requested, unpaid cycle charges, oldest first.
+    pub payments_due: Vec<PaymentDue>,
+    /// The sequence number of the order's latest event.
+    pub sequence: u64,
+}
+
+impl Order {
+    /// The instant cycle 1 starts before any pause: startDate + freeTrialDays.
+    pub fn anchor(&self) -> Instant {
+        self.start_date + chrono::Duration::days(i64::from(self.free_trial_days))
+    }
+
+    /// True while the order is in its free trial (cycle 0).
+    pub fn in_trial(&self) -> bool {
+        self.current_cycle.as_ref().is_some_and(|c| c.index == 0)
+    }
+
+    /// The pause that is running, if any.
+    pub fn active_pause(&self) -> Option<&PausePeriod> {
+        self.pause_periods
+            .iter()
+            .rev()
+            .find(|p| p.status == PauseStatus::Active)
+    }
+
+    /// The payment recorded under `id`, if any.
+    pub fn payment(&self, id: &str) -> Option<&Payment> {
+        self.payments.iter().find(|p| p.id == id)
+    }
+
+    /// Total money paid in, and total refunded, in the order's currency.
+    pub fn money(&self) -> (Decimal, Decimal) {
+        self.payments.iter().fold(
+            (self.currency.zero(), self.currency.zero()),
+            |(paid, refunded), p| (paid + p.amount, refunded + p.refunded),
+        )
+    }
+}
