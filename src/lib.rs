@@ -9,6 +9,7 @@
 //! - [`shutdown`]: the one type that owns graceful shutdown.
 //! - [`telemetry`]: tracing setup.
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod domain;

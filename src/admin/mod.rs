@@ -1,0 +1,5 @@
+//! The admin interface: protocol types, the client (used by `recur admin` and the tests), and
+//! the server side that listens on pub/sub and the command stream.
+
+pub mod client;
+pub mod protocol;

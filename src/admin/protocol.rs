@@ -1,0 +1,133 @@
+//! The admin protocol's wire types (SPEC section 4): the request envelope, replies, and the
+//! canonical body hash that makes a reused request id with another body a CONFLICT.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::domain::ErrorCode;
+
+/// A request as published on `<prefix>:admin` or appended to `<prefix>:commands`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// The calling application (used by updateOrder's status manager).
+    #[serde(default)]
+    pub channel: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: Value,
+}
+
+impl Request {
+    /// A stable hash of what the request asks (command, channel, args): a retried id with the
+    /// same body gets the first reply; with another body, CONFLICT.
+    pub fn body_hash(&self) -> String {
+        let canonical = serde_json::json!({
+            "command": self.command,
+            "channel": self.channel,
+            "args": self.args,
+        });
+        Uuid::new_v5(&Uuid::NAMESPACE_OID, canonical.to_string().as_bytes()).to_string()
+    }
+}
+
+/// The error part of a failed reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Only updateOrder errors name the pipeline stage that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+}
+
+/// A reply, published on the request's `replyTo` and kept at `<prefix>:reply:<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The request id, or null when it could not be read.
+    pub id: Option<String>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ReplyError>,
+}
+
+impl Reply {
+    /// A successful reply.
+    pub fn ok(id: Option<String>, result: Value) -> Reply {
+        Reply {
+            id,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failed reply.
+    pub fn error(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Reply {
+        Reply {
+            id,
+            ok: false,
+            result: None,
+            error: Some(ReplyError {
+                code,
+                message: message.into(),
+                stage: None,
+            }),
+        }
+    }
+
+    /// True when the reply may be kept for idempotency (UNAVAILABLE and INTERNAL never are).
+    pub fn is_kept(&self) -> bool {
+        self.error.as_ref().is_none_or(|e| !e.code.is_transient())
+    }
+}
+
+/// What is stored at `<prefix>:reply:<id>`: the reply plus the hash of the request body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredReply {
+    pub body_hash: String,
+    #[serde(flatten)]
+    pub reply: Reply,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(args: Value) -> Request {
+        Request {
+            id: "r1".into(),
+            reply_to: Some("x".into()),
+            channel: "web".into(),
+            command: "pauseOrder".into(),
+            args,
+        }
+    }
+
+    #[test]
+    fn body_hash_ignores_key_order_and_reply_channel() {
+        let a = req(json!({"orderId": "o1", "resumeAt": "2026-01-01T00:00:00Z"}));
+        let mut b = req(json!({"resumeAt": "2026-01-01T00:00:00Z", "orderId": "o1"}));
+        b.reply_to = Some("other".into());
+        assert_eq!(a.body_hash(), b.body_hash());
+        assert_ne!(a.body_hash(), req(json!({"orderId": "o2"})).body_hash());
+    }
+
+    #[test]
+    fn replies_serialize_as_the_spec_says() {
+        let r = Reply::error(None, ErrorCode::InvalidRequest, "bad");
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"id": null, "ok": false, "error": {"code": "INVALID_REQUEST", "message": "bad"}})
+        );
+        assert!(!Reply::error(None, ErrorCode::Unavailable, "x").is_kept());
+    }
+}
