@@ -2,4 +2,6 @@
 //! the server side that listens on pub/sub and the command stream.
 
 pub mod client;
+pub mod dispatch;
 pub mod protocol;
+pub mod server;

@@ -38,7 +38,11 @@ impl Keys {
 
     /// Hash `{v: version, d: order JSON}` of one order.
     pub fn order(&self, order_id: &str) -> String {
-        format!("{}:{{p{}}}:order:{order_id}", self.prefix, Self::partition(order_id))
+        format!(
+            "{}:{{p{}}}:order:{order_id}",
+            self.prefix,
+            Self::partition(order_id)
+        )
     }
 
     /// Sorted set of a partition's pending timers (member = order id, score = due ms).

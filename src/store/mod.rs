@@ -1,4 +1,308 @@
-//! Redis storage: keys, commits, and the embedded `redis-server` launcher.
+//! Redis storage: key names, the atomic per-order commit and its batcher, loading orders,
+//! kept replies, the persisted clock and the timer sets. Nothing here knows the lifecycle
+//! rules; it stores what the domain decided.
 
+pub mod commit;
 pub mod embedded;
 pub mod keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::aio::ConnectionManagerConfig;
+use redis::AsyncCommands;
+
+use crate::domain::time::{from_millis, to_millis, Instant};
+use crate::domain::Order;
+use crate::metrics::Metrics;
+pub use commit::{Commit, CommitOutcome, Committer, CommitterConfig, OrderWrite};
+pub use keys::{Keys, PARTITIONS};
+
+/// Why a storage operation failed. Transient: the caller replies INTERNAL and the client
+/// retries with the same request id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the commit batcher has stopped")]
+    Closed,
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Redis(e.to_string())
+    }
+}
+
+/// What Redis holds under an order id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loaded {
+    Present(Order),
+    Missing,
+    /// The id belonged to an order that was deleted; it may not be reused.
+    Deleted,
+}
+
+/// The store: a connection manager (multiplexed, reconnecting) and the commit batcher.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: Keys,
+    committer: Committer,
+}
+
+/// Opens a connection manager with timeouts fit for big pipelines.
+///
+/// # Errors
+/// The Redis error when the URL is invalid or Redis does not answer.
+pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(60)))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(6);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
+impl Store {
+    /// Loads the commit script and starts the batcher (on the current actix/tokio local set).
+    ///
+    /// # Errors
+    /// The Redis error when the script cannot be loaded.
+    pub async fn open(
+        mut conn: ConnectionManager,
+        keys: Keys,
+        config: CommitterConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        let sha = commit::load_script(&mut conn).await?;
+        let committer = Committer::start(conn.clone(), keys.clone(), sha, config, metrics);
+        Ok(Store {
+            conn,
+            keys,
+            committer,
+        })
+    }
+
+    /// The key names.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A connection for ad-hoc commands.
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Commits through the batcher and waits until Redis has it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        self.committer.commit(commit).await
+    }
+
+    /// Reads an order (and whether its id was deleted).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or the stored JSON does not parse.
+    pub async fn load(&self, order_id: &str) -> Result<Loaded, StoreError> {
+        let mut conn = self.conn.clone();
+        let (json, deleted): (Option<String>, bool) = redis::pipe()
+            .hget(self.keys.order(order_id), "d")
+            .sismember(self.keys.deleted(Keys::partition(order_id)), order_id)
+            .query_async(&mut conn)
+            .await?;
+        match json {
+            Some(j) => serde_json::from_str(&j)
+                .map(Loaded::Present)
+                .map_err(|e| StoreError::Corrupt(format!("order {order_id}: {e}"))),
+            None if deleted => Ok(Loaded::Deleted),
+            None => Ok(Loaded::Missing),
+        }
+    }
+
+    /// Reads many orders at once (missing ones are skipped).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or stored JSON does not parse.
+    pub async fn load_many(&self, ids: &[String]) -> Result<Vec<Order>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(self.keys.order(id), "d");
+        }
+        let rows: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        rows.into_iter()
+            .flatten()
+            .map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    /// The kept reply of a request id, if any (raw JSON).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn kept_reply(&self, request_id: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.keys.reply(request_id)).await?)
+    }
+
+    /// Keeps a reply that no order commit carried (reads, clock, refusals before any order).
+    /// Never overwrites a reply already kept.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn keep_reply(
+        &self,
+        request_id: &str,
+        json: &str,
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.keys.reply(request_id))
+            .arg(json)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The clock mode and simulated time the data was made with, if recorded.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn clock_record(&self) -> Result<(Option<String>, Option<Instant>), StoreError> {
+        let mut conn = self.conn.clone();
+        let (mode, now): (Option<String>, Option<i64>) = redis::pipe()
+            .hget(self.keys.clock(), "mode")
+            .hget(self.keys.clock(), "now")
+            .query_async(&mut conn)
+            .await?;
+        Ok((mode, now.and_then(from_millis)))
+    }
+
+    /// Records the clock mode (and the simulated time, when given).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn save_clock(&self, mode: &str, now: Option<Instant>) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.hset(self.keys.clock(), "mode", mode);
+        if let Some(now) = now {
+            pipe.hset(self.keys.clock(), "now", to_millis(&now));
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The earliest due instant over all partitions, if any timer is set.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn earliest_due(&self) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for p in 0..PARTITIONS {
+            pipe.cmd("ZRANGE")
+                .arg(self.keys.timers(p))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES");
+        }
+        let rows: Vec<Vec<(String, i64)>> = pipe.query_async(&mut conn).await?;
+        Ok(rows.into_iter().flatten().map(|(_, s)| s).min())
+    }
+
+    /// Order ids due at or before `until_ms`, sorted by (due, order id): up to `limit` per
+    /// partition, cut so that nothing later than an entry left unread is returned (the result
+    /// is always a prefix of the global due order).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for p in 0..PARTITIONS {
+            pipe.cmd("ZRANGE")
+                .arg(self.keys.timers(p))
+                .arg("-inf")
+                .arg(until_ms)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .arg("WITHSCORES");
+        }
+        let rows: Vec<Vec<(String, i64)>> = pipe.query_async(&mut conn).await?;
+        let cutoff = rows
+            .iter()
+            .filter(|r| r.len() >= limit)
+            .filter_map(|r| r.last().map(|(_, s)| *s))
+            .min()
+            .unwrap_or(i64::MAX);
+        let mut due: Vec<(i64, String)> = rows
+            .into_iter()
+            .flatten()
+            .filter(|(_, s)| *s <= cutoff)
+            .map(|(id, s)| (s, id))
+            .collect();
+        due.sort();
+        Ok(due)
+    }
+
+    /// Sets an order's timer outside a commit (repairs a timer that disagrees with its order).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn set_timer(&self, order_id: &str, due_ms: Option<i64>) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.timers(Keys::partition(order_id));
+        match due_ms {
+            Some(d) => conn.zadd::<_, _, _, ()>(key, order_id, d).await?,
+            None => conn.zrem::<_, _, ()>(key, order_id).await?,
+        }
+        Ok(())
+    }
+
+    /// A page of order ids, newest first, from a customer's index or the global one.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn order_ids_page(
+        &self,
+        customer_id: Option<&str>,
+        start: usize,
+        count: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key =
+            customer_id.map_or_else(|| self.keys.all_orders(), |c| self.keys.customer_orders(c));
+        let stop = start + count.max(1) - 1;
+        Ok(conn.zrevrange(key, start as isize, stop as isize).await?)
+    }
+
+    /// Trims the event stream to about `max_len` entries (exactly, so tests can rely on it).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn trim_events(&self, max_len: u64) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("XTRIM")
+            .arg(self.keys.events())
+            .arg("MAXLEN")
+            .arg(max_len)
+            .query_async(&mut conn)
+            .await?)
+    }
+}

@@ -1,0 +1,375 @@
+//! The order actor: loads its order on first use, applies overdue timers before every
+//! command, runs the pure lifecycle, and commits the result (state, timer, events, reply) in
+//! one atomic write before it answers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant as WallInstant;
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use super::ActorError;
+use crate::admin::protocol::{Reply, StoredReply};
+use crate::daemon::Daemon;
+use crate::domain::command::{Command, NewOrder};
+use crate::domain::time::{to_millis, Instant};
+use crate::domain::{self, DomainError, Order, Transition};
+use crate::store::{Commit, CommitOutcome, Loaded, OrderWrite};
+
+/// How many times a commit is retried after a version conflict (reloading each time).
+const MAX_COMMIT_ATTEMPTS: usize = 3;
+
+/// The request an operation answers, so its reply is kept in the same commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestMeta {
+    pub id: String,
+    pub body_hash: String,
+}
+
+/// What an admin request asks of one order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderOp {
+    /// createOrder; `client_chosen_id` makes a second create return the first order.
+    Create {
+        new: NewOrder,
+        client_chosen_id: bool,
+    },
+    /// A lifecycle command.
+    Command(Command),
+    /// getOrder.
+    Get,
+}
+
+/// Runs an admin operation on the order and returns the reply (already kept in Redis).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Reply, ActorError>")]
+pub struct Execute {
+    pub op: OrderOp,
+    pub request: RequestMeta,
+}
+
+/// Fires every change of the order due at or before `until` (the scheduler's message).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct Fire {
+    pub until: Instant,
+}
+
+/// One order's actor.
+pub struct OrderActor {
+    id: String,
+    generation: u64,
+    daemon: Arc<Daemon>,
+    /// None until loaded (or after a conflict: reload on next use).
+    state: Option<Loaded>,
+    last_used: WallInstant,
+    handled: u64,
+}
+
+impl OrderActor {
+    /// A new, not yet loaded actor for `id`.
+    pub fn new(id: String, generation: u64, daemon: Arc<Daemon>) -> Self {
+        OrderActor {
+            id,
+            generation,
+            daemon,
+            state: None,
+            last_used: WallInstant::now(),
+            handled: 0,
+        }
+    }
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let m = &self.daemon.metrics;
+        m.resident_actors.fetch_add(1, Ordering::Relaxed);
+        m.activations.fetch_add(1, Ordering::Relaxed);
+        let idle = self.daemon.settings.actors.idle_passivation;
+        let every = (idle / 2).max(std::time::Duration::from_millis(20));
+        ctx.run_interval(every, move |act, ctx| {
+            if act.last_used.elapsed() >= idle {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let m = &self.daemon.metrics;
+        m.resident_actors.fetch_sub(1, Ordering::Relaxed);
+        m.passivations.fetch_add(1, Ordering::Relaxed);
+        self.daemon.registry.remove(&self.id, self.generation);
+    }
+}
+
+impl Handler<Execute> for OrderActor {
+    type Result = AtomicResponse<Self, Result<Reply, ActorError>>;
+
+    fn handle(&mut self, msg: Execute, _ctx: &mut Self::Context) -> Self::Result {
+        let (daemon, id, state) = (Arc::clone(&self.daemon), self.id.clone(), self.state.take());
+        self.handled += 1;
+        AtomicResponse::new(Box::pin(
+            async move { execute(&daemon, &id, state, msg).await }
+                .into_actor(self)
+                .map(|(state, result), act, _ctx| {
+                    act.state = state;
+                    act.last_used = WallInstant::now();
+                    result
+                }),
+        ))
+    }
+}
+
+impl Handler<Fire> for OrderActor {
+    type Result = AtomicResponse<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, msg: Fire, _ctx: &mut Self::Context) -> Self::Result {
+        let (daemon, id, state) = (Arc::clone(&self.daemon), self.id.clone(), self.state.take());
+        // An actor woken only by its timer goes back to sleep right after: a burst of due
+        // orders flows through without keeping them all resident.
+        let woken_by_timer = self.handled == 0;
+        self.handled += 1;
+        AtomicResponse::new(Box::pin(
+            async move { fire(&daemon, &id, state, msg.until).await }
+                .into_actor(self)
+                .map(move |(state, result), act, ctx| {
+                    act.state = state;
+                    act.last_used = WallInstant::now();
+                    if woken_by_timer && act.handled == 1 {
+                        ctx.stop();
+                    }
+                    result
+                }),
+        ))
+    }
+}
+
+async fn load(daemon: &Daemon, id: &str, state: Option<Loaded>) -> Result<Loaded, ActorError> {
+    match state {
+        Some(s) => Ok(s),
+        None => Ok(daemon.store.load(id).await?),
+    }
+}
+
+/// Builds the commit of a transition (plus the reply to keep with it).
+fn commit_of(
+    id: &str,
+    expected_version: u64,
+    t: Option<&Transition>,
+    reply: Option<(String, String)>,
+) -> Commit {
+    let (write, events) = match t {
+        Some(t) if t.deleted => (
+            OrderWrite::Delete {
+                customer_id: t.order.customer_id.clone(),
+            },
+            t.events.iter().map(event_json).collect(),
+        ),
+        Some(t) if !t.events.is_empty() => (
+            OrderWrite::Save {
+                json: serde_json::to_string(&t.order).unwrap_or_default(),
+                version: t.order.version,
+                due_ms: domain::next_due(&t.order).map(|d| to_millis(&d)),
+                customer_id: t.order.customer_id.clone(),
+                created_ms: to_millis(&t.order.created_date),
+            },
+            t.events.iter().map(event_json).collect(),
+        ),
+        _ => (OrderWrite::None, Vec::new()),
+    };
+    Commit {
+        order_id: id.to_string(),
+        expected_version,
+        write,
+        events,
+        deltas: Vec::new(),
+        reply,
+    }
+}
+
+fn event_json(e: &domain::Event) -> String {
+    serde_json::to_string(e).unwrap_or_default()
+}
+
+fn order_value(o: &Order) -> Value {
+    serde_json::to_value(o).unwrap_or(Value::Null)
+}
+
+fn reply_of(request: &RequestMeta, result: Result<Value, DomainError>) -> Reply {
+    match result {
+        Ok(v) => Reply::ok(Some(request.id.clone()), v),
+        Err(e) => Reply::error(Some(request.id.clone()), e.code(), e.to_string()),
+    }
+}
+
+fn stored(request: &RequestMeta, reply: &Reply) -> (String, String) {
+    let s = StoredReply {
+        body_hash: request.body_hash.clone(),
+        reply: reply.clone(),
+    };
+    (
+        request.id.clone(),
+        serde_json::to_string(&s).unwrap_or_default(),
+    )
+}
+
+/// The state after a committed transition.
+fn after(t: &Transition) -> Loaded {
+    if t.deleted {
+        Loaded::Deleted
+    } else {
+        Loaded::Present(t.order.clone())
+    }
+}
+
+/// The body of [`Execute`]: returns the state to cache (None = reload next time) and the reply.
+async fn execute(
+    daemon: &Daemon,
+    id: &str,
+    state: Option<Loaded>,
+    msg: Execute,
+) -> (Option<Loaded>, Result<Reply, ActorError>) {
+    let mut state = state;
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        let loaded = match load(daemon, id, state.take()).await {
+            Ok(l) => l,
+            Err(e) => return (None, Err(e)),
+        };
+        let now = daemon.clock.now();
+        let policy = daemon.policy;
+        let (expected, transition, result) = match (&loaded, &msg.op) {
+            (Loaded::Present(o), op) => {
+                let fired = domain::fire(o, now, &policy);
+                let fired_opt = (!fired.is_noop()).then_some(fired.clone());
+                match op {
+                    OrderOp::Get | OrderOp::Create { .. } => {
+                        let v = order_value(&fired.order);
+                        (o.version, fired_opt, Ok(v))
+                    }
+                    OrderOp::Command(c) => match domain::apply(&fired.order, c, now, &policy) {
+                        Ok(t) => {
+                            let v = order_value(&t.order);
+                            let t = fired.then(t);
+                            let t = (!t.is_noop()).then_some(t);
+                            (o.version, t, Ok(v))
+                        }
+                        Err(e) => (o.version, fired_opt, Err(e)),
+                    },
+                }
+            }
+            (Loaded::Deleted, OrderOp::Create { .. }) => (
+                0,
+                None,
+                Err(DomainError::Conflict(format!(
+                    "order id {id} belonged to a deleted order and cannot be reused"
+                ))),
+            ),
+            (Loaded::Missing, OrderOp::Create { new, .. }) => {
+                match domain::create(new.clone(), now, &policy) {
+                    Ok(t) => {
+                        let v = order_value(&t.order);
+                        (0, Some(t), Ok(v))
+                    }
+                    Err(e) => (0, None, Err(e)),
+                }
+            }
+            (Loaded::Missing | Loaded::Deleted, _) => (
+                0,
+                None,
+                Err(DomainError::NotFound(format!("order {id} not found"))),
+            ),
+        };
+        let reply = reply_of(&msg.request, result);
+        let commit = commit_of(
+            id,
+            expected,
+            transition.as_ref(),
+            Some(stored(&msg.request, &reply)),
+        );
+        let due = match &commit.write {
+            OrderWrite::Save { due_ms, .. } => *due_ms,
+            _ => None,
+        };
+        match daemon.store.commit(commit).await {
+            Ok(CommitOutcome::Committed) => {
+                if let Some(due) = due {
+                    daemon.timer_committed(due);
+                }
+                let next = transition.as_ref().map_or(loaded, after);
+                return (Some(next), Ok(reply));
+            }
+            Ok(CommitOutcome::AlreadyReplied(json)) => {
+                // Another attempt of this request id won: answer with its reply, and reload.
+                let kept = serde_json::from_str::<StoredReply>(&json).map(|s| s.reply);
+                return (
+                    None,
+                    kept.map_err(|e| {
+                        ActorError::Store(crate::store::StoreError::Corrupt(e.to_string()))
+                    }),
+                );
+            }
+            Ok(CommitOutcome::VersionConflict | CommitOutcome::Deleted) => {
+                tracing::debug!(order_id = %id, "version conflict; reloading");
+                state = None;
+            }
+            Err(e) => return (None, Err(e.into())),
+        }
+    }
+    (None, Err(ActorError::Contended))
+}
+
+/// The body of [`Fire`].
+async fn fire(
+    daemon: &Daemon,
+    id: &str,
+    state: Option<Loaded>,
+    until: Instant,
+) -> (Option<Loaded>, Result<(), ActorError>) {
+    let mut state = state;
+    daemon.metrics.timers_fired.fetch_add(1, Ordering::Relaxed);
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        let loaded = match load(daemon, id, state.take()).await {
+            Ok(l) => l,
+            Err(e) => return (None, Err(e)),
+        };
+        let Loaded::Present(order) = &loaded else {
+            // A timer without an order (deleted out of band): drop it.
+            let r = daemon
+                .store
+                .set_timer(id, None)
+                .await
+                .map_err(ActorError::from);
+            return (Some(loaded), r);
+        };
+        let t = domain::fire(order, until, &daemon.policy);
+        if t.is_noop() {
+            // The timer set disagrees with the order (it was due, nothing fired): repair it.
+            let due = domain::next_due(order).map(|d| to_millis(&d));
+            let r = daemon
+                .store
+                .set_timer(id, due)
+                .await
+                .map_err(ActorError::from);
+            return (Some(loaded), r);
+        }
+        let commit = commit_of(id, order.version, Some(&t), None);
+        let due = match &commit.write {
+            OrderWrite::Save { due_ms, .. } => *due_ms,
+            _ => None,
+        };
+        match daemon.store.commit(commit).await {
+            Ok(CommitOutcome::Committed) => {
+                if let Some(due) = due {
+                    daemon.timer_committed(due);
+                }
+                return (Some(after(&t)), Ok(()));
+            }
+            Ok(_) => state = None,
+            Err(e) => return (None, Err(e.into())),
+        }
+    }
+    (None, Err(ActorError::Contended))
+}

@@ -1,0 +1,383 @@
+//! The server side of the admin protocol: the pub/sub listener on `<prefix>:admin`, the
+//! consumer-group reader of `<prefix>:commands`, idempotency by request id (kept replies and
+//! in-flight duplicates), and publishing replies on `replyTo`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+
+use super::dispatch;
+use super::protocol::{Reply, Request, StoredReply};
+use crate::daemon::Daemon;
+use crate::domain::command::check_id;
+use crate::domain::ErrorCode;
+use crate::shutdown::Shutdown;
+
+/// The consumer group that reads `<prefix>:commands`.
+pub const CONSUMER_GROUP: &str = "recur";
+/// This daemon's consumer name in the group (stable across restarts, so a restarted daemon
+/// picks up the entries it had read but not acknowledged).
+pub const CONSUMER_NAME: &str = "recur-daemon";
+
+/// Requests being handled, by id: a duplicate waits for the first one's reply.
+#[derive(Default)]
+pub struct Inflight {
+    waiting: Mutex<HashMap<String, (String, Vec<oneshot::Sender<Reply>>)>>,
+}
+
+enum Begin {
+    First,
+    Duplicate(oneshot::Receiver<Reply>),
+    Conflict,
+}
+
+impl Inflight {
+    fn begin(&self, id: &str, hash: &str) -> Begin {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        match w.get_mut(id) {
+            None => {
+                w.insert(id.to_string(), (hash.to_string(), Vec::new()));
+                Begin::First
+            }
+            Some((h, _)) if h != hash => Begin::Conflict,
+            Some((_, waiters)) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Begin::Duplicate(rx)
+            }
+        }
+    }
+
+    fn finish(&self, id: &str, reply: &Reply) {
+        let waiters = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        for tx in waiters.map(|(_, w)| w).unwrap_or_default() {
+            let _ = tx.send(reply.clone());
+        }
+    }
+}
+
+fn conflict(id: &str) -> Reply {
+    Reply::error(
+        Some(id.to_string()),
+        ErrorCode::Conflict,
+        format!("request id {id} was already used with another body"),
+    )
+}
+
+/// Handles a parsed request: kept reply, in-flight duplicate, or a fresh run.
+pub async fn handle(daemon: &Arc<Daemon>, req: Request) -> Reply {
+    daemon
+        .metrics
+        .admin_requests
+        .fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = check_id("id", &req.id) {
+        return Reply::error(
+            Some(req.id.clone()),
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        );
+    }
+    let hash = req.body_hash();
+    match daemon.store.kept_reply(&req.id).await {
+        Ok(Some(json)) => {
+            return match serde_json::from_str::<StoredReply>(&json) {
+                Ok(s) if s.body_hash == hash => s.reply,
+                Ok(_) => conflict(&req.id),
+                Err(e) => Reply::error(
+                    Some(req.id.clone()),
+                    ErrorCode::Internal,
+                    format!("kept reply is corrupt: {e}"),
+                ),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string()),
+    }
+    match daemon.inflight.begin(&req.id, &hash) {
+        Begin::First => {}
+        Begin::Conflict => return conflict(&req.id),
+        Begin::Duplicate(rx) => {
+            return rx.await.unwrap_or_else(|_| {
+                Reply::error(
+                    Some(req.id.clone()),
+                    ErrorCode::Internal,
+                    "the first attempt was lost; retry",
+                )
+            })
+        }
+    }
+    let routed = if req.command == "advanceClock" {
+        dispatch::route(daemon, &req, &hash).await
+    } else {
+        let _shared = daemon.advance_lock.read().await;
+        dispatch::route(daemon, &req, &hash).await
+    };
+    let mut reply = routed.reply;
+    if !routed.kept && reply.is_kept() {
+        let stored = StoredReply {
+            body_hash: hash,
+            reply: reply.clone(),
+        };
+        let json = serde_json::to_string(&stored).unwrap_or_default();
+        let ttl = daemon.settings.admin.reply_retention.as_secs().max(1);
+        if let Err(e) = daemon.store.keep_reply(&req.id, &json, ttl).await {
+            reply = Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string());
+        }
+    }
+    daemon.inflight.finish(&req.id, &reply);
+    reply
+}
+
+/// Reads the string value of `"key": "..."` out of text that may not be valid JSON, so a
+/// malformed request can still be answered on its reply channel.
+fn sniff(text: &str, key: &str) -> Option<String> {
+    let needle = format!("\"{key}\"");
+    let at = text.find(&needle)? + needle.len();
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    serde_json::Deserializer::from_str(rest)
+        .into_iter::<String>()
+        .next()?
+        .ok()
+}
+
+/// Turns a raw payload into (reply channel, reply). Never fails: bad input gets an error reply.
+pub async fn handle_payload(daemon: &Arc<Daemon>, payload: &[u8]) -> (Option<String>, Reply) {
+    let max = daemon.settings.admin.max_request_bytes;
+    let text = String::from_utf8_lossy(payload);
+    if payload.len() > max {
+        let reply_to = sniff(&text[..text.len().min(4096)], "replyTo");
+        let id = sniff(&text[..text.len().min(4096)], "id");
+        let msg = format!("request is {} bytes; the limit is {max}", payload.len());
+        return (reply_to, Reply::error(id, ErrorCode::InvalidRequest, msg));
+    }
+    let value: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            let reply = Reply::error(
+                sniff(&text, "id"),
+                ErrorCode::InvalidRequest,
+                format!("malformed JSON: {e}"),
+            );
+            return (sniff(&text, "replyTo"), reply);
+        }
+    };
+    let reply_to = value
+        .get("replyTo")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let id = value.get("id").and_then(Value::as_str).map(str::to_string);
+    match serde_json::from_value::<Request>(value) {
+        Ok(req) => (req.reply_to.clone(), handle(daemon, req).await),
+        Err(e) => (
+            reply_to,
+            Reply::error(
+                id,
+                ErrorCode::InvalidRequest,
+                format!("invalid request envelope: {e}"),
+            ),
+        ),
+    }
+}
+
+async fn publish_reply(daemon: &Daemon, reply_to: Option<String>, reply: &Reply) {
+    let Some(channel) = reply_to else {
+        if !reply.ok {
+            tracing::warn!(reply = %serde_json::to_string(reply).unwrap_or_default(), "request without replyTo refused");
+        }
+        return;
+    };
+    let mut conn = daemon.store.conn();
+    let json = serde_json::to_string(reply).unwrap_or_default();
+    if let Err(e) = conn.publish::<_, _, ()>(&channel, json).await {
+        tracing::warn!(error = %e, %channel, "cannot publish reply");
+    }
+}
+
+/// Starts the pub/sub listener and the stream consumer.
+///
+/// # Errors
+/// The Redis error when the listeners cannot subscribe.
+pub async fn start(
+    daemon: &Arc<Daemon>,
+    shutdown: &Shutdown,
+    tasks: &TaskTracker,
+    requests: &TaskTracker,
+) -> Result<(), redis::RedisError> {
+    let client = redis::Client::open(daemon.redis_url.as_str())?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(daemon.keys.admin_channel()).await?;
+    tasks.spawn_local(listen_pubsub(
+        Arc::clone(daemon),
+        pubsub,
+        shutdown.clone(),
+        requests.clone(),
+    ));
+
+    let mut conn = daemon.store.conn();
+    let created: Result<(), redis::RedisError> = conn
+        .xgroup_create_mkstream(daemon.keys.commands(), CONSUMER_GROUP, "$")
+        .await;
+    if let Err(e) = created {
+        if e.code() != Some("BUSYGROUP") {
+            return Err(e);
+        }
+    }
+    // A connection of its own: XREADGROUP BLOCK would stall every command queued behind it.
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let reader = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    tasks.spawn_local(consume_stream(
+        Arc::clone(daemon),
+        reader,
+        shutdown.clone(),
+        requests.clone(),
+    ));
+    Ok(())
+}
+
+async fn listen_pubsub(
+    daemon: Arc<Daemon>,
+    pubsub: redis::aio::PubSub,
+    shutdown: Shutdown,
+    requests: TaskTracker,
+) {
+    let mut pubsub = pubsub;
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    msg = messages.next() => match msg {
+                        Some(msg) => {
+                            let payload = msg.get_payload_bytes().to_vec();
+                            let d = Arc::clone(&daemon);
+                            requests.spawn_local(async move {
+                                let (reply_to, reply) = handle_payload(&d, &payload).await;
+                                publish_reply(&d, reply_to, &reply).await;
+                            });
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        tracing::warn!("admin pub/sub connection lost; reconnecting");
+        pubsub = loop {
+            if shutdown.is_triggered() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Ok(client) = redis::Client::open(daemon.redis_url.as_str()) else {
+                continue;
+            };
+            let Ok(mut p) = client.get_async_pubsub().await else {
+                continue;
+            };
+            if p.subscribe(daemon.keys.admin_channel()).await.is_ok() {
+                break p;
+            }
+        };
+    }
+}
+
+async fn consume_stream(
+    daemon: Arc<Daemon>,
+    mut reader: redis::aio::MultiplexedConnection,
+    shutdown: Shutdown,
+    requests: TaskTracker,
+) {
+    let key = daemon.keys.commands();
+    // First what this consumer read before a crash but never acknowledged, then new entries.
+    let mut from = "0".to_string();
+    while !shutdown.is_triggered() {
+        let opts = StreamReadOptions::default()
+            .group(CONSUMER_GROUP, CONSUMER_NAME)
+            .count(64)
+            .block(500);
+        let keys = [key.as_str()];
+        let ids = [from.as_str()];
+        let read: Result<Option<StreamReadReply>, _> = tokio::select! {
+            _ = shutdown.wait() => return,
+            r = reader.xread_options(&keys, &ids, &opts) => r,
+        };
+        let entries = match read {
+            Ok(Some(reply)) => reply
+                .keys
+                .into_iter()
+                .flat_map(|k| k.ids)
+                .collect::<Vec<_>>(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the command stream failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if entries.is_empty() {
+            if from == "0" {
+                from = ">".to_string();
+            }
+            continue;
+        }
+        let handled = entries.into_iter().map(|entry| {
+            let d = Arc::clone(&daemon);
+            let key = key.clone();
+            async move {
+                let raw: Option<Vec<u8>> = entry.get("request");
+                let mut conn = d.store.conn();
+                match raw {
+                    Some(payload) => {
+                        let (reply_to, reply) = handle_payload(&d, &payload).await;
+                        if reply.error.as_ref().is_some_and(|e| e.code.is_transient()) {
+                            // Not acknowledged: it will be read again after a restart.
+                            publish_reply(&d, reply_to, &reply).await;
+                            return;
+                        }
+                        let malformed = reply
+                            .error
+                            .as_ref()
+                            .is_some_and(|e| e.code == ErrorCode::InvalidRequest)
+                            && serde_json::from_slice::<Request>(&payload).is_err();
+                        if malformed {
+                            let _: Result<(), _> = conn
+                                .xadd(
+                                    d.keys.commands_dead(),
+                                    "*",
+                                    &[("request", payload.as_slice()), ("id", entry.id.as_bytes())],
+                                )
+                                .await;
+                        }
+                        publish_reply(&d, reply_to, &reply).await;
+                    }
+                    None => {
+                        let _: Result<(), _> = conn
+                            .xadd(
+                                d.keys.commands_dead(),
+                                "*",
+                                &[("id", entry.id.as_str()), ("error", "no request field")],
+                            )
+                            .await;
+                    }
+                }
+                let _: Result<(), _> = conn.xack(&key, CONSUMER_GROUP, &[&entry.id]).await;
+            }
+        });
+        let batch = futures_util::future::join_all(handled);
+        requests.spawn_local(batch).await.ok();
+    }
+}

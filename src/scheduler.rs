@@ -1,0 +1,240 @@
+//! The scheduler: fires due orders. On the system clock it sleeps until the next due instant
+//! (or until a commit sets an earlier one); on the simulated clock it runs only inside
+//! `advanceClock`. Both read the timer sets in rounds of `scheduler.batch_size` orders, so
+//! only the near future is ever in memory, and run the cron jobs on the same clock.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::actors::registry;
+use crate::daemon::Daemon;
+use crate::domain::time::{from_millis, to_millis, Instant};
+use crate::shutdown::Shutdown;
+use crate::store::{StoreError, PARTITIONS};
+
+/// Why an advance failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvanceError {
+    #[error("cannot move the clock back from {now} to {to}")]
+    Backwards { now: Instant, to: Instant },
+    #[error("the clock is not simulated")]
+    NotSimulated,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} order(s) could not be fired; retry the advance")]
+    Failed(usize),
+}
+
+fn per_partition_limit(batch: usize) -> usize {
+    (batch / usize::from(PARTITIONS)).max(64)
+}
+
+/// Fires one round: every `(due, id)` entry, concurrently; each order fires up to `until`, or
+/// up to its own due instant when `until` is None (the simulated clock's time-ordered rounds).
+/// Returns how many failed.
+async fn fire_round(
+    daemon: &Arc<Daemon>,
+    entries: &[(i64, String)],
+    until: Option<Instant>,
+) -> usize {
+    let fires = entries.iter().map(|(due, id)| {
+        let until = until
+            .or_else(|| from_millis(*due))
+            .unwrap_or_else(|| daemon.clock.now());
+        registry::fire(daemon, id, until)
+    });
+    let results = join_all(fires).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        tracing::warn!(error = %e, failed, "some due orders could not be fired");
+    }
+    failed
+}
+
+/// Fires everything due at or before the clock's now (start-up after downtime). Returns the
+/// number of orders fired.
+///
+/// # Errors
+/// [`StoreError`] when Redis fails.
+pub async fn catch_up(daemon: &Arc<Daemon>) -> Result<usize, StoreError> {
+    let now = daemon.clock.now();
+    let batch = daemon.settings.scheduler.batch_size.max(1);
+    let mut total = 0;
+    loop {
+        let due = daemon
+            .store
+            .due(to_millis(&now), per_partition_limit(batch))
+            .await?;
+        if due.is_empty() {
+            return Ok(total);
+        }
+        let round: Vec<_> = due.into_iter().take(batch).collect();
+        let failed = fire_round(daemon, &round, Some(now)).await;
+        total += round.len() - failed;
+        if failed == round.len() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// advanceClock: fires every timer due up to `to` in time order (rounds of the earliest due
+/// entries, each order fired at its own due instant), then sets the clock to `to`. Commands
+/// wait meanwhile (the caller holds the advance lock).
+///
+/// # Errors
+/// [`AdvanceError`] when `to` is in the past, the clock is not simulated, or Redis fails.
+pub async fn advance(daemon: &Arc<Daemon>, to: Instant) -> Result<Instant, AdvanceError> {
+    let clock = &daemon.clock;
+    if !clock.is_simulated() {
+        return Err(AdvanceError::NotSimulated);
+    }
+    let now = clock.now();
+    if to < now {
+        return Err(AdvanceError::Backwards { now, to });
+    }
+    let batch = daemon.settings.scheduler.batch_size.max(1);
+    loop {
+        let due = daemon
+            .store
+            .due(to_millis(&to), per_partition_limit(batch))
+            .await?;
+        if due.is_empty() {
+            break;
+        }
+        let round: Vec<_> = due.into_iter().take(batch).collect();
+        if let Some(last) = round.last().and_then(|(d, _)| from_millis(*d)) {
+            if last > clock.now() {
+                let _ = clock.advance_to(last);
+                daemon.store.save_clock("simulated", Some(last)).await?;
+            }
+        }
+        let failed = fire_round(daemon, &round, None).await;
+        if failed == round.len() {
+            return Err(AdvanceError::Failed(failed));
+        }
+    }
+    let _ = clock.advance_to(to);
+    daemon.store.save_clock("simulated", Some(to)).await?;
+    run_cron(daemon, to).await;
+    Ok(to)
+}
+
+/// The system-clock loop: fire what is due, sleep until the next due instant, a cron job, an
+/// earlier timer committed, or shutdown.
+pub async fn run_system_clock(daemon: Arc<Daemon>, shutdown: Shutdown) {
+    let window = daemon.settings.scheduler.window;
+    let batch = daemon.settings.scheduler.batch_size.max(1);
+    while !shutdown.is_triggered() {
+        let now = daemon.clock.now();
+        let pass = async {
+            loop {
+                let due = daemon
+                    .store
+                    .due(to_millis(&now), per_partition_limit(batch))
+                    .await?;
+                if due.is_empty() {
+                    break;
+                }
+                let round: Vec<_> = due.into_iter().take(batch).collect();
+                if fire_round(&daemon, &round, Some(now)).await == round.len() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                if shutdown.is_triggered() {
+                    break;
+                }
+            }
+            run_cron(&daemon, now).await;
+            daemon.store.earliest_due().await
+        };
+        let next_due = match pass.await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler pass failed; retrying");
+                Some(to_millis(&now) + 1000)
+            }
+        };
+        let horizon = to_millis(&now) + i64::try_from(window.as_millis()).unwrap_or(60_000);
+        let cron_next = next_cron(&daemon, now)
+            .map(|t| to_millis(&t))
+            .unwrap_or(i64::MAX);
+        let wake = next_due.unwrap_or(i64::MAX).min(horizon).min(cron_next);
+        daemon.planned_wake_ms.store(wake, Ordering::Relaxed);
+        let sleep_ms = (wake - to_millis(&daemon.clock.now())).max(0) as u64;
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+            _ = daemon.wake.notified() => {}
+        }
+    }
+}
+
+/// The cron jobs recur runs, by name, with their schedules from config.
+fn jobs(daemon: &Daemon) -> Vec<(&'static str, cron::Schedule)> {
+    let c = &daemon.settings.cron;
+    vec![("trimEvents", c.trim_events.clone())]
+}
+
+fn next_cron(daemon: &Daemon, now: Instant) -> Option<Instant> {
+    jobs(daemon)
+        .iter()
+        .filter_map(|(_, s)| s.after(&now).next())
+        .min()
+}
+
+/// Runs each cron job whose schedule fired since its last run, once (however many times it
+/// fired), and records the run.
+pub async fn run_cron(daemon: &Arc<Daemon>, now: Instant) {
+    let mut conn = daemon.store.conn();
+    let key = daemon.keys.cron();
+    for (name, schedule) in jobs(daemon) {
+        let last: Option<i64> = redis::cmd("HGET")
+            .arg(&key)
+            .arg(name)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(None);
+        let due = match last.and_then(from_millis) {
+            None => false,
+            Some(last) => schedule.after(&last).next().is_some_and(|t| t <= now),
+        };
+        if due {
+            if let Err(e) = run_job(daemon, name).await {
+                tracing::warn!(job = name, error = %e, "cron job failed");
+                continue;
+            }
+        }
+        if due || last.is_none() {
+            let _: Result<(), _> = redis::cmd("HSET")
+                .arg(&key)
+                .arg(name)
+                .arg(to_millis(&now))
+                .query_async(&mut conn)
+                .await;
+        }
+    }
+}
+
+async fn run_job(daemon: &Arc<Daemon>, name: &str) -> Result<(), StoreError> {
+    match name {
+        "trimEvents" => {
+            let removed = daemon
+                .store
+                .trim_events(daemon.settings.events.max_len)
+                .await?;
+            tracing::info!(job = name, removed, "trimmed the event stream");
+        }
+        other => tracing::warn!(job = other, "unknown cron job"),
+    }
+    Ok(())
+}
+
+/// Parses an advanceClock `to` (kept here so the admin side stays thin).
+///
+/// # Errors
+/// A message when `to` is not RFC 3339.
+pub fn parse_to(s: &str) -> Result<Instant, String> {
+    crate::domain::time::parse_instant(s)
+}

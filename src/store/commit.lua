@@ -1,0 +1,55 @@
+-- One order's commit, all or nothing (SPEC 4/6): check the expected version, write the
+-- order, move its one timer, append its events (and publish them), append its stats deltas,
+-- and keep the admin reply under its request id.
+--
+-- KEYS: 1 order hash, 2 timers zset, 3 events stream (also the channel), 4 reply key,
+--       5 deleted set, 6 all-orders zset, 7 customer-orders zset, 8 outbox stream
+-- ARGV: 1 expected version ('0' = must not exist), 2 op ('save' | 'delete' | 'none'),
+--       3 new version, 4 order JSON, 5 due ms ('' = no timer), 6 order id, 7 created ms,
+--       8 stored reply JSON ('' = none), 9 reply TTL seconds, 10 publish ('1' | '0'),
+--       11 number of events, 12 number of deltas, then the events, then the deltas
+if ARGV[8] ~= '' then
+  local kept = redis.call('GET', KEYS[4])
+  if kept then return {'REPLIED', kept} end
+end
+if ARGV[2] ~= 'none' then
+  local cur = redis.call('HGET', KEYS[1], 'v')
+  if ARGV[1] == '0' then
+    if cur then return {'VERSION', cur} end
+    if redis.call('SISMEMBER', KEYS[5], ARGV[6]) == 1 then return {'DELETED', ''} end
+  elseif cur ~= ARGV[1] then
+    return {'VERSION', cur or ''}
+  end
+  if ARGV[2] == 'save' then
+    redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4])
+    if ARGV[5] == '' then
+      redis.call('ZREM', KEYS[2], ARGV[6])
+    else
+      redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
+    end
+    if ARGV[1] == '0' then
+      redis.call('ZADD', KEYS[6], ARGV[7], ARGV[6])
+      redis.call('ZADD', KEYS[7], ARGV[7], ARGV[6])
+    end
+  else
+    redis.call('DEL', KEYS[1])
+    redis.call('ZREM', KEYS[2], ARGV[6])
+    redis.call('ZREM', KEYS[6], ARGV[6])
+    redis.call('ZREM', KEYS[7], ARGV[6])
+    redis.call('SADD', KEYS[5], ARGV[6])
+  end
+end
+local n = tonumber(ARGV[11])
+local m = tonumber(ARGV[12])
+for i = 1, n do
+  local ev = ARGV[12 + i]
+  redis.call('XADD', KEYS[3], '*', 'event', ev)
+  if ARGV[10] == '1' then redis.call('PUBLISH', KEYS[3], ev) end
+end
+for i = 1, m do
+  redis.call('XADD', KEYS[8], '*', 'delta', ARGV[12 + n + i])
+end
+if ARGV[8] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[8], 'EX', ARGV[9])
+end
+return {'OK', ''}

@@ -1,0 +1,305 @@
+//! The commit batcher: many orders' commits go to Redis in one pipeline of EVALSHA calls, each
+//! one atomic for its order (`commit.lua`). A commit is acknowledged only after Redis answered.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant as WallInstant;
+
+use redis::aio::ConnectionManager;
+use redis::Value;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::keys::Keys;
+use super::StoreError;
+use crate::metrics::Metrics;
+
+/// The Lua source of the per-order commit.
+pub const COMMIT_SCRIPT: &str = include_str!("commit.lua");
+
+/// What a commit does to the order's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderWrite {
+    /// Nothing (a reply-only commit: a refused command, a read).
+    None,
+    /// Write the order and set or clear its timer.
+    Save {
+        json: String,
+        version: u64,
+        due_ms: Option<i64>,
+        customer_id: String,
+        created_ms: i64,
+    },
+    /// Remove the order and its timer; its id can never be used again.
+    Delete { customer_id: String },
+}
+
+/// One order's atomic commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub order_id: String,
+    /// The version the order has in Redis now (0 = it must not exist yet).
+    pub expected_version: u64,
+    pub write: OrderWrite,
+    /// Event JSON, in sequence order.
+    pub events: Vec<String>,
+    /// Customer-stats deltas (JSON), applied exactly once by the stats consumer.
+    pub deltas: Vec<String>,
+    /// The admin reply to keep under its request id: (request id, stored JSON).
+    pub reply: Option<(String, String)>,
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    /// The request id already has a kept reply (its JSON); nothing was written.
+    AlreadyReplied(String),
+    /// Redis holds another version than expected; nothing was written.
+    VersionConflict,
+    /// The order id was deleted before and cannot be created again.
+    Deleted,
+}
+
+struct Pending {
+    commit: Commit,
+    done: oneshot::Sender<Result<CommitOutcome, StoreError>>,
+}
+
+/// Handle to the batcher task.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Pending>,
+}
+
+/// Settings of the batcher.
+#[derive(Debug, Clone)]
+pub struct CommitterConfig {
+    pub max_batch: usize,
+    pub max_in_flight: usize,
+    pub reply_ttl_secs: u64,
+    pub publish_events: bool,
+}
+
+impl Committer {
+    /// Starts the batcher on the current runtime. It stops when every handle is dropped,
+    /// after committing what it was given.
+    pub fn start(
+        conn: ConnectionManager,
+        keys: Keys,
+        sha: String,
+        config: CommitterConfig,
+        metrics: Arc<Metrics>,
+    ) -> Committer {
+        let (tx, rx) = mpsc::channel(config.max_batch * 4);
+        tokio::task::spawn_local(run_batcher(rx, conn, keys, sha, config, metrics));
+        Committer { tx }
+    }
+
+    /// Commits and waits until Redis has it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or the batcher is gone.
+    pub async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { commit, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn run_batcher(
+    mut rx: mpsc::Receiver<Pending>,
+    conn: ConnectionManager,
+    keys: Keys,
+    sha: String,
+    config: CommitterConfig,
+    metrics: Arc<Metrics>,
+) {
+    let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    let config = Arc::new(config);
+    let keys = Arc::new(keys);
+    let sha = Arc::new(sha);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < config.max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
+        let (conn, keys, sha, config, metrics) = (
+            conn.clone(),
+            Arc::clone(&keys),
+            Arc::clone(&sha),
+            Arc::clone(&config),
+            Arc::clone(&metrics),
+        );
+        tokio::task::spawn_local(async move {
+            send_batch(batch, conn, &keys, &sha, &config, &metrics).await;
+            drop(permit);
+        });
+    }
+    // Wait for the batches still in flight.
+    let _ = permits.acquire_many(config.max_in_flight as u32).await;
+}
+
+async fn send_batch(
+    batch: Vec<Pending>,
+    mut conn: ConnectionManager,
+    keys: &Keys,
+    sha: &str,
+    config: &CommitterConfig,
+    metrics: &Metrics,
+) {
+    let started = WallInstant::now();
+    let mut results = run_pipeline(&batch, &mut conn, keys, sha, config).await;
+    // A restarted Redis forgets scripts: load it again and retry once.
+    if results.as_ref().is_ok_and(|r| r.iter().any(is_noscript))
+        || results
+            .as_ref()
+            .is_err_and(|e| e.code() == Some("NOSCRIPT"))
+    {
+        if let Err(e) = load_script(&mut conn).await {
+            results = Err(e);
+        } else {
+            results = run_pipeline(&batch, &mut conn, keys, sha, config).await;
+        }
+    }
+    let elapsed = started.elapsed();
+    metrics.record_commit_batch(batch.len(), elapsed);
+    match results {
+        Ok(values) => {
+            for (p, v) in batch.into_iter().zip(values) {
+                let outcome = parse_outcome(v);
+                if matches!(outcome, Ok(CommitOutcome::Committed)) {
+                    metrics
+                        .events_written
+                        .fetch_add(p.commit.events.len() as u64, Ordering::Relaxed);
+                    metrics.transitions.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = p.done.send(outcome);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, size = batch.len(), "commit batch failed");
+            for p in batch {
+                let _ = p.done.send(Err(StoreError::Redis(e.to_string())));
+            }
+        }
+    }
+}
+
+fn is_noscript(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+/// Loads the commit script into Redis and returns its SHA.
+///
+/// # Errors
+/// The Redis error.
+pub async fn load_script(conn: &mut ConnectionManager) -> Result<String, redis::RedisError> {
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(COMMIT_SCRIPT)
+        .query_async(conn)
+        .await
+}
+
+async fn run_pipeline(
+    batch: &[Pending],
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    sha: &str,
+    config: &CommitterConfig,
+) -> Result<Vec<Value>, redis::RedisError> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for p in batch {
+        let c = &p.commit;
+        let partition = Keys::partition(&c.order_id);
+        let customer = match &c.write {
+            OrderWrite::Save { customer_id, .. } | OrderWrite::Delete { customer_id } => {
+                customer_id.as_str()
+            }
+            OrderWrite::None => "-",
+        };
+        let (op, version, json, due, created) = match &c.write {
+            OrderWrite::None => ("none", String::new(), "", String::new(), String::new()),
+            OrderWrite::Save {
+                json,
+                version,
+                due_ms,
+                created_ms,
+                ..
+            } => (
+                "save",
+                version.to_string(),
+                json.as_str(),
+                due_ms.map(|d| d.to_string()).unwrap_or_default(),
+                created_ms.to_string(),
+            ),
+            OrderWrite::Delete { .. } => {
+                ("delete", String::new(), "", String::new(), String::new())
+            }
+        };
+        let (request_id, reply) = c
+            .reply
+            .as_ref()
+            .map_or(("-", ""), |(id, json)| (id.as_str(), json.as_str()));
+        let cmd = pipe.cmd("EVALSHA").arg(sha).arg(8);
+        cmd.arg(keys.order(&c.order_id))
+            .arg(keys.timers(partition))
+            .arg(keys.events())
+            .arg(keys.reply(request_id))
+            .arg(keys.deleted(partition))
+            .arg(keys.all_orders())
+            .arg(keys.customer_orders(customer))
+            .arg(keys.outbox(partition));
+        cmd.arg(c.expected_version)
+            .arg(op)
+            .arg(version)
+            .arg(json)
+            .arg(due)
+            .arg(&c.order_id)
+            .arg(created)
+            .arg(reply)
+            .arg(config.reply_ttl_secs)
+            .arg(if config.publish_events { "1" } else { "0" })
+            .arg(c.events.len())
+            .arg(c.deltas.len());
+        for e in &c.events {
+            cmd.arg(e);
+        }
+        for d in &c.deltas {
+            cmd.arg(d);
+        }
+    }
+    pipe.query_async(conn).await
+}
+
+fn parse_outcome(v: Value) -> Result<CommitOutcome, StoreError> {
+    let Value::Array(items) = v else {
+        return Err(StoreError::Redis(format!("unexpected commit result {v:?}")));
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        _ => String::new(),
+    };
+    match items.first().map(text).as_deref() {
+        Some("OK") => Ok(CommitOutcome::Committed),
+        Some("REPLIED") => Ok(CommitOutcome::AlreadyReplied(
+            items.get(1).map(text).unwrap_or_default(),
+        )),
+        Some("VERSION") => Ok(CommitOutcome::VersionConflict),
+        Some("DELETED") => Ok(CommitOutcome::Deleted),
+        _ => Err(StoreError::Redis(format!(
+            "unexpected commit result {items:?}"
+        ))),
+    }
+}
