@@ -13,12 +13,13 @@ use recur::shutdown::Shutdown;
 use recur::store::embedded::{EmbeddedOptions, EmbeddedRedis};
 use recur::telemetry;
 
-use cli::{AdminArgs, BenchArgs, Cli, Command, ServeArgs};
+use cli::{BenchArgs, Cli, Command, ServeArgs};
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(&args),
-        Command::Admin(args) => admin(&args),
+        // Its own exit codes: 1 for an error reply, 2 for no reply.
+        Command::Admin(args) => return cli::admin::run(&args),
         Command::Bench(args) => bench(&args),
     };
     match result {
@@ -70,15 +71,6 @@ async fn run_serve(settings: Settings) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-fn admin(args: &AdminArgs) -> anyhow::Result<()> {
-    let request_args = args.request_args()?;
-    anyhow::bail!(
-        "recur admin is not yet implemented (would send {} {})",
-        args.command,
-        request_args
-    )
 }
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {

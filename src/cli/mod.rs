@@ -1,6 +1,9 @@
 //! The command line: `recur serve`, `recur admin`, `recur bench`, parsed with clap, and the
 //! translation of flags into settings overrides and admin request arguments.
 
+pub mod admin;
+
+use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -36,7 +39,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Send one admin command to a running daemon and print its reply.
     ///
-    /// Arguments come from --json (a JSON object) and the named flags, which win over --json.
+    /// Arguments come from --json (a JSON object, inline or @FILE) and the named flags, which
+    /// win over --json. The request is re-published with the same id until a reply comes or
+    /// --timeout passes. The reply is printed as JSON on stdout.
+    ///
+    /// `recur admin watch` instead prints every event published on <prefix>:events, one JSON
+    /// object per line, until Ctrl-C.
+    ///
+    /// Redis: --redis-url, else redis.url (config file or RECUR_REDIS__URL), else the embedded
+    /// redis-server that `recur serve` runs under redis.embedded.data_dir.
+    ///
+    /// Exit status: 0 ok reply, 1 error reply, 2 no reply (no Redis, timeout, bad arguments).
+    ///
     /// Example: recur admin pauseOrder --order-id ord-1 --json '{"resumeAt":"2025-03-01T00:00:00Z"}'
     Admin(AdminArgs),
     /// Run a load scenario against a private Redis and report throughput and latency.
@@ -117,11 +131,12 @@ impl ServeArgs {
 /// `recur admin <command>`
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
-    /// The admin command, e.g. ping, getOrder, pauseOrder, advanceClock.
+    /// The admin command, e.g. ping, getOrder, pauseOrder, advanceClock; or `watch` to print
+    /// every event as one JSON line until Ctrl-C.
     pub command: String,
     #[command(flatten)]
     pub settings: SettingsArgs,
-    /// The command's arguments as a JSON object.
+    /// The command's arguments as a JSON object: inline, `@file.json`, or `@-` for stdin.
     #[arg(long, value_name = "ARGS")]
     pub json: Option<String>,
     /// The request id (default: a new one). Retrying with the same id never repeats a change.
@@ -183,19 +198,38 @@ pub enum AdminArgsError {
     /// `--json` is not valid JSON.
     #[error("--json is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The file named by `--json @FILE` is not valid JSON.
+    #[error("--json @{}: not valid JSON: {source}", path.display())]
+    JsonFile {
+        /// The file.
+        path: PathBuf,
+        /// Where the JSON is broken.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file named by `--json @FILE` (or stdin, for `@-`) cannot be read.
+    #[error("--json @{}: cannot read it: {source}", path.display())]
+    Read {
+        /// The file (`-` for stdin).
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// `--json` is valid JSON but not an object.
     #[error("--json must be a JSON object, like '{{\"orderId\": \"o-1\"}}'")]
     NotAnObject,
 }
 
 impl AdminArgs {
-    /// The request's `args` object: `--json`, then every named flag given (camelCase keys).
+    /// The request's `args` object: `--json` (inline, `@FILE` or `@-`), then every named flag
+    /// given (camelCase keys).
     ///
     /// # Errors
-    /// [`AdminArgsError`] when `--json` is not a JSON object.
+    /// [`AdminArgsError`] when `--json` is not a JSON object or its file cannot be read.
     pub fn request_args(&self) -> Result<Value, AdminArgsError> {
         let mut args = match &self.json {
-            Some(text) => match serde_json::from_str(text)? {
+            Some(text) => match parse_json_arg(text)? {
                 Value::Object(map) => map,
                 _ => return Err(AdminArgsError::NotAnObject),
             },
@@ -226,6 +260,31 @@ impl AdminArgs {
         }
         Ok(Value::Object(args))
     }
+}
+
+/// Parses `--json`: inline JSON, `@path` (a file) or `@-` (stdin).
+fn parse_json_arg(text: &str) -> Result<Value, AdminArgsError> {
+    let Some(path) = text.strip_prefix('@') else {
+        return Ok(serde_json::from_str(text)?);
+    };
+    let path = PathBuf::from(path);
+    let read_error = |source| AdminArgsError::Read {
+        path: path.clone(),
+        source,
+    };
+    let contents = if path.as_os_str() == "-" {
+        let mut contents = String::new();
+        std::io::stdin()
+            .read_to_string(&mut contents)
+            .map_err(read_error)?;
+        contents
+    } else {
+        std::fs::read_to_string(&path).map_err(read_error)?
+    };
+    serde_json::from_str(&contents).map_err(|source| AdminArgsError::JsonFile {
+        path: path.clone(),
+        source,
+    })
 }
 
 /// `recur bench <scenario>`
@@ -316,6 +375,55 @@ mod tests {
                 "limit": 5,
             })
         );
+    }
+
+    fn admin_args(extra: &[&str]) -> AdminArgs {
+        let argv = ["recur", "admin", "createOrder"].iter().chain(extra);
+        let Command::Admin(args) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("expected admin");
+        };
+        args
+    }
+
+    #[test]
+    fn admin_json_can_come_from_a_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("order.json");
+        std::fs::write(&file, r#"{"customerId": "c-1", "type": "ONLINE"}"#).expect("write");
+        let at_file = format!("@{}", file.display());
+        let args = admin_args(&["--json", &at_file, "--customer-id", "c-2"]);
+        assert_eq!(
+            args.request_args().expect("valid"),
+            serde_json::json!({"customerId": "c-2", "type": "ONLINE"})
+        );
+
+        std::fs::write(&file, "{broken").expect("write");
+        let error = admin_args(&["--json", &at_file])
+            .request_args()
+            .expect_err("broken file");
+        assert!(
+            matches!(error, AdminArgsError::JsonFile { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("order.json"), "{error}");
+
+        let missing = format!("@{}", dir.path().join("nope.json").display());
+        let error = admin_args(&["--json", &missing])
+            .request_args()
+            .expect_err("missing file");
+        assert!(matches!(error, AdminArgsError::Read { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn admin_watch_and_exit_codes_are_documented() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("admin")
+            .expect("admin exists")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("recur admin watch"), "{help}");
+        assert!(help.contains("Exit status"), "{help}");
     }
 
     #[test]
