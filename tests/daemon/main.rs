@@ -1,0 +1,6 @@
+//! Integration tests: the real daemon over a private Redis, driven through the admin protocol
+//! with the simulated clock.
+
+mod bad_input;
+mod lifecycle;
+mod support;

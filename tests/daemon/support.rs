@@ -1,0 +1,274 @@
+//! Test support: a private redis-server per test (temp dir, unix socket, never port 6379), the
+//! daemon in-process on its own actix thread or as a real child process, and an admin client.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use recur::admin::client::{AdminClient, RequestOptions};
+use recur::admin::protocol::{Reply, ReplyError};
+use recur::clock::ClockMode;
+use recur::config::Settings;
+use recur::shutdown::Shutdown;
+use recur::store::embedded::{EmbeddedOptions, EmbeddedRedis};
+
+pub const START: &str = "2026-01-01T00:00:00Z";
+
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// A private redis-server in a temp dir, killed on drop.
+pub struct TestRedis {
+    pub server: Option<EmbeddedRedis>,
+    pub url: String,
+    pub dir: TempDir,
+}
+
+impl TestRedis {
+    pub async fn start() -> TestRedis {
+        recur::telemetry::init_for_tests();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = EmbeddedRedis::start(&EmbeddedOptions {
+            binary: PathBuf::from("redis-server"),
+            data_dir: dir.path().join("redis"),
+            appendonly: true,
+        })
+        .await
+        .expect("redis-server starts (is it installed?)");
+        let url = server.url();
+        TestRedis {
+            server: Some(server),
+            url,
+            dir,
+        }
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+/// Settings for a test daemon: simulated clock from `START`, the given Redis and prefix.
+pub fn settings(url: &str, prefix: &str) -> Settings {
+    let mut s = Settings::defaults().expect("default settings");
+    s.redis.url = Some(url.to_string());
+    s.prefix = prefix.to_string();
+    s.clock.mode = ClockMode::Simulated;
+    s.clock.start = Some(at(START));
+    s
+}
+
+/// The daemon running in-process on its own actix thread.
+pub struct Daemon {
+    shutdown: Shutdown,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Daemon {
+    pub async fn start(settings: Settings) -> Daemon {
+        let shutdown = Shutdown::new();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            actix::System::new().block_on(async move {
+                recur::run_with(settings, stop, move |_| {
+                    let _ = ready_tx.send(());
+                })
+                .await
+                .map_err(|e| e.to_string())
+            })
+        });
+        if tokio::time::timeout(Duration::from_secs(30), ready_rx).await.is_err() {
+            panic!("daemon did not start: {:?}", thread.join());
+        }
+        Daemon {
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.trigger();
+        let thread = self.thread.take().unwrap();
+        let result = tokio::task::spawn_blocking(move || thread.join()).await.unwrap();
+        result.expect("daemon thread").expect("daemon stops cleanly");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// The real `recur` binary as a child process (for SIGKILL crash tests).
+pub struct ChildDaemon {
+    pub child: tokio::process::Child,
+}
+
+impl ChildDaemon {
+    pub async fn start(url: &str, prefix: &str, extra_env: &[(&str, &str)]) -> ChildDaemon {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_recur"));
+        cmd.args(["serve", "--redis-url", url, "--prefix", prefix, "--clock", "simulated", "--clock-start", START])
+            .env_remove("RUST_LOG")
+            .env("RECUR_LOG__LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn recur");
+        ChildDaemon { child }
+    }
+
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// One test's world: Redis, a daemon, a client.
+pub struct Harness {
+    pub redis: TestRedis,
+    pub daemon: Option<Daemon>,
+    pub client: AdminClient,
+    pub settings: Settings,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Harness {
+        let redis = TestRedis::start().await;
+        let mut settings = settings(&redis.url, "t");
+        tweak(&mut settings);
+        let daemon = Daemon::start(settings.clone()).await;
+        let client = AdminClient::connect(&redis.url, &settings.prefix).await.expect("client");
+        Harness {
+            redis,
+            daemon: Some(daemon),
+            client,
+            settings,
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.daemon = Some(Daemon::start(self.settings.clone()).await);
+    }
+
+    pub async fn reply(&self, command: &str, args: Value) -> Reply {
+        self.client.request(command, args).await.expect("a reply")
+    }
+
+    pub async fn reply_with_id(&self, id: &str, command: &str, args: Value) -> Reply {
+        let options = RequestOptions {
+            id: Some(id.to_string()),
+            ..RequestOptions::default()
+        };
+        self.client.request_with(options, command, args).await.expect("a reply")
+    }
+
+    /// The result of a command that must succeed.
+    pub async fn ok(&self, command: &str, args: Value) -> Value {
+        let r = self.reply(command, args.clone()).await;
+        assert!(r.ok, "{command} {args} failed: {:?}", r.error);
+        r.result.unwrap()
+    }
+
+    /// The error of a command that must fail.
+    pub async fn err(&self, command: &str, args: Value) -> ReplyError {
+        let r = self.reply(command, args.clone()).await;
+        assert!(!r.ok, "{command} {args} should have failed but returned {:?}", r.result);
+        r.error.unwrap()
+    }
+
+    pub async fn advance(&self, to: &str) -> Value {
+        self.ok("advanceClock", json!({ "to": to })).await
+    }
+
+    /// Every event in the stream, in stream order.
+    pub async fn events(&self) -> Vec<Value> {
+        stream_events(&self.redis, &self.settings.prefix).await
+    }
+
+    /// The (type, eventTime) pairs of one order's events.
+    pub async fn timeline(&self, order_id: &str) -> Vec<(String, String)> {
+        self.events()
+            .await
+            .into_iter()
+            .filter(|e| e["entityId"] == order_id)
+            .map(|e| (e["type"].as_str().unwrap().to_string(), e["eventTime"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    /// Every key under the test's prefix with its value dumped, for "nothing changed" checks.
+    pub async fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        snapshot(&self.redis, &self.settings.prefix).await
+    }
+}
+
+pub async fn stream_events(redis: &TestRedis, prefix: &str) -> Vec<Value> {
+    let mut conn = redis.conn().await;
+    let rows: redis::streams::StreamRangeReply = conn.xrange_all(format!("{prefix}:events")).await.unwrap();
+    rows.ids
+        .into_iter()
+        .map(|e| {
+            let raw: String = e.get("event").unwrap();
+            serde_json::from_str(&raw).unwrap()
+        })
+        .collect()
+}
+
+/// Keys and DUMPed values under `prefix`, sorted (kept replies excluded: reads keep them too).
+pub async fn snapshot(redis: &TestRedis, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut conn = redis.conn().await;
+    let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    keys.retain(|k| !k.starts_with(&format!("{prefix}:reply:")));
+    keys.sort();
+    let mut out = Vec::new();
+    for k in keys {
+        let v: Vec<u8> = redis::cmd("DUMP").arg(&k).query_async(&mut conn).await.unwrap();
+        out.push((k, v));
+    }
+    out
+}
+
+/// createOrder args for a monthly plan.
+pub fn monthly(order_id: &str, kind: &str, cycles: u32, amount: &str) -> Value {
+    json!({
+        "orderId": order_id,
+        "customerId": "c1",
+        "plan": {"id": "monthly", "name": "Monthly"},
+        "type": kind,
+        "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "MONTH"}, "cycleCount": cycles}},
+        "prices": [{"cycleFrom": 1, "amount": amount}],
+        "currency": "USD",
+    })
+}
+
+pub fn types(t: &[(String, String)]) -> Vec<&str> {
+    t.iter().map(|(ty, _)| ty.as_str()).collect()
+}
