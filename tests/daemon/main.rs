@@ -2,5 +2,6 @@
 //! with the simulated clock.
 
 mod bad_input;
+mod durability;
 mod lifecycle;
 mod support;
