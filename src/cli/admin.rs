@@ -93,7 +93,7 @@ async fn run_async(args: &AdminArgs) -> anyhow::Result<ExitCode> {
             return Err(anyhow::Error::new(error).context(context));
         }
     };
-    println!("{}", serde_json::to_string_pretty(&reply)?);
+    print_line(&serde_json::to_string_pretty(&reply)?)?;
     Ok(if reply.ok {
         ExitCode::SUCCESS
     } else {
@@ -120,14 +120,22 @@ async fn watch(target: &RedisTarget, prefix: &str) -> anyhow::Result<ExitCode> {
                 let Some(event) = event else {
                     anyhow::bail!("the connection to Redis was lost");
                 };
-                let mut stdout = io::stdout().lock();
-                match writeln!(stdout, "{event}").and_then(|()| stdout.flush()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-                    Err(e) => return Err(e).context("cannot write to stdout"),
+                if !print_line(&event.to_string())? {
+                    return Ok(ExitCode::SUCCESS);
                 }
             }
         }
+    }
+}
+
+/// Writes one line to stdout and flushes it. `Ok(false)` when stdout is closed (`| head`): the
+/// reader has what it wanted, which is not an error.
+fn print_line(line: &str) -> anyhow::Result<bool> {
+    let mut stdout = io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
     }
 }
 
