@@ -16,6 +16,7 @@
 
 pub mod actors;
 pub mod admin;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod daemon;

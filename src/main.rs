@@ -10,7 +10,6 @@ use clap::Parser;
 
 use recur::config::Settings;
 use recur::shutdown::Shutdown;
-use recur::store::embedded::{EmbeddedOptions, EmbeddedRedis};
 use recur::telemetry;
 
 use cli::{BenchArgs, Cli, Command, ServeArgs};
@@ -43,39 +42,26 @@ async fn run_serve(settings: Settings) -> anyhow::Result<()> {
     shutdown
         .listen_for_signals()
         .context("cannot install signal handlers")?;
-
-    let (embedded, redis_url) = match &settings.redis.url {
-        Some(url) => (None, url.clone()),
-        None => {
-            let server = EmbeddedRedis::start(&EmbeddedOptions::from(&settings.redis.embedded))
-                .await
-                .context("cannot start the embedded redis-server")?;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
-    tracing::info!(
-        %redis_url,
-        prefix = %settings.prefix,
-        clock = %settings.clock.mode,
-        "daemon not yet implemented; waiting for SIGINT or SIGTERM"
-    );
-
-    shutdown.wait().await;
-
-    if let Some(server) = embedded {
-        server
-            .stop()
-            .await
-            .context("embedded redis-server did not stop cleanly")?;
-    }
-    tracing::info!("stopped");
+    recur::run(settings, shutdown).await?;
     Ok(())
 }
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "recur bench is not yet implemented (scenario `{}`)",
-        args.scenario
-    )
+    telemetry::init(telemetry::LogFormat::Human, "warn");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match args.scenario.as_str() {
+        "burst" => {
+            let opts = recur::bench::BurstOptions {
+                orders: args.orders,
+                binary: std::env::current_exe().context("cannot find the recur binary")?,
+                data_dir: None,
+            };
+            let report = runtime.block_on(recur::bench::burst(&opts))?;
+            println!("{}", report.line());
+            Ok(())
+        }
+        other => anyhow::bail!("unknown scenario `{other}` (available: burst)"),
+    }
 }

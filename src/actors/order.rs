@@ -221,7 +221,7 @@ fn after(t: &Transition) -> Loaded {
     if t.deleted {
         Loaded::Deleted
     } else {
-        Loaded::Present(t.order.clone())
+        Loaded::Present(Box::new(t.order.clone()))
     }
 }
 

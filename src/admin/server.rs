@@ -27,10 +27,13 @@ pub const CONSUMER_GROUP: &str = "recur";
 /// picks up the entries it had read but not acknowledged).
 pub const CONSUMER_NAME: &str = "recur-daemon";
 
+/// One request being handled: its body hash and the duplicates waiting for its reply.
+type Waiters = (String, Vec<oneshot::Sender<Reply>>);
+
 /// Requests being handled, by id: a duplicate waits for the first one's reply.
 #[derive(Default)]
 pub struct Inflight {
-    waiting: Mutex<HashMap<String, (String, Vec<oneshot::Sender<Reply>>)>>,
+    waiting: Mutex<HashMap<String, Waiters>>,
 }
 
 enum Begin {

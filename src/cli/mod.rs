@@ -290,8 +290,11 @@ fn parse_json_arg(text: &str) -> Result<Value, AdminArgsError> {
 /// `recur bench <scenario>`
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The scenario to run.
+    /// The scenario to run: burst.
     pub scenario: String,
+    /// How many orders the scenario uses.
+    #[arg(long, default_value_t = 100_000)]
+    pub orders: usize,
     #[command(flatten)]
     pub settings: SettingsArgs,
 }

@@ -40,7 +40,7 @@ impl From<redis::RedisError> for StoreError {
 /// What Redis holds under an order id.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loaded {
-    Present(Order),
+    Present(Box<Order>),
     Missing,
     /// The id belonged to an order that was deleted; it may not be reused.
     Deleted,
@@ -118,7 +118,7 @@ impl Store {
             .await?;
         match json {
             Some(j) => serde_json::from_str(&j)
-                .map(Loaded::Present)
+                .map(|o| Loaded::Present(Box::new(o)))
                 .map_err(|e| StoreError::Corrupt(format!("order {order_id}: {e}"))),
             None if deleted => Ok(Loaded::Deleted),
             None => Ok(Loaded::Missing),

@@ -10,24 +10,85 @@ use crate::support::*;
 #[tokio::test]
 async fn malformed_and_hostile_requests_get_clear_errors_and_change_nothing() {
     let h = Harness::start().await;
-    h.ok("createOrder", monthly("o1", "ONLINE", 12, "10.00")).await;
+    h.ok("createOrder", monthly("o1", "ONLINE", 12, "10.00"))
+        .await;
     let before = h.snapshot().await;
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        ("unknown command", json!({"command": "launchRockets", "args": {}}), "UNKNOWN_COMMAND"),
-        ("unknown order", json!({"command": "pauseOrder", "args": {"orderId": "nope"}}), "NOT_FOUND"),
-        ("missing args", json!({"command": "pauseOrder", "args": {}}), "INVALID_REQUEST"),
-        ("args not an object", json!({"command": "pauseOrder", "args": [1, 2]}), "INVALID_REQUEST"),
-        ("wrong type", json!({"command": "recordPayment", "args": {"orderId": "o1", "paymentId": 7, "amount": "1.00"}}), "INVALID_REQUEST"),
-        ("float money", json!({"command": "recordPayment", "args": {"orderId": "o1", "paymentId": "p", "amount": 1.5}}), "INVALID_REQUEST"),
-        ("unknown arg", json!({"command": "pauseOrder", "args": {"orderId": "o1", "force": true}}), "INVALID_REQUEST"),
-        ("injection id", json!({"command": "getOrder", "args": {"orderId": "o1\r\nFLUSHALL\r\n"}}), "INVALID_REQUEST"),
-        ("hash tag id", json!({"command": "getOrder", "args": {"orderId": "{p1}:x"}}), "INVALID_REQUEST"),
-        ("lua-looking id", json!({"command": "getOrder", "args": {"orderId": "');redis.call('flushall"}}), "INVALID_REQUEST"),
-        ("huge id", json!({"command": "getOrder", "args": {"orderId": "x".repeat(10_000)}}), "INVALID_REQUEST"),
-        ("bad date", json!({"command": "postponeEndDate", "args": {"orderId": "o1", "endDate": "soon"}}), "INVALID_REQUEST"),
-        ("state refusal", json!({"command": "resumeOrder", "args": {"orderId": "o1"}}), "INVALID_STATE"),
-        ("advance backwards", json!({"command": "advanceClock", "args": {"to": "2020-01-01T00:00:00Z"}}), "INVALID_REQUEST"),
-        ("negative limit", json!({"command": "listOrders", "args": {"limit": -1}}), "INVALID_REQUEST"),
+        (
+            "unknown command",
+            json!({"command": "launchRockets", "args": {}}),
+            "UNKNOWN_COMMAND",
+        ),
+        (
+            "unknown order",
+            json!({"command": "pauseOrder", "args": {"orderId": "nope"}}),
+            "NOT_FOUND",
+        ),
+        (
+            "missing args",
+            json!({"command": "pauseOrder", "args": {}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "args not an object",
+            json!({"command": "pauseOrder", "args": [1, 2]}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "wrong type",
+            json!({"command": "recordPayment", "args": {"orderId": "o1", "paymentId": 7, "amount": "1.00"}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "float money",
+            json!({"command": "recordPayment", "args": {"orderId": "o1", "paymentId": "p", "amount": 1.5}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "unknown arg",
+            json!({"command": "pauseOrder", "args": {"orderId": "o1", "force": true}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "injection id",
+            json!({"command": "getOrder", "args": {"orderId": "o1\r\nFLUSHALL\r\n"}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "hash tag id",
+            json!({"command": "getOrder", "args": {"orderId": "{p1}:x"}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "lua-looking id",
+            json!({"command": "getOrder", "args": {"orderId": "');redis.call('flushall"}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "huge id",
+            json!({"command": "getOrder", "args": {"orderId": "x".repeat(10_000)}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "bad date",
+            json!({"command": "postponeEndDate", "args": {"orderId": "o1", "endDate": "soon"}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "state refusal",
+            json!({"command": "resumeOrder", "args": {"orderId": "o1"}}),
+            "INVALID_STATE",
+        ),
+        (
+            "advance backwards",
+            json!({"command": "advanceClock", "args": {"to": "2020-01-01T00:00:00Z"}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            "negative limit",
+            json!({"command": "listOrders", "args": {"limit": -1}}),
+            "INVALID_REQUEST",
+        ),
         (
             "create with gaps",
             json!({"command": "createOrder", "args": {
@@ -42,10 +103,18 @@ async fn malformed_and_hostile_requests_get_clear_errors_and_change_nothing() {
         req["id"] = json!(format!("bad-{i}"));
         req["replyTo"] = json!(h.client.reply_channel());
         h.client.send_raw(&req.to_string()).await.unwrap();
-        let reply = h.client.wait_reply(Some(&format!("bad-{i}")), Duration::from_secs(10)).await;
+        let reply = h
+            .client
+            .wait_reply(Some(&format!("bad-{i}")), Duration::from_secs(10))
+            .await;
         let reply = reply.unwrap_or_else(|| panic!("{what}: no reply"));
         assert!(!reply.ok, "{what}");
-        assert_eq!(reply.error.as_ref().unwrap().code.as_str(), code, "{what}: {:?}", reply.error);
+        assert_eq!(
+            reply.error.as_ref().unwrap().code.as_str(),
+            code,
+            "{what}: {:?}",
+            reply.error
+        );
         assert!(!reply.error.unwrap().message.is_empty());
     }
     assert_eq!(h.snapshot().await, before, "refusals changed stored state");
@@ -58,18 +127,41 @@ async fn unreadable_requests_are_answered_when_a_reply_channel_can_be_read() {
     let before = h.snapshot().await;
     let ch = h.client.reply_channel().to_string();
     // Invalid JSON with a readable id and replyTo.
-    h.client.send_raw(&format!(r#"{{"id": "m1", "replyTo": "{ch}", "command": "ping", "args": {{"#)).await.unwrap();
-    let r = h.client.wait_reply(Some("m1"), Duration::from_secs(10)).await.expect("reply");
+    h.client
+        .send_raw(&format!(
+            r#"{{"id": "m1", "replyTo": "{ch}", "command": "ping", "args": {{"#
+        ))
+        .await
+        .unwrap();
+    let r = h
+        .client
+        .wait_reply(Some("m1"), Duration::from_secs(10))
+        .await
+        .expect("reply");
     assert_eq!(r.error.unwrap().code.as_str(), "INVALID_REQUEST");
     // No id at all: the reply's id is null.
-    h.client.send_raw(&format!(r#"{{"replyTo": "{ch}", "command": "ping"}}"#)).await.unwrap();
-    let r = h.client.wait_reply(None, Duration::from_secs(10)).await.expect("reply");
+    h.client
+        .send_raw(&format!(r#"{{"replyTo": "{ch}", "command": "ping"}}"#))
+        .await
+        .unwrap();
+    let r = h
+        .client
+        .wait_reply(None, Duration::from_secs(10))
+        .await
+        .expect("reply");
     assert_eq!(r.id, None);
     assert_eq!(r.error.unwrap().code.as_str(), "INVALID_REQUEST");
     // A payload over the size limit.
-    let huge = format!(r#"{{"id": "big", "replyTo": "{ch}", "command": "ping", "args": {{"x": "{}"}}}}"#, "a".repeat(2_000_000));
+    let huge = format!(
+        r#"{{"id": "big", "replyTo": "{ch}", "command": "ping", "args": {{"x": "{}"}}}}"#,
+        "a".repeat(2_000_000)
+    );
     h.client.send_raw(&huge).await.unwrap();
-    let r = h.client.wait_reply(Some("big"), Duration::from_secs(10)).await.expect("reply");
+    let r = h
+        .client
+        .wait_reply(Some("big"), Duration::from_secs(10))
+        .await
+        .expect("reply");
     assert!(r.error.unwrap().message.contains("limit"));
     // Garbage with no reply channel: only a logged warning; the daemon keeps going.
     h.client.send_raw("\u{0}\u{1}garbage").await.unwrap();
@@ -85,7 +177,9 @@ async fn advance_clock_needs_the_simulated_clock() {
         s.clock.start = None;
     })
     .await;
-    let e = h.err("advanceClock", json!({"to": "2030-01-01T00:00:00Z"})).await;
+    let e = h
+        .err("advanceClock", json!({"to": "2030-01-01T00:00:00Z"}))
+        .await;
     assert_eq!(e.code.as_str(), "CLOCK_NOT_SIMULATED");
     assert!(h.ok("getClock", json!({})).await["now"].is_string());
 }

@@ -16,9 +16,15 @@ use crate::support::*;
 async fn create_book(client: &AdminClient, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let creates = chunk.iter().map(|i| {
-            let mut args = monthly(&format!("o{i:05}"), ["OFFLINE", "EXTERNAL", "ONLINE"][i % 3], 6 + (i % 5) as u32, "7.50");
+            let mut args = monthly(
+                &format!("o{i:05}"),
+                ["OFFLINE", "EXTERNAL", "ONLINE"][i % 3],
+                6 + (i % 5) as u32,
+                "7.50",
+            );
             if i % 4 == 1 {
-                args["pricing"]["subscription"]["cycleDuration"] = json!({"count": 2, "unit": "WEEK"});
+                args["pricing"]["subscription"]["cycleDuration"] =
+                    json!({"count": 2, "unit": "WEEK"});
             }
             if i % 7 == 3 {
                 args["freeTrialDays"] = json!(10);
@@ -37,7 +43,9 @@ async fn create_book(client: &AdminClient, n: usize) {
 fn by_order(events: &[Value]) -> BTreeMap<String, Vec<Value>> {
     let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for e in events {
-        m.entry(e["entityId"].as_str().unwrap().to_string()).or_default().push(e.clone());
+        m.entry(e["entityId"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e.clone());
     }
     m
 }
@@ -57,11 +65,18 @@ async fn stored_orders(redis: &TestRedis, prefix: &str) -> BTreeMap<String, Valu
 fn assert_no_duplicate_ids(events: &[Value]) {
     let mut seen = HashSet::new();
     for e in events {
-        assert!(seen.insert(e["id"].as_str().unwrap().to_string()), "event {} written twice", e["id"]);
+        assert!(
+            seen.insert(e["id"].as_str().unwrap().to_string()),
+            "event {} written twice",
+            e["id"]
+        );
     }
 }
 
-async fn reference_run(n: usize, steps: &[&str]) -> (BTreeMap<String, Vec<Value>>, BTreeMap<String, Value>) {
+async fn reference_run(
+    n: usize,
+    steps: &[&str],
+) -> (BTreeMap<String, Vec<Value>>, BTreeMap<String, Value>) {
     let h = Harness::start().await;
     create_book(&h.client, n).await;
     for to in steps {
@@ -73,7 +88,11 @@ async fn reference_run(n: usize, steps: &[&str]) -> (BTreeMap<String, Vec<Value>
 
 #[tokio::test]
 async fn a_restart_halfway_gives_the_same_event_stream_as_an_uninterrupted_run() {
-    let steps = ["2026-04-10T12:00:00Z", "2026-09-01T00:00:00Z", "2027-02-01T00:00:00Z"];
+    let steps = [
+        "2026-04-10T12:00:00Z",
+        "2026-09-01T00:00:00Z",
+        "2027-02-01T00:00:00Z",
+    ];
     let (expected_events, expected_orders) = reference_run(60, &steps).await;
 
     let mut h = Harness::start().await;
@@ -112,7 +131,10 @@ async fn sigkill_during_a_burst_loses_nothing_and_repeats_nothing() {
     };
     let mut request = client.new_request("advanceClock", json!({ "to": to }));
     request.id = "advance-1".into();
-    client.send_raw(&serde_json::to_string(&request).unwrap()).await.unwrap();
+    client
+        .send_raw(&serde_json::to_string(&request).unwrap())
+        .await
+        .unwrap();
     for _ in 0..20_000 {
         let written: usize = conn.xlen("t:events").await.unwrap();
         if written > created + 100 {
@@ -123,11 +145,17 @@ async fn sigkill_during_a_burst_loses_nothing_and_repeats_nothing() {
     daemon.kill().await;
     let after_kill: usize = conn.xlen("t:events").await.unwrap();
     assert!(after_kill > created, "the burst had started");
-    assert!(after_kill < expected_total, "the kill came before the burst finished ({after_kill} of {expected_total})");
+    assert!(
+        after_kill < expected_total,
+        "the kill came before the burst finished ({after_kill} of {expected_total})"
+    );
 
     // Restart and retry the same advance id: it completes from where the crash left it.
     let daemon = ChildDaemon::start(&redis.url, "t", &[]).await;
-    let reply = client.request_with(advance, "advanceClock", json!({ "to": to })).await.unwrap();
+    let reply = client
+        .request_with(advance, "advanceClock", json!({ "to": to }))
+        .await
+        .unwrap();
     assert!(reply.ok, "{:?}", reply.error);
 
     let events = stream_events(&redis, "t").await;
@@ -142,9 +170,18 @@ async fn sigkill_during_a_burst_loses_nothing_and_repeats_nothing() {
 async fn idle_actors_passivate_and_timers_still_fire() {
     let h = Harness::start_with(|s| s.actors.idle_passivation = Duration::from_millis(200)).await;
     for i in 0..20 {
-        h.ok("createOrder", monthly(&format!("o{i}"), "OFFLINE", 3, "5.00")).await;
+        h.ok(
+            "createOrder",
+            monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+        )
+        .await;
     }
-    let resident = |m: &Value| (m["residentActors"].as_u64().unwrap(), m["registryResident"].as_u64().unwrap());
+    let resident = |m: &Value| {
+        (
+            m["residentActors"].as_u64().unwrap(),
+            m["registryResident"].as_u64().unwrap(),
+        )
+    };
     assert_eq!(resident(&h.ok("getMetrics", json!({})).await).0, 20);
     let mut m = json!({});
     for _ in 0..100 {
@@ -157,7 +194,11 @@ async fn idle_actors_passivate_and_timers_still_fire() {
     assert_eq!(resident(&m), (0, 0), "idle actors passivated");
     let before = h.events().await.len();
     h.advance("2026-02-02T00:00:00Z").await;
-    assert_eq!(h.events().await.len(), before + 40, "each order's cycle 2 fired");
+    assert_eq!(
+        h.events().await.len(),
+        before + 40,
+        "each order's cycle 2 fired"
+    );
     let m = h.ok("getMetrics", json!({})).await;
     assert_eq!(resident(&m).1, 0, "timer-woken actors went back to sleep");
     assert!(m["passivations"].as_u64().unwrap() >= 40);

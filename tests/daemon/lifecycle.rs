@@ -8,9 +8,16 @@ use crate::support::*;
 #[tokio::test]
 async fn online_monthly_subscription_lives_a_year() {
     let h = Harness::start().await;
-    let created = h.ok("createOrder", monthly("o1", "ONLINE", 12, "10.00")).await;
+    let created = h
+        .ok("createOrder", monthly("o1", "ONLINE", 12, "10.00"))
+        .await;
     assert_eq!(created["status"], "DRAFT");
-    let paid = h.ok("recordPayment", json!({"orderId": "o1", "paymentId": "pay-1", "amount": "10.00"})).await;
+    let paid = h
+        .ok(
+            "recordPayment",
+            json!({"orderId": "o1", "paymentId": "pay-1", "amount": "10.00"}),
+        )
+        .await;
     assert_eq!(paid["status"], "ACTIVE");
     assert_eq!(paid["endDate"], "2027-01-01T00:00:00.000Z");
     for k in 2..=12 {
@@ -18,9 +25,15 @@ async fn online_monthly_subscription_lives_a_year() {
         h.advance(&start).await;
         let o = h.ok("getOrder", json!({"orderId": "o1"})).await;
         assert_eq!(o["currentCycle"]["index"], k);
-        assert_eq!(o["lastPaymentStatus"], "PENDING", "cycle {k} requests payment");
+        assert_eq!(
+            o["lastPaymentStatus"], "PENDING",
+            "cycle {k} requests payment"
+        );
         let o = h
-            .ok("recordPayment", json!({"orderId": "o1", "paymentId": format!("pay-{k}"), "amount": "10.00"}))
+            .ok(
+                "recordPayment",
+                json!({"orderId": "o1", "paymentId": format!("pay-{k}"), "amount": "10.00"}),
+            )
             .await;
         assert_eq!(o["lastPaymentStatus"], "PAID");
     }
@@ -30,16 +43,32 @@ async fn online_monthly_subscription_lives_a_year() {
     assert_eq!(o["payments"].as_array().unwrap().len(), 12);
 
     let t = h.timeline("o1").await;
-    let mut expected = vec!["orderCreated", "orderPurchased", "orderStarted", "orderCycleStarted", "orderUpdated"];
+    let mut expected = vec![
+        "orderCreated",
+        "orderPurchased",
+        "orderStarted",
+        "orderCycleStarted",
+        "orderUpdated",
+    ];
     for _ in 2..=12 {
         expected.extend(["orderCycleStarted", "orderUpdated", "orderUpdated"]);
     }
     expected.extend(["orderEnded", "orderUpdated"]);
     assert_eq!(types(&t), expected);
-    let cycle_times: Vec<&str> = t.iter().filter(|(ty, _)| ty == "orderCycleStarted").map(|(_, at)| at.as_str()).collect();
-    let months: Vec<String> = (1..=12).map(|m| format!("2026-{m:02}-01T00:00:00.000Z")).collect();
+    let cycle_times: Vec<&str> = t
+        .iter()
+        .filter(|(ty, _)| ty == "orderCycleStarted")
+        .map(|(_, at)| at.as_str())
+        .collect();
+    let months: Vec<String> = (1..=12)
+        .map(|m| format!("2026-{m:02}-01T00:00:00.000Z"))
+        .collect();
     assert_eq!(cycle_times, months);
-    assert_eq!(t.last().unwrap().1, "2027-01-01T00:00:00.000Z", "ended at its endDate, not at the advance");
+    assert_eq!(
+        t.last().unwrap().1,
+        "2027-01-01T00:00:00.000Z",
+        "ended at its endDate, not at the advance"
+    );
 
     // Sequences 1..n, ids stable (UUID v5 of orderId:sequence), entity is the order after.
     let events = h.events().await;
@@ -52,9 +81,17 @@ async fn online_monthly_subscription_lives_a_year() {
 
 #[tokio::test]
 async fn unpaid_online_cycle_is_canceled_after_the_grace_period() {
-    let h = Harness::start_with(|s| s.lifecycle.payment_grace_period = std::time::Duration::from_secs(2 * 86400)).await;
-    h.ok("createOrder", monthly("o1", "ONLINE", 12, "10.00")).await;
-    h.ok("recordPayment", json!({"orderId": "o1", "paymentId": "p1", "amount": "10.00"})).await;
+    let h = Harness::start_with(|s| {
+        s.lifecycle.payment_grace_period = std::time::Duration::from_secs(2 * 86400)
+    })
+    .await;
+    h.ok("createOrder", monthly("o1", "ONLINE", 12, "10.00"))
+        .await;
+    h.ok(
+        "recordPayment",
+        json!({"orderId": "o1", "paymentId": "p1", "amount": "10.00"}),
+    )
+    .await;
     h.advance("2026-03-01T00:00:00Z").await;
     let o = h.ok("getOrder", json!({"orderId": "o1"})).await;
     assert_eq!(o["status"], "CANCELED");
@@ -63,30 +100,55 @@ async fn unpaid_online_cycle_is_canceled_after_the_grace_period() {
     let t = h.timeline("o1").await;
     assert_eq!(
         &types(&t)[5..],
-        ["orderCycleStarted", "orderUpdated", "orderCanceled", "orderEnded", "orderUpdated"]
+        [
+            "orderCycleStarted",
+            "orderUpdated",
+            "orderCanceled",
+            "orderEnded",
+            "orderUpdated"
+        ]
     );
 }
 
 #[tokio::test]
 async fn offline_order_is_marked_paid_once_and_ends() {
     let h = Harness::start().await;
-    let o = h.ok("createOrder", monthly("off", "OFFLINE", 3, "20.00")).await;
+    let o = h
+        .ok("createOrder", monthly("off", "OFFLINE", 3, "20.00"))
+        .await;
     assert_eq!(o["status"], "ACTIVE");
     assert_eq!(o["lastPaymentStatus"], "UNPAID");
     let o = h.ok("markAsPaid", json!({"orderId": "off"})).await;
     assert_eq!(o["lastPaymentStatus"], "PAID");
-    assert_eq!(h.err("markAsPaid", json!({"orderId": "off"})).await.code.as_str(), "INVALID_STATE");
+    assert_eq!(
+        h.err("markAsPaid", json!({"orderId": "off"}))
+            .await
+            .code
+            .as_str(),
+        "INVALID_STATE"
+    );
     h.advance("2026-06-01T00:00:00Z").await;
     let o = h.ok("getOrder", json!({"orderId": "off"})).await;
     assert_eq!(o["status"], "ENDED");
-    assert_eq!(o["lastPaymentStatus"], "PAID", "later OFFLINE cycles request nothing");
+    assert_eq!(
+        o["lastPaymentStatus"], "PAID",
+        "later OFFLINE cycles request nothing"
+    );
     assert_eq!(
         types(&h.timeline("off").await),
         [
-            "orderCreated", "orderPurchased", "orderStarted", "orderCycleStarted",
-            "orderMarkedAsPaid", "orderUpdated",
-            "orderCycleStarted", "orderUpdated", "orderCycleStarted", "orderUpdated",
-            "orderEnded", "orderUpdated",
+            "orderCreated",
+            "orderPurchased",
+            "orderStarted",
+            "orderCycleStarted",
+            "orderMarkedAsPaid",
+            "orderUpdated",
+            "orderCycleStarted",
+            "orderUpdated",
+            "orderCycleStarted",
+            "orderUpdated",
+            "orderEnded",
+            "orderUpdated",
         ]
     );
 }
@@ -100,27 +162,61 @@ async fn trial_then_paid_cycles() {
     assert_eq!(o["status"], "ACTIVE");
     assert_eq!(o["currentCycle"]["index"], 0);
     assert_eq!(o["endDate"], "2026-03-15T00:00:00.000Z");
-    assert_eq!(h.err("pauseOrder", json!({"orderId": "tr"})).await.code.as_str(), "INVALID_STATE");
+    assert_eq!(
+        h.err("pauseOrder", json!({"orderId": "tr"}))
+            .await
+            .code
+            .as_str(),
+        "INVALID_STATE"
+    );
     h.advance("2026-01-15T00:00:00Z").await;
     let o = h.ok("getOrder", json!({"orderId": "tr"})).await;
     assert_eq!(o["currentCycle"]["index"], 1);
     assert_eq!(o["lastPaymentStatus"], "PENDING");
-    h.ok("recordPayment", json!({"orderId": "tr", "paymentId": "a", "amount": "9.00"})).await;
+    h.ok(
+        "recordPayment",
+        json!({"orderId": "tr", "paymentId": "a", "amount": "9.00"}),
+    )
+    .await;
     h.advance("2026-02-15T00:00:00Z").await;
-    h.ok("recordPayment", json!({"orderId": "tr", "paymentId": "b", "amount": "9.00"})).await;
+    h.ok(
+        "recordPayment",
+        json!({"orderId": "tr", "paymentId": "b", "amount": "9.00"}),
+    )
+    .await;
     h.advance("2026-04-01T00:00:00Z").await;
-    assert_eq!(h.ok("getOrder", json!({"orderId": "tr"})).await["status"], "ENDED");
+    assert_eq!(
+        h.ok("getOrder", json!({"orderId": "tr"})).await["status"],
+        "ENDED"
+    );
     let t = h.timeline("tr").await;
-    let cycles: Vec<&str> = t.iter().filter(|(ty, _)| ty == "orderCycleStarted").map(|(_, a)| a.as_str()).collect();
-    assert_eq!(cycles, ["2026-01-01T00:00:00.000Z", "2026-01-15T00:00:00.000Z", "2026-02-15T00:00:00.000Z"]);
+    let cycles: Vec<&str> = t
+        .iter()
+        .filter(|(ty, _)| ty == "orderCycleStarted")
+        .map(|(_, a)| a.as_str())
+        .collect();
+    assert_eq!(
+        cycles,
+        [
+            "2026-01-01T00:00:00.000Z",
+            "2026-01-15T00:00:00.000Z",
+            "2026-02-15T00:00:00.000Z"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn pause_with_scheduled_resume_shifts_the_dates() {
     let h = Harness::start().await;
-    h.ok("createOrder", monthly("p", "OFFLINE", 3, "5.00")).await;
+    h.ok("createOrder", monthly("p", "OFFLINE", 3, "5.00"))
+        .await;
     h.advance("2026-01-10T00:00:00Z").await;
-    let o = h.ok("pauseOrder", json!({"orderId": "p", "resumeAt": "2026-01-20T00:00:00Z"})).await;
+    let o = h
+        .ok(
+            "pauseOrder",
+            json!({"orderId": "p", "resumeAt": "2026-01-20T00:00:00Z"}),
+        )
+        .await;
     assert_eq!(o["status"], "PAUSED");
     h.advance("2026-01-25T00:00:00Z").await;
     let o = h.ok("getOrder", json!({"orderId": "p"})).await;
@@ -128,11 +224,25 @@ async fn pause_with_scheduled_resume_shifts_the_dates() {
     assert_eq!(o["endDate"], "2026-04-11T00:00:00.000Z");
     assert_eq!(o["earliestEndDate"], "2026-04-11T00:00:00.000Z");
     assert_eq!(o["pausePeriods"][0]["status"], "ENDED");
-    assert_eq!(o["pausePeriods"][0]["resumeDate"], "2026-01-20T00:00:00.000Z");
+    assert_eq!(
+        o["pausePeriods"][0]["resumeDate"],
+        "2026-01-20T00:00:00.000Z"
+    );
     h.advance("2026-05-01T00:00:00Z").await;
     let t = h.timeline("p").await;
-    let cycles: Vec<&str> = t.iter().filter(|(ty, _)| ty == "orderCycleStarted").map(|(_, a)| a.as_str()).collect();
-    assert_eq!(cycles, ["2026-01-01T00:00:00.000Z", "2026-02-11T00:00:00.000Z", "2026-03-11T00:00:00.000Z"]);
+    let cycles: Vec<&str> = t
+        .iter()
+        .filter(|(ty, _)| ty == "orderCycleStarted")
+        .map(|(_, a)| a.as_str())
+        .collect();
+    assert_eq!(
+        cycles,
+        [
+            "2026-01-01T00:00:00.000Z",
+            "2026-02-11T00:00:00.000Z",
+            "2026-03-11T00:00:00.000Z"
+        ]
+    );
     assert_eq!(t.last().unwrap().1, "2026-04-11T00:00:00.000Z");
     let resumed = t.iter().find(|(ty, _)| ty == "orderResumed").unwrap();
     assert_eq!(resumed.1, "2026-01-20T00:00:00.000Z");
@@ -144,13 +254,29 @@ async fn postpone_and_change_start_date() {
     let mut args = monthly("s", "OFFLINE", 2, "5.00");
     args["startDate"] = json!("2026-02-01T00:00:00Z");
     assert_eq!(h.ok("createOrder", args).await["status"], "PENDING");
-    let o = h.ok("changeStartDate", json!({"orderId": "s", "startDate": "2026-03-01T00:00:00Z"})).await;
+    let o = h
+        .ok(
+            "changeStartDate",
+            json!({"orderId": "s", "startDate": "2026-03-01T00:00:00Z"}),
+        )
+        .await;
     assert_eq!(o["endDate"], "2026-05-01T00:00:00.000Z");
-    let o = h.ok("postponeEndDate", json!({"orderId": "s", "endDate": "2026-06-15T00:00:00Z"})).await;
+    let o = h
+        .ok(
+            "postponeEndDate",
+            json!({"orderId": "s", "endDate": "2026-06-15T00:00:00Z"}),
+        )
+        .await;
     assert_eq!(o["endDate"], "2026-06-15T00:00:00.000Z");
     h.advance("2026-03-02T00:00:00Z").await;
     assert_eq!(
-        h.err("changeStartDate", json!({"orderId": "s", "startDate": "2026-04-01T00:00:00Z"})).await.code.as_str(),
+        h.err(
+            "changeStartDate",
+            json!({"orderId": "s", "startDate": "2026-04-01T00:00:00Z"})
+        )
+        .await
+        .code
+        .as_str(),
         "INVALID_STATE"
     );
     h.advance("2026-07-01T00:00:00Z").await;
@@ -158,12 +284,19 @@ async fn postpone_and_change_start_date() {
     assert_eq!(
         types(&t),
         [
-            "orderCreated", "orderPurchased",
-            "orderStartDateChanged", "orderUpdated",
-            "orderEndDatePostponed", "orderUpdated",
-            "orderStarted", "orderCycleStarted", "orderUpdated",
-            "orderCycleStarted", "orderUpdated",
-            "orderEnded", "orderUpdated",
+            "orderCreated",
+            "orderPurchased",
+            "orderStartDateChanged",
+            "orderUpdated",
+            "orderEndDatePostponed",
+            "orderUpdated",
+            "orderStarted",
+            "orderCycleStarted",
+            "orderUpdated",
+            "orderCycleStarted",
+            "orderUpdated",
+            "orderEnded",
+            "orderUpdated",
         ]
     );
     assert_eq!(t[6].1, "2026-03-01T00:00:00.000Z");
@@ -173,10 +306,17 @@ async fn postpone_and_change_start_date() {
 #[tokio::test]
 async fn cancel_now_and_at_the_next_payment_date() {
     let h = Harness::start().await;
-    h.ok("createOrder", monthly("now", "OFFLINE", 0, "5.00")).await;
-    h.ok("createOrder", monthly("next", "OFFLINE", 0, "5.00")).await;
+    h.ok("createOrder", monthly("now", "OFFLINE", 0, "5.00"))
+        .await;
+    h.ok("createOrder", monthly("next", "OFFLINE", 0, "5.00"))
+        .await;
     h.advance("2026-01-10T00:00:00Z").await;
-    let o = h.ok("cancelOrder", json!({"orderId": "now", "effectiveAt": "IMMEDIATELY"})).await;
+    let o = h
+        .ok(
+            "cancelOrder",
+            json!({"orderId": "now", "effectiveAt": "IMMEDIATELY"}),
+        )
+        .await;
     assert_eq!(o["status"], "CANCELED");
     assert_eq!(o["endDate"], "2026-01-10T00:00:00.000Z");
     let o = h
@@ -191,7 +331,13 @@ async fn cancel_now_and_at_the_next_payment_date() {
     assert_eq!(o["cancellation"]["cause"], "MEMBER_ACTION");
     assert_eq!(
         types(&h.timeline("next").await)[4..],
-        ["orderAutoRenewCanceled", "orderUpdated", "orderCanceled", "orderEnded", "orderUpdated"]
+        [
+            "orderAutoRenewCanceled",
+            "orderUpdated",
+            "orderCanceled",
+            "orderEnded",
+            "orderUpdated"
+        ]
     );
     assert_eq!(
         types(&h.timeline("now").await)[4..],
@@ -202,15 +348,32 @@ async fn cancel_now_and_at_the_next_payment_date() {
 #[tokio::test]
 async fn delete_removes_the_order_and_its_id_is_never_reused() {
     let h = Harness::start().await;
-    h.ok("createOrder", monthly("d", "OFFLINE", 3, "5.00")).await;
+    h.ok("createOrder", monthly("d", "OFFLINE", 3, "5.00"))
+        .await;
     let deleted = h.ok("deleteOrder", json!({"orderId": "d"})).await;
     assert_eq!(deleted["id"], "d");
-    assert_eq!(h.err("getOrder", json!({"orderId": "d"})).await.code.as_str(), "NOT_FOUND");
-    assert_eq!(h.err("createOrder", monthly("d", "OFFLINE", 3, "5.00")).await.code.as_str(), "CONFLICT");
+    assert_eq!(
+        h.err("getOrder", json!({"orderId": "d"}))
+            .await
+            .code
+            .as_str(),
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        h.err("createOrder", monthly("d", "OFFLINE", 3, "5.00"))
+            .await
+            .code
+            .as_str(),
+        "CONFLICT"
+    );
     let t = h.timeline("d").await;
     assert_eq!(types(&t).last(), Some(&"orderDeleted"));
     h.advance("2026-06-01T00:00:00Z").await;
-    assert_eq!(h.timeline("d").await.len(), t.len(), "no timer survives the delete");
+    assert_eq!(
+        h.timeline("d").await.len(),
+        t.len(),
+        "no timer survives the delete"
+    );
     let listed = h.ok("listOrders", json!({})).await;
     assert_eq!(listed["orders"].as_array().unwrap().len(), 0);
 }
@@ -218,33 +381,51 @@ async fn delete_removes_the_order_and_its_id_is_never_reused() {
 #[tokio::test]
 async fn retried_request_ids_get_the_first_reply_and_change_nothing() {
     let h = Harness::start().await;
-    h.ok("createOrder", monthly("o", "OFFLINE", 3, "5.00")).await;
-    let first = h.reply_with_id("req-1", "pauseOrder", json!({"orderId": "o"})).await;
+    h.ok("createOrder", monthly("o", "OFFLINE", 3, "5.00"))
+        .await;
+    let first = h
+        .reply_with_id("req-1", "pauseOrder", json!({"orderId": "o"}))
+        .await;
     assert!(first.ok);
-    let again = h.reply_with_id("req-1", "pauseOrder", json!({"orderId": "o"})).await;
+    let again = h
+        .reply_with_id("req-1", "pauseOrder", json!({"orderId": "o"}))
+        .await;
     assert_eq!(again, first, "the first reply, not INVALID_STATE");
-    let other = h.reply_with_id("req-1", "resumeOrder", json!({"orderId": "o"})).await;
+    let other = h
+        .reply_with_id("req-1", "resumeOrder", json!({"orderId": "o"}))
+        .await;
     assert_eq!(other.error.unwrap().code.as_str(), "CONFLICT");
-    assert_eq!(h.ok("getOrder", json!({"orderId": "o"})).await["status"], "PAUSED");
+    assert_eq!(
+        h.ok("getOrder", json!({"orderId": "o"})).await["status"],
+        "PAUSED"
+    );
     // createOrder without orderId: the id derives from the request id, so a retry makes one order.
     let mut args = monthly("x", "OFFLINE", 3, "5.00");
     args.as_object_mut().unwrap().remove("orderId");
-    let a = h.reply_with_id("create-1", "createOrder", args.clone()).await;
+    let a = h
+        .reply_with_id("create-1", "createOrder", args.clone())
+        .await;
     let b = h.reply_with_id("create-1", "createOrder", args).await;
     assert_eq!(a, b);
     let listed = h.ok("listOrders", json!({})).await;
     assert_eq!(listed["orders"].as_array().unwrap().len(), 2);
     // A client-chosen orderId created twice (different request ids) returns the first order.
-    let again = h.ok("createOrder", monthly("o", "OFFLINE", 3, "5.00")).await;
+    let again = h
+        .ok("createOrder", monthly("o", "OFFLINE", 3, "5.00"))
+        .await;
     assert_eq!(again["status"], "PAUSED");
 }
 
 #[tokio::test]
 async fn concurrent_duplicates_of_one_request_apply_once() {
     let h = Harness::start().await;
-    h.ok("createOrder", monthly("o", "EXTERNAL", 3, "5.00")).await;
+    h.ok("createOrder", monthly("o", "EXTERNAL", 3, "5.00"))
+        .await;
     let args = json!({"orderId": "o", "paymentId": "p", "amount": "5.00"});
-    let replies = futures_util::future::join_all((0..8).map(|_| h.reply_with_id("same", "recordPayment", args.clone()))).await;
+    let replies = futures_util::future::join_all(
+        (0..8).map(|_| h.reply_with_id("same", "recordPayment", args.clone())),
+    )
+    .await;
     assert!(replies.iter().all(|r| r == &replies[0]));
     let o = h.ok("getOrder", json!({"orderId": "o"})).await;
     assert_eq!(o["payments"].as_array().unwrap().len(), 1);
@@ -254,16 +435,38 @@ async fn concurrent_duplicates_of_one_request_apply_once() {
 async fn list_orders_pages_newest_first_and_hides_carts() {
     let h = Harness::start().await;
     for i in 0..5 {
-        h.ok("createOrder", monthly(&format!("o{i}"), "OFFLINE", 3, "5.00")).await;
+        h.ok(
+            "createOrder",
+            monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+        )
+        .await;
         h.advance(&format!("2026-01-01T00:00:0{}Z", i + 1)).await;
     }
-    h.ok("createOrder", monthly("cart", "ONLINE", 3, "5.00")).await;
-    let page = h.ok("listOrders", json!({"customerId": "c1", "limit": 2})).await;
-    let ids: Vec<&str> = page["orders"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    h.ok("createOrder", monthly("cart", "ONLINE", 3, "5.00"))
+        .await;
+    let page = h
+        .ok("listOrders", json!({"customerId": "c1", "limit": 2}))
+        .await;
+    let ids: Vec<&str> = page["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["o4", "o3"]);
     let cursor = page["nextCursor"].as_str().unwrap().to_string();
-    let page2 = h.ok("listOrders", json!({"customerId": "c1", "limit": 10, "cursor": cursor})).await;
-    let ids: Vec<&str> = page2["orders"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let page2 = h
+        .ok(
+            "listOrders",
+            json!({"customerId": "c1", "limit": 10, "cursor": cursor}),
+        )
+        .await;
+    let ids: Vec<&str> = page2["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["o2", "o1", "o0"]);
     assert!(page2["nextCursor"].is_null());
     let drafts = h.ok("listOrders", json!({"status": "DRAFT"})).await;
@@ -273,31 +476,48 @@ async fn list_orders_pages_newest_first_and_hides_carts() {
 #[tokio::test]
 async fn requests_on_the_command_stream_are_answered_and_acknowledged() {
     let h = Harness::start().await;
-    let mut req = h.client.new_request("createOrder", monthly("s1", "OFFLINE", 3, "5.00"));
+    let mut req = h
+        .client
+        .new_request("createOrder", monthly("s1", "OFFLINE", 3, "5.00"));
     req.id = "stream-1".into();
     h.client.enqueue(&req).await.unwrap();
-    let reply = h.client.wait_reply(Some("stream-1"), std::time::Duration::from_secs(10)).await.expect("reply");
+    let reply = h
+        .client
+        .wait_reply(Some("stream-1"), std::time::Duration::from_secs(10))
+        .await
+        .expect("reply");
     assert!(reply.ok);
     let mut conn = h.redis.conn().await;
     // Acknowledged once the reply was kept.
     for _ in 0..50 {
         let pending: redis::streams::StreamPendingReply =
-            redis::AsyncCommands::xpending(&mut conn, "t:commands", "recur").await.unwrap();
+            redis::AsyncCommands::xpending(&mut conn, "t:commands", "recur")
+                .await
+                .unwrap();
         if pending.count() == 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let pending: redis::streams::StreamPendingReply =
-        redis::AsyncCommands::xpending(&mut conn, "t:commands", "recur").await.unwrap();
+        redis::AsyncCommands::xpending(&mut conn, "t:commands", "recur")
+            .await
+            .unwrap();
     assert_eq!(pending.count(), 0);
-    let kept: String = redis::AsyncCommands::get(&mut conn, "t:reply:stream-1").await.unwrap();
+    let kept: String = redis::AsyncCommands::get(&mut conn, "t:reply:stream-1")
+        .await
+        .unwrap();
     assert!(kept.contains("\"ok\":true"));
     // A malformed entry is acknowledged and copied to the dead-letter stream.
-    let _: String = redis::AsyncCommands::xadd(&mut conn, "t:commands", "*", &[("request", "{nope")]).await.unwrap();
+    let _: String =
+        redis::AsyncCommands::xadd(&mut conn, "t:commands", "*", &[("request", "{nope")])
+            .await
+            .unwrap();
     let mut dead = 0usize;
     for _ in 0..50 {
-        dead = redis::AsyncCommands::xlen(&mut conn, "t:commands:dead").await.unwrap();
+        dead = redis::AsyncCommands::xlen(&mut conn, "t:commands:dead")
+            .await
+            .unwrap();
         if dead > 0 {
             break;
         }
@@ -311,8 +531,17 @@ async fn the_clock_survives_a_restart_and_never_goes_back() {
     let mut h = Harness::start().await;
     h.advance("2026-03-01T00:00:00Z").await;
     h.restart().await;
-    assert_eq!(h.ok("getClock", json!({})).await["now"], "2026-03-01T00:00:00.000Z");
-    assert_eq!(h.err("advanceClock", json!({"to": "2026-02-01T00:00:00Z"})).await.code.as_str(), "INVALID_REQUEST");
+    assert_eq!(
+        h.ok("getClock", json!({})).await["now"],
+        "2026-03-01T00:00:00.000Z"
+    );
+    assert_eq!(
+        h.err("advanceClock", json!({"to": "2026-02-01T00:00:00Z"}))
+            .await
+            .code
+            .as_str(),
+        "INVALID_REQUEST"
+    );
     let ping = h.ok("ping", json!({})).await;
     assert_eq!(ping["pong"], true);
 }
@@ -326,7 +555,11 @@ async fn a_cron_job_trims_the_event_stream_once_per_advance() {
     .await;
     h.advance("2026-01-01T00:00:01Z").await;
     for i in 0..4 {
-        h.ok("createOrder", monthly(&format!("o{i}"), "OFFLINE", 3, "5.00")).await;
+        h.ok(
+            "createOrder",
+            monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+        )
+        .await;
     }
     assert!(h.events().await.len() > 3);
     h.advance("2026-01-02T00:00:00Z").await;

@@ -90,7 +90,10 @@ impl Daemon {
                 .map_err(|e| e.to_string())
             })
         });
-        if tokio::time::timeout(Duration::from_secs(30), ready_rx).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .is_err()
+        {
             panic!("daemon did not start: {:?}", thread.join());
         }
         Daemon {
@@ -102,8 +105,12 @@ impl Daemon {
     pub async fn stop(mut self) {
         self.shutdown.trigger();
         let thread = self.thread.take().unwrap();
-        let result = tokio::task::spawn_blocking(move || thread.join()).await.unwrap();
-        result.expect("daemon thread").expect("daemon stops cleanly");
+        let result = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap();
+        result
+            .expect("daemon thread")
+            .expect("daemon stops cleanly");
     }
 }
 
@@ -121,13 +128,27 @@ pub struct ChildDaemon {
 impl ChildDaemon {
     pub async fn start(url: &str, prefix: &str, extra_env: &[(&str, &str)]) -> ChildDaemon {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_recur"));
-        cmd.args(["serve", "--redis-url", url, "--prefix", prefix, "--clock", "simulated", "--clock-start", START])
-            .env_remove("RUST_LOG")
-            .env("RECUR_LOG__LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
-            .kill_on_drop(true);
+        cmd.args([
+            "serve",
+            "--redis-url",
+            url,
+            "--prefix",
+            prefix,
+            "--clock",
+            "simulated",
+            "--clock-start",
+            START,
+        ])
+        .env_remove("RUST_LOG")
+        .env("RECUR_LOG__LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -159,7 +180,9 @@ impl Harness {
         let mut settings = settings(&redis.url, "t");
         tweak(&mut settings);
         let daemon = Daemon::start(settings.clone()).await;
-        let client = AdminClient::connect(&redis.url, &settings.prefix).await.expect("client");
+        let client = AdminClient::connect(&redis.url, &settings.prefix)
+            .await
+            .expect("client");
         Harness {
             redis,
             daemon: Some(daemon),
@@ -188,7 +211,10 @@ impl Harness {
             id: Some(id.to_string()),
             ..RequestOptions::default()
         };
-        self.client.request_with(options, command, args).await.expect("a reply")
+        self.client
+            .request_with(options, command, args)
+            .await
+            .expect("a reply")
     }
 
     /// The result of a command that must succeed.
@@ -201,7 +227,11 @@ impl Harness {
     /// The error of a command that must fail.
     pub async fn err(&self, command: &str, args: Value) -> ReplyError {
         let r = self.reply(command, args.clone()).await;
-        assert!(!r.ok, "{command} {args} should have failed but returned {:?}", r.result);
+        assert!(
+            !r.ok,
+            "{command} {args} should have failed but returned {:?}",
+            r.result
+        );
         r.error.unwrap()
     }
 
@@ -220,7 +250,12 @@ impl Harness {
             .await
             .into_iter()
             .filter(|e| e["entityId"] == order_id)
-            .map(|e| (e["type"].as_str().unwrap().to_string(), e["eventTime"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_string(),
+                    e["eventTime"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     }
 
@@ -232,7 +267,8 @@ impl Harness {
 
 pub async fn stream_events(redis: &TestRedis, prefix: &str) -> Vec<Value> {
     let mut conn = redis.conn().await;
-    let rows: redis::streams::StreamRangeReply = conn.xrange_all(format!("{prefix}:events")).await.unwrap();
+    let rows: redis::streams::StreamRangeReply =
+        conn.xrange_all(format!("{prefix}:events")).await.unwrap();
     rows.ids
         .into_iter()
         .map(|e| {
@@ -250,7 +286,11 @@ pub async fn snapshot(redis: &TestRedis, prefix: &str) -> Vec<(String, Vec<u8>)>
     keys.sort();
     let mut out = Vec::new();
     for k in keys {
-        let v: Vec<u8> = redis::cmd("DUMP").arg(&k).query_async(&mut conn).await.unwrap();
+        let v: Vec<u8> = redis::cmd("DUMP")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         out.push((k, v));
     }
     out
