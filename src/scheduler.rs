@@ -39,12 +39,13 @@ async fn fire_round(
     daemon: &Arc<Daemon>,
     entries: &[(i64, String)],
     until: Option<Instant>,
+    defer_grace_to: Option<Instant>,
 ) -> usize {
     let fires = entries.iter().map(|(due, id)| {
         let until = until
             .or_else(|| from_millis(*due))
             .unwrap_or_else(|| daemon.clock.now());
-        registry::fire(daemon, id, until)
+        registry::fire(daemon, id, until, defer_grace_to)
     });
     let results = join_all(fires).await;
     let failed = results.iter().filter(|r| r.is_err()).count();
@@ -61,6 +62,11 @@ async fn fire_round(
 /// [`StoreError`] when Redis fails.
 pub async fn catch_up(daemon: &Arc<Daemon>) -> Result<usize, StoreError> {
     let now = daemon.clock.now();
+    // With the system clock, grace expiries missed while down get payment_restart_grace more.
+    // (The simulated clock does not move while the daemon is down.)
+    let defer = (!daemon.clock.is_simulated()).then(|| {
+        now + chrono::Duration::from_std(daemon.settings.lifecycle.payment_restart_grace).unwrap_or(chrono::Duration::hours(1))
+    });
     let batch = daemon.settings.scheduler.batch_size.max(1);
     let mut total = 0;
     loop {
@@ -72,7 +78,7 @@ pub async fn catch_up(daemon: &Arc<Daemon>) -> Result<usize, StoreError> {
             return Ok(total);
         }
         let round: Vec<_> = due.into_iter().take(batch).collect();
-        let failed = fire_round(daemon, &round, Some(now)).await;
+        let failed = fire_round(daemon, &round, Some(now), defer).await;
         total += round.len() - failed;
         if failed == round.len() {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -111,7 +117,7 @@ pub async fn advance(daemon: &Arc<Daemon>, to: Instant) -> Result<Instant, Advan
                 daemon.store.save_clock("simulated", Some(last)).await?;
             }
         }
-        let failed = fire_round(daemon, &round, None).await;
+        let failed = fire_round(daemon, &round, None, None).await;
         if failed == round.len() {
             return Err(AdvanceError::Failed(failed));
         }
@@ -139,7 +145,7 @@ pub async fn run_system_clock(daemon: Arc<Daemon>, shutdown: Shutdown) {
                     break;
                 }
                 let round: Vec<_> = due.into_iter().take(batch).collect();
-                if fire_round(&daemon, &round, Some(now)).await == round.len() {
+                if fire_round(&daemon, &round, Some(now), None).await == round.len() {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 if shutdown.is_triggered() {

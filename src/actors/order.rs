@@ -54,6 +54,8 @@ pub struct Execute {
 #[rtype(result = "Result<(), ActorError>")]
 pub struct Fire {
     pub until: Instant,
+    /// System-clock start-up only: overdue grace expiries move to this instant.
+    pub defer_grace_to: Option<Instant>,
 }
 
 /// One order's actor.
@@ -133,7 +135,7 @@ impl Handler<Fire> for OrderActor {
         let woken_by_timer = self.handled == 0;
         self.handled += 1;
         AtomicResponse::new(Box::pin(
-            async move { fire(&daemon, &id, state, msg.until).await }
+            async move { fire(&daemon, &id, state, msg.until, msg.defer_grace_to).await }
                 .into_actor(self)
                 .map(move |(state, result), act, ctx| {
                     act.state = state;
@@ -168,7 +170,7 @@ fn commit_of(
             },
             t.events.iter().map(event_json).collect(),
         ),
-        Some(t) if !t.events.is_empty() => (
+        Some(t) if !t.events.is_empty() || t.order.version != expected_version => (
             OrderWrite::Save {
                 json: serde_json::to_string(&t.order).unwrap_or_default(),
                 version: t.order.version,
@@ -327,6 +329,7 @@ async fn fire(
     id: &str,
     state: Option<Loaded>,
     until: Instant,
+    defer_grace_to: Option<Instant>,
 ) -> (Option<Loaded>, Result<(), ActorError>) {
     let mut state = state;
     daemon.metrics.timers_fired.fetch_add(1, Ordering::Relaxed);
@@ -344,8 +347,14 @@ async fn fire(
                 .map_err(ActorError::from);
             return (Some(loaded), r);
         };
-        let t = domain::fire(order, until, &daemon.policy);
-        if t.is_noop() {
+        let deferred = defer_grace_to.and_then(|to| domain::defer_overdue_grace(order, until, to));
+        let base = deferred.as_ref().unwrap_or(order);
+        let mut t = domain::fire(base, until, &daemon.policy);
+        if t.is_noop() && deferred.is_some() {
+            // A silent change (deadlines moved, no event): a new version all the same.
+            t.order.version += 1;
+        }
+        if t.is_noop() && deferred.is_none() {
             // The timer set disagrees with the order (it was due, nothing fired): repair it.
             let due = domain::next_due(order).map(|d| to_millis(&d));
             let r = daemon

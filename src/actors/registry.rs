@@ -74,10 +74,10 @@ pub async fn execute(daemon: &Arc<Daemon>, id: &str, msg: Execute) -> Result<Rep
 ///
 /// # Errors
 /// [`ActorError`] when the actor cannot be reached or its commit fails.
-pub async fn fire(daemon: &Arc<Daemon>, id: &str, until: Instant) -> Result<(), ActorError> {
+pub async fn fire(daemon: &Arc<Daemon>, id: &str, until: Instant, defer_grace_to: Option<Instant>) -> Result<(), ActorError> {
     for _ in 0..MAX_DELIVERY_ATTEMPTS {
         let (addr, generation) = daemon.registry.get_or_start(daemon, id);
-        match addr.send(Fire { until }).await {
+        match addr.send(Fire { until, defer_grace_to }).await {
             Ok(r) => return r,
             Err(MailboxError::Closed) => daemon.registry.remove(id, generation),
             Err(e) => return Err(ActorError::Mailbox(e.to_string())),

@@ -269,6 +269,24 @@ pub fn fire(order: &Order, until: Instant, policy: &Policy) -> Transition {
     }
 }
 
+/// System-clock start-up after downtime (SPEC section 7): payment-grace expiries that fell due
+/// while the daemon was down (at or before `now`) move to `deferred_to` (start-up +
+/// `payment_restart_grace`) instead of canceling at once. Every other overdue change still
+/// fires at its own due time. The move is silent (no event): it only changes when a later
+/// change happens. Returns None when nothing was overdue.
+pub fn defer_overdue_grace(order: &Order, now: Instant, deferred_to: Instant) -> Option<Order> {
+    if order.status != OrderStatus::Active || !order.payments_due.iter().any(|d| d.deadline <= now) {
+        return None;
+    }
+    let mut o = order.clone();
+    for due in &mut o.payments_due {
+        if due.deadline <= now {
+            due.deadline = deferred_to;
+        }
+    }
+    Some(o)
+}
+
 /// One change at due instant `t`, in the order SPEC section 7 fixes: resume, (start), grace
 /// cancellation, end or scheduled cancellation, cycle start.
 fn fire_at(o: &mut Order, t: Instant, policy: &Policy, out: &mut Vec<Event>) {
