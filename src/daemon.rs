@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
+use crate::actors::customer::CustomerStatsActor;
+use crate::actors::order::OrderActor;
 use crate::actors::registry::Registry;
 use crate::admin::server::Inflight;
 use crate::clock::{Clock, ClockMode};
@@ -28,7 +30,8 @@ pub struct Daemon {
     pub policy: Policy,
     pub keys: Keys,
     pub metrics: Arc<Metrics>,
-    pub registry: Registry,
+    pub registry: Registry<OrderActor>,
+    pub customers: Registry<CustomerStatsActor>,
     /// Commands take it shared, advanceClock exclusively: commands wait for an advance.
     pub advance_lock: tokio::sync::RwLock<()>,
     /// Admin requests being handled, by request id (a retried id waits for the first).
@@ -143,6 +146,7 @@ async fn serve(
         keys,
         metrics,
         registry: Registry::default(),
+        customers: Registry::default(),
         advance_lock: tokio::sync::RwLock::new(()),
         inflight: Inflight::default(),
         wake: tokio::sync::Notify::new(),
@@ -150,7 +154,12 @@ async fn serve(
     });
     tracing::info!(redis_url = %redis_url, prefix = %daemon.keys.prefix(), clock = %daemon.clock.mode(), now = %daemon.clock.now(), "recur starting");
 
-    // Whatever fell due while the daemon was down fires first, stamped with its due time.
+    // Stats deltas a crash left between an order's commit and its stats update go first.
+    let settled = scheduler::sweep_outbox(&daemon).await?;
+    if settled > 0 {
+        tracing::info!(deltas = settled, "applied stats deltas left in the outbox");
+    }
+    // Whatever fell due while the daemon was down fires next, stamped with its due time.
     let caught_up = scheduler::catch_up(&daemon).await?;
     if caught_up > 0 {
         tracing::info!(orders = caught_up, "caught up overdue timers");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use crate::actors::customer::{ApplyDelta, Recompute};
 use crate::actors::registry;
 use crate::daemon::Daemon;
 use crate::domain::time::{from_millis, to_millis, Instant};
@@ -65,7 +66,8 @@ pub async fn catch_up(daemon: &Arc<Daemon>) -> Result<usize, StoreError> {
     // With the system clock, grace expiries missed while down get payment_restart_grace more.
     // (The simulated clock does not move while the daemon is down.)
     let defer = (!daemon.clock.is_simulated()).then(|| {
-        now + chrono::Duration::from_std(daemon.settings.lifecycle.payment_restart_grace).unwrap_or(chrono::Duration::hours(1))
+        now + chrono::Duration::from_std(daemon.settings.lifecycle.payment_restart_grace)
+            .unwrap_or(chrono::Duration::hours(1))
     });
     let batch = daemon.settings.scheduler.batch_size.max(1);
     let mut total = 0;
@@ -124,6 +126,7 @@ pub async fn advance(daemon: &Arc<Daemon>, to: Instant) -> Result<Instant, Advan
     }
     let _ = clock.advance_to(to);
     daemon.store.save_clock("simulated", Some(to)).await?;
+    sweep_outbox(daemon).await?;
     run_cron(daemon, to).await;
     Ok(to)
 }
@@ -151,6 +154,9 @@ pub async fn run_system_clock(daemon: Arc<Daemon>, shutdown: Shutdown) {
                 if shutdown.is_triggered() {
                     break;
                 }
+            }
+            if let Err(e) = sweep_outbox(&daemon).await {
+                tracing::warn!(error = %e, "outbox sweep failed");
             }
             run_cron(&daemon, now).await;
             daemon.store.earliest_due().await
@@ -180,7 +186,71 @@ pub async fn run_system_clock(daemon: Arc<Daemon>, shutdown: Shutdown) {
 /// The cron jobs recur runs, by name, with their schedules from config.
 fn jobs(daemon: &Daemon) -> Vec<(&'static str, cron::Schedule)> {
     let c = &daemon.settings.cron;
-    vec![("trimEvents", c.trim_events.clone())]
+    vec![
+        ("trimEvents", c.trim_events.clone()),
+        ("reconcileStats", c.reconcile_stats.clone()),
+    ]
+}
+
+/// How many customers the reconcile job checks per run.
+pub const RECONCILE_SAMPLE: usize = 100;
+
+/// Applies every stats delta still in the outbox (left by a crash between an order's commit
+/// and its stats update, or a failed apply). Each is applied exactly once: the stats script
+/// ignores versions it has already seen. Returns how many entries were settled.
+///
+/// # Errors
+/// [`StoreError`] when Redis fails.
+pub async fn sweep_outbox(daemon: &Arc<Daemon>) -> Result<usize, StoreError> {
+    let mut settled = 0;
+    for partition in 0..PARTITIONS {
+        loop {
+            let entries = daemon.store.outbox_entries(partition, 256).await?;
+            if entries.is_empty() {
+                break;
+            }
+            let n = entries.len();
+            let applies = entries.into_iter().map(|(entry_id, delta)| {
+                registry::apply_delta(
+                    daemon,
+                    ApplyDelta {
+                        delta,
+                        entry_id: Some(entry_id),
+                    },
+                )
+            });
+            let failed = join_all(applies)
+                .await
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+            settled += n - failed;
+            if failed > 0 {
+                return Err(StoreError::Redis(format!(
+                    "{failed} stats deltas could not be applied"
+                )));
+            }
+        }
+    }
+    Ok(settled)
+}
+
+/// The reconcile job: recompute a sample of customers and log any drift (then fix it).
+async fn reconcile_sample(daemon: &Arc<Daemon>) -> Result<(), StoreError> {
+    for customer in daemon.store.sample_customers(RECONCILE_SAMPLE).await? {
+        match registry::to_customer(daemon, &customer, Recompute).await {
+            Ok(Ok(report)) => {
+                let drift = report["differences"].as_array().map_or(0, Vec::len);
+                if drift > 0 {
+                    tracing::warn!(customer_id = %customer, differences = %report["differences"], "customer stats drifted; fixed");
+                }
+            }
+            Ok(Err(e)) | Err(e) => {
+                tracing::warn!(customer_id = %customer, error = %e, "cannot reconcile customer stats")
+            }
+        }
+    }
+    Ok(())
 }
 
 fn next_cron(daemon: &Daemon, now: Instant) -> Option<Instant> {
@@ -232,6 +302,7 @@ async fn run_job(daemon: &Arc<Daemon>, name: &str) -> Result<(), StoreError> {
                 .await?;
             tracing::info!(job = name, removed, "trimmed the event stream");
         }
+        "reconcileStats" => reconcile_sample(daemon).await?,
         other => tracing::warn!(job = other, "unknown cron job"),
     }
     Ok(())

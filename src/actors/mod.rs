@@ -2,6 +2,7 @@
 //! message or a due timer needs it and passivated when idle. State lives in Redis; an actor
 //! only caches it and serializes everything that happens to its order.
 
+pub mod customer;
 pub mod order;
 pub mod registry;
 

@@ -9,12 +9,16 @@ use std::time::Instant as WallInstant;
 use actix::prelude::*;
 use serde_json::Value;
 
+use super::customer::ApplyDelta;
+use super::registry;
 use super::ActorError;
 use crate::admin::protocol::{Reply, StoredReply};
 use crate::daemon::Daemon;
 use crate::domain::command::{Command, NewOrder};
+use crate::domain::stats::contribution;
 use crate::domain::time::{to_millis, Instant};
 use crate::domain::{self, DomainError, Order, Transition};
+use crate::store::stats::Delta;
 use crate::store::{Commit, CommitOutcome, Loaded, OrderWrite};
 
 /// How many times a commit is retried after a version conflict (reloading each time).
@@ -159,10 +163,11 @@ async fn load(daemon: &Daemon, id: &str, state: Option<Loaded>) -> Result<Loaded
 /// Builds the commit of a transition (plus the reply to keep with it).
 fn commit_of(
     id: &str,
-    expected_version: u64,
+    before: Option<&Order>,
     t: Option<&Transition>,
     reply: Option<(String, String)>,
 ) -> Commit {
+    let expected_version = before.map_or(0, |o| o.version);
     let (write, events) = match t {
         Some(t) if t.deleted => (
             OrderWrite::Delete {
@@ -187,8 +192,43 @@ fn commit_of(
         expected_version,
         write,
         events,
-        deltas: Vec::new(),
+        deltas: t.and_then(|t| delta_of(before, t)).into_iter().collect(),
         reply,
+    }
+}
+
+/// The customer-stats delta of a transition: the order's new contribution, when its figures
+/// changed (a cycle start that moves no money and no status sends none).
+fn delta_of(before: Option<&Order>, t: &Transition) -> Option<String> {
+    let after = (!t.deleted).then(|| contribution(&t.order));
+    let changed = match (before.map(contribution), &after) {
+        (Some(b), Some(a)) => !b.same_figures(a),
+        (None, None) => false,
+        _ => true,
+    };
+    let delta = Delta {
+        c: t.order.customer_id.clone(),
+        o: t.order.id.clone(),
+        v: t.order.version,
+        k: after,
+    };
+    changed.then(|| serde_json::to_string(&delta).unwrap_or_default())
+}
+
+/// Hands each committed stats delta to its customer's actor, which applies it exactly once
+/// and removes its outbox entry. A failure leaves the entry for the outbox sweep.
+async fn settle_deltas(daemon: &Arc<Daemon>, deltas: &[String], outbox_ids: Vec<String>) {
+    for (raw, entry_id) in deltas.iter().zip(outbox_ids) {
+        let Ok(delta) = serde_json::from_str::<Delta>(raw) else {
+            continue;
+        };
+        let msg = ApplyDelta {
+            delta,
+            entry_id: Some(entry_id),
+        };
+        if let Err(e) = registry::apply_delta(daemon, msg).await {
+            tracing::warn!(error = %e, "stats delta not applied yet; the outbox sweep will retry");
+        }
     }
 }
 
@@ -229,7 +269,7 @@ fn after(t: &Transition) -> Loaded {
 
 /// The body of [`Execute`]: returns the state to cache (None = reload next time) and the reply.
 async fn execute(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     id: &str,
     state: Option<Loaded>,
     msg: Execute,
@@ -285,21 +325,27 @@ async fn execute(
             ),
         };
         let reply = reply_of(&msg.request, result);
+        let before = match &loaded {
+            Loaded::Present(o) if expected > 0 => Some(o.as_ref()),
+            _ => None,
+        };
         let commit = commit_of(
             id,
-            expected,
+            before,
             transition.as_ref(),
             Some(stored(&msg.request, &reply)),
         );
+        let deltas = commit.deltas.clone();
         let due = match &commit.write {
             OrderWrite::Save { due_ms, .. } => *due_ms,
             _ => None,
         };
         match daemon.store.commit(commit).await {
-            Ok(CommitOutcome::Committed) => {
+            Ok(CommitOutcome::Committed { outbox_ids }) => {
                 if let Some(due) = due {
                     daemon.timer_committed(due);
                 }
+                settle_deltas(daemon, &deltas, outbox_ids).await;
                 let next = transition.as_ref().map_or(loaded, after);
                 return (Some(next), Ok(reply));
             }
@@ -325,7 +371,7 @@ async fn execute(
 
 /// The body of [`Fire`].
 async fn fire(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     id: &str,
     state: Option<Loaded>,
     until: Instant,
@@ -364,16 +410,18 @@ async fn fire(
                 .map_err(ActorError::from);
             return (Some(loaded), r);
         }
-        let commit = commit_of(id, order.version, Some(&t), None);
+        let commit = commit_of(id, Some(order.as_ref()), Some(&t), None);
+        let deltas = commit.deltas.clone();
         let due = match &commit.write {
             OrderWrite::Save { due_ms, .. } => *due_ms,
             _ => None,
         };
         match daemon.store.commit(commit).await {
-            Ok(CommitOutcome::Committed) => {
+            Ok(CommitOutcome::Committed { outbox_ids }) => {
                 if let Some(due) = due {
                     daemon.timer_committed(due);
                 }
+                settle_deltas(daemon, &deltas, outbox_ids).await;
                 return (Some(after(&t)), Ok(()));
             }
             Ok(_) => state = None,

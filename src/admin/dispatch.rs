@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::protocol::{Reply, Request};
+use crate::actors::customer::{GetStats, Recompute};
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
 use crate::actors::registry;
 use crate::daemon::Daemon;
@@ -23,7 +24,7 @@ pub const LIST_MAX_LIMIT: usize = 500;
 
 /// The commands of SPEC section 4 that later work will add; until then they answer
 /// UNKNOWN_COMMAND with a message that says so.
-const NOT_YET: [&str; 3] = ["updateOrder", "getCustomerStats", "recomputeCustomerStats"];
+const NOT_YET: [&str; 1] = ["updateOrder"];
 
 /// A routed reply, and whether an order commit already kept it.
 pub struct Routed {
@@ -94,6 +95,7 @@ pub async fn route(daemon: &Arc<Daemon>, req: &Request, body_hash: &str) -> Rout
             Ok(a) => to_actor(daemon, req, &a.order_id, OrderOp::Get, meta).await,
             Err(e) => refused(req, e),
         },
+        "getCustomerStats" | "recomputeCustomerStats" => customer_stats(daemon, req).await,
         "listOrders" => match list_orders(daemon, &req.args).await {
             Ok(v) => answered(req, v),
             Err(ListError::Invalid(e)) => refused(req, e),
@@ -167,6 +169,34 @@ fn parse_create(req: &Request) -> Result<(String, NewOrder, bool), DomainError> 
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct OrderIdArgs {
     order_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CustomerArgs {
+    customer_id: String,
+}
+
+/// getCustomerStats and recomputeCustomerStats, through the customer's CustomerStats actor.
+async fn customer_stats(daemon: &Arc<Daemon>, req: &Request) -> Routed {
+    let args = match parse_args::<CustomerArgs>(&req.args)
+        .and_then(|a| check_id("customerId", &a.customer_id).map(|_| a))
+    {
+        Ok(a) => a,
+        Err(e) => return refused(req, e),
+    };
+    let result = if req.command == "getCustomerStats" {
+        registry::to_customer(daemon, &args.customer_id, GetStats).await
+    } else {
+        registry::to_customer(daemon, &args.customer_id, Recompute).await
+    };
+    match result.and_then(|r| r) {
+        Ok(v) => answered(req, v),
+        Err(e) => Routed {
+            reply: Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string()),
+            kept: false,
+        },
+    }
 }
 
 #[derive(Deserialize)]

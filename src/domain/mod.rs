@@ -12,6 +12,7 @@ pub mod event;
 pub mod lifecycle;
 pub mod money;
 pub mod order;
+pub mod stats;
 pub mod time;
 
 pub use error::{DomainError, ErrorCode};

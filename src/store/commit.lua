@@ -2,6 +2,8 @@
 -- order, move its one timer, append its events (and publish them), append its stats deltas,
 -- and keep the admin reply under its request id.
 --
+-- Returns {'OK', '', outbox entry ids...} or {'REPLIED' | 'VERSION' | 'DELETED', detail}.
+--
 -- KEYS: 1 order hash, 2 timers zset, 3 events stream (also the channel), 4 reply key,
 --       5 deleted set, 6 all-orders zset, 7 customer-orders zset, 8 outbox stream
 -- ARGV: 1 expected version ('0' = must not exist), 2 op ('save' | 'delete' | 'none'),
@@ -46,10 +48,11 @@ for i = 1, n do
   redis.call('XADD', KEYS[3], '*', 'event', ev)
   if ARGV[10] == '1' then redis.call('PUBLISH', KEYS[3], ev) end
 end
+local result = {'OK', ''}
 for i = 1, m do
-  redis.call('XADD', KEYS[8], '*', 'delta', ARGV[12 + n + i])
+  result[2 + i] = redis.call('XADD', KEYS[8], '*', 'delta', ARGV[12 + n + i])
 end
 if ARGV[8] ~= '' then
   redis.call('SET', KEYS[4], ARGV[8], 'EX', ARGV[9])
 end
-return {'OK', ''}
+return result

@@ -51,7 +51,8 @@ pub struct Commit {
 /// How a commit ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
-    Committed,
+    /// Written; the ids of the outbox entries it appended (one per stats delta).
+    Committed { outbox_ids: Vec<String> },
     /// The request id already has a kept reply (its JSON); nothing was written.
     AlreadyReplied(String),
     /// Redis holds another version than expected; nothing was written.
@@ -176,7 +177,7 @@ async fn send_batch(
         Ok(values) => {
             for (p, v) in batch.into_iter().zip(values) {
                 let outcome = parse_outcome(v);
-                if matches!(outcome, Ok(CommitOutcome::Committed)) {
+                if matches!(outcome, Ok(CommitOutcome::Committed { .. })) {
                     metrics
                         .events_written
                         .fetch_add(p.commit.events.len() as u64, Ordering::Relaxed);
@@ -292,7 +293,9 @@ fn parse_outcome(v: Value) -> Result<CommitOutcome, StoreError> {
         _ => String::new(),
     };
     match items.first().map(text).as_deref() {
-        Some("OK") => Ok(CommitOutcome::Committed),
+        Some("OK") => Ok(CommitOutcome::Committed {
+            outbox_ids: items.iter().skip(2).map(text).collect(),
+        }),
         Some("REPLIED") => Ok(CommitOutcome::AlreadyReplied(
             items.get(1).map(text).unwrap_or_default(),
         )),

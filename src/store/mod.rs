@@ -5,6 +5,7 @@
 pub mod commit;
 pub mod embedded;
 pub mod keys;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,4 +4,5 @@
 mod bad_input;
 mod durability;
 mod lifecycle;
+mod stats;
 mod support;

@@ -1,0 +1,149 @@
+//! The CustomerStats actor (SPEC section 2): one per customer, virtual like order actors. It
+//! applies the stats deltas order actors send it (each exactly once, by order version), answers
+//! getCustomerStats, and rebuilds the figures from the orders that exist
+//! (recomputeCustomerStats, and the reconcile cron job).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant as WallInstant;
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use super::ActorError;
+use crate::daemon::Daemon;
+use crate::domain::stats::{contribution, Figures};
+use crate::store::stats::Delta;
+
+/// Applies one order's contribution, then acknowledges its outbox entry.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct ApplyDelta {
+    pub delta: Delta,
+    /// The outbox entry that carried it (removed once applied).
+    pub entry_id: Option<String>,
+}
+
+/// Reads the customer's figures (the getCustomerStats result).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Value, ActorError>")]
+pub struct GetStats;
+
+/// Rebuilds the figures from the orders that exist; `{stats, differences}`.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Value, ActorError>")]
+pub struct Recompute;
+
+/// One customer's statistics actor.
+pub struct CustomerStatsActor {
+    id: String,
+    generation: u64,
+    daemon: Arc<Daemon>,
+    last_used: WallInstant,
+}
+
+impl CustomerStatsActor {
+    /// A new actor for customer `id`.
+    pub fn new(id: String, generation: u64, daemon: Arc<Daemon>) -> Self {
+        CustomerStatsActor {
+            id,
+            generation,
+            daemon,
+            last_used: WallInstant::now(),
+        }
+    }
+}
+
+impl Actor for CustomerStatsActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let idle = self.daemon.settings.actors.idle_passivation;
+        let every = (idle / 2).max(std::time::Duration::from_millis(20));
+        ctx.run_interval(every, move |act, ctx| {
+            if act.last_used.elapsed() >= idle {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.daemon.customers.remove(&self.id, self.generation);
+    }
+}
+
+impl Handler<ApplyDelta> for CustomerStatsActor {
+    type Result = AtomicResponse<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, msg: ApplyDelta, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_used = WallInstant::now();
+        let daemon = Arc::clone(&self.daemon);
+        AtomicResponse::new(Box::pin(
+            async move {
+                if daemon.store.apply_delta(&msg.delta).await? {
+                    daemon
+                        .metrics
+                        .stats_deltas_applied
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(entry) = &msg.entry_id {
+                    daemon.store.ack_delta(&msg.delta.o, entry).await?;
+                }
+                Ok(())
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<GetStats> for CustomerStatsActor {
+    type Result = AtomicResponse<Self, Result<Value, ActorError>>;
+
+    fn handle(&mut self, _msg: GetStats, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_used = WallInstant::now();
+        let (daemon, id) = (Arc::clone(&self.daemon), self.id.clone());
+        AtomicResponse::new(Box::pin(
+            async move { Ok(daemon.store.figures(&id).await?.to_json(&id)) }.into_actor(self),
+        ))
+    }
+}
+
+impl Handler<Recompute> for CustomerStatsActor {
+    type Result = AtomicResponse<Self, Result<Value, ActorError>>;
+
+    fn handle(&mut self, _msg: Recompute, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_used = WallInstant::now();
+        let (daemon, id) = (Arc::clone(&self.daemon), self.id.clone());
+        AtomicResponse::new(Box::pin(
+            async move { recompute(&daemon, &id).await }.into_actor(self),
+        ))
+    }
+}
+
+/// Rebuilds a customer's figures from the orders that exist and reports what differed.
+async fn recompute(daemon: &Daemon, customer_id: &str) -> Result<Value, ActorError> {
+    let store = &daemon.store;
+    let ids = store.customer_order_ids(customer_id).await?;
+    let orders = store.load_many(&ids).await?;
+    let orders: Vec<_> = orders
+        .into_iter()
+        .filter(|o| o.customer_id == customer_id)
+        .collect();
+    let gone: Vec<String> = ids
+        .iter()
+        .filter(|id| !orders.iter().any(|o| &o.id == *id))
+        .cloned()
+        .collect();
+    let recomputed = Figures::of(&orders);
+    let kept = store.figures(customer_id).await?;
+    let differences = kept.differences(&recomputed, customer_id);
+    let contributions: Vec<_> = orders
+        .iter()
+        .map(|o| (o.id.clone(), contribution(o)))
+        .collect();
+    store
+        .rewrite_figures(customer_id, &contributions, &recomputed)
+        .await?;
+    store.forget_customer_orders(customer_id, &gone).await?;
+    Ok(json!({"stats": recomputed.to_json(customer_id), "differences": differences}))
+}

@@ -1,0 +1,245 @@
+//! Customer statistics in Redis: the version-guarded apply script (`stats.lua`), reading the
+//! figures, rewriting them from a recomputation, and sweeping the stats outbox.
+
+use std::collections::BTreeMap;
+
+use redis::AsyncCommands;
+
+use super::{Keys, Store, StoreError, PARTITIONS};
+use crate::domain::stats::{Contribution, Figures};
+
+/// The Lua source of the stats apply.
+pub const STATS_SCRIPT: &str = include_str!("stats.lua");
+
+/// One outbox entry: the order's contribution (None = deleted) at a version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delta {
+    /// Customer id.
+    pub c: String,
+    /// Order id.
+    pub o: String,
+    /// Order version.
+    pub v: u64,
+    /// The contribution, None when the order was deleted.
+    pub k: Option<Contribution>,
+}
+
+/// Set of every customer that has statistics (for the reconcile job's sample).
+pub fn customers_key(keys: &Keys) -> String {
+    format!("{}:customers", keys.prefix())
+}
+
+/// Hash of each order's latest contribution to a customer.
+pub fn contributions_key(keys: &Keys, customer_id: &str) -> String {
+    format!("{}:customer:{customer_id}:contrib", keys.prefix())
+}
+
+impl Store {
+    /// Applies a delta; Ok(true) when it changed the figures, Ok(false) when it was already
+    /// applied (the same or a newer version).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn apply_delta(&self, d: &Delta) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let keys = self.keys();
+        let contribution = match &d.k {
+            Some(c) => serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => String::new(),
+        };
+        let applied: i64 = redis::Script::new(STATS_SCRIPT)
+            .key(contributions_key(keys, &d.c))
+            .key(keys.customer_stats(&d.c))
+            .key(customers_key(keys))
+            .arg(&d.o)
+            .arg(d.v)
+            .arg(contribution)
+            .arg(&d.c)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(applied == 1)
+    }
+
+    /// Removes an outbox entry once its delta is applied.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn ack_delta(&self, order_id: &str, entry_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let _: i64 = conn
+            .xdel(self.keys().outbox(Keys::partition(order_id)), &[entry_id])
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `count` outbox entries of a partition, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn outbox_entries(
+        &self,
+        partition: u16,
+        count: usize,
+    ) -> Result<Vec<(String, Delta)>, StoreError> {
+        let mut conn = self.conn();
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrange_count(self.keys().outbox(partition), "-", "+", count)
+            .await?;
+        let mut out = Vec::new();
+        for e in reply.ids {
+            let raw: Option<String> = e.get("delta");
+            let delta = raw
+                .as_deref()
+                .map(serde_json::from_str::<Delta>)
+                .transpose()
+                .map_err(|err| StoreError::Corrupt(format!("outbox entry {}: {err}", e.id)))?;
+            if let Some(d) = delta {
+                out.push((e.id, d));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number of partitions with outbox streams (all of them).
+    pub fn partitions(&self) -> u16 {
+        PARTITIONS
+    }
+
+    /// A customer's kept figures (zeros when it has none yet).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn figures(&self, customer_id: &str) -> Result<Figures, StoreError> {
+        let mut conn = self.conn();
+        let raw: BTreeMap<String, i64> = conn
+            .hgetall(self.keys().customer_stats(customer_id))
+            .await?;
+        let mut f = Figures::default();
+        for (k, v) in raw {
+            match k.as_str() {
+                "ordersCount" => f.orders_count = v,
+                "paidOrdersCount" => f.paid_orders_count = v,
+                "activeOrdersCount" => f.active_orders_count = v,
+                "lastOrderDate" => f.last_order_ms = v,
+                "lastPaymentDate" => f.last_payment_ms = v,
+                other => {
+                    let mut parts = other.split(':');
+                    if let (Some("money"), Some(cur), Some(which)) =
+                        (parts.next(), parts.next(), parts.next())
+                    {
+                        let e = f.money.entry(cur.to_string()).or_insert([0, 0]);
+                        e[usize::from(which == "refunded")] = v;
+                    }
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// Replaces a customer's figures and contributions with a recomputation (atomically).
+    /// Tombstones of deleted orders are kept so stale deltas cannot bring them back.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn rewrite_figures(
+        &self,
+        customer_id: &str,
+        contributions: &[(String, Contribution)],
+        figures: &Figures,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let keys = self.keys();
+        let ckey = contributions_key(keys, customer_id);
+        let skey = keys.customer_stats(customer_id);
+        let existing: BTreeMap<String, String> = conn.hgetall(&ckey).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.del(&skey).ignore();
+        for (order_id, raw) in &existing {
+            let keep = raw.contains("\"deleted\":true");
+            if !keep && !contributions.iter().any(|(o, _)| o == order_id) {
+                // The order is gone without a delete delta: tombstone its last version.
+                let v = serde_json::from_str::<Contribution>(raw)
+                    .map(|c| c.v)
+                    .unwrap_or(0);
+                pipe.hset(
+                    &ckey,
+                    order_id,
+                    serde_json::json!({"v": v, "deleted": true}).to_string(),
+                )
+                .ignore();
+            }
+        }
+        for (order_id, c) in contributions {
+            pipe.hset(
+                &ckey,
+                order_id,
+                serde_json::to_string(c).unwrap_or_default(),
+            )
+            .ignore();
+        }
+        pipe.hset(&skey, "ordersCount", figures.orders_count)
+            .ignore();
+        pipe.hset(&skey, "paidOrdersCount", figures.paid_orders_count)
+            .ignore();
+        pipe.hset(&skey, "activeOrdersCount", figures.active_orders_count)
+            .ignore();
+        pipe.hset(&skey, "lastOrderDate", figures.last_order_ms)
+            .ignore();
+        pipe.hset(&skey, "lastPaymentDate", figures.last_payment_ms)
+            .ignore();
+        for (cur, [paid, refunded]) in &figures.money {
+            pipe.hset(&skey, format!("money:{cur}:paid"), *paid)
+                .ignore();
+            pipe.hset(&skey, format!("money:{cur}:refunded"), *refunded)
+                .ignore();
+        }
+        pipe.sadd(customers_key(keys), customer_id).ignore();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Every order id in a customer's index.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn customer_order_ids(&self, customer_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        Ok(conn
+            .zrange(self.keys().customer_orders(customer_id), 0, -1)
+            .await?)
+    }
+
+    /// Removes ids from a customer's index (orders deleted outside recur).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn forget_customer_orders(
+        &self,
+        customer_id: &str,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let _: i64 = conn
+            .zrem(self.keys().customer_orders(customer_id), ids)
+            .await?;
+        let _: i64 = conn.zrem(self.keys().all_orders(), ids).await?;
+        Ok(())
+    }
+
+    /// A random sample of customers with statistics.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn sample_customers(&self, count: usize) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        Ok(redis::cmd("SRANDMEMBER")
+            .arg(customers_key(self.keys()))
+            .arg(count)
+            .query_async(&mut conn)
+            .await?)
+    }
+}
