@@ -54,6 +54,23 @@ pub fn parse_args<T: DeserializeOwned>(args: &Value) -> Result<T, DomainError> {
     serde_json::from_value(args).map_err(|e| DomainError::invalid("args", e.to_string()))
 }
 
+/// Longest plan name and cart name accepted.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Checks a free-text value: not blank, at most `max` bytes.
+///
+/// # Errors
+/// [`DomainError::InvalidArgument`] naming `field`.
+pub fn check_text(field: &str, text: &str, max: usize) -> Result<(), DomainError> {
+    if text.trim().is_empty() || text.len() > max {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
 fn instant(field: &str, s: &str) -> Result<Instant, DomainError> {
     parse_instant(s).map_err(|e| DomainError::invalid(field, e))
 }
@@ -83,7 +100,7 @@ pub struct CreateOrderArgs {
 }
 
 /// `plan` as it arrives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlanArgs {
     pub id: String,
@@ -93,7 +110,7 @@ pub struct PlanArgs {
 }
 
 /// `pricing` as it arrives (exactly one of the three is checked later).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PricingArgs {
     #[serde(default)]
@@ -108,7 +125,7 @@ pub struct PricingArgs {
 }
 
 /// `pricing.subscription` as it arrives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionArgs {
     pub cycle_duration: DurationArgs,
@@ -116,7 +133,7 @@ pub struct SubscriptionArgs {
 }
 
 /// A duration as it arrives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DurationArgs {
     pub count: i64,
@@ -124,7 +141,7 @@ pub struct DurationArgs {
 }
 
 /// One `prices[]` entry as it arrives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PriceArgs {
     pub cycle_from: i64,
@@ -163,12 +180,7 @@ impl NewOrder {
         check_id("orderId", &id)?;
         check_id("customerId", &args.customer_id)?;
         check_id("plan.id", &args.plan.id)?;
-        if args.plan.name.trim().is_empty() || args.plan.name.len() > 256 {
-            return Err(DomainError::invalid(
-                "plan.name",
-                "must be 1 to 256 characters",
-            ));
-        }
+        check_text("plan.name", &args.plan.name, MAX_NAME_LEN)?;
         let order_type = match args.order_type.as_str() {
             "ONLINE" => OrderType::Online,
             "OFFLINE" => OrderType::Offline,
@@ -221,9 +233,7 @@ impl NewOrder {
                     "only ONLINE orders can be named carts",
                 ));
             }
-            if name.trim().is_empty() || name.len() > 256 {
-                return Err(DomainError::invalid("name", "must be 1 to 256 characters"));
-            }
+            check_text("name", name, MAX_NAME_LEN)?;
         }
         let paid = args.paid.unwrap_or(false);
         if paid && order_type != OrderType::Offline {
@@ -274,7 +284,12 @@ fn parse_duration(field: &str, d: &DurationArgs) -> Result<Duration, DomainError
     })
 }
 
-fn parse_pricing_kind(p: &PricingArgs) -> Result<PricingKind, DomainError> {
+/// Reads which of the three pricing kinds `pricing` asks for (its `prices` are checked by
+/// [`validate_prices`]).
+///
+/// # Errors
+/// [`DomainError::InvalidArgument`] naming the offending `pricing` field.
+pub fn parse_pricing_kind(p: &PricingArgs) -> Result<PricingKind, DomainError> {
     let given = usize::from(p.subscription.is_some())
         + usize::from(p.single_payment_for_duration.is_some())
         + usize::from(p.single_payment_unlimited.is_some());

@@ -60,6 +60,9 @@ pub enum DomainError {
     /// The request contradicts an earlier one (a payment id reused with another amount, ...).
     #[error("{0}")]
     Conflict(String),
+    /// The calling channel may not make this status change (updateOrder's status manager).
+    #[error("{0}")]
+    ForbiddenStatusChange(String),
 }
 
 impl DomainError {
@@ -83,6 +86,7 @@ impl DomainError {
             DomainError::InvalidState(_) => ErrorCode::InvalidState,
             DomainError::NotFound(_) => ErrorCode::NotFound,
             DomainError::Conflict(_) => ErrorCode::Conflict,
+            DomainError::ForbiddenStatusChange(_) => ErrorCode::ForbiddenStatusChange,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! The entry points are [`lifecycle::create`], [`lifecycle::apply`], [`lifecycle::fire`] and
 //! [`lifecycle::next_due`].
 
+pub mod basket;
 pub mod calendar;
 pub mod command;
 pub mod error;

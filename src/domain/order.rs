@@ -315,6 +315,9 @@ pub struct PaymentDue {
     /// When the order is canceled for non-payment; moved later by pauses.
     #[serde(with = "ts")]
     pub deadline: Instant,
+    /// The charge requested for the cycle (its price less the promotions that cover it).
+    #[serde(default)]
+    pub amount: Decimal,
 }
 
 /// A one-time add-on of the purchase (basket line).
@@ -335,6 +338,46 @@ pub struct LineItem {
 #[serde(rename_all = "camelCase")]
 pub struct PromoCode {
     pub code: String,
+}
+
+/// How a promotion's `value` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DiscountKind {
+    /// `value` percent of each charge it covers.
+    Percent,
+    /// `value` in the order's currency off each charge it covers.
+    Fixed,
+}
+
+/// A promotion as it applied at the order's last pricing: the terms of a requested promotion
+/// code, copied from config so that later cycles are charged without reading config (and a
+/// code that expires or leaves config later does not change an order already priced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Discount {
+    pub code: String,
+    pub kind: DiscountKind,
+    pub value: Decimal,
+    /// Covers cycles 1..=N only; `None` = every cycle.
+    pub first_cycles: Option<u32>,
+}
+
+impl Discount {
+    /// True when the promotion takes something off cycle `k`'s charge (never the trial).
+    pub fn covers(&self, k: u32) -> bool {
+        k >= 1 && self.first_cycles.is_none_or(|n| k <= n)
+    }
+}
+
+/// A planned tender of a cart (updateOrder `payments`): how the buyer means to pay and how
+/// much. It moves no money; recorded payments are [`Payment`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenderLine {
+    pub id: String,
+    pub method: String,
+    pub amount: Decimal,
 }
 
 /// A postal or billing address on the order.
@@ -392,8 +435,14 @@ pub struct Order {
     pub line_items: Vec<LineItem>,
     pub promo_codes: Vec<PromoCode>,
     pub payments: Vec<Payment>,
+    /// A cart's planned tenders (updateOrder `payments`); never money received.
+    #[serde(default)]
+    pub tender_lines: Vec<TenderLine>,
     pub addresses: Vec<Address>,
     pub price_details: PriceDetails,
+    /// The promotions applied by the last pricing, with their terms.
+    #[serde(default)]
+    pub discounts: Vec<Discount>,
     pub name: Option<String>,
     pub version: u64,
     #[serde(with = "ts")]

@@ -17,8 +17,9 @@ use super::command::{Command, NewOrder};
 use super::error::DomainError;
 use super::event::{event_id, Event, EventType};
 use super::order::{
-    CancelCause, Cancellation, CurrentCycle, EffectiveAt, Order, OrderStatus, OrderType,
-    PausePeriod, PauseStatus, Payment, PaymentDue, PaymentStatus, PriceDetails, PricingKind,
+    CancelCause, Cancellation, CurrentCycle, DiscountKind, EffectiveAt, Order, OrderStatus,
+    OrderType, PausePeriod, PauseStatus, Payment, PaymentDue, PaymentStatus, PriceDetails,
+    PricingKind,
 };
 use super::time::{format_instant, Instant};
 
@@ -191,9 +192,46 @@ fn refresh_cycle_end(order: &mut Order) {
     }
 }
 
-/// The charge of cycle `k`, rounded to the currency (cycle 0, the trial, is free).
+/// The one-time add-ons of the purchase: the sum of quantity x unit price.
+fn line_items_total(order: &Order) -> Decimal {
+    order
+        .line_items
+        .iter()
+        .map(|i| i.unit_price * Decimal::from(i.quantity))
+        .sum()
+}
+
+/// What the order's promotions take off a charge of `base` for cycle `k`: each promotion that
+/// covers the cycle takes its percentage (rounded half-even) or its fixed amount; together
+/// never more than `base`, so a charge never goes below zero. The trial (cycle 0) is free.
+pub fn discount_for_cycle(order: &Order, base: Decimal, k: u32) -> Decimal {
+    let c = order.currency;
+    let off: Decimal = order
+        .discounts
+        .iter()
+        .filter(|d| d.covers(k))
+        .map(|d| match d.kind {
+            DiscountKind::Percent => c.round(base * d.value / Decimal::ONE_HUNDRED),
+            DiscountKind::Fixed => d.value,
+        })
+        .sum();
+    c.round(off.min(base).max(Decimal::ZERO))
+}
+
+/// The charge of cycle `k`, rounded to the currency: its `prices[]` amount (plus the line
+/// items for cycle 1, the purchase) less the promotions that cover it. Cycle 0, the trial, is
+/// free. For an order without a trial, cycle 1's charge is `priceDetails.total`.
 pub fn cycle_charge(order: &Order, k: u32) -> Decimal {
-    order.currency.round(order.pricing.amount_for_cycle(k))
+    let c = order.currency;
+    if k == 0 {
+        return c.zero();
+    }
+    let mut base = order.pricing.amount_for_cycle(k);
+    if k == 1 {
+        base += line_items_total(order);
+    }
+    let base = c.round(base);
+    base - discount_for_cycle(order, base, k)
 }
 
 /// What must be paid to purchase the order: nothing during a trial, else the purchase charge.
@@ -205,17 +243,13 @@ fn purchase_due(order: &Order) -> Decimal {
     }
 }
 
-/// The purchase charge: cycle 1's amount + line items - discount, never below zero.
+/// The purchase charge: cycle 1's amount + line items - the promotions' discount (never more
+/// than the subtotal, so the total is never below zero).
 pub fn price_details(order: &Order) -> PriceDetails {
     let c = order.currency;
-    let items: Decimal = order
-        .line_items
-        .iter()
-        .map(|i| i.unit_price * Decimal::from(i.quantity))
-        .sum();
-    let subtotal = c.round(order.pricing.amount_for_cycle(1) + items);
-    let discount = c.zero();
-    let total = c.round((subtotal - discount).max(Decimal::ZERO));
+    let subtotal = c.round(order.pricing.amount_for_cycle(1) + line_items_total(order));
+    let discount = discount_for_cycle(order, subtotal, 1);
+    let total = subtotal - discount;
     PriceDetails {
         subtotal,
         discount,
@@ -275,7 +309,8 @@ pub fn fire(order: &Order, until: Instant, policy: &Policy) -> Transition {
 /// fires at its own due time. The move is silent (no event): it only changes when a later
 /// change happens. Returns None when nothing was overdue.
 pub fn defer_overdue_grace(order: &Order, now: Instant, deferred_to: Instant) -> Option<Order> {
-    if order.status != OrderStatus::Active || !order.payments_due.iter().any(|d| d.deadline <= now) {
+    if order.status != OrderStatus::Active || !order.payments_due.iter().any(|d| d.deadline <= now)
+    {
         return None;
     }
     let mut o = order.clone();
@@ -355,11 +390,13 @@ fn start_cycle(o: &mut Order, at: Instant, policy: &Policy, d: &mut Drafts) {
     refresh_cycle_end(o);
     d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": k }));
     // Cycle 1 after a trial, and every later cycle, is charged; ONLINE orders request it.
-    if o.order_type == OrderType::Online && !cycle_charge(o, k).is_zero() {
+    let charge = cycle_charge(o, k);
+    if o.order_type == OrderType::Online && !charge.is_zero() {
         o.payments_due.push(PaymentDue {
             cycle: k,
             requested_date: at,
             deadline: at + policy.payment_grace,
+            amount: charge,
         });
         o.last_payment_status = PaymentStatus::Pending;
     }
@@ -502,6 +539,7 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
         line_items: Vec::new(),
         promo_codes: Vec::new(),
         payments: Vec::new(),
+        tender_lines: Vec::new(),
         addresses: Vec::new(),
         price_details: PriceDetails {
             subtotal: c.zero(),
@@ -509,6 +547,7 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
             total: c.zero(),
             currency: c,
         },
+        discounts: Vec::new(),
         name: new.name,
         version: 0,
         created_date: now,
@@ -576,6 +615,46 @@ pub fn apply(
     let mut o = order.clone();
     let mut d = Drafts::default();
     let mut events = Vec::new();
+    match run_command(&mut o, cmd, now, policy, &mut d)? {
+        Ran::Unchanged => Ok(unchanged(order)),
+        Ran::Deleted => {
+            seal(&mut o, now, d, false, &mut events);
+            Ok(Transition {
+                order: o,
+                events,
+                deleted: true,
+            })
+        }
+        Ran::Changed => {
+            refresh_cycle_end(&mut o);
+            seal(&mut o, now, d, true, &mut events);
+            Ok(Transition {
+                order: o,
+                events,
+                deleted: false,
+            })
+        }
+    }
+}
+
+/// What a command's rules did to the order.
+enum Ran {
+    Changed,
+    /// An idempotent replay (the same payment again): nothing to save.
+    Unchanged,
+    /// deleteOrder: the order must be removed.
+    Deleted,
+}
+
+/// A command's rules: checks, then changes `o` in place and emits its events into `d`, without
+/// closing the change (the caller seals it, once).
+fn run_command(
+    o: &mut Order,
+    cmd: &Command,
+    now: Instant,
+    policy: &Policy,
+    d: &mut Drafts,
+) -> Result<Ran, DomainError> {
     match cmd {
         Command::RecordPayment { payment_id, amount } => {
             let amount = o
@@ -584,7 +663,7 @@ pub fn apply(
                 .map_err(|e| DomainError::invalid("amount", e.to_string()))?;
             if let Some(p) = o.payment(payment_id) {
                 return if p.amount == amount {
-                    Ok(unchanged(order))
+                    Ok(Ran::Unchanged)
                 } else {
                     Err(DomainError::Conflict(format!(
                         "payment {payment_id} was recorded with amount {}, not {amount}",
@@ -592,7 +671,7 @@ pub fn apply(
                     )))
                 };
             }
-            record_payment(&mut o, payment_id, amount, now, policy, &mut d)?;
+            record_payment(o, payment_id, amount, now, policy, d)?;
         }
         Command::PaymentFailed { payment_id, .. } => {
             if o.payment(payment_id).is_some() {
@@ -617,7 +696,7 @@ pub fn apply(
                 .ok_or_else(|| {
                     DomainError::NotFound(format!(
                         "payment {payment_id} not found on order {}",
-                        order.id
+                        o.id
                     ))
                 })?;
             let refundable = p.amount - p.refunded;
@@ -691,7 +770,7 @@ pub fn apply(
                     o.status.as_str()
                 )));
             }
-            resume(&mut o, now, &mut d);
+            resume(o, now, d);
         }
         Command::PostponeEndDate { end_date } => {
             if !matches!(o.status, OrderStatus::Pending | OrderStatus::Active) {
@@ -752,30 +831,119 @@ pub fn apply(
                 json!({ "startDate": format_instant(start_date), "previousStartDate": format_instant(&previous) }),
             );
             if o.status == OrderStatus::Pending && o.start_date <= now {
-                start(&mut o, now, policy, &mut d);
+                start(o, now, policy, d);
             }
         }
         Command::Cancel {
             effective_at,
             cause,
-        } => cancel(&mut o, *effective_at, *cause, now, &mut d)?,
+        } => cancel(o, *effective_at, *cause, now, d)?,
         Command::Delete => {
             d.emit(EventType::OrderDeleted, json!({}));
-            seal(&mut o, now, d, false, &mut events);
-            return Ok(Transition {
-                order: o,
-                events,
-                deleted: true,
-            });
+            return Ok(Ran::Deleted);
         }
     }
-    refresh_cycle_end(&mut o);
-    seal(&mut o, now, d, true, &mut events);
-    Ok(Transition {
-        order: o,
-        events,
-        deleted: false,
-    })
+    Ok(Ran::Changed)
+}
+
+/// One change built up step by step (updateOrder): lifecycle commands with their rules and
+/// events, and direct edits of fields and related items, closed into a single transition with
+/// one `orderUpdated` at the end. Dropping it discards everything.
+pub struct Change {
+    before: Order,
+    order: Order,
+    drafts: Drafts,
+    now: Instant,
+}
+
+impl Change {
+    /// Starts a change of `order` (already fired up to `now`) at `now`.
+    pub fn begin(order: &Order, now: Instant) -> Change {
+        Change {
+            before: order.clone(),
+            order: order.clone(),
+            drafts: Drafts::default(),
+            now,
+        }
+    }
+
+    /// The order as changed so far.
+    pub fn order(&self) -> &Order {
+        &self.order
+    }
+
+    /// The order, for direct edits (fields, related items, pricing).
+    pub fn order_mut(&mut self) -> &mut Order {
+        &mut self.order
+    }
+
+    /// The instant the change happens at.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Runs a lifecycle command within the change: the same rules and events as the dedicated
+    /// admin command.
+    ///
+    /// # Errors
+    /// The command's [`DomainError`]; deleteOrder cannot be part of a change.
+    pub fn command(&mut self, cmd: &Command, policy: &Policy) -> Result<(), DomainError> {
+        if matches!(cmd, Command::Delete) {
+            return Err(DomainError::state(
+                "deleteOrder cannot be part of an update",
+            ));
+        }
+        run_command(&mut self.order, cmd, self.now, policy, &mut self.drafts).map(|_| ())
+    }
+
+    /// Recomputes a cart's end dates from its start date, pricing and trial (after the plan
+    /// changed).
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidArgument`] when the dates fall outside the supported range.
+    pub fn reschedule(&mut self) -> Result<(), DomainError> {
+        let o = &mut self.order;
+        let end = scheduled_end(o.pricing.kind, o.start_date, o.free_trial_days)?;
+        o.end_date = end;
+        o.earliest_end_date = end;
+        Ok(())
+    }
+
+    /// Recomputes `priceDetails` from the plan, line items and discounts; a cart's
+    /// `lastPaymentStatus` follows what its purchase will cost (NOT_APPLICABLE when nothing).
+    pub fn reprice(&mut self) {
+        let o = &mut self.order;
+        o.price_details = price_details(o);
+        if o.status == OrderStatus::Draft {
+            o.last_payment_status = if purchase_due(o).is_zero() {
+                PaymentStatus::NotApplicable
+            } else {
+                PaymentStatus::Unpaid
+            };
+        }
+    }
+
+    /// Closes the change: a no-op when nothing differs, else one new version whose events are
+    /// the commands' followed by `orderUpdated`.
+    pub fn finish(self) -> Transition {
+        let Change {
+            before,
+            mut order,
+            drafts,
+            now,
+        } = self;
+        if drafts.0.is_empty() && order == before {
+            return unchanged(&before);
+        }
+        let mut events = Vec::new();
+        refresh_cycle_end(&mut order);
+        seal(&mut order, now, drafts, true, &mut events);
+        Transition {
+            order,
+            events,
+            deleted: false,
+        }
+    }
 }
 
 fn unchanged(order: &Order) -> Transition {
