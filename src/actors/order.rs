@@ -14,6 +14,7 @@ use super::registry;
 use super::ActorError;
 use crate::admin::protocol::{Reply, StoredReply};
 use crate::daemon::Daemon;
+use crate::domain::basket::{self, BasketRules, Stage, UpdateOrder};
 use crate::domain::command::{Command, NewOrder};
 use crate::domain::stats::contribution;
 use crate::domain::time::{to_millis, Instant};
@@ -41,6 +42,11 @@ pub enum OrderOp {
     },
     /// A lifecycle command.
     Command(Command),
+    /// updateOrder: the staged pipeline, with the status manager and promotions from config.
+    Update {
+        update: Box<UpdateOrder>,
+        rules: Arc<BasketRules>,
+    },
     /// getOrder.
     Get,
 }
@@ -282,6 +288,8 @@ async fn execute(
         };
         let now = daemon.clock.now();
         let policy = daemon.policy;
+        // updateOrder refusals name their pipeline stage.
+        let mut stage: Option<Stage> = None;
         let (expected, transition, result) = match (&loaded, &msg.op) {
             (Loaded::Present(o), op) => {
                 let fired = domain::fire(o, now, &policy);
@@ -300,6 +308,19 @@ async fn execute(
                         }
                         Err(e) => (o.version, fired_opt, Err(e)),
                     },
+                    OrderOp::Update { update, rules } => {
+                        match basket::update(&fired.order, update, rules, now, &policy) {
+                            Ok(u) => {
+                                let t = fired.then(u.transition);
+                                let t = (!t.is_noop()).then_some(t);
+                                (o.version, t, Ok(u.reply))
+                            }
+                            Err(e) => {
+                                stage = Some(e.stage);
+                                (o.version, fired_opt, Err(e.error))
+                            }
+                        }
+                    }
                 }
             }
             (Loaded::Deleted, OrderOp::Create { .. }) => (
@@ -318,13 +339,18 @@ async fn execute(
                     Err(e) => (0, None, Err(e)),
                 }
             }
-            (Loaded::Missing | Loaded::Deleted, _) => (
-                0,
-                None,
-                Err(DomainError::NotFound(format!("order {id} not found"))),
-            ),
+            (Loaded::Missing | Loaded::Deleted, op) => {
+                if matches!(op, OrderOp::Update { .. }) {
+                    stage = Some(Stage::Load);
+                }
+                (
+                    0,
+                    None,
+                    Err(DomainError::NotFound(format!("order {id} not found"))),
+                )
+            }
         };
-        let reply = reply_of(&msg.request, result);
+        let reply = reply_of(&msg.request, result).with_stage(stage.map(Stage::as_str));
         let before = match &loaded {
             Loaded::Present(o) if expected > 0 => Some(o.as_ref()),
             _ => None,

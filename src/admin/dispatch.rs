@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::carts;
 use super::protocol::{Reply, Request};
 use crate::actors::customer::{GetStats, Recompute};
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
@@ -21,10 +22,6 @@ use crate::scheduler::{self, AdvanceError};
 /// Default and largest page size of listOrders.
 pub const LIST_DEFAULT_LIMIT: usize = 50;
 pub const LIST_MAX_LIMIT: usize = 500;
-
-/// The commands of SPEC section 4 that later work will add; until then they answer
-/// UNKNOWN_COMMAND with a message that says so.
-const NOT_YET: [&str; 1] = ["updateOrder"];
 
 /// A routed reply, and whether an order commit already kept it.
 pub struct Routed {
@@ -75,6 +72,11 @@ pub async fn route(daemon: &Arc<Daemon>, req: &Request, body_hash: &str) -> Rout
         "advanceClock" => advance(daemon, req).await,
         "createOrder" => match parse_create(req) {
             Ok((id, new, client_chosen_id)) => {
+                // A named cart keeps its customer's cart names until it is committed.
+                let _cart_name = match carts::claim_cart_name(daemon, req, &new).await {
+                    Ok(lock) => lock,
+                    Err(refusal) => return refusal,
+                };
                 to_actor(
                     daemon,
                     req,
@@ -96,6 +98,7 @@ pub async fn route(daemon: &Arc<Daemon>, req: &Request, body_hash: &str) -> Rout
             Err(e) => refused(req, e),
         },
         "getCustomerStats" | "recomputeCustomerStats" => customer_stats(daemon, req).await,
+        "updateOrder" => carts::update_order(daemon, req, meta).await,
         "listOrders" => match list_orders(daemon, &req.args).await {
             Ok(v) => answered(req, v),
             Err(ListError::Invalid(e)) => refused(req, e),
@@ -103,14 +106,6 @@ pub async fn route(daemon: &Arc<Daemon>, req: &Request, body_hash: &str) -> Rout
                 reply: Reply::error(Some(req.id.clone()), ErrorCode::Internal, e),
                 kept: false,
             },
-        },
-        n if NOT_YET.contains(&n) => Routed {
-            reply: Reply::error(
-                Some(req.id.clone()),
-                ErrorCode::UnknownCommand,
-                format!("{n} is not available in this version of recur yet"),
-            ),
-            kept: false,
         },
         other => Routed {
             reply: Reply::error(

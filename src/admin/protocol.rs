@@ -82,6 +82,14 @@ impl Reply {
         }
     }
 
+    /// The same reply, its error (if any) naming the updateOrder stage that refused it.
+    pub fn with_stage(mut self, stage: Option<&str>) -> Reply {
+        if let (Some(e), Some(stage)) = (self.error.as_mut(), stage) {
+            e.stage = Some(stage.to_string());
+        }
+        self
+    }
+
     /// True when the reply may be kept for idempotency (UNAVAILABLE and INTERNAL never are).
     pub fn is_kept(&self) -> bool {
         self.error.as_ref().is_none_or(|e| !e.code.is_transient())
@@ -129,5 +137,16 @@ mod tests {
             json!({"id": null, "ok": false, "error": {"code": "INVALID_REQUEST", "message": "bad"}})
         );
         assert!(!Reply::error(None, ErrorCode::Unavailable, "x").is_kept());
+    }
+
+    #[test]
+    fn only_error_replies_carry_a_stage() {
+        let r = Reply::error(None, ErrorCode::Conflict, "stale").with_stage(Some("load"));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["error"],
+            json!({"code": "CONFLICT", "message": "stale", "stage": "load"})
+        );
+        let ok = Reply::ok(None, json!({})).with_stage(Some("load"));
+        assert!(ok.error.is_none());
     }
 }

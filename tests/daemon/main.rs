@@ -2,6 +2,7 @@
 //! with the simulated clock.
 
 mod bad_input;
+mod baskets;
 mod durability;
 mod lifecycle;
 mod stats;
