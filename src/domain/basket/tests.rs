@@ -760,6 +760,28 @@ fn later_cycles_request_the_discounted_charge_after_purchase() {
 }
 
 #[test]
+fn after_a_trial_cycle_one_charges_the_line_items_too() {
+    let o = ok(
+        &cart(),
+        json!({"freeTrialDays": 7, "lineItems": {"create": [item("box", 1, "7.00")]}, "promoCodes": {"create": [{"code": "HALF3"}]}}),
+    )
+    .order;
+    assert_eq!(o.last_payment_status, PaymentStatus::NotApplicable);
+    let bought = cmd(
+        &o,
+        "recordPayment",
+        json!({"paymentId": "p0", "amount": "0"}),
+        now(),
+    )
+    .unwrap()
+    .order;
+    assert!(bought.in_trial());
+    let after_trial = fire(&bought, at("2026-01-17T09:00:00Z"), &policy()).order;
+    let due = &after_trial.payments_due[0];
+    assert_eq!((due.cycle, due.amount), (1, d("8.50")), "(10 + 7) / 2");
+}
+
+#[test]
 fn refresh_basket_false_skips_pricing() {
     let o = cart();
     let t = ok(
