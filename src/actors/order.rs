@@ -167,6 +167,9 @@ async fn load(daemon: &Daemon, id: &str, state: Option<Loaded>) -> Result<Loaded
 }
 
 /// Builds the commit of a transition (plus the reply to keep with it).
+///
+/// The order is serialized once: that JSON is both the stored order and the `entity` of every
+/// event of the final change, which the commit script splices in (see [`event_args`]).
 fn commit_of(
     id: &str,
     before: Option<&Order>,
@@ -175,12 +178,16 @@ fn commit_of(
 ) -> Commit {
     let expected_version = before.map_or(0, |o| o.version);
     let (write, events) = match t {
-        Some(t) if t.deleted => (
-            OrderWrite::Delete {
-                customer_id: t.order.customer_id.clone(),
-            },
-            t.events.iter().map(event_json).collect(),
-        ),
+        Some(t) if t.deleted => {
+            let json = serde_json::to_string(&t.order).unwrap_or_default();
+            (
+                OrderWrite::Delete {
+                    customer_id: t.order.customer_id.clone(),
+                    json,
+                },
+                event_args(t),
+            )
+        }
         Some(t) if !t.events.is_empty() || t.order.version != expected_version => (
             OrderWrite::Save {
                 json: serde_json::to_string(&t.order).unwrap_or_default(),
@@ -189,7 +196,7 @@ fn commit_of(
                 customer_id: t.order.customer_id.clone(),
                 created_ms: to_millis(&t.order.created_date),
             },
-            t.events.iter().map(event_json).collect(),
+            event_args(t),
         ),
         _ => (OrderWrite::None, Vec::new()),
     };
@@ -238,8 +245,19 @@ async fn settle_deltas(daemon: &Arc<Daemon>, deltas: &[String], outbox_ids: Vec<
     }
 }
 
-fn event_json(e: &domain::Event) -> String {
-    serde_json::to_string(e).unwrap_or_default()
+/// The commit script's event arguments: `+<head>` for an event whose entity is the order as
+/// committed (the script appends the order JSON and `}`), or the whole event JSON for the
+/// earlier changes of a catch-up, whose entity is an intermediate state.
+fn event_args(t: &Transition) -> Vec<String> {
+    let last = t.events.last().map(|e| &e.entity);
+    let final_is_last = last.is_some_and(|l| **l == t.order);
+    t.events
+        .iter()
+        .map(|e| match last {
+            Some(l) if final_is_last && Arc::ptr_eq(l, &e.entity) => format!("+{}", e.head_json()),
+            _ => serde_json::to_string(e).unwrap_or_default(),
+        })
+        .collect()
 }
 
 fn order_value(o: &Order) -> Value {

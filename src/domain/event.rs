@@ -47,6 +47,42 @@ pub struct Event {
     pub entity: Arc<Order>,
 }
 
+/// An event without its entity, serialized in the same field order as [`Event`].
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventHead<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: EventType,
+    entity_id: &'a str,
+    #[serde(with = "ts")]
+    event_time: Instant,
+    sequence: u64,
+    triggered_by_anonymize_request: bool,
+    data: &'a serde_json::Value,
+}
+
+impl Event {
+    /// The event's JSON up to its entity: `{"id":...,"data":{...},"entity":` — append the
+    /// entity's JSON and `}` to get exactly `serde_json::to_string(self)`. Lets one
+    /// serialization of the order serve as the stored order and every event's entity.
+    pub fn head_json(&self) -> String {
+        let head = EventHead {
+            id: &self.id,
+            event_type: self.event_type,
+            entity_id: &self.entity_id,
+            event_time: self.event_time,
+            sequence: self.sequence,
+            triggered_by_anonymize_request: self.triggered_by_anonymize_request,
+            data: &self.data,
+        };
+        let mut json = serde_json::to_string(&head).unwrap_or_else(|_| "{".into());
+        json.pop();
+        json.push_str(",\"entity\":");
+        json
+    }
+}
+
 /// The namespace of event ids (UUID v5 of `<orderId>:<sequence>` under the OID namespace).
 pub const EVENT_ID_NAMESPACE: Uuid = Uuid::NAMESPACE_OID;
 
@@ -68,6 +104,20 @@ mod tests {
         assert_eq!(event_id("o1", 1), event_id("o1", 1));
         assert_ne!(event_id("o1", 1), event_id("o1", 2));
         assert_ne!(event_id("o1", 12), event_id("o11", 2));
+    }
+
+    #[test]
+    fn head_plus_entity_is_the_whole_event() {
+        use crate::domain::lifecycle::test_support::*;
+        let t = new_order(
+            monthly("OFFLINE", 3, "5.00", "2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:00Z"),
+        );
+        let entity = serde_json::to_string(&t.order).unwrap();
+        for e in &t.events {
+            let spliced = format!("{}{}}}", e.head_json(), entity);
+            assert_eq!(spliced, serde_json::to_string(e).unwrap());
+        }
     }
 
     #[test]

@@ -7,9 +7,12 @@
 -- KEYS: 1 order hash, 2 timers zset, 3 events stream (also the channel), 4 reply key,
 --       5 deleted set, 6 all-orders zset, 7 customer-orders zset, 8 outbox stream
 -- ARGV: 1 expected version ('0' = must not exist), 2 op ('save' | 'delete' | 'none'),
---       3 new version, 4 order JSON, 5 due ms ('' = no timer), 6 order id, 7 created ms,
+--       3 new version, 4 order JSON (written only by 'save'), 5 due ms ('' = no timer), 6 order id, 7 created ms,
 --       8 stored reply JSON ('' = none), 9 reply TTL seconds, 10 publish ('1' | '0'),
---       11 number of events, 12 number of deltas, then the events, then the deltas
+--       11 number of events, 12 number of deltas, then the events, then the deltas.
+-- An event argument starting with '+' is the event's JSON up to its entity: the order JSON
+-- (ARGV[4], also for a delete) and '}' complete it, so the order travels once per commit.
+-- Any other event argument is the whole event.
 if ARGV[8] ~= '' then
   local kept = redis.call('GET', KEYS[4])
   if kept then return {'REPLIED', kept} end
@@ -45,6 +48,9 @@ local n = tonumber(ARGV[11])
 local m = tonumber(ARGV[12])
 for i = 1, n do
   local ev = ARGV[12 + i]
+  if string.byte(ev, 1) == 43 then
+    ev = string.sub(ev, 2) .. ARGV[4] .. '}'
+  end
   redis.call('XADD', KEYS[3], '*', 'event', ev)
   if ARGV[10] == '1' then redis.call('PUBLISH', KEYS[3], ev) end
 end

@@ -29,8 +29,9 @@ pub enum OrderWrite {
         customer_id: String,
         created_ms: i64,
     },
-    /// Remove the order and its timer; its id can never be used again.
-    Delete { customer_id: String },
+    /// Remove the order and its timer; its id can never be used again. `json` is the order as
+    /// deleted (the entity of its orderDeleted event).
+    Delete { customer_id: String, json: String },
 }
 
 /// One order's atomic commit.
@@ -224,7 +225,7 @@ async fn run_pipeline(
         let c = &p.commit;
         let partition = Keys::partition(&c.order_id);
         let customer = match &c.write {
-            OrderWrite::Save { customer_id, .. } | OrderWrite::Delete { customer_id } => {
+            OrderWrite::Save { customer_id, .. } | OrderWrite::Delete { customer_id, .. } => {
                 customer_id.as_str()
             }
             OrderWrite::None => "-",
@@ -244,9 +245,13 @@ async fn run_pipeline(
                 due_ms.map(|d| d.to_string()).unwrap_or_default(),
                 created_ms.to_string(),
             ),
-            OrderWrite::Delete { .. } => {
-                ("delete", String::new(), "", String::new(), String::new())
-            }
+            OrderWrite::Delete { json, .. } => (
+                "delete",
+                String::new(),
+                json.as_str(),
+                String::new(),
+                String::new(),
+            ),
         };
         let (request_id, reply) = c
             .reply
