@@ -51,17 +51,12 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match args.scenario.as_str() {
-        "burst" => {
-            let opts = recur::bench::BurstOptions {
-                orders: args.orders,
-                binary: std::env::current_exe().context("cannot find the recur binary")?,
-                data_dir: None,
-            };
-            let report = runtime.block_on(recur::bench::burst(&opts))?;
-            println!("{}", report.line());
-            Ok(())
-        }
-        other => anyhow::bail!("unknown scenario `{other}` (available: burst)"),
-    }
+    let opts = recur::bench::RunOptions {
+        orders: args.orders,
+        binary: std::env::current_exe().context("cannot find the recur binary")?,
+        peer_concurrency: args.peer_concurrency,
+    };
+    let line = runtime.block_on(recur::bench::run(&args.scenario, &opts))?;
+    println!("{line}");
+    Ok(())
 }

@@ -290,11 +290,15 @@ fn parse_json_arg(text: &str) -> Result<Value, AdminArgsError> {
 /// `recur bench <scenario>`
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The scenario to run: burst.
+    /// The scenario to run: burst, burst-end, steady, recovery, admin, memory, bullmq (alias
+    /// compare). docs/BENCHMARKS.md says what each measures.
     pub scenario: String,
-    /// How many orders the scenario uses.
-    #[arg(long, default_value_t = 100_000)]
-    pub orders: usize,
+    /// How many orders the scenario uses [default: 100000; steady 10000; memory 1000000].
+    #[arg(long)]
+    pub orders: Option<usize>,
+    /// The BullMQ worker's concurrency in the bullmq scenario [default: 500].
+    #[arg(long, value_name = "N")]
+    pub peer_concurrency: Option<usize>,
     #[command(flatten)]
     pub settings: SettingsArgs,
 }

@@ -1,0 +1,91 @@
+// The BullMQ peer of `recur bench bullmq`: N delayed jobs due at the same instant, a Worker
+// with a no-op handler, jobs per second from the moment they are due until all completed.
+//
+//   node bench.js --redis 127.0.0.1:PORT --jobs 100000 [--concurrency 500] [--lead-ms 3000]
+//
+// Prints one JSON line on stdout:
+//   {"jobs":N,"completed":N,"elapsed_s":..,"jobs_per_s":..,"add_s":..,"late_ms":..,...}
+// Use a private, empty redis-server: the queue is obliterated first.
+'use strict';
+
+const { Queue, Worker } = require('bullmq');
+const IORedis = require('ioredis');
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+
+async function main() {
+  const [host, port] = arg('redis', '127.0.0.1:6380').split(':');
+  const jobs = Number(arg('jobs', '100000'));
+  const concurrency = Number(arg('concurrency', '500'));
+  const chunk = Number(arg('chunk', '1000'));
+  // Adding is estimated at well over 10k jobs/s; the due instant leaves room for it.
+  const leadMs = Number(arg('lead-ms', String(3000 + Math.ceil(jobs / 10))));
+  const connection = { host, port: Number(port), maxRetriesPerRequest: null };
+
+  const queue = new Queue('bench', { connection });
+  await queue.waitUntilReady();
+  await queue.obliterate({ force: true });
+
+  const addStart = Date.now();
+  const due = addStart + leadMs;
+  for (let i = 0; i < jobs; i += chunk) {
+    const batch = [];
+    for (let j = i; j < Math.min(jobs, i + chunk); j++) {
+      batch.push({ name: 'cycle', data: { order: `o${j}` }, opts: { delay: Math.max(0, due - Date.now()), jobId: `o${j}` } });
+    }
+    await queue.addBulk(batch);
+  }
+  const addEnd = Date.now();
+
+  let completed = 0;
+  let failed = 0;
+  let last = 0;
+  let resolveDone;
+  const done = new Promise((r) => { resolveDone = r; });
+  const worker = new Worker('bench', async () => {}, {
+    connection: new IORedis(connection),
+    concurrency,
+    // Keep completed jobs (the default): recur keeps every order and event, too.
+  });
+  worker.on('completed', () => {
+    completed += 1;
+    if (completed + failed === jobs) { last = Date.now(); resolveDone(); }
+  });
+  worker.on('failed', () => {
+    failed += 1;
+    if (completed + failed === jobs) { last = Date.now(); resolveDone(); }
+  });
+  let first = 0;
+  worker.once('active', () => { first = Date.now(); });
+  await worker.waitUntilReady();
+  const limit = setTimeout(() => resolveDone(), Number(arg('timeout-ms', '1800000')));
+  await done;
+  clearTimeout(limit);
+  if (!last) last = Date.now();
+  const elapsed = (last - due) / 1000;
+  const line = {
+    jobs,
+    completed,
+    failed,
+    concurrency,
+    elapsed_s: Number(elapsed.toFixed(3)),
+    jobs_per_s: Math.round(completed / Math.max(elapsed, 1e-9)),
+    add_s: Number(((addEnd - addStart) / 1000).toFixed(3)),
+    // > 0: adding took longer than the lead, so the jobs were due before they were all added.
+    late_ms: Math.max(0, addEnd - due),
+    first_active_after_due_ms: first ? first - due : null,
+    bullmq: require('bullmq/package.json').version,
+  };
+  await worker.close();
+  await queue.close();
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+  process.exit(completed === jobs ? 0 : 1);
+}
+
+main().catch((e) => {
+  process.stderr.write(`bullmq peer failed: ${e && e.stack ? e.stack : e}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,201 @@
+//! `bullmq` (alias `compare`): the side-by-side peer. In one run:
+//! 1. BullMQ (the npm package, `bench/peers/bullmq/`, Node from the machine) adds N delayed
+//!    jobs due at the same instant to a private redis-server on a free loopback TCP port
+//!    (append-only, like recur's), and a Worker with a no-op handler processes them: jobs per
+//!    second from the due instant until the last completed;
+//! 2. recur's burst with the same N, on the same kind of server (TCP, append-only);
+//! 3. one line with both figures and the ratio.
+//!
+//! If the peer's node_modules are missing, `npm ci` installs them (pinned by
+//! package-lock.json); when that fails (no Node, no network) the scenario says so and prints
+//! only recur's figure.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use super::burst::{burst, BurstOptions};
+use super::{setup, BenchError, TcpRedis, TempDir};
+
+/// Options of the comparison.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    pub orders: usize,
+    pub binary: PathBuf,
+    /// The BullMQ Worker's concurrency.
+    pub concurrency: usize,
+    /// Where the peer's package.json and bench.js are.
+    pub peer_dir: PathBuf,
+    /// Run `npm ci` when node_modules is missing (off in the smoke test).
+    pub install: bool,
+}
+
+impl CompareOptions {
+    /// N jobs / orders, concurrency 500, the peer from [`peer_dir`], installing if needed.
+    pub fn new(orders: usize, binary: &Path) -> CompareOptions {
+        CompareOptions {
+            orders,
+            binary: binary.to_path_buf(),
+            concurrency: 500,
+            peer_dir: peer_dir(),
+            install: true,
+        }
+    }
+}
+
+/// The peer's directory: `$RECUR_BENCH_PEER_DIR`, else `bench/peers/bullmq` under the
+/// working directory, else under the source tree recur was built from.
+pub fn peer_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RECUR_BENCH_PEER_DIR") {
+        return PathBuf::from(dir);
+    }
+    let local = PathBuf::from("bench/peers/bullmq");
+    if local.join("package.json").exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/bullmq")
+}
+
+/// Whether the peer can run without installing anything (node and node_modules present).
+pub fn peer_installed(dir: &Path) -> bool {
+    dir.join("node_modules/bullmq/package.json").exists() && which("node")
+}
+
+fn which(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the peer's packages with `npm ci` if they are missing.
+///
+/// # Errors
+/// A message saying why the peer cannot run.
+pub async fn ensure_peer(dir: &Path, install: bool) -> Result<(), String> {
+    if !dir.join("package.json").exists() {
+        return Err(format!("no peer at {}", dir.display()));
+    }
+    if !which("node") {
+        return Err("node is not installed (apt-get install -y nodejs npm)".into());
+    }
+    if peer_installed(dir) {
+        return Ok(());
+    }
+    if !install {
+        return Err(format!(
+            "{}/node_modules is missing (run `npm ci` there)",
+            dir.display()
+        ));
+    }
+    eprintln!("installing the BullMQ peer: npm ci in {}", dir.display());
+    let out = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run npm: {e}"))?;
+    if !out.status.success() || !peer_installed(dir) {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        return Err(format!(
+            "npm ci failed in {} (no network?): {}",
+            dir.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    Ok(())
+}
+
+/// What the BullMQ peer printed.
+#[derive(Debug, Clone)]
+pub struct PeerReport {
+    pub jobs_per_s: f64,
+    pub raw: Value,
+}
+
+/// Runs the peer with `jobs` jobs on a fresh private TCP redis-server.
+///
+/// # Errors
+/// [`BenchError`] when the server or the script fails.
+pub async fn run_peer(
+    dir: &Path,
+    jobs: usize,
+    concurrency: usize,
+) -> Result<PeerReport, BenchError> {
+    let temp = TempDir::new()?;
+    let redis = TcpRedis::start(&temp.redis_dir()).await?;
+    let out = tokio::process::Command::new("node")
+        .arg("bench.js")
+        .args(["--redis", &redis.addr()])
+        .args(["--jobs", &jobs.to_string()])
+        .args(["--concurrency", &concurrency.to_string()])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(setup("run node"))?;
+    redis.stop().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let raw: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            BenchError::Setup(format!(
+                "the BullMQ peer printed no figures ({}): {stdout}",
+                out.status
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(BenchError::Setup(format!("the BullMQ peer failed: {raw}")));
+    }
+    Ok(PeerReport {
+        jobs_per_s: raw["jobs_per_s"].as_f64().unwrap_or(0.0),
+        raw,
+    })
+}
+
+/// The comparison: BullMQ then recur's burst, same N, same kind of Redis; one line.
+///
+/// # Errors
+/// [`BenchError`] when recur's burst or a started peer fails (a peer that cannot be installed
+/// is reported in the line, not as an error).
+pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
+    let peer = match ensure_peer(&opts.peer_dir, opts.install).await {
+        Ok(()) => Some(run_peer(&opts.peer_dir, opts.orders, opts.concurrency).await?),
+        Err(why) => {
+            eprintln!("BullMQ peer skipped: {why}");
+            None
+        }
+    };
+    let mut burst_opts = BurstOptions::new(opts.orders, &opts.binary);
+    burst_opts.tcp = true;
+    let recur = burst(&burst_opts).await?;
+    let recur_tps = recur.transitions_per_s();
+    Ok(match peer {
+        Some(p) => format!(
+            "bullmq orders={} recur_transitions_per_s={:.0} bullmq_jobs_per_s={:.0} ratio={:.2} recur_events_per_s={:.0} recur_elapsed_s={:.3} bullmq_elapsed_s={} bullmq_concurrency={} bullmq_version={} bullmq_late_ms={} redis=tcp+aof",
+            opts.orders,
+            recur_tps,
+            p.jobs_per_s,
+            recur_tps / p.jobs_per_s.max(1e-9),
+            recur.events as f64 / recur.elapsed.as_secs_f64().max(1e-9),
+            recur.elapsed.as_secs_f64(),
+            p.raw["elapsed_s"],
+            opts.concurrency,
+            p.raw["bullmq"].as_str().unwrap_or("?"),
+            p.raw["late_ms"],
+        ),
+        None => format!(
+            "bullmq orders={} recur_transitions_per_s={:.0} bullmq_jobs_per_s=skipped ratio=n/a redis=tcp+aof",
+            opts.orders, recur_tps,
+        ),
+    })
+}

@@ -1,0 +1,174 @@
+//! `burst` and `burst-end`: N orders due at the same simulated instant, one advanceClock past
+//! it, measured until the reply (which comes only when every transition is committed).
+//!
+//! - burst: monthly OFFLINE orders of 12 cycles created at [`BENCH_START`]; cycle 2 of every
+//!   one starts on 2026-02-01 (orderCycleStarted + orderUpdated; no stats delta).
+//! - burst-end: monthly OFFLINE orders of ONE cycle, so every order ENDS on 2026-02-01
+//!   (orderEnded + orderUpdated) and, since it leaves ACTIVE, also sends its customer a stats
+//!   delta (applied exactly once through the outbox and the customer's actor).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant as WallInstant};
+
+use serde_json::json;
+
+use super::{
+    long_request, mb, metric_delta, metrics, monthly_args, order_id, seed, seed_monthly,
+    settle_aof, setup, wait_ready, BenchError, BenchRedis, DaemonProcess, SeedOptions, SeedOrder,
+    TempDir, BENCH_START, PREFIX,
+};
+use crate::admin::client::AdminClient;
+use crate::domain::time::parse_instant;
+
+/// The instant the advance goes to: just past 2026-02-01, when every seeded order is due.
+pub const BURST_TO: &str = "2026-02-01T00:00:01Z";
+
+/// Options of the burst scenarios.
+#[derive(Debug, Clone)]
+pub struct BurstOptions {
+    pub orders: usize,
+    /// The `recur` binary to run as the daemon (normally the current executable).
+    pub binary: PathBuf,
+    /// Run Redis on a loopback TCP port instead of the unix socket (to compare with a peer
+    /// that needs TCP on the same kind of server).
+    pub tcp: bool,
+}
+
+impl BurstOptions {
+    /// `orders` orders, unix socket.
+    pub fn new(orders: usize, binary: &Path) -> BurstOptions {
+        BurstOptions {
+            orders,
+            binary: binary.to_path_buf(),
+            tcp: false,
+        }
+    }
+}
+
+/// What a burst measured.
+#[derive(Debug, Clone)]
+pub struct BurstReport {
+    /// "burst" or "burst-end".
+    pub scenario: &'static str,
+    pub orders: usize,
+    pub transitions: u64,
+    pub events: u64,
+    pub stats_deltas: u64,
+    pub elapsed: Duration,
+    pub peak_rss_kb: Option<u64>,
+    pub seed_elapsed: Duration,
+    pub tcp: bool,
+}
+
+impl BurstReport {
+    /// Transitions committed per second.
+    pub fn transitions_per_s(&self) -> f64 {
+        self.transitions as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The one line the bench prints.
+    pub fn line(&self) -> String {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let stats = if self.scenario == "burst-end" {
+            format!(
+                " stats_deltas={} stats_deltas_per_s={:.0}",
+                self.stats_deltas,
+                self.stats_deltas as f64 / secs
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{} orders={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} redis={} (seeding took {:.1}s)",
+            self.scenario,
+            self.orders,
+            self.transitions,
+            self.events,
+            secs,
+            self.transitions_per_s(),
+            self.events as f64 / secs,
+            stats,
+            mb(self.peak_rss_kb),
+            if self.tcp { "tcp" } else { "unix" },
+            self.seed_elapsed.as_secs_f64(),
+        )
+    }
+}
+
+/// The burst scenario: `orders` orders whose next cycle is due at the same simulated instant;
+/// one advanceClock past it; transitions and events committed per second, daemon peak RSS.
+///
+/// # Errors
+/// [`BenchError`] when any step fails.
+pub async fn burst(opts: &BurstOptions) -> Result<BurstReport, BenchError> {
+    run(opts, "burst").await
+}
+
+/// The burst-end scenario: `orders` one-cycle orders that all end at the same instant; every
+/// transition also applies a customer-stats delta.
+///
+/// # Errors
+/// [`BenchError`] when any step fails.
+pub async fn burst_end(opts: &BurstOptions) -> Result<BurstReport, BenchError> {
+    run(opts, "burst-end").await
+}
+
+async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport, BenchError> {
+    let temp = TempDir::new()?;
+    let redis = BenchRedis::start(&temp.redis_dir(), opts.tcp).await?;
+    let url = redis.url();
+    let seeded = WallInstant::now();
+    if scenario == "burst" {
+        seed_monthly(&url, opts.orders).await?;
+    } else {
+        let start = parse_instant(BENCH_START).map_err(setup("start"))?;
+        let options = SeedOptions {
+            stats: true,
+            ..SeedOptions::simulated()
+        };
+        seed(&url, opts.orders, &options, move |i| SeedOrder {
+            id: order_id(i),
+            args: monthly_args(&format!("c{}", i % 10_000), "OFFLINE", 1),
+            created: start,
+            payment: None,
+        })
+        .await?;
+    }
+    settle_aof(&url).await?;
+    let seed_elapsed = seeded.elapsed();
+
+    let daemon = DaemonProcess::start(&opts.binary, &url)?;
+    let client = AdminClient::connect(&url, PREFIX)
+        .await
+        .map_err(setup("client"))?;
+    wait_ready(&client).await?;
+    let before = metrics(&client).await?;
+    let started = WallInstant::now();
+    let r = client
+        .request_with(long_request(), "advanceClock", json!({ "to": BURST_TO }))
+        .await
+        .map_err(setup("advanceClock"))?;
+    let elapsed = started.elapsed();
+    if !r.ok {
+        return Err(BenchError::Setup(format!(
+            "advanceClock failed: {:?}",
+            r.error
+        )));
+    }
+    let after = metrics(&client).await?;
+    let peak_rss_kb = daemon.peak_rss_kb();
+    drop(client);
+    daemon.stop().await;
+    redis.stop().await;
+    Ok(BurstReport {
+        scenario,
+        orders: opts.orders,
+        transitions: metric_delta(&before, &after, "transitions"),
+        events: metric_delta(&before, &after, "eventsWritten"),
+        stats_deltas: metric_delta(&before, &after, "statsDeltasApplied"),
+        elapsed,
+        peak_rss_kb,
+        seed_elapsed,
+        tcp: opts.tcp,
+    })
+}

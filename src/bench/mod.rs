@@ -1,0 +1,756 @@
+//! `recur bench`: scenarios that measure the daemon against a private redis-server they start
+//! themselves. The daemon under test is the real `recur serve` binary as a child process, so its
+//! RSS is its own; the bench process seeds Redis directly (through the daemon's own commit
+//! script, with orders built by the pure `domain::create` at a chosen `now`) so the measurement
+//! covers the scenario, not the seeding.
+//!
+//! One module per scenario; each prints one line of figures. [`run`] dispatches by name.
+
+pub mod admin;
+pub mod bullmq;
+pub mod burst;
+pub mod memory;
+pub mod recovery;
+pub mod steady;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant as WallInstant};
+
+use serde_json::{json, Value};
+
+use crate::admin::client::{AdminClient, RequestOptions};
+use crate::domain::command::{parse_args, Command, CreateOrderArgs, NewOrder};
+use crate::domain::stats::contribution;
+use crate::domain::time::{parse_instant, to_millis, Instant};
+use crate::domain::{self, Policy};
+use crate::metrics::Metrics;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedRedis};
+use crate::store::stats::Delta;
+use crate::store::{self, Commit, CommitterConfig, Keys, OrderWrite, Store, PARTITIONS};
+
+pub use burst::{burst, burst_end, BurstOptions, BurstReport};
+
+/// The simulated instant the simulated-clock benches start at.
+pub const BENCH_START: &str = "2026-01-01T00:00:00Z";
+/// Key prefix of every bench.
+pub const PREFIX: &str = "bench";
+/// The scenarios [`run`] knows.
+pub const SCENARIOS: [&str; 7] = [
+    "burst",
+    "burst-end",
+    "steady",
+    "recovery",
+    "admin",
+    "memory",
+    "bullmq",
+];
+
+/// Why a bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub(crate) fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> BenchError + '_ {
+    move |e| BenchError::Setup(format!("{what}: {e}"))
+}
+
+/// What `recur bench` was asked for.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// N; `None` = the scenario's default.
+    pub orders: Option<usize>,
+    /// The `recur` binary to run as the daemon (normally the current executable).
+    pub binary: PathBuf,
+    /// BullMQ worker concurrency (`bullmq` scenario).
+    pub peer_concurrency: Option<usize>,
+}
+
+/// Runs the scenario `name` and returns its line of figures.
+///
+/// # Errors
+/// [`BenchError`] for an unknown scenario or when a step fails.
+pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
+    let n = |default: usize| opts.orders.unwrap_or(default);
+    match name {
+        "burst" => Ok(burst(&BurstOptions::new(n(100_000), &opts.binary))
+            .await?
+            .line()),
+        "burst-end" => Ok(burst_end(&BurstOptions::new(n(100_000), &opts.binary))
+            .await?
+            .line()),
+        "steady" => Ok(
+            steady::run(&steady::SteadyOptions::new(n(10_000), &opts.binary))
+                .await?
+                .line(),
+        ),
+        "recovery" => Ok(
+            recovery::run(&recovery::RecoveryOptions::new(n(100_000), &opts.binary))
+                .await?
+                .line(),
+        ),
+        "admin" => Ok(
+            admin::run(&admin::AdminOptions::new(n(100_000), &opts.binary))
+                .await?
+                .line(),
+        ),
+        "memory" => Ok(
+            memory::run(&memory::MemoryOptions::new(n(1_000_000), &opts.binary))
+                .await?
+                .line(),
+        ),
+        "bullmq" | "compare" => {
+            let mut o = bullmq::CompareOptions::new(n(100_000), &opts.binary);
+            if let Some(c) = opts.peer_concurrency {
+                o.concurrency = c;
+            }
+            bullmq::compare(&o).await
+        }
+        other => Err(BenchError::Setup(format!(
+            "unknown scenario `{other}` (available: {})",
+            SCENARIOS.join(", ")
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+/// A private redis-server for one bench: the embedded one (unix socket), or one on a free
+/// loopback TCP port (for peers that need TCP, and to run recur on the same kind of server).
+pub enum BenchRedis {
+    Unix(EmbeddedRedis),
+    Tcp(TcpRedis),
+}
+
+impl BenchRedis {
+    /// Starts a private server with its data under `dir` (append-only, like the embedded one).
+    ///
+    /// # Errors
+    /// [`BenchError`] when redis-server cannot be started.
+    pub async fn start(dir: &Path, tcp: bool) -> Result<BenchRedis, BenchError> {
+        if tcp {
+            return Ok(BenchRedis::Tcp(TcpRedis::start(dir).await?));
+        }
+        let server = EmbeddedRedis::start(&EmbeddedOptions {
+            binary: PathBuf::from("redis-server"),
+            data_dir: dir.to_path_buf(),
+            appendonly: true,
+        })
+        .await
+        .map_err(setup("redis-server"))?;
+        Ok(BenchRedis::Unix(server))
+    }
+
+    /// The URL for the redis crate.
+    pub fn url(&self) -> String {
+        match self {
+            BenchRedis::Unix(s) => s.url(),
+            BenchRedis::Tcp(s) => s.url(),
+        }
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        match self {
+            BenchRedis::Unix(s) => s.pid(),
+            BenchRedis::Tcp(s) => s.pid,
+        }
+    }
+
+    /// Stops it (SIGTERM, wait).
+    pub async fn stop(self) {
+        match self {
+            BenchRedis::Unix(s) => {
+                let _ = s.stop().await;
+            }
+            BenchRedis::Tcp(s) => s.stop().await,
+        }
+    }
+}
+
+/// A `redis-server --port <free port> --bind 127.0.0.1` child (never 6379), append-only.
+pub struct TcpRedis {
+    child: tokio::process::Child,
+    pid: u32,
+    port: u16,
+}
+
+impl TcpRedis {
+    /// Starts it with its data and log under `dir` and waits until it answers PING.
+    ///
+    /// # Errors
+    /// [`BenchError`] when it cannot be started.
+    pub async fn start(dir: &Path) -> Result<TcpRedis, BenchError> {
+        std::fs::create_dir_all(dir).map_err(setup("redis dir"))?;
+        let port = free_port()?;
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(setup("spawn redis-server (is it installed?)"))?;
+        let pid = child.id().unwrap_or_default();
+        let server = TcpRedis { child, pid, port };
+        let url = server.url();
+        for _ in 0..250 {
+            if let Ok(client) = redis::Client::open(url.as_str()) {
+                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+                    if pong.is_ok() {
+                        return Ok(server);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(BenchError::Setup(format!(
+            "redis-server on 127.0.0.1:{port} did not answer"
+        )))
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr())
+    }
+
+    /// SIGTERM and wait.
+    pub async fn stop(mut self) {
+        signal_term(self.child.id());
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
+
+fn free_port() -> Result<u16, BenchError> {
+    for _ in 0..20 {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(setup("free port"))?;
+        let port = listener.local_addr().map_err(setup("free port"))?.port();
+        if port != 6379 {
+            return Ok(port);
+        }
+    }
+    Err(BenchError::Setup("no free TCP port".into()))
+}
+
+fn signal_term(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        // SAFETY: signalling our own child process by pid.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+/// Rewrites the append-only file once the seeding is done and waits for it, so the rewrite that
+/// the seeding's volume would trigger does not run during the measurement.
+///
+/// # Errors
+/// [`BenchError`] when Redis fails.
+pub async fn settle_aof(url: &str) -> Result<(), BenchError> {
+    let mut conn = store::connect(url).await.map_err(setup("connect"))?;
+    let _: Result<String, _> = redis::cmd("BGREWRITEAOF").query_async(&mut conn).await;
+    for _ in 0..6000 {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(&mut conn)
+            .await
+            .map_err(setup("INFO"))?;
+        let busy = info.lines().any(|l| {
+            l.trim() == "aof_rewrite_in_progress:1" || l.trim() == "aof_rewrite_scheduled:1"
+        });
+        if !busy {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(BenchError::Setup("the AOF rewrite did not finish".into()))
+}
+
+/// Redis `used_memory` in bytes.
+///
+/// # Errors
+/// [`BenchError`] when Redis fails.
+pub async fn redis_used_memory(url: &str) -> Result<u64, BenchError> {
+    let mut conn = store::connect(url).await.map_err(setup("connect"))?;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .map_err(setup("INFO"))?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("used_memory:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// How many timers are due at or before `until_ms`, over every partition.
+///
+/// # Errors
+/// [`BenchError`] when Redis fails.
+pub async fn due_count(
+    conn: &mut redis::aio::ConnectionManager,
+    until_ms: i64,
+) -> Result<u64, BenchError> {
+    let keys = Keys::new(PREFIX);
+    let mut pipe = redis::pipe();
+    for p in 0..PARTITIONS {
+        pipe.cmd("ZCOUNT")
+            .arg(keys.timers(p))
+            .arg("-inf")
+            .arg(until_ms);
+    }
+    let counts: Vec<u64> = pipe.query_async(conn).await.map_err(setup("ZCOUNT"))?;
+    Ok(counts.into_iter().sum())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeding
+
+/// One order to seed: createOrder's args, created by `domain::create` at `created`, optionally
+/// purchased by a first payment recorded at the same instant (ONLINE orders).
+#[derive(Debug, Clone)]
+pub struct SeedOrder {
+    pub id: String,
+    pub args: Value,
+    pub created: Instant,
+    /// Amount of a first payment (`recordPayment`) applied at `created`.
+    pub payment: Option<String>,
+}
+
+/// How to seed.
+#[derive(Debug, Clone)]
+pub struct SeedOptions {
+    /// Write the orders' creation events to the event stream (as the daemon would).
+    pub events: bool,
+    /// Write each order's customer-stats contribution (as the daemon's stats actor would), so
+    /// later deltas update existing figures.
+    pub stats: bool,
+    /// The clock record: mode and, for the simulated clock, its now.
+    pub clock_mode: &'static str,
+    pub clock_now: Option<Instant>,
+}
+
+impl SeedOptions {
+    /// Events on, stats off, simulated clock at [`BENCH_START`].
+    pub fn simulated() -> SeedOptions {
+        SeedOptions {
+            events: true,
+            stats: false,
+            clock_mode: "simulated",
+            clock_now: parse_instant(BENCH_START).ok(),
+        }
+    }
+
+    /// Events on, stats off, system clock.
+    pub fn system() -> SeedOptions {
+        SeedOptions {
+            events: true,
+            stats: false,
+            clock_mode: "system",
+            clock_now: None,
+        }
+    }
+}
+
+const SEED_CHUNK: usize = 8192;
+
+/// Seeds `n` orders, the i-th from `make(i)`, writing each with the daemon's commit script.
+/// Orders are built on a separate thread while the previous chunk is in Redis; commits go in
+/// pipelines of 2048.
+///
+/// # Errors
+/// [`BenchError`] when an order cannot be built or Redis fails.
+pub async fn seed<F>(url: &str, n: usize, opts: &SeedOptions, make: F) -> Result<(), BenchError>
+where
+    F: Fn(usize) -> SeedOrder + Send + 'static,
+{
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<Vec<(Commit, Option<Delta>)>, BenchError>>(2);
+    let (events, stats) = (opts.events, opts.stats);
+    let builder = std::thread::spawn(move || {
+        let policy = Policy::default();
+        let mut chunk = Vec::with_capacity(SEED_CHUNK);
+        for i in 0..n {
+            match build_seed(make(i), &policy, events, stats) {
+                Ok(c) => chunk.push(c),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+            if chunk.len() == SEED_CHUNK || i + 1 == n {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(SEED_CHUNK));
+                if tx.blocking_send(Ok(full)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let (mode, now) = (opts.clock_mode, opts.clock_now);
+    let local = tokio::task::LocalSet::new();
+    let result = local
+        .run_until(async move {
+            let conn = store::connect(url).await.map_err(setup("connect"))?;
+            let config = CommitterConfig {
+                max_batch: 2048,
+                max_in_flight: 4,
+                reply_ttl_secs: 60,
+                publish_events: false,
+            };
+            let store = Store::open(
+                conn,
+                Keys::new(PREFIX),
+                config,
+                Arc::new(Metrics::default()),
+            )
+            .await
+            .map_err(setup("open store"))?;
+            store.save_clock(mode, now).await.map_err(setup("clock"))?;
+            while let Some(chunk) = rx.recv().await {
+                let (commits, deltas): (Vec<_>, Vec<_>) = chunk?.into_iter().unzip();
+                let results =
+                    futures_util::future::join_all(commits.into_iter().map(|c| store.commit(c)))
+                        .await;
+                for r in results {
+                    match r.map_err(setup("seed commit"))? {
+                        store::CommitOutcome::Committed { .. } => {}
+                        other => {
+                            return Err(BenchError::Setup(format!(
+                                "seed commit refused: {other:?} (is the Redis empty?)"
+                            )))
+                        }
+                    }
+                }
+                let applied = futures_util::future::join_all(
+                    deltas.iter().flatten().map(|d| store.apply_delta(d)),
+                )
+                .await;
+                for r in applied {
+                    r.map_err(setup("seed stats"))?;
+                }
+            }
+            Ok(())
+        })
+        .await;
+    let _ = builder.join();
+    result
+}
+
+fn build_seed(
+    s: SeedOrder,
+    policy: &Policy,
+    events: bool,
+    stats: bool,
+) -> Result<(Commit, Option<Delta>), BenchError> {
+    let args: CreateOrderArgs = parse_args(&s.args).map_err(setup("args"))?;
+    let new = NewOrder::parse(args, s.id.clone(), "bench".into()).map_err(setup("parse"))?;
+    let mut t = domain::create(new, s.created, policy).map_err(setup("create"))?;
+    if let Some(amount) = s.payment {
+        let cmd = Command::RecordPayment {
+            payment_id: format!("{}-p1", s.id),
+            amount: amount.parse().map_err(setup("amount"))?,
+        };
+        let paid = domain::apply(&t.order, &cmd, s.created, policy).map_err(setup("payment"))?;
+        t = t.then(paid);
+    }
+    let delta = stats.then(|| Delta {
+        c: t.order.customer_id.clone(),
+        o: t.order.id.clone(),
+        v: t.order.version,
+        k: Some(contribution(&t.order)),
+    });
+    let commit = Commit {
+        order_id: s.id,
+        expected_version: 0,
+        write: OrderWrite::Save {
+            json: serde_json::to_string(&t.order).map_err(setup("json"))?,
+            version: t.order.version,
+            due_ms: domain::next_due(&t.order).map(|d| to_millis(&d)),
+            customer_id: t.order.customer_id.clone(),
+            created_ms: to_millis(&t.order.created_date),
+        },
+        events: if events {
+            t.events
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap_or_default())
+                .collect()
+        } else {
+            Vec::new()
+        },
+        deltas: Vec::new(),
+        reply: None,
+    };
+    Ok((commit, delta))
+}
+
+/// createOrder args of a monthly subscription of `cycles` cycles (0 = until canceled).
+pub fn monthly_args(customer: &str, order_type: &str, cycles: u32) -> Value {
+    json!({
+        "customerId": customer,
+        "plan": {"id": "monthly", "name": "Monthly"},
+        "type": order_type,
+        "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "MONTH"}, "cycleCount": cycles}},
+        "prices": [{"cycleFrom": 1, "amount": "9.99"}],
+        "currency": "USD",
+    })
+}
+
+/// Bench order ids: `o0000042`.
+pub fn order_id(i: usize) -> String {
+    format!("o{i:07}")
+}
+
+/// Seeds `n` monthly OFFLINE orders (12 cycles) created at [`BENCH_START`] (so cycle 2 of every
+/// one is due at the same instant), writing them with the daemon's own commit script.
+///
+/// # Errors
+/// [`BenchError`] when Redis fails.
+pub async fn seed_monthly(url: &str, n: usize) -> Result<(), BenchError> {
+    let start = parse_instant(BENCH_START).map_err(setup("start"))?;
+    seed(url, n, &SeedOptions::simulated(), move |i| SeedOrder {
+        id: order_id(i),
+        args: monthly_args(&format!("c{}", i % 10_000), "OFFLINE", 12),
+        created: start,
+        payment: None,
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon
+
+/// Which clock the daemon runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonClock {
+    /// Simulated, starting at [`BENCH_START`] (unless Redis holds a time).
+    Simulated,
+    /// The system clock.
+    System,
+}
+
+/// A `recur serve` child process on the bench's Redis.
+pub struct DaemonProcess {
+    child: tokio::process::Child,
+    /// When it was spawned.
+    pub spawned: WallInstant,
+}
+
+impl DaemonProcess {
+    /// Starts the daemon binary with the simulated clock.
+    ///
+    /// # Errors
+    /// [`BenchError`] when it cannot be spawned.
+    pub fn start(binary: &Path, url: &str) -> Result<DaemonProcess, BenchError> {
+        Self::start_with(binary, url, DaemonClock::Simulated, &[])
+    }
+
+    /// Starts the daemon binary with `clock` and extra `RECUR_` environment settings.
+    ///
+    /// # Errors
+    /// [`BenchError`] when it cannot be spawned.
+    pub fn start_with(
+        binary: &Path,
+        url: &str,
+        clock: DaemonClock,
+        env: &[(&str, &str)],
+    ) -> Result<DaemonProcess, BenchError> {
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.args(["serve", "--redis-url", url, "--prefix", PREFIX]);
+        match clock {
+            DaemonClock::Simulated => {
+                cmd.args(["--clock", "simulated", "--clock-start", BENCH_START]);
+            }
+            DaemonClock::System => {
+                cmd.args(["--clock", "system"]);
+            }
+        }
+        cmd.env("RECUR_LOG__LEVEL", "warn").env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(setup("spawn the daemon"))?;
+        Ok(DaemonProcess {
+            child,
+            spawned: WallInstant::now(),
+        })
+    }
+
+    fn status_kb(&self, field: &str) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse().ok())
+    }
+
+    /// Peak resident set size (VmHWM) in KiB, from /proc.
+    pub fn peak_rss_kb(&self) -> Option<u64> {
+        self.status_kb("VmHWM:")
+    }
+
+    /// Resident set size now (VmRSS) in KiB, from /proc.
+    pub fn rss_kb(&self) -> Option<u64> {
+        self.status_kb("VmRSS:")
+    }
+
+    /// Whether it has exited (and how).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Stops the daemon with SIGTERM (graceful) and waits.
+    pub async fn stop(mut self) {
+        signal_term(self.child.id());
+        let _ = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+    }
+}
+
+/// Waits until the daemon answers ping.
+///
+/// # Errors
+/// [`BenchError`] when it does not answer in time.
+pub async fn wait_ready(client: &AdminClient) -> Result<(), BenchError> {
+    let options = RequestOptions {
+        attempt_timeout: Duration::from_millis(300),
+        total_timeout: Duration::from_secs(600),
+        ..RequestOptions::default()
+    };
+    let r = client
+        .request_with(options, "ping", json!({}))
+        .await
+        .map_err(setup("ping"))?;
+    if r.ok {
+        Ok(())
+    } else {
+        Err(BenchError::Setup(format!("ping refused: {:?}", r.error)))
+    }
+}
+
+/// `getMetrics`.
+///
+/// # Errors
+/// [`BenchError`] when it fails.
+pub async fn metrics(client: &AdminClient) -> Result<Value, BenchError> {
+    let r = client
+        .request("getMetrics", json!({}))
+        .await
+        .map_err(setup("getMetrics"))?;
+    r.result
+        .ok_or_else(|| BenchError::Setup("getMetrics failed".into()))
+}
+
+/// `after[k] - before[k]` of two `getMetrics` snapshots.
+pub fn metric_delta(before: &Value, after: &Value, k: &str) -> u64 {
+    after[k]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(before[k].as_u64().unwrap_or(0))
+}
+
+/// Long timeouts for a request that does a lot (advanceClock over a burst).
+pub fn long_request() -> RequestOptions {
+    RequestOptions {
+        attempt_timeout: Duration::from_secs(600),
+        total_timeout: Duration::from_secs(3600),
+        ..RequestOptions::default()
+    }
+}
+
+/// A fresh temp directory for one bench (removed by [`TempDir`]'s drop).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    ///
+    /// # Errors
+    /// [`BenchError`] when it cannot be created.
+    pub fn new() -> Result<TempDir, BenchError> {
+        let dir =
+            std::env::temp_dir().join(format!("recur-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).map_err(setup("temp dir"))?;
+        Ok(TempDir(dir))
+    }
+
+    /// The private Redis's data directory under it.
+    pub fn redis_dir(&self) -> PathBuf {
+        self.0.join("redis")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted samples, nearest rank.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Milliseconds with two decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// KiB as MB with one decimal, or n/a.
+pub fn mb(kb: Option<u64>) -> String {
+    kb.map_or("n/a".to_string(), |kb| format!("{:.1}", kb as f64 / 1024.0))
+}
+
+/// A small deterministic generator (splitmix64) so every run makes the same choices.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// splitmix64 of one value (a stable hash of an index).
+pub fn mix(i: u64) -> u64 {
+    Rng::new(i).next_u64()
+}

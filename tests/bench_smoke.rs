@@ -1,0 +1,114 @@
+//! CI smoke test of `recur bench`: a tiny version of every scenario (N = 200) against its own
+//! private redis-server and the real `recur` binary. Asserts only that each completes and
+//! reports the expected counts; no timing assertions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use recur::bench::{self, admin, bullmq, memory, recovery, steady, BurstOptions};
+
+const N: usize = 200;
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_recur"))
+}
+
+#[tokio::test]
+async fn burst_fires_every_order_once() {
+    let r = bench::burst(&BurstOptions::new(N, binary())).await.unwrap();
+    println!("{}", r.line());
+    assert_eq!(r.transitions, N as u64);
+    assert_eq!(
+        r.events,
+        2 * N as u64,
+        "orderCycleStarted + orderUpdated each"
+    );
+}
+
+#[tokio::test]
+async fn burst_end_applies_a_stats_delta_per_order() {
+    let r = bench::burst_end(&BurstOptions::new(N, binary()))
+        .await
+        .unwrap();
+    println!("{}", r.line());
+    assert_eq!(r.transitions, N as u64);
+    assert_eq!(r.stats_deltas, N as u64);
+}
+
+#[tokio::test]
+async fn steady_runs_its_days() {
+    let mut o = steady::SteadyOptions::new(N, binary());
+    o.days = 45;
+    let r = steady::run(&o).await.unwrap();
+    println!("{}", r.line());
+    assert_eq!(r.advances, 45);
+    // Every order starts in January (PENDING -> ACTIVE) and most renew in February.
+    assert!(r.transitions >= N as u64, "{}", r.line());
+    assert!(r.commands > 0);
+}
+
+#[tokio::test]
+async fn recovery_catches_up_every_overdue_order() {
+    let r = recovery::run(&recovery::RecoveryOptions::new(N, binary()))
+        .await
+        .unwrap();
+    println!("{}", r.line());
+    assert_eq!(r.transitions, N as u64);
+    assert!(r.first_transition <= r.caught_up);
+}
+
+#[tokio::test]
+async fn admin_latency_runs_through_a_system_clock_burst() {
+    let r = admin::run(&admin::AdminOptions::new(N, binary()))
+        .await
+        .unwrap();
+    println!("{}", r.line());
+    assert_eq!(r.errors, 0);
+    assert!(r.transitions >= N as u64, "{}", r.line());
+}
+
+#[tokio::test]
+async fn memory_weighs_resident_actors_and_passivates_them() {
+    let mut o = memory::MemoryOptions::new(N, binary());
+    o.touch = 50;
+    o.passivation = Duration::from_secs(1);
+    let r = memory::run(&o).await.unwrap();
+    println!("{}", r.line());
+    assert!(r.resident > 0, "{}", r.line());
+    assert_eq!(r.resident_after, 0, "{}", r.line());
+}
+
+/// Runs only where the peer is installed (`npm ci` in bench/peers/bullmq): CI has no npm step.
+#[tokio::test]
+async fn bullmq_compare_when_the_peer_is_installed() {
+    let dir = bullmq::peer_dir();
+    if !bullmq::peer_installed(&dir) {
+        eprintln!(
+            "skipped: the BullMQ peer is not installed in {}",
+            dir.display()
+        );
+        return;
+    }
+    let mut o = bullmq::CompareOptions::new(N, binary());
+    o.install = false;
+    o.concurrency = 50;
+    let line = bullmq::compare(&o).await.unwrap();
+    println!("{line}");
+    assert!(line.contains("ratio="), "{line}");
+    assert!(!line.contains("skipped"), "{line}");
+}
+
+#[test]
+fn every_scenario_is_listed() {
+    for s in [
+        "burst",
+        "burst-end",
+        "steady",
+        "recovery",
+        "admin",
+        "memory",
+        "bullmq",
+    ] {
+        assert!(bench::SCENARIOS.contains(&s));
+    }
+}
