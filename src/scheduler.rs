@@ -42,11 +42,21 @@ async fn fire_round(
     until: Option<Instant>,
     defer_grace_to: Option<Instant>,
 ) -> usize {
+    // One pipeline reads every order of the round; actors that are not resident start from it.
+    let ids: Vec<String> = entries.iter().map(|(_, id)| id.clone()).collect();
+    let mut preloaded = match daemon.store.load_map(&ids).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "bulk load failed; actors load one by one");
+            Default::default()
+        }
+    };
     let fires = entries.iter().map(|(due, id)| {
         let until = until
             .or_else(|| from_millis(*due))
             .unwrap_or_else(|| daemon.clock.now());
-        registry::fire(daemon, id, until, defer_grace_to)
+        let order = preloaded.remove(id).map(Box::new);
+        registry::fire(daemon, id, until, defer_grace_to, order)
     });
     let results = join_all(fires).await;
     let failed = results.iter().filter(|r| r.is_err()).count();

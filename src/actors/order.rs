@@ -64,6 +64,9 @@ pub struct Execute {
 #[rtype(result = "Result<(), ActorError>")]
 pub struct Fire {
     pub until: Instant,
+    /// The order as the scheduler read it in bulk for this round, when the actor has no state
+    /// yet (saves a round trip per order; a stale copy fails its version check and is reloaded).
+    pub preloaded: Option<Box<Order>>,
     /// System-clock start-up only: overdue grace expiries move to this instant.
     pub defer_grace_to: Option<Instant>,
 }
@@ -77,6 +80,9 @@ pub struct OrderActor {
     state: Option<Loaded>,
     last_used: WallInstant,
     handled: u64,
+    /// Whether the idle-passivation check runs (not for actors woken only by their timer,
+    /// which stop right after firing).
+    idle_check: bool,
 }
 
 impl OrderActor {
@@ -89,6 +95,7 @@ impl OrderActor {
             state: None,
             last_used: WallInstant::now(),
             handled: 0,
+            idle_check: false,
         }
     }
 }
@@ -100,13 +107,7 @@ impl Actor for OrderActor {
         let m = &self.daemon.metrics;
         m.resident_actors.fetch_add(1, Ordering::Relaxed);
         m.activations.fetch_add(1, Ordering::Relaxed);
-        let idle = self.daemon.settings.actors.idle_passivation;
-        let every = (idle / 2).max(std::time::Duration::from_millis(20));
-        ctx.run_interval(every, move |act, ctx| {
-            if act.last_used.elapsed() >= idle {
-                ctx.stop();
-            }
-        });
+        let _ = ctx;
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -117,12 +118,30 @@ impl Actor for OrderActor {
     }
 }
 
+impl OrderActor {
+    /// Starts the idle check that passivates the actor after `actors.idle_passivation`.
+    fn ensure_idle_check(&mut self, ctx: &mut Context<Self>) {
+        if self.idle_check {
+            return;
+        }
+        self.idle_check = true;
+        let idle = self.daemon.settings.actors.idle_passivation;
+        let every = (idle / 2).max(std::time::Duration::from_millis(20));
+        ctx.run_interval(every, move |act, ctx| {
+            if act.last_used.elapsed() >= idle {
+                ctx.stop();
+            }
+        });
+    }
+}
+
 impl Handler<Execute> for OrderActor {
     type Result = AtomicResponse<Self, Result<Reply, ActorError>>;
 
-    fn handle(&mut self, msg: Execute, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) -> Self::Result {
         let (daemon, id, state) = (Arc::clone(&self.daemon), self.id.clone(), self.state.take());
         self.handled += 1;
+        self.ensure_idle_check(ctx);
         AtomicResponse::new(Box::pin(
             async move { execute(&daemon, &id, state, msg).await }
                 .into_actor(self)
@@ -138,12 +157,17 @@ impl Handler<Execute> for OrderActor {
 impl Handler<Fire> for OrderActor {
     type Result = AtomicResponse<Self, Result<(), ActorError>>;
 
-    fn handle(&mut self, msg: Fire, _ctx: &mut Self::Context) -> Self::Result {
-        let (daemon, id, state) = (Arc::clone(&self.daemon), self.id.clone(), self.state.take());
+    fn handle(&mut self, msg: Fire, ctx: &mut Self::Context) -> Self::Result {
+        let preloaded = msg.preloaded.map(Loaded::Present);
+        let (daemon, id) = (Arc::clone(&self.daemon), self.id.clone());
+        let state = self.state.take().or(preloaded);
         // An actor woken only by its timer goes back to sleep right after: a burst of due
         // orders flows through without keeping them all resident.
         let woken_by_timer = self.handled == 0;
         self.handled += 1;
+        if !woken_by_timer {
+            self.ensure_idle_check(ctx);
+        }
         AtomicResponse::new(Box::pin(
             async move { fire(&daemon, &id, state, msg.until, msg.defer_grace_to).await }
                 .into_actor(self)

@@ -14,7 +14,7 @@ use super::order::{Execute, Fire, OrderActor};
 use super::ActorError;
 use crate::admin::protocol::Reply;
 use crate::daemon::Daemon;
-use crate::domain::Instant;
+use crate::domain::{Instant, Order};
 
 /// How often a message is re-sent to a fresh actor after its actor stopped under it.
 const MAX_DELIVERY_ATTEMPTS: usize = 5;
@@ -63,22 +63,23 @@ impl<A: Actor> Registry<A> {
     }
 }
 
-/// Sends `msg` to the actor of `id`, activating it (and re-sending once per stop) as needed.
+/// Sends the message `msg()` builds to the actor of `id`, activating it (and re-sending a
+/// fresh one each time the actor stopped before handling it) as needed.
 async fn deliver<A, M>(
     registry: &Registry<A>,
     id: &str,
     start: impl Fn(u64) -> Addr<A>,
-    msg: M,
+    mut msg: impl FnMut() -> M,
 ) -> Result<M::Result, ActorError>
 where
     A: Actor + Handler<M>,
     A::Context: ToEnvelope<A, M>,
-    M: Message + Clone + Send + 'static,
+    M: Message + Send + 'static,
     M::Result: Send,
 {
     for _ in 0..MAX_DELIVERY_ATTEMPTS {
         let (addr, generation) = registry.get_or_start(id, &start);
-        match addr.send(msg.clone()).await {
+        match addr.send(msg()).await {
             Ok(r) => return Ok(r),
             Err(MailboxError::Closed) => registry.remove(id, generation),
             Err(e) => return Err(ActorError::Mailbox(e.to_string())),
@@ -102,7 +103,10 @@ fn customer_actor(daemon: &Arc<Daemon>, id: &str) -> impl Fn(u64) -> Addr<Custom
 /// # Errors
 /// [`ActorError`] when the actor cannot be reached or its commit fails.
 pub async fn execute(daemon: &Arc<Daemon>, id: &str, msg: Execute) -> Result<Reply, ActorError> {
-    deliver(&daemon.registry, id, order_actor(daemon, id), msg).await?
+    deliver(&daemon.registry, id, order_actor(daemon, id), || {
+        msg.clone()
+    })
+    .await?
 }
 
 /// Fires the order's due changes up to `until`.
@@ -114,17 +118,15 @@ pub async fn fire(
     id: &str,
     until: Instant,
     defer_grace_to: Option<Instant>,
+    preloaded: Option<Box<Order>>,
 ) -> Result<(), ActorError> {
-    deliver(
-        &daemon.registry,
-        id,
-        order_actor(daemon, id),
-        Fire {
-            until,
-            defer_grace_to,
-        },
-    )
-    .await?
+    let mut preloaded = preloaded;
+    let msg = move || Fire {
+        until,
+        defer_grace_to,
+        preloaded: preloaded.take(),
+    };
+    deliver(&daemon.registry, id, order_actor(daemon, id), msg).await?
 }
 
 /// Sends any message to a customer's CustomerStats actor.
@@ -145,7 +147,7 @@ where
         &daemon.customers,
         customer_id,
         customer_actor(daemon, customer_id),
-        msg,
+        || msg.clone(),
     )
     .await
 }

@@ -146,6 +146,22 @@ impl Store {
             .collect()
     }
 
+    /// Reads many orders at once, by id (missing ones are absent from the map).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or stored JSON does not parse.
+    pub async fn load_map(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Order>, StoreError> {
+        Ok(self
+            .load_many(ids)
+            .await?
+            .into_iter()
+            .map(|o| (o.id.clone(), o))
+            .collect())
+    }
+
     /// The kept reply of a request id, if any (raw JSON).
     ///
     /// # Errors
