@@ -66,6 +66,16 @@ async fn fire_round(
     failed
 }
 
+/// The next round: the earliest due entries at or before `until` (at most one batch).
+async fn next_round(daemon: &Daemon, until: Instant) -> Result<Vec<(i64, String)>, StoreError> {
+    let batch = daemon.settings.scheduler.batch_size.max(1);
+    let due = daemon
+        .store
+        .due(to_millis(&until), per_partition_limit(batch))
+        .await?;
+    Ok(due.into_iter().take(batch).collect())
+}
+
 /// Fires everything due at or before the clock's now (start-up after downtime). Returns the
 /// number of orders fired.
 ///
@@ -79,17 +89,12 @@ pub async fn catch_up(daemon: &Arc<Daemon>) -> Result<usize, StoreError> {
         now + chrono::Duration::from_std(daemon.settings.lifecycle.payment_restart_grace)
             .unwrap_or(chrono::Duration::hours(1))
     });
-    let batch = daemon.settings.scheduler.batch_size.max(1);
     let mut total = 0;
     loop {
-        let due = daemon
-            .store
-            .due(to_millis(&now), per_partition_limit(batch))
-            .await?;
-        if due.is_empty() {
+        let round = next_round(daemon, now).await?;
+        if round.is_empty() {
             return Ok(total);
         }
-        let round: Vec<_> = due.into_iter().take(batch).collect();
         let failed = fire_round(daemon, &round, Some(now), defer).await;
         total += round.len() - failed;
         if failed == round.len() {
@@ -113,16 +118,11 @@ pub async fn advance(daemon: &Arc<Daemon>, to: Instant) -> Result<Instant, Advan
     if to < now {
         return Err(AdvanceError::Backwards { now, to });
     }
-    let batch = daemon.settings.scheduler.batch_size.max(1);
     loop {
-        let due = daemon
-            .store
-            .due(to_millis(&to), per_partition_limit(batch))
-            .await?;
-        if due.is_empty() {
+        let round = next_round(daemon, to).await?;
+        if round.is_empty() {
             break;
         }
-        let round: Vec<_> = due.into_iter().take(batch).collect();
         if let Some(last) = round.last().and_then(|(d, _)| from_millis(*d)) {
             if last > clock.now() {
                 let _ = clock.advance_to(last);
@@ -145,19 +145,14 @@ pub async fn advance(daemon: &Arc<Daemon>, to: Instant) -> Result<Instant, Advan
 /// earlier timer committed, or shutdown.
 pub async fn run_system_clock(daemon: Arc<Daemon>, shutdown: Shutdown) {
     let window = daemon.settings.scheduler.window;
-    let batch = daemon.settings.scheduler.batch_size.max(1);
     while !shutdown.is_triggered() {
         let now = daemon.clock.now();
         let pass = async {
             loop {
-                let due = daemon
-                    .store
-                    .due(to_millis(&now), per_partition_limit(batch))
-                    .await?;
-                if due.is_empty() {
+                let round = next_round(&daemon, now).await?;
+                if round.is_empty() {
                     break;
                 }
-                let round: Vec<_> = due.into_iter().take(batch).collect();
                 if fire_round(&daemon, &round, Some(now), None).await == round.len() {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }

@@ -20,7 +20,7 @@ use crate::domain::stats::contribution;
 use crate::domain::time::{to_millis, Instant};
 use crate::domain::{self, DomainError, Order, Transition};
 use crate::store::stats::Delta;
-use crate::store::{Commit, CommitOutcome, Loaded, OrderWrite};
+use crate::store::{Commit, CommitOutcome, Loaded, OrderWrite, StoreError};
 
 /// How many times a commit is retried after a version conflict (reloading each time).
 const MAX_COMMIT_ATTEMPTS: usize = 3;
@@ -315,6 +315,27 @@ fn after(t: &Transition) -> Loaded {
     }
 }
 
+/// Commits, and once Redis has it, wakes the scheduler for an earlier timer and settles the
+/// commit's stats deltas with the customer's actor.
+async fn commit_and_settle(
+    daemon: &Arc<Daemon>,
+    commit: Commit,
+) -> Result<CommitOutcome, StoreError> {
+    let deltas = commit.deltas.clone();
+    let due = match &commit.write {
+        OrderWrite::Save { due_ms, .. } => *due_ms,
+        _ => None,
+    };
+    let outcome = daemon.store.commit(commit).await?;
+    if let CommitOutcome::Committed { outbox_ids } = &outcome {
+        if let Some(due) = due {
+            daemon.timer_committed(due);
+        }
+        settle_deltas(daemon, &deltas, outbox_ids.clone()).await;
+    }
+    Ok(outcome)
+}
+
 /// The body of [`Execute`]: returns the state to cache (None = reload next time) and the reply.
 async fn execute(
     daemon: &Arc<Daemon>,
@@ -403,17 +424,8 @@ async fn execute(
             transition.as_ref(),
             Some(stored(&msg.request, &reply)),
         );
-        let deltas = commit.deltas.clone();
-        let due = match &commit.write {
-            OrderWrite::Save { due_ms, .. } => *due_ms,
-            _ => None,
-        };
-        match daemon.store.commit(commit).await {
-            Ok(CommitOutcome::Committed { outbox_ids }) => {
-                if let Some(due) = due {
-                    daemon.timer_committed(due);
-                }
-                settle_deltas(daemon, &deltas, outbox_ids).await;
+        match commit_and_settle(daemon, commit).await {
+            Ok(CommitOutcome::Committed { .. }) => {
                 let next = transition.as_ref().map_or(loaded, after);
                 return (Some(next), Ok(reply));
             }
@@ -479,17 +491,8 @@ async fn fire(
             return (Some(loaded), r);
         }
         let commit = commit_of(id, Some(order.as_ref()), Some(&t), None);
-        let deltas = commit.deltas.clone();
-        let due = match &commit.write {
-            OrderWrite::Save { due_ms, .. } => *due_ms,
-            _ => None,
-        };
-        match daemon.store.commit(commit).await {
-            Ok(CommitOutcome::Committed { outbox_ids }) => {
-                if let Some(due) = due {
-                    daemon.timer_committed(due);
-                }
-                settle_deltas(daemon, &deltas, outbox_ids).await;
+        match commit_and_settle(daemon, commit).await {
+            Ok(CommitOutcome::Committed { .. }) => {
                 return (Some(after(&t)), Ok(()));
             }
             Ok(_) => state = None,
