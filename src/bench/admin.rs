@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 
 use super::{
     due_count, mb, metric_delta, metrics, ms, order_id, quantile, seed, settle_aof, setup,
-    wait_ready, BenchError, BenchRedis, DaemonClock, DaemonProcess, SeedOptions, SeedOrder,
-    TempDir, PREFIX,
+    wait_ready, BenchError, BenchRedis, CpuSplit, DaemonClock, DaemonProcess, SeedOptions,
+    SeedOrder, TempDir, PREFIX,
 };
 use crate::admin::client::{AdminClient, RequestOptions};
 use crate::domain::time::{to_millis, truncate_ms};
@@ -61,6 +61,8 @@ pub struct AdminReport {
     /// Every commit during the run: the burst's transitions and the commands'.
     pub transitions: u64,
     pub peak_rss_kb: Option<u64>,
+    /// CPU use of the daemon and Redis during the burst.
+    pub cpu: String,
 }
 
 impl AdminReport {
@@ -68,7 +70,7 @@ impl AdminReport {
     pub fn line(&self) -> String {
         let max = self.during.last().copied().unwrap_or_default();
         format!(
-            "admin orders={} clock=system commands_during_burst={} p50_ms={} p99_ms={} max_ms={} idle_commands={} idle_p50_ms={} idle_p99_ms={} errors={} burst_s={:.3} burst_transitions_per_s={:.0} transitions={} daemon_peak_rss_mb={}",
+            "admin orders={} clock=system commands_during_burst={} p50_ms={} p99_ms={} max_ms={} idle_commands={} idle_p50_ms={} idle_p99_ms={} errors={} burst_s={:.3} burst_transitions_per_s={:.0} transitions={} daemon_peak_rss_mb={} {}",
             self.orders,
             self.during.len(),
             ms(quantile(&self.during, 0.50)),
@@ -82,6 +84,7 @@ impl AdminReport {
             self.orders as f64 / self.burst.as_secs_f64().max(1e-9),
             self.transitions,
             mb(self.peak_rss_kb),
+            self.cpu,
         )
     }
 }
@@ -166,19 +169,26 @@ pub async fn run(opts: &AdminOptions) -> Result<AdminReport, BenchError> {
     });
     let monitor = async {
         tokio::time::sleep_until(burst_at.into()).await;
+        let rewrites = super::aof_rewrites(&url).await?;
+        let cpu_before = CpuSplit::now(&daemon, &redis);
         let end = loop {
             if due_count(&mut conn, due_ms).await? == 0 {
                 break WallInstant::now();
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
+        let cpu = format!(
+            "{} aof_rewrites_during={}",
+            cpu_before.figures(&CpuSplit::now(&daemon, &redis), end - burst_at),
+            super::aof_rewrites(&url).await?.saturating_sub(rewrites)
+        );
         // A little more, so the commands sent at the end of the burst are answered.
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
-        Ok::<_, BenchError>(end)
+        Ok::<_, BenchError>((end, cpu))
     };
     let (samples, end) = tokio::join!(futures_util::future::join_all(workers), monitor);
-    let end = end?;
+    let (end, cpu) = end?;
     let after = metrics(&client).await?;
     let peak_rss_kb = daemon.peak_rss_kb();
     drop(client);
@@ -207,6 +217,7 @@ pub async fn run(opts: &AdminOptions) -> Result<AdminReport, BenchError> {
         burst: end.saturating_duration_since(burst_at),
         transitions: metric_delta(&before, &after, "transitions"),
         peak_rss_kb,
+        cpu,
     })
 }
 

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant as WallInstant};
 use serde_json::json;
 
 use super::{
-    long_request, mb, metric_delta, metrics, monthly_args, order_id, seed, seed_monthly,
-    settle_aof, setup, wait_ready, BenchError, BenchRedis, DaemonProcess, SeedOptions, SeedOrder,
-    TempDir, BENCH_START, PREFIX,
+    aof_rewrites, long_request, mb, metric_delta, metrics, monthly_args, order_id, seed,
+    seed_monthly, settle_aof, setup, wait_ready, BenchError, BenchRedis, CpuSplit, DaemonProcess,
+    SeedOptions, SeedOrder, TempDir, BENCH_START, PREFIX,
 };
 use crate::admin::client::AdminClient;
 use crate::domain::time::parse_instant;
@@ -58,6 +58,8 @@ pub struct BurstReport {
     pub peak_rss_kb: Option<u64>,
     pub seed_elapsed: Duration,
     pub tcp: bool,
+    /// CPU use of the daemon and Redis during the advance (`daemon_cpu_pct=.. redis_cpu_pct=..`).
+    pub cpu: String,
 }
 
 impl BurstReport {
@@ -79,7 +81,7 @@ impl BurstReport {
             String::new()
         };
         format!(
-            "{} orders={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} redis={} (seeding took {:.1}s)",
+            "{} orders={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} (seeding took {:.1}s)",
             self.scenario,
             self.orders,
             self.transitions,
@@ -89,6 +91,7 @@ impl BurstReport {
             self.events as f64 / secs,
             stats,
             mb(self.peak_rss_kb),
+            self.cpu,
             if self.tcp { "tcp" } else { "unix" },
             self.seed_elapsed.as_secs_f64(),
         )
@@ -143,12 +146,19 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         .map_err(setup("client"))?;
     wait_ready(&client).await?;
     let before = metrics(&client).await?;
+    let rewrites = aof_rewrites(&url).await?;
+    let cpu_before = CpuSplit::now(&daemon, &redis);
     let started = WallInstant::now();
     let r = client
         .request_with(long_request(), "advanceClock", json!({ "to": BURST_TO }))
         .await
         .map_err(setup("advanceClock"))?;
     let elapsed = started.elapsed();
+    let cpu = format!(
+        "{} aof_rewrites_during={}",
+        cpu_before.figures(&CpuSplit::now(&daemon, &redis), elapsed),
+        aof_rewrites(&url).await?.saturating_sub(rewrites)
+    );
     if !r.ok {
         return Err(BenchError::Setup(format!(
             "advanceClock failed: {:?}",
@@ -170,5 +180,6 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         peak_rss_kb,
         seed_elapsed,
         tcp: opts.tcp,
+        cpu,
     })
 }

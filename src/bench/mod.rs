@@ -263,6 +263,17 @@ fn signal_term(pid: Option<u32>) {
 /// [`BenchError`] when Redis fails.
 pub async fn settle_aof(url: &str) -> Result<(), BenchError> {
     let mut conn = store::connect(url).await.map_err(setup("connect"))?;
+    // RECUR_BENCH_AUTO_AOF_REWRITE=off: no automatic rewrite during the measurement either
+    // (to see what the rewrite a burst triggers on a small data set costs).
+    if std::env::var("RECUR_BENCH_AUTO_AOF_REWRITE").is_ok_and(|v| v == "off") {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("auto-aof-rewrite-percentage")
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .map_err(setup("CONFIG SET"))?;
+    }
     let _: Result<String, _> = redis::cmd("BGREWRITEAOF").query_async(&mut conn).await;
     for _ in 0..6000 {
         let info: String = redis::cmd("INFO")
@@ -279,6 +290,27 @@ pub async fn settle_aof(url: &str) -> Result<(), BenchError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(BenchError::Setup("the AOF rewrite did not finish".into()))
+}
+
+/// How many AOF rewrites Redis has run (`aof_rewrites`), to tell whether one ran during a
+/// measurement.
+///
+/// # Errors
+/// [`BenchError`] when Redis fails.
+pub async fn aof_rewrites(url: &str) -> Result<u64, BenchError> {
+    let mut conn = store::connect(url).await.map_err(setup("connect"))?;
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query_async(&mut conn)
+        .await
+        .map_err(setup("INFO"))?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(field("aof_rewrites:") + field("aof_rewrite_in_progress:"))
 }
 
 /// Redis `used_memory` in bytes.
@@ -606,6 +638,11 @@ impl DaemonProcess {
             .and_then(|kb| kb.parse().ok())
     }
 
+    /// Its process id (None once reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Peak resident set size (VmHWM) in KiB, from /proc.
     pub fn peak_rss_kb(&self) -> Option<u64> {
         self.status_kb("VmHWM:")
@@ -723,6 +760,47 @@ pub fn ms(d: Duration) -> String {
 /// KiB as MB with one decimal, or n/a.
 pub fn mb(kb: Option<u64>) -> String {
     kb.map_or("n/a".to_string(), |kb| format!("{:.1}", kb as f64 / 1024.0))
+}
+
+/// CPU time (user + system) a process has used so far, from /proc/<pid>/stat.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+/// CPU use of the daemon and of Redis over a measured interval.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSplit {
+    pub daemon: Duration,
+    pub redis: Duration,
+}
+
+impl CpuSplit {
+    /// Reads both processes' CPU time now.
+    pub fn now(daemon: &DaemonProcess, redis: &BenchRedis) -> CpuSplit {
+        CpuSplit {
+            daemon: daemon.pid().and_then(cpu_time).unwrap_or_default(),
+            redis: cpu_time(redis.pid()).unwrap_or_default(),
+        }
+    }
+
+    /// `daemon_cpu=..% redis_cpu=..%` of `wall` between `self` (before) and `after`.
+    pub fn figures(&self, after: &CpuSplit, wall: Duration) -> String {
+        let pct = |a: Duration, b: Duration| {
+            100.0 * a.saturating_sub(b).as_secs_f64() / wall.as_secs_f64().max(1e-9)
+        };
+        format!(
+            "daemon_cpu_pct={:.0} redis_cpu_pct={:.0}",
+            pct(after.daemon, self.daemon),
+            pct(after.redis, self.redis)
+        )
+    }
 }
 
 /// A small deterministic generator (splitmix64) so every run makes the same choices.

@@ -14,7 +14,8 @@ use chrono::Months;
 
 use super::{
     due_count, mb, metrics, mix, monthly_args, order_id, seed, settle_aof, setup, wait_ready,
-    BenchError, BenchRedis, DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir, PREFIX,
+    BenchError, BenchRedis, CpuSplit, DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir,
+    PREFIX,
 };
 use crate::admin::client::AdminClient;
 use crate::domain::time::{to_millis, truncate_ms};
@@ -47,6 +48,8 @@ pub struct RecoveryReport {
     pub transitions: u64,
     pub peak_rss_kb: Option<u64>,
     pub seed_elapsed: Duration,
+    /// CPU use of the daemon and Redis from spawn to caught up.
+    pub cpu: String,
 }
 
 impl RecoveryReport {
@@ -54,7 +57,7 @@ impl RecoveryReport {
     pub fn line(&self) -> String {
         let catch_up = self.caught_up.saturating_sub(self.first_transition);
         format!(
-            "recovery orders={} first_transition_s={:.3} all_caught_up_s={:.3} ready_s={:.3} transitions={} catch_up_transitions_per_s={:.0} daemon_peak_rss_mb={} (seeding took {:.1}s)",
+            "recovery orders={} first_transition_s={:.3} all_caught_up_s={:.3} ready_s={:.3} transitions={} catch_up_transitions_per_s={:.0} daemon_peak_rss_mb={} {} (seeding took {:.1}s)",
             self.orders,
             self.first_transition.as_secs_f64(),
             self.caught_up.as_secs_f64(),
@@ -62,6 +65,7 @@ impl RecoveryReport {
             self.transitions,
             self.transitions as f64 / catch_up.as_secs_f64().max(1e-9),
             mb(self.peak_rss_kb),
+            self.cpu,
             self.seed_elapsed.as_secs_f64(),
         )
     }
@@ -120,8 +124,14 @@ pub async fn run(opts: &RecoveryOptions) -> Result<RecoveryReport, BenchError> {
     };
     let base_len = xlen(conn.clone()).await?;
 
+    let rewrites = super::aof_rewrites(&url).await?;
+    let redis_cpu = super::cpu_time(redis.pid()).unwrap_or_default();
     let mut daemon = DaemonProcess::start_with(&opts.binary, &url, DaemonClock::System, &[])?;
     let spawned = daemon.spawned;
+    let cpu_before = CpuSplit {
+        daemon: Duration::ZERO,
+        redis: redis_cpu,
+    };
     let limit = Duration::from_secs(1800);
     let first_transition = loop {
         if xlen(conn.clone()).await? > base_len {
@@ -137,6 +147,11 @@ pub async fn run(opts: &RecoveryOptions) -> Result<RecoveryReport, BenchError> {
         check_alive(&mut daemon, spawned, limit)?;
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let cpu = format!(
+        "{} aof_rewrites_during={}",
+        cpu_before.figures(&CpuSplit::now(&daemon, &redis), caught_up),
+        super::aof_rewrites(&url).await?.saturating_sub(rewrites)
+    );
     let client = AdminClient::connect(&url, PREFIX)
         .await
         .map_err(setup("client"))?;
@@ -155,6 +170,7 @@ pub async fn run(opts: &RecoveryOptions) -> Result<RecoveryReport, BenchError> {
         transitions: m["transitions"].as_u64().unwrap_or(0),
         peak_rss_kb,
         seed_elapsed,
+        cpu,
     })
 }
 
