@@ -6,8 +6,9 @@
 //! 2. recur's burst with the same N, on the same kind of server (TCP, append-only);
 //! 3. one line with both figures and the ratio.
 //!
-//! If the peer's node_modules are missing, `npm ci` installs them (pinned by
-//! package-lock.json); when that fails (no Node, no network) the scenario says so and prints
+//! If the peer's node_modules are missing, `npm install` installs them (versions pinned in
+//! package.json and package-lock.json; `npm ci` trips over the lock's platform-specific optional
+//! packages with npm 11); when that fails (no Node, no network) the scenario says so and prints
 //! only recur's figure.
 
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ pub struct CompareOptions {
     pub concurrency: usize,
     /// Where the peer's package.json and bench.js are.
     pub peer_dir: PathBuf,
-    /// Run `npm ci` when node_modules is missing (off in the smoke test).
+    /// Run `npm install` when node_modules is missing (off in the smoke test).
     pub install: bool,
 }
 
@@ -71,7 +72,7 @@ fn which(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Installs the peer's packages with `npm ci` if they are missing.
+/// Installs the peer's packages with `npm install` if they are missing.
 ///
 /// # Errors
 /// A message saying why the peer cannot run.
@@ -87,13 +88,16 @@ pub async fn ensure_peer(dir: &Path, install: bool) -> Result<(), String> {
     }
     if !install {
         return Err(format!(
-            "{}/node_modules is missing (run `npm ci` there)",
+            "{}/node_modules is missing (run `npm install` there)",
             dir.display()
         ));
     }
-    eprintln!("installing the BullMQ peer: npm ci in {}", dir.display());
+    eprintln!(
+        "installing the BullMQ peer: npm install in {}",
+        dir.display()
+    );
     let out = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
+        .args(["install", "--no-audit", "--no-fund"])
         .current_dir(dir)
         .stdin(Stdio::null())
         .output()
@@ -103,7 +107,7 @@ pub async fn ensure_peer(dir: &Path, install: bool) -> Result<(), String> {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(5).collect();
         return Err(format!(
-            "npm ci failed in {} (no network?): {}",
+            "npm install failed in {} (no network?): {}",
             dir.display(),
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
         ));
