@@ -115,8 +115,8 @@ fn plan(i: usize, year: Instant) -> Plan {
     };
     Plan {
         kind,
-        trial: kind != Kind::Online && (h >> 8) % 10 == 0,
-        cycles: if (h >> 16) % 4 == 0 { 12 } else { 0 },
+        trial: kind != Kind::Online && (h >> 8).is_multiple_of(10),
+        cycles: if (h >> 16).is_multiple_of(4) { 12 } else { 0 },
         start: year + chrono::Duration::minutes(1 + ((h >> 24) % (31 * 24 * 60)) as i64),
     }
 }

@@ -1222,7 +1222,13 @@ fn the_order_round_trips_through_json_unchanged() {
 fn grace_expiry_missed_during_downtime_is_deferred_not_fired() {
     let now = at(T0);
     let t = new_order(monthly("ONLINE", 12, "10.00", T0), now);
-    let t = cmd(&t.order, "recordPayment", json!({"paymentId": "p1", "amount": "10.00"}), now).unwrap();
+    let t = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        now,
+    )
+    .unwrap();
     let c2 = fire(&t.order, at("2026-02-10T09:00:00Z"), &policy()).order;
     // The daemon was down from Feb 11 to Feb 20; the deadline (Feb 13) passed meanwhile.
     let startup = at("2026-02-20T00:00:00Z");
@@ -1230,7 +1236,16 @@ fn grace_expiry_missed_during_downtime_is_deferred_not_fired() {
     let after = fire(&deferred, startup, &policy());
     assert_eq!(after.order.status, OrderStatus::Active);
     assert_eq!(next_due(&after.order), Some(at("2026-02-20T01:00:00Z")));
-    let paid = cmd(&after.order, "recordPayment", json!({"paymentId": "p2", "amount": "10.00"}), at("2026-02-20T00:30:00Z")).unwrap();
+    let paid = cmd(
+        &after.order,
+        "recordPayment",
+        json!({"paymentId": "p2", "amount": "10.00"}),
+        at("2026-02-20T00:30:00Z"),
+    )
+    .unwrap();
     assert_eq!(paid.order.status, OrderStatus::Active);
-    assert!(defer_overdue_grace(&c2, at("2026-02-12T00:00:00Z"), startup).is_none(), "not yet overdue");
+    assert!(
+        defer_overdue_grace(&c2, at("2026-02-12T00:00:00Z"), startup).is_none(),
+        "not yet overdue"
+    );
 }
