@@ -198,6 +198,7 @@ fn commit_of(
     id: &str,
     before: Option<&Order>,
     t: Option<&Transition>,
+    delta: Option<&Delta>,
     reply: Option<(String, String)>,
 ) -> Commit {
     let expected_version = before.map_or(0, |o| o.version);
@@ -229,43 +230,40 @@ fn commit_of(
         expected_version,
         write,
         events,
-        deltas: t.and_then(|t| delta_of(before, t)).into_iter().collect(),
+        deltas: delta
+            .map(|d| serde_json::to_string(d).unwrap_or_default())
+            .into_iter()
+            .collect(),
         reply,
     }
 }
 
 /// The customer-stats delta of a transition: the order's new contribution, when its figures
 /// changed (a cycle start that moves no money and no status sends none).
-fn delta_of(before: Option<&Order>, t: &Transition) -> Option<String> {
+fn delta_of(before: Option<&Order>, t: &Transition) -> Option<Delta> {
     let after = (!t.deleted).then(|| contribution(&t.order));
     let changed = match (before.map(contribution), &after) {
         (Some(b), Some(a)) => !b.same_figures(a),
         (None, None) => false,
         _ => true,
     };
-    let delta = Delta {
+    changed.then(|| Delta {
         c: t.order.customer_id.clone(),
         o: t.order.id.clone(),
         v: t.order.version,
         k: after,
-    };
-    changed.then(|| serde_json::to_string(&delta).unwrap_or_default())
+    })
 }
 
-/// Hands each committed stats delta to its customer's actor, which applies it exactly once
-/// and removes its outbox entry. A failure leaves the entry for the outbox sweep.
-async fn settle_deltas(daemon: &Arc<Daemon>, deltas: &[String], outbox_ids: Vec<String>) {
-    for (raw, entry_id) in deltas.iter().zip(outbox_ids) {
-        let Ok(delta) = serde_json::from_str::<Delta>(raw) else {
-            continue;
-        };
-        let msg = ApplyDelta {
-            delta,
-            entry_id: Some(entry_id),
-        };
-        if let Err(e) = registry::apply_delta(daemon, msg).await {
-            tracing::warn!(error = %e, "stats delta not applied yet; the outbox sweep will retry");
-        }
+/// Hands a committed stats delta to its customer's actor, which applies it exactly once and
+/// removes its outbox entry. A failure leaves the entry for the outbox sweep.
+async fn settle_delta(daemon: &Arc<Daemon>, delta: Delta, entry_id: String) {
+    let msg = ApplyDelta {
+        delta,
+        entry_id: Some(entry_id),
+    };
+    if let Err(e) = registry::apply_delta(daemon, msg).await {
+        tracing::warn!(error = %e, "stats delta not applied yet; the outbox sweep will retry");
     }
 }
 
@@ -315,13 +313,17 @@ fn after(t: &Transition) -> Loaded {
     }
 }
 
-/// Commits, and once Redis has it, wakes the scheduler for an earlier timer and settles the
-/// commit's stats deltas with the customer's actor.
+/// Commits a transition (and the reply to keep with it); once Redis has it, wakes the
+/// scheduler for an earlier timer and settles the stats delta with the customer's actor.
 async fn commit_and_settle(
     daemon: &Arc<Daemon>,
-    commit: Commit,
+    id: &str,
+    before: Option<&Order>,
+    t: Option<&Transition>,
+    reply: Option<(String, String)>,
 ) -> Result<CommitOutcome, StoreError> {
-    let deltas = commit.deltas.clone();
+    let delta = t.and_then(|t| delta_of(before, t));
+    let commit = commit_of(id, before, t, delta.as_ref(), reply);
     let due = match &commit.write {
         OrderWrite::Save { due_ms, .. } => *due_ms,
         _ => None,
@@ -331,7 +333,9 @@ async fn commit_and_settle(
         if let Some(due) = due {
             daemon.timer_committed(due);
         }
-        settle_deltas(daemon, &deltas, outbox_ids.clone()).await;
+        if let (Some(delta), Some(entry_id)) = (delta, outbox_ids.first()) {
+            settle_delta(daemon, delta, entry_id.clone()).await;
+        }
     }
     Ok(outcome)
 }
@@ -355,32 +359,27 @@ async fn execute(
         let mut stage: Option<Stage> = None;
         let (expected, transition, result) = match (&loaded, &msg.op) {
             (Loaded::Present(o), op) => {
+                // Timers due before the command fire first; they commit even if it is refused.
                 let fired = domain::fire(o, now, &policy);
-                let fired_opt = (!fired.is_noop()).then_some(fired.clone());
+                let changed = |t: Transition| (!t.is_noop()).then_some(t);
                 match op {
                     OrderOp::Get | OrderOp::Create { .. } => {
                         let v = order_value(&fired.order);
-                        (o.version, fired_opt, Ok(v))
+                        (o.version, changed(fired), Ok(v))
                     }
                     OrderOp::Command(c) => match domain::apply(&fired.order, c, now, &policy) {
                         Ok(t) => {
                             let v = order_value(&t.order);
-                            let t = fired.then(t);
-                            let t = (!t.is_noop()).then_some(t);
-                            (o.version, t, Ok(v))
+                            (o.version, changed(fired.then(t)), Ok(v))
                         }
-                        Err(e) => (o.version, fired_opt, Err(e)),
+                        Err(e) => (o.version, changed(fired), Err(e)),
                     },
                     OrderOp::Update { update, rules } => {
                         match basket::update(&fired.order, update, rules, now, &policy) {
-                            Ok(u) => {
-                                let t = fired.then(u.transition);
-                                let t = (!t.is_noop()).then_some(t);
-                                (o.version, t, Ok(u.reply))
-                            }
+                            Ok(u) => (o.version, changed(fired.then(u.transition)), Ok(u.reply)),
                             Err(e) => {
                                 stage = Some(e.stage);
-                                (o.version, fired_opt, Err(e.error))
+                                (o.version, changed(fired), Err(e.error))
                             }
                         }
                     }
@@ -418,13 +417,8 @@ async fn execute(
             Loaded::Present(o) if expected > 0 => Some(o.as_ref()),
             _ => None,
         };
-        let commit = commit_of(
-            id,
-            before,
-            transition.as_ref(),
-            Some(stored(&msg.request, &reply)),
-        );
-        match commit_and_settle(daemon, commit).await {
+        let kept = Some(stored(&msg.request, &reply));
+        match commit_and_settle(daemon, id, before, transition.as_ref(), kept).await {
             Ok(CommitOutcome::Committed { .. }) => {
                 let next = transition.as_ref().map_or(loaded, after);
                 return (Some(next), Ok(reply));
@@ -490,8 +484,7 @@ async fn fire(
                 .map_err(ActorError::from);
             return (Some(loaded), r);
         }
-        let commit = commit_of(id, Some(order.as_ref()), Some(&t), None);
-        match commit_and_settle(daemon, commit).await {
+        match commit_and_settle(daemon, id, Some(order.as_ref()), Some(&t), None).await {
             Ok(CommitOutcome::Committed { .. }) => {
                 return (Some(after(&t)), Ok(()));
             }

@@ -11,6 +11,10 @@ use crate::domain::stats::{Contribution, Figures};
 /// The Lua source of the stats apply.
 pub const STATS_SCRIPT: &str = include_str!("stats.lua");
 
+/// The stats script, hashed once (every delta runs it by its SHA).
+static STATS: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(STATS_SCRIPT));
+
 /// One outbox entry: the order's contribution (None = deleted) at a version.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Delta {
@@ -47,7 +51,7 @@ impl Store {
             Some(c) => serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => String::new(),
         };
-        let applied: i64 = redis::Script::new(STATS_SCRIPT)
+        let applied: i64 = STATS
             .key(contributions_key(keys, &d.c))
             .key(keys.customer_stats(&d.c))
             .key(customers_key(keys))
