@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::actors::customer::CustomerStatsActor;
 use crate::actors::order::OrderActor;
 use crate::actors::registry::Registry;
+use crate::admin::carts::CartNameLocks;
 use crate::admin::server::Inflight;
 use crate::clock::{Clock, ClockMode};
 use crate::config::Settings;
@@ -32,6 +33,8 @@ pub struct Daemon {
     pub metrics: Arc<Metrics>,
     pub registry: Registry<OrderActor>,
     pub customers: Registry<CustomerStatsActor>,
+    /// Serializes creates and renames of one customer's carts (names are unique per customer).
+    pub cart_names: CartNameLocks,
     /// Commands take it shared, advanceClock exclusively: commands wait for an advance.
     pub advance_lock: tokio::sync::RwLock<()>,
     /// Admin requests being handled, by request id (a retried id waits for the first).
@@ -147,6 +150,7 @@ async fn serve(
         metrics,
         registry: Registry::default(),
         customers: Registry::default(),
+        cart_names: CartNameLocks::default(),
         advance_lock: tokio::sync::RwLock::new(()),
         inflight: Inflight::default(),
         wake: tokio::sync::Notify::new(),

@@ -9,7 +9,7 @@
 //! one daemon cannot both take a name.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
 use crate::actors::registry;
@@ -231,33 +231,32 @@ async fn find_cart(
     }))
 }
 
-type LockKey = (usize, String);
-
-/// Per-customer cart-name locks of every daemon in the process (keyed by the daemon's address,
-/// so in-process test daemons never share one). Entries are dropped when their last holder
-/// lets go.
-static CART_NAME_LOCKS: LazyLock<Mutex<HashMap<LockKey, Arc<tokio::sync::Mutex<()>>>>> =
-    LazyLock::new(Default::default);
+/// Per-customer cart-name locks of one daemon (a field of [`Daemon`]). Entries are dropped
+/// when their last holder lets go.
+#[derive(Default)]
+pub struct CartNameLocks {
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
 
 /// Holds a customer's cart names: while it lives, no other create or rename of one of the
 /// customer's carts runs in this daemon.
 pub struct NameLock {
-    key: LockKey,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    customer: String,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl NameLock {
     async fn acquire(daemon: &Arc<Daemon>, customer: &str) -> NameLock {
-        let key = (Arc::as_ptr(daemon) as usize, customer.to_string());
+        let locks = Arc::clone(&daemon.cart_names.locks);
         let mutex = {
-            let mut locks = CART_NAME_LOCKS
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(locks.entry(key.clone()).or_default())
+            let mut held = locks.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(held.entry(customer.to_string()).or_default())
         };
         let guard = mutex.lock_owned().await;
         NameLock {
-            key,
+            locks,
+            customer: customer.to_string(),
             guard: Some(guard),
         }
     }
@@ -266,14 +265,12 @@ impl NameLock {
 impl Drop for NameLock {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut locks = CART_NAME_LOCKS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if locks
-            .get(&self.key)
+        let mut held = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        if held
+            .get(&self.customer)
             .is_some_and(|m| Arc::strong_count(m) == 1)
         {
-            locks.remove(&self.key);
+            held.remove(&self.customer);
         }
     }
 }
