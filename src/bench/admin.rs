@@ -17,9 +17,9 @@ use std::time::{Duration, Instant as WallInstant};
 use serde_json::{json, Value};
 
 use super::{
-    due_count, mb, metric_delta, metrics, ms, order_id, quantile, seed, settle_aof, setup,
-    wait_ready, BenchError, BenchRedis, CpuSplit, DaemonClock, DaemonProcess, SeedOptions,
-    SeedOrder, TempDir, PREFIX,
+    due_count, mb, metric_delta, metrics, ms, order_id, quantile, ready_client, seed, settle_aof,
+    setup, BenchError, BenchRedis, CpuSplit, DaemonClock, DaemonProcess, SeedOptions, SeedOrder,
+    TempDir,
 };
 use crate::admin::client::{AdminClient, RequestOptions};
 use crate::domain::time::{to_millis, truncate_ms};
@@ -145,10 +145,7 @@ pub async fn run(opts: &AdminOptions) -> Result<AdminReport, BenchError> {
     }
 
     let daemon = DaemonProcess::start_with(&opts.binary, &url, DaemonClock::System, &[])?;
-    let client = AdminClient::connect(&url, PREFIX)
-        .await
-        .map_err(setup("client"))?;
-    wait_ready(&client).await?;
+    let client = ready_client(&url).await?;
     let before = metrics(&client).await?;
     let until_due = (due - chrono::Utc::now()).to_std().unwrap_or_default();
     if until_due < Duration::from_millis(500) {

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant as WallInstant};
 use serde_json::json;
 
 use super::{
-    aof_rewrites, long_request, mb, metric_delta, metrics, monthly_args, order_id, seed,
-    seed_monthly, settle_aof, setup, wait_ready, BenchError, BenchRedis, CpuSplit, DaemonProcess,
-    SeedOptions, SeedOrder, TempDir, BENCH_START, PREFIX,
+    aof_rewrites, long_request, mb, metric_delta, metrics, monthly_args, order_id, ready_client,
+    seed, seed_monthly, settle_aof, setup, BenchError, BenchRedis, CpuSplit, DaemonProcess,
+    SeedOptions, SeedOrder, TempDir, BENCH_START,
 };
-use crate::admin::client::AdminClient;
 use crate::domain::time::parse_instant;
 
 /// The instant the advance goes to: just past 2026-02-01, when every seeded order is due.
@@ -141,10 +140,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     let seed_elapsed = seeded.elapsed();
 
     let daemon = DaemonProcess::start(&opts.binary, &url)?;
-    let client = AdminClient::connect(&url, PREFIX)
-        .await
-        .map_err(setup("client"))?;
-    wait_ready(&client).await?;
+    let client = ready_client(&url).await?;
     let before = metrics(&client).await?;
     let rewrites = aof_rewrites(&url).await?;
     let cpu_before = CpuSplit::now(&daemon, &redis);

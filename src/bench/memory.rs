@@ -14,11 +14,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{
-    mb, metrics, monthly_args, order_id, redis_used_memory, seed, settle_aof, setup, wait_ready,
+    mb, metrics, monthly_args, order_id, ready_client, redis_used_memory, seed, settle_aof, setup,
     BenchError, BenchRedis, DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir,
-    BENCH_START, PREFIX,
+    BENCH_START,
 };
-use crate::admin::client::{AdminClient, RequestOptions};
+use crate::admin::client::RequestOptions;
 use crate::domain::time::parse_instant;
 
 /// Options of the memory scenario.
@@ -118,10 +118,7 @@ pub async fn run(opts: &MemoryOptions) -> Result<MemoryReport, BenchError> {
         DaemonClock::Simulated,
         &[("RECUR_ACTORS__IDLE_PASSIVATION", passivation.as_str())],
     )?;
-    let client = AdminClient::connect(&url, PREFIX)
-        .await
-        .map_err(setup("client"))?;
-    wait_ready(&client).await?;
+    let client = ready_client(&url).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle_kb = daemon.rss_kb();
 

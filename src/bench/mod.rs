@@ -671,6 +671,18 @@ impl DaemonProcess {
     }
 }
 
+/// An admin client on the bench's prefix, once the daemon answers ping.
+///
+/// # Errors
+/// [`BenchError`] when it cannot connect or the daemon does not answer in time.
+pub async fn ready_client(url: &str) -> Result<AdminClient, BenchError> {
+    let client = AdminClient::connect(url, PREFIX)
+        .await
+        .map_err(setup("client"))?;
+    wait_ready(&client).await?;
+    Ok(client)
+}
+
 /// Waits until the daemon answers ping.
 ///
 /// # Errors

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant as WallInstant};
 use chrono::Months;
 
 use super::{
-    due_count, mb, metrics, mix, monthly_args, order_id, seed, settle_aof, setup, wait_ready,
+    due_count, mb, metrics, mix, monthly_args, order_id, ready_client, seed, settle_aof, setup,
     BenchError, BenchRedis, CpuSplit, DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir,
     PREFIX,
 };
-use crate::admin::client::AdminClient;
 use crate::domain::time::{to_millis, truncate_ms};
 use crate::store::{self, Keys};
 
@@ -152,10 +151,7 @@ pub async fn run(opts: &RecoveryOptions) -> Result<RecoveryReport, BenchError> {
         cpu_before.figures(&CpuSplit::now(&daemon, &redis), caught_up),
         super::aof_rewrites(&url).await?.saturating_sub(rewrites)
     );
-    let client = AdminClient::connect(&url, PREFIX)
-        .await
-        .map_err(setup("client"))?;
-    wait_ready(&client).await?;
+    let client = ready_client(&url).await?;
     let ready = spawned.elapsed();
     let m = metrics(&client).await?;
     let peak_rss_kb = daemon.peak_rss_kb();

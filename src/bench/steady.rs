@@ -26,9 +26,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::{
-    long_request, metric_delta, metrics, mix, order_id, seed, settle_aof, setup, wait_ready,
+    long_request, metric_delta, metrics, mix, order_id, ready_client, seed, settle_aof, setup,
     BenchError, BenchRedis, DaemonProcess, Rng, SeedOptions, SeedOrder, TempDir, BENCH_START,
-    PREFIX,
 };
 use crate::admin::client::{AdminClient, RequestOptions};
 use crate::domain::time::{format_instant, parse_instant, Instant};
@@ -189,10 +188,7 @@ pub async fn run(opts: &SteadyOptions) -> Result<SteadyReport, BenchError> {
     let candidates: Vec<usize> = (0..n).filter(|&i| plans[i].kind != Kind::Online).collect();
 
     let daemon = DaemonProcess::start(&opts.binary, &url)?;
-    let client = AdminClient::connect(&url, PREFIX)
-        .await
-        .map_err(setup("client"))?;
-    wait_ready(&client).await?;
+    let client = ready_client(&url).await?;
     let before = metrics(&client).await?;
 
     let mut rng = Rng::new(2026);
