@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 
 use crate::clock::ClockMode;
+use crate::store;
 use crate::telemetry::{self, LogFormat};
 
 /// The built-in defaults, embedded so the binary works from any directory.
@@ -143,6 +144,9 @@ pub struct SchedulerSettings {
     pub window: Duration,
     /// Most timers loaded, or commits grouped, per Redis round trip.
     pub batch_size: usize,
+    /// How many round loops run at once, each over its own share of the partitions, so one
+    /// lane computes while another's commits are in Redis.
+    pub lanes: usize,
 }
 
 /// `[admin]`
@@ -333,6 +337,12 @@ impl Settings {
         }
         if self.scheduler.batch_size == 0 {
             return Err(invalid("scheduler.batch_size", "must be at least 1"));
+        }
+        if self.scheduler.lanes == 0 || self.scheduler.lanes > usize::from(store::PARTITIONS) {
+            return Err(invalid(
+                "scheduler.lanes",
+                format!("must be between 1 and {}", store::PARTITIONS),
+            ));
         }
         if self.admin.max_request_bytes == 0 {
             return Err(invalid("admin.max_request_bytes", "must be at least 1"));

@@ -120,12 +120,16 @@ async fn serve(
     shutdown: Shutdown,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), RunError> {
-    let conn = store::connect(&redis_url)
-        .await
-        .map_err(|source| RunError::Redis {
-            url: redis_url.clone(),
-            source,
-        })?;
+    let connect = || async {
+        store::connect(&redis_url)
+            .await
+            .map_err(|source| RunError::Redis {
+                url: redis_url.clone(),
+                source,
+            })
+    };
+    // Admin traffic and the scheduler's rounds each get their own connection (see Store).
+    let (conn, bulk) = (connect().await?, connect().await?);
     let keys = Keys::new(&settings.prefix);
     let metrics = Arc::new(Metrics::default());
     let committer = CommitterConfig {
@@ -134,7 +138,7 @@ async fn serve(
         reply_ttl_secs: settings.admin.reply_retention.as_secs().max(1),
         publish_events: settings.events.publish,
     };
-    let store = Store::open(conn, keys.clone(), committer, Arc::clone(&metrics)).await?;
+    let store = Store::open(conn, bulk, keys.clone(), committer, Arc::clone(&metrics)).await?;
     let clock = open_clock(&store, &settings).await?;
     let policy = Policy {
         payment_grace: chrono::Duration::from_std(settings.lifecycle.payment_grace_period)

@@ -1,6 +1,7 @@
 //! The scheduler: fires due orders. On the system clock it sleeps until the next due instant
 //! (or until a commit sets an earlier one); on the simulated clock it runs only inside
-//! `advanceClock`. Both read the timer sets in rounds of `scheduler.batch_size` orders, so
+//! `advanceClock`. Both read the timer sets in rounds (`scheduler.batch_size` orders shared by
+//! `scheduler.lanes` concurrent loops), so
 //! only the near future is ever in memory, and run the cron jobs on the same clock.
 
 use std::sync::atomic::Ordering;
@@ -29,8 +30,27 @@ pub enum AdvanceError {
     Failed(usize),
 }
 
-fn per_partition_limit(batch: usize) -> usize {
-    (batch / usize::from(PARTITIONS)).max(64)
+/// The scheduler's lanes: `scheduler.lanes` disjoint shares of the partitions. Each lane runs
+/// its own loop of rounds, so one lane computes while another's commits are in Redis (a single
+/// loop left the daemon and Redis taking turns). Orders are independent of each other, so lanes
+/// need no order between them; within a lane, rounds stay in due order.
+fn lanes(daemon: &Daemon) -> Vec<Vec<u16>> {
+    let n = daemon
+        .settings
+        .scheduler
+        .lanes
+        .clamp(1, usize::from(PARTITIONS));
+    let mut lanes = vec![Vec::new(); n];
+    for p in 0..PARTITIONS {
+        lanes[usize::from(p) % n].push(p);
+    }
+    lanes
+}
+
+/// Orders per round in one lane: the batch shared by the lanes.
+fn round_size(daemon: &Daemon) -> usize {
+    let s = &daemon.settings.scheduler;
+    (s.batch_size / s.lanes.max(1)).max(1)
 }
 
 /// Fires one round: every `(due, id)` entry, concurrently; each order fires up to `until`, or
@@ -66,14 +86,32 @@ async fn fire_round(
     failed
 }
 
-/// The next round: the earliest due entries at or before `until` (at most one batch).
-async fn next_round(daemon: &Daemon, until: Instant) -> Result<Vec<(i64, String)>, StoreError> {
-    let batch = daemon.settings.scheduler.batch_size.max(1);
+/// A lane's next round: its earliest due entries at or before `until` (at most one round).
+async fn next_round(
+    daemon: &Daemon,
+    lane: &[u16],
+    until: Instant,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let size = round_size(daemon);
+    let per_partition = (size / lane.len().max(1)).max(16);
     let due = daemon
         .store
-        .due(to_millis(&until), per_partition_limit(batch))
+        .due_in(lane, to_millis(&until), per_partition)
         .await?;
-    Ok(due.into_iter().take(batch).collect())
+    Ok(due.into_iter().take(size).collect())
+}
+
+/// Runs `work` once per lane, all lanes at once, and returns the first error (after every lane
+/// has stopped) or the lanes' results.
+async fn in_lanes<'a, T, E, F, Fut>(daemon: &'a Daemon, work: F) -> Result<Vec<T>, E>
+where
+    F: Fn(Vec<u16>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>> + 'a,
+{
+    join_all(lanes(daemon).into_iter().map(work))
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Fires everything due at or before the clock's now (start-up after downtime). Returns the
@@ -89,18 +127,22 @@ pub async fn catch_up(daemon: &Arc<Daemon>) -> Result<usize, StoreError> {
         now + chrono::Duration::from_std(daemon.settings.lifecycle.payment_restart_grace)
             .unwrap_or(chrono::Duration::hours(1))
     });
-    let mut total = 0;
-    loop {
-        let round = next_round(daemon, now).await?;
-        if round.is_empty() {
-            return Ok(total);
+    let fired = in_lanes(daemon, |lane| async move {
+        let mut total = 0;
+        loop {
+            let round = next_round(daemon, &lane, now).await?;
+            if round.is_empty() {
+                return Ok::<_, StoreError>(total);
+            }
+            let failed = fire_round(daemon, &round, Some(now), defer).await;
+            total += round.len() - failed;
+            if failed == round.len() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
-        let failed = fire_round(daemon, &round, Some(now), defer).await;
-        total += round.len() - failed;
-        if failed == round.len() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    })
+    .await?;
+    Ok(fired.into_iter().sum())
 }
 
 /// advanceClock: fires every timer due up to `to` in time order (rounds of the earliest due
@@ -118,22 +160,30 @@ pub async fn advance(daemon: &Arc<Daemon>, to: Instant) -> Result<Instant, Advan
     if to < now {
         return Err(AdvanceError::Backwards { now, to });
     }
-    loop {
-        let round = next_round(daemon, to).await?;
-        if round.is_empty() {
-            break;
-        }
-        if let Some(last) = round.last().and_then(|(d, _)| from_millis(*d)) {
-            if last > clock.now() {
-                let _ = clock.advance_to(last);
-                daemon.store.save_clock("simulated", Some(last)).await?;
+    // The lanes move the clock to the last due instant of each round they fire, one at a time,
+    // so the clock saved in Redis only moves forward.
+    let clock_step = tokio::sync::Mutex::new(());
+    let clock_step = &clock_step;
+    in_lanes(daemon, |lane| async move {
+        loop {
+            let round = next_round(daemon, &lane, to).await?;
+            if round.is_empty() {
+                return Ok(());
+            }
+            if let Some(last) = round.last().and_then(|(d, _)| from_millis(*d)) {
+                let _step = clock_step.lock().await;
+                if last > clock.now() {
+                    let _ = clock.advance_to(last);
+                    daemon.store.save_clock("simulated", Some(last)).await?;
+                }
+            }
+            let failed = fire_round(daemon, &round, None, None).await;
+            if failed == round.len() {
+                return Err(AdvanceError::Failed(failed));
             }
         }
-        let failed = fire_round(daemon, &round, None, None).await;
-        if failed == round.len() {
-            return Err(AdvanceError::Failed(failed));
-        }
-    }
+    })
+    .await?;
     let _ = clock.advance_to(to);
     daemon.store.save_clock("simulated", Some(to)).await?;
     sweep_outbox(daemon).await?;
@@ -147,19 +197,23 @@ pub async fn run_system_clock(daemon: Arc<Daemon>, shutdown: Shutdown) {
     let window = daemon.settings.scheduler.window;
     while !shutdown.is_triggered() {
         let now = daemon.clock.now();
+        let (daemon_ref, shutdown_ref) = (&daemon, &shutdown);
         let pass = async {
-            loop {
-                let round = next_round(&daemon, now).await?;
-                if round.is_empty() {
-                    break;
+            in_lanes(daemon_ref, |lane| async move {
+                loop {
+                    let round = next_round(daemon_ref, &lane, now).await?;
+                    if round.is_empty() {
+                        return Ok::<_, StoreError>(());
+                    }
+                    if fire_round(daemon_ref, &round, Some(now), None).await == round.len() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    if shutdown_ref.is_triggered() {
+                        return Ok(());
+                    }
                 }
-                if fire_round(&daemon, &round, Some(now), None).await == round.len() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                if shutdown.is_triggered() {
-                    break;
-                }
-            }
+            })
+            .await?;
             if let Err(e) = sweep_outbox(&daemon).await {
                 tracing::warn!(error = %e, "outbox sweep failed");
             }

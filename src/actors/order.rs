@@ -315,6 +315,9 @@ fn after(t: &Transition) -> Loaded {
 
 /// Commits a transition (and the reply to keep with it); once Redis has it, wakes the
 /// scheduler for an earlier timer and settles the stats delta with the customer's actor.
+///
+/// A reply to keep marks an admin command, committed over the store's admin connection; a
+/// fired timer goes over the scheduler's bulk connection.
 async fn commit_and_settle(
     daemon: &Arc<Daemon>,
     id: &str,
@@ -322,13 +325,18 @@ async fn commit_and_settle(
     t: Option<&Transition>,
     reply: Option<(String, String)>,
 ) -> Result<CommitOutcome, StoreError> {
+    let bulk = reply.is_none();
     let delta = t.and_then(|t| delta_of(before, t));
     let commit = commit_of(id, before, t, delta.as_ref(), reply);
     let due = match &commit.write {
         OrderWrite::Save { due_ms, .. } => *due_ms,
         _ => None,
     };
-    let outcome = daemon.store.commit(commit).await?;
+    let outcome = if bulk {
+        daemon.store.commit_bulk(commit).await?
+    } else {
+        daemon.store.commit(commit).await?
+    };
     if let CommitOutcome::Committed { outbox_ids } = &outcome {
         if let Some(due) = due {
             daemon.timer_committed(due);

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant as WallInstant};
 use serde_json::json;
 
 use super::{
-    aof_rewrites, long_request, mb, metric_delta, metrics, monthly_args, order_id, ready_client,
-    seed, seed_monthly, settle_aof, setup, BenchError, BenchRedis, CpuSplit, DaemonProcess,
-    SeedOptions, SeedOrder, TempDir, BENCH_START,
+    aof_rewrites, command_stats, long_request, mb, metric_delta, metrics, monthly_args, order_id,
+    ready_client, seed, seed_monthly, settle_aof, setup, BenchError, BenchRedis, CpuSplit,
+    DaemonProcess, SeedOptions, SeedOrder, TempDir, BENCH_START,
 };
 use crate::domain::time::parse_instant;
 
@@ -143,6 +143,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     let client = ready_client(&url).await?;
     let before = metrics(&client).await?;
     let rewrites = aof_rewrites(&url).await?;
+    command_stats(&url, true).await?;
     let cpu_before = CpuSplit::now(&daemon, &redis);
     let started = WallInstant::now();
     let r = client
@@ -155,6 +156,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         cpu_before.figures(&CpuSplit::now(&daemon, &redis), elapsed),
         aof_rewrites(&url).await?.saturating_sub(rewrites)
     );
+    command_stats(&url, false).await?;
     if !r.ok {
         return Err(BenchError::Setup(format!(
             "advanceClock failed: {:?}",

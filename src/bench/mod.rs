@@ -313,6 +313,33 @@ pub async fn aof_rewrites(url: &str) -> Result<u64, BenchError> {
     Ok(field("aof_rewrites:") + field("aof_rewrite_in_progress:"))
 }
 
+/// With `RECUR_BENCH_COMMANDSTATS=on`: resets Redis's per-command statistics (`before`) or
+/// prints them to stderr (after), to see where Redis spends its time during a measurement.
+///
+/// # Errors
+/// [`BenchError`] when Redis fails.
+pub async fn command_stats(url: &str, before: bool) -> Result<(), BenchError> {
+    if std::env::var("RECUR_BENCH_COMMANDSTATS").as_deref() != Ok("on") {
+        return Ok(());
+    }
+    let mut conn = store::connect(url).await.map_err(setup("connect"))?;
+    if before {
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .map_err(setup("CONFIG RESETSTAT"))?;
+    } else {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .map_err(setup("INFO"))?;
+        eprintln!("{info}");
+    }
+    Ok(())
+}
+
 /// Redis `used_memory` in bytes.
 ///
 /// # Errors
@@ -446,6 +473,7 @@ where
                 publish_events: false,
             };
             let store = Store::open(
+                conn.clone(),
                 conn,
                 Keys::new(PREFIX),
                 config,

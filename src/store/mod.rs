@@ -47,12 +47,17 @@ pub enum Loaded {
     Deleted,
 }
 
-/// The store: a connection manager (multiplexed, reconnecting) and the commit batcher.
+/// The store: two connection managers (multiplexed, reconnecting), each with its own commit
+/// batcher. Redis answers one connection's commands in order, so the scheduler's big rounds
+/// (timer reads, bulk loads, fired commits) go over `bulk`, and admin commands, reads and
+/// stats over `conn`: an admin command never queues behind a burst's pipelines.
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
+    bulk: ConnectionManager,
     keys: Keys,
     committer: Committer,
+    bulk_committer: Committer,
 }
 
 /// Opens a connection manager with timeouts fit for big pipelines.
@@ -73,18 +78,32 @@ impl Store {
     ///
     /// # Errors
     /// The Redis error when the script cannot be loaded.
+    /// `bulk` carries the scheduler's traffic (it may be a clone of `conn`).
+    ///
+    /// # Errors
+    /// The Redis error when the script cannot be loaded.
     pub async fn open(
         mut conn: ConnectionManager,
+        bulk: ConnectionManager,
         keys: Keys,
         config: CommitterConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
         let sha = commit::load_script(&mut conn).await?;
-        let committer = Committer::start(conn.clone(), keys.clone(), sha, config, metrics);
+        let committer = Committer::start(
+            conn.clone(),
+            keys.clone(),
+            sha.clone(),
+            config.clone(),
+            Arc::clone(&metrics),
+        );
+        let bulk_committer = Committer::start(bulk.clone(), keys.clone(), sha, config, metrics);
         Ok(Store {
             conn,
+            bulk,
             keys,
             committer,
+            bulk_committer,
         })
     }
 
@@ -104,6 +123,14 @@ impl Store {
     /// [`StoreError`] when Redis fails.
     pub async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
         self.committer.commit(commit).await
+    }
+
+    /// [`Store::commit`] for the scheduler: over the bulk connection.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn commit_bulk(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        self.bulk_committer.commit(commit).await
     }
 
     /// Reads an order (and whether its id was deleted).
@@ -131,10 +158,17 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails or stored JSON does not parse.
     pub async fn load_many(&self, ids: &[String]) -> Result<Vec<Order>, StoreError> {
+        self.load_many_on(self.conn.clone(), ids).await
+    }
+
+    async fn load_many_on(
+        &self,
+        mut conn: ConnectionManager,
+        ids: &[String],
+    ) -> Result<Vec<Order>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hget(self.keys.order(id), "d");
@@ -146,7 +180,8 @@ impl Store {
             .collect()
     }
 
-    /// Reads many orders at once, by id (missing ones are absent from the map).
+    /// Reads many orders at once, by id (missing ones are absent from the map), over the bulk
+    /// connection (the scheduler's round preload).
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails or stored JSON does not parse.
@@ -155,7 +190,7 @@ impl Store {
         ids: &[String],
     ) -> Result<std::collections::HashMap<String, Order>, StoreError> {
         Ok(self
-            .load_many(ids)
+            .load_many_on(self.bulk.clone(), ids)
             .await?
             .into_iter()
             .map(|o| (o.id.clone(), o))
@@ -228,7 +263,7 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn earliest_due(&self) -> Result<Option<i64>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.bulk.clone();
         let mut pipe = redis::pipe();
         for p in 0..PARTITIONS {
             pipe.cmd("ZRANGE")
@@ -248,9 +283,23 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut conn = self.conn.clone();
+        let all: Vec<u16> = (0..PARTITIONS).collect();
+        self.due_in(&all, until_ms, limit).await
+    }
+
+    /// [`Store::due`] over some partitions only (a scheduler lane's share).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn due_in(
+        &self,
+        partitions: &[u16],
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut conn = self.bulk.clone();
         let mut pipe = redis::pipe();
-        for p in 0..PARTITIONS {
+        for &p in partitions {
             pipe.cmd("ZRANGE")
                 .arg(self.keys.timers(p))
                 .arg("-inf")
