@@ -597,6 +597,7 @@ mod tests {
             assert_eq!(s.actors.idle_passivation, Duration::from_secs(60));
             assert_eq!(s.scheduler.window, Duration::from_secs(60));
             assert_eq!(s.scheduler.batch_size, 1024);
+            assert_eq!(s.scheduler.lanes, 16);
             assert_eq!(s.admin.reply_retention, Duration::from_secs(24 * 3600));
             assert_eq!(s.admin.max_request_bytes, 1_048_576);
             assert_eq!(s.events.max_len, 1_000_000);
@@ -757,6 +758,8 @@ mod tests {
             ),
             ("RECUR_SCHEDULER__WINDOW", "0s", "scheduler.window"),
             ("RECUR_SCHEDULER__BATCH_SIZE", "0", "scheduler.batch_size"),
+            ("RECUR_SCHEDULER__LANES", "0", "scheduler.lanes"),
+            ("RECUR_SCHEDULER__LANES", "17", "scheduler.lanes"),
             ("RECUR_PREFIX", "recur:", "prefix"),
             ("RECUR_REDIS__URL", "http://nope", "redis.url"),
             ("RECUR_ADMIN__SURPRISE", "1", "admin.surprise"),

@@ -185,7 +185,7 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
     let recur_tps = recur.transitions_per_s();
     Ok(match peer {
         Some(p) => format!(
-            "bullmq orders={} recur_transitions_per_s={:.0} bullmq_jobs_per_s={:.0} ratio={:.2} recur_events_per_s={:.0} recur_elapsed_s={:.3} bullmq_elapsed_s={} bullmq_concurrency={} bullmq_version={} bullmq_late_ms={} redis=tcp+aof",
+            "bullmq orders={} recur_transitions_per_s={:.0} bullmq_jobs_per_s={:.0} ratio={:.2} recur_events_per_s={:.0} recur_elapsed_s={:.3} bullmq_elapsed_s={} bullmq_concurrency={} bullmq_version={} bullmq_late_ms={} recur_{} redis=tcp+aof",
             opts.orders,
             recur_tps,
             p.jobs_per_s,
@@ -196,6 +196,7 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
             opts.concurrency,
             p.raw["bullmq"].as_str().unwrap_or("?"),
             p.raw["late_ms"],
+            recur.cpu,
         ),
         None => format!(
             "bullmq orders={} recur_transitions_per_s={:.0} bullmq_jobs_per_s=skipped ratio=n/a redis=tcp+aof",

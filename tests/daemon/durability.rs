@@ -203,3 +203,46 @@ async fn idle_actors_passivate_and_timers_still_fire() {
     assert_eq!(resident(&m).1, 0, "timer-woken actors went back to sleep");
     assert!(m["passivations"].as_u64().unwrap() >= 40);
 }
+
+/// Scheduler lanes (and round sizes) change how the work is cut, never its outcome: one lane
+/// with big rounds, sixteen lanes with rounds of one order, and five lanes with odd rounds end
+/// with the same events per order, the same stored orders and the same customer figures.
+#[tokio::test]
+async fn lanes_and_round_sizes_change_nothing_but_speed() {
+    let steps = ["2026-03-15T00:00:00Z", "2026-11-01T00:00:00Z"];
+    let run = |lanes: usize, batch: usize| async move {
+        let h = Harness::start_with(|s| {
+            s.scheduler.lanes = lanes;
+            s.scheduler.batch_size = batch;
+        })
+        .await;
+        create_book(&h.client, 80).await;
+        for to in steps {
+            h.advance(to).await;
+        }
+        let events = h.events().await;
+        assert_no_duplicate_ids(&events);
+        let mut figures = Vec::new();
+        for c in 0..17 {
+            let stats = h
+                .ok("getCustomerStats", json!({ "customerId": format!("c{c}") }))
+                .await;
+            figures.push(stats);
+        }
+        let clock = h.ok("getClock", json!({})).await;
+        (
+            by_order(&events),
+            stored_orders(&h.redis, "t").await,
+            figures,
+            clock,
+        )
+    };
+    let one_lane = run(1, 1024).await;
+    assert_eq!(one_lane.3["now"], "2026-11-01T00:00:00.000Z");
+    assert!(
+        one_lane.0.values().map(Vec::len).sum::<usize>() > 80 * 4,
+        "the book moves"
+    );
+    assert_eq!(run(16, 16).await, one_lane);
+    assert_eq!(run(5, 7).await, one_lane);
+}
