@@ -475,14 +475,12 @@ async fn fire(
                 .map_err(ActorError::from);
             return (Some(loaded), r);
         };
-        let deferred = defer_grace_to.and_then(|to| domain::defer_overdue_grace(order, until, to));
-        let base = deferred.as_ref().unwrap_or(order);
-        let mut t = domain::fire(base, until, &daemon.policy);
-        if t.is_noop() && deferred.is_some() {
-            // A silent change (deadlines moved, no event): a new version all the same.
-            t.order.version += 1;
-        }
-        if t.is_noop() && deferred.is_none() {
+        let t = match defer_grace_to {
+            Some(to) => domain::fire_after_downtime(order, until, &daemon.policy, to),
+            None => domain::fire(order, until, &daemon.policy),
+        };
+        // A silent change (grace deadlines moved, no event) has a new version and commits.
+        if t.is_noop() && t.order.version == order.version {
             // The timer set disagrees with the order (it was due, nothing fired): repair it.
             let due = domain::next_due(order).map(|d| to_millis(&d));
             let r = daemon

@@ -18,6 +18,6 @@ pub mod time;
 
 pub use error::{DomainError, ErrorCode};
 pub use event::{Event, EventType};
-pub use lifecycle::{apply, create, defer_overdue_grace, fire, next_due, Policy, Transition};
+pub use lifecycle::{apply, create, fire, fire_after_downtime, next_due, Policy, Transition};
 pub use order::Order;
 pub use time::Instant;

@@ -246,3 +246,99 @@ async fn lanes_and_round_sizes_change_nothing_but_speed() {
     assert_eq!(run(16, 16).await, one_lane);
     assert_eq!(run(5, 7).await, one_lane);
 }
+
+/// SPEC 7, system clock: a payment-grace cancellation that fell due while no daemon ran waits
+/// for `payment_restart_grace` after start-up, also when the cycle whose payment was missed
+/// started during the downtime; every other overdue change fires stamped with its own due time.
+#[tokio::test]
+async fn grace_missed_while_down_waits_payment_restart_grace_after_start_up() {
+    use recur::bench::{monthly_args, seed, SeedOptions, SeedOrder, PREFIX};
+
+    let redis = TestRedis::start().await;
+    // Bought 40 days ago by a daemon on the system clock, which then stopped: cycle 2 of both
+    // started about 9 days ago, and the ONLINE one's 72 h grace ran out about 6 days ago.
+    let created = chrono::Utc::now() - chrono::Duration::days(40);
+    let cycle2 = created.checked_add_months(chrono::Months::new(1)).unwrap();
+    let options = SeedOptions {
+        stats: true,
+        ..SeedOptions::system()
+    };
+    seed(&redis.url, 2, &options, move |i| SeedOrder {
+        id: ["online", "offline"][i].to_string(),
+        args: monthly_args("c1", ["ONLINE", "OFFLINE"][i], 12),
+        created,
+        payment: (i == 0).then(|| "9.99".to_string()),
+    })
+    .await
+    .unwrap();
+
+    let mut s = settings(&redis.url, PREFIX);
+    s.clock.mode = recur::clock::ClockMode::System;
+    s.clock.start = None;
+    s.lifecycle.payment_restart_grace = Duration::from_secs(2);
+    let started = chrono::Utc::now();
+    let daemon = Daemon::start(s).await;
+    let client = AdminClient::connect(&redis.url, PREFIX).await.unwrap();
+    let get = |id: &'static str| {
+        let client = &client;
+        async move {
+            let r = client
+                .request("getOrder", json!({ "orderId": id }))
+                .await
+                .unwrap();
+            assert!(r.ok, "{:?}", r.error);
+            r.result.unwrap()
+        }
+    };
+    let near = |t: &Value, expected: chrono::DateTime<chrono::Utc>| {
+        let t = at(t.as_str().unwrap());
+        (t - expected).num_milliseconds().abs() <= 1
+    };
+
+    // Caught up at start-up: cycle 2 started at its own instant, but no cancellation yet.
+    let online = get("online").await;
+    assert_eq!(online["status"], "ACTIVE", "{online}");
+    assert_eq!(online["currentCycle"]["index"], 2);
+    let offline = get("offline").await;
+    assert_eq!(offline["currentCycle"]["index"], 2);
+    let cycle_starts: Vec<Value> = stream_events(&redis, PREFIX)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "orderCycleStarted" && e["data"]["cycleNumber"] == 2)
+        .collect();
+    assert_eq!(cycle_starts.len(), 2);
+    assert!(cycle_starts.iter().all(|e| near(&e["eventTime"], cycle2)));
+
+    // Then, unpaid, it is canceled for non-payment once the restart grace has passed.
+    let mut canceled = Value::Null;
+    for _ in 0..100 {
+        let o = get("online").await;
+        if o["status"] == "CANCELED" {
+            canceled = o;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        canceled["cancellation"]["cause"], "PAYMENT_FAILURE",
+        "{canceled}"
+    );
+    let event = stream_events(&redis, PREFIX)
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "orderCanceled")
+        .expect("an orderCanceled event");
+    let at_time = at(event["eventTime"].as_str().unwrap());
+    assert!(
+        at_time >= started + chrono::Duration::seconds(2),
+        "canceled at {at_time}, before start-up ({started}) + the restart grace"
+    );
+    assert_eq!(get("offline").await["status"], "ACTIVE");
+    // And the customer's figures still equal a recomputation.
+    let r = client
+        .request("recomputeCustomerStats", json!({ "customerId": "c1" }))
+        .await
+        .unwrap();
+    assert_eq!(r.result.unwrap()["differences"], json!([]));
+    daemon.stop().await;
+}

@@ -303,23 +303,52 @@ pub fn fire(order: &Order, until: Instant, policy: &Policy) -> Transition {
     }
 }
 
-/// System-clock start-up after downtime (SPEC section 7): payment-grace expiries that fell due
-/// while the daemon was down (at or before `now`) move to `deferred_to` (start-up +
-/// `payment_restart_grace`) instead of canceling at once. Every other overdue change still
-/// fires at its own due time. The move is silent (no event): it only changes when a later
-/// change happens. Returns None when nothing was overdue.
-pub fn defer_overdue_grace(order: &Order, now: Instant, deferred_to: Instant) -> Option<Order> {
-    if order.status != OrderStatus::Active || !order.payments_due.iter().any(|d| d.deadline <= now)
-    {
-        return None;
-    }
+/// System-clock start-up after downtime (SPEC section 7): fires every change due at or before
+/// `until` (start-up) at its own due instant, except payment-grace cancellations. Every grace
+/// deadline that fell due while the daemon was down moves to `deferred_to` (start-up +
+/// `payment_restart_grace`) instead of canceling: one that was pending before the downtime,
+/// and one a cycle started during the downtime (its deadline is that cycle's start + the
+/// grace). The move is silent (no event): it only changes when a later change happens; when
+/// nothing else fired, the order still gets a new version, since it changed.
+pub fn fire_after_downtime(
+    order: &Order,
+    until: Instant,
+    policy: &Policy,
+    deferred_to: Instant,
+) -> Transition {
     let mut o = order.clone();
-    for due in &mut o.payments_due {
-        if due.deadline <= now {
-            due.deadline = deferred_to;
+    let mut events = Vec::new();
+    let mut moved = false;
+    loop {
+        // Before each change: a deadline it would pass is moved first, so no grace
+        // cancellation fires for the downtime (a cycle start may have just added one).
+        if o.status == OrderStatus::Active {
+            for due in &mut o.payments_due {
+                if due.deadline <= until {
+                    due.deadline = deferred_to;
+                    moved = true;
+                }
+            }
+        }
+        let Some(due) = next_due(&o) else { break };
+        if due > until {
+            break;
+        }
+        let version = o.version;
+        fire_at(&mut o, due, policy, &mut events);
+        if o.version == version {
+            debug_assert!(false, "order {} was due at {due} but nothing fired", o.id);
+            break;
         }
     }
-    Some(o)
+    if moved && o.version == order.version {
+        o.version += 1;
+    }
+    Transition {
+        order: o,
+        events,
+        deleted: false,
+    }
 }
 
 /// One change at due instant `t`, in the order SPEC section 7 fixes: resume, (start), grace

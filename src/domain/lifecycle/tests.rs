@@ -1232,10 +1232,12 @@ fn grace_expiry_missed_during_downtime_is_deferred_not_fired() {
     let c2 = fire(&t.order, at("2026-02-10T09:00:00Z"), &policy()).order;
     // The daemon was down from Feb 11 to Feb 20; the deadline (Feb 13) passed meanwhile.
     let startup = at("2026-02-20T00:00:00Z");
-    let deferred = defer_overdue_grace(&c2, startup, at("2026-02-20T01:00:00Z")).unwrap();
-    let after = fire(&deferred, startup, &policy());
+    let later = at("2026-02-20T01:00:00Z");
+    let after = fire_after_downtime(&c2, startup, &policy(), later);
+    assert!(after.events.is_empty(), "the move is silent");
+    assert_eq!(after.order.version, c2.version + 1, "but it is a change");
     assert_eq!(after.order.status, OrderStatus::Active);
-    assert_eq!(next_due(&after.order), Some(at("2026-02-20T01:00:00Z")));
+    assert_eq!(next_due(&after.order), Some(later));
     let paid = cmd(
         &after.order,
         "recordPayment",
@@ -1244,8 +1246,43 @@ fn grace_expiry_missed_during_downtime_is_deferred_not_fired() {
     )
     .unwrap();
     assert_eq!(paid.order.status, OrderStatus::Active);
-    assert!(
-        defer_overdue_grace(&c2, at("2026-02-12T00:00:00Z"), startup).is_none(),
-        "not yet overdue"
+    // Unpaid, it is canceled at the deferred instant, stamped with it.
+    let canceled = fire(&after.order, later, &policy());
+    assert_eq!(canceled.order.status, OrderStatus::Canceled);
+    assert!(canceled.events.iter().all(|e| e.event_time == later));
+    // Not yet overdue at start-up: nothing moves, nothing changes.
+    let early = fire_after_downtime(&c2, at("2026-02-12T00:00:00Z"), &policy(), startup);
+    assert!(early.is_noop());
+    assert_eq!(early.order, c2);
+}
+
+#[test]
+fn grace_of_a_cycle_that_started_during_downtime_is_deferred_too() {
+    let now = at(T0);
+    let t = new_order(monthly("ONLINE", 12, "10.00", T0), now);
+    let paid = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        now,
+    )
+    .unwrap()
+    .order;
+    // Down from Jan 20 to Mar 1: cycle 2 started (Feb 10) and its grace ran out (Feb 13)
+    // unseen. Cycle 2 still starts at its own instant; the cancellation waits.
+    let startup = at("2026-03-01T00:00:00Z");
+    let later = at("2026-03-01T01:00:00Z");
+    let after = fire_after_downtime(&paid, startup, &policy(), later);
+    let kinds: Vec<EventType> = after.events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        kinds,
+        [EventType::OrderCycleStarted, EventType::OrderUpdated]
     );
+    assert_eq!(after.events[0].event_time, at("2026-02-10T09:00:00Z"));
+    assert_eq!(after.order.status, OrderStatus::Active);
+    assert_eq!(after.order.current_cycle.as_ref().map(|c| c.index), Some(2));
+    assert_eq!(next_due(&after.order), Some(later));
+    // Without the deferral the same catch-up cancels for non-payment.
+    let plain = fire(&paid, startup, &policy());
+    assert_eq!(plain.order.status, OrderStatus::Canceled);
 }
