@@ -138,7 +138,18 @@ async fn serve(
         reply_ttl_secs: settings.admin.reply_retention.as_secs().max(1),
         publish_events: settings.events.publish,
     };
-    let store = Store::open(conn, bulk, keys.clone(), committer, Arc::clone(&metrics)).await?;
+    // The scheduler's pipelines hold two rounds: when one comes back, the actix thread settles
+    // that many commits in a row while admin commands wait, so they stay small (docs/BENCHMARKS.md).
+    let bulk_max_batch = 2 * scheduler::round_size(&settings.scheduler);
+    let store = Store::open(
+        conn,
+        bulk,
+        keys.clone(),
+        committer,
+        bulk_max_batch,
+        Arc::clone(&metrics),
+    )
+    .await?;
     let clock = open_clock(&store, &settings).await?;
     let policy = Policy {
         payment_grace: chrono::Duration::from_std(settings.lifecycle.payment_grace_period)

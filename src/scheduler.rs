@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 
 use crate::actors::customer::{ApplyDelta, Recompute};
 use crate::actors::registry;
+use crate::config::SchedulerSettings;
 use crate::daemon::Daemon;
 use crate::domain::time::{from_millis, to_millis, Instant};
 use crate::shutdown::Shutdown;
@@ -48,8 +49,7 @@ fn lanes(daemon: &Daemon) -> Vec<Vec<u16>> {
 }
 
 /// Orders per round in one lane: the batch shared by the lanes.
-fn round_size(daemon: &Daemon) -> usize {
-    let s = &daemon.settings.scheduler;
+pub fn round_size(s: &SchedulerSettings) -> usize {
     (s.batch_size / s.lanes.max(1)).max(1)
 }
 
@@ -92,7 +92,7 @@ async fn next_round(
     lane: &[u16],
     until: Instant,
 ) -> Result<Vec<(i64, String)>, StoreError> {
-    let size = round_size(daemon);
+    let size = round_size(&daemon.settings.scheduler);
     let per_partition = (size / lane.len().max(1)).max(16);
     let due = daemon
         .store

@@ -477,6 +477,7 @@ where
                 conn,
                 Keys::new(PREFIX),
                 config,
+                2048,
                 Arc::new(Metrics::default()),
             )
             .await

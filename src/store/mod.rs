@@ -78,7 +78,8 @@ impl Store {
     ///
     /// # Errors
     /// The Redis error when the script cannot be loaded.
-    /// `bulk` carries the scheduler's traffic (it may be a clone of `conn`).
+    /// `bulk` carries the scheduler's traffic (it may be a clone of `conn`); its batcher sends
+    /// pipelines of at most `bulk_max_batch` commits.
     ///
     /// # Errors
     /// The Redis error when the script cannot be loaded.
@@ -87,6 +88,7 @@ impl Store {
         bulk: ConnectionManager,
         keys: Keys,
         config: CommitterConfig,
+        bulk_max_batch: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
         let sha = commit::load_script(&mut conn).await?;
@@ -97,7 +99,12 @@ impl Store {
             config.clone(),
             Arc::clone(&metrics),
         );
-        let bulk_committer = Committer::start(bulk.clone(), keys.clone(), sha, config, metrics);
+        let bulk_config = CommitterConfig {
+            max_batch: bulk_max_batch.max(1),
+            ..config
+        };
+        let bulk_committer =
+            Committer::start(bulk.clone(), keys.clone(), sha, bulk_config, metrics);
         Ok(Store {
             conn,
             bulk,
