@@ -1,8 +1,8 @@
 //! The scheduler: fires due orders. On the system clock it sleeps until the next due instant
 //! (or until a commit sets an earlier one); on the simulated clock it runs only inside
-//! `advanceClock`. Both read the timer sets in rounds (`scheduler.batch_size` orders shared by
-//! `scheduler.lanes` concurrent loops), so
-//! only the near future is ever in memory, and run the cron jobs on the same clock.
+//! `advanceClock`. Both read the timer sets in rounds, in `scheduler.lanes` loops at once that
+//! share `scheduler.batch_size` orders, so only the near future is ever in memory, and run the
+//! cron jobs on the same clock.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -145,9 +145,10 @@ pub async fn catch_up(daemon: &Arc<Daemon>) -> Result<usize, StoreError> {
     Ok(fired.into_iter().sum())
 }
 
-/// advanceClock: fires every timer due up to `to` in time order (rounds of the earliest due
-/// entries, each order fired at its own due instant), then sets the clock to `to`. Commands
-/// wait meanwhile (the caller holds the advance lock).
+/// advanceClock: fires every timer due up to `to`, each order at its own due instant, in time
+/// order within each lane (rounds of the lane's earliest due entries; lanes run at once, see
+/// [`lanes`]), then sets the clock to `to`. Commands wait meanwhile (the caller holds the
+/// advance lock).
 ///
 /// # Errors
 /// [`AdvanceError`] when `to` is in the past, the clock is not simulated, or Redis fails.

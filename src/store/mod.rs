@@ -283,18 +283,9 @@ impl Store {
         Ok(rows.into_iter().flatten().map(|(_, s)| s).min())
     }
 
-    /// Order ids due at or before `until_ms`, sorted by (due, order id): up to `limit` per
-    /// partition, cut so that nothing later than an entry left unread is returned (the result
-    /// is always a prefix of the global due order).
-    ///
-    /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub async fn due(&self, until_ms: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
-        let all: Vec<u16> = (0..PARTITIONS).collect();
-        self.due_in(&all, until_ms, limit).await
-    }
-
-    /// [`Store::due`] over some partitions only (a scheduler lane's share).
+    /// Order ids due at or before `until_ms` in `partitions` (a scheduler lane's share), sorted
+    /// by (due, order id): up to `limit` per partition, cut so that nothing later than an entry
+    /// left unread is returned (the result is always a prefix of those partitions' due order).
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
