@@ -80,14 +80,13 @@ impl Handler<ApplyDelta> for CustomerStatsActor {
         let daemon = Arc::clone(&self.daemon);
         AtomicResponse::new(Box::pin(
             async move {
-                if daemon.store.apply_delta(&msg.delta).await? {
+                // One round trip: the apply and the removal of its outbox entry are one script.
+                let entry = msg.entry_id.as_deref();
+                if daemon.store.apply_delta(&msg.delta, entry).await? {
                     daemon
                         .metrics
                         .stats_deltas_applied
                         .fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(entry) = &msg.entry_id {
-                    daemon.store.ack_delta(&msg.delta.o, entry).await?;
                 }
                 Ok(())
             }

@@ -499,7 +499,7 @@ where
                     }
                 }
                 let applied = futures_util::future::join_all(
-                    deltas.iter().flatten().map(|d| store.apply_delta(d)),
+                    deltas.iter().flatten().map(|d| store.apply_delta(d, None)),
                 )
                 .await;
                 for r in applied {

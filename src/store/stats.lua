@@ -1,58 +1,67 @@
 -- Applies one order's contribution to its customer's statistics, exactly once: the
 -- contribution replaces the order's previous one only if its version is newer, so a replayed
 -- or stale delta changes nothing. Money is integer minor units (HINCRBY), never a float.
+-- The delta's outbox entry, when given, is removed in the same atomic step, applied or not.
 --
--- KEYS: 1 contributions hash (order id -> JSON), 2 stats hash, 3 customers set
--- ARGV: 1 order id, 2 version, 3 contribution JSON ('' = the order was deleted), 4 customer id
+-- KEYS: 1 contributions hash (order id -> JSON), 2 stats hash, 3 customers set,
+--       4 the order's partition outbox stream
+-- ARGV: 1 order id, 2 version, 3 contribution JSON ('' = the order was deleted), 4 customer id,
+--       5 outbox entry id ('' = none)
 -- Returns 1 when applied, 0 when already applied (same or newer version).
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-local oldc = nil
-if old then oldc = cjson.decode(old) end
-local v = tonumber(ARGV[2])
-if oldc and tonumber(oldc.v) >= v then return 0 end
-local newc = nil
-if ARGV[3] ~= '' then newc = cjson.decode(ARGV[3]) end
+local function apply()
+  local old = redis.call('HGET', KEYS[1], ARGV[1])
+  local oldc = nil
+  if old then oldc = cjson.decode(old) end
+  local v = tonumber(ARGV[2])
+  if oldc and tonumber(oldc.v) >= v then return 0 end
+  local newc = nil
+  if ARGV[3] ~= '' then newc = cjson.decode(ARGV[3]) end
 
--- Integers as '%d' strings: Lua numbers are doubles, and -1 * 0 would print as '-0'.
-local function incr(field, by)
-  if by ~= 0 then redis.call('HINCRBY', KEYS[2], field, string.format('%d', by)) end
-end
-local function add(c, sign)
-  if not c or c.deleted then return end
-  incr('ordersCount', sign * c.n)
-  incr('paidOrdersCount', sign * c.p)
-  incr('activeOrdersCount', sign * c.a)
-  for cur, m in pairs(c.m) do
-    incr('money:' .. cur .. ':paid', sign * m[1])
-    incr('money:' .. cur .. ':refunded', sign * m[2])
+  -- Integers as '%d' strings: Lua numbers are doubles, and -1 * 0 would print as '-0'.
+  local function incr(field, by)
+    if by ~= 0 then redis.call('HINCRBY', KEYS[2], field, string.format('%d', by)) end
   end
-end
-add(oldc, -1)
-add(newc, 1)
-if newc then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({v = v, deleted = true}))
-end
-
--- lastOrderDate / lastPaymentDate are maxima: raise them directly, or rescan every
--- contribution when the order that held a maximum changed or went away.
-local lo = tonumber(redis.call('HGET', KEYS[2], 'lastOrderDate') or '0')
-local lp = tonumber(redis.call('HGET', KEYS[2], 'lastPaymentDate') or '0')
-local rescan = oldc and not oldc.deleted and ((tonumber(oldc.lo) >= lo and lo > 0) or (tonumber(oldc.lp) >= lp and lp > 0))
-if rescan then
-  lo, lp = 0, 0
-  for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
-    local c = cjson.decode(raw)
-    if not c.deleted then
-      if tonumber(c.lo) > lo then lo = tonumber(c.lo) end
-      if tonumber(c.lp) > lp then lp = tonumber(c.lp) end
+  local function add(c, sign)
+    if not c or c.deleted then return end
+    incr('ordersCount', sign * c.n)
+    incr('paidOrdersCount', sign * c.p)
+    incr('activeOrdersCount', sign * c.a)
+    for cur, m in pairs(c.m) do
+      incr('money:' .. cur .. ':paid', sign * m[1])
+      incr('money:' .. cur .. ':refunded', sign * m[2])
     end
   end
-elseif newc then
-  if tonumber(newc.lo) > lo then lo = tonumber(newc.lo) end
-  if tonumber(newc.lp) > lp then lp = tonumber(newc.lp) end
+  add(oldc, -1)
+  add(newc, 1)
+  if newc then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  else
+    redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({v = v, deleted = true}))
+  end
+
+  -- lastOrderDate / lastPaymentDate are maxima: raise them directly, or rescan every
+  -- contribution when the order that held a maximum changed or went away.
+  local lo = tonumber(redis.call('HGET', KEYS[2], 'lastOrderDate') or '0')
+  local lp = tonumber(redis.call('HGET', KEYS[2], 'lastPaymentDate') or '0')
+  local rescan = oldc and not oldc.deleted and ((tonumber(oldc.lo) >= lo and lo > 0) or (tonumber(oldc.lp) >= lp and lp > 0))
+  if rescan then
+    lo, lp = 0, 0
+    for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
+      local c = cjson.decode(raw)
+      if not c.deleted then
+        if tonumber(c.lo) > lo then lo = tonumber(c.lo) end
+        if tonumber(c.lp) > lp then lp = tonumber(c.lp) end
+      end
+    end
+  elseif newc then
+    if tonumber(newc.lo) > lo then lo = tonumber(newc.lo) end
+    if tonumber(newc.lp) > lp then lp = tonumber(newc.lp) end
+  end
+  redis.call('HSET', KEYS[2], 'lastOrderDate', string.format('%d', lo), 'lastPaymentDate', string.format('%d', lp))
+  redis.call('SADD', KEYS[3], ARGV[4])
+  return 1
 end
-redis.call('HSET', KEYS[2], 'lastOrderDate', string.format('%d', lo), 'lastPaymentDate', string.format('%d', lp))
-redis.call('SADD', KEYS[3], ARGV[4])
-return 1
+
+local applied = apply()
+if ARGV[5] ~= '' then redis.call('XDEL', KEYS[4], ARGV[5]) end
+return applied

@@ -39,12 +39,17 @@ pub fn contributions_key(keys: &Keys, customer_id: &str) -> String {
 }
 
 impl Store {
-    /// Applies a delta; Ok(true) when it changed the figures, Ok(false) when it was already
-    /// applied (the same or a newer version).
+    /// Applies a delta and, in the same atomic script call, removes its outbox entry (when
+    /// given); Ok(true) when it changed the figures, Ok(false) when it was already applied (the
+    /// same or a newer version).
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
-    pub async fn apply_delta(&self, d: &Delta) -> Result<bool, StoreError> {
+    pub async fn apply_delta(
+        &self,
+        d: &Delta,
+        outbox_entry: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let keys = self.keys();
         let contribution = match &d.k {
@@ -55,25 +60,15 @@ impl Store {
             .key(contributions_key(keys, &d.c))
             .key(keys.customer_stats(&d.c))
             .key(customers_key(keys))
+            .key(keys.outbox(Keys::partition(&d.o)))
             .arg(&d.o)
             .arg(d.v)
             .arg(contribution)
             .arg(&d.c)
+            .arg(outbox_entry.unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         Ok(applied == 1)
-    }
-
-    /// Removes an outbox entry once its delta is applied.
-    ///
-    /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub async fn ack_delta(&self, order_id: &str, entry_id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let _: i64 = conn
-            .xdel(self.keys().outbox(Keys::partition(order_id)), &[entry_id])
-            .await?;
-        Ok(())
     }
 
     /// Up to `count` outbox entries of a partition, oldest first.

@@ -87,6 +87,15 @@ async fn assert_stats_exact(client: &AdminClient, redis: &TestRedis, prefix: &st
         assert!(r.ok, "{:?}", r.error);
         assert_eq!(&r.result.unwrap(), want, "customer {customer}");
     }
+    // Every delta was applied and acknowledged: no outbox entry is left behind.
+    let mut conn = redis.conn().await;
+    for p in 0..recur::store::PARTITIONS {
+        let left: usize = conn
+            .xlen(format!("{prefix}:{{p{p}}}:outbox"))
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "outbox of partition {p}");
+    }
 }
 
 /// Tiny deterministic PRNG so a failing run can be replayed.
