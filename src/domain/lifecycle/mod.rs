@@ -283,24 +283,7 @@ pub fn next_due(order: &Order) -> Option<Instant> {
 /// Applies every change due at or before `until`, one change per due instant, each stamped
 /// with its own due time. Returns a no-op transition when nothing is due.
 pub fn fire(order: &Order, until: Instant, policy: &Policy) -> Transition {
-    let mut o = order.clone();
-    let mut events = Vec::new();
-    while let Some(due) = next_due(&o) {
-        if due > until {
-            break;
-        }
-        let version = o.version;
-        fire_at(&mut o, due, policy, &mut events);
-        if o.version == version {
-            debug_assert!(false, "order {} was due at {due} but nothing fired", o.id);
-            break;
-        }
-    }
-    Transition {
-        order: o,
-        events,
-        deleted: false,
-    }
+    walk(order, until, policy, |_| {})
 }
 
 /// System-clock start-up after downtime (SPEC section 7): fires every change due at or before
@@ -316,12 +299,10 @@ pub fn fire_after_downtime(
     policy: &Policy,
     deferred_to: Instant,
 ) -> Transition {
-    let mut o = order.clone();
-    let mut events = Vec::new();
     let mut moved = false;
-    loop {
-        // Before each change: a deadline it would pass is moved first, so no grace
-        // cancellation fires for the downtime (a cycle start may have just added one).
+    // Before each change: a deadline it would pass is moved first, so no grace cancellation
+    // fires for the downtime (a cycle start may have just added one).
+    let mut t = walk(order, until, policy, |o| {
         if o.status == OrderStatus::Active {
             for due in &mut o.payments_due {
                 if due.deadline <= until {
@@ -330,6 +311,24 @@ pub fn fire_after_downtime(
                 }
             }
         }
+    });
+    if moved && t.order.version == order.version {
+        t.order.version += 1;
+    }
+    t
+}
+
+/// The walk of [`fire`]: `before_each` may adjust the order before each due instant is taken.
+fn walk(
+    order: &Order,
+    until: Instant,
+    policy: &Policy,
+    mut before_each: impl FnMut(&mut Order),
+) -> Transition {
+    let mut o = order.clone();
+    let mut events = Vec::new();
+    loop {
+        before_each(&mut o);
         let Some(due) = next_due(&o) else { break };
         if due > until {
             break;
@@ -340,9 +339,6 @@ pub fn fire_after_downtime(
             debug_assert!(false, "order {} was due at {due} but nothing fired", o.id);
             break;
         }
-    }
-    if moved && o.version == order.version {
-        o.version += 1;
     }
     Transition {
         order: o,
