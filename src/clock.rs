@@ -2,6 +2,7 @@
 //! that moves only when told to.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -142,6 +143,48 @@ impl Clock {
     }
 }
 
+/// The scheduler's wake-up on the system clock: the commit path tells it about every timer it
+/// wrote, and it is woken only when that timer is earlier than the wake it planned (mini-redis's
+/// `background_task` notify). Cheap to clone: clones share one wake.
+#[derive(Debug, Clone, Default)]
+pub struct TimerWake {
+    shared: Arc<WakeShared>,
+}
+
+#[derive(Debug)]
+struct WakeShared {
+    notify: tokio::sync::Notify,
+    planned_ms: AtomicI64,
+}
+
+impl Default for WakeShared {
+    fn default() -> Self {
+        WakeShared {
+            notify: tokio::sync::Notify::new(),
+            planned_ms: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl TimerWake {
+    /// Called after a commit set a timer to `due_ms` (Unix milliseconds).
+    pub fn timer_committed(&self, due_ms: i64) {
+        if due_ms < self.shared.planned_ms.load(Ordering::Relaxed) {
+            self.shared.notify.notify_one();
+        }
+    }
+
+    /// The scheduler plans to wake at `wake_ms`; earlier timers committed from now on wake it.
+    pub fn plan(&self, wake_ms: i64) {
+        self.shared.planned_ms.store(wake_ms, Ordering::Relaxed);
+    }
+
+    /// Waits until a timer earlier than the planned wake is committed.
+    pub async fn woken(&self) {
+        self.shared.notify.notified().await;
+    }
+}
+
 /// Drops sub-millisecond precision, so instants round-trip through storage unchanged.
 pub fn truncate_to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
     // duration_trunc only fails for instants beyond ~262 000 years; keep them as they are.
@@ -232,6 +275,21 @@ mod tests {
         assert!(!Clock::new(ClockMode::System, start).is_simulated());
         let simulated = Clock::new(ClockMode::Simulated, start);
         assert_eq!(Some(simulated.now()), start);
+    }
+
+    #[tokio::test]
+    async fn timer_wake_fires_only_for_a_timer_before_the_planned_wake() {
+        let wake = TimerWake::default();
+        wake.plan(1_000);
+        wake.timer_committed(5_000);
+        let later = tokio::time::timeout(std::time::Duration::from_millis(20), wake.woken());
+        assert!(
+            later.await.is_err(),
+            "a later timer must not wake the scheduler"
+        );
+        wake.timer_committed(500);
+        let earlier = tokio::time::timeout(std::time::Duration::from_millis(200), wake.woken());
+        assert!(earlier.await.is_ok(), "an earlier timer wakes it");
     }
 
     #[test]

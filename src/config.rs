@@ -13,7 +13,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 
 use crate::clock::ClockMode;
-use crate::store;
+use crate::domain::basket::{BasketRules, Promotion};
+use crate::domain::order::{DiscountKind, OrderStatus};
+use crate::store::embedded::EmbeddedOptions;
+use crate::store::PARTITIONS;
 use crate::telemetry::{self, LogFormat};
 
 /// The built-in defaults, embedded so the binary works from any directory.
@@ -101,6 +104,17 @@ pub struct EmbeddedRedisSettings {
     pub data_dir: PathBuf,
     /// Append-only persistence (`--appendonly yes`).
     pub appendonly: bool,
+}
+
+impl EmbeddedRedisSettings {
+    /// What the embedded redis-server launcher needs of these settings.
+    pub fn options(&self) -> EmbeddedOptions {
+        EmbeddedOptions {
+            binary: self.binary.clone(),
+            data_dir: self.data_dir.clone(),
+            appendonly: self.appendonly,
+        }
+    }
 }
 
 /// `[clock]`
@@ -287,6 +301,38 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The status manager and promotion codes of `settings`, as the domain's plain values. Status
+    /// names were validated when the settings loaded.
+    pub fn basket_rules(&self) -> BasketRules {
+        let mut rules = BasketRules::default();
+        for (channel, table) in &self.status_manager {
+            for (from, tos) in table {
+                let Some(from) = OrderStatus::parse(from) else {
+                    continue;
+                };
+                for to in tos.iter().filter_map(|t| OrderStatus::parse(t)) {
+                    rules.statuses.allow(channel, from, to);
+                }
+            }
+        }
+        for (code, p) in &self.promo_codes {
+            let kind = match p.kind {
+                PromoKind::Percent => DiscountKind::Percent,
+                PromoKind::Fixed => DiscountKind::Fixed,
+            };
+            rules.promotions.insert(
+                code.clone(),
+                Promotion {
+                    kind,
+                    value: p.value,
+                    first_cycles: p.first_cycles,
+                    expires: p.expires,
+                },
+            );
+        }
+        rules
+    }
+
     /// Whether recur must start its own redis-server (no `redis.url`).
     pub fn uses_embedded_redis(&self) -> bool {
         self.redis.url.is_none()
@@ -338,10 +384,10 @@ impl Settings {
         if self.scheduler.batch_size == 0 {
             return Err(invalid("scheduler.batch_size", "must be at least 1"));
         }
-        if self.scheduler.lanes == 0 || self.scheduler.lanes > usize::from(store::PARTITIONS) {
+        if self.scheduler.lanes == 0 || self.scheduler.lanes > usize::from(PARTITIONS) {
             return Err(invalid(
                 "scheduler.lanes",
-                format!("must be between 1 and {}", store::PARTITIONS),
+                format!("must be between 1 and {PARTITIONS}"),
             ));
         }
         if self.admin.max_request_bytes == 0 {
@@ -842,5 +888,38 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
         }
+    }
+
+    #[test]
+    fn config_becomes_basket_rules() {
+        let mut s = Settings::defaults().unwrap();
+        s.status_manager.insert(
+            "backoffice".into(),
+            [("ACTIVE".to_string(), vec!["PAUSED".to_string()])]
+                .into_iter()
+                .collect(),
+        );
+        s.promo_codes.insert(
+            "WELCOME10".into(),
+            PromoCode {
+                kind: PromoKind::Percent,
+                value: Decimal::TEN,
+                first_cycles: Some(3),
+                expires: None,
+            },
+        );
+        let r = s.basket_rules();
+        assert!(r
+            .statuses
+            .allows("backoffice", OrderStatus::Active, OrderStatus::Paused));
+        assert!(!r
+            .statuses
+            .allows("backoffice", OrderStatus::Paused, OrderStatus::Active));
+        let (code, p) = r.promotion("welcome10").unwrap();
+        assert_eq!(code, "WELCOME10");
+        assert_eq!(
+            (p.kind, p.value, p.first_cycles),
+            (DiscountKind::Percent, Decimal::TEN, Some(3))
+        );
     }
 }

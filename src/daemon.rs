@@ -2,73 +2,44 @@
 //! listeners together, and takes them down gracefully. [`run`] is what `recur serve` and the
 //! integration tests start.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
-use crate::actors::customer::CustomerStatsActor;
-use crate::actors::order::OrderActor;
-use crate::actors::registry::Registry;
-use crate::admin::carts::CartNameLocks;
-use crate::admin::server::Inflight;
-use crate::clock::{Clock, ClockMode};
+use crate::actors::{Actors, ActorsConfig};
+use crate::admin::{self, AdminConfig, AdminState};
+use crate::clock::{Clock, ClockMode, TimerWake};
 use crate::config::Settings;
 use crate::domain::time::truncate_ms;
 use crate::domain::Policy;
 use crate::metrics::Metrics;
+use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError};
 use crate::shutdown::Shutdown;
-use crate::store::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedRedis};
+use crate::store::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::store::{self, CommitterConfig, Keys, Store, StoreError};
-use crate::{admin, scheduler};
-
-/// Everything the actors, the scheduler and the admin side share.
-pub struct Daemon {
-    pub settings: Settings,
-    pub redis_url: String,
-    pub store: Store,
-    pub clock: Clock,
-    pub policy: Policy,
-    pub keys: Keys,
-    pub metrics: Arc<Metrics>,
-    pub registry: Registry<OrderActor>,
-    pub customers: Registry<CustomerStatsActor>,
-    /// Serializes creates and renames of one customer's carts (names are unique per customer).
-    pub cart_names: CartNameLocks,
-    /// Commands take it shared, advanceClock exclusively: commands wait for an advance.
-    pub advance_lock: tokio::sync::RwLock<()>,
-    /// Admin requests being handled, by request id (a retried id waits for the first).
-    pub inflight: Inflight,
-    /// Wakes the system-clock scheduler when a commit set a timer before its planned wake.
-    pub wake: tokio::sync::Notify,
-    pub planned_wake_ms: AtomicI64,
-}
-
-impl Daemon {
-    /// Called after a commit that set the order's timer to `due_ms`.
-    pub fn timer_committed(&self, due_ms: i64) {
-        if due_ms < self.planned_wake_ms.load(Ordering::Relaxed) {
-            self.wake.notify_one();
-        }
-    }
-}
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Embedded(#[from] EmbeddedError),
-    #[error("cannot use redis at {url}: {source}")]
-    Redis { url: String, source: StoreError },
+    #[error("cannot use redis at {url}")]
+    Redis {
+        url: String,
+        #[source]
+        source: StoreError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
     #[error(
         "this Redis data was made with the {stored} clock but recur was started with the {configured} clock; \
          start it with --clock {stored}, or use another prefix or Redis"
     )]
     ClockMismatch { stored: String, configured: String },
-    #[error("cannot listen for admin requests: {0}")]
-    Admin(String),
+    #[error("cannot listen for admin requests")]
+    Admin(#[source] redis::RedisError),
 }
 
 /// What `run` reports once it is ready to take requests.
@@ -97,7 +68,7 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     let embedded = match &settings.redis.url {
         Some(_) => None,
-        None => Some(EmbeddedRedis::start(&EmbeddedOptions::from(&settings.redis.embedded)).await?),
+        None => Some(EmbeddedRedis::start(&settings.redis.embedded.options()).await?),
     };
     let redis_url = settings
         .redis
@@ -151,50 +122,66 @@ async fn serve(
     )
     .await?;
     let clock = open_clock(&store, &settings).await?;
-    let policy = Policy {
-        payment_grace: chrono::Duration::from_std(settings.lifecycle.payment_grace_period)
-            .unwrap_or(chrono::Duration::hours(72)),
-    };
-    let daemon = Arc::new(Daemon {
-        settings,
-        redis_url: redis_url.clone(),
-        store,
-        clock,
-        policy,
-        keys,
-        metrics,
-        registry: Registry::default(),
-        customers: Registry::default(),
-        cart_names: CartNameLocks::default(),
-        advance_lock: tokio::sync::RwLock::new(()),
-        inflight: Inflight::default(),
-        wake: tokio::sync::Notify::new(),
-        planned_wake_ms: AtomicI64::new(i64::MIN),
+    tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, clock = %clock.mode(), now = %clock.now(), "recur starting");
+
+    // Bottom-up: the actors, then the scheduler that fires through them, then the admin side.
+    let wake = TimerWake::default();
+    let actors = Actors::new(ActorsConfig {
+        store: store.clone(),
+        clock: clock.clone(),
+        policy: Policy {
+            payment_grace: chrono::Duration::from_std(settings.lifecycle.payment_grace_period)
+                .unwrap_or(chrono::Duration::hours(72)),
+        },
+        metrics: Arc::clone(&metrics),
+        idle_passivation: settings.actors.idle_passivation,
+        wake: wake.clone(),
     });
-    tracing::info!(redis_url = %redis_url, prefix = %daemon.keys.prefix(), clock = %daemon.clock.mode(), now = %daemon.clock.now(), "recur starting");
+    let scheduler = Scheduler::new(
+        actors.clone(),
+        store.clone(),
+        clock.clone(),
+        wake,
+        SchedulerConfig {
+            settings: settings.scheduler.clone(),
+            cron: settings.cron.clone(),
+            events_max_len: settings.events.max_len,
+            payment_restart_grace: settings.lifecycle.payment_restart_grace,
+        },
+    );
 
     // Stats deltas a crash left between an order's commit and its stats update go first.
-    let settled = scheduler::sweep_outbox(&daemon).await?;
+    let settled = scheduler.sweep_outbox().await?;
     if settled > 0 {
         tracing::info!(deltas = settled, "applied stats deltas left in the outbox");
     }
     // Whatever fell due while the daemon was down fires next, stamped with its due time.
-    let caught_up = scheduler::catch_up(&daemon).await?;
+    let caught_up = scheduler.catch_up().await?;
     if caught_up > 0 {
         tracing::info!(orders = caught_up, "caught up overdue timers");
     }
 
     let tasks = TaskTracker::new();
     let requests = TaskTracker::new();
-    if !daemon.clock.is_simulated() {
-        tasks.spawn_local(scheduler::run_system_clock(
-            Arc::clone(&daemon),
-            shutdown.clone(),
-        ));
+    if !clock.is_simulated() {
+        tasks.spawn_local(scheduler.clone().run(shutdown.clone()));
     }
-    admin::server::start(&daemon, &shutdown, &tasks, &requests)
+    let admin = AdminState::new(
+        actors,
+        scheduler,
+        store,
+        clock,
+        Arc::clone(&metrics),
+        AdminConfig {
+            redis_url: redis_url.clone(),
+            reply_retention: settings.admin.reply_retention,
+            max_request_bytes: settings.admin.max_request_bytes,
+            basket_rules: Arc::new(settings.basket_rules()),
+        },
+    );
+    admin::start(Arc::new(admin), &shutdown, &tasks, &requests)
         .await
-        .map_err(|e| RunError::Admin(e.to_string()))?;
+        .map_err(RunError::Admin)?;
     on_ready(&Ready { redis_url });
     tracing::info!("recur ready");
 
@@ -204,7 +191,7 @@ async fn serve(
     tasks.wait().await;
     requests.close();
     requests.wait().await;
-    tracing::info!(metrics = %daemon.metrics.snapshot(), "stopped");
+    tracing::info!(metrics = %metrics.snapshot(), "stopped");
     Ok(())
 }
 

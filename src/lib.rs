@@ -1,30 +1,33 @@
 //! recur: a subscription order scheduler.
 //!
 //! # Layout
+//! Listed bottom-up: each module imports only those above it in this list.
 //! - [`domain`]: the pure order lifecycle — model, money, calendar, `apply` / `fire` /
 //!   `next_due`. No I/O, no clock source, no actors, no Redis.
-//! - [`clock`]: the `Clock` (system or simulated) every other module reads time through.
+//! - [`wire`]: the admin protocol's wire types (requests, replies, kept replies), shared by the
+//!   actors that keep replies and the admin side that sends them.
+//! - [`clock`]: the `Clock` (system or simulated) and the scheduler's `TimerWake`.
+//! - [`metrics`], [`shutdown`], [`telemetry`]: counters, graceful shutdown, tracing setup.
+//! - [`store`]: Redis keys, commits, loading, and the embedded `redis-server` launcher.
 //! - [`config`]: layered settings (config/default.toml, file, `RECUR_` env, flags).
-//! - [`store`]: Redis keys, commits, and the embedded `redis-server` launcher.
-//! - [`shutdown`]: the one type that owns graceful shutdown.
-//! - [`actors`]: virtual order actors and their registry.
-//! - [`scheduler`]: fires due timers (system clock loop, `advanceClock`) and cron jobs.
-//! - [`admin`]: the admin protocol: types, client, pub/sub and stream server.
-//! - [`daemon`]: [`daemon::run`], which wires it all together.
-//! - [`metrics`]: counters for operators.
-//! - [`telemetry`]: tracing setup.
+//! - [`actors`]: virtual order and customer actors, reached through the `Actors` handle.
+//! - [`scheduler`]: the `Scheduler` handle: fires due timers (system-clock loop,
+//!   `advanceClock`, start-up catch-up) and cron jobs.
+//! - [`admin`]: typed admin commands, the pub/sub and stream server, and the client.
+//! - `daemon`: [`run`], which builds the handles bottom-up and runs them (private: only the
+//!   entry points call it, through [`run`] and [`run_with`]).
 
 pub mod actors;
 pub mod admin;
-pub mod bench;
 pub mod clock;
 pub mod config;
-pub mod daemon;
+mod daemon;
 pub mod domain;
 pub mod metrics;
 pub mod scheduler;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod wire;
 
 pub use daemon::{run, run_with, Ready, RunError};

@@ -46,17 +46,23 @@ async fn run_serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `recur-bench` (built beside this binary by `cargo build --release`) with the same
+/// arguments, and exits as it does.
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    telemetry::init(telemetry::LogFormat::Human, "warn");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let opts = recur::bench::RunOptions {
-        orders: args.orders,
-        binary: std::env::current_exe().context("cannot find the recur binary")?,
-        peer_concurrency: args.peer_concurrency,
-    };
-    let line = runtime.block_on(recur::bench::run(&args.scenario, &opts))?;
-    println!("{line}");
+    let me = std::env::current_exe().context("cannot find the recur binary")?;
+    let program = me.with_file_name(format!("recur-bench{}", std::env::consts::EXE_SUFFIX));
+    if !program.exists() {
+        anyhow::bail!(
+            "{} is not built; build it with `cargo build --release --workspace`",
+            program.display()
+        );
+    }
+    let status = std::process::Command::new(&program)
+        .args(&args.args)
+        .status()
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    if !status.success() {
+        anyhow::bail!("{} failed ({status})", program.display());
+    }
     Ok(())
 }

@@ -34,11 +34,12 @@ pub fn init(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(level))
         .with_writer(std::io::stderr);
-    // try_init fails only when a global subscriber is already set: that is the "second call".
-    let _ = match format {
+    let installed = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    // try_init fails only when a global subscriber is already set: that is the "second call".
+    installed.ok();
 }
 
 fn filter(level: &str) -> EnvFilter {
@@ -55,10 +56,12 @@ pub fn init_for_tests() {
         return;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("debug"));
-    let _ = tracing_subscriber::fmt()
+    let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+    // Another test of this process installed it first.
+    installed.ok();
 }
 
 /// Whether `level` is a valid `EnvFilter` directive, for config validation.

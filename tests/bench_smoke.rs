@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use recur::bench::{self, admin, bullmq, memory, recovery, steady, BurstOptions};
+use recur_bench::{self as bench, admin, bullmq, memory, recovery, steady, BurstOptions};
 
 const N: usize = 200;
 

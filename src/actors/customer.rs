@@ -4,16 +4,15 @@
 //! (recomputeCustomerStats, and the reconcile cron job).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
 use actix::prelude::*;
 use serde_json::{json, Value};
 
-use super::ActorError;
-use crate::daemon::Daemon;
+use super::{passivate_when_idle, ActorError, Actors};
 use crate::domain::stats::{contribution, Figures};
 use crate::store::stats::Delta;
+use crate::store::Store;
 
 /// Applies one order's contribution, then acknowledges its outbox entry.
 #[derive(Message, Clone)]
@@ -38,17 +37,17 @@ pub struct Recompute;
 pub struct CustomerStatsActor {
     id: String,
     generation: u64,
-    daemon: Arc<Daemon>,
+    actors: Actors,
     last_used: WallInstant,
 }
 
 impl CustomerStatsActor {
     /// A new actor for customer `id`.
-    pub fn new(id: String, generation: u64, daemon: Arc<Daemon>) -> Self {
+    pub(super) fn new(id: String, generation: u64, actors: Actors) -> Self {
         CustomerStatsActor {
             id,
             generation,
-            daemon,
+            actors,
             last_used: WallInstant::now(),
         }
     }
@@ -58,17 +57,15 @@ impl Actor for CustomerStatsActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let idle = self.daemon.settings.actors.idle_passivation;
-        let every = (idle / 2).max(std::time::Duration::from_millis(20));
-        ctx.run_interval(every, move |act, ctx| {
-            if act.last_used.elapsed() >= idle {
-                ctx.stop();
-            }
-        });
+        let idle = self.actors.config().idle_passivation;
+        passivate_when_idle(ctx, idle, |act: &Self| act.last_used);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.daemon.customers.remove(&self.id, self.generation);
+        self.actors
+            .shared
+            .customers
+            .remove(&self.id, self.generation);
     }
 }
 
@@ -77,13 +74,14 @@ impl Handler<ApplyDelta> for CustomerStatsActor {
 
     fn handle(&mut self, msg: ApplyDelta, _ctx: &mut Self::Context) -> Self::Result {
         self.last_used = WallInstant::now();
-        let daemon = Arc::clone(&self.daemon);
+        let actors = self.actors.clone();
         AtomicResponse::new(Box::pin(
             async move {
                 // One round trip: the apply and the removal of its outbox entry are one script.
+                let config = actors.config();
                 let entry = msg.entry_id.as_deref();
-                if daemon.store.apply_delta(&msg.delta, entry).await? {
-                    daemon
+                if config.store.apply_delta(&msg.delta, entry).await? {
+                    config
                         .metrics
                         .stats_deltas_applied
                         .fetch_add(1, Ordering::Relaxed);
@@ -100,9 +98,9 @@ impl Handler<GetStats> for CustomerStatsActor {
 
     fn handle(&mut self, _msg: GetStats, _ctx: &mut Self::Context) -> Self::Result {
         self.last_used = WallInstant::now();
-        let (daemon, id) = (Arc::clone(&self.daemon), self.id.clone());
+        let (store, id) = (self.actors.config().store.clone(), self.id.clone());
         AtomicResponse::new(Box::pin(
-            async move { Ok(daemon.store.figures(&id).await?.to_json(&id)) }.into_actor(self),
+            async move { Ok(store.figures(&id).await?.to_json(&id)) }.into_actor(self),
         ))
     }
 }
@@ -112,16 +110,15 @@ impl Handler<Recompute> for CustomerStatsActor {
 
     fn handle(&mut self, _msg: Recompute, _ctx: &mut Self::Context) -> Self::Result {
         self.last_used = WallInstant::now();
-        let (daemon, id) = (Arc::clone(&self.daemon), self.id.clone());
+        let (store, id) = (self.actors.config().store.clone(), self.id.clone());
         AtomicResponse::new(Box::pin(
-            async move { recompute(&daemon, &id).await }.into_actor(self),
+            async move { recompute(&store, &id).await }.into_actor(self),
         ))
     }
 }
 
 /// Rebuilds a customer's figures from the orders that exist and reports what differed.
-async fn recompute(daemon: &Daemon, customer_id: &str) -> Result<Value, ActorError> {
-    let store = &daemon.store;
+async fn recompute(store: &Store, customer_id: &str) -> Result<Value, ActorError> {
     let ids = store.customer_order_ids(customer_id).await?;
     let orders = store.load_many(&ids).await?;
     let orders: Vec<_> = orders

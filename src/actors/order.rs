@@ -1,6 +1,11 @@
 //! The order actor: loads its order on first use, applies overdue timers before every
 //! command, runs the pure lifecycle, and commits the result (state, timer, events, reply) in
 //! one atomic write before it answers.
+//!
+//! Each message has two halves: a pure decision ([`decide`] for an admin operation,
+//! [`decide_fire`] for a due timer) that says what to commit and what to answer, and one
+//! commit-with-retry ([`commit_with_retry`]) shared by both, which reloads the order and decides
+//! again after a version conflict.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,17 +15,15 @@ use actix::prelude::*;
 use serde_json::Value;
 
 use super::customer::ApplyDelta;
-use super::registry;
-use super::ActorError;
-use crate::admin::protocol::{Reply, StoredReply};
-use crate::daemon::Daemon;
+use super::{passivate_when_idle, ActorError, Actors};
 use crate::domain::basket::{self, BasketRules, Stage, UpdateOrder};
 use crate::domain::command::{Command, NewOrder};
 use crate::domain::stats::contribution;
 use crate::domain::time::{to_millis, Instant};
-use crate::domain::{self, DomainError, Order, Transition};
+use crate::domain::{self, DomainError, Order, Policy, Transition};
 use crate::store::stats::Delta;
 use crate::store::{Commit, CommitOutcome, Loaded, OrderWrite, StoreError};
+use crate::wire::{Reply, StoredReply};
 
 /// How many times a commit is retried after a version conflict (reloading each time).
 const MAX_COMMIT_ATTEMPTS: usize = 3;
@@ -35,11 +38,8 @@ pub struct RequestMeta {
 /// What an admin request asks of one order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderOp {
-    /// createOrder; `client_chosen_id` makes a second create return the first order.
-    Create {
-        new: NewOrder,
-        client_chosen_id: bool,
-    },
+    /// createOrder; a second create of the same id returns the order.
+    Create(Box<NewOrder>),
     /// A lifecycle command.
     Command(Command),
     /// updateOrder: the staged pipeline, with the status manager and promotions from config.
@@ -60,9 +60,9 @@ pub struct Execute {
 }
 
 /// Fires every change of the order due at or before `until` (the scheduler's message).
-#[derive(Message, Clone)]
+#[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]
-pub struct Fire {
+pub(super) struct Fire {
     pub until: Instant,
     /// The order as the scheduler read it in bulk for this round, when the actor has no state
     /// yet (saves a round trip per order; a stale copy fails its version check and is reloaded).
@@ -75,7 +75,7 @@ pub struct Fire {
 pub struct OrderActor {
     id: String,
     generation: u64,
-    daemon: Arc<Daemon>,
+    actors: Actors,
     /// None until loaded (or after a conflict: reload on next use).
     state: Option<Loaded>,
     last_used: WallInstant,
@@ -87,15 +87,24 @@ pub struct OrderActor {
 
 impl OrderActor {
     /// A new, not yet loaded actor for `id`.
-    pub fn new(id: String, generation: u64, daemon: Arc<Daemon>) -> Self {
+    pub(super) fn new(id: String, generation: u64, actors: Actors) -> Self {
         OrderActor {
             id,
             generation,
-            daemon,
+            actors,
             state: None,
             last_used: WallInstant::now(),
             handled: 0,
             idle_check: false,
+        }
+    }
+
+    /// Starts the idle check that passivates the actor after `actors.idle_passivation`.
+    fn ensure_idle_check(&mut self, ctx: &mut Context<Self>) {
+        if !self.idle_check {
+            self.idle_check = true;
+            let idle = self.actors.config().idle_passivation;
+            passivate_when_idle(ctx, idle, |act: &Self| act.last_used);
         }
     }
 }
@@ -103,35 +112,17 @@ impl OrderActor {
 impl Actor for OrderActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        let m = &self.daemon.metrics;
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        let m = &self.actors.config().metrics;
         m.resident_actors.fetch_add(1, Ordering::Relaxed);
         m.activations.fetch_add(1, Ordering::Relaxed);
-        let _ = ctx;
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        let m = &self.daemon.metrics;
+        let m = &self.actors.config().metrics;
         m.resident_actors.fetch_sub(1, Ordering::Relaxed);
         m.passivations.fetch_add(1, Ordering::Relaxed);
-        self.daemon.registry.remove(&self.id, self.generation);
-    }
-}
-
-impl OrderActor {
-    /// Starts the idle check that passivates the actor after `actors.idle_passivation`.
-    fn ensure_idle_check(&mut self, ctx: &mut Context<Self>) {
-        if self.idle_check {
-            return;
-        }
-        self.idle_check = true;
-        let idle = self.daemon.settings.actors.idle_passivation;
-        let every = (idle / 2).max(std::time::Duration::from_millis(20));
-        ctx.run_interval(every, move |act, ctx| {
-            if act.last_used.elapsed() >= idle {
-                ctx.stop();
-            }
-        });
+        self.actors.shared.orders.remove(&self.id, self.generation);
     }
 }
 
@@ -139,11 +130,11 @@ impl Handler<Execute> for OrderActor {
     type Result = AtomicResponse<Self, Result<Reply, ActorError>>;
 
     fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) -> Self::Result {
-        let (daemon, id, state) = (Arc::clone(&self.daemon), self.id.clone(), self.state.take());
+        let (actors, id, state) = (self.actors.clone(), self.id.clone(), self.state.take());
         self.handled += 1;
         self.ensure_idle_check(ctx);
         AtomicResponse::new(Box::pin(
-            async move { execute(&daemon, &id, state, msg).await }
+            async move { execute(&actors, &id, state, msg).await }
                 .into_actor(self)
                 .map(|(state, result), act, _ctx| {
                     act.state = state;
@@ -159,7 +150,7 @@ impl Handler<Fire> for OrderActor {
 
     fn handle(&mut self, msg: Fire, ctx: &mut Self::Context) -> Self::Result {
         let preloaded = msg.preloaded.map(Loaded::Present);
-        let (daemon, id) = (Arc::clone(&self.daemon), self.id.clone());
+        let (actors, id) = (self.actors.clone(), self.id.clone());
         let state = self.state.take().or(preloaded);
         // An actor woken only by its timer goes back to sleep right after: a burst of due
         // orders flows through without keeping them all resident.
@@ -168,8 +159,9 @@ impl Handler<Fire> for OrderActor {
         if !woken_by_timer {
             self.ensure_idle_check(ctx);
         }
+        let (until, defer) = (msg.until, msg.defer_grace_to);
         AtomicResponse::new(Box::pin(
-            async move { fire(&daemon, &id, state, msg.until, msg.defer_grace_to).await }
+            async move { fire(&actors, &id, state, until, defer).await }
                 .into_actor(self)
                 .map(move |(state, result), act, ctx| {
                     act.state = state;
@@ -183,59 +175,347 @@ impl Handler<Fire> for OrderActor {
     }
 }
 
-async fn load(daemon: &Daemon, id: &str, state: Option<Loaded>) -> Result<Loaded, ActorError> {
-    match state {
-        Some(s) => Ok(s),
-        None => Ok(daemon.store.load(id).await?),
+/// What an admin operation does to its order: the change to commit (None: only the reply) and
+/// the reply to keep with it. Pure: the order as loaded, the operation and the time in.
+#[derive(Debug)]
+pub struct Decision {
+    pub transition: Option<Transition>,
+    pub reply: Reply,
+}
+
+/// Decides an admin operation on the order as loaded at `now`. Timers due before the command
+/// fire first and commit even when the command is refused.
+pub fn decide(
+    id: &str,
+    loaded: &Loaded,
+    op: &OrderOp,
+    request: &RequestMeta,
+    now: Instant,
+    policy: &Policy,
+) -> Decision {
+    let changed = |t: Transition| (!t.is_noop()).then_some(t);
+    // updateOrder refusals name their pipeline stage.
+    let mut stage: Option<Stage> = None;
+    let (transition, result) = match (loaded, op) {
+        (Loaded::Present(o), op) => {
+            let fired = domain::fire(o, now, policy);
+            match op {
+                OrderOp::Get | OrderOp::Create(_) => {
+                    let v = order_value(&fired.order);
+                    (changed(fired), Ok(v))
+                }
+                OrderOp::Command(c) => match domain::apply(&fired.order, c, now, policy) {
+                    Ok(t) => {
+                        let v = order_value(&t.order);
+                        (changed(fired.then(t)), Ok(v))
+                    }
+                    Err(e) => (changed(fired), Err(e)),
+                },
+                OrderOp::Update { update, rules } => {
+                    match basket::update(&fired.order, update, rules, now, policy) {
+                        Ok(u) => (changed(fired.then(u.transition)), Ok(u.reply)),
+                        Err(e) => {
+                            stage = Some(e.stage);
+                            (changed(fired), Err(e.error))
+                        }
+                    }
+                }
+            }
+        }
+        (Loaded::Deleted, OrderOp::Create(_)) => (
+            None,
+            Err(DomainError::Conflict(format!(
+                "order id {id} belonged to a deleted order and cannot be reused"
+            ))),
+        ),
+        (Loaded::Missing, OrderOp::Create(new)) => {
+            match domain::create(new.as_ref().clone(), now, policy) {
+                Ok(t) => {
+                    let v = order_value(&t.order);
+                    (Some(t), Ok(v))
+                }
+                Err(e) => (None, Err(e)),
+            }
+        }
+        (Loaded::Missing | Loaded::Deleted, op) => {
+            if matches!(op, OrderOp::Update { .. }) {
+                stage = Some(Stage::Load);
+            }
+            (
+                None,
+                Err(DomainError::NotFound(format!("order {id} not found"))),
+            )
+        }
+    };
+    let reply = match result {
+        Ok(v) => Reply::ok(Some(request.id.clone()), v),
+        Err(e) => Reply::error(Some(request.id.clone()), e.code(), e.to_string()),
+    };
+    Decision {
+        transition,
+        reply: reply.with_stage(stage.map(Stage::as_str)),
     }
+}
+
+/// What a due timer does to its order (pure).
+// Short-lived (decided, then committed at once): boxing the transition would only add an
+// allocation per fired order.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum FireDecision {
+    /// Commit the fired changes (a silent change, such as moved grace deadlines, has a new
+    /// version and no event, and commits too).
+    Commit(Transition),
+    /// Nothing fired: set the timer to what the order says is next (`None`: drop it), because
+    /// it disagreed with the order (a timer without an order, or due with nothing due).
+    RepairTimer(Option<i64>),
+}
+
+/// Decides what firing the order as loaded up to `until` does.
+pub fn decide_fire(
+    loaded: &Loaded,
+    until: Instant,
+    defer_grace_to: Option<Instant>,
+    policy: &Policy,
+) -> FireDecision {
+    let Loaded::Present(order) = loaded else {
+        // A timer without an order (deleted out of band): drop it.
+        return FireDecision::RepairTimer(None);
+    };
+    let t = match defer_grace_to {
+        Some(to) => domain::fire_after_downtime(order, until, policy, to),
+        None => domain::fire(order, until, policy),
+    };
+    if t.is_noop() && t.order.version == order.version {
+        FireDecision::RepairTimer(domain::next_due(order).map(|d| to_millis(&d)))
+    } else {
+        FireDecision::Commit(t)
+    }
+}
+
+/// The body of [`Execute`]: returns the state to cache (None = reload next time) and the reply.
+async fn execute(
+    actors: &Actors,
+    id: &str,
+    state: Option<Loaded>,
+    msg: Execute,
+) -> (Option<Loaded>, Result<Reply, ActorError>) {
+    let config = actors.config();
+    let plan = |loaded: &Loaded| {
+        let now = config.clock.now();
+        let d = decide(id, loaded, &msg.op, &msg.request, now, &config.policy);
+        Plan::Commit {
+            transition: d.transition,
+            kept: Some((msg.request.clone(), d.reply.clone())),
+            answer: d.reply,
+        }
+    };
+    match commit_with_retry(actors, id, state, plan).await {
+        (state, Ok(Settled::Answered(reply))) => (state, Ok(reply)),
+        // Another attempt of this request id won: answer with its reply.
+        (state, Ok(Settled::AlreadyReplied(json))) => {
+            let kept = serde_json::from_str::<StoredReply>(&json)
+                .map(|s| s.reply)
+                .map_err(|e| StoreError::Corrupt(format!("kept reply of {}: {e}", msg.request.id)));
+            (state, kept.map_err(ActorError::from))
+        }
+        (state, Err(e)) => (state, Err(e)),
+    }
+}
+
+/// The body of [`Fire`].
+async fn fire(
+    actors: &Actors,
+    id: &str,
+    state: Option<Loaded>,
+    until: Instant,
+    defer_grace_to: Option<Instant>,
+) -> (Option<Loaded>, Result<(), ActorError>) {
+    let config = actors.config();
+    config.metrics.timers_fired.fetch_add(1, Ordering::Relaxed);
+    let plan = |loaded: &Loaded| match decide_fire(loaded, until, defer_grace_to, &config.policy) {
+        FireDecision::Commit(t) => Plan::Commit {
+            transition: Some(t),
+            kept: None,
+            answer: (),
+        },
+        FireDecision::RepairTimer(due) => Plan::RepairTimer(due, ()),
+    };
+    let (state, result) = commit_with_retry(actors, id, state, plan).await;
+    (state, result.map(|_| ()))
+}
+
+/// What [`commit_with_retry`] is asked to do with the order it loaded.
+#[allow(clippy::large_enum_variant)] // short-lived, as FireDecision
+enum Plan<T> {
+    /// Commit the transition (None: only the kept reply) and then answer `answer`.
+    Commit {
+        transition: Option<Transition>,
+        /// The admin reply to keep in the same write (a fired timer keeps none).
+        kept: Option<(RequestMeta, Reply)>,
+        answer: T,
+    },
+    /// Nothing to commit: set the order's timer (see [`FireDecision::RepairTimer`]), then
+    /// answer.
+    RepairTimer(Option<i64>, T),
+}
+
+/// How a commit-with-retry ended.
+enum Settled<T> {
+    /// Committed (or nothing to commit): the answer.
+    Answered(T),
+    /// The request id already had a kept reply (its JSON); nothing was written.
+    AlreadyReplied(String),
+}
+
+/// Loads the order (unless cached), asks `plan` what to do with it, and commits that; after a
+/// version conflict it reloads and asks again, up to [`MAX_COMMIT_ATTEMPTS`] times. Returns the
+/// state to cache (None = reload next time) and how it ended.
+async fn commit_with_retry<T>(
+    actors: &Actors,
+    id: &str,
+    state: Option<Loaded>,
+    mut plan: impl FnMut(&Loaded) -> Plan<T>,
+) -> (Option<Loaded>, Result<Settled<T>, ActorError>) {
+    let store = &actors.config().store;
+    let mut state = state;
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        let loaded = match state.take() {
+            Some(s) => s,
+            None => match store.load(id).await {
+                Ok(l) => l,
+                Err(e) => return (None, Err(e.into())),
+            },
+        };
+        let (transition, kept, answer) = match plan(&loaded) {
+            Plan::RepairTimer(due, answer) => {
+                let r = store.set_timer(id, due).await;
+                return (
+                    Some(loaded),
+                    r.map(|()| Settled::Answered(answer)).map_err(Into::into),
+                );
+            }
+            Plan::Commit {
+                transition,
+                kept,
+                answer,
+            } => (transition, kept, answer),
+        };
+        let before = match &loaded {
+            Loaded::Present(o) => Some(o.as_ref()),
+            _ => None,
+        };
+        match commit_and_settle(actors, id, before, transition.as_ref(), kept).await {
+            Ok(CommitOutcome::Committed { .. }) => {
+                let next = transition.as_ref().map_or(loaded, after);
+                return (Some(next), Ok(Settled::Answered(answer)));
+            }
+            Ok(CommitOutcome::AlreadyReplied(json)) => {
+                return (None, Ok(Settled::AlreadyReplied(json)));
+            }
+            Ok(CommitOutcome::VersionConflict | CommitOutcome::Deleted) => {
+                tracing::debug!(order_id = %id, "version conflict; reloading");
+            }
+            Err(e) => return (None, Err(e)),
+        }
+    }
+    (None, Err(ActorError::Contended))
+}
+
+/// Commits a transition (and the reply to keep with it); once Redis has it, wakes the
+/// scheduler for an earlier timer and settles the stats delta with the customer's actor.
+///
+/// A reply to keep marks an admin command, committed over the store's admin connection; a
+/// fired timer goes over the scheduler's bulk connection.
+async fn commit_and_settle(
+    actors: &Actors,
+    id: &str,
+    before: Option<&Order>,
+    t: Option<&Transition>,
+    kept: Option<(RequestMeta, Reply)>,
+) -> Result<CommitOutcome, ActorError> {
+    let config = actors.config();
+    let bulk = kept.is_none();
+    let delta = t.and_then(|t| delta_of(before, t));
+    let commit = commit_of(id, before, t, delta.as_ref(), kept.as_ref())?;
+    let due = match &commit.write {
+        OrderWrite::Save { due_ms, .. } => *due_ms,
+        _ => None,
+    };
+    let outcome = if bulk {
+        config.store.commit_bulk(commit).await?
+    } else {
+        config.store.commit(commit).await?
+    };
+    if let CommitOutcome::Committed { outbox_ids } = &outcome {
+        if let Some(due) = due {
+            config.wake.timer_committed(due);
+        }
+        if let (Some(delta), Some(entry_id)) = (delta, outbox_ids.first()) {
+            settle_delta(actors, delta, entry_id.clone()).await;
+        }
+    }
+    Ok(outcome)
 }
 
 /// Builds the commit of a transition (plus the reply to keep with it).
 ///
 /// The order is serialized once: that JSON is both the stored order and the `entity` of every
 /// event of the final change, which the commit script splices in (see [`event_args`]).
+///
+/// # Errors
+/// [`ActorError::Encode`] when the order, an event, a delta or the reply cannot be serialized
+/// (then nothing is committed).
 fn commit_of(
     id: &str,
     before: Option<&Order>,
     t: Option<&Transition>,
     delta: Option<&Delta>,
-    reply: Option<(String, String)>,
-) -> Commit {
+    kept: Option<&(RequestMeta, Reply)>,
+) -> Result<Commit, ActorError> {
     let expected_version = before.map_or(0, |o| o.version);
     let (write, events) = match t {
-        Some(t) if t.deleted => {
-            let json = serde_json::to_string(&t.order).unwrap_or_default();
-            (
-                OrderWrite::Delete {
-                    customer_id: t.order.customer_id.clone(),
-                    json,
-                },
-                event_args(t),
-            )
-        }
+        Some(t) if t.deleted => (
+            OrderWrite::Delete {
+                customer_id: t.order.customer_id.clone(),
+                json: encode(&t.order)?,
+            },
+            event_args(t)?,
+        ),
         Some(t) if !t.events.is_empty() || t.order.version != expected_version => (
             OrderWrite::Save {
-                json: serde_json::to_string(&t.order).unwrap_or_default(),
+                json: encode(&t.order)?,
                 version: t.order.version,
                 due_ms: domain::next_due(&t.order).map(|d| to_millis(&d)),
                 customer_id: t.order.customer_id.clone(),
                 created_ms: to_millis(&t.order.created_date),
             },
-            event_args(t),
+            event_args(t)?,
         ),
         _ => (OrderWrite::None, Vec::new()),
     };
-    Commit {
+    let reply = match kept {
+        Some((request, reply)) => {
+            let s = StoredReply {
+                body_hash: request.body_hash.clone(),
+                reply: reply.clone(),
+            };
+            Some((request.id.clone(), encode(&s)?))
+        }
+        None => None,
+    };
+    Ok(Commit {
         order_id: id.to_string(),
         expected_version,
         write,
         events,
-        deltas: delta
-            .map(|d| serde_json::to_string(d).unwrap_or_default())
-            .into_iter()
-            .collect(),
+        deltas: delta.map(encode).transpose()?.into_iter().collect(),
         reply,
-    }
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, ActorError> {
+    serde_json::to_string(value).map_err(ActorError::Encode)
 }
 
 /// The customer-stats delta of a transition: the order's new contribution, when its figures
@@ -257,12 +537,12 @@ fn delta_of(before: Option<&Order>, t: &Transition) -> Option<Delta> {
 
 /// Hands a committed stats delta to its customer's actor, which applies it exactly once and
 /// removes its outbox entry. A failure leaves the entry for the outbox sweep.
-async fn settle_delta(daemon: &Arc<Daemon>, delta: Delta, entry_id: String) {
+async fn settle_delta(actors: &Actors, delta: Delta, entry_id: String) {
     let msg = ApplyDelta {
         delta,
         entry_id: Some(entry_id),
     };
-    if let Err(e) = registry::apply_delta(daemon, msg).await {
+    if let Err(e) = actors.apply_delta(msg).await {
         tracing::warn!(error = %e, "stats delta not applied yet; the outbox sweep will retry");
     }
 }
@@ -270,38 +550,22 @@ async fn settle_delta(daemon: &Arc<Daemon>, delta: Delta, entry_id: String) {
 /// The commit script's event arguments: `+<head>` for an event whose entity is the order as
 /// committed (the script appends the order JSON and `}`), or the whole event JSON for the
 /// earlier changes of a catch-up, whose entity is an intermediate state.
-fn event_args(t: &Transition) -> Vec<String> {
+fn event_args(t: &Transition) -> Result<Vec<String>, ActorError> {
     let last = t.events.last().map(|e| &e.entity);
     let final_is_last = last.is_some_and(|l| **l == t.order);
     t.events
         .iter()
         .map(|e| match last {
-            Some(l) if final_is_last && Arc::ptr_eq(l, &e.entity) => format!("+{}", e.head_json()),
-            _ => serde_json::to_string(e).unwrap_or_default(),
+            Some(l) if final_is_last && Arc::ptr_eq(l, &e.entity) => {
+                Ok(format!("+{}", e.head_json().map_err(ActorError::Encode)?))
+            }
+            _ => encode(e),
         })
         .collect()
 }
 
 fn order_value(o: &Order) -> Value {
     serde_json::to_value(o).unwrap_or(Value::Null)
-}
-
-fn reply_of(request: &RequestMeta, result: Result<Value, DomainError>) -> Reply {
-    match result {
-        Ok(v) => Reply::ok(Some(request.id.clone()), v),
-        Err(e) => Reply::error(Some(request.id.clone()), e.code(), e.to_string()),
-    }
-}
-
-fn stored(request: &RequestMeta, reply: &Reply) -> (String, String) {
-    let s = StoredReply {
-        body_hash: request.body_hash.clone(),
-        reply: reply.clone(),
-    };
-    (
-        request.id.clone(),
-        serde_json::to_string(&s).unwrap_or_default(),
-    )
 }
 
 /// The state after a committed transition.
@@ -313,190 +577,181 @@ fn after(t: &Transition) -> Loaded {
     }
 }
 
-/// Commits a transition (and the reply to keep with it); once Redis has it, wakes the
-/// scheduler for an earlier timer and settles the stats delta with the customer's actor.
-///
-/// A reply to keep marks an admin command, committed over the store's admin connection; a
-/// fired timer goes over the scheduler's bulk connection.
-async fn commit_and_settle(
-    daemon: &Arc<Daemon>,
-    id: &str,
-    before: Option<&Order>,
-    t: Option<&Transition>,
-    reply: Option<(String, String)>,
-) -> Result<CommitOutcome, StoreError> {
-    let bulk = reply.is_none();
-    let delta = t.and_then(|t| delta_of(before, t));
-    let commit = commit_of(id, before, t, delta.as_ref(), reply);
-    let due = match &commit.write {
-        OrderWrite::Save { due_ms, .. } => *due_ms,
-        _ => None,
-    };
-    let outcome = if bulk {
-        daemon.store.commit_bulk(commit).await?
-    } else {
-        daemon.store.commit(commit).await?
-    };
-    if let CommitOutcome::Committed { outbox_ids } = &outcome {
-        if let Some(due) = due {
-            daemon.timer_committed(due);
-        }
-        if let (Some(delta), Some(entry_id)) = (delta, outbox_ids.first()) {
-            settle_delta(daemon, delta, entry_id.clone()).await;
-        }
-    }
-    Ok(outcome)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::command::{parse_args, CreateOrderArgs};
+    use crate::domain::lifecycle::test_support::{at, monthly, new_order, policy};
+    use crate::domain::ErrorCode;
+    use serde_json::json;
 
-/// The body of [`Execute`]: returns the state to cache (None = reload next time) and the reply.
-async fn execute(
-    daemon: &Arc<Daemon>,
-    id: &str,
-    state: Option<Loaded>,
-    msg: Execute,
-) -> (Option<Loaded>, Result<Reply, ActorError>) {
-    let mut state = state;
-    for _ in 0..MAX_COMMIT_ATTEMPTS {
-        let loaded = match load(daemon, id, state.take()).await {
-            Ok(l) => l,
-            Err(e) => return (None, Err(e)),
-        };
-        let now = daemon.clock.now();
-        let policy = daemon.policy;
-        // updateOrder refusals name their pipeline stage.
-        let mut stage: Option<Stage> = None;
-        let (expected, transition, result) = match (&loaded, &msg.op) {
-            (Loaded::Present(o), op) => {
-                // Timers due before the command fire first; they commit even if it is refused.
-                let fired = domain::fire(o, now, &policy);
-                let changed = |t: Transition| (!t.is_noop()).then_some(t);
-                match op {
-                    OrderOp::Get | OrderOp::Create { .. } => {
-                        let v = order_value(&fired.order);
-                        (o.version, changed(fired), Ok(v))
-                    }
-                    OrderOp::Command(c) => match domain::apply(&fired.order, c, now, &policy) {
-                        Ok(t) => {
-                            let v = order_value(&t.order);
-                            (o.version, changed(fired.then(t)), Ok(v))
-                        }
-                        Err(e) => (o.version, changed(fired), Err(e)),
-                    },
-                    OrderOp::Update { update, rules } => {
-                        match basket::update(&fired.order, update, rules, now, &policy) {
-                            Ok(u) => (o.version, changed(fired.then(u.transition)), Ok(u.reply)),
-                            Err(e) => {
-                                stage = Some(e.stage);
-                                (o.version, changed(fired), Err(e.error))
-                            }
-                        }
-                    }
-                }
-            }
-            (Loaded::Deleted, OrderOp::Create { .. }) => (
-                0,
-                None,
-                Err(DomainError::Conflict(format!(
-                    "order id {id} belonged to a deleted order and cannot be reused"
-                ))),
-            ),
-            (Loaded::Missing, OrderOp::Create { new, .. }) => {
-                match domain::create(new.clone(), now, &policy) {
-                    Ok(t) => {
-                        let v = order_value(&t.order);
-                        (0, Some(t), Ok(v))
-                    }
-                    Err(e) => (0, None, Err(e)),
-                }
-            }
-            (Loaded::Missing | Loaded::Deleted, op) => {
-                if matches!(op, OrderOp::Update { .. }) {
-                    stage = Some(Stage::Load);
-                }
-                (
-                    0,
-                    None,
-                    Err(DomainError::NotFound(format!("order {id} not found"))),
-                )
-            }
-        };
-        let reply = reply_of(&msg.request, result).with_stage(stage.map(Stage::as_str));
-        let before = match &loaded {
-            Loaded::Present(o) if expected > 0 => Some(o.as_ref()),
-            _ => None,
-        };
-        let kept = Some(stored(&msg.request, &reply));
-        match commit_and_settle(daemon, id, before, transition.as_ref(), kept).await {
-            Ok(CommitOutcome::Committed { .. }) => {
-                let next = transition.as_ref().map_or(loaded, after);
-                return (Some(next), Ok(reply));
-            }
-            Ok(CommitOutcome::AlreadyReplied(json)) => {
-                // Another attempt of this request id won: answer with its reply, and reload.
-                let kept = serde_json::from_str::<StoredReply>(&json).map(|s| s.reply);
-                return (
-                    None,
-                    kept.map_err(|e| {
-                        ActorError::Store(crate::store::StoreError::Corrupt(e.to_string()))
-                    }),
-                );
-            }
-            Ok(CommitOutcome::VersionConflict | CommitOutcome::Deleted) => {
-                tracing::debug!(order_id = %id, "version conflict; reloading");
-                state = None;
-            }
-            Err(e) => return (None, Err(e.into())),
+    fn request() -> RequestMeta {
+        RequestMeta {
+            id: "r1".into(),
+            body_hash: "h".into(),
         }
     }
-    (None, Err(ActorError::Contended))
-}
 
-/// The body of [`Fire`].
-async fn fire(
-    daemon: &Arc<Daemon>,
-    id: &str,
-    state: Option<Loaded>,
-    until: Instant,
-    defer_grace_to: Option<Instant>,
-) -> (Option<Loaded>, Result<(), ActorError>) {
-    let mut state = state;
-    daemon.metrics.timers_fired.fetch_add(1, Ordering::Relaxed);
-    for _ in 0..MAX_COMMIT_ATTEMPTS {
-        let loaded = match load(daemon, id, state.take()).await {
-            Ok(l) => l,
-            Err(e) => return (None, Err(e)),
-        };
-        let Loaded::Present(order) = &loaded else {
-            // A timer without an order (deleted out of band): drop it.
-            let r = daemon
-                .store
-                .set_timer(id, None)
-                .await
-                .map_err(ActorError::from);
-            return (Some(loaded), r);
-        };
-        let t = match defer_grace_to {
-            Some(to) => domain::fire_after_downtime(order, until, &daemon.policy, to),
-            None => domain::fire(order, until, &daemon.policy),
-        };
-        // A silent change (grace deadlines moved, no event) has a new version and commits.
-        if t.is_noop() && t.order.version == order.version {
-            // The timer set disagrees with the order (it was due, nothing fired): repair it.
-            let due = domain::next_due(order).map(|d| to_millis(&d));
-            let r = daemon
-                .store
-                .set_timer(id, due)
-                .await
-                .map_err(ActorError::from);
-            return (Some(loaded), r);
-        }
-        match commit_and_settle(daemon, id, Some(order.as_ref()), Some(&t), None).await {
-            Ok(CommitOutcome::Committed { .. }) => {
-                return (Some(after(&t)), Ok(()));
-            }
-            Ok(_) => state = None,
-            Err(e) => return (None, Err(e.into())),
-        }
+    fn present(o: &Order) -> Loaded {
+        Loaded::Present(Box::new(o.clone()))
     }
-    (None, Err(ActorError::Contended))
+
+    fn command(name: &str) -> OrderOp {
+        let (_, c) = Command::parse(name, &json!({"orderId": "o1"}))
+            .expect("known")
+            .expect("valid");
+        OrderOp::Command(c)
+    }
+
+    fn create_op(args: serde_json::Value) -> OrderOp {
+        let args: CreateOrderArgs = parse_args(&args).unwrap();
+        OrderOp::Create(Box::new(
+            NewOrder::parse(args, "o1".into(), "web".into()).unwrap(),
+        ))
+    }
+
+    const START: &str = "2026-01-01T00:00:00Z";
+
+    #[test]
+    fn a_create_of_a_missing_order_commits_it_and_replies_with_it() {
+        let op = create_op(monthly("OFFLINE", 3, "10.00", START));
+        let d = decide(
+            "o1",
+            &Loaded::Missing,
+            &op,
+            &request(),
+            at(START),
+            &policy(),
+        );
+        let t = d.transition.expect("a transition to commit");
+        assert_eq!(t.order.version, 1);
+        assert!(d.reply.ok, "{:?}", d.reply);
+        assert_eq!(d.reply.result.unwrap()["id"], "o1");
+    }
+
+    #[test]
+    fn a_create_of_a_deleted_id_is_a_conflict_and_commits_only_the_reply() {
+        let op = create_op(monthly("OFFLINE", 3, "10.00", START));
+        let d = decide(
+            "o1",
+            &Loaded::Deleted,
+            &op,
+            &request(),
+            at(START),
+            &policy(),
+        );
+        assert!(d.transition.is_none());
+        assert_eq!(d.reply.error.unwrap().code, ErrorCode::Conflict);
+    }
+
+    #[test]
+    fn a_refused_command_still_commits_the_timers_due_before_it() {
+        // ACTIVE from the 1st; a month later cycle 2 is due when a refused resumeOrder arrives.
+        let created = new_order(monthly("OFFLINE", 3, "10.00", START), at(START)).order;
+        let later = at("2026-02-01T00:00:01Z");
+        let resume = command("resumeOrder");
+        let d = decide(
+            "o1",
+            &present(&created),
+            &resume,
+            &request(),
+            later,
+            &policy(),
+        );
+        assert_eq!(d.reply.error.unwrap().code, ErrorCode::InvalidState);
+        let t = d
+            .transition
+            .expect("cycle 2 fired before the refused command");
+        assert!(t
+            .events
+            .iter()
+            .any(|e| e.event_type == crate::domain::EventType::OrderCycleStarted));
+        // With nothing due, a refused command commits only its reply.
+        let again = decide(
+            "o1",
+            &present(&t.order),
+            &resume,
+            &request(),
+            later,
+            &policy(),
+        );
+        assert!(again.transition.is_none());
+        assert_eq!(again.reply.error.unwrap().code, ErrorCode::InvalidState);
+        // An accepted one commits the change and replies with the order.
+        let paused = decide(
+            "o1",
+            &present(&t.order),
+            &command("pauseOrder"),
+            &request(),
+            later,
+            &policy(),
+        );
+        assert_eq!(paused.reply.result.unwrap()["status"], "PAUSED");
+        assert!(paused.transition.is_some());
+    }
+
+    #[test]
+    fn an_update_of_a_missing_order_names_the_load_stage() {
+        let args = json!({"customerId": "c1", "id": "o1"});
+        let update = UpdateOrder::parse(&args, "web").unwrap();
+        let op = OrderOp::Update {
+            update: Box::new(update),
+            rules: Arc::new(BasketRules::default()),
+        };
+        let d = decide(
+            "o1",
+            &Loaded::Missing,
+            &op,
+            &request(),
+            at(START),
+            &policy(),
+        );
+        let e = d.reply.error.unwrap();
+        assert_eq!(
+            (e.code, e.stage.as_deref()),
+            (ErrorCode::NotFound, Some("load"))
+        );
+    }
+
+    #[test]
+    fn firing_a_due_order_commits_and_firing_it_again_repairs_the_timer() {
+        let created = new_order(monthly("OFFLINE", 3, "10.00", START), at(START)).order;
+        let due = at("2026-02-01T00:00:00Z");
+        let FireDecision::Commit(t) = decide_fire(&present(&created), due, None, &policy()) else {
+            panic!("cycle 2 is due");
+        };
+        assert_eq!(t.order.version, created.version + 1);
+        match decide_fire(&present(&t.order), due, None, &policy()) {
+            FireDecision::RepairTimer(next) => {
+                assert_eq!(next, domain::next_due(&t.order).map(|d| to_millis(&d)));
+            }
+            FireDecision::Commit(t) => panic!("nothing is due twice: {:?}", t.events),
+        }
+        assert!(matches!(
+            decide_fire(&Loaded::Missing, due, None, &policy()),
+            FireDecision::RepairTimer(None)
+        ));
+    }
+
+    #[test]
+    fn a_commit_never_carries_an_empty_order() {
+        let t = new_order(monthly("OFFLINE", 3, "10.00", START), at(START));
+        let c = commit_of(
+            "o1",
+            None,
+            Some(&t),
+            None,
+            Some(&(request(), Reply::ok(None, json!({})))),
+        )
+        .unwrap();
+        let OrderWrite::Save { json, .. } = &c.write else {
+            panic!("a create saves the order");
+        };
+        let back: Order = serde_json::from_str(json).unwrap();
+        assert_eq!(back, t.order);
+        assert_eq!(c.expected_version, 0);
+        assert_eq!(c.reply.as_ref().map(|(id, _)| id.as_str()), Some("r1"));
+        let kept: StoredReply = serde_json::from_str(&c.reply.unwrap().1).unwrap();
+        assert_eq!(kept.body_hash, "h");
+    }
 }

@@ -4,17 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
-use super::customer::{ApplyDelta, CustomerStatsActor};
-use super::order::{Execute, Fire, OrderActor};
 use super::ActorError;
-use crate::admin::protocol::Reply;
-use crate::daemon::Daemon;
-use crate::domain::{Instant, Order};
 
 /// How often a message is re-sent to a fresh actor after its actor stopped under it.
 const MAX_DELIVERY_ATTEMPTS: usize = 5;
@@ -65,8 +60,9 @@ impl<A: Actor> Registry<A> {
 
 /// Sends the message `msg()` builds to the actor of `id`, activating it (and re-sending a
 /// fresh one each time the actor stopped before handling it) as needed.
-async fn deliver<A, M>(
+pub(super) async fn deliver<A, M>(
     registry: &Registry<A>,
+    kind: &'static str,
     id: &str,
     start: impl Fn(u64) -> Addr<A>,
     mut msg: impl FnMut() -> M,
@@ -82,81 +78,19 @@ where
         match addr.send(msg()).await {
             Ok(r) => return Ok(r),
             Err(MailboxError::Closed) => registry.remove(id, generation),
-            Err(e) => return Err(ActorError::Mailbox(e.to_string())),
+            Err(e) => {
+                return Err(ActorError::Mailbox {
+                    kind,
+                    id: id.to_string(),
+                    source: Some(e),
+                })
+            }
         }
     }
-    Err(ActorError::Mailbox(format!("{id}: actor kept stopping")))
-}
-
-fn order_actor(daemon: &Arc<Daemon>, id: &str) -> impl Fn(u64) -> Addr<OrderActor> {
-    let (daemon, id) = (Arc::clone(daemon), id.to_string());
-    move |generation| OrderActor::new(id.clone(), generation, Arc::clone(&daemon)).start()
-}
-
-fn customer_actor(daemon: &Arc<Daemon>, id: &str) -> impl Fn(u64) -> Addr<CustomerStatsActor> {
-    let (daemon, id) = (Arc::clone(daemon), id.to_string());
-    move |generation| CustomerStatsActor::new(id.clone(), generation, Arc::clone(&daemon)).start()
-}
-
-/// Sends an admin operation to the order's actor.
-///
-/// # Errors
-/// [`ActorError`] when the actor cannot be reached or its commit fails.
-pub async fn execute(daemon: &Arc<Daemon>, id: &str, msg: Execute) -> Result<Reply, ActorError> {
-    deliver(&daemon.registry, id, order_actor(daemon, id), || {
-        msg.clone()
+    // The actor kept stopping before it handled the message.
+    Err(ActorError::Mailbox {
+        kind,
+        id: id.to_string(),
+        source: None,
     })
-    .await?
-}
-
-/// Fires the order's due changes up to `until`.
-///
-/// # Errors
-/// [`ActorError`] when the actor cannot be reached or its commit fails.
-pub async fn fire(
-    daemon: &Arc<Daemon>,
-    id: &str,
-    until: Instant,
-    defer_grace_to: Option<Instant>,
-    preloaded: Option<Box<Order>>,
-) -> Result<(), ActorError> {
-    let mut preloaded = preloaded;
-    let msg = move || Fire {
-        until,
-        defer_grace_to,
-        preloaded: preloaded.take(),
-    };
-    deliver(&daemon.registry, id, order_actor(daemon, id), msg).await?
-}
-
-/// Sends any message to a customer's CustomerStats actor.
-///
-/// # Errors
-/// [`ActorError`] when the actor cannot be reached.
-pub async fn to_customer<M>(
-    daemon: &Arc<Daemon>,
-    customer_id: &str,
-    msg: M,
-) -> Result<M::Result, ActorError>
-where
-    CustomerStatsActor: Handler<M>,
-    M: Message + Clone + Send + 'static,
-    M::Result: Send,
-{
-    deliver(
-        &daemon.customers,
-        customer_id,
-        customer_actor(daemon, customer_id),
-        || msg.clone(),
-    )
-    .await
-}
-
-/// Applies one stats delta through the customer's actor and acknowledges its outbox entry.
-///
-/// # Errors
-/// [`ActorError`] when the actor or Redis fails (the outbox entry stays for the sweep).
-pub async fn apply_delta(daemon: &Arc<Daemon>, msg: ApplyDelta) -> Result<(), ActorError> {
-    let customer = msg.delta.c.clone();
-    to_customer(daemon, &customer, msg).await?
 }

@@ -11,119 +11,76 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::command::AdminError;
+use super::AdminState;
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
-use crate::actors::registry;
-use crate::admin::dispatch::Routed;
-use crate::admin::protocol::{Reply, Request};
-use crate::config::{PromoKind, Settings};
-use crate::daemon::Daemon;
-use crate::domain::basket::{
-    not_a_cart, BasketRules, Promotion, Stage, StagedError, Target, UpdateOrder,
-};
+use crate::domain::basket::{not_a_cart, Stage, StagedError, Target, UpdateOrder};
 use crate::domain::command::NewOrder;
-use crate::domain::order::{DiscountKind, Order, OrderStatus};
-use crate::domain::{DomainError, ErrorCode};
-use crate::store::StoreError;
+use crate::domain::order::{Order, OrderStatus};
+use crate::domain::DomainError;
+use crate::store::{Store, StoreError};
+use crate::wire::Reply;
 
 /// How many order ids one scan of a customer's index reads per round trip.
 const SCAN_CHUNK: usize = 200;
 
-/// The status manager and promotion codes of `settings`, as the domain's plain values. Status
-/// names were validated when the settings loaded.
-pub fn basket_rules(settings: &Settings) -> BasketRules {
-    let mut rules = BasketRules::default();
-    for (channel, table) in &settings.status_manager {
-        for (from, tos) in table {
-            let Some(from) = OrderStatus::parse(from) else {
-                continue;
-            };
-            for to in tos.iter().filter_map(|t| OrderStatus::parse(t)) {
-                rules.statuses.allow(channel, from, to);
-            }
-        }
-    }
-    for (code, p) in &settings.promo_codes {
-        let kind = match p.kind {
-            PromoKind::Percent => DiscountKind::Percent,
-            PromoKind::Fixed => DiscountKind::Fixed,
-        };
-        rules.promotions.insert(
-            code.clone(),
-            Promotion {
-                kind,
-                value: p.value,
-                first_cycles: p.first_cycles,
-                expires: p.expires,
-            },
-        );
-    }
-    rules
+fn staged(stage: Stage, error: DomainError) -> AdminError {
+    AdminError::Staged(StagedError { stage, error })
 }
 
-fn staged(req: &Request, e: &StagedError) -> Routed {
-    Routed {
-        reply: Reply::error(Some(req.id.clone()), e.code(), e.error.to_string())
-            .with_stage(Some(e.stage.as_str())),
-        kept: false,
+fn at_stage(stage: Stage) -> impl Fn(StoreError) -> AdminError {
+    move |source| AdminError::Store {
+        source,
+        stage: Some(stage),
     }
 }
 
-fn internal(req: &Request, stage: Option<Stage>, e: &StoreError) -> Routed {
-    Routed {
-        reply: Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string())
-            .with_stage(stage.map(Stage::as_str)),
-        kept: false,
-    }
-}
-
-/// updateOrder: validates the request, finds the order (a cart by name), checks a new cart
-/// name is free, and runs the pipeline in the order's actor. Errors carry their stage.
-pub async fn update_order(daemon: &Arc<Daemon>, req: &Request, request: RequestMeta) -> Routed {
-    let update = match UpdateOrder::parse(&req.args, &req.channel) {
-        Ok(u) => u,
-        Err(e) => return staged(req, &e),
-    };
+/// updateOrder: finds the order (a cart by name), checks a new cart name is free, and runs the
+/// pipeline in the order's actor. Errors carry their stage.
+///
+/// # Errors
+/// [`AdminError`] when the cart cannot be found, the new name is taken, or Redis fails.
+pub async fn update_order(
+    state: &AdminState,
+    update: Box<UpdateOrder>,
+    request: RequestMeta,
+) -> Result<Reply, AdminError> {
+    let store = &state.store;
     let customer = update.criteria.customer_id.clone();
     let _names = match update.fields.new_name {
-        Some(_) => Some(NameLock::acquire(daemon, &customer).await),
+        Some(_) => Some(NameLock::acquire(&state.cart_names, &customer).await),
         None => None,
     };
     let order_id = match &update.criteria.target {
         Target::Id(id) => id.clone(),
-        Target::Name(name) => match find_cart(daemon, &customer, name).await {
-            Ok(Ok(id)) => id,
-            Ok(Err(e)) => return staged(req, &e),
-            Err(e) => return internal(req, Some(Stage::Load), &e),
-        },
+        Target::Name(name) => find_cart(store, &customer, name)
+            .await
+            .map_err(at_stage(Stage::Load))?
+            .map_err(AdminError::Staged)?,
     };
     if let Some(new_name) = &update.fields.new_name {
-        match cart_named(daemon, &customer, new_name, &order_id).await {
-            Ok(None) => {}
-            Ok(Some(other)) => {
-                let error = name_taken(&customer, new_name, &other);
-                return staged(
-                    req,
-                    &StagedError {
-                        stage: Stage::Fields,
-                        error,
-                    },
-                );
-            }
-            Err(e) => return internal(req, Some(Stage::Fields), &e),
+        let other = cart_named(store, &customer, new_name, &order_id)
+            .await
+            .map_err(at_stage(Stage::Fields))?;
+        if let Some(other) = other {
+            return Err(staged(
+                Stage::Fields,
+                name_taken(&customer, new_name, &other),
+            ));
         }
     }
     let op = OrderOp::Update {
-        update: Box::new(update),
-        rules: Arc::new(basket_rules(&daemon.settings)),
+        update,
+        rules: Arc::clone(&state.config.basket_rules),
     };
-    match registry::execute(daemon, &order_id, Execute { op, request }).await {
-        Ok(reply) => Routed { reply, kept: true },
-        Err(e) => Routed {
-            reply: Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string())
-                .with_stage(Some(Stage::Commit.as_str())),
-            kept: false,
-        },
-    }
+    state
+        .actors
+        .execute(&order_id, Execute { op, request })
+        .await
+        .map_err(|source| AdminError::Actor {
+            source,
+            stage: Some(Stage::Commit),
+        })
 }
 
 /// createOrder of a named cart: holds the customer's cart-name lock (to be kept until the
@@ -132,26 +89,18 @@ pub async fn update_order(daemon: &Arc<Daemon>, req: &Request, request: RequestM
 /// does not count. `None` for an unnamed order.
 ///
 /// # Errors
-/// The reply to send instead of creating the order.
+/// [`AdminError`] instead of creating the order.
 pub async fn claim_cart_name(
-    daemon: &Arc<Daemon>,
-    req: &Request,
+    state: &AdminState,
     new: &NewOrder,
-) -> Result<Option<NameLock>, Routed> {
+) -> Result<Option<NameLock>, AdminError> {
     let Some(name) = &new.name else {
         return Ok(None);
     };
-    let lock = NameLock::acquire(daemon, &new.customer_id).await;
-    match cart_named(daemon, &new.customer_id, name, &new.id).await {
-        Ok(None) => Ok(Some(lock)),
-        Ok(Some(other)) => {
-            let e = name_taken(&new.customer_id, name, &other);
-            Err(Routed {
-                reply: Reply::error(Some(req.id.clone()), e.code(), e.to_string()),
-                kept: false,
-            })
-        }
-        Err(e) => Err(internal(req, None, &e)),
+    let lock = NameLock::acquire(&state.cart_names, &new.customer_id).await;
+    match cart_named(&state.store, &new.customer_id, name, &new.id).await? {
+        None => Ok(Some(lock)),
+        Some(other) => Err(name_taken(&new.customer_id, name, &other).into()),
     }
 }
 
@@ -162,20 +111,15 @@ fn name_taken(customer: &str, name: &str, other: &str) -> DomainError {
 }
 
 /// The customer's orders named `name`, newest first.
-async fn orders_named(
-    daemon: &Daemon,
-    customer: &str,
-    name: &str,
-) -> Result<Vec<Order>, StoreError> {
+async fn orders_named(store: &Store, customer: &str, name: &str) -> Result<Vec<Order>, StoreError> {
     let mut out = Vec::new();
     let mut position = 0;
     loop {
-        let ids = daemon
-            .store
+        let ids = store
             .order_ids_page(Some(customer), position, SCAN_CHUNK)
             .await?;
         let read = ids.len();
-        let orders = daemon.store.load_many(&ids).await?;
+        let orders = store.load_many(&ids).await?;
         out.extend(
             orders
                 .into_iter()
@@ -190,12 +134,12 @@ async fn orders_named(
 
 /// The id of another cart (DRAFT order) of the customer named `name`, if any.
 async fn cart_named(
-    daemon: &Daemon,
+    store: &Store,
     customer: &str,
     name: &str,
     except: &str,
 ) -> Result<Option<String>, StoreError> {
-    Ok(orders_named(daemon, customer, name)
+    Ok(orders_named(store, customer, name)
         .await?
         .into_iter()
         .find(|o| o.status == OrderStatus::Draft && o.id != except)
@@ -205,11 +149,11 @@ async fn cart_named(
 /// The order id of the customer's cart named `name`. A name only finds carts: a purchased
 /// order of that name is INVALID_REQUEST, no order at all NOT_FOUND (both at stage `load`).
 async fn find_cart(
-    daemon: &Daemon,
+    store: &Store,
     customer: &str,
     name: &str,
 ) -> Result<Result<String, StagedError>, StoreError> {
-    let named = orders_named(daemon, customer, name).await?;
+    let named = orders_named(store, customer, name).await?;
     let carts: Vec<&Order> = named
         .iter()
         .filter(|o| o.status == OrderStatus::Draft)
@@ -231,7 +175,7 @@ async fn find_cart(
     }))
 }
 
-/// Per-customer cart-name locks of one daemon (a field of [`Daemon`]). Entries are dropped
+/// Per-customer cart-name locks of one daemon (held by the [`AdminState`]). Entries are dropped
 /// when their last holder lets go.
 #[derive(Default)]
 pub struct CartNameLocks {
@@ -247,8 +191,8 @@ pub struct NameLock {
 }
 
 impl NameLock {
-    async fn acquire(daemon: &Arc<Daemon>, customer: &str) -> NameLock {
-        let locks = Arc::clone(&daemon.cart_names.locks);
+    async fn acquire(names: &CartNameLocks, customer: &str) -> NameLock {
+        let locks = Arc::clone(&names.locks);
         let mutex = {
             let mut held = locks.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(held.entry(customer.to_string()).or_default())
@@ -272,44 +216,5 @@ impl Drop for NameLock {
         {
             held.remove(&self.customer);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rust_decimal::Decimal;
-
-    #[test]
-    fn config_becomes_basket_rules() {
-        let mut s = Settings::defaults().unwrap();
-        s.status_manager.insert(
-            "backoffice".into(),
-            [("ACTIVE".to_string(), vec!["PAUSED".to_string()])]
-                .into_iter()
-                .collect(),
-        );
-        s.promo_codes.insert(
-            "WELCOME10".into(),
-            crate::config::PromoCode {
-                kind: PromoKind::Percent,
-                value: Decimal::TEN,
-                first_cycles: Some(3),
-                expires: None,
-            },
-        );
-        let r = basket_rules(&s);
-        assert!(r
-            .statuses
-            .allows("backoffice", OrderStatus::Active, OrderStatus::Paused));
-        assert!(!r
-            .statuses
-            .allows("backoffice", OrderStatus::Paused, OrderStatus::Active));
-        let (code, p) = r.promotion("welcome10").unwrap();
-        assert_eq!(code, "WELCOME10");
-        assert_eq!(
-            (p.kind, p.value, p.first_cycles),
-            (DiscountKind::Percent, Decimal::TEN, Some(3))
-        );
     }
 }

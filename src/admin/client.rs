@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 use uuid::Uuid;
 
-use crate::admin::protocol::{Reply, Request};
 use crate::store::keys::Keys;
+use crate::wire::{Reply, Request};
 
 /// How long one attempt waits for a reply before the request is published again.
 pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 2_000;

@@ -1,8 +1,75 @@
-//! The admin interface: protocol types, the client (used by `recur admin` and the tests), and
-//! the server side that listens on pub/sub and the command stream.
+//! The admin interface: the client (used by `recur admin`, the benchmarks and the tests), and
+//! the server side: typed commands parsed once ([`command`]), carts ([`carts`]), and the
+//! listeners on pub/sub and the command stream with idempotent replies ([`server`]).
+//!
+//! The server reaches the rest of the daemon only through [`AdminState`]: the actors, the
+//! scheduler (for advanceClock), the store (kept replies, listings), the clock and the metrics.
 
-pub mod carts;
+mod carts;
 pub mod client;
-pub mod dispatch;
-pub mod protocol;
-pub mod server;
+mod command;
+mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::actors::Actors;
+use crate::clock::Clock;
+use crate::domain::basket::BasketRules;
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
+use crate::store::Store;
+pub use server::start;
+
+/// The admin settings the server uses.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Where the pub/sub listener and the command-stream reader connect.
+    pub redis_url: String,
+    /// How long replies are kept for idempotent retries.
+    pub reply_retention: Duration,
+    /// Largest accepted request, in bytes.
+    pub max_request_bytes: usize,
+    /// updateOrder's status manager and promotion codes.
+    pub basket_rules: Arc<BasketRules>,
+}
+
+/// What the admin server holds: one handle per dependency, shared by every request.
+pub struct AdminState {
+    actors: Actors,
+    scheduler: Scheduler,
+    store: Store,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    config: AdminConfig,
+    /// Commands take it shared, advanceClock exclusively: commands wait for an advance.
+    advance_lock: tokio::sync::RwLock<()>,
+    /// Admin requests being handled, by request id (a retried id waits for the first).
+    inflight: server::Inflight,
+    /// Serializes creates and renames of one customer's carts (names are unique per customer).
+    cart_names: carts::CartNameLocks,
+}
+
+impl AdminState {
+    /// The admin side of a daemon.
+    pub fn new(
+        actors: Actors,
+        scheduler: Scheduler,
+        store: Store,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        config: AdminConfig,
+    ) -> AdminState {
+        AdminState {
+            actors,
+            scheduler,
+            store,
+            clock,
+            metrics,
+            config,
+            advance_lock: tokio::sync::RwLock::new(()),
+            inflight: server::Inflight::default(),
+            cart_names: carts::CartNameLocks::default(),
+        }
+    }
+}

@@ -14,12 +14,13 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
-use super::dispatch;
-use super::protocol::{Reply, Request, StoredReply};
-use crate::daemon::Daemon;
+use super::command::{reply_of, AdminCommand, Routed};
+use super::AdminState;
+use crate::actors::order::RequestMeta;
 use crate::domain::command::check_id;
 use crate::domain::ErrorCode;
 use crate::shutdown::Shutdown;
+use crate::wire::{Reply, Request, StoredReply};
 
 /// The consumer group that reads `<prefix>:commands`.
 pub const CONSUMER_GROUP: &str = "recur";
@@ -66,7 +67,9 @@ impl Inflight {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         for tx in waiters.map(|(_, w)| w).unwrap_or_default() {
-            let _ = tx.send(reply.clone());
+            if tx.send(reply.clone()).is_err() {
+                tracing::debug!(request_id = %id, "a duplicate stopped waiting for its reply");
+            }
         }
     }
 }
@@ -80,11 +83,8 @@ fn conflict(id: &str) -> Reply {
 }
 
 /// Handles a parsed request: kept reply, in-flight duplicate, or a fresh run.
-pub async fn handle(daemon: &Arc<Daemon>, req: Request) -> Reply {
-    daemon
-        .metrics
-        .admin_requests
-        .fetch_add(1, Ordering::Relaxed);
+async fn handle(state: &AdminState, req: Request) -> Reply {
+    state.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = check_id("id", &req.id) {
         return Reply::error(
             Some(req.id.clone()),
@@ -93,7 +93,7 @@ pub async fn handle(daemon: &Arc<Daemon>, req: Request) -> Reply {
         );
     }
     let hash = req.body_hash();
-    match daemon.store.kept_reply(&req.id).await {
+    match state.store.kept_reply(&req.id).await {
         Ok(Some(json)) => {
             return match serde_json::from_str::<StoredReply>(&json) {
                 Ok(s) if s.body_hash == hash => s.reply,
@@ -108,7 +108,7 @@ pub async fn handle(daemon: &Arc<Daemon>, req: Request) -> Reply {
         Ok(None) => {}
         Err(e) => return Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string()),
     }
-    match daemon.inflight.begin(&req.id, &hash) {
+    match state.inflight.begin(&req.id, &hash) {
         Begin::First => {}
         Begin::Conflict => return conflict(&req.id),
         Begin::Duplicate(rx) => {
@@ -121,26 +121,49 @@ pub async fn handle(daemon: &Arc<Daemon>, req: Request) -> Reply {
             })
         }
     }
-    let routed = if req.command == "advanceClock" {
-        dispatch::route(daemon, &req, &hash).await
-    } else {
-        let _shared = daemon.advance_lock.read().await;
-        dispatch::route(daemon, &req, &hash).await
-    };
+    let routed = route(state, &req, &hash).await;
     let mut reply = routed.reply;
     if !routed.kept && reply.is_kept() {
         let stored = StoredReply {
             body_hash: hash,
             reply: reply.clone(),
         };
-        let json = serde_json::to_string(&stored).unwrap_or_default();
-        let ttl = daemon.settings.admin.reply_retention.as_secs().max(1);
-        if let Err(e) = daemon.store.keep_reply(&req.id, &json, ttl).await {
-            reply = Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string());
+        let ttl = state.config.reply_retention.as_secs().max(1);
+        let kept = match serde_json::to_string(&stored) {
+            Ok(json) => state
+                .store
+                .keep_reply(&req.id, &json, ttl)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot encode the reply: {e}")),
+        };
+        if let Err(e) = kept {
+            reply = Reply::error(Some(req.id.clone()), ErrorCode::Internal, e);
         }
     }
-    daemon.inflight.finish(&req.id, &reply);
+    state.inflight.finish(&req.id, &reply);
     reply
+}
+
+/// Parses the request once and runs it: advanceClock alone, every other command beside the
+/// others (they wait while an advance runs).
+async fn route(state: &AdminState, req: &Request, body_hash: &str) -> Routed {
+    let command = match AdminCommand::parse(req) {
+        Ok(c) => c,
+        Err(e) => return reply_of(&req.id, Err(e)),
+    };
+    let meta = RequestMeta {
+        id: req.id.clone(),
+        body_hash: body_hash.to_string(),
+    };
+    let result = if command.is_exclusive() {
+        let _exclusive = state.advance_lock.write().await;
+        command.run(state, meta).await
+    } else {
+        let _shared = state.advance_lock.read().await;
+        command.run(state, meta).await
+    };
+    reply_of(&req.id, result)
 }
 
 /// Reads the string value of `"key": "..."` out of text that may not be valid JSON, so a
@@ -156,8 +179,8 @@ fn sniff(text: &str, key: &str) -> Option<String> {
 }
 
 /// Turns a raw payload into (reply channel, reply). Never fails: bad input gets an error reply.
-pub async fn handle_payload(daemon: &Arc<Daemon>, payload: &[u8]) -> (Option<String>, Reply) {
-    let max = daemon.settings.admin.max_request_bytes;
+async fn handle_payload(state: &AdminState, payload: &[u8]) -> (Option<String>, Reply) {
+    let max = state.config.max_request_bytes;
     let text = String::from_utf8_lossy(payload);
     if payload.len() > max {
         let reply_to = sniff(&text[..text.len().min(4096)], "replyTo");
@@ -182,7 +205,7 @@ pub async fn handle_payload(daemon: &Arc<Daemon>, payload: &[u8]) -> (Option<Str
         .map(str::to_string);
     let id = value.get("id").and_then(Value::as_str).map(str::to_string);
     match serde_json::from_value::<Request>(value) {
-        Ok(req) => (req.reply_to.clone(), handle(daemon, req).await),
+        Ok(req) => (req.reply_to.clone(), handle(state, req).await),
         Err(e) => (
             reply_to,
             Reply::error(
@@ -194,16 +217,21 @@ pub async fn handle_payload(daemon: &Arc<Daemon>, payload: &[u8]) -> (Option<Str
     }
 }
 
-async fn publish_reply(daemon: &Daemon, reply_to: Option<String>, reply: &Reply) {
+async fn publish_reply(state: &AdminState, reply_to: Option<String>, reply: &Reply) {
+    let json = match serde_json::to_string(reply) {
+        Ok(json) => json,
+        Err(e) => {
+            tracing::warn!(error = %e, request_id = ?reply.id, "cannot encode a reply");
+            return;
+        }
+    };
     let Some(channel) = reply_to else {
         if !reply.ok {
-            tracing::warn!(reply = %serde_json::to_string(reply).unwrap_or_default(), "request without replyTo refused");
+            tracing::warn!(reply = %json, "request without replyTo refused");
         }
         return;
     };
-    let mut conn = daemon.store.conn();
-    let json = serde_json::to_string(reply).unwrap_or_default();
-    if let Err(e) = conn.publish::<_, _, ()>(&channel, json).await {
+    if let Err(e) = state.store.publish(&channel, &json).await {
         tracing::warn!(error = %e, %channel, "cannot publish reply");
     }
 }
@@ -213,24 +241,24 @@ async fn publish_reply(daemon: &Daemon, reply_to: Option<String>, reply: &Reply)
 /// # Errors
 /// The Redis error when the listeners cannot subscribe.
 pub async fn start(
-    daemon: &Arc<Daemon>,
+    state: Arc<AdminState>,
     shutdown: &Shutdown,
     tasks: &TaskTracker,
     requests: &TaskTracker,
 ) -> Result<(), redis::RedisError> {
-    let client = redis::Client::open(daemon.redis_url.as_str())?;
+    let client = redis::Client::open(state.config.redis_url.as_str())?;
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(daemon.keys.admin_channel()).await?;
+    pubsub.subscribe(state.store.keys().admin_channel()).await?;
     tasks.spawn_local(listen_pubsub(
-        Arc::clone(daemon),
+        Arc::clone(&state),
         pubsub,
         shutdown.clone(),
         requests.clone(),
     ));
 
-    let mut conn = daemon.store.conn();
+    let mut conn = state.store.conn();
     let created: Result<(), redis::RedisError> = conn
-        .xgroup_create_mkstream(daemon.keys.commands(), CONSUMER_GROUP, "$")
+        .xgroup_create_mkstream(state.store.keys().commands(), CONSUMER_GROUP, "$")
         .await;
     if let Err(e) = created {
         if e.code() != Some("BUSYGROUP") {
@@ -244,7 +272,7 @@ pub async fn start(
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     tasks.spawn_local(consume_stream(
-        Arc::clone(daemon),
+        state,
         reader,
         shutdown.clone(),
         requests.clone(),
@@ -253,7 +281,7 @@ pub async fn start(
 }
 
 async fn listen_pubsub(
-    daemon: Arc<Daemon>,
+    state: Arc<AdminState>,
     pubsub: redis::aio::PubSub,
     shutdown: Shutdown,
     requests: TaskTracker,
@@ -268,10 +296,10 @@ async fn listen_pubsub(
                     msg = messages.next() => match msg {
                         Some(msg) => {
                             let payload = msg.get_payload_bytes().to_vec();
-                            let d = Arc::clone(&daemon);
+                            let state = Arc::clone(&state);
                             requests.spawn_local(async move {
-                                let (reply_to, reply) = handle_payload(&d, &payload).await;
-                                publish_reply(&d, reply_to, &reply).await;
+                                let (reply_to, reply) = handle_payload(&state, &payload).await;
+                                publish_reply(&state, reply_to, &reply).await;
                             });
                         }
                         None => break,
@@ -285,13 +313,16 @@ async fn listen_pubsub(
                 return;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let Ok(client) = redis::Client::open(daemon.redis_url.as_str()) else {
+            let Ok(client) = redis::Client::open(state.config.redis_url.as_str()) else {
                 continue;
             };
             let Ok(mut p) = client.get_async_pubsub().await else {
                 continue;
             };
-            if p.subscribe(daemon.keys.admin_channel()).await.is_ok() {
+            if p.subscribe(state.store.keys().admin_channel())
+                .await
+                .is_ok()
+            {
                 break p;
             }
         };
@@ -299,12 +330,12 @@ async fn listen_pubsub(
 }
 
 async fn consume_stream(
-    daemon: Arc<Daemon>,
+    state: Arc<AdminState>,
     mut reader: redis::aio::MultiplexedConnection,
     shutdown: Shutdown,
     requests: TaskTracker,
 ) {
-    let key = daemon.keys.commands();
+    let key = state.store.keys().commands();
     // First what this consumer read before a crash but never acknowledged, then new entries.
     let mut from = "0".to_string();
     while !shutdown.is_triggered() {
@@ -338,49 +369,54 @@ async fn consume_stream(
             continue;
         }
         let handled = entries.into_iter().map(|entry| {
-            let d = Arc::clone(&daemon);
-            let key = key.clone();
-            async move {
-                let raw: Option<Vec<u8>> = entry.get("request");
-                let mut conn = d.store.conn();
-                match raw {
-                    Some(payload) => {
-                        let (reply_to, reply) = handle_payload(&d, &payload).await;
-                        if reply.error.as_ref().is_some_and(|e| e.code.is_transient()) {
-                            // Not acknowledged: it will be read again after a restart.
-                            publish_reply(&d, reply_to, &reply).await;
-                            return;
-                        }
-                        let malformed = reply
-                            .error
-                            .as_ref()
-                            .is_some_and(|e| e.code == ErrorCode::InvalidRequest)
-                            && serde_json::from_slice::<Request>(&payload).is_err();
-                        if malformed {
-                            let _: Result<(), _> = conn
-                                .xadd(
-                                    d.keys.commands_dead(),
-                                    "*",
-                                    &[("request", payload.as_slice()), ("id", entry.id.as_bytes())],
-                                )
-                                .await;
-                        }
-                        publish_reply(&d, reply_to, &reply).await;
-                    }
-                    None => {
-                        let _: Result<(), _> = conn
-                            .xadd(
-                                d.keys.commands_dead(),
-                                "*",
-                                &[("id", entry.id.as_str()), ("error", "no request field")],
-                            )
-                            .await;
-                    }
-                }
-                let _: Result<(), _> = conn.xack(&key, CONSUMER_GROUP, &[&entry.id]).await;
-            }
+            let state = Arc::clone(&state);
+            async move { handle_entry(&state, entry).await }
         });
         let batch = futures_util::future::join_all(handled);
         requests.spawn_local(batch).await.ok();
+    }
+}
+
+/// Handles one entry of the command stream: runs it, dead-letters what cannot be read, replies,
+/// and acknowledges it (except after a transient error: then it is read again after a restart).
+async fn handle_entry(state: &AdminState, entry: redis::streams::StreamId) {
+    let store = &state.store;
+    let raw: Option<Vec<u8>> = entry.get("request");
+    let Some(payload) = raw else {
+        let dead = [
+            ("id", entry.id.as_bytes()),
+            ("error", b"no request field".as_slice()),
+        ];
+        if let Err(e) = store.dead_letter_command(&dead).await {
+            tracing::warn!(error = %e, entry = %entry.id, "cannot dead-letter a command entry");
+        }
+        ack(store, &entry.id).await;
+        return;
+    };
+    let (reply_to, reply) = handle_payload(state, &payload).await;
+    if reply.error.as_ref().is_some_and(|e| e.code.is_transient()) {
+        // Not acknowledged: it will be read again after a restart.
+        publish_reply(state, reply_to, &reply).await;
+        return;
+    }
+    let malformed = reply
+        .error
+        .as_ref()
+        .is_some_and(|e| e.code == ErrorCode::InvalidRequest)
+        && serde_json::from_slice::<Request>(&payload).is_err();
+    if malformed {
+        let dead = [("request", payload.as_slice()), ("id", entry.id.as_bytes())];
+        if let Err(e) = store.dead_letter_command(&dead).await {
+            tracing::warn!(error = %e, entry = %entry.id, "cannot dead-letter a command entry");
+        }
+    }
+    publish_reply(state, reply_to, &reply).await;
+    ack(store, &entry.id).await;
+}
+
+async fn ack(store: &crate::store::Store, entry_id: &str) {
+    if let Err(e) = store.ack_command(CONSUMER_GROUP, entry_id).await {
+        // Read again after a restart, and answered from its kept reply.
+        tracing::warn!(error = %e, entry = %entry_id, "cannot acknowledge a command entry");
     }
 }

@@ -53,7 +53,8 @@ pub enum Command {
     ///
     /// Example: recur admin pauseOrder --order-id ord-1 --json '{"resumeAt":"2025-03-01T00:00:00Z"}'
     Admin(AdminArgs),
-    /// Run a load scenario against a private Redis and report throughput and latency.
+    /// Run a load scenario against a private Redis and report throughput and latency (runs
+    /// the recur-bench program built beside recur; `recur bench --help` lists the scenarios).
     Bench(BenchArgs),
 }
 
@@ -287,20 +288,18 @@ fn parse_json_arg(text: &str) -> Result<Value, AdminArgsError> {
     })
 }
 
-/// `recur bench <scenario>`
+/// `recur bench <scenario> [flags]`: everything after `bench` goes to the `recur-bench`
+/// program beside `recur` (the benchmarks are a crate of their own, outside the daemon).
 #[derive(Debug, Clone, Args)]
+#[command(disable_help_flag = true)]
 pub struct BenchArgs {
-    /// The scenario to run: burst, burst-end, steady, recovery, admin, memory, bullmq (alias
-    /// compare). docs/BENCHMARKS.md says what each measures.
-    pub scenario: String,
-    /// How many orders the scenario uses [default: 100000; steady 10000; memory 1000000].
-    #[arg(long)]
-    pub orders: Option<usize>,
-    /// The BullMQ worker's concurrency in the bullmq scenario [default: 500].
-    #[arg(long, value_name = "N")]
-    pub peer_concurrency: Option<usize>,
-    #[command(flatten)]
-    pub settings: SettingsArgs,
+    /// The scenario and its flags, as `recur-bench --help` lists them.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
 }
 
 #[cfg(test)]

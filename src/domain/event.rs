@@ -66,7 +66,11 @@ impl Event {
     /// The event's JSON up to its entity: `{"id":...,"data":{...},"entity":` — append the
     /// entity's JSON and `}` to get exactly `serde_json::to_string(self)`. Lets one
     /// serialization of the order serve as the stored order and every event's entity.
-    pub fn head_json(&self) -> String {
+    ///
+    /// # Errors
+    /// The serializer's error (the data holds only strings, numbers and JSON values, so in
+    /// practice none).
+    pub fn head_json(&self) -> Result<String, serde_json::Error> {
         let head = EventHead {
             id: &self.id,
             event_type: self.event_type,
@@ -76,10 +80,10 @@ impl Event {
             triggered_by_anonymize_request: self.triggered_by_anonymize_request,
             data: &self.data,
         };
-        let mut json = serde_json::to_string(&head).unwrap_or_else(|_| "{".into());
+        let mut json = serde_json::to_string(&head)?;
         json.pop();
         json.push_str(",\"entity\":");
-        json
+        Ok(json)
     }
 }
 
@@ -115,7 +119,7 @@ mod tests {
         );
         let entity = serde_json::to_string(&t.order).unwrap();
         for e in &t.events {
-            let spliced = format!("{}{}}}", e.head_json(), entity);
+            let spliced = format!("{}{}}}", e.head_json().unwrap(), entity);
             assert_eq!(spliced, serde_json::to_string(e).unwrap());
         }
     }

@@ -132,7 +132,7 @@ async fn run_batcher(
             }
         }
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            break;
+            break; // never: the semaphore is not closed
         };
         let (conn, keys, sha, config, metrics) = (
             conn.clone(),
@@ -146,8 +146,11 @@ async fn run_batcher(
             drop(permit);
         });
     }
-    // Wait for the batches still in flight.
-    let _ = permits.acquire_many(config.max_in_flight as u32).await;
+    // Wait for the batches still in flight (the semaphore is never closed).
+    let in_flight = u32::try_from(config.max_in_flight).unwrap_or(u32::MAX);
+    if permits.acquire_many(in_flight).await.is_err() {
+        tracing::debug!("commit batcher stopped with batches in flight");
+    }
 }
 
 async fn send_batch(
@@ -184,13 +187,15 @@ async fn send_batch(
                         .fetch_add(p.commit.events.len() as u64, Ordering::Relaxed);
                     metrics.transitions.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = p.done.send(outcome);
+                // A caller that stopped waiting learns the outcome on its next load.
+                p.done.send(outcome).ok();
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, size = batch.len(), "commit batch failed");
+            let e = StoreError::from(e);
             for p in batch {
-                let _ = p.done.send(Err(StoreError::Redis(e.to_string())));
+                p.done.send(Err(e.clone())).ok();
             }
         }
     }
@@ -290,7 +295,7 @@ async fn run_pipeline(
 
 fn parse_outcome(v: Value) -> Result<CommitOutcome, StoreError> {
     let Value::Array(items) = v else {
-        return Err(StoreError::Redis(format!("unexpected commit result {v:?}")));
+        return Err(StoreError::UnexpectedReply(format!("{v:?}")));
     };
     let text = |v: &Value| match v {
         Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
@@ -306,8 +311,6 @@ fn parse_outcome(v: Value) -> Result<CommitOutcome, StoreError> {
         )),
         Some("VERSION") => Ok(CommitOutcome::VersionConflict),
         Some("DELETED") => Ok(CommitOutcome::Deleted),
-        _ => Err(StoreError::Redis(format!(
-            "unexpected commit result {items:?}"
-        ))),
+        _ => Err(StoreError::UnexpectedReply(format!("{items:?}"))),
     }
 }

@@ -13,8 +13,6 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::config::EmbeddedRedisSettings;
-
 /// How long a fresh server may take to answer PING at all.
 pub const START_TIMEOUT_MS: u64 = 5_000;
 /// How long a server that answers `LOADING` may take to load its data.
@@ -42,16 +40,6 @@ pub struct EmbeddedOptions {
     pub data_dir: PathBuf,
     /// `--appendonly yes` (every write logged, so a crash loses nothing) or `no`.
     pub appendonly: bool,
-}
-
-impl From<&EmbeddedRedisSettings> for EmbeddedOptions {
-    fn from(settings: &EmbeddedRedisSettings) -> Self {
-        EmbeddedOptions {
-            binary: settings.binary.clone(),
-            data_dir: settings.data_dir.clone(),
-            appendonly: settings.appendonly,
-        }
-    }
 }
 
 /// Why the embedded Redis could not be started or stopped.
@@ -297,7 +285,9 @@ impl EmbeddedRedis {
                     };
                     if let Some(child) = self.child.as_mut() {
                         // Best effort: it failed to come up, we report that rather than this.
-                        let _ = child.kill().await;
+                        if let Err(e) = child.kill().await {
+                            tracing::warn!(error = %e, "cannot kill a redis-server that did not come up");
+                        }
                     }
                     return Err(EmbeddedError::NotReady {
                         timeout: limit,
@@ -333,7 +323,9 @@ impl Drop for EmbeddedRedis {
                 // SIGTERM, not SIGKILL: Redis flushes its append-only file on its own after
                 // we are gone; tokio reaps the process.
                 if send_sigterm(self.pid).is_err() {
-                    let _ = child.start_kill();
+                    if let Err(e) = child.start_kill() {
+                        tracing::warn!(error = %e, "cannot stop the embedded redis-server");
+                    }
                 }
             }
         }
@@ -406,7 +398,11 @@ fn remove_socket_dir(dir: Option<&Path>) {
 }
 
 fn remove_url_file(data_dir: &Path) {
-    let _ = fs::remove_file(data_dir.join(URL_FILE));
+    if let Err(e) = fs::remove_file(data_dir.join(URL_FILE)) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(dir = %data_dir.display(), error = %e, "cannot remove the url file");
+        }
+    }
 }
 
 fn spawn(

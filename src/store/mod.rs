@@ -22,19 +22,24 @@ pub use keys::{Keys, PARTITIONS};
 
 /// Why a storage operation failed. Transient: the caller replies INTERNAL and the client
 /// retries with the same request id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Clone, so that one failed pipeline can fail every commit in it with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(#[source] Arc<redis::RedisError>),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A reply of the commit script recur cannot read.
+    #[error("unexpected commit result {0}")]
+    UnexpectedReply(String),
     #[error("the commit batcher has stopped")]
     Closed,
 }
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
-        StoreError::Redis(e.to_string())
+        StoreError::Redis(Arc::new(e))
     }
 }
 
@@ -354,6 +359,59 @@ impl Store {
             customer_id.map_or_else(|| self.keys.all_orders(), |c| self.keys.customer_orders(c));
         let stop = start + count.max(1) - 1;
         Ok(conn.zrevrange(key, start as isize, stop as isize).await?)
+    }
+
+    /// Publishes `message` on `channel` (admin replies).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _receivers: u64 = conn.publish(channel, message).await?;
+        Ok(())
+    }
+
+    /// Appends an unreadable command-stream entry to `<prefix>:commands:dead`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn dead_letter_command(&self, fields: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _id: String = conn.xadd(self.keys.commands_dead(), "*", fields).await?;
+        Ok(())
+    }
+
+    /// Acknowledges a command-stream entry for `group`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn ack_command(&self, group: &str, entry_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _acked: u64 = conn.xack(self.keys.commands(), group, &[entry_id]).await?;
+        Ok(())
+    }
+
+    /// When the cron job `name` last ran (None: never).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or the record is not an instant.
+    pub async fn cron_last_run(&self, name: &str) -> Result<Option<Instant>, StoreError> {
+        let mut conn = self.conn.clone();
+        let last: Option<i64> = conn.hget(self.keys.cron(), name).await?;
+        last.map(|ms| {
+            from_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("cron record {name}: {ms}")))
+        })
+        .transpose()
+    }
+
+    /// Records that the cron job `name` ran at `at`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn record_cron_run(&self, name: &str, at: Instant) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _added: u64 = conn.hset(self.keys.cron(), name, to_millis(&at)).await?;
+        Ok(())
     }
 
     /// Trims the event stream to about `max_len` entries (exactly, so tests can rely on it).

@@ -10,8 +10,8 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use recur::admin::client::RequestOptions;
-use recur::admin::protocol::Reply;
 use recur::config::{PromoCode, PromoKind, Settings};
+use recur::wire::Reply;
 
 use crate::support::*;
 

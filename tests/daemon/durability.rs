@@ -252,7 +252,7 @@ async fn lanes_and_round_sizes_change_nothing_but_speed() {
 /// started during the downtime; every other overdue change fires stamped with its own due time.
 #[tokio::test]
 async fn grace_missed_while_down_waits_payment_restart_grace_after_start_up() {
-    use recur::bench::{monthly_args, seed, SeedOptions, SeedOrder, PREFIX};
+    use recur_bench::{monthly_args, seed, SeedOptions, SeedOrder, PREFIX};
 
     let redis = TestRedis::start().await;
     // Bought 40 days ago by a daemon on the system clock, which then stopped: cycle 2 of both

@@ -13,11 +13,11 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use recur::admin::client::{AdminClient, RequestOptions};
-use recur::admin::protocol::{Reply, ReplyError};
 use recur::clock::ClockMode;
 use recur::config::Settings;
 use recur::shutdown::Shutdown;
 use recur::store::embedded::{EmbeddedOptions, EmbeddedRedis};
+use recur::wire::{Reply, ReplyError};
 
 pub const START: &str = "2026-01-01T00:00:00Z";
 

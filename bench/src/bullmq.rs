@@ -55,7 +55,7 @@ pub fn peer_dir() -> PathBuf {
     if local.join("package.json").exists() {
         return local;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/bullmq")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/bullmq")
 }
 
 /// Whether the peer can run without installing anything (node and node_modules present).

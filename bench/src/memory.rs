@@ -18,8 +18,8 @@ use super::{
     BenchError, BenchRedis, DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir,
     BENCH_START,
 };
-use crate::admin::client::RequestOptions;
-use crate::domain::time::parse_instant;
+use recur::admin::client::RequestOptions;
+use recur::domain::time::parse_instant;
 
 /// Options of the memory scenario.
 #[derive(Debug, Clone)]

@@ -1,10 +1,12 @@
-//! `recur bench`: scenarios that measure the daemon against a private redis-server they start
-//! themselves. The daemon under test is the real `recur serve` binary as a child process, so its
-//! RSS is its own; the bench process seeds Redis directly (through the daemon's own commit
-//! script, with orders built by the pure `domain::create` at a chosen `now`) so the measurement
-//! covers the scenario, not the seeding.
+//! recur's benchmarks: scenarios that measure the daemon against a private redis-server they
+//! start themselves. The daemon under test is the real `recur serve` binary as a child process,
+//! so its RSS is its own; the bench process seeds Redis directly (through the daemon's own
+//! commit script, with orders built by the pure `domain::create` at a chosen `now`) so the
+//! measurement covers the scenario, not the seeding.
 //!
-//! One module per scenario; each prints one line of figures. [`run`] dispatches by name.
+//! A crate of its own, outside the daemon's library: `recur-bench <scenario>` (or
+//! `recur bench <scenario>`, which runs it). One module per scenario; each prints one line of
+//! figures. [`run`] dispatches by name.
 
 pub mod admin;
 pub mod bullmq;
@@ -21,15 +23,15 @@ use std::time::{Duration, Instant as WallInstant};
 
 use serde_json::{json, Value};
 
-use crate::admin::client::{AdminClient, RequestOptions};
-use crate::domain::command::{parse_args, Command, CreateOrderArgs, NewOrder};
-use crate::domain::stats::contribution;
-use crate::domain::time::{parse_instant, to_millis, Instant};
-use crate::domain::{self, Policy};
-use crate::metrics::Metrics;
-use crate::store::embedded::{EmbeddedOptions, EmbeddedRedis};
-use crate::store::stats::Delta;
-use crate::store::{self, Commit, CommitterConfig, Keys, OrderWrite, Store, PARTITIONS};
+use recur::admin::client::{AdminClient, RequestOptions};
+use recur::domain::command::{parse_args, Command, CreateOrderArgs, NewOrder};
+use recur::domain::stats::contribution;
+use recur::domain::time::{parse_instant, to_millis, Instant};
+use recur::domain::{self, Policy};
+use recur::metrics::Metrics;
+use recur::store::embedded::{EmbeddedOptions, EmbeddedRedis};
+use recur::store::stats::Delta;
+use recur::store::{self, Commit, CommitterConfig, Keys, OrderWrite, Store, PARTITIONS};
 
 pub use burst::{burst, burst_end, BurstOptions, BurstReport};
 

@@ -29,8 +29,8 @@ use super::{
     long_request, metric_delta, metrics, mix, order_id, ready_client, seed, settle_aof, setup,
     BenchError, BenchRedis, DaemonProcess, Rng, SeedOptions, SeedOrder, TempDir, BENCH_START,
 };
-use crate::admin::client::{AdminClient, RequestOptions};
-use crate::domain::time::{format_instant, parse_instant, Instant};
+use recur::admin::client::{AdminClient, RequestOptions};
+use recur::domain::time::{format_instant, parse_instant, Instant};
 
 /// Options of the steady scenario.
 #[derive(Debug, Clone)]

@@ -17,8 +17,8 @@ use super::{
     BenchError, BenchRedis, CpuSplit, DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir,
     PREFIX,
 };
-use crate::domain::time::{to_millis, truncate_ms};
-use crate::store::{self, Keys};
+use recur::domain::time::{to_millis, truncate_ms};
+use recur::store::{self, Keys};
 
 /// Options of the recovery scenario.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use super::{
     ready_client, seed, seed_monthly, settle_aof, setup, BenchError, BenchRedis, CpuSplit,
     DaemonProcess, SeedOptions, SeedOrder, TempDir, BENCH_START,
 };
-use crate::domain::time::parse_instant;
+use recur::domain::time::parse_instant;
 
 /// The instant the advance goes to: just past 2026-02-01, when every seeded order is due.
 pub const BURST_TO: &str = "2026-02-01T00:00:01Z";

@@ -21,9 +21,9 @@ use super::{
     setup, BenchError, BenchRedis, CpuSplit, DaemonClock, DaemonProcess, SeedOptions, SeedOrder,
     TempDir,
 };
-use crate::admin::client::{AdminClient, RequestOptions};
-use crate::domain::time::{to_millis, truncate_ms};
-use crate::store;
+use recur::admin::client::{AdminClient, RequestOptions};
+use recur::domain::time::{to_millis, truncate_ms};
+use recur::store;
 
 /// How many clients send commands at once, each waiting for its reply.
 pub const WORKERS: usize = 8;

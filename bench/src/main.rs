@@ -1,0 +1,65 @@
+//! `recur-bench <scenario>`: runs one benchmark scenario against the `recur` binary beside this
+//! one (or `--daemon PATH`) and prints its line of figures. `recur bench ...` runs this program.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Measure recur: each scenario starts a private redis-server and the real `recur serve`, and
+/// prints one line of figures. docs/BENCHMARKS.md says what each measures.
+#[derive(Debug, Parser)]
+#[command(name = "recur-bench", version)]
+struct Args {
+    /// The scenario to run: burst, burst-end, steady, recovery, admin, memory, bullmq (alias
+    /// compare).
+    scenario: String,
+    /// How many orders the scenario uses [default: 100000; steady 10000; memory 1000000].
+    #[arg(long)]
+    orders: Option<usize>,
+    /// The BullMQ worker's concurrency in the bullmq scenario [default: 500].
+    #[arg(long, value_name = "N")]
+    peer_concurrency: Option<usize>,
+    /// The recur binary to measure [default: `recur` beside this program].
+    #[arg(long, value_name = "PATH")]
+    daemon: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<String> {
+    recur::telemetry::init(recur::telemetry::LogFormat::Human, "warn");
+    let binary = match &args.daemon {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("cannot find the recur-bench binary")?
+            .with_file_name(format!("recur{}", std::env::consts::EXE_SUFFIX)),
+    };
+    anyhow::ensure!(
+        binary.exists(),
+        "the daemon binary {} is not there; build it with `cargo build --release --workspace` or pass --daemon",
+        binary.display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let opts = recur_bench::RunOptions {
+        orders: args.orders,
+        binary,
+        peer_concurrency: args.peer_concurrency,
+    };
+    Ok(runtime.block_on(recur_bench::run(&args.scenario, &opts))?)
+}

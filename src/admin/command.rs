@@ -1,0 +1,545 @@
+//! Admin commands, typed: each request is parsed once into an [`AdminCommand`] with validated
+//! arguments ([`AdminCommand::parse`]), run against the [`AdminState`] ([`AdminCommand::run`]),
+//! and its outcome or error becomes a reply in one place ([`reply_of`]).
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{carts, AdminState};
+use crate::actors::customer::{GetStats, Recompute};
+use crate::actors::order::{Execute, OrderOp, RequestMeta};
+use crate::actors::ActorError;
+use crate::clock::ClockError;
+use crate::domain::basket::{Stage, StagedError, UpdateOrder};
+use crate::domain::command::{check_id, parse_args, Command, CreateOrderArgs, NewOrder};
+use crate::domain::order::OrderStatus;
+use crate::domain::time::{format_instant, parse_instant, Instant};
+use crate::domain::{DomainError, ErrorCode, Order};
+use crate::scheduler::SchedulerError;
+use crate::store::StoreError;
+use crate::wire::{Reply, Request};
+
+/// Default and largest page size of listOrders.
+pub const LIST_DEFAULT_LIMIT: usize = 50;
+pub const LIST_MAX_LIMIT: usize = 500;
+
+/// One admin request, parsed and validated.
+#[derive(Debug)]
+pub enum AdminCommand {
+    Ping,
+    GetClock,
+    GetMetrics,
+    AdvanceClock {
+        to: Instant,
+    },
+    CreateOrder(Box<NewOrder>),
+    GetOrder {
+        order_id: String,
+    },
+    /// A lifecycle command of one order (markAsPaid, pauseOrder, ...).
+    Lifecycle {
+        order_id: String,
+        command: Command,
+    },
+    UpdateOrder(Box<UpdateOrder>),
+    GetCustomerStats {
+        customer_id: String,
+    },
+    RecomputeCustomerStats {
+        customer_id: String,
+    },
+    ListOrders(ListQuery),
+}
+
+/// listOrders' arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub customer_id: Option<String>,
+    /// None: every status but DRAFT.
+    pub status: Option<OrderStatus>,
+    pub limit: usize,
+    /// Position in the (customer's or global) creation-time index.
+    pub position: usize,
+}
+
+/// Why a command was not done. [`reply_of`] turns each into its admin error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Bad input or a refused change: the domain error says the code.
+    #[error(transparent)]
+    Refused(#[from] DomainError),
+    /// updateOrder refused before its order's actor: the code and the stage.
+    #[error("{}", .0.error)]
+    Staged(StagedError),
+    #[error("unknown command '{0}'")]
+    UnknownCommand(String),
+    /// Redis or an actor failed (INTERNAL, retried by the client); updateOrder names the stage.
+    #[error("{source}")]
+    Actor {
+        #[source]
+        source: ActorError,
+        stage: Option<Stage>,
+    },
+    #[error("{source}")]
+    Store {
+        #[source]
+        source: StoreError,
+        stage: Option<Stage>,
+    },
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+}
+
+impl From<ActorError> for AdminError {
+    fn from(source: ActorError) -> Self {
+        AdminError::Actor {
+            source,
+            stage: None,
+        }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(source: StoreError) -> Self {
+        AdminError::Store {
+            source,
+            stage: None,
+        }
+    }
+}
+
+impl AdminError {
+    /// The admin error code (SPEC section 4), derived here only.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AdminError::Refused(e) => e.code(),
+            AdminError::Staged(e) => e.code(),
+            AdminError::UnknownCommand(_) => ErrorCode::UnknownCommand,
+            AdminError::Scheduler(SchedulerError::Clock(ClockError::NotSimulated)) => {
+                ErrorCode::ClockNotSimulated
+            }
+            AdminError::Scheduler(SchedulerError::Clock(ClockError::Backwards { .. })) => {
+                ErrorCode::InvalidRequest
+            }
+            AdminError::Actor { .. } | AdminError::Store { .. } | AdminError::Scheduler(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+
+    fn stage(&self) -> Option<Stage> {
+        match self {
+            AdminError::Staged(e) => Some(e.stage),
+            AdminError::Actor { stage, .. } | AdminError::Store { stage, .. } => *stage,
+            _ => None,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            AdminError::Scheduler(SchedulerError::Clock(ClockError::NotSimulated)) => {
+                "advanceClock needs the simulated clock (start recur with --clock simulated)"
+                    .to_string()
+            }
+            AdminError::Scheduler(SchedulerError::Clock(ClockError::Backwards { now, to })) => {
+                format!(
+                    "to: {} is earlier than now ({})",
+                    format_instant(to),
+                    format_instant(now)
+                )
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What a command that was done answers.
+pub enum Outcome {
+    /// A reply an order's commit already kept in Redis (with the change it reports).
+    Kept(Reply),
+    /// A result to reply with (and keep, as the server decides).
+    Answer(Value),
+}
+
+/// A reply, and whether an order commit already kept it.
+pub struct Routed {
+    pub reply: Reply,
+    pub kept: bool,
+}
+
+/// The one place where outcomes and errors become replies.
+pub fn reply_of(request_id: &str, result: Result<Outcome, AdminError>) -> Routed {
+    let id = Some(request_id.to_string());
+    match result {
+        Ok(Outcome::Kept(reply)) => Routed { reply, kept: true },
+        Ok(Outcome::Answer(v)) => Routed {
+            reply: Reply::ok(id, v),
+            kept: false,
+        },
+        Err(e) => Routed {
+            reply: Reply::error(id, e.code(), e.message()).with_stage(e.stage().map(Stage::as_str)),
+            kept: false,
+        },
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OrderIdArgs {
+    order_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CustomerArgs {
+    customer_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AdvanceArgs {
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListArgs {
+    #[serde(default)]
+    customer_id: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+impl AdminCommand {
+    /// Parses and validates a request's command and arguments.
+    ///
+    /// # Errors
+    /// [`AdminError`] with the code the reply carries (INVALID_REQUEST, UNKNOWN_COMMAND, or an
+    /// updateOrder refusal with its stage).
+    pub fn parse(req: &Request) -> Result<AdminCommand, AdminError> {
+        let name = req.command.as_str();
+        if let Some(parsed) = Command::parse(name, &req.args) {
+            let (order_id, command) = parsed?;
+            return Ok(AdminCommand::Lifecycle { order_id, command });
+        }
+        let customer = || -> Result<String, DomainError> {
+            let a: CustomerArgs = parse_args(&req.args)?;
+            check_id("customerId", &a.customer_id)?;
+            Ok(a.customer_id)
+        };
+        Ok(match name {
+            "ping" => AdminCommand::Ping,
+            "getClock" => AdminCommand::GetClock,
+            "getMetrics" => AdminCommand::GetMetrics,
+            "advanceClock" => {
+                let a: AdvanceArgs = parse_args(&req.args)?;
+                let to = parse_instant(&a.to).map_err(|e| DomainError::invalid("to", e))?;
+                AdminCommand::AdvanceClock { to }
+            }
+            "createOrder" => AdminCommand::CreateOrder(Box::new(parse_create(req)?)),
+            "getOrder" => {
+                let a: OrderIdArgs = parse_args(&req.args)?;
+                check_id("orderId", &a.order_id)?;
+                AdminCommand::GetOrder {
+                    order_id: a.order_id,
+                }
+            }
+            "updateOrder" => AdminCommand::UpdateOrder(Box::new(
+                UpdateOrder::parse(&req.args, &req.channel).map_err(AdminError::Staged)?,
+            )),
+            "getCustomerStats" => AdminCommand::GetCustomerStats {
+                customer_id: customer()?,
+            },
+            "recomputeCustomerStats" => AdminCommand::RecomputeCustomerStats {
+                customer_id: customer()?,
+            },
+            "listOrders" => AdminCommand::ListOrders(ListQuery::parse(&req.args)?),
+            other => return Err(AdminError::UnknownCommand(other.to_string())),
+        })
+    }
+
+    /// Whether the command runs alone (advanceClock): every other command waits for it.
+    pub fn is_exclusive(&self) -> bool {
+        matches!(self, AdminCommand::AdvanceClock { .. })
+    }
+
+    /// Runs the command.
+    ///
+    /// # Errors
+    /// [`AdminError`] when it is refused or Redis or an actor fails.
+    pub async fn run(
+        self,
+        state: &AdminState,
+        request: RequestMeta,
+    ) -> Result<Outcome, AdminError> {
+        let now = || json!({"now": format_instant(&state.clock.now())});
+        let order = |order_id: String, op: OrderOp, request: RequestMeta| async move {
+            let reply = state
+                .actors
+                .execute(&order_id, Execute { op, request })
+                .await?;
+            Ok::<_, AdminError>(Outcome::Kept(reply))
+        };
+        match self {
+            AdminCommand::Ping => {
+                let mut v = now();
+                v["pong"] = json!(true);
+                Ok(Outcome::Answer(v))
+            }
+            AdminCommand::GetClock => Ok(Outcome::Answer(now())),
+            AdminCommand::GetMetrics => {
+                let mut m = state.metrics.snapshot();
+                m["registryResident"] = json!(state.actors.resident_orders());
+                Ok(Outcome::Answer(m))
+            }
+            AdminCommand::AdvanceClock { to } => {
+                let now = state.scheduler.advance(to).await?;
+                Ok(Outcome::Answer(json!({"now": format_instant(&now)})))
+            }
+            AdminCommand::CreateOrder(new) => {
+                // A named cart keeps its customer's cart names until it is committed.
+                let _cart_name = carts::claim_cart_name(state, &new).await?;
+                let id = new.id.clone();
+                order(id, OrderOp::Create(new), request).await
+            }
+            AdminCommand::GetOrder { order_id } => order(order_id, OrderOp::Get, request).await,
+            AdminCommand::Lifecycle { order_id, command } => {
+                order(order_id, OrderOp::Command(command), request).await
+            }
+            AdminCommand::UpdateOrder(update) => Ok(Outcome::Kept(
+                carts::update_order(state, update, request).await?,
+            )),
+            AdminCommand::GetCustomerStats { customer_id } => {
+                let stats = state.actors.to_customer(&customer_id, GetStats).await??;
+                Ok(Outcome::Answer(stats))
+            }
+            AdminCommand::RecomputeCustomerStats { customer_id } => {
+                let report = state.actors.to_customer(&customer_id, Recompute).await??;
+                Ok(Outcome::Answer(report))
+            }
+            AdminCommand::ListOrders(query) => {
+                Ok(Outcome::Answer(list_orders(state, query).await?))
+            }
+        }
+    }
+}
+
+/// The order id of a createOrder: the client's `orderId`, or one derived from the request id
+/// (so a retried createOrder creates one order).
+fn derived_order_id(request_id: &str) -> String {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("recur-order:{request_id}").as_bytes(),
+    )
+    .to_string()
+}
+
+fn parse_create(req: &Request) -> Result<NewOrder, DomainError> {
+    let args: CreateOrderArgs = parse_args(&req.args)?;
+    let id = args
+        .order_id
+        .clone()
+        .unwrap_or_else(|| derived_order_id(&req.id));
+    let channel = if req.channel.is_empty() {
+        "admin".to_string()
+    } else {
+        req.channel.clone()
+    };
+    NewOrder::parse(args, id, channel)
+}
+
+impl ListQuery {
+    fn parse(args: &Value) -> Result<ListQuery, DomainError> {
+        let a: ListArgs = parse_args(args)?;
+        if let Some(c) = &a.customer_id {
+            check_id("customerId", c)?;
+        }
+        let status =
+            match a.status.as_deref() {
+                None => None,
+                Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| {
+                    DomainError::invalid("status", format!("unknown status '{s}'"))
+                })?),
+            };
+        let limit = match a.limit {
+            None => LIST_DEFAULT_LIMIT,
+            Some(l) if (1..=LIST_MAX_LIMIT as i64).contains(&l) => l as usize,
+            Some(_) => {
+                return Err(DomainError::invalid(
+                    "limit",
+                    format!("must be between 1 and {LIST_MAX_LIMIT}"),
+                ))
+            }
+        };
+        let position = match a.cursor.as_deref() {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .map_err(|_| DomainError::invalid("cursor", "is not a cursor from listOrders"))?,
+        };
+        Ok(ListQuery {
+            customer_id: a.customer_id,
+            status,
+            limit,
+            position,
+        })
+    }
+
+    fn wants(&self, o: &Order) -> bool {
+        match self.status {
+            Some(s) => o.status == s,
+            None => o.status != OrderStatus::Draft,
+        }
+    }
+}
+
+/// listOrders: newest first; DRAFT orders only when `status` asks for them; the cursor is the
+/// position in the (customer's or global) creation-time index.
+async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreError> {
+    const CHUNK: usize = 200;
+    let mut position = q.position;
+    let mut orders = Vec::new();
+    loop {
+        let ids = state
+            .store
+            .order_ids_page(q.customer_id.as_deref(), position, CHUNK)
+            .await?;
+        if ids.is_empty() {
+            return Ok(json!({"orders": orders, "nextCursor": null}));
+        }
+        let loaded = state.store.load_many(&ids).await?;
+        let by_id: HashMap<&str, &Order> = loaded.iter().map(|o| (o.id.as_str(), o)).collect();
+        for id in &ids {
+            position += 1;
+            match by_id.get(id.as_str()) {
+                Some(o) if q.wants(o) => {
+                    orders.push(serde_json::to_value(o).unwrap_or(Value::Null));
+                    if orders.len() == q.limit {
+                        return Ok(json!({"orders": orders, "nextCursor": position.to_string()}));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if ids.len() < CHUNK {
+            return Ok(json!({"orders": orders, "nextCursor": null}));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(command: &str, args: Value) -> Request {
+        Request {
+            id: "r1".into(),
+            reply_to: None,
+            channel: String::new(),
+            command: command.into(),
+            args,
+        }
+    }
+
+    fn code(command: &str, args: Value) -> ErrorCode {
+        AdminCommand::parse(&req(command, args)).unwrap_err().code()
+    }
+
+    #[test]
+    fn requests_parse_into_typed_commands() {
+        assert!(matches!(
+            AdminCommand::parse(&req("ping", json!({}))).unwrap(),
+            AdminCommand::Ping
+        ));
+        let c = AdminCommand::parse(&req(
+            "advanceClock",
+            json!({"to": "2026-01-01T00:00:00+01:00"}),
+        ))
+        .unwrap();
+        assert!(c.is_exclusive());
+        assert!(
+            matches!(c, AdminCommand::AdvanceClock { to } if format_instant(&to) == "2025-12-31T23:00:00.000Z")
+        );
+        let c = AdminCommand::parse(&req("pauseOrder", json!({"orderId": "o1"}))).unwrap();
+        assert!(matches!(c, AdminCommand::Lifecycle { ref order_id, .. } if order_id == "o1"));
+        assert!(!c.is_exclusive());
+        let c =
+            AdminCommand::parse(&req("listOrders", json!({"limit": 5, "cursor": "10"}))).unwrap();
+        let AdminCommand::ListOrders(q) = c else {
+            panic!("listOrders")
+        };
+        assert_eq!((q.limit, q.position, q.status), (5, 10, None));
+    }
+
+    #[test]
+    fn bad_requests_get_their_codes() {
+        assert_eq!(code("nope", json!({})), ErrorCode::UnknownCommand);
+        assert_eq!(
+            code("advanceClock", json!({"to": "tomorrow"})),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code("getOrder", json!({"orderId": ""})),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code("listOrders", json!({"limit": 501})),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code("listOrders", json!({"status": "NOPE"})),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code("getCustomerStats", json!({"customer": "c1"})),
+            ErrorCode::InvalidRequest
+        );
+        // updateOrder refusals name their stage: no search criteria is a `load` refusal.
+        let e = AdminCommand::parse(&req("updateOrder", json!({"id": "o1"}))).unwrap_err();
+        let e = reply_of("r1", Err(e)).reply.error.unwrap();
+        assert_eq!(
+            (e.code, e.stage.as_deref()),
+            (ErrorCode::InvalidRequest, Some("load"))
+        );
+    }
+
+    #[test]
+    fn a_retried_create_derives_the_same_order_id() {
+        let args = crate::domain::lifecycle::test_support::monthly(
+            "OFFLINE",
+            3,
+            "1.00",
+            "2026-01-01T00:00:00Z",
+        );
+        let id = |r: &str| match AdminCommand::parse(&Request {
+            id: r.into(),
+            ..req("createOrder", args.clone())
+        }) {
+            Ok(AdminCommand::CreateOrder(new)) => new.id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(id("a"), id("a"));
+        assert_ne!(id("a"), id("b"));
+    }
+
+    #[test]
+    fn errors_map_to_codes_in_one_place() {
+        let clock = |e: ClockError| reply_of("r", Err(SchedulerError::Clock(e).into())).reply;
+        let r = clock(ClockError::NotSimulated);
+        assert_eq!(r.error.unwrap().code, ErrorCode::ClockNotSimulated);
+        let t = parse_instant("2026-01-01T00:00:00Z").unwrap();
+        let r = clock(ClockError::Backwards { now: t, to: t });
+        assert_eq!(r.error.unwrap().code, ErrorCode::InvalidRequest);
+        let r = reply_of("r", Err(ActorError::Contended.into())).reply;
+        assert_eq!(r.error.unwrap().code, ErrorCode::Internal);
+        let ok = reply_of("r", Ok(Outcome::Answer(json!({"x": 1}))));
+        assert!(ok.reply.ok && !ok.kept);
+    }
+}
