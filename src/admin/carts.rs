@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::command::AdminError;
+use super::reply::AdminError;
 use super::AdminState;
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
 use crate::domain::basket::{not_a_cart, Stage, StagedError, Target, UpdateOrder};

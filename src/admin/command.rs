@@ -1,6 +1,7 @@
 //! Admin commands, typed: each request is parsed once into an [`AdminCommand`] with validated
-//! arguments ([`AdminCommand::parse`]), run against the [`AdminState`] ([`AdminCommand::run`]),
-//! and its outcome or error becomes a reply in one place ([`reply_of`]).
+//! arguments ([`AdminCommand::parse`]) and run against the [`AdminState`]
+//! ([`AdminCommand::run`]); its outcome or error becomes a reply in one place
+//! ([`super::reply::reply_of`]).
 
 use std::collections::HashMap;
 
@@ -8,19 +9,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::reply::{AdminError, Outcome};
 use super::{carts, AdminState};
 use crate::actors::customer::{GetStats, Recompute};
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
-use crate::actors::ActorError;
-use crate::clock::ClockError;
-use crate::domain::basket::{Stage, StagedError, UpdateOrder};
+use crate::domain::basket::UpdateOrder;
 use crate::domain::command::{check_id, parse_args, Command, CreateOrderArgs, NewOrder};
 use crate::domain::order::OrderStatus;
 use crate::domain::time::{format_instant, parse_instant, Instant};
-use crate::domain::{DomainError, ErrorCode, Order};
-use crate::scheduler::SchedulerError;
+use crate::domain::{DomainError, Order};
 use crate::store::StoreError;
-use crate::wire::{Reply, Request};
+use crate::wire::Request;
 
 /// Default and largest page size of listOrders.
 pub const LIST_DEFAULT_LIMIT: usize = 50;
@@ -63,127 +62,6 @@ pub struct ListQuery {
     pub limit: usize,
     /// Position in the (customer's or global) creation-time index.
     pub position: usize,
-}
-
-/// Why a command was not done. [`reply_of`] turns each into its admin error code.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// Bad input or a refused change: the domain error says the code.
-    #[error(transparent)]
-    Refused(#[from] DomainError),
-    /// updateOrder refused before its order's actor: the code and the stage.
-    #[error("{}", .0.error)]
-    Staged(StagedError),
-    #[error("unknown command '{0}'")]
-    UnknownCommand(String),
-    /// Redis or an actor failed (INTERNAL, retried by the client); updateOrder names the stage.
-    #[error("{source}")]
-    Actor {
-        #[source]
-        source: ActorError,
-        stage: Option<Stage>,
-    },
-    #[error("{source}")]
-    Store {
-        #[source]
-        source: StoreError,
-        stage: Option<Stage>,
-    },
-    #[error(transparent)]
-    Scheduler(#[from] SchedulerError),
-}
-
-impl From<ActorError> for AdminError {
-    fn from(source: ActorError) -> Self {
-        AdminError::Actor {
-            source,
-            stage: None,
-        }
-    }
-}
-
-impl From<StoreError> for AdminError {
-    fn from(source: StoreError) -> Self {
-        AdminError::Store {
-            source,
-            stage: None,
-        }
-    }
-}
-
-impl AdminError {
-    /// The admin error code (SPEC section 4), derived here only.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            AdminError::Refused(e) => e.code(),
-            AdminError::Staged(e) => e.code(),
-            AdminError::UnknownCommand(_) => ErrorCode::UnknownCommand,
-            AdminError::Scheduler(SchedulerError::Clock(ClockError::NotSimulated)) => {
-                ErrorCode::ClockNotSimulated
-            }
-            AdminError::Scheduler(SchedulerError::Clock(ClockError::Backwards { .. })) => {
-                ErrorCode::InvalidRequest
-            }
-            AdminError::Actor { .. } | AdminError::Store { .. } | AdminError::Scheduler(_) => {
-                ErrorCode::Internal
-            }
-        }
-    }
-
-    fn stage(&self) -> Option<Stage> {
-        match self {
-            AdminError::Staged(e) => Some(e.stage),
-            AdminError::Actor { stage, .. } | AdminError::Store { stage, .. } => *stage,
-            _ => None,
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            AdminError::Scheduler(SchedulerError::Clock(ClockError::NotSimulated)) => {
-                "advanceClock needs the simulated clock (start recur with --clock simulated)"
-                    .to_string()
-            }
-            AdminError::Scheduler(SchedulerError::Clock(ClockError::Backwards { now, to })) => {
-                format!(
-                    "to: {} is earlier than now ({})",
-                    format_instant(to),
-                    format_instant(now)
-                )
-            }
-            other => other.to_string(),
-        }
-    }
-}
-
-/// What a command that was done answers.
-pub enum Outcome {
-    /// A reply an order's commit already kept in Redis (with the change it reports).
-    Kept(Reply),
-    /// A result to reply with (and keep, as the server decides).
-    Answer(Value),
-}
-
-/// A reply, and whether an order commit already kept it.
-pub struct Routed {
-    pub reply: Reply,
-    pub kept: bool,
-}
-
-/// The one place where outcomes and errors become replies.
-pub fn reply_of(request_id: &str, result: Result<Outcome, AdminError>) -> Routed {
-    let id = Some(request_id.to_string());
-    match result {
-        Ok(Outcome::Kept(reply)) => Routed { reply, kept: true },
-        Ok(Outcome::Answer(v)) => Routed {
-            reply: Reply::ok(id, v),
-            kept: false,
-        },
-        Err(e) => Routed {
-            reply: Reply::error(id, e.code(), e.message()).with_stage(e.stage().map(Stage::as_str)),
-            kept: false,
-        },
-    }
 }
 
 #[derive(Deserialize)]
@@ -437,6 +315,8 @@ async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::reply::reply_of;
+    use crate::domain::ErrorCode;
 
     fn req(command: &str, args: Value) -> Request {
         Request {
@@ -527,19 +407,5 @@ mod tests {
         };
         assert_eq!(id("a"), id("a"));
         assert_ne!(id("a"), id("b"));
-    }
-
-    #[test]
-    fn errors_map_to_codes_in_one_place() {
-        let clock = |e: ClockError| reply_of("r", Err(SchedulerError::Clock(e).into())).reply;
-        let r = clock(ClockError::NotSimulated);
-        assert_eq!(r.error.unwrap().code, ErrorCode::ClockNotSimulated);
-        let t = parse_instant("2026-01-01T00:00:00Z").unwrap();
-        let r = clock(ClockError::Backwards { now: t, to: t });
-        assert_eq!(r.error.unwrap().code, ErrorCode::InvalidRequest);
-        let r = reply_of("r", Err(ActorError::Contended.into())).reply;
-        assert_eq!(r.error.unwrap().code, ErrorCode::Internal);
-        let ok = reply_of("r", Ok(Outcome::Answer(json!({"x": 1}))));
-        assert!(ok.reply.ok && !ok.kept);
     }
 }

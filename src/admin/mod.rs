@@ -8,6 +8,7 @@
 mod carts;
 pub mod client;
 mod command;
+mod reply;
 mod server;
 
 use std::sync::Arc;

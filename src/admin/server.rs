@@ -14,7 +14,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
-use super::command::{reply_of, AdminCommand, Routed};
+use super::command::AdminCommand;
+use super::reply::{reply_of, Routed};
 use super::AdminState;
 use crate::actors::order::RequestMeta;
 use crate::domain::command::check_id;
