@@ -365,7 +365,7 @@ pub async fn redis_used_memory(url: &str) -> Result<u64, BenchError> {
 /// # Errors
 /// [`BenchError`] when Redis fails.
 pub async fn due_count(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut recur::store::RedisConn,
     until_ms: i64,
 ) -> Result<u64, BenchError> {
     let keys = Keys::new(PREFIX);

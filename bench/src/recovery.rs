@@ -111,7 +111,7 @@ pub async fn run(opts: &RecoveryOptions) -> Result<RecoveryReport, BenchError> {
         )));
     }
     let events_key = Keys::new(PREFIX).events();
-    let xlen = |mut c: redis::aio::ConnectionManager| {
+    let xlen = |mut c: recur::store::RedisConn| {
         let key = events_key.clone();
         async move {
             redis::cmd("XLEN")

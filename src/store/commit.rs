@@ -5,11 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
-use redis::aio::ConnectionManager;
 use redis::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::keys::Keys;
+use super::RedisConn;
 use super::StoreError;
 use crate::metrics::Metrics;
 
@@ -86,7 +86,7 @@ impl Committer {
     /// Starts the batcher on the current runtime. It stops when every handle is dropped,
     /// after committing what it was given.
     pub fn start(
-        conn: ConnectionManager,
+        conn: RedisConn,
         keys: Keys,
         sha: String,
         config: CommitterConfig,
@@ -113,7 +113,7 @@ impl Committer {
 
 async fn run_batcher(
     mut rx: mpsc::Receiver<Pending>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     sha: String,
     config: CommitterConfig,
@@ -155,7 +155,7 @@ async fn run_batcher(
 
 async fn send_batch(
     batch: Vec<Pending>,
-    mut conn: ConnectionManager,
+    mut conn: RedisConn,
     keys: &Keys,
     sha: &str,
     config: &CommitterConfig,
@@ -209,7 +209,7 @@ fn is_noscript(v: &Value) -> bool {
 ///
 /// # Errors
 /// The Redis error.
-pub async fn load_script(conn: &mut ConnectionManager) -> Result<String, redis::RedisError> {
+pub async fn load_script(conn: &mut RedisConn) -> Result<String, redis::RedisError> {
     redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(COMMIT_SCRIPT)
@@ -219,7 +219,7 @@ pub async fn load_script(conn: &mut ConnectionManager) -> Result<String, redis::
 
 async fn run_pipeline(
     batch: &[Pending],
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     keys: &Keys,
     sha: &str,
     config: &CommitterConfig,

@@ -3,6 +3,7 @@
 //! rules; it stores what the domain decided.
 
 pub mod commit;
+pub mod conn;
 pub mod embedded;
 pub mod keys;
 pub mod stats;
@@ -13,6 +14,8 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::aio::ConnectionManagerConfig;
 use redis::AsyncCommands;
+
+pub use conn::RedisConn;
 
 use crate::domain::time::{from_millis, to_millis, Instant};
 use crate::domain::Order;
@@ -58,8 +61,8 @@ pub enum Loaded {
 /// stats over `conn`: an admin command never queues behind a burst's pipelines.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
-    bulk: ConnectionManager,
+    conn: RedisConn,
+    bulk: RedisConn,
     keys: Keys,
     committer: Committer,
     bulk_committer: Committer,
@@ -69,13 +72,15 @@ pub struct Store {
 ///
 /// # Errors
 /// The Redis error when the URL is invalid or Redis does not answer.
-pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+pub async fn connect(url: &str) -> Result<RedisConn, StoreError> {
     let client = redis::Client::open(url)?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(Duration::from_secs(60)))
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(6);
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+    Ok(RedisConn::new(
+        ConnectionManager::new_with_config(client, config).await?,
+    ))
 }
 
 impl Store {
@@ -89,8 +94,8 @@ impl Store {
     /// # Errors
     /// The Redis error when the script cannot be loaded.
     pub async fn open(
-        mut conn: ConnectionManager,
-        bulk: ConnectionManager,
+        mut conn: RedisConn,
+        bulk: RedisConn,
         keys: Keys,
         config: CommitterConfig,
         bulk_max_batch: usize,
@@ -125,7 +130,7 @@ impl Store {
     }
 
     /// A connection for ad-hoc commands.
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -175,7 +180,7 @@ impl Store {
 
     async fn load_many_on(
         &self,
-        mut conn: ConnectionManager,
+        mut conn: RedisConn,
         ids: &[String],
     ) -> Result<Vec<Order>, StoreError> {
         if ids.is_empty() {

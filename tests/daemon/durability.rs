@@ -342,3 +342,66 @@ async fn grace_missed_while_down_waits_payment_restart_grace_after_start_up() {
     assert_eq!(r.result.unwrap()["differences"], json!([]));
     daemon.stop().await;
 }
+
+/// A dropped connection that the connection manager re-establishes is not the client's
+/// problem: after Redis is SIGKILLed and comes back on the same socket, the very first attempt
+/// of a command (no client retry) is answered, not INTERNAL "broken pipe".
+#[tokio::test]
+async fn the_first_command_after_redis_comes_back_succeeds() {
+    let mut redis = TestRedis::start().await;
+    let daemon = Daemon::start(settings(&redis.url, "t")).await;
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    let r = client
+        .request("createOrder", monthly("o1", "OFFLINE", 3, "10.00"))
+        .await
+        .unwrap();
+    assert!(r.ok, "{:?}", r.error);
+
+    redis.kill_and_restart(Duration::from_secs(2)).await;
+    // A fresh client (the old one's reply subscription died with the server); wait until the
+    // daemon listens again, then send each command exactly once and take its first reply.
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    let mut listening = false;
+    for _ in 0..100 {
+        let ping = client.new_request("ping", json!({}));
+        client
+            .send_raw(&serde_json::to_string(&ping).unwrap())
+            .await
+            .unwrap();
+        if client
+            .wait_reply(Some(&ping.id), Duration::from_millis(200))
+            .await
+            .is_some()
+        {
+            listening = true;
+            break;
+        }
+    }
+    assert!(listening, "the daemon resubscribed to the admin channel");
+    for (command, args) in [
+        ("advanceClock", json!({"to": "2026-02-01T00:00:00Z"})),
+        ("getOrder", json!({"orderId": "o1"})),
+        ("pauseOrder", json!({"orderId": "o1"})),
+    ] {
+        let request = client.new_request(command, args);
+        client
+            .send_raw(&serde_json::to_string(&request).unwrap())
+            .await
+            .unwrap();
+        let reply = client
+            .wait_reply(Some(&request.id), Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{command}: no reply"));
+        assert!(reply.ok, "{command}: {:?}", reply.error);
+    }
+    // The advance fired cycle 2 exactly once, and the order went on from the AOF.
+    let order = client
+        .request("getOrder", json!({"orderId": "o1"}))
+        .await
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(order["currentCycle"]["index"], 2, "{order}");
+    assert_eq!(order["status"], "PAUSED");
+    daemon.stop().await;
+}

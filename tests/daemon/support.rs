@@ -51,6 +51,30 @@ impl TestRedis {
         }
     }
 
+    /// SIGKILLs the redis-server and, after `down`, starts a new one on the same data dir and
+    /// socket (so the same URL), which reloads the append-only file.
+    pub async fn kill_and_restart(&mut self, down: Duration) {
+        let server = self.server.take().expect("a running redis-server");
+        let data_dir = server.data_dir().to_path_buf();
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &server.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "redis-server killed");
+        // Its exit is reaped by the launcher; dropping it only removes its URL file.
+        drop(server);
+        tokio::time::sleep(down).await;
+        let server = EmbeddedRedis::start(&EmbeddedOptions {
+            binary: PathBuf::from("redis-server"),
+            data_dir,
+            appendonly: true,
+        })
+        .await
+        .expect("redis-server restarts");
+        assert_eq!(server.url(), self.url, "same socket after the restart");
+        self.server = Some(server);
+    }
+
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url.as_str())
             .unwrap()
