@@ -8,6 +8,7 @@
 mod carts;
 pub mod client;
 mod command;
+mod outage;
 mod reply;
 mod server;
 
@@ -72,5 +73,12 @@ impl AdminState {
             inflight: server::Inflight::default(),
             cart_names: carts::CartNameLocks::default(),
         }
+    }
+
+    /// Whether `channel` is one of recur's own pub/sub channels (admin requests, events), on
+    /// which no reply may be published.
+    fn is_own_channel(&self, channel: &str) -> bool {
+        let keys = self.store.keys();
+        channel == keys.admin_channel() || channel == keys.events()
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
 use super::command::AdminCommand;
+use super::outage::Outage;
 use super::reply::{reply_of, Routed};
 use super::AdminState;
 use crate::actors::order::RequestMeta;
@@ -206,6 +207,22 @@ async fn handle_payload(state: &AdminState, payload: &[u8]) -> (Option<String>, 
         .map(str::to_string);
     let id = value.get("id").and_then(Value::as_str).map(str::to_string);
     match serde_json::from_value::<Request>(value) {
+        Ok(req)
+            if req
+                .reply_to
+                .as_deref()
+                .is_some_and(|c| state.is_own_channel(c)) =>
+        {
+            // Replies on the admin or events channel would reach recur itself or every event
+            // subscriber: refuse, and publish nothing there (the refusal is logged).
+            let to = req.reply_to.unwrap_or_default();
+            let msg =
+                format!("replyTo may not be recur's own channel '{to}'; use a channel of your own");
+            (
+                None,
+                Reply::error(Some(req.id), ErrorCode::InvalidRequest, msg),
+            )
+        }
         Ok(req) => (req.reply_to.clone(), handle(state, req).await),
         Err(e) => (
             reply_to,
@@ -308,26 +325,27 @@ async fn listen_pubsub(
                 }
             }
         }
-        tracing::warn!("admin pub/sub connection lost; reconnecting");
+        let mut outage = Outage::new("subscribing to the admin channel");
+        let mut pause = outage.log_failure(&"the pub/sub connection was lost");
         pubsub = loop {
-            if shutdown.is_triggered() {
-                return;
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(pause) => {}
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let Ok(client) = redis::Client::open(state.config.redis_url.as_str()) else {
-                continue;
-            };
-            let Ok(mut p) = client.get_async_pubsub().await else {
-                continue;
-            };
-            if p.subscribe(state.store.keys().admin_channel())
-                .await
-                .is_ok()
-            {
-                break p;
+            match subscribe(&state).await {
+                Ok(p) => break p,
+                Err(e) => pause = outage.log_failure(&e),
             }
         };
+        outage.log_success();
     }
+}
+
+async fn subscribe(state: &AdminState) -> Result<redis::aio::PubSub, redis::RedisError> {
+    let client = redis::Client::open(state.config.redis_url.as_str())?;
+    let mut p = client.get_async_pubsub().await?;
+    p.subscribe(state.store.keys().admin_channel()).await?;
+    Ok(p)
 }
 
 async fn consume_stream(
@@ -339,6 +357,7 @@ async fn consume_stream(
     let key = state.store.keys().commands();
     // First what this consumer read before a crash but never acknowledged, then new entries.
     let mut from = "0".to_string();
+    let mut outage = Outage::new("reading the command stream");
     while !shutdown.is_triggered() {
         let opts = StreamReadOptions::default()
             .group(CONSUMER_GROUP, CONSUMER_NAME)
@@ -358,11 +377,15 @@ async fn consume_stream(
                 .collect::<Vec<_>>(),
             Ok(None) => Vec::new(),
             Err(e) => {
-                tracing::warn!(error = %e, "reading the command stream failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                let pause = outage.log_failure(&e);
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
                 continue;
             }
         };
+        outage.log_success();
         if entries.is_empty() {
             if from == "0" {
                 from = ">".to_string();

@@ -197,3 +197,59 @@ async fn a_daemon_refuses_data_made_with_another_clock_mode() {
     let message = result.expect_err("refused").to_string();
     assert!(message.contains("simulated clock"), "{message}");
 }
+
+/// A reply aimed at recur's own channels (admin requests, events) is refused: nothing is
+/// applied and nothing but the request itself appears on those channels.
+#[tokio::test]
+async fn a_reply_channel_of_recurs_own_is_refused() {
+    use futures_util::StreamExt;
+
+    let h = Harness::start().await;
+    let before = h.snapshot().await;
+    let client = redis::Client::open(h.redis.url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&["t:admin", "t:events"]).await.unwrap();
+    let mut conn = h.redis.conn().await;
+    for (i, reply_to) in ["t:admin", "t:events"].into_iter().enumerate() {
+        let request = json!({
+            "id": format!("own-{i}"),
+            "replyTo": reply_to,
+            "command": "createOrder",
+            "args": monthly(&format!("o{i}"), "OFFLINE", 3, "10.00"),
+        });
+        let _: usize = redis::AsyncCommands::publish(&mut conn, "t:admin", request.to_string())
+            .await
+            .unwrap();
+    }
+    // Something that does get a reply, to know the two before it were handled.
+    assert_eq!(h.ok("ping", json!({})).await["pong"], true);
+    let mut seen = Vec::new();
+    let mut messages = pubsub.on_message();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+    {
+        seen.push((
+            m.get_channel_name().to_string(),
+            m.get_payload::<String>().unwrap(),
+        ));
+    }
+    let replies: Vec<_> = seen.iter().filter(|(_, p)| p.contains("\"ok\"")).collect();
+    assert!(
+        replies.is_empty(),
+        "replies published on recur's channels: {replies:?}"
+    );
+    assert!(
+        seen.iter().all(|(c, _)| c == "t:admin"),
+        "only the requests themselves, on the admin channel: {seen:?}"
+    );
+    assert_eq!(seen.iter().filter(|(_, p)| p.contains("own-")).count(), 2);
+    // Nothing applied: no order, no kept reply.
+    assert_eq!(h.snapshot().await, before);
+    for id in ["own-0", "own-1"] {
+        let kept: bool = redis::AsyncCommands::exists(&mut conn, format!("t:reply:{id}"))
+            .await
+            .unwrap();
+        assert!(!kept, "{id} has no kept reply");
+    }
+    let e = h.err("getOrder", json!({"orderId": "o0"})).await;
+    assert_eq!(e.code.as_str(), "NOT_FOUND");
+}
