@@ -78,10 +78,11 @@ async fn memory_weighs_resident_actors_and_passivates_them() {
     assert_eq!(r.resident_after, 0, "{}", r.line());
 }
 
-/// Runs only where the peer is installed (`npm install` in bench/peers/bullmq): CI has no npm step.
+/// Runs only where the peer is installed (`recur bench bullmq` installs it under
+/// `bullmq::install_dir()`, outside the repository): CI has no npm step.
 #[tokio::test]
 async fn bullmq_compare_when_the_peer_is_installed() {
-    let dir = bullmq::peer_dir();
+    let dir = bullmq::install_dir();
     if !bullmq::peer_installed(&dir) {
         eprintln!(
             "skipped: the BullMQ peer is not installed in {}",

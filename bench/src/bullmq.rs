@@ -6,10 +6,12 @@
 //! 2. recur's burst with the same N, on the same kind of server (TCP, append-only);
 //! 3. one line with both figures and the ratio.
 //!
-//! If the peer's node_modules are missing, `npm install` installs them (versions pinned in
-//! package.json and package-lock.json; `npm ci` trips over the lock's platform-specific optional
-//! packages with npm 11); when that fails (no Node, no network) the scenario says so and prints
-//! only recur's figure.
+//! The peer is installed outside the repository, so a benchmark leaves the checkout as it found
+//! it: its package.json, package-lock.json and bench.js are copied to [`install_dir`] (a cache
+//! directory, `~/.cache/recur-bench/bullmq` by default) and `npm install` runs there (versions
+//! pinned in package.json and the lock; `npm ci` trips over the lock's platform-specific
+//! optional packages with npm 11). When that fails (no Node, no network) the scenario says so
+//! and prints only recur's figure.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,8 +28,10 @@ pub struct CompareOptions {
     pub binary: PathBuf,
     /// The BullMQ Worker's concurrency.
     pub concurrency: usize,
-    /// Where the peer's package.json and bench.js are.
+    /// Where the peer's package.json and bench.js are (the checkout's `bench/peers/bullmq`).
     pub peer_dir: PathBuf,
+    /// Where it is installed and run (see [`install_dir`]).
+    pub install_dir: PathBuf,
     /// Run `npm install` when node_modules is missing (off in the smoke test).
     pub install: bool,
 }
@@ -40,6 +44,7 @@ impl CompareOptions {
             binary: binary.to_path_buf(),
             concurrency: 500,
             peer_dir: peer_dir(),
+            install_dir: install_dir(),
             install: true,
         }
     }
@@ -72,43 +77,88 @@ fn which(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Installs the peer's packages with `npm install` if they are missing.
+/// Where the peer is installed and run: `$RECUR_BENCH_CACHE_DIR/bullmq`, else
+/// `$XDG_CACHE_HOME/recur-bench/bullmq`, else `~/.cache/recur-bench/bullmq` (else under the
+/// temp dir). Never inside the repository.
+pub fn install_dir() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let base = env("RECUR_BENCH_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("recur-bench")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/recur-bench")))
+        .unwrap_or_else(|| std::env::temp_dir().join("recur-bench"));
+    base.join("bullmq")
+}
+
+/// The files of the peer that are copied to its install directory.
+pub const PEER_FILES: [&str; 3] = ["package.json", "package-lock.json", "bench.js"];
+
+/// Copies the peer's files from `source` to `target` (created if missing), replacing copies
+/// that differ; returns whether any changed (then node_modules is reinstalled). `source` is only
+/// read.
+///
+/// # Errors
+/// A message when a file cannot be read or written.
+pub fn stage(source: &Path, target: &Path) -> Result<bool, String> {
+    std::fs::create_dir_all(target)
+        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    let mut changed = false;
+    for name in PEER_FILES {
+        let from = source.join(name);
+        let bytes =
+            std::fs::read(&from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+        let to = target.join(name);
+        if std::fs::read(&to).ok().as_deref() != Some(bytes.as_slice()) {
+            std::fs::write(&to, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Stages the peer from `source` into `target` and installs its packages there with `npm
+/// install` if they are missing or the staged files changed. Nothing is written under `source`.
 ///
 /// # Errors
 /// A message saying why the peer cannot run.
-pub async fn ensure_peer(dir: &Path, install: bool) -> Result<(), String> {
-    if !dir.join("package.json").exists() {
-        return Err(format!("no peer at {}", dir.display()));
+pub async fn ensure_peer(source: &Path, target: &Path, install: bool) -> Result<(), String> {
+    if !source.join("package.json").exists() {
+        return Err(format!("no peer at {}", source.display()));
     }
     if !which("node") {
         return Err("node is not installed (apt-get install -y nodejs npm)".into());
     }
-    if peer_installed(dir) {
+    let changed = stage(source, target)?;
+    if peer_installed(target) && !changed {
         return Ok(());
     }
     if !install {
         return Err(format!(
             "{}/node_modules is missing (run `npm install` there)",
-            dir.display()
+            target.display()
         ));
     }
     eprintln!(
         "installing the BullMQ peer: npm install in {}",
-        dir.display()
+        target.display()
     );
     let out = tokio::process::Command::new("npm")
         .args(["install", "--no-audit", "--no-fund"])
-        .current_dir(dir)
+        .current_dir(target)
         .stdin(Stdio::null())
         .output()
         .await
         .map_err(|e| format!("cannot run npm: {e}"))?;
-    if !out.status.success() || !peer_installed(dir) {
+    if !out.status.success() || !peer_installed(target) {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(5).collect();
         return Err(format!(
             "npm install failed in {} (no network?): {}",
-            dir.display(),
+            target.display(),
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
         ));
     }
@@ -172,8 +222,8 @@ pub async fn run_peer(
 /// [`BenchError`] when recur's burst or a started peer fails (a peer that cannot be installed
 /// is reported in the line, not as an error).
 pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
-    let peer = match ensure_peer(&opts.peer_dir, opts.install).await {
-        Ok(()) => Some(run_peer(&opts.peer_dir, opts.orders, opts.concurrency).await?),
+    let peer = match ensure_peer(&opts.peer_dir, &opts.install_dir, opts.install).await {
+        Ok(()) => Some(run_peer(&opts.install_dir, opts.orders, opts.concurrency).await?),
         Err(why) => {
             eprintln!("BullMQ peer skipped: {why}");
             None
@@ -203,4 +253,57 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
             opts.orders, recur_tps,
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn staging_copies_the_peer_out_and_leaves_the_source_alone() {
+        let source = peer_dir();
+        let before = listing(&source);
+        let temp = TempDir::new().unwrap();
+        let target = temp.0.join("cache/bullmq");
+        assert!(stage(&source, &target).unwrap(), "the first stage copies");
+        for name in PEER_FILES {
+            assert_eq!(
+                std::fs::read(target.join(name)).unwrap(),
+                std::fs::read(source.join(name)).unwrap()
+            );
+        }
+        assert!(
+            !stage(&source, &target).unwrap(),
+            "an unchanged peer is not copied again"
+        );
+        std::fs::write(target.join("bench.js"), "// edited").unwrap();
+        assert!(stage(&source, &target).unwrap(), "a stale copy is replaced");
+        assert_eq!(listing(&source), before, "the checkout's peer is untouched");
+    }
+
+    #[test]
+    fn the_install_dir_is_outside_the_repository() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        assert!(
+            !install_dir().starts_with(repo),
+            "{}",
+            install_dir().display()
+        );
+    }
 }
