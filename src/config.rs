@@ -16,7 +16,7 @@ use crate::clock::ClockMode;
 use crate::domain::basket::{BasketRules, Promotion};
 use crate::domain::order::{DiscountKind, OrderStatus};
 use crate::store::embedded::EmbeddedOptions;
-use crate::store::PARTITIONS;
+use crate::store::MAX_PARTITIONS;
 use crate::telemetry::{self, LogFormat};
 
 /// The built-in defaults, embedded so the binary works from any directory.
@@ -32,8 +32,9 @@ pub const ENV_NESTING: &str = "__";
 pub const ORDER_STATUSES: [&str; 6] = ["DRAFT", "PENDING", "ACTIVE", "PAUSED", "ENDED", "CANCELED"];
 
 /// Top-level keys; `RECUR_` variables outside them are ignored, not errors.
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "prefix",
+    "partitions",
     "redis",
     "clock",
     "lifecycle",
@@ -53,6 +54,9 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
 pub struct Settings {
     /// Prefix of every Redis key and channel, without the colon (`recur` → `recur:admin`).
     pub prefix: String,
+    /// How many partitions orders and customers are split into (1-1024), fixed when the data
+    /// is first made (kept in `<prefix>:meta`).
+    pub partitions: u16,
     /// Which Redis to use.
     pub redis: RedisSettings,
     /// The time source.
@@ -355,11 +359,20 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.prefix.is_empty()
             || self.prefix.ends_with(':')
-            || self.prefix.chars().any(char::is_whitespace)
+            || self
+                .prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c == '{' || c == '}')
         {
             return Err(invalid(
                 "prefix",
-                "must be non-empty, without spaces and without the trailing colon",
+                "must be non-empty, without spaces, braces ({ }) and the trailing colon",
+            ));
+        }
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(invalid(
+                "partitions",
+                format!("must be between 1 and {MAX_PARTITIONS}"),
             ));
         }
         if let Some(url) = &self.redis.url {
@@ -384,11 +397,9 @@ impl Settings {
         if self.scheduler.batch_size == 0 {
             return Err(invalid("scheduler.batch_size", "must be at least 1"));
         }
-        if self.scheduler.lanes == 0 || self.scheduler.lanes > usize::from(PARTITIONS) {
-            return Err(invalid(
-                "scheduler.lanes",
-                format!("must be between 1 and {PARTITIONS}"),
-            ));
+        // More lanes than partitions run as one lane per partition (see scheduler::lanes).
+        if self.scheduler.lanes == 0 {
+            return Err(invalid("scheduler.lanes", "must be at least 1"));
         }
         if self.admin.max_request_bytes == 0 {
             return Err(invalid("admin.max_request_bytes", "must be at least 1"));
@@ -805,8 +816,12 @@ mod tests {
             ("RECUR_SCHEDULER__WINDOW", "0s", "scheduler.window"),
             ("RECUR_SCHEDULER__BATCH_SIZE", "0", "scheduler.batch_size"),
             ("RECUR_SCHEDULER__LANES", "0", "scheduler.lanes"),
-            ("RECUR_SCHEDULER__LANES", "17", "scheduler.lanes"),
             ("RECUR_PREFIX", "recur:", "prefix"),
+            ("RECUR_PREFIX", "re{p1}cur", "prefix"),
+            ("RECUR_PREFIX", "recur}", "prefix"),
+            ("RECUR_PARTITIONS", "0", "partitions"),
+            ("RECUR_PARTITIONS", "1025", "partitions"),
+            ("RECUR_PARTITIONS", "many", "partitions"),
             ("RECUR_REDIS__URL", "http://nope", "redis.url"),
             ("RECUR_ADMIN__SURPRISE", "1", "admin.surprise"),
         ];

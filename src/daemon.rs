@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError};
 use crate::shutdown::Shutdown;
 use crate::store::embedded::{EmbeddedError, EmbeddedRedis};
-use crate::store::{self, CommitterConfig, Keys, Store, StoreError};
+use crate::store::{self, CommitterConfig, Keys, PartitionsError, Store, StoreError};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    #[error(transparent)]
+    Partitions(#[from] PartitionsError),
     #[error(
         "this Redis data was made with the {stored} clock but recur was started with the {configured} clock; \
          start it with --clock {stored}, or use another prefix or Redis"
@@ -100,8 +102,10 @@ async fn serve(
             })
     };
     // Admin traffic and the scheduler's rounds each get their own connection (see Store).
-    let (conn, bulk) = (connect().await?, connect().await?);
-    let keys = Keys::new(&settings.prefix);
+    let (mut conn, bulk) = (connect().await?, connect().await?);
+    let partitions =
+        store::settle_partitions(&mut conn, &settings.prefix, settings.partitions).await?;
+    let keys = Keys::new(&settings.prefix, partitions);
     let metrics = Arc::new(Metrics::default());
     let committer = CommitterConfig {
         max_batch: settings.scheduler.batch_size.max(1),

@@ -19,7 +19,7 @@ use crate::clock::{Clock, ClockError, TimerWake};
 use crate::config::{CronSettings, SchedulerSettings};
 use crate::domain::time::{from_millis, to_millis, Instant};
 use crate::shutdown::Shutdown;
-use crate::store::{Store, StoreError, PARTITIONS};
+use crate::store::{Store, StoreError};
 
 /// How long a lane waits before retrying a round of which nothing could be fired.
 const STALLED_ROUND_PAUSE_MS: u64 = 200;
@@ -235,7 +235,7 @@ impl Scheduler {
         on_stall: OnStall,
         shutdown: Option<&Shutdown>,
     ) -> Result<usize, SchedulerError> {
-        let lanes = lanes(&self.shared.config.settings);
+        let lanes = lanes(&self.shared.config.settings, self.shared.store.partitions());
         let drained = join_all(lanes.iter().map(|lane| async move {
             let mut total = 0;
             loop {
@@ -345,7 +345,7 @@ impl Scheduler {
     pub async fn sweep_outbox(&self) -> Result<usize, SchedulerError> {
         let s = &self.shared;
         let mut settled = 0;
-        for partition in 0..PARTITIONS {
+        for partition in 0..s.store.partitions() {
             loop {
                 let entries = s
                     .store
@@ -453,10 +453,10 @@ impl Scheduler {
 /// its own loop of rounds, so one lane computes while another's commits are in Redis (a single
 /// loop left the daemon and Redis taking turns). Orders are independent of each other, so lanes
 /// need no order between them; within a lane, rounds stay in due order.
-fn lanes(settings: &SchedulerSettings) -> Vec<Vec<u16>> {
-    let n = settings.lanes.clamp(1, usize::from(PARTITIONS));
+fn lanes(settings: &SchedulerSettings, partitions: u16) -> Vec<Vec<u16>> {
+    let n = settings.lanes.clamp(1, usize::from(partitions.max(1)));
     let mut lanes = vec![Vec::new(); n];
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         lanes[usize::from(p) % n].push(p);
     }
     lanes
@@ -481,12 +481,15 @@ mod tests {
 
     #[test]
     fn lanes_share_every_partition_once() {
-        for n in [1, 5, 16, 100] {
-            let lanes = lanes(&settings(1024, n));
-            assert_eq!(lanes.len(), n.min(usize::from(PARTITIONS)));
-            let mut all: Vec<u16> = lanes.concat();
-            all.sort_unstable();
-            assert_eq!(all, (0..PARTITIONS).collect::<Vec<_>>());
+        for partitions in [1, 16, 64, 1024] {
+            for n in [1, 5, 16, 100] {
+                let lanes = lanes(&settings(1024, n), partitions);
+                assert_eq!(lanes.len(), n.min(usize::from(partitions)));
+                assert!(lanes.iter().all(|l| !l.is_empty()));
+                let mut all: Vec<u16> = lanes.concat();
+                all.sort_unstable();
+                assert_eq!(all, (0..partitions).collect::<Vec<_>>());
+            }
         }
     }
 

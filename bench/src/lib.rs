@@ -31,7 +31,7 @@ use recur::domain::{self, Policy};
 use recur::metrics::Metrics;
 use recur::store::embedded::{EmbeddedOptions, EmbeddedRedis};
 use recur::store::stats::Delta;
-use recur::store::{self, Commit, CommitterConfig, Keys, OrderWrite, Store, PARTITIONS};
+use recur::store::{self, Commit, CommitterConfig, Keys, OrderWrite, Store, DEFAULT_PARTITIONS};
 
 pub use burst::{burst, burst_end, BurstOptions, BurstReport};
 
@@ -368,9 +368,9 @@ pub async fn due_count(
     conn: &mut recur::store::RedisConn,
     until_ms: i64,
 ) -> Result<u64, BenchError> {
-    let keys = Keys::new(PREFIX);
+    let keys = Keys::new(PREFIX, DEFAULT_PARTITIONS);
     let mut pipe = redis::pipe();
-    for p in 0..PARTITIONS {
+    for p in 0..keys.partitions() {
         pipe.cmd("ZCOUNT")
             .arg(keys.timers(p))
             .arg("-inf")
@@ -467,7 +467,11 @@ where
     let local = tokio::task::LocalSet::new();
     let result = local
         .run_until(async move {
-            let conn = store::connect(url).await.map_err(setup("connect"))?;
+            let mut conn = store::connect(url).await.map_err(setup("connect"))?;
+            // The daemon's default count, recorded in meta as the daemon would.
+            let partitions = store::settle_partitions(&mut conn, PREFIX, DEFAULT_PARTITIONS)
+                .await
+                .map_err(setup("partitions"))?;
             let config = CommitterConfig {
                 max_batch: 2048,
                 max_in_flight: 4,
@@ -477,7 +481,7 @@ where
             let store = Store::open(
                 conn.clone(),
                 conn,
-                Keys::new(PREFIX),
+                Keys::new(PREFIX, partitions),
                 config,
                 2048,
                 Arc::new(Metrics::default()),

@@ -110,7 +110,7 @@ pub async fn run(opts: &RecoveryOptions) -> Result<RecoveryReport, BenchError> {
             opts.orders
         )));
     }
-    let events_key = Keys::new(PREFIX).events();
+    let events_key = Keys::new(PREFIX, recur::store::DEFAULT_PARTITIONS).events();
     let xlen = |mut c: recur::store::RedisConn| {
         let key = events_key.clone();
         async move {

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 use uuid::Uuid;
 
-use crate::store::keys::Keys;
+use crate::store::keys::{Keys, DEFAULT_PARTITIONS};
 use crate::wire::{Reply, Request};
 
 /// How long one attempt waits for a reply before the request is published again.
@@ -154,7 +154,7 @@ impl AdminClient {
     /// refuses the connection, [`ClientError::ConnectTimeout`] when it does not answer.
     pub async fn connect(redis_url: &str, prefix: &str) -> Result<AdminClient, ClientError> {
         let client = open(redis_url)?;
-        let keys = Keys::new(prefix);
+        let keys = Keys::new(prefix, DEFAULT_PARTITIONS);
         let reply_channel = format!("{prefix}:replies:{}", Uuid::new_v4());
         let connect = async {
             let config = ConnectionManagerConfig::new()
@@ -366,7 +366,7 @@ pub async fn subscribe_events(
     prefix: &str,
 ) -> Result<EventSubscriber, ClientError> {
     let client = open(redis_url)?;
-    let channel = Keys::new(prefix).events();
+    let channel = Keys::new(prefix, DEFAULT_PARTITIONS).events();
     let messages = with_connect_timeout(redis_url, subscribe(&client, &channel)).await?;
     Ok(EventSubscriber { channel, messages })
 }
@@ -576,9 +576,12 @@ mod tests {
         F: Fn(&Request, usize) -> Option<Reply> + Send + 'static,
     {
         let client = redis::Client::open(url).expect("url");
-        let mut requests = subscribe(&client, &Keys::new(PREFIX).admin_channel())
-            .await
-            .expect("subscribes");
+        let mut requests = subscribe(
+            &client,
+            &Keys::new(PREFIX, DEFAULT_PARTITIONS).admin_channel(),
+        )
+        .await
+        .expect("subscribes");
         let mut conn = client
             .get_multiplexed_async_connection()
             .await
@@ -791,9 +794,12 @@ mod tests {
         let reply_to = client.reply_channel().to_string();
         let server = {
             let client = redis::Client::open(url.as_str()).expect("url");
-            let mut requests = subscribe(&client, &Keys::new(PREFIX).admin_channel())
-                .await
-                .expect("subscribes");
+            let mut requests = subscribe(
+                &client,
+                &Keys::new(PREFIX, DEFAULT_PARTITIONS).admin_channel(),
+            )
+            .await
+            .expect("subscribes");
             let mut conn = client
                 .get_multiplexed_async_connection()
                 .await
@@ -855,7 +861,7 @@ mod tests {
             .await
             .expect("connects");
         let entries: redis::streams::StreamRangeReply = conn
-            .xrange_all(Keys::new(PREFIX).commands())
+            .xrange_all(Keys::new(PREFIX, DEFAULT_PARTITIONS).commands())
             .await
             .expect("XRANGE");
         assert_eq!(entries.ids.len(), 1);
@@ -868,7 +874,7 @@ mod tests {
         let mut events = subscribe_events(&redis.url(), PREFIX)
             .await
             .expect("subscribes");
-        let events_channel = Keys::new(PREFIX).events();
+        let events_channel = Keys::new(PREFIX, DEFAULT_PARTITIONS).events();
         let _: usize = conn
             .publish(&events_channel, "not json")
             .await

@@ -228,7 +228,7 @@ async fn run_pipeline(
     pipe.ignore_errors();
     for p in batch {
         let c = &p.commit;
-        let partition = Keys::partition(&c.order_id);
+        let partition = keys.partition(&c.order_id);
         let customer = match &c.write {
             OrderWrite::Save { customer_id, .. } | OrderWrite::Delete { customer_id, .. } => {
                 customer_id.as_str()

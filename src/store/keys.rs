@@ -4,20 +4,38 @@
 //! one Redis Cluster slot later. The event stream, the admin channel and stream, replies and the
 //! clock are global names fixed by the spec.
 
-/// Number of partitions orders are split into (by a stable hash of the order id).
-pub const PARTITIONS: u16 = 16;
+/// Partitions of new data unless `partitions` says otherwise (SPEC 6).
+pub const DEFAULT_PARTITIONS: u16 = 64;
+/// The most partitions a data set may have.
+pub const MAX_PARTITIONS: u16 = 1024;
+/// Partitions of data made before the count was recorded in `<prefix>:meta` (SPEC 10).
+pub const REVISION_1_PARTITIONS: u16 = 16;
 
-/// Builds every key name from the configured prefix.
+/// FNV-1a (32-bit) of `id`'s UTF-8 bytes, mod `partitions`: an order's partition from its
+/// order id, a customer's from its customer id (SPEC 6). Stable across versions and daemons.
+pub fn partition_of(id: &str, partitions: u16) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    // The remainder is below `partitions`, itself a u16.
+    (h % u32::from(partitions.max(1))) as u16
+}
+
+/// Builds every key name from the configured prefix and the data's partition count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     prefix: String,
+    partitions: u16,
 }
 
 impl Keys {
-    /// Keys under `prefix` (without the trailing colon).
-    pub fn new(prefix: &str) -> Keys {
+    /// Keys under `prefix` (without the trailing colon) for data split into `partitions`.
+    pub fn new(prefix: &str, partitions: u16) -> Keys {
         Keys {
             prefix: prefix.to_string(),
+            partitions: partitions.clamp(1, MAX_PARTITIONS),
         }
     }
 
@@ -26,14 +44,19 @@ impl Keys {
         &self.prefix
     }
 
-    /// The partition an order belongs to (FNV-1a of its id; stable across versions).
-    pub fn partition(order_id: &str) -> u16 {
-        let mut h: u32 = 0x811c_9dc5;
-        for b in order_id.bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        (h % u32::from(PARTITIONS)) as u16
+    /// How many partitions the data is split into.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The partition an order (or a customer) belongs to.
+    pub fn partition(&self, id: &str) -> u16 {
+        partition_of(id, self.partitions)
+    }
+
+    /// Hash `{partitions}`: what the data was made with (SPEC 6).
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.prefix)
     }
 
     /// Hash `{v: version, d: order JSON}` of one order.
@@ -41,7 +64,7 @@ impl Keys {
         format!(
             "{}:{{p{}}}:order:{order_id}",
             self.prefix,
-            Self::partition(order_id)
+            self.partition(order_id)
         )
     }
 
@@ -117,12 +140,32 @@ mod tests {
 
     #[test]
     fn order_keys_carry_their_partition_tag() {
-        let k = Keys::new("recur");
-        let p = Keys::partition("o-1");
+        let k = Keys::new("recur", DEFAULT_PARTITIONS);
+        let p = k.partition("o-1");
         assert_eq!(k.order("o-1"), format!("recur:{{p{p}}}:order:o-1"));
         assert_eq!(k.timers(p), format!("recur:{{p{p}}}:timers"));
-        assert!(p < PARTITIONS);
+        assert!(p < DEFAULT_PARTITIONS);
         assert_eq!(k.events(), "recur:events");
         assert_eq!(k.reply("r1"), "recur:reply:r1");
+        assert_eq!(k.meta(), "recur:meta");
+    }
+
+    #[test]
+    fn the_partition_is_fnv1a_of_the_id_mod_the_count() {
+        // FNV-1a 32 of "a" is 0xe40c292c, of "" the offset basis 0x811c9dc5.
+        assert_eq!(partition_of("a", 1024), (0xe40c_292c_u32 % 1024) as u16);
+        assert_eq!(partition_of("", 64), (0x811c_9dc5_u32 % 64) as u16);
+        assert_eq!(partition_of("anything", 1), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_id_has_one_partition_below_the_count(id in ".{0,40}", n in 1u16..=MAX_PARTITIONS) {
+            let p = partition_of(&id, n);
+            proptest::prop_assert!(p < n);
+            proptest::prop_assert_eq!(p, partition_of(&id, n));
+            let k = Keys::new("x", n);
+            proptest::prop_assert_eq!(k.partition(&id), p);
+        }
     }
 }

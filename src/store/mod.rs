@@ -6,6 +6,7 @@ pub mod commit;
 pub mod conn;
 pub mod embedded;
 pub mod keys;
+pub mod meta;
 pub mod stats;
 
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use crate::domain::time::{from_millis, to_millis, Instant};
 use crate::domain::Order;
 use crate::metrics::Metrics;
 pub use commit::{Commit, CommitOutcome, Committer, CommitterConfig, OrderWrite};
-pub use keys::{Keys, PARTITIONS};
+pub use keys::{Keys, DEFAULT_PARTITIONS, MAX_PARTITIONS};
+pub use meta::{settle_partitions, PartitionsError};
 
 /// Why a storage operation failed. Transient: the caller replies INTERNAL and the client
 /// retries with the same request id.
@@ -158,7 +160,7 @@ impl Store {
         let mut conn = self.conn.clone();
         let (json, deleted): (Option<String>, bool) = redis::pipe()
             .hget(self.keys.order(order_id), "d")
-            .sismember(self.keys.deleted(Keys::partition(order_id)), order_id)
+            .sismember(self.keys.deleted(self.keys.partition(order_id)), order_id)
             .query_async(&mut conn)
             .await?;
         match json {
@@ -282,7 +284,7 @@ impl Store {
     pub async fn earliest_due(&self) -> Result<Option<i64>, StoreError> {
         let mut conn = self.bulk.clone();
         let mut pipe = redis::pipe();
-        for p in 0..PARTITIONS {
+        for p in 0..self.keys.partitions() {
             pipe.cmd("ZRANGE")
                 .arg(self.keys.timers(p))
                 .arg(0)
@@ -341,7 +343,7 @@ impl Store {
     /// [`StoreError`] when Redis fails.
     pub async fn set_timer(&self, order_id: &str, due_ms: Option<i64>) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let key = self.keys.timers(Keys::partition(order_id));
+        let key = self.keys.timers(self.keys.partition(order_id));
         match due_ms {
             Some(d) => conn.zadd::<_, _, _, ()>(key, order_id, d).await?,
             None => conn.zrem::<_, _, ()>(key, order_id).await?,

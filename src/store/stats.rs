@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use redis::AsyncCommands;
 
-use super::{Keys, Store, StoreError, PARTITIONS};
+use super::{Keys, Store, StoreError};
 use crate::domain::stats::{Contribution, Figures};
 
 /// The Lua source of the stats apply.
@@ -60,7 +60,7 @@ impl Store {
             .key(contributions_key(keys, &d.c))
             .key(keys.customer_stats(&d.c))
             .key(customers_key(keys))
-            .key(keys.outbox(Keys::partition(&d.o)))
+            .key(keys.outbox(keys.partition(&d.o)))
             .arg(&d.o)
             .arg(d.v)
             .arg(contribution)
@@ -101,7 +101,7 @@ impl Store {
 
     /// The number of partitions with outbox streams (all of them).
     pub fn partitions(&self) -> u16 {
-        PARTITIONS
+        self.keys().partitions()
     }
 
     /// A customer's kept figures (zeros when it has none yet).

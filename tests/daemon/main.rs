@@ -5,5 +5,6 @@ mod bad_input;
 mod baskets;
 mod durability;
 mod lifecycle;
+mod partitions;
 mod stats;
 mod support;

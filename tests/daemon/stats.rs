@@ -89,7 +89,12 @@ async fn assert_stats_exact(client: &AdminClient, redis: &TestRedis, prefix: &st
     }
     // Every delta was applied and acknowledged: no outbox entry is left behind.
     let mut conn = redis.conn().await;
-    for p in 0..recur::store::PARTITIONS {
+    let partitions: u16 = conn
+        .hget(format!("{prefix}:meta"), "partitions")
+        .await
+        .unwrap();
+    assert_eq!(partitions, recur::store::DEFAULT_PARTITIONS);
+    for p in 0..partitions {
         let left: usize = conn
             .xlen(format!("{prefix}:{{p{p}}}:outbox"))
             .await

@@ -1,0 +1,147 @@
+//! `<prefix>:meta`: what the data was made with. Today the partition count: fixed when the data
+//! is first made, so that every daemon (and every restart) splits orders the same way.
+
+use redis::AsyncCommands;
+
+use super::keys::{MAX_PARTITIONS, REVISION_1_PARTITIONS};
+use super::{RedisConn, StoreError};
+
+/// Why the configured partition count cannot be used with this data.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionsError {
+    #[error(
+        "this Redis data has {stored} partitions (kept in {meta}) but recur was configured with \
+         partitions = {configured}; start it with partitions = {stored} (the count cannot change \
+         without an offline migration), or use another prefix or Redis"
+    )]
+    Mismatch {
+        meta: String,
+        stored: u16,
+        configured: u16,
+    },
+    #[error(
+        "this Redis data was made by a recur that did not record its partitions; it has \
+         {REVISION_1_PARTITIONS} (now kept in {meta}), but recur was configured with partitions = \
+         {configured}; start it with partitions = {REVISION_1_PARTITIONS}: changing the count needs \
+         an offline migration, which recur does not ship yet"
+    )]
+    Revision1 { meta: String, configured: u16 },
+    #[error(
+        "{meta} holds partitions = {value:?}, which is not a count from 1 to {MAX_PARTITIONS}"
+    )]
+    Corrupt { meta: String, value: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<redis::RedisError> for PartitionsError {
+    fn from(e: redis::RedisError) -> Self {
+        PartitionsError::Store(e.into())
+    }
+}
+
+/// The partition count of the data under `prefix`: the one in `<prefix>:meta`; for data made
+/// before the count was recorded (keys tagged `{p...}` but no meta), 16, recorded now; for new
+/// data, `configured`, recorded now. Two daemons starting at once record one count (HSETNX).
+///
+/// # Errors
+/// [`PartitionsError`] when the data's count is not `configured`, or Redis fails.
+pub async fn settle_partitions(
+    conn: &mut RedisConn,
+    prefix: &str,
+    configured: u16,
+) -> Result<u16, PartitionsError> {
+    let meta = format!("{prefix}:meta");
+    let stored: Option<String> = conn.hget(&meta, "partitions").await?;
+    let (stored, revision_1) = match stored {
+        Some(v) => (parse(&meta, &v)?, false),
+        None => {
+            let old = has_tagged_keys(conn, prefix).await?;
+            let count = if old {
+                REVISION_1_PARTITIONS
+            } else {
+                configured
+            };
+            let _set: bool = conn.hset_nx(&meta, "partitions", count).await?;
+            // Another daemon may have recorded it first: its value wins.
+            let v: String = conn.hget(&meta, "partitions").await?;
+            (parse(&meta, &v)?, old)
+        }
+    };
+    match (stored == configured, revision_1) {
+        (true, _) => Ok(stored),
+        (false, true) => Err(PartitionsError::Revision1 { meta, configured }),
+        (false, false) => Err(PartitionsError::Mismatch {
+            meta,
+            stored,
+            configured,
+        }),
+    }
+}
+
+fn parse(meta: &str, v: &str) -> Result<u16, PartitionsError> {
+    v.parse::<u16>()
+        .ok()
+        .filter(|n| (1..=MAX_PARTITIONS).contains(n))
+        .ok_or_else(|| PartitionsError::Corrupt {
+            meta: meta.to_string(),
+            value: v.to_string(),
+        })
+}
+
+/// Whether any key under `prefix` carries a partition tag (data of an earlier recur).
+async fn has_tagged_keys(conn: &mut RedisConn, prefix: &str) -> Result<bool, StoreError> {
+    let pattern = format!("{}:{{p*", glob_escape(prefix));
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            return Ok(true);
+        }
+        if next == 0 {
+            return Ok(false);
+        }
+        cursor = next;
+    }
+}
+
+/// `s` with Redis glob characters escaped, so it matches only itself.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_in_a_prefix_match_only_themselves() {
+        assert_eq!(glob_escape("recur"), "recur");
+        assert_eq!(glob_escape("a*b?[c]"), "a\\*b\\?\\[c\\]");
+    }
+
+    #[test]
+    fn only_counts_from_1_to_1024_are_read() {
+        assert_eq!(parse("m", "64").unwrap(), 64);
+        for bad in ["0", "1025", "-1", "x", ""] {
+            assert!(
+                matches!(parse("m", bad), Err(PartitionsError::Corrupt { .. })),
+                "{bad}"
+            );
+        }
+    }
+}
