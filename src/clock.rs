@@ -174,6 +174,11 @@ impl TimerWake {
         }
     }
 
+    /// Wakes the scheduler now (it took over partitions whose timers it has not read).
+    pub fn wake_now(&self) {
+        self.shared.notify.notify_one();
+    }
+
     /// The scheduler plans to wake at `wake_ms`; earlier timers committed from now on wake it.
     pub fn plan(&self, wake_ms: i64) {
         self.shared.planned_ms.store(wake_ms, Ordering::Relaxed);

@@ -32,7 +32,7 @@ pub const ENV_NESTING: &str = "__";
 pub const ORDER_STATUSES: [&str; 6] = ["DRAFT", "PENDING", "ACTIVE", "PAUSED", "ENDED", "CANCELED"];
 
 /// Top-level keys; `RECUR_` variables outside them are ignored, not errors.
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
     "prefix",
     "partitions",
     "redis",
@@ -43,6 +43,7 @@ const TOP_LEVEL_KEYS: [&str; 13] = [
     "admin",
     "events",
     "cron",
+    "cluster",
     "log",
     "status_manager",
     "promo_codes",
@@ -73,6 +74,8 @@ pub struct Settings {
     pub events: EventSettings,
     /// Maintenance job schedules.
     pub cron: CronSettings,
+    /// Several daemons on one Redis: partition leases.
+    pub cluster: ClusterSettings,
     /// Logging.
     pub log: LogSettings,
     /// Status changes allowed through updateOrder: channel → from-status → to-statuses.
@@ -176,6 +179,29 @@ pub struct AdminSettings {
     pub reply_retention: Duration,
     /// Largest accepted request, in bytes.
     pub max_request_bytes: usize,
+}
+
+/// `[cluster]`: partition leases (SPEC 6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// How long a partition lease lives without renewal.
+    #[serde(deserialize_with = "humane_duration")]
+    pub lease_ttl: Duration,
+    /// How often leases are renewed; empty = a third of `lease_ttl`.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub renew_interval: Option<Duration>,
+    /// This daemon's id in lease tokens and the command stream's consumer group; empty = a
+    /// new random id per process.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub daemon_id: Option<String>,
+}
+
+impl ClusterSettings {
+    /// The renewal interval in force.
+    pub fn renew_interval(&self) -> Duration {
+        self.renew_interval.unwrap_or(self.lease_ttl / 3)
+    }
 }
 
 /// `[events]`
@@ -394,6 +420,27 @@ impl Settings {
                 return Err(invalid(key, "must be longer than zero"));
             }
         }
+        if self.cluster.lease_ttl < Duration::from_millis(100) {
+            return Err(invalid("cluster.lease_ttl", "must be at least 100ms"));
+        }
+        let renew = self.cluster.renew_interval();
+        if renew.is_zero() || renew * 2 > self.cluster.lease_ttl {
+            return Err(invalid(
+                "cluster.renew_interval",
+                "must be longer than zero and at most half of cluster.lease_ttl",
+            ));
+        }
+        if self
+            .cluster
+            .daemon_id
+            .as_deref()
+            .is_some_and(|id| id.contains(':') || id.chars().any(char::is_whitespace))
+        {
+            return Err(invalid(
+                "cluster.daemon_id",
+                "may not contain ':' or spaces",
+            ));
+        }
         if self.scheduler.batch_size == 0 {
             return Err(invalid("scheduler.batch_size", "must be at least 1"));
         }
@@ -577,6 +624,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 fn humane_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn empty_as_none<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {

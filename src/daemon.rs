@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::domain::time::truncate_ms;
 use crate::domain::Policy;
 use crate::metrics::Metrics;
+use crate::ownership::{Ownership, OwnershipConfig};
 use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError};
 use crate::shutdown::Shutdown;
 use crate::store::embedded::{EmbeddedError, EmbeddedRedis};
@@ -126,7 +127,19 @@ async fn serve(
     )
     .await?;
     let clock = open_clock(&store, &settings).await?;
-    tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, clock = %clock.mode(), now = %clock.now(), "recur starting");
+    let ownership = Ownership::new(
+        store.clone(),
+        OwnershipConfig {
+            daemon_id: settings
+                .cluster
+                .daemon_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            lease_ttl: settings.cluster.lease_ttl,
+            renew_interval: settings.cluster.renew_interval(),
+        },
+    );
+    tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, partitions, daemon_id = %ownership.daemon_id(), clock = %clock.mode(), now = %clock.now(), "recur starting");
 
     // Bottom-up: the actors, then the scheduler that fires through them, then the admin side.
     let wake = TimerWake::default();
@@ -140,12 +153,14 @@ async fn serve(
         metrics: Arc::clone(&metrics),
         idle_passivation: settings.actors.idle_passivation,
         wake: wake.clone(),
+        ownership: ownership.clone(),
     });
     let scheduler = Scheduler::new(
         actors.clone(),
         store.clone(),
         clock.clone(),
         wake,
+        ownership.clone(),
         SchedulerConfig {
             settings: settings.scheduler.clone(),
             cron: settings.cron.clone(),
@@ -154,6 +169,14 @@ async fn serve(
         },
     );
 
+    // Take the free leases (all of them, when no other daemon leads), and pick up their
+    // partitions as the last owner left them.
+    let first = ownership.tick().await?;
+    tracing::info!(
+        partitions = first.acquired.len(),
+        "partition leases acquired"
+    );
+    scheduler.take_over(&first).await?;
     // Stats deltas a crash left between an order's commit and its stats update go first.
     let settled = scheduler.sweep_outbox().await?;
     if settled > 0 {
@@ -167,6 +190,7 @@ async fn serve(
 
     let tasks = TaskTracker::new();
     let requests = TaskTracker::new();
+    tasks.spawn_local(scheduler.clone().keep_leases(shutdown.clone()));
     if !clock.is_simulated() {
         tasks.spawn_local(scheduler.clone().run(shutdown.clone()));
     }
@@ -176,6 +200,7 @@ async fn serve(
         store,
         clock,
         Arc::clone(&metrics),
+        ownership.clone(),
         AdminConfig {
             redis_url: redis_url.clone(),
             reply_retention: settings.admin.reply_retention,
@@ -195,7 +220,9 @@ async fn serve(
     tasks.wait().await;
     requests.close();
     requests.wait().await;
-    tracing::info!(metrics = %metrics.snapshot(), "stopped");
+    // In-flight work is committed: hand the partitions over at once.
+    let released = ownership.release_all().await;
+    tracing::info!(released, metrics = %metrics.snapshot(), "stopped");
     Ok(())
 }
 
@@ -212,16 +239,22 @@ async fn open_clock(store: &Store, settings: &Settings) -> Result<Clock, RunErro
             });
         }
     }
+    // Only new data gets its clock recorded: a daemon joining others must not move theirs.
+    let new = stored_mode.is_none();
     match configured {
         ClockMode::Simulated => {
             let now = stored_now
                 .or(settings.clock.start)
                 .unwrap_or_else(|| truncate_ms(chrono::Utc::now()));
-            store.save_clock(configured.as_str(), Some(now)).await?;
+            if new || stored_now.is_none() {
+                store.save_clock(configured.as_str(), Some(now)).await?;
+            }
             Ok(Clock::simulated(now))
         }
         ClockMode::System => {
-            store.save_clock(configured.as_str(), None).await?;
+            if new {
+                store.save_clock(configured.as_str(), None).await?;
+            }
             Ok(Clock::system())
         }
     }

@@ -10,6 +10,7 @@
 //! - [`metrics`], [`shutdown`], [`telemetry`]: counters, graceful shutdown, tracing setup.
 //! - [`store`]: Redis keys, commits, loading, and the embedded `redis-server` launcher.
 //! - [`config`]: layered settings (config/default.toml, file, `RECUR_` env, flags).
+//! - [`ownership`]: the partition leases this daemon holds, with their fencing tokens.
 //! - [`actors`]: virtual order and customer actors, reached through the `Actors` handle.
 //! - [`scheduler`]: the `Scheduler` handle: fires due timers (system-clock loop,
 //!   `advanceClock`, start-up catch-up) and cron jobs.
@@ -24,6 +25,7 @@ pub mod config;
 mod daemon;
 pub mod domain;
 pub mod metrics;
+pub mod ownership;
 pub mod scheduler;
 pub mod shutdown;
 pub mod store;

@@ -18,6 +18,7 @@ use crate::actors::{ActorError, Actors, FireOrder};
 use crate::clock::{Clock, ClockError, TimerWake};
 use crate::config::{CronSettings, SchedulerSettings};
 use crate::domain::time::{from_millis, to_millis, Instant};
+use crate::ownership::{Ownership, Tick};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 
@@ -48,6 +49,11 @@ pub enum SchedulerError {
         #[source]
         source: ActorError,
     },
+    /// advanceClock while this daemon does not hold every partition (a takeover is under way).
+    #[error(
+        "this daemon holds {held} of {partitions} partitions; retry when the takeover is done"
+    )]
+    NotAllOwned { held: usize, partitions: u16 },
 }
 
 /// What the scheduler is built from (see [`Scheduler::new`]).
@@ -71,6 +77,7 @@ struct Shared {
     store: Store,
     clock: Clock,
     wake: TimerWake,
+    ownership: Ownership,
     config: SchedulerConfig,
     /// Lanes of one advance move the simulated clock one at a time, so it only goes forward.
     clock_step: tokio::sync::Mutex<()>,
@@ -123,6 +130,7 @@ impl Scheduler {
         store: Store,
         clock: Clock,
         wake: TimerWake,
+        ownership: Ownership,
         config: SchedulerConfig,
     ) -> Scheduler {
         Scheduler {
@@ -131,6 +139,7 @@ impl Scheduler {
                 store,
                 clock,
                 wake,
+                ownership,
                 config,
                 clock_step: tokio::sync::Mutex::new(()),
             }),
@@ -170,6 +179,13 @@ impl Scheduler {
         let clock = &self.shared.clock;
         if !clock.is_simulated() {
             return Err(ClockError::NotSimulated.into());
+        }
+        let ownership = &self.shared.ownership;
+        if !ownership.owns_all() {
+            return Err(SchedulerError::NotAllOwned {
+                held: ownership.owned().len(),
+                partitions: self.shared.store.partitions(),
+            });
         }
         let now = clock.now();
         if to < now {
@@ -214,6 +230,66 @@ impl Scheduler {
         }
     }
 
+    /// The lease loop: every `cluster.renew_interval`, renews this daemon's leases and
+    /// acquires free ones ([`Ownership::tick`]); forgets the actors of partitions it lost, and
+    /// takes over those it acquired (their outbox, their overdue timers, the shared clock).
+    pub async fn keep_leases(self, shutdown: Shutdown) {
+        let ownership = self.shared.ownership.clone();
+        let every = ownership.config().renew_interval;
+        let mut outage = crate::store::Outage::new("renewing the partition leases");
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match ownership.tick().await {
+                Ok(tick) => {
+                    outage.log_success();
+                    self.apply_tick(&tick).await;
+                }
+                Err(e) => {
+                    outage.log_failure(&e);
+                }
+            }
+        }
+    }
+
+    /// What a lease step means for the rest of the daemon.
+    async fn apply_tick(&self, tick: &Tick) {
+        let s = &self.shared;
+        if !tick.lost.is_empty() {
+            tracing::warn!(partitions = ?tick.lost, "lost partition leases; their actors are dropped");
+            s.actors.forget_partitions(&tick.lost);
+        }
+        if tick.acquired.is_empty() {
+            return;
+        }
+        tracing::info!(partitions = ?tick.acquired, "took over partitions");
+        if let Err(e) = self.take_over(tick).await {
+            tracing::warn!(error = %e, "take-over work failed; the next pass retries it");
+        }
+    }
+
+    /// Picks up partitions this daemon just acquired: the simulated clock as the last owner
+    /// left it (partition 0 keeps it), the stats deltas left in their outboxes, and a wake-up
+    /// so the system-clock loop fires their overdue timers (each at its own due instant).
+    ///
+    /// # Errors
+    /// [`SchedulerError`] when Redis fails.
+    pub async fn take_over(&self, tick: &Tick) -> Result<(), SchedulerError> {
+        let s = &self.shared;
+        if tick.acquired.contains(&0) && s.clock.is_simulated() {
+            if let (_, Some(now)) = s.store.clock_record().await? {
+                if now > s.clock.now() {
+                    s.clock.advance_to(now)?;
+                }
+            }
+        }
+        self.sweep_outbox().await?;
+        s.wake.wake_now();
+        Ok(())
+    }
+
     /// One turn of the system-clock loop: everything due by `now`, the outbox, the cron jobs;
     /// returns the earliest timer left.
     async fn tick(&self, now: Instant, shutdown: &Shutdown) -> Result<Option<i64>, SchedulerError> {
@@ -235,7 +311,7 @@ impl Scheduler {
         on_stall: OnStall,
         shutdown: Option<&Shutdown>,
     ) -> Result<usize, SchedulerError> {
-        let lanes = lanes(&self.shared.config.settings, self.shared.store.partitions());
+        let lanes = lanes(&self.shared.config.settings, &self.shared.ownership.owned());
         let drained = join_all(lanes.iter().map(|lane| async move {
             let mut total = 0;
             loop {
@@ -345,7 +421,7 @@ impl Scheduler {
     pub async fn sweep_outbox(&self) -> Result<usize, SchedulerError> {
         let s = &self.shared;
         let mut settled = 0;
-        for partition in 0..s.store.partitions() {
+        for partition in s.ownership.owned() {
             loop {
                 let entries = s
                     .store
@@ -391,6 +467,10 @@ impl Scheduler {
     /// fired), and records the run. A job that fails, or whose bookkeeping cannot be read, is
     /// logged and tried again on the next pass.
     async fn run_cron(&self, now: Instant) {
+        // The cron bookkeeping belongs to partition 0's owner.
+        if !self.shared.ownership.owns(0) {
+            return;
+        }
         for (name, schedule) in self.jobs() {
             if let Err(e) = self.run_cron_job(name, schedule, now).await {
                 tracing::warn!(job = name, error = %e, "cron job failed");
@@ -453,12 +533,13 @@ impl Scheduler {
 /// its own loop of rounds, so one lane computes while another's commits are in Redis (a single
 /// loop left the daemon and Redis taking turns). Orders are independent of each other, so lanes
 /// need no order between them; within a lane, rounds stay in due order.
-fn lanes(settings: &SchedulerSettings, partitions: u16) -> Vec<Vec<u16>> {
-    let n = settings.lanes.clamp(1, usize::from(partitions.max(1)));
+fn lanes(settings: &SchedulerSettings, owned: &[u16]) -> Vec<Vec<u16>> {
+    let n = settings.lanes.clamp(1, owned.len().max(1));
     let mut lanes = vec![Vec::new(); n];
-    for p in 0..partitions {
-        lanes[usize::from(p) % n].push(p);
+    for (i, p) in owned.iter().enumerate() {
+        lanes[i % n].push(*p);
     }
+    lanes.retain(|l| !l.is_empty());
     lanes
 }
 
@@ -482,15 +563,21 @@ mod tests {
     #[test]
     fn lanes_share_every_partition_once() {
         for partitions in [1, 16, 64, 1024] {
+            let owned: Vec<u16> = (0..partitions).collect();
             for n in [1, 5, 16, 100] {
-                let lanes = lanes(&settings(1024, n), partitions);
+                let lanes = lanes(&settings(1024, n), &owned);
                 assert_eq!(lanes.len(), n.min(usize::from(partitions)));
                 assert!(lanes.iter().all(|l| !l.is_empty()));
                 let mut all: Vec<u16> = lanes.concat();
                 all.sort_unstable();
-                assert_eq!(all, (0..partitions).collect::<Vec<_>>());
+                assert_eq!(all, owned);
             }
         }
+        assert!(
+            lanes(&settings(1024, 16), &[]).is_empty(),
+            "a standby has no lanes"
+        );
+        assert_eq!(lanes(&settings(1024, 16), &[3, 9]), vec![vec![3], vec![9]]);
     }
 
     #[test]

@@ -489,11 +489,31 @@ where
             .await
             .map_err(setup("open store"))?;
             store.save_clock(mode, now).await.map_err(setup("clock"))?;
+            // Commits are fenced by partition leases: the seeder holds them all meanwhile, and
+            // hands them back before the daemon starts.
+            let mut leases = Vec::new();
+            for p in 0..partitions {
+                let lease = store
+                    .acquire_lease(p, "bench-seed", 600_000)
+                    .await
+                    .map_err(setup("lease"))?
+                    .ok_or_else(|| {
+                        BenchError::Setup(format!(
+                            "partition {p} is held by a daemon: seed an empty Redis"
+                        ))
+                    })?;
+                leases.push(lease);
+            }
+            let keys = store.keys().clone();
             while let Some(chunk) = rx.recv().await {
                 let (commits, deltas): (Vec<_>, Vec<_>) = chunk?.into_iter().unzip();
-                let results =
-                    futures_util::future::join_all(commits.into_iter().map(|c| store.commit(c)))
-                        .await;
+                let results = futures_util::future::join_all(commits.into_iter().map(|mut c| {
+                    c.lease = leases[usize::from(keys.partition(&c.order_id))]
+                        .token
+                        .clone();
+                    store.commit(c)
+                }))
+                .await;
                 for r in results {
                     match r.map_err(setup("seed commit"))? {
                         store::CommitOutcome::Committed { .. } => {}
@@ -511,6 +531,12 @@ where
                 for r in applied {
                     r.map_err(setup("seed stats"))?;
                 }
+            }
+            for lease in &leases {
+                store
+                    .release_lease(lease)
+                    .await
+                    .map_err(setup("release lease"))?;
             }
             Ok(())
         })
@@ -562,6 +588,8 @@ fn build_seed(
         },
         deltas: Vec::new(),
         reply: None,
+        // Set to the seeder's lease token when committed.
+        lease: String::new(),
     };
     Ok((commit, delta))
 }

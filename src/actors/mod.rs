@@ -19,6 +19,7 @@ use actix::prelude::*;
 use crate::clock::{Clock, TimerWake};
 use crate::domain::{Instant, Order, Policy};
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 use crate::store::{Store, StoreError};
 use crate::wire::Reply;
 use customer::{ApplyDelta, CustomerStatsActor};
@@ -39,6 +40,9 @@ pub enum ActorError {
     },
     #[error("the order changed concurrently too many times; retry")]
     Contended,
+    /// This daemon does not hold the partition's lease (any more): another daemon writes there.
+    #[error("this daemon does not hold partition {partition}; retry (its owner answers)")]
+    NotOwner { partition: u16 },
     /// Serializing the order, an event or a reply failed; nothing was committed.
     #[error("cannot encode the commit")]
     Encode(#[source] serde_json::Error),
@@ -54,6 +58,8 @@ pub struct ActorsConfig {
     pub idle_passivation: Duration,
     /// Told about every timer a commit writes.
     pub wake: TimerWake,
+    /// The leases this daemon holds: every commit carries its partition's fencing token.
+    pub ownership: Ownership,
 }
 
 /// The way to the order and customer actors. Cheap to clone (one shared inner value).
@@ -154,6 +160,19 @@ impl Actors {
     /// How many order actors are resident.
     pub fn resident_orders(&self) -> usize {
         self.shared.orders.resident()
+    }
+
+    /// Forgets the resident actors of partitions this daemon lost: a later message starts a
+    /// fresh actor that loads the order from Redis (what the new owner wrote). An actor still
+    /// working finds its commits fenced.
+    pub fn forget_partitions(&self, lost: &[u16]) {
+        if lost.is_empty() {
+            return;
+        }
+        let keys = self.config().store.keys().clone();
+        self.shared
+            .orders
+            .retain(|id| !lost.contains(&keys.partition(id)));
     }
 
     fn order_actor(&self, id: &str) -> impl Fn(u64) -> Addr<OrderActor> {

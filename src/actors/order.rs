@@ -389,7 +389,11 @@ async fn commit_with_retry<T>(
         };
         let (transition, kept, answer) = match plan(&loaded) {
             Plan::RepairTimer(due, answer) => {
-                let r = store.set_timer(id, due).await;
+                let partition = store.keys().partition(id);
+                let Some(lease) = actors.config().ownership.token(partition) else {
+                    return (None, Err(ActorError::NotOwner { partition }));
+                };
+                let r = store.set_timer(id, due, &lease).await;
                 return (
                     Some(loaded),
                     r.map(|()| Settled::Answered(answer)).map_err(Into::into),
@@ -413,6 +417,10 @@ async fn commit_with_retry<T>(
             Ok(CommitOutcome::AlreadyReplied(json)) => {
                 return (None, Ok(Settled::AlreadyReplied(json)));
             }
+            Ok(CommitOutcome::Fenced) => {
+                let partition = store.keys().partition(id);
+                return (None, Err(ActorError::NotOwner { partition }));
+            }
             Ok(CommitOutcome::VersionConflict | CommitOutcome::Deleted) => {
                 tracing::debug!(order_id = %id, "version conflict; reloading");
             }
@@ -435,9 +443,14 @@ async fn commit_and_settle(
     kept: Option<(RequestMeta, Reply)>,
 ) -> Result<CommitOutcome, ActorError> {
     let config = actors.config();
+    let partition = config.store.keys().partition(id);
+    let lease = config
+        .ownership
+        .token(partition)
+        .ok_or(ActorError::NotOwner { partition })?;
     let bulk = kept.is_none();
     let delta = t.and_then(|t| delta_of(before, t));
-    let commit = commit_of(id, before, t, delta.as_ref(), kept.as_ref())?;
+    let commit = commit_of(id, before, t, delta.as_ref(), kept.as_ref(), lease)?;
     let due = match &commit.write {
         OrderWrite::Save { due_ms, .. } => *due_ms,
         _ => None,
@@ -447,6 +460,10 @@ async fn commit_and_settle(
     } else {
         config.store.commit(commit).await?
     };
+    if outcome == CommitOutcome::Fenced {
+        config.ownership.fenced(partition);
+        return Err(ActorError::NotOwner { partition });
+    }
     if let CommitOutcome::Committed { outbox_ids } = &outcome {
         if let Some(due) = due {
             config.wake.timer_committed(due);
@@ -472,6 +489,7 @@ fn commit_of(
     t: Option<&Transition>,
     delta: Option<&Delta>,
     kept: Option<&(RequestMeta, Reply)>,
+    lease: String,
 ) -> Result<Commit, ActorError> {
     let expected_version = before.map_or(0, |o| o.version);
     let (write, events) = match t {
@@ -511,6 +529,7 @@ fn commit_of(
         events,
         deltas: delta.map(encode).transpose()?.into_iter().collect(),
         reply,
+        lease,
     })
 }
 
@@ -742,8 +761,10 @@ mod tests {
             Some(&t),
             None,
             Some(&(request(), Reply::ok(None, json!({})))),
+            "d1:7".to_string(),
         )
         .unwrap();
+        assert_eq!(c.lease, "d1:7", "the commit carries its fencing token");
         let OrderWrite::Save { json, .. } = &c.write else {
             panic!("a create saves the order");
         };

@@ -52,6 +52,12 @@ impl<A: Actor> Registry<A> {
         }
     }
 
+    /// Forgets every actor whose id `keep` refuses (it passivates on its own).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
+        actors.retain(|id, _| keep(id));
+    }
+
     /// Number of resident actors.
     pub fn resident(&self) -> usize {
         self.actors.lock().map(|a| a.len()).unwrap_or(0)

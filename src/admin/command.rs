@@ -13,12 +13,12 @@ use super::reply::{AdminError, Outcome};
 use super::{carts, AdminState};
 use crate::actors::customer::{GetStats, Recompute};
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
-use crate::domain::basket::UpdateOrder;
+use crate::domain::basket::{Target, UpdateOrder};
 use crate::domain::command::{check_id, parse_args, Command, CreateOrderArgs, NewOrder};
 use crate::domain::order::OrderStatus;
 use crate::domain::time::{format_instant, parse_instant, Instant};
 use crate::domain::{DomainError, Order};
-use crate::store::StoreError;
+use crate::store::{Keys, StoreError};
 use crate::wire::Request;
 
 /// Default and largest page size of listOrders.
@@ -141,6 +141,30 @@ impl AdminCommand {
             "listOrders" => AdminCommand::ListOrders(ListQuery::parse(&req.args)?),
             other => return Err(AdminError::UnknownCommand(other.to_string())),
         })
+    }
+
+    /// The partition whose owner applies the command (SPEC 6): the order's, else the
+    /// customer's, else partition 0.
+    pub fn routing_partition(&self, keys: &Keys) -> u16 {
+        match self {
+            AdminCommand::CreateOrder(new) => keys.partition(&new.id),
+            AdminCommand::GetOrder { order_id } | AdminCommand::Lifecycle { order_id, .. } => {
+                keys.partition(order_id)
+            }
+            AdminCommand::UpdateOrder(u) => match &u.criteria.target {
+                Target::Id(id) => keys.partition(id),
+                Target::Name(_) => keys.partition(&u.criteria.customer_id),
+            },
+            AdminCommand::GetCustomerStats { customer_id }
+            | AdminCommand::RecomputeCustomerStats { customer_id } => keys.partition(customer_id),
+            AdminCommand::ListOrders(q) => {
+                q.customer_id.as_deref().map_or(0, |c| keys.partition(c))
+            }
+            AdminCommand::Ping
+            | AdminCommand::GetClock
+            | AdminCommand::GetMetrics
+            | AdminCommand::AdvanceClock { .. } => 0,
+        }
     }
 
     /// Whether the command runs alone (advanceClock): every other command waits for it.

@@ -8,7 +8,6 @@
 mod carts;
 pub mod client;
 mod command;
-mod outage;
 mod reply;
 mod server;
 
@@ -19,6 +18,7 @@ use crate::actors::Actors;
 use crate::clock::Clock;
 use crate::domain::basket::BasketRules;
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 pub use server::start;
@@ -43,6 +43,8 @@ pub struct AdminState {
     store: Store,
     clock: Clock,
     metrics: Arc<Metrics>,
+    /// Which partitions this daemon answers for.
+    ownership: Ownership,
     config: AdminConfig,
     /// Commands take it shared, advanceClock exclusively: commands wait for an advance.
     advance_lock: tokio::sync::RwLock<()>,
@@ -60,6 +62,7 @@ impl AdminState {
         store: Store,
         clock: Clock,
         metrics: Arc<Metrics>,
+        ownership: Ownership,
         config: AdminConfig,
     ) -> AdminState {
         AdminState {
@@ -68,6 +71,7 @@ impl AdminState {
             store,
             clock,
             metrics,
+            ownership,
             config,
             advance_lock: tokio::sync::RwLock::new(()),
             inflight: server::Inflight::default(),

@@ -71,6 +71,16 @@ impl AdminError {
             AdminError::Scheduler(SchedulerError::Clock(ClockError::Backwards { .. })) => {
                 ErrorCode::InvalidRequest
             }
+            // Another daemon owns the partition now, or a takeover is under way: retry.
+            AdminError::Actor {
+                source: ActorError::NotOwner { .. },
+                ..
+            }
+            | AdminError::Store {
+                source: StoreError::Fenced { .. },
+                ..
+            }
+            | AdminError::Scheduler(SchedulerError::NotAllOwned { .. }) => ErrorCode::Unavailable,
             AdminError::Actor { .. } | AdminError::Store { .. } | AdminError::Scheduler(_) => {
                 ErrorCode::Internal
             }

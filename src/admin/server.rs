@@ -15,20 +15,17 @@ use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
 use super::command::AdminCommand;
-use super::outage::Outage;
-use super::reply::{reply_of, Routed};
+use super::reply::{reply_of, AdminError, Routed};
 use super::AdminState;
 use crate::actors::order::RequestMeta;
 use crate::domain::command::check_id;
 use crate::domain::ErrorCode;
 use crate::shutdown::Shutdown;
+use crate::store::Outage;
 use crate::wire::{Reply, Request, StoredReply};
 
 /// The consumer group that reads `<prefix>:commands`.
 pub const CONSUMER_GROUP: &str = "recur";
-/// This daemon's consumer name in the group (stable across restarts, so a restarted daemon
-/// picks up the entries it had read but not acknowledged).
-pub const CONSUMER_NAME: &str = "recur-daemon";
 
 /// One request being handled: its body hash and the duplicates waiting for its reply.
 type Waiters = (String, Vec<oneshot::Sender<Reply>>);
@@ -85,7 +82,28 @@ fn conflict(id: &str) -> Reply {
 }
 
 /// Handles a parsed request: kept reply, in-flight duplicate, or a fresh run.
-async fn handle(state: &AdminState, req: Request) -> Reply {
+///
+/// Only the owner of the request's routing partition answers (SPEC 6): `None` when that is
+/// another daemon, or nobody right now (a takeover; the client retries with the same id).
+async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
+    let parsed = AdminCommand::parse(&req);
+    let id_ok = check_id("id", &req.id);
+    let partition = match (&parsed, &id_ok) {
+        (Ok(command), Ok(())) => command.routing_partition(state.store.keys()),
+        // What cannot be routed is answered by partition 0's owner.
+        _ => 0,
+    };
+    if !state.ownership.owns(partition) {
+        return None;
+    }
+    Some(handle_owned(state, req, parsed).await)
+}
+
+async fn handle_owned(
+    state: &AdminState,
+    req: Request,
+    parsed: Result<AdminCommand, AdminError>,
+) -> Reply {
     state.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = check_id("id", &req.id) {
         return Reply::error(
@@ -123,7 +141,7 @@ async fn handle(state: &AdminState, req: Request) -> Reply {
             })
         }
     }
-    let routed = route(state, &req, &hash).await;
+    let routed = route(state, &req, parsed, &hash).await;
     let mut reply = routed.reply;
     if !routed.kept && reply.is_kept() {
         let stored = StoredReply {
@@ -149,8 +167,13 @@ async fn handle(state: &AdminState, req: Request) -> Reply {
 
 /// Parses the request once and runs it: advanceClock alone, every other command beside the
 /// others (they wait while an advance runs).
-async fn route(state: &AdminState, req: &Request, body_hash: &str) -> Routed {
-    let command = match AdminCommand::parse(req) {
+async fn route(
+    state: &AdminState,
+    req: &Request,
+    parsed: Result<AdminCommand, AdminError>,
+    body_hash: &str,
+) -> Routed {
+    let command = match parsed {
         Ok(c) => c,
         Err(e) => return reply_of(&req.id, Err(e)),
     };
@@ -181,14 +204,20 @@ fn sniff(text: &str, key: &str) -> Option<String> {
 }
 
 /// Turns a raw payload into (reply channel, reply). Never fails: bad input gets an error reply.
-async fn handle_payload(state: &AdminState, payload: &[u8]) -> (Option<String>, Reply) {
+///
+/// `None` when the request is not this daemon's to answer (see [`handle`]); a request that
+/// cannot be routed is answered by partition 0's owner.
+async fn handle_payload(state: &AdminState, payload: &[u8]) -> Option<(Option<String>, Reply)> {
+    let unroutable = |reply_to: Option<String>, reply: Reply| {
+        state.ownership.owns(0).then_some((reply_to, reply))
+    };
     let max = state.config.max_request_bytes;
     let text = String::from_utf8_lossy(payload);
     if payload.len() > max {
         let reply_to = sniff(&text[..text.len().min(4096)], "replyTo");
         let id = sniff(&text[..text.len().min(4096)], "id");
         let msg = format!("request is {} bytes; the limit is {max}", payload.len());
-        return (reply_to, Reply::error(id, ErrorCode::InvalidRequest, msg));
+        return unroutable(reply_to, Reply::error(id, ErrorCode::InvalidRequest, msg));
     }
     let value: Value = match serde_json::from_str(&text) {
         Ok(v) => v,
@@ -198,7 +227,7 @@ async fn handle_payload(state: &AdminState, payload: &[u8]) -> (Option<String>, 
                 ErrorCode::InvalidRequest,
                 format!("malformed JSON: {e}"),
             );
-            return (sniff(&text, "replyTo"), reply);
+            return unroutable(sniff(&text, "replyTo"), reply);
         }
     };
     let reply_to = value
@@ -218,13 +247,16 @@ async fn handle_payload(state: &AdminState, payload: &[u8]) -> (Option<String>, 
             let to = req.reply_to.unwrap_or_default();
             let msg =
                 format!("replyTo may not be recur's own channel '{to}'; use a channel of your own");
-            (
+            unroutable(
                 None,
                 Reply::error(Some(req.id), ErrorCode::InvalidRequest, msg),
             )
         }
-        Ok(req) => (req.reply_to.clone(), handle(state, req).await),
-        Err(e) => (
+        Ok(req) => {
+            let reply_to = req.reply_to.clone();
+            handle(state, req).await.map(|reply| (reply_to, reply))
+        }
+        Err(e) => unroutable(
             reply_to,
             Reply::error(
                 id,
@@ -316,8 +348,9 @@ async fn listen_pubsub(
                             let payload = msg.get_payload_bytes().to_vec();
                             let state = Arc::clone(&state);
                             requests.spawn_local(async move {
-                                let (reply_to, reply) = handle_payload(&state, &payload).await;
-                                publish_reply(&state, reply_to, &reply).await;
+                                if let Some((reply_to, reply)) = handle_payload(&state, &payload).await {
+                                    publish_reply(&state, reply_to, &reply).await;
+                                }
                             });
                         }
                         None => break,
@@ -355,12 +388,44 @@ async fn consume_stream(
     requests: TaskTracker,
 ) {
     let key = state.store.keys().commands();
-    // First what this consumer read before a crash but never acknowledged, then new entries.
+    let consumer = state.ownership.daemon_id().to_string();
+    let every = state.ownership.config().lease_ttl;
+    // First what this consumer holds pending (read before but not acknowledged), then new
+    // entries; every lease TTL, entries another consumer left pending that long (a daemon that
+    // died) are claimed, and the pending ones are read again.
     let mut from = "0".to_string();
+    let mut last_claim: Option<std::time::Instant> = None;
     let mut outage = Outage::new("reading the command stream");
     while !shutdown.is_triggered() {
+        // Only partition 0's owner (the leader) reads the stream.
+        if !state.ownership.owns(0) {
+            last_claim = None;
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(state.ownership.config().renew_interval) => {}
+            }
+            continue;
+        }
+        if last_claim.is_none_or(|t| t.elapsed() >= every) {
+            last_claim = Some(std::time::Instant::now());
+            match state
+                .store
+                .claim_idle_commands(CONSUMER_GROUP, &consumer, every)
+                .await
+            {
+                Ok(claimed) if claimed > 0 => {
+                    tracing::info!(
+                        entries = claimed,
+                        "claimed command entries another daemon left pending"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot claim idle command entries"),
+            }
+            from = "0".to_string();
+        }
         let opts = StreamReadOptions::default()
-            .group(CONSUMER_GROUP, CONSUMER_NAME)
+            .group(CONSUMER_GROUP, &consumer)
             .count(64)
             .block(500);
         let keys = [key.as_str()];
@@ -417,7 +482,10 @@ async fn handle_entry(state: &AdminState, entry: redis::streams::StreamId) {
         ack(store, &entry.id).await;
         return;
     };
-    let (reply_to, reply) = handle_payload(state, &payload).await;
+    let Some((reply_to, reply)) = handle_payload(state, &payload).await else {
+        // Not this daemon's (a partition in take-over): it stays pending and is read again.
+        return;
+    };
     if reply.error.as_ref().is_some_and(|e| e.code.is_transient()) {
         // Not acknowledged: it will be read again after a restart.
         publish_reply(state, reply_to, &reply).await;

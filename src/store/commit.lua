@@ -2,17 +2,22 @@
 -- order, move its one timer, append its events (and publish them), append its stats deltas,
 -- and keep the admin reply under its request id.
 --
--- Returns {'OK', '', outbox entry ids...} or {'REPLIED' | 'VERSION' | 'DELETED', detail}.
+-- Returns {'OK', '', outbox entry ids...} or {'FENCED' | 'REPLIED' | 'VERSION' | 'DELETED',
+-- detail}. FENCED: the writer's lease token is not the partition's lease (it lost the lease),
+-- and nothing was written.
 --
 -- KEYS: 1 order hash, 2 timers zset, 3 events stream (also the channel), 4 reply key,
---       5 deleted set, 6 all-orders zset, 7 customer-orders zset, 8 outbox stream
+--       5 deleted set, 6 all-orders zset, 7 customer-orders zset, 8 outbox stream,
+--       9 the order's partition lease
 -- ARGV: 1 expected version ('0' = must not exist), 2 op ('save' | 'delete' | 'none'),
 --       3 new version, 4 order JSON (written only by 'save'), 5 due ms ('' = no timer), 6 order id, 7 created ms,
 --       8 stored reply JSON ('' = none), 9 reply TTL seconds, 10 publish ('1' | '0'),
---       11 number of events, 12 number of deltas, then the events, then the deltas.
+--       11 number of events, 12 number of deltas, 13 the writer's lease token,
+--       then the events, then the deltas.
 -- An event argument starting with '+' is the event's JSON up to its entity: the order JSON
 -- (ARGV[4], also for a delete) and '}' complete it, so the order travels once per commit.
 -- Any other event argument is the whole event.
+if redis.call('GET', KEYS[9]) ~= ARGV[13] then return {'FENCED', ''} end
 if ARGV[8] ~= '' then
   local kept = redis.call('GET', KEYS[4])
   if kept then return {'REPLIED', kept} end
@@ -47,7 +52,7 @@ end
 local n = tonumber(ARGV[11])
 local m = tonumber(ARGV[12])
 for i = 1, n do
-  local ev = ARGV[12 + i]
+  local ev = ARGV[13 + i]
   if string.byte(ev, 1) == 43 then
     ev = string.sub(ev, 2) .. ARGV[4] .. '}'
   end
@@ -56,7 +61,7 @@ for i = 1, n do
 end
 local result = {'OK', ''}
 for i = 1, m do
-  result[2 + i] = redis.call('XADD', KEYS[8], '*', 'delta', ARGV[12 + n + i])
+  result[2 + i] = redis.call('XADD', KEYS[8], '*', 'delta', ARGV[13 + n + i])
 end
 if ARGV[8] ~= '' then
   redis.call('SET', KEYS[4], ARGV[8], 'EX', ARGV[9])

@@ -47,6 +47,9 @@ pub struct Commit {
     pub deltas: Vec<String>,
     /// The admin reply to keep under its request id: (request id, stored JSON).
     pub reply: Option<(String, String)>,
+    /// The writer's lease token for the order's partition (fencing: the script refuses the
+    /// commit unless the lease still holds it).
+    pub lease: String,
 }
 
 /// How a commit ended.
@@ -60,6 +63,8 @@ pub enum CommitOutcome {
     VersionConflict,
     /// The order id was deleted before and cannot be created again.
     Deleted,
+    /// The writer no longer holds the partition's lease; nothing was written.
+    Fenced,
 }
 
 struct Pending {
@@ -262,7 +267,7 @@ async fn run_pipeline(
             .reply
             .as_ref()
             .map_or(("-", ""), |(id, json)| (id.as_str(), json.as_str()));
-        let cmd = pipe.cmd("EVALSHA").arg(sha).arg(8);
+        let cmd = pipe.cmd("EVALSHA").arg(sha).arg(9);
         cmd.arg(keys.order(&c.order_id))
             .arg(keys.timers(partition))
             .arg(keys.events())
@@ -270,7 +275,8 @@ async fn run_pipeline(
             .arg(keys.deleted(partition))
             .arg(keys.all_orders())
             .arg(keys.customer_orders(customer))
-            .arg(keys.outbox(partition));
+            .arg(keys.outbox(partition))
+            .arg(keys.lease(partition));
         cmd.arg(c.expected_version)
             .arg(op)
             .arg(version)
@@ -282,7 +288,8 @@ async fn run_pipeline(
             .arg(config.reply_ttl_secs)
             .arg(if config.publish_events { "1" } else { "0" })
             .arg(c.events.len())
-            .arg(c.deltas.len());
+            .arg(c.deltas.len())
+            .arg(&c.lease);
         for e in &c.events {
             cmd.arg(e);
         }
@@ -311,6 +318,7 @@ fn parse_outcome(v: Value) -> Result<CommitOutcome, StoreError> {
         )),
         Some("VERSION") => Ok(CommitOutcome::VersionConflict),
         Some("DELETED") => Ok(CommitOutcome::Deleted),
+        Some("FENCED") => Ok(CommitOutcome::Fenced),
         _ => Err(StoreError::UnexpectedReply(format!("{items:?}"))),
     }
 }

@@ -59,6 +59,16 @@ impl Keys {
         format!("{}:meta", self.prefix)
     }
 
+    /// A partition's lease: `<daemon id>:<epoch>`, with a TTL (SPEC 6).
+    pub fn lease(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:lease", self.prefix)
+    }
+
+    /// A partition's lease epoch counter (INCR at each acquisition).
+    pub fn epoch(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:epoch", self.prefix)
+    }
+
     /// Hash `{v: version, d: order JSON}` of one order.
     pub fn order(&self, order_id: &str) -> String {
         format!(

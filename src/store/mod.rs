@@ -6,7 +6,9 @@ pub mod commit;
 pub mod conn;
 pub mod embedded;
 pub mod keys;
+pub mod lease;
 pub mod meta;
+pub mod outage;
 pub mod stats;
 
 use std::sync::Arc;
@@ -23,7 +25,9 @@ use crate::domain::Order;
 use crate::metrics::Metrics;
 pub use commit::{Commit, CommitOutcome, Committer, CommitterConfig, OrderWrite};
 pub use keys::{Keys, DEFAULT_PARTITIONS, MAX_PARTITIONS};
+pub use lease::LeaseToken;
 pub use meta::{settle_partitions, PartitionsError};
+pub use outage::Outage;
 
 /// Why a storage operation failed. Transient: the caller replies INTERNAL and the client
 /// retries with the same request id.
@@ -40,6 +44,9 @@ pub enum StoreError {
     UnexpectedReply(String),
     #[error("the commit batcher has stopped")]
     Closed,
+    /// The writer does not hold the partition's lease; nothing was written.
+    #[error("partition {partition}'s lease is held by another daemon; nothing was written")]
+    Fenced { partition: u16 },
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -337,18 +344,43 @@ impl Store {
         Ok(due)
     }
 
-    /// Sets an order's timer outside a commit (repairs a timer that disagrees with its order).
+    /// Sets an order's timer outside a commit (repairs a timer that disagrees with its order),
+    /// fenced by the writer's lease token like a commit.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub async fn set_timer(&self, order_id: &str, due_ms: Option<i64>) -> Result<(), StoreError> {
+    /// [`StoreError::Fenced`] when the lease is not held by `lease`; [`StoreError`] when Redis
+    /// fails.
+    pub async fn set_timer(
+        &self,
+        order_id: &str,
+        due_ms: Option<i64>,
+        lease: &str,
+    ) -> Result<(), StoreError> {
+        static SET_TIMER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[2])
+else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) end
+return 1
+",
+            )
+        });
         let mut conn = self.conn.clone();
-        let key = self.keys.timers(self.keys.partition(order_id));
-        match due_ms {
-            Some(d) => conn.zadd::<_, _, _, ()>(key, order_id, d).await?,
-            None => conn.zrem::<_, _, ()>(key, order_id).await?,
+        let p = self.keys.partition(order_id);
+        let done: i64 = SET_TIMER
+            .key(self.keys.timers(p))
+            .key(self.keys.lease(p))
+            .arg(lease)
+            .arg(order_id)
+            .arg(due_ms.map(|d| d.to_string()).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced { partition: p })
         }
-        Ok(())
     }
 
     /// A page of order ids, newest first, from a customer's index or the global one.
@@ -396,6 +428,41 @@ impl Store {
         let mut conn = self.conn.clone();
         let _acked: u64 = conn.xack(self.keys.commands(), group, &[entry_id]).await?;
         Ok(())
+    }
+
+    /// Claims for `consumer` the command-stream entries another consumer of `group` has left
+    /// pending for at least `idle` (XAUTOCLAIM); returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn claim_idle_commands(
+        &self,
+        group: &str,
+        consumer: &str,
+        idle: Duration,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut start = "0-0".to_string();
+        let mut claimed = 0;
+        loop {
+            let (next, entries, _deleted): (String, Vec<redis::Value>, redis::Value) =
+                redis::cmd("XAUTOCLAIM")
+                    .arg(self.keys.commands())
+                    .arg(group)
+                    .arg(consumer)
+                    .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+                    .arg(&start)
+                    .arg("COUNT")
+                    .arg(256)
+                    .arg("JUSTID")
+                    .query_async(&mut conn)
+                    .await?;
+            claimed += entries.len();
+            if next == "0-0" {
+                return Ok(claimed);
+            }
+            start = next;
+        }
     }
 
     /// When the cron job `name` last ran (None: never).

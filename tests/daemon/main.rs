@@ -6,5 +6,6 @@ mod baskets;
 mod durability;
 mod lifecycle;
 mod partitions;
+mod replicas;
 mod stats;
 mod support;

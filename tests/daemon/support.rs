@@ -91,6 +91,9 @@ pub fn settings(url: &str, prefix: &str) -> Settings {
     s.prefix = prefix.to_string();
     s.clock.mode = ClockMode::Simulated;
     s.clock.start = Some(at(START));
+    // A daemon SIGKILLed by a test leaves its leases behind: a short TTL lets the next one take
+    // over quickly.
+    s.cluster.lease_ttl = Duration::from_secs(1);
     s
 }
 
@@ -165,6 +168,7 @@ impl ChildDaemon {
         ])
         .env_remove("RUST_LOG")
         .env("RECUR_LOG__LEVEL", "warn")
+        .env("RECUR_CLUSTER__LEASE_TTL", "1s")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("TEST_LOG").is_some() {

@@ -1,4 +1,4 @@
-//! How a listener loop lives through a Redis outage: it backs off (exponentially, with jitter,
+//! How a loop that talks to Redis lives through an outage: it backs off (exponentially, with jitter,
 //! capped) instead of retrying at a fixed pace, logs the first failure of a streak, and logs
 //! one summary (how long, how many attempts) when Redis answers again, instead of a line per
 //! attempt.

@@ -1,0 +1,257 @@
+//! Which partitions this daemon holds, with their fencing tokens (SPEC 6): the [`Ownership`]
+//! handle that everything that writes asks for a token, and [`Ownership::tick`], one step of
+//! the lease loop (renew what is held, acquire what is free).
+//!
+//! Balance, for now: **one leader takes every partition.** A daemon first tries partition 0's
+//! lease; the holder of partition 0 acquires every other free lease, the others stand by and
+//! take over when the leader's leases expire (SIGKILL, a pause past the TTL) or are released
+//! (SIGTERM). The fair share across live daemons of SPEC 6 is not built yet.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::store::{LeaseToken, Store, StoreError};
+
+/// What the lease loop is configured with.
+#[derive(Debug, Clone)]
+pub struct OwnershipConfig {
+    /// This daemon's id, the first half of its lease tokens (unique per process).
+    pub daemon_id: String,
+    /// How long a lease lives without renewal (`cluster.lease_ttl`).
+    pub lease_ttl: Duration,
+    /// How often held leases are renewed and free ones acquired (`cluster.renew_interval`).
+    pub renew_interval: Duration,
+}
+
+impl OwnershipConfig {
+    /// How long after a renewal was *sent* this daemon still trusts its lease: the TTL less one
+    /// renewal interval, so it stops writing before Redis can hand the lease to another daemon
+    /// (fencing refuses the writes of a daemon that still tries).
+    pub fn trusted_for(&self) -> Duration {
+        self.lease_ttl.saturating_sub(self.renew_interval)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The partitions this daemon holds. Cheap to clone (one shared inner value).
+#[derive(Clone)]
+pub struct Ownership {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: OwnershipConfig,
+    store: Store,
+    partitions: u16,
+    held: Mutex<BTreeMap<u16, Held>>,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    lease: LeaseToken,
+    /// After this instant the lease may have run out in Redis: no more writes.
+    trusted_until: Instant,
+}
+
+/// What one step of the lease loop changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tick {
+    /// Partitions this daemon took (their overdue timers and outboxes are its job now).
+    pub acquired: Vec<u16>,
+    /// Partitions it lost (renewal refused, or not renewed in time).
+    pub lost: Vec<u16>,
+}
+
+impl Ownership {
+    /// A daemon that holds nothing yet.
+    pub fn new(store: Store, config: OwnershipConfig) -> Ownership {
+        let partitions = store.partitions();
+        Ownership {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                partitions,
+                held: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<u16, Held>> {
+        // Plain bookkeeping, valid after any panic elsewhere.
+        self.shared
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This daemon's id.
+    pub fn daemon_id(&self) -> &str {
+        &self.shared.config.daemon_id
+    }
+
+    /// The settings of the lease loop.
+    pub fn config(&self) -> &OwnershipConfig {
+        &self.shared.config
+    }
+
+    /// The fencing token for writes to partition `p`, while this daemon trusts its lease.
+    pub fn token(&self, p: u16) -> Option<String> {
+        let now = Instant::now();
+        self.held()
+            .get(&p)
+            .filter(|h| h.trusted_until > now)
+            .map(|h| h.lease.token.clone())
+    }
+
+    /// Whether this daemon holds (and trusts) partition `p`'s lease.
+    pub fn owns(&self, p: u16) -> bool {
+        self.token(p).is_some()
+    }
+
+    /// The partitions this daemon holds and trusts, ascending.
+    pub fn owned(&self) -> Vec<u16> {
+        let now = Instant::now();
+        self.held()
+            .iter()
+            .filter(|(_, h)| h.trusted_until > now)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Whether this daemon holds every partition.
+    pub fn owns_all(&self) -> bool {
+        self.owned().len() == usize::from(self.shared.partitions)
+    }
+
+    /// A write to `p` was fenced: another daemon holds its lease now. Forgets it.
+    pub fn fenced(&self, p: u16) {
+        if self.held().remove(&p).is_some() {
+            tracing::warn!(
+                partition = p,
+                "a write was fenced: the partition's lease is lost"
+            );
+        }
+    }
+
+    /// One step of the lease loop: renews every held lease (dropping those that were lost or
+    /// could not be renewed in time), then acquires free ones — partition 0 first, and the
+    /// others only while holding partition 0.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails; held leases stay trusted until their deadline.
+    pub async fn tick(&self) -> Result<Tick, StoreError> {
+        let config = &self.shared.config;
+        let store = &self.shared.store;
+        let mut tick = Tick::default();
+        let sent = Instant::now();
+        let held: Vec<LeaseToken> = self.held().values().map(|h| h.lease.clone()).collect();
+        let renewed = store.renew_leases(&held, config.ttl_ms()).await;
+        {
+            let mut map = self.held();
+            if let Ok(results) = &renewed {
+                for (lease, still) in held.iter().zip(results) {
+                    if *still {
+                        if let Some(h) = map.get_mut(&lease.partition) {
+                            h.trusted_until = sent + config.trusted_for();
+                        }
+                    } else if map.remove(&lease.partition).is_some() {
+                        tick.lost.push(lease.partition);
+                    }
+                }
+            }
+            // Leases not renewed in time are gone, whatever Redis says later.
+            let now = Instant::now();
+            let expired: Vec<u16> = map
+                .iter()
+                .filter(|(_, h)| h.trusted_until <= now)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in expired {
+                map.remove(&p);
+                tick.lost.push(p);
+            }
+        }
+        renewed?;
+        // Partition 0 first: only its holder (the leader) takes the others.
+        if !self.held().contains_key(&0) && !self.acquire(0, &mut tick).await? {
+            return Ok(tick);
+        }
+        let free: Vec<u16> = {
+            let map = self.held();
+            (1..self.shared.partitions)
+                .filter(|p| !map.contains_key(p))
+                .collect()
+        };
+        for p in free {
+            self.acquire(p, &mut tick).await?;
+        }
+        Ok(tick)
+    }
+
+    /// Tries to acquire partition `p`'s lease; whether it did.
+    async fn acquire(&self, p: u16, tick: &mut Tick) -> Result<bool, StoreError> {
+        let config = &self.shared.config;
+        let sent = Instant::now();
+        let Some(lease) = self
+            .shared
+            .store
+            .acquire_lease(p, &config.daemon_id, config.ttl_ms())
+            .await?
+        else {
+            return Ok(false);
+        };
+        let trusted_until = sent + config.trusted_for();
+        self.held().insert(
+            p,
+            Held {
+                lease,
+                trusted_until,
+            },
+        );
+        tick.acquired.push(p);
+        Ok(true)
+    }
+
+    /// Releases every held lease at once (SIGTERM): another daemon takes over without waiting
+    /// for the TTL. Returns how many were released.
+    pub async fn release_all(&self) -> usize {
+        let held: Vec<LeaseToken> = std::mem::take(&mut *self.held())
+            .into_values()
+            .map(|h| h.lease)
+            .collect();
+        let mut released = 0;
+        for lease in &held {
+            match self.shared.store.release_lease(lease).await {
+                Ok(true) => released += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(partition = lease.partition, error = %e, "cannot release a lease; it expires on its own");
+                }
+            }
+        }
+        released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_trusted_for_less_than_its_ttl() {
+        let c = OwnershipConfig {
+            daemon_id: "d".into(),
+            lease_ttl: Duration::from_secs(10),
+            renew_interval: Duration::from_millis(3333),
+        };
+        assert!(c.trusted_for() < c.lease_ttl);
+        assert!(
+            c.trusted_for() >= c.renew_interval,
+            "a renewal comes before trust runs out"
+        );
+    }
+}

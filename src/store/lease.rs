@@ -1,0 +1,125 @@
+//! Partition leases (SPEC 6): `<prefix>:{p<N>}:lease` holds `<daemon id>:<epoch>` with a TTL,
+//! the epoch from `INCR <prefix>:{p<N>}:epoch` at each acquisition. Every script here touches
+//! one partition's keys only. The token a daemon got is its fencing token: the commit script
+//! refuses a write whose token is not the lease's current value, so a daemon that lost a lease
+//! can never write to that partition again.
+
+use std::sync::LazyLock;
+
+use super::{Store, StoreError};
+
+/// Takes the lease if it is free: a new epoch and `<id>:<epoch>` with the TTL. Returns the epoch,
+/// or nil when another daemon holds it.
+static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
+return epoch
+",
+    )
+});
+
+/// Extends the lease if it still holds the token; 1, or 0 when it was lost. Sent with EVAL
+/// in one pipeline for every held lease (Redis caches it; nothing to reload after a restart).
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Deletes the lease if it still holds the token (compare-and-delete); 1 or 0.
+static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// A held lease: the partition and the token that fences its writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseToken {
+    pub partition: u16,
+    /// `<daemon id>:<epoch>`, the lease key's value.
+    pub token: String,
+}
+
+impl Store {
+    /// Acquires partition `p`'s lease for `daemon_id` if it is free.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn acquire_lease(
+        &self,
+        p: u16,
+        daemon_id: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<LeaseToken>, StoreError> {
+        let mut conn = self.conn();
+        let epoch: Option<u64> = ACQUIRE
+            .key(self.keys().lease(p))
+            .key(self.keys().epoch(p))
+            .arg(daemon_id)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(epoch.map(|e| LeaseToken {
+            partition: p,
+            token: format!("{daemon_id}:{e}"),
+        }))
+    }
+
+    /// Renews each held lease (one pipeline); returns, in order, whether each still holds.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails (then nothing is known about the leases).
+    pub async fn renew_leases(
+        &self,
+        held: &[LeaseToken],
+        ttl_ms: u64,
+    ) -> Result<Vec<bool>, StoreError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        for l in held {
+            pipe.cmd("EVAL")
+                .arg(RENEW)
+                .arg(1)
+                .arg(self.keys().lease(l.partition))
+                .arg(&l.token)
+                .arg(ttl_ms);
+        }
+        let renewed: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(renewed.into_iter().map(|r| r == 1).collect())
+    }
+
+    /// Releases a held lease (compare-and-delete); false when it was no longer held.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn release_lease(&self, lease: &LeaseToken) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let released: i64 = RELEASE
+            .key(self.keys().lease(lease.partition))
+            .arg(&lease.token)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// The current value of partition `p`'s lease, if held (for tests and operators).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn lease_holder(&self, p: u16) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        Ok(redis::AsyncCommands::get(&mut conn, self.keys().lease(p)).await?)
+    }
+}

@@ -1,0 +1,384 @@
+//! Several daemons on one Redis: one of them leads (holds every partition lease), the others
+//! stand by. Every request gets exactly one reply, every timer fires once, a killed leader is
+//! replaced within the lease TTL, and a paused one is fenced when it wakes up.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use recur::admin::client::AdminClient;
+
+use crate::support::*;
+
+/// Publishes each request once on the admin channel with its own reply channel and counts,
+/// per request id, the replies that come within `wait`.
+async fn replies_per_request(
+    url: &str,
+    prefix: &str,
+    requests: &[(String, &str, Value)],
+    wait: Duration,
+) -> HashMap<String, Vec<Value>> {
+    let client = redis::Client::open(url).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    let channel = format!("{prefix}-test-replies-{}", uuid::Uuid::new_v4());
+    pubsub.subscribe(&channel).await.unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (id, command, args) in requests {
+        let request = json!({"id": id, "replyTo": channel, "command": command, "args": args});
+        let _: usize = redis::AsyncCommands::publish(
+            &mut conn,
+            format!("{prefix}:admin"),
+            request.to_string(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut replies: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut messages = pubsub.on_message();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, messages.next()).await {
+        let reply: Value = serde_json::from_str(&m.get_payload::<String>().unwrap()).unwrap();
+        let id = reply["id"].as_str().unwrap().to_string();
+        replies.entry(id).or_default().push(reply);
+    }
+    replies
+}
+
+fn assert_no_duplicate_event_ids(events: &[Value]) {
+    let mut seen = HashSet::new();
+    for e in events {
+        assert!(
+            seen.insert(e["id"].as_str().unwrap().to_string()),
+            "event {e} written twice"
+        );
+    }
+}
+
+/// Each order's cycle starts, by order id.
+fn cycle_starts(events: &[Value]) -> BTreeMap<String, Vec<i64>> {
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["type"] == "orderCycleStarted") {
+        out.entry(e["entityId"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["data"]["cycleNumber"].as_i64().unwrap());
+    }
+    out
+}
+
+async fn holders(redis: &TestRedis, prefix: &str) -> BTreeMap<String, usize> {
+    let mut conn = redis.conn().await;
+    let mut count = BTreeMap::new();
+    for p in 0..recur::store::DEFAULT_PARTITIONS {
+        let v: Option<String> =
+            redis::AsyncCommands::get(&mut conn, format!("{prefix}:{{p{p}}}:lease"))
+                .await
+                .unwrap();
+        let daemon = v.map_or("-".to_string(), |v| {
+            v.split(':').next().unwrap().to_string()
+        });
+        *count.entry(daemon).or_default() += 1;
+    }
+    count
+}
+
+#[tokio::test]
+async fn three_daemons_answer_each_request_once_and_fire_each_timer_once() {
+    let redis = TestRedis::start().await;
+    let daemons = [
+        Daemon::start(settings(&redis.url, "t")).await,
+        Daemon::start(settings(&redis.url, "t")).await,
+        Daemon::start(settings(&redis.url, "t")).await,
+    ];
+    let mut requests: Vec<(String, &str, Value)> = (0..30)
+        .map(|i| {
+            (
+                format!("c{i}"),
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 3, "10.00"),
+            )
+        })
+        .collect();
+    requests.push(("ping".into(), "ping", json!({})));
+    requests.push(("missing".into(), "getOrder", json!({"orderId": "nope"})));
+    requests.push(("bad".into(), "noSuchCommand", json!({})));
+    let replies = replies_per_request(&redis.url, "t", &requests, Duration::from_secs(2)).await;
+    for (id, _, _) in &requests {
+        let n = replies.get(id).map_or(0, Vec::len);
+        assert_eq!(n, 1, "request {id}: {:?}", replies.get(id));
+    }
+    assert_eq!(replies["missing"][0]["error"]["code"], "NOT_FOUND");
+    assert_eq!(replies["bad"][0]["error"]["code"], "UNKNOWN_COMMAND");
+    // One daemon leads and holds every partition.
+    let held = holders(&redis, "t").await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        held.values().sum::<usize>(),
+        usize::from(recur::store::DEFAULT_PARTITIONS)
+    );
+
+    let advance = vec![(
+        "adv".to_string(),
+        "advanceClock",
+        json!({"to": "2026-04-01T00:00:00Z"}),
+    )];
+    let replies = replies_per_request(&redis.url, "t", &advance, Duration::from_secs(5)).await;
+    assert_eq!(replies["adv"].len(), 1, "{replies:?}");
+    assert_eq!(replies["adv"][0]["ok"], true, "{replies:?}");
+    let events = stream_events(&redis, "t").await;
+    assert_no_duplicate_event_ids(&events);
+    let starts = cycle_starts(&events);
+    assert_eq!(starts.len(), 30);
+    assert!(starts.values().all(|c| c == &vec![1, 2, 3]), "{starts:?}");
+    for d in daemons {
+        d.stop().await;
+    }
+}
+
+fn child_env(id: &'static str) -> [(&'static str, &'static str); 1] {
+    [("RECUR_CLUSTER__DAEMON_ID", id)]
+}
+
+async fn wait_for_leader(redis: &TestRedis, prefix: &str, id: &str) {
+    for _ in 0..100 {
+        if holders(redis, prefix).await.get(id)
+            == Some(&usize::from(recur::store::DEFAULT_PARTITIONS))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{id} did not take every partition: {:?}",
+        holders(redis, prefix).await
+    );
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost_or_doubled() {
+    let redis = TestRedis::start().await;
+    let a = ChildDaemon::start(&redis.url, "t", &child_env("a")).await;
+    wait_for_leader(&redis, "t", "a").await;
+    let b = ChildDaemon::start(&redis.url, "t", &child_env("b")).await;
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    for i in 0..20 {
+        let r = client
+            .request(
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 6, "10.00"),
+            )
+            .await
+            .unwrap();
+        assert!(r.ok, "{:?}", r.error);
+    }
+    let r = client
+        .request("advanceClock", json!({"to": "2026-02-15T00:00:00Z"}))
+        .await
+        .unwrap();
+    assert!(r.ok, "{:?}", r.error);
+
+    a.kill().await;
+    // The client retries until the standby has taken over (lease TTL 1 s + one renewal).
+    let started = std::time::Instant::now();
+    let r = client
+        .request("advanceClock", json!({"to": "2026-04-15T00:00:00Z"}))
+        .await
+        .unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took over in {:?}",
+        started.elapsed()
+    );
+    wait_for_leader(&redis, "t", "b").await;
+    let events = stream_events(&redis, "t").await;
+    assert_no_duplicate_event_ids(&events);
+    let starts = cycle_starts(&events);
+    assert_eq!(starts.len(), 20);
+    assert!(
+        starts.values().all(|c| c == &vec![1, 2, 3, 4]),
+        "{starts:?}"
+    );
+    let o = client
+        .request("getOrder", json!({"orderId": "o7"}))
+        .await
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(o["currentCycle"]["index"], 4, "{o}");
+    b.kill().await;
+}
+
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_is_fenced_and_stands_by_when_it_wakes() {
+    let redis = TestRedis::start().await;
+    let a = ChildDaemon::start(&redis.url, "t", &child_env("a")).await;
+    wait_for_leader(&redis, "t", "a").await;
+    let b = ChildDaemon::start(&redis.url, "t", &child_env("b")).await;
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    for i in 0..10 {
+        let r = client
+            .request(
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 6, "10.00"),
+            )
+            .await
+            .unwrap();
+        assert!(r.ok, "{:?}", r.error);
+    }
+    let pid = a.child.id().unwrap().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // Requests published while the leader is frozen reach its socket and wait there.
+    let frozen: Vec<(String, &str, Value)> = (0..10)
+        .map(|i| {
+            (
+                format!("p{i}"),
+                "pauseOrder",
+                json!({"orderId": format!("o{i}")}),
+            )
+        })
+        .collect();
+    let redis_url = redis.url.clone();
+    let pending = tokio::spawn(async move {
+        replies_per_request(&redis_url, "t", &frozen, Duration::from_secs(8)).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_leader(&redis, "t", "b").await;
+    // b now answers; the same request ids get b's answers.
+    for i in 0..10 {
+        let options = recur::admin::client::RequestOptions {
+            id: Some(format!("p{i}")),
+            ..Default::default()
+        };
+        let r = client
+            .request_with(options, "pauseOrder", json!({"orderId": format!("o{i}")}))
+            .await
+            .unwrap();
+        assert!(r.ok, "{:?}", r.error);
+    }
+    signal("-CONT");
+    // The woken daemon's late attempts are fenced: no second reply, no second event.
+    let replies = pending.await.unwrap();
+    for i in 0..10 {
+        let id = format!("p{i}");
+        let got = replies.get(&id).map_or(0, Vec::len);
+        assert!(
+            got <= 1,
+            "{id} answered {got} times: {:?}",
+            replies.get(&id)
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = holders(&redis, "t").await;
+    assert_eq!(
+        held.get("b"),
+        Some(&usize::from(recur::store::DEFAULT_PARTITIONS)),
+        "{held:?}"
+    );
+    let events = stream_events(&redis, "t").await;
+    assert_no_duplicate_event_ids(&events);
+    let paused = events.iter().filter(|e| e["type"] == "orderPaused").count();
+    assert_eq!(paused, 10, "each order paused once");
+    // The group goes on: an advance through b.
+    let r = client
+        .request("advanceClock", json!({"to": "2026-03-01T00:00:00Z"}))
+        .await
+        .unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    a.kill().await;
+    b.kill().await;
+}
+
+#[tokio::test]
+async fn a_commit_with_a_lost_lease_token_writes_nothing() {
+    // The commit batcher runs on a local task set, as in the daemon.
+    tokio::task::LocalSet::new()
+        .run_until(stale_token_is_fenced())
+        .await;
+}
+
+async fn stale_token_is_fenced() {
+    use recur::store::{self, Commit, CommitOutcome, CommitterConfig, Keys, OrderWrite, Store};
+
+    let redis = TestRedis::start().await;
+    let conn = store::connect(&redis.url).await.unwrap();
+    let config = CommitterConfig {
+        max_batch: 16,
+        max_in_flight: 1,
+        reply_ttl_secs: 60,
+        publish_events: false,
+    };
+    let metrics = std::sync::Arc::new(recur::metrics::Metrics::default());
+    let keys = Keys::new("t", 4);
+    let store = Store::open(conn.clone(), conn, keys.clone(), config, 16, metrics)
+        .await
+        .unwrap();
+    let p = keys.partition("o1");
+    let a = store
+        .acquire_lease(p, "a", 60_000)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(
+        store.acquire_lease(p, "b", 60_000).await.unwrap().is_none(),
+        "held by a"
+    );
+    let commit = |lease: &str| Commit {
+        order_id: "o1".into(),
+        expected_version: 0,
+        write: OrderWrite::Save {
+            json: "{}".into(),
+            version: 1,
+            due_ms: Some(1),
+            customer_id: "c1".into(),
+            created_ms: 1,
+        },
+        events: vec!["{}".into()],
+        deltas: vec!["{}".into()],
+        reply: Some(("r1".into(), "{}".into())),
+        lease: lease.to_string(),
+    };
+    // a loses the lease (released here as if it expired) and b takes it: a is fenced.
+    assert!(store.release_lease(&a).await.unwrap());
+    let b = store
+        .acquire_lease(p, "b", 60_000)
+        .await
+        .unwrap()
+        .expect("free again");
+    assert_ne!(a.token, b.token, "a new epoch");
+    let before = snapshot(&redis, "t").await;
+    assert_eq!(
+        store.commit(commit(&a.token)).await.unwrap(),
+        CommitOutcome::Fenced
+    );
+    assert_eq!(snapshot(&redis, "t").await, before, "nothing written");
+    let mut conn = redis.conn().await;
+    let kept: bool = redis::AsyncCommands::exists(&mut conn, "t:reply:r1")
+        .await
+        .unwrap();
+    assert!(!kept, "no reply kept");
+    assert!(matches!(
+        store.commit(commit(&b.token)).await.unwrap(),
+        CommitOutcome::Committed { .. }
+    ));
+    // Renewal with a stale token fails; with the holder's, it holds.
+    assert_eq!(
+        store
+            .renew_leases(&[a.clone(), b.clone()], 60_000)
+            .await
+            .unwrap(),
+        [false, true]
+    );
+    assert!(
+        !store.release_lease(&a).await.unwrap(),
+        "a cannot release b's lease"
+    );
+}
