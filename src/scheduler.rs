@@ -299,7 +299,8 @@ impl Scheduler {
             tracing::warn!(error = %e, "outbox sweep failed");
         }
         self.run_cron(now).await;
-        Ok(self.shared.store.earliest_due().await?)
+        let owned = self.shared.ownership.owned();
+        Ok(self.shared.store.earliest_due(&owned).await?)
     }
 
     /// The one loop of passes: every lane at once, each passing until nothing is due by

@@ -284,14 +284,17 @@ impl Store {
         Ok(())
     }
 
-    /// The earliest due instant over all partitions, if any timer is set.
+    /// The earliest due instant over `partitions`, if any timer is set there.
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
-    pub async fn earliest_due(&self) -> Result<Option<i64>, StoreError> {
+    pub async fn earliest_due(&self, partitions: &[u16]) -> Result<Option<i64>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(None);
+        }
         let mut conn = self.bulk.clone();
         let mut pipe = redis::pipe();
-        for p in 0..self.keys.partitions() {
+        for &p in partitions {
             pipe.cmd("ZRANGE")
                 .arg(self.keys.timers(p))
                 .arg(0)
