@@ -241,6 +241,125 @@ impl Ownership {
 mod tests {
     use super::*;
 
+    /// A model of one partition's lease: Redis's side (SET NX PX, compare-and-renew, fencing
+    /// compare) and three daemons that trust a lease for [`OwnershipConfig::trusted_for`] from
+    /// when they *sent* the acquire or renewal. Requests take any time to reach Redis (slow
+    /// networks, pauses), replies any time to come back.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            /// Daemon `d` sends a renew-or-acquire; Redis handles it `delay` ms later and the
+            /// daemon hears back `back` ms after that.
+            Tick { d: usize, delay: u64, back: u64 },
+            /// Daemon `d` writes if it trusts its lease; Redis sees it `delay` ms later.
+            Write { d: usize, delay: u64 },
+            /// Time passes.
+            Wait { ms: u64 },
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                (0..3usize, 0..1500u64, 0..1500u64).prop_map(|(d, delay, back)| Step::Tick {
+                    d,
+                    delay,
+                    back
+                }),
+                (0..3usize, 0..1500u64).prop_map(|(d, delay)| Step::Write { d, delay }),
+                (0..1500u64).prop_map(|ms| Step::Wait { ms }),
+            ]
+        }
+
+        #[derive(Default, Debug)]
+        struct Redis {
+            lease: Option<(String, u64)>,
+            epoch: u64,
+        }
+
+        impl Redis {
+            fn value(&self, now: u64) -> Option<&str> {
+                self.lease
+                    .as_ref()
+                    .filter(|(_, exp)| *exp > now)
+                    .map(|(v, _)| v.as_str())
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            #[test]
+            fn no_two_daemons_trust_one_partition_and_fencing_keeps_epochs_in_order(
+                steps in proptest::collection::vec(step(), 1..60)
+            ) {
+                let config = OwnershipConfig {
+                    daemon_id: String::new(),
+                    lease_ttl: Duration::from_millis(1000),
+                    renew_interval: Duration::from_millis(333),
+                };
+                let ttl = 1000u64;
+                let trust = u64::try_from(config.trusted_for().as_millis()).unwrap();
+                let mut redis = Redis::default();
+                // Each daemon: (token, trusted from, trusted until), as far as it knows.
+                let mut daemons: Vec<Option<(String, u64, u64)>> = vec![None; 3];
+                let mut now = 0u64;
+                let mut accepted: Vec<(u64, u64)> = Vec::new(); // (time, epoch)
+                for s in steps {
+                    match s {
+                        Step::Wait { ms } => now += ms,
+                        Step::Tick { d, delay, back } => {
+                            let sent = now;
+                            let at = sent + delay;
+                            let token = daemons[d].as_ref().map(|h| h.0.clone());
+                            let ok = match (&token, redis.value(at).map(str::to_string)) {
+                                (Some(t), Some(v)) if *t == v => {
+                                    redis.lease = Some((v, at + ttl));
+                                    Some(t.clone())
+                                }
+                                (_, None) => {
+                                    redis.epoch += 1;
+                                    let t = format!("d{d}:{}", redis.epoch);
+                                    redis.lease = Some((t.clone(), at + ttl));
+                                    Some(t)
+                                }
+                                _ => None,
+                            };
+                            now = at + back;
+                            daemons[d] = ok.map(|t| (t, now, sent + trust));
+                        }
+                        Step::Write { d, delay } => {
+                            if let Some((token, _, until)) = &daemons[d] {
+                                if *until > now {
+                                    let at = now + delay;
+                                    if redis.value(at) == Some(token.as_str()) {
+                                        let epoch = token.rsplit(':').next().unwrap().parse().unwrap();
+                                        accepted.push((at, epoch));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // Exclusive belief: the trust windows of different tokens never overlap.
+                    let windows: Vec<(u64, u64, &str)> = daemons
+                        .iter()
+                        .flatten()
+                        .filter(|(_, from, until)| from < until)
+                        .map(|(t, from, until)| (*from, *until, t.as_str()))
+                        .collect();
+                    for (i, a) in windows.iter().enumerate() {
+                        for b in &windows[i + 1..] {
+                            prop_assert!(a.1 <= b.0 || b.1 <= a.0 || a.2 == b.2, "{a:?} and {b:?} both trusted");
+                        }
+                    }
+                }
+                // Fencing: once a write of epoch e is accepted, no older epoch writes again.
+                accepted.sort();
+                prop_assert!(accepted.windows(2).all(|w| w[0].1 <= w[1].1), "{accepted:?}");
+            }
+        }
+    }
+
     #[test]
     fn a_lease_is_trusted_for_less_than_its_ttl() {
         let c = OwnershipConfig {

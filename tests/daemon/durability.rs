@@ -13,7 +13,7 @@ use recur::admin::client::{AdminClient, RequestOptions};
 use crate::support::*;
 
 /// A mixed book of orders: monthly and weekly, online and offline, trials, pauses.
-async fn create_book(client: &AdminClient, n: usize) {
+pub(crate) async fn create_book(client: &AdminClient, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let creates = chunk.iter().map(|i| {
             let mut args = monthly(
@@ -40,7 +40,7 @@ async fn create_book(client: &AdminClient, n: usize) {
 }
 
 /// Every order's events by order id, in sequence order.
-fn by_order(events: &[Value]) -> BTreeMap<String, Vec<Value>> {
+pub(crate) fn by_order(events: &[Value]) -> BTreeMap<String, Vec<Value>> {
     let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for e in events {
         m.entry(e["entityId"].as_str().unwrap().to_string())
@@ -50,7 +50,7 @@ fn by_order(events: &[Value]) -> BTreeMap<String, Vec<Value>> {
     m
 }
 
-async fn stored_orders(redis: &TestRedis, prefix: &str) -> BTreeMap<String, Value> {
+pub(crate) async fn stored_orders(redis: &TestRedis, prefix: &str) -> BTreeMap<String, Value> {
     let mut conn = redis.conn().await;
     let keys: Vec<String> = conn.keys(format!("{prefix}:{{p*}}:order:*")).await.unwrap();
     let mut out = BTreeMap::new();
@@ -62,7 +62,7 @@ async fn stored_orders(redis: &TestRedis, prefix: &str) -> BTreeMap<String, Valu
     out
 }
 
-fn assert_no_duplicate_ids(events: &[Value]) {
+pub(crate) fn assert_no_duplicate_ids(events: &[Value]) {
     let mut seen = HashSet::new();
     for e in events {
         assert!(
@@ -73,7 +73,7 @@ fn assert_no_duplicate_ids(events: &[Value]) {
     }
 }
 
-async fn reference_run(
+pub(crate) async fn reference_run(
     n: usize,
     steps: &[&str],
 ) -> (BTreeMap<String, Vec<Value>>, BTreeMap<String, Value>) {

@@ -382,3 +382,73 @@ async fn stale_token_is_fenced() {
         "a cannot release b's lease"
     );
 }
+
+/// SIGKILL the leader of three in the middle of a burst advance: the client's retry of the same
+/// advance id is completed by the daemon that takes over, and the events and orders are exactly
+/// those of one uninterrupted daemon.
+#[tokio::test]
+async fn killing_the_leader_of_three_during_a_burst_changes_nothing_but_who_finishes_it() {
+    use crate::durability::{by_order, create_book, reference_run, stored_orders};
+    const N: usize = 2000;
+    let to = "2026-02-20T00:00:00Z";
+    let (expected_events, expected_orders) = reference_run(N, &[to]).await;
+    let expected_total: usize = expected_events.values().map(Vec::len).sum();
+
+    let redis = TestRedis::start().await;
+    let a = ChildDaemon::start(&redis.url, "t", &child_env("a")).await;
+    wait_for_leader(&redis, "t", "a").await;
+    let b = ChildDaemon::start(&redis.url, "t", &child_env("b")).await;
+    let c = ChildDaemon::start(&redis.url, "t", &child_env("c")).await;
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    create_book(&client, N).await;
+    let mut conn = redis.conn().await;
+    let created: usize = redis::AsyncCommands::xlen(&mut conn, "t:events")
+        .await
+        .unwrap();
+
+    let mut request = client.new_request("advanceClock", json!({ "to": to }));
+    request.id = "advance-1".into();
+    client
+        .send_raw(&serde_json::to_string(&request).unwrap())
+        .await
+        .unwrap();
+    for _ in 0..20_000 {
+        let written: usize = redis::AsyncCommands::xlen(&mut conn, "t:events")
+            .await
+            .unwrap();
+        if written > created + 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    a.kill().await;
+    let after_kill: usize = redis::AsyncCommands::xlen(&mut conn, "t:events")
+        .await
+        .unwrap();
+    assert!(
+        after_kill > created && after_kill < expected_total,
+        "killed mid-burst: {after_kill} of {expected_total}"
+    );
+
+    let options = recur::admin::client::RequestOptions {
+        id: Some("advance-1".into()),
+        total_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let reply = client
+        .request_with(options, "advanceClock", json!({ "to": to }))
+        .await
+        .unwrap();
+    assert!(reply.ok, "{:?}", reply.error);
+    let held = holders(&redis, "t").await;
+    assert_eq!(held.len(), 1, "one of b and c leads: {held:?}");
+    assert!(held.contains_key("b") || held.contains_key("c"), "{held:?}");
+
+    let events = stream_events(&redis, "t").await;
+    assert_no_duplicate_event_ids(&events);
+    assert_eq!(events.len(), expected_total, "no event missing");
+    assert_eq!(by_order(&events), expected_events);
+    assert_eq!(stored_orders(&redis, "t").await, expected_orders);
+    b.kill().await;
+    c.kill().await;
+}
