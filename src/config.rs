@@ -208,9 +208,9 @@ impl ClusterSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventSettings {
-    /// Approximate length the event stream is trimmed to.
+    /// How many change entries each partition's event stream is trimmed to.
     pub max_len: u64,
-    /// Whether events are also published on the events channel.
+    /// Whether changes are also published on the events channel.
     pub publish: bool,
 }
 
@@ -716,7 +716,7 @@ mod tests {
             assert_eq!(s.scheduler.lanes, 16);
             assert_eq!(s.admin.reply_retention, Duration::from_secs(24 * 3600));
             assert_eq!(s.admin.max_request_bytes, 1_048_576);
-            assert_eq!(s.events.max_len, 1_000_000);
+            assert_eq!(s.events.max_len, 100_000);
             assert!(s.events.publish);
             assert_eq!(s.cron.trim_events.to_string(), "0 */5 * * * *");
             assert_eq!(s.cron.reconcile_stats.to_string(), "0 0 * * * *");

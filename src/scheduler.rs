@@ -501,7 +501,8 @@ impl Scheduler {
         let s = &self.shared;
         match name {
             "trimEvents" => {
-                let removed = s.store.trim_events(s.config.events_max_len).await?;
+                let owned = s.ownership.owned();
+                let removed = s.store.trim_events(&owned, s.config.events_max_len).await?;
                 tracing::info!(job = name, removed, "trimmed the event stream");
             }
             "reconcileStats" => self.reconcile_sample().await?,

@@ -105,6 +105,29 @@ pub struct StoredReply {
     pub reply: Reply,
 }
 
+/// The events of a change entry (SPEC 4: `{orderId, customerId, version, events, entity}`),
+/// each with the change's `entity` attached, as `recur admin watch` prints them. Not a change:
+/// nothing.
+pub fn change_events(change: &Value) -> Vec<Value> {
+    let entity = change.get("entity").cloned().unwrap_or(Value::Null);
+    change
+        .get("events")
+        .and_then(Value::as_array)
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| {
+                    let mut e = e.clone();
+                    if let Some(obj) = e.as_object_mut() {
+                        obj.insert("entity".into(), entity.clone());
+                    }
+                    e
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +160,19 @@ mod tests {
             json!({"id": null, "ok": false, "error": {"code": "INVALID_REQUEST", "message": "bad"}})
         );
         assert!(!Reply::error(None, ErrorCode::Unavailable, "x").is_kept());
+    }
+
+    #[test]
+    fn a_change_becomes_its_events_with_the_entity_attached() {
+        let change = json!({"orderId": "o1", "version": 3, "entity": {"id": "o1"},
+            "events": [{"id": "e1", "sequence": 4}, {"id": "e2", "sequence": 5}]});
+        let events = change_events(&change);
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[1],
+            json!({"id": "e2", "sequence": 5, "entity": {"id": "o1"}})
+        );
+        assert!(change_events(&json!({"not": "a change"})).is_empty());
     }
 
     #[test]

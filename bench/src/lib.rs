@@ -578,13 +578,11 @@ fn build_seed(
             customer_id: t.order.customer_id.clone(),
             created_ms: to_millis(&t.order.created_date),
         },
-        events: if events {
-            t.events
-                .iter()
-                .map(|e| serde_json::to_string(e).unwrap_or_default())
-                .collect()
+        event_count: if events { t.events.len() } else { 0 },
+        change: if events {
+            Some(recur::domain::change_head_json(&t.order, &t.events).map_err(setup("change"))?)
         } else {
-            Vec::new()
+            None
         },
         deltas: Vec::new(),
         reply: None,

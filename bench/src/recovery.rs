@@ -110,15 +110,17 @@ pub async fn run(opts: &RecoveryOptions) -> Result<RecoveryReport, BenchError> {
             opts.orders
         )));
     }
-    let events_key = Keys::new(PREFIX, recur::store::DEFAULT_PARTITIONS).events();
+    // Change entries over every partition's event stream.
+    let keys = Keys::new(PREFIX, recur::store::DEFAULT_PARTITIONS);
     let xlen = |mut c: recur::store::RedisConn| {
-        let key = events_key.clone();
+        let keys = keys.clone();
         async move {
-            redis::cmd("XLEN")
-                .arg(key)
-                .query_async::<u64>(&mut c)
-                .await
-                .map_err(setup("XLEN"))
+            let mut pipe = redis::pipe();
+            for p in 0..keys.partitions() {
+                pipe.cmd("XLEN").arg(keys.events(p));
+            }
+            let lens: Vec<u64> = pipe.query_async(&mut c).await.map_err(setup("XLEN"))?;
+            Ok::<u64, BenchError>(lens.into_iter().sum())
         }
     };
     let base_len = xlen(conn.clone()).await?;

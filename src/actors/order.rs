@@ -20,7 +20,7 @@ use crate::domain::basket::{self, BasketRules, Stage, UpdateOrder};
 use crate::domain::command::{Command, NewOrder};
 use crate::domain::stats::contribution;
 use crate::domain::time::{to_millis, Instant};
-use crate::domain::{self, DomainError, Order, Policy, Transition};
+use crate::domain::{self, change_head_json, DomainError, Order, Policy, Transition};
 use crate::store::stats::Delta;
 use crate::store::{Commit, CommitOutcome, Loaded, OrderWrite, StoreError};
 use crate::wire::{Reply, StoredReply};
@@ -477,8 +477,9 @@ async fn commit_and_settle(
 
 /// Builds the commit of a transition (plus the reply to keep with it).
 ///
-/// The order is serialized once: that JSON is both the stored order and the `entity` of every
-/// event of the final change, which the commit script splices in (see [`event_args`]).
+/// The order is serialized once: that JSON is both the stored order and the `entity` of the
+/// change entry, which the commit script splices in after [`change_head_json`]. Every commit
+/// that writes a version writes its change entry, also one without events (a silent change).
 ///
 /// # Errors
 /// [`ActorError::Encode`] when the order, an event, a delta or the reply cannot be serialized
@@ -492,13 +493,18 @@ fn commit_of(
     lease: String,
 ) -> Result<Commit, ActorError> {
     let expected_version = before.map_or(0, |o| o.version);
-    let (write, events) = match t {
+    let change = |t: &Transition| {
+        change_head_json(&t.order, &t.events)
+            .map(Some)
+            .map_err(ActorError::Encode)
+    };
+    let (write, change) = match t {
         Some(t) if t.deleted => (
             OrderWrite::Delete {
                 customer_id: t.order.customer_id.clone(),
                 json: encode(&t.order)?,
             },
-            event_args(t)?,
+            change(t)?,
         ),
         Some(t) if !t.events.is_empty() || t.order.version != expected_version => (
             OrderWrite::Save {
@@ -508,9 +514,9 @@ fn commit_of(
                 customer_id: t.order.customer_id.clone(),
                 created_ms: to_millis(&t.order.created_date),
             },
-            event_args(t)?,
+            change(t)?,
         ),
-        _ => (OrderWrite::None, Vec::new()),
+        _ => (OrderWrite::None, None),
     };
     let reply = match kept {
         Some((request, reply)) => {
@@ -526,7 +532,12 @@ fn commit_of(
         order_id: id.to_string(),
         expected_version,
         write,
-        events,
+        event_count: if change.is_some() {
+            t.map_or(0, |t| t.events.len())
+        } else {
+            0
+        },
+        change,
         deltas: delta.map(encode).transpose()?.into_iter().collect(),
         reply,
         lease,
@@ -564,23 +575,6 @@ async fn settle_delta(actors: &Actors, delta: Delta, entry_id: String) {
     if let Err(e) = actors.apply_delta(msg).await {
         tracing::warn!(error = %e, "stats delta not applied yet; the outbox sweep will retry");
     }
-}
-
-/// The commit script's event arguments: `+<head>` for an event whose entity is the order as
-/// committed (the script appends the order JSON and `}`), or the whole event JSON for the
-/// earlier changes of a catch-up, whose entity is an intermediate state.
-fn event_args(t: &Transition) -> Result<Vec<String>, ActorError> {
-    let last = t.events.last().map(|e| &e.entity);
-    let final_is_last = last.is_some_and(|l| **l == t.order);
-    t.events
-        .iter()
-        .map(|e| match last {
-            Some(l) if final_is_last && Arc::ptr_eq(l, &e.entity) => {
-                Ok(format!("+{}", e.head_json().map_err(ActorError::Encode)?))
-            }
-            _ => encode(e),
-        })
-        .collect()
 }
 
 fn order_value(o: &Order) -> Value {

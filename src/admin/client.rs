@@ -353,11 +353,12 @@ impl AdminClient {
     }
 }
 
-/// Subscribes to `<prefix>:events` and yields each event published there as JSON.
+/// Subscribes to `<prefix>:events` and yields each event of each change published there, with
+/// the change's entity attached, as JSON.
 ///
-/// Returns once the subscription is confirmed, so every event published afterwards is seen.
-/// The channel is best effort (the stream `<prefix>:events` is the record): events published
-/// while the connection is down are missed.
+/// Returns once the subscription is confirmed, so every change published afterwards is seen.
+/// The channel is best effort (the partitions' streams are the record, see [`watch_streams`]):
+/// changes published while the connection is down are missed.
 ///
 /// # Errors
 /// As [`AdminClient::connect`].
@@ -366,9 +367,119 @@ pub async fn subscribe_events(
     prefix: &str,
 ) -> Result<EventSubscriber, ClientError> {
     let client = open(redis_url)?;
-    let channel = Keys::new(prefix, DEFAULT_PARTITIONS).events();
+    let channel = Keys::new(prefix, DEFAULT_PARTITIONS).events_channel();
     let messages = with_connect_timeout(redis_url, subscribe(&client, &channel)).await?;
-    Ok(EventSubscriber { channel, messages })
+    Ok(EventSubscriber {
+        channel,
+        messages,
+        pending: VecDeque::new(),
+    })
+}
+
+/// Follows every partition's event stream (`<prefix>:{p<N>}:events`) from now, or from the
+/// oldest entry kept with `from_start`: nothing committed while it runs is missed, even when
+/// the events channel drops a message. Order holds per order (per partition stream); across
+/// partitions entries are merged by stream id, as a best effort.
+///
+/// # Errors
+/// As [`AdminClient::connect`].
+pub async fn watch_streams(
+    redis_url: &str,
+    prefix: &str,
+    from_start: bool,
+) -> Result<StreamWatcher, ClientError> {
+    let client = open(redis_url)?;
+    // XREAD BLOCK waits up to a second: the reply may take longer than a normal command's.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let mut conn = with_connect_timeout(redis_url, async {
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    })
+    .await?;
+    // The data's partition count (none recorded yet: new data gets the default).
+    let partitions: Option<u16> = conn.hget(format!("{prefix}:meta"), "partitions").await?;
+    let keys = Keys::new(prefix, partitions.unwrap_or(DEFAULT_PARTITIONS));
+    let streams: Vec<String> = (0..keys.partitions()).map(|p| keys.events(p)).collect();
+    let mut ids = Vec::with_capacity(streams.len());
+    for stream in &streams {
+        let last = if from_start {
+            None
+        } else {
+            let newest: redis::streams::StreamRangeReply =
+                conn.xrevrange_count(stream, "+", "-", 1).await?;
+            newest.ids.into_iter().next().map(|e| e.id)
+        };
+        ids.push(last.unwrap_or_else(|| "0-0".to_string()));
+    }
+    Ok(StreamWatcher {
+        conn,
+        streams,
+        ids,
+        pending: VecDeque::new(),
+    })
+}
+
+/// The events of every partition's stream, from [`watch_streams`].
+pub struct StreamWatcher {
+    conn: redis::aio::MultiplexedConnection,
+    streams: Vec<String>,
+    /// The last id read from each stream.
+    ids: Vec<String>,
+    pending: VecDeque<Value>,
+}
+
+impl StreamWatcher {
+    /// The next event (with its change's entity); waits for one.
+    ///
+    /// # Errors
+    /// [`ClientError`] when Redis fails.
+    pub async fn next(&mut self) -> Result<Value, ClientError> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Ok(e);
+            }
+            let opts = redis::streams::StreamReadOptions::default()
+                .count(256)
+                .block(1000);
+            let read: Option<redis::streams::StreamReadReply> = self
+                .conn
+                .xread_options(&self.streams, &self.ids, &opts)
+                .await?;
+            let mut entries: Vec<(String, Value)> = Vec::new();
+            for key in read.map(|r| r.keys).unwrap_or_default() {
+                let Some(i) = self.streams.iter().position(|s| *s == key.key) else {
+                    continue;
+                };
+                for entry in key.ids {
+                    self.ids[i].clone_from(&entry.id);
+                    let raw: Option<String> = entry.get("change");
+                    match raw.as_deref().map(serde_json::from_str::<Value>) {
+                        Some(Ok(change)) => entries.push((entry.id, change)),
+                        _ => {
+                            tracing::warn!(stream = %key.key, entry = %entry.id, "skipping an entry that is not a change")
+                        }
+                    }
+                }
+            }
+            entries.sort_by(|a, b| stream_id_order(&a.0, &b.0));
+            for (_, change) in entries {
+                self.pending.extend(crate::wire::change_events(&change));
+            }
+        }
+    }
+}
+
+/// Stream ids compared by time, then sequence (`<ms>-<seq>`).
+fn stream_id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let parts = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    parts(a).cmp(&parts(b))
 }
 
 /// The events published on `<prefix>:events`, from [`subscribe_events`]. Also a
@@ -376,6 +487,8 @@ pub async fn subscribe_events(
 pub struct EventSubscriber {
     channel: String,
     messages: PubSubStream,
+    /// Events of a change already received, not yet handed out.
+    pending: VecDeque<Value>,
 }
 
 impl std::fmt::Debug for EventSubscriber {
@@ -400,13 +513,16 @@ impl Stream for EventSubscriber {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Value>> {
         let this = self.get_mut();
         loop {
+            if let Some(e) = this.pending.pop_front() {
+                return Poll::Ready(Some(e));
+            }
             let Some(msg) = std::task::ready!(this.messages.poll_next_unpin(cx)) else {
                 return Poll::Ready(None);
             };
-            match serde_json::from_slice(msg.get_payload_bytes()) {
-                Ok(event) => return Poll::Ready(Some(event)),
+            match serde_json::from_slice::<Value>(msg.get_payload_bytes()) {
+                Ok(change) => this.pending.extend(crate::wire::change_events(&change)),
                 Err(e) => {
-                    tracing::warn!(channel = %this.channel, error = %e, "skipping a non-JSON event");
+                    tracing::warn!(channel = %this.channel, error = %e, "skipping a non-JSON change");
                 }
             }
         }
@@ -874,20 +990,35 @@ mod tests {
         let mut events = subscribe_events(&redis.url(), PREFIX)
             .await
             .expect("subscribes");
-        let events_channel = Keys::new(PREFIX, DEFAULT_PARTITIONS).events();
+        let events_channel = Keys::new(PREFIX, DEFAULT_PARTITIONS).events_channel();
         let _: usize = conn
             .publish(&events_channel, "not json")
             .await
             .expect("publishes");
-        let event = json!({"id": "e1", "type": "orderCreated", "sequence": 1});
+        let change = json!({"orderId": "o1", "version": 1, "entity": {"id": "o1"}, "events": [
+            {"id": "e1", "type": "orderCreated", "sequence": 1},
+            {"id": "e2", "type": "orderStarted", "sequence": 2},
+        ]});
         let _: usize = conn
-            .publish(&events_channel, event.to_string())
+            .publish(&events_channel, change.to_string())
             .await
             .expect("publishes");
-        let received = timeout(Duration::from_secs(5), events.next())
-            .await
-            .expect("in time");
-        assert_eq!(received, Some(event), "the non-JSON payload is skipped");
+        let mut received = Vec::new();
+        for _ in 0..2 {
+            let e = timeout(Duration::from_secs(5), events.next())
+                .await
+                .expect("in time")
+                .expect("an event");
+            received.push(e);
+        }
+        assert_eq!(
+            received,
+            vec![
+                json!({"id": "e1", "type": "orderCreated", "sequence": 1, "entity": {"id": "o1"}}),
+                json!({"id": "e2", "type": "orderStarted", "sequence": 2, "entity": {"id": "o1"}}),
+            ],
+            "the non-JSON payload is skipped; a change gives its events with its entity"
+        );
 
         drop(client);
         redis.stop().await.expect("stops");

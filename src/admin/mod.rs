@@ -83,6 +83,6 @@ impl AdminState {
     /// which no reply may be published.
     fn is_own_channel(&self, channel: &str) -> bool {
         let keys = self.store.keys();
-        channel == keys.admin_channel() || channel == keys.events()
+        channel == keys.admin_channel() || channel == keys.events_channel()
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use recur::admin::client::{
-    subscribe_events, AdminClient, ClientError, RequestOptions, DEFAULT_ATTEMPT_TIMEOUT_MS,
+    watch_streams, AdminClient, ClientError, RequestOptions, DEFAULT_ATTEMPT_TIMEOUT_MS,
 };
 use recur::config::{parse_duration, Settings};
 use recur::store::embedded::EmbeddedRedis;
@@ -62,7 +62,7 @@ async fn run_async(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&args.settings.overrides()).context("cannot load settings")?;
     let target = RedisTarget::resolve(&settings)?;
     if args.command == WATCH_COMMAND {
-        return watch(&target, &settings.prefix).await;
+        return watch(&target, &settings.prefix, args.from_start).await;
     }
 
     let request_args = args.request_args()?;
@@ -101,13 +101,14 @@ async fn run_async(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Prints every event published on `<prefix>:events` as one JSON line until Ctrl-C (or until
-/// stdout is closed, e.g. by `| head`).
-async fn watch(target: &RedisTarget, prefix: &str) -> anyhow::Result<ExitCode> {
-    let mut events = subscribe_events(&target.url, prefix)
+/// Prints every event of every partition's event stream as one JSON line (with its change's
+/// entity) until Ctrl-C (or until stdout is closed, e.g. by `| head`): from now, or from the
+/// oldest entry kept with `--from-start`.
+async fn watch(target: &RedisTarget, prefix: &str, from_start: bool) -> anyhow::Result<ExitCode> {
+    let mut events = watch_streams(&target.url, prefix, from_start)
         .await
         .map_err(|e| target.connect_error(e))?;
-    eprintln!("watching {prefix}:events; Ctrl-C to stop");
+    eprintln!("watching the event streams {prefix}:{{p*}}:events; Ctrl-C to stop");
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -117,9 +118,7 @@ async fn watch(target: &RedisTarget, prefix: &str) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             event = events.next() => {
-                let Some(event) = event else {
-                    anyhow::bail!("the connection to Redis was lost");
-                };
+                let event = event.context("cannot read the event streams")?;
                 if !print_line(&event.to_string())? {
                     return Ok(ExitCode::SUCCESS);
                 }

@@ -43,8 +43,9 @@ pub enum Command {
     /// win over --json. The request is re-published with the same id until a reply comes or
     /// --timeout passes. The reply is printed as JSON on stdout.
     ///
-    /// `recur admin watch` instead prints every event published on <prefix>:events, one JSON
-    /// object per line, until Ctrl-C.
+    /// `recur admin watch` instead prints every event of every partition's event stream
+    /// (<prefix>:{p<N>}:events), one JSON object per line with its change's entity, from now
+    /// (or --from-start) until Ctrl-C.
     ///
     /// Redis: --redis-url, else redis.url (config file or RECUR_REDIS__URL), else the embedded
     /// redis-server that `recur serve` runs under redis.embedded.data_dir.
@@ -140,6 +141,9 @@ pub struct AdminArgs {
     /// The command's arguments as a JSON object: inline, `@file.json`, or `@-` for stdin.
     #[arg(long, value_name = "ARGS")]
     pub json: Option<String>,
+    /// `watch` only: start at the oldest event kept instead of now.
+    #[arg(long)]
+    pub from_start: bool,
     /// The request id (default: a new one). Retrying with the same id never repeats a change.
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,

@@ -71,7 +71,14 @@ impl Event {
     /// The serializer's error (the data holds only strings, numbers and JSON values, so in
     /// practice none).
     pub fn head_json(&self) -> Result<String, serde_json::Error> {
-        let head = EventHead {
+        let mut json = serde_json::to_string(&self.head())?;
+        json.pop();
+        json.push_str(",\"entity\":");
+        Ok(json)
+    }
+
+    fn head(&self) -> EventHead<'_> {
+        EventHead {
             id: &self.id,
             event_type: self.event_type,
             entity_id: &self.entity_id,
@@ -79,12 +86,39 @@ impl Event {
             sequence: self.sequence,
             triggered_by_anonymize_request: self.triggered_by_anonymize_request,
             data: &self.data,
-        };
-        let mut json = serde_json::to_string(&head)?;
-        json.pop();
-        json.push_str(",\"entity\":");
-        Ok(json)
+        }
     }
+}
+
+/// A change entry of a partition's event stream (SPEC 4), without its entity:
+/// `{"orderId", "customerId", "version", "events": [...]}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangeHead<'a> {
+    order_id: &'a str,
+    customer_id: &'a str,
+    version: u64,
+    events: Vec<EventHead<'a>>,
+}
+
+/// The JSON of a change entry up to its entity — `{"orderId":...,"events":[...],"entity":` —
+/// for the committed `order` (after the change, or as deleted) and the change's `events`
+/// (without their entities): append the order's JSON and `}` to complete it, so the order is
+/// serialized once per commit and written once per change.
+///
+/// # Errors
+/// The serializer's error (in practice none).
+pub fn change_head_json(order: &Order, events: &[Event]) -> Result<String, serde_json::Error> {
+    let head = ChangeHead {
+        order_id: &order.id,
+        customer_id: &order.customer_id,
+        version: order.version,
+        events: events.iter().map(Event::head).collect(),
+    };
+    let mut json = serde_json::to_string(&head)?;
+    json.pop();
+    json.push_str(",\"entity\":");
+    Ok(json)
 }
 
 /// The namespace of event ids (UUID v5 of `<orderId>:<sequence>` under the OID namespace).
@@ -122,6 +156,44 @@ mod tests {
             let spliced = format!("{}{}}}", e.head_json().unwrap(), entity);
             assert_eq!(spliced, serde_json::to_string(e).unwrap());
         }
+    }
+
+    #[test]
+    fn a_change_is_its_events_without_entities_and_the_order_once() {
+        use crate::domain::lifecycle::test_support::*;
+        let t = new_order(
+            monthly("OFFLINE", 3, "5.00", "2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:00Z"),
+        );
+        let entity = serde_json::to_string(&t.order).unwrap();
+        let change = format!(
+            "{}{}}}",
+            change_head_json(&t.order, &t.events).unwrap(),
+            entity
+        );
+        let v: serde_json::Value = serde_json::from_str(&change).unwrap();
+        assert_eq!(v["orderId"], "o1");
+        assert_eq!(v["customerId"], "c1");
+        assert_eq!(v["version"], t.order.version);
+        assert_eq!(v["entity"], serde_json::to_value(&t.order).unwrap());
+        let events = v["events"].as_array().unwrap();
+        assert_eq!(events.len(), t.events.len());
+        for (e, want) in events.iter().zip(&t.events) {
+            assert!(
+                e.get("entity").is_none(),
+                "the entity is written once, on the change"
+            );
+            let mut full = e.clone();
+            full["entity"] = v["entity"].clone();
+            let mut want = serde_json::to_value(want).unwrap();
+            want["entity"] = v["entity"].clone();
+            assert_eq!(full, want);
+        }
+        assert_eq!(
+            change.matches("\"plan\"").count(),
+            1,
+            "the order appears once"
+        );
     }
 
     #[test]

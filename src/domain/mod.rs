@@ -17,7 +17,7 @@ pub mod stats;
 pub mod time;
 
 pub use error::{DomainError, ErrorCode};
-pub use event::{Event, EventType};
+pub use event::{change_head_json, Event, EventType};
 pub use lifecycle::{apply, create, fire, fire_after_downtime, next_due, Policy, Transition};
 pub use order::Order;
 pub use time::Instant;

@@ -1,22 +1,23 @@
--- One order's commit, all or nothing (SPEC 4/6): check the expected version, write the
--- order, move its one timer, append its events (and publish them), append its stats deltas,
--- and keep the admin reply under its request id.
+-- One order's commit, all or nothing (SPEC 4/6): check the writer's lease and the expected
+-- version, write the order, move its one timer, append one change entry to the partition's
+-- event stream (and publish it), append its stats deltas, and keep the admin reply under its
+-- request id. Every key is of the order's partition, except the all-orders and customer-orders
+-- indexes and the reply (revision 1 names, single Redis only for now).
 --
 -- Returns {'OK', '', outbox entry ids...} or {'FENCED' | 'REPLIED' | 'VERSION' | 'DELETED',
 -- detail}. FENCED: the writer's lease token is not the partition's lease (it lost the lease),
 -- and nothing was written.
 --
--- KEYS: 1 order hash, 2 timers zset, 3 events stream (also the channel), 4 reply key,
+-- KEYS: 1 order hash, 2 timers zset, 3 the partition's event stream, 4 reply key,
 --       5 deleted set, 6 all-orders zset, 7 customer-orders zset, 8 outbox stream,
 --       9 the order's partition lease
 -- ARGV: 1 expected version ('0' = must not exist), 2 op ('save' | 'delete' | 'none'),
 --       3 new version, 4 order JSON (written only by 'save'), 5 due ms ('' = no timer), 6 order id, 7 created ms,
 --       8 stored reply JSON ('' = none), 9 reply TTL seconds, 10 publish ('1' | '0'),
---       11 number of events, 12 number of deltas, 13 the writer's lease token,
---       then the events, then the deltas.
--- An event argument starting with '+' is the event's JSON up to its entity: the order JSON
--- (ARGV[4], also for a delete) and '}' complete it, so the order travels once per commit.
--- Any other event argument is the whole event.
+--       11 the change entry up to its entity ('' = no change), 12 number of deltas,
+--       13 the writer's lease token, 14 the events channel, then the deltas.
+-- The change entry is completed with the order JSON (ARGV[4], also for a delete) and '}', so
+-- the order travels once per commit and is written once per change.
 if redis.call('GET', KEYS[9]) ~= ARGV[13] then return {'FENCED', ''} end
 if ARGV[8] ~= '' then
   local kept = redis.call('GET', KEYS[4])
@@ -49,19 +50,15 @@ if ARGV[2] ~= 'none' then
     redis.call('SADD', KEYS[5], ARGV[6])
   end
 end
-local n = tonumber(ARGV[11])
-local m = tonumber(ARGV[12])
-for i = 1, n do
-  local ev = ARGV[13 + i]
-  if string.byte(ev, 1) == 43 then
-    ev = string.sub(ev, 2) .. ARGV[4] .. '}'
-  end
-  redis.call('XADD', KEYS[3], '*', 'event', ev)
-  if ARGV[10] == '1' then redis.call('PUBLISH', KEYS[3], ev) end
+if ARGV[11] ~= '' then
+  local change = ARGV[11] .. ARGV[4] .. '}'
+  redis.call('XADD', KEYS[3], '*', 'change', change)
+  if ARGV[10] == '1' then redis.call('PUBLISH', ARGV[14], change) end
 end
+local m = tonumber(ARGV[12])
 local result = {'OK', ''}
 for i = 1, m do
-  result[2 + i] = redis.call('XADD', KEYS[8], '*', 'delta', ARGV[13 + n + i])
+  result[2 + i] = redis.call('XADD', KEYS[8], '*', 'delta', ARGV[14 + i])
 end
 if ARGV[8] ~= '' then
   redis.call('SET', KEYS[4], ARGV[8], 'EX', ARGV[9])

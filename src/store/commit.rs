@@ -41,8 +41,11 @@ pub struct Commit {
     /// The version the order has in Redis now (0 = it must not exist yet).
     pub expected_version: u64,
     pub write: OrderWrite,
-    /// Event JSON, in sequence order.
-    pub events: Vec<String>,
+    /// The change entry of the partition's event stream up to its entity (the script appends
+    /// the order JSON and `}`); None for a commit that changes no version (only a reply).
+    pub change: Option<String>,
+    /// How many events the change carries (for the metrics).
+    pub event_count: usize,
     /// Customer-stats deltas (JSON), applied exactly once by the stats consumer.
     pub deltas: Vec<String>,
     /// The admin reply to keep under its request id: (request id, stored JSON).
@@ -189,7 +192,7 @@ async fn send_batch(
                 if matches!(outcome, Ok(CommitOutcome::Committed { .. })) {
                     metrics
                         .events_written
-                        .fetch_add(p.commit.events.len() as u64, Ordering::Relaxed);
+                        .fetch_add(p.commit.event_count as u64, Ordering::Relaxed);
                     metrics.transitions.fetch_add(1, Ordering::Relaxed);
                 }
                 // A caller that stopped waiting learns the outcome on its next load.
@@ -270,7 +273,7 @@ async fn run_pipeline(
         let cmd = pipe.cmd("EVALSHA").arg(sha).arg(9);
         cmd.arg(keys.order(&c.order_id))
             .arg(keys.timers(partition))
-            .arg(keys.events())
+            .arg(keys.events(partition))
             .arg(keys.reply(request_id))
             .arg(keys.deleted(partition))
             .arg(keys.all_orders())
@@ -287,12 +290,10 @@ async fn run_pipeline(
             .arg(reply)
             .arg(config.reply_ttl_secs)
             .arg(if config.publish_events { "1" } else { "0" })
-            .arg(c.events.len())
+            .arg(c.change.as_deref().unwrap_or(""))
             .arg(c.deltas.len())
-            .arg(&c.lease);
-        for e in &c.events {
-            cmd.arg(e);
-        }
+            .arg(&c.lease)
+            .arg(keys.events_channel());
         for d in &c.deltas {
             cmd.arg(d);
         }

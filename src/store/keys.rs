@@ -108,8 +108,13 @@ impl Keys {
         format!("{}:customer:{customer_id}:stats", self.prefix)
     }
 
-    /// The event stream (and, as a channel name, the event channel).
-    pub fn events(&self) -> String {
+    /// A partition's event stream: one entry (field `change`) per committed change (SPEC 4).
+    pub fn events(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:events", self.prefix)
+    }
+
+    /// The channel every change is also published on (best effort).
+    pub fn events_channel(&self) -> String {
         format!("{}:events", self.prefix)
     }
 
@@ -155,7 +160,8 @@ mod tests {
         assert_eq!(k.order("o-1"), format!("recur:{{p{p}}}:order:o-1"));
         assert_eq!(k.timers(p), format!("recur:{{p{p}}}:timers"));
         assert!(p < DEFAULT_PARTITIONS);
-        assert_eq!(k.events(), "recur:events");
+        assert_eq!(k.events(p), format!("recur:{{p{p}}}:events"));
+        assert_eq!(k.events_channel(), "recur:events");
         assert_eq!(k.reply("r1"), "recur:reply:r1");
         assert_eq!(k.meta(), "recur:meta");
     }

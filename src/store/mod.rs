@@ -491,17 +491,21 @@ return 1
         Ok(())
     }
 
-    /// Trims the event stream to about `max_len` entries (exactly, so tests can rely on it).
+    /// Trims each of `partitions`' event streams to `max_len` change entries (exactly, so tests
+    /// can rely on it); returns how many entries went.
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
-    pub async fn trim_events(&self, max_len: u64) -> Result<u64, StoreError> {
+    pub async fn trim_events(&self, partitions: &[u16], max_len: u64) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        Ok(redis::cmd("XTRIM")
-            .arg(self.keys.events())
-            .arg("MAXLEN")
-            .arg(max_len)
-            .query_async(&mut conn)
-            .await?)
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            pipe.cmd("XTRIM")
+                .arg(self.keys.events(p))
+                .arg("MAXLEN")
+                .arg(max_len);
+        }
+        let removed: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(removed.into_iter().sum())
     }
 }

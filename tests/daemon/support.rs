@@ -267,9 +267,14 @@ impl Harness {
         self.ok("advanceClock", json!({ "to": to })).await
     }
 
-    /// Every event in the stream, in stream order.
+    /// Every event in the streams, in stream order.
     pub async fn events(&self) -> Vec<Value> {
         stream_events(&self.redis, &self.settings.prefix).await
+    }
+
+    /// Every change entry in the streams, in stream order.
+    pub async fn changes(&self) -> Vec<Value> {
+        stream_changes(&self.redis, &self.settings.prefix).await
     }
 
     /// The (type, eventTime) pairs of one order's events.
@@ -293,17 +298,71 @@ impl Harness {
     }
 }
 
-pub async fn stream_events(redis: &TestRedis, prefix: &str) -> Vec<Value> {
+/// The data's partition count (from `<prefix>:meta`).
+pub async fn partitions(redis: &TestRedis, prefix: &str) -> u16 {
     let mut conn = redis.conn().await;
-    let rows: redis::streams::StreamRangeReply =
-        conn.xrange_all(format!("{prefix}:events")).await.unwrap();
-    rows.ids
-        .into_iter()
-        .map(|e| {
-            let raw: String = e.get("event").unwrap();
-            serde_json::from_str(&raw).unwrap()
-        })
+    let n: Option<u16> = conn
+        .hget(format!("{prefix}:meta"), "partitions")
+        .await
+        .unwrap();
+    n.expect("the daemon recorded its partitions")
+}
+
+/// Every change entry of every partition's event stream, merged by stream id.
+pub async fn stream_changes(redis: &TestRedis, prefix: &str) -> Vec<Value> {
+    let mut conn = redis.conn().await;
+    let mut all: Vec<((u64, u64), Value)> = Vec::new();
+    for p in 0..partitions(redis, prefix).await {
+        let rows: redis::streams::StreamRangeReply = conn
+            .xrange_all(format!("{prefix}:{{p{p}}}:events"))
+            .await
+            .unwrap();
+        for e in rows.ids {
+            let raw: String = e.get("change").unwrap();
+            let (ms, seq) = e.id.split_once('-').unwrap();
+            all.push((
+                (ms.parse().unwrap(), seq.parse().unwrap()),
+                serde_json::from_str(&raw).unwrap(),
+            ));
+        }
+    }
+    all.sort_by_key(|(id, _)| *id);
+    all.into_iter().map(|(_, c)| c).collect()
+}
+
+/// How many change entries the partitions' event streams hold.
+pub async fn stream_len(redis: &TestRedis, prefix: &str) -> usize {
+    let mut conn = redis.conn().await;
+    let mut pipe = redis::pipe();
+    for p in 0..partitions(redis, prefix).await {
+        pipe.xlen(format!("{prefix}:{{p{p}}}:events"));
+    }
+    let lens: Vec<usize> = pipe.query_async(&mut conn).await.unwrap();
+    lens.into_iter().sum()
+}
+
+/// Every event of every change, each with its change's entity (as `recur admin watch` prints
+/// them), in stream order.
+pub async fn stream_events(redis: &TestRedis, prefix: &str) -> Vec<Value> {
+    stream_changes(redis, prefix)
+        .await
+        .iter()
+        .flat_map(recur::wire::change_events)
         .collect()
+}
+
+/// How many changes the events came in (one version of an order each).
+pub fn change_count(events: &[Value]) -> usize {
+    let versions: std::collections::HashSet<(String, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["entityId"].as_str().unwrap().to_string(),
+                e["entity"]["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    versions.len()
 }
 
 /// Keys and DUMPed values under `prefix`, sorted (kept replies excluded: reads keep them too).
