@@ -107,6 +107,8 @@ async fn serve(
     let partitions =
         store::settle_partitions(&mut conn, &settings.prefix, settings.partitions).await?;
     let keys = Keys::new(&settings.prefix, partitions);
+    let legacy_replies =
+        store::upgrade_layout(&mut conn, &keys, settings.admin.reply_retention).await?;
     let metrics = Arc::new(Metrics::default());
     let committer = CommitterConfig {
         max_batch: settings.scheduler.batch_size.max(1),
@@ -125,7 +127,8 @@ async fn serve(
         bulk_max_batch,
         Arc::clone(&metrics),
     )
-    .await?;
+    .await?
+    .with_legacy_replies(legacy_replies);
     let clock = open_clock(&store, &settings).await?;
     let ownership = Ownership::new(
         store.clone(),

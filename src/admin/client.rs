@@ -390,7 +390,8 @@ pub async fn watch_streams(
 ) -> Result<StreamWatcher, ClientError> {
     let client = open(redis_url)?;
     // XREAD BLOCK waits up to a second: the reply may take longer than a normal command's.
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
     let mut conn = with_connect_timeout(redis_url, async {
         client
             .get_multiplexed_async_connection_with_config(&config)

@@ -96,13 +96,14 @@ async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
     if !state.ownership.owns(partition) {
         return None;
     }
-    Some(handle_owned(state, req, parsed).await)
+    Some(handle_owned(state, req, parsed, partition).await)
 }
 
 async fn handle_owned(
     state: &AdminState,
     req: Request,
     parsed: Result<AdminCommand, AdminError>,
+    partition: u16,
 ) -> Reply {
     state.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = check_id("id", &req.id) {
@@ -113,7 +114,14 @@ async fn handle_owned(
         );
     }
     let hash = req.body_hash();
-    match state.store.kept_reply(&req.id).await {
+    let ttl = state.config.reply_retention.as_secs().max(1);
+    // The id's first body, wherever it routed: another body is a CONFLICT.
+    match state.store.claim_request(&req.id, &hash, ttl).await {
+        Ok(None) => {}
+        Ok(Some(_)) => return conflict(&req.id),
+        Err(e) => return Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string()),
+    }
+    match state.store.kept_reply(partition, &req.id).await {
         Ok(Some(json)) => {
             return match serde_json::from_str::<StoredReply>(&json) {
                 Ok(s) if s.body_hash == hash => s.reply,
@@ -148,11 +156,10 @@ async fn handle_owned(
             body_hash: hash,
             reply: reply.clone(),
         };
-        let ttl = state.config.reply_retention.as_secs().max(1);
         let kept = match serde_json::to_string(&stored) {
             Ok(json) => state
                 .store
-                .keep_reply(&req.id, &json, ttl)
+                .keep_reply(partition, &req.id, &json, ttl)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot encode the reply: {e}")),

@@ -274,7 +274,7 @@ async fn run_pipeline(
         cmd.arg(keys.order(&c.order_id))
             .arg(keys.timers(partition))
             .arg(keys.events(partition))
-            .arg(keys.reply(request_id))
+            .arg(keys.reply(partition, request_id))
             .arg(keys.deleted(partition))
             .arg(keys.all_orders())
             .arg(keys.customer_orders(customer))

@@ -133,19 +133,44 @@ impl Keys {
         format!("{}:commands:dead", self.prefix)
     }
 
-    /// The kept reply of a request id.
-    pub fn reply(&self, request_id: &str) -> String {
+    /// The kept reply of a request id, in the partition of the request's routing key (the
+    /// partition whose owner answers it).
+    pub fn reply(&self, partition: u16, request_id: &str) -> String {
+        format!("{}:{{p{partition}}}:reply:{request_id}", self.prefix)
+    }
+
+    /// Where data made before revision 2 kept replies (read for one retention period).
+    pub fn legacy_reply(&self, request_id: &str) -> String {
         format!("{}:reply:{request_id}", self.prefix)
     }
 
-    /// Hash `{mode, now}`: the clock mode the data was made with and the simulated time.
-    pub fn clock(&self) -> String {
-        format!("{}:clock", self.prefix)
+    /// The body hash a request id was first used with, in the request id's own partition, so
+    /// that the same id with another body is a CONFLICT wherever the bodies route.
+    pub fn request_claim(&self, request_id: &str) -> String {
+        format!(
+            "{}:{{p{}}}:req:{request_id}",
+            self.prefix,
+            self.partition(request_id)
+        )
     }
 
-    /// Hash of cron job bookkeeping (last run per job).
+    /// Hash `{mode, now}`: the clock mode the data was made with and the simulated time
+    /// (partition 0's, written by its owner).
+    pub fn clock(&self) -> String {
+        format!("{}:{{p0}}:clock", self.prefix)
+    }
+
+    /// Hash of cron job bookkeeping (last run per job), partition 0's.
     pub fn cron(&self) -> String {
-        format!("{}:cron", self.prefix)
+        format!("{}:{{p0}}:cron", self.prefix)
+    }
+
+    /// Where data made before revision 2 kept the clock and the cron bookkeeping.
+    pub fn legacy_clock_and_cron(&self) -> (String, String) {
+        (
+            format!("{}:clock", self.prefix),
+            format!("{}:cron", self.prefix),
+        )
     }
 }
 
@@ -162,7 +187,10 @@ mod tests {
         assert!(p < DEFAULT_PARTITIONS);
         assert_eq!(k.events(p), format!("recur:{{p{p}}}:events"));
         assert_eq!(k.events_channel(), "recur:events");
-        assert_eq!(k.reply("r1"), "recur:reply:r1");
+        assert_eq!(k.reply(5, "r1"), "recur:{p5}:reply:r1");
+        assert_eq!(k.clock(), "recur:{p0}:clock");
+        let claim = k.request_claim("r1");
+        assert_eq!(claim, format!("recur:{{p{}}}:req:r1", k.partition("r1")));
         assert_eq!(k.meta(), "recur:meta");
     }
 

@@ -3,7 +3,7 @@
 
 use redis::AsyncCommands;
 
-use super::keys::{MAX_PARTITIONS, REVISION_1_PARTITIONS};
+use super::keys::{Keys, MAX_PARTITIONS, REVISION_1_PARTITIONS};
 use super::{RedisConn, StoreError};
 
 /// Why the configured partition count cannot be used with this data.
@@ -77,6 +77,44 @@ pub async fn settle_partitions(
             configured,
         }),
     }
+}
+
+/// Moves what revision 1 kept under global names into revision 2's: the clock and the cron
+/// bookkeeping to partition 0 (`{p0}:clock`, `{p0}:cron`). Replies stay where they are: they
+/// are read from their old keys for one `reply_retention` after the upgrade, whose end is kept
+/// in meta (`legacyRepliesUntil`, Unix ms) and returned (None: no revision 1 data).
+///
+/// # Errors
+/// [`StoreError`] when Redis fails.
+pub async fn upgrade_layout(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    reply_retention: std::time::Duration,
+) -> Result<Option<i64>, StoreError> {
+    let (old_clock, old_cron) = keys.legacy_clock_and_cron();
+    let mut upgraded = false;
+    for (old, new) in [(old_clock, keys.clock()), (old_cron, keys.cron())] {
+        // RENAMENX: a daemon that already upgraded (or new data) keeps its record.
+        let exists: bool = conn.exists(&old).await?;
+        if exists {
+            let _renamed: bool = redis::cmd("RENAMENX")
+                .arg(&old)
+                .arg(&new)
+                .query_async(conn)
+                .await?;
+            upgraded = true;
+        }
+    }
+    let field = "legacyRepliesUntil";
+    if upgraded {
+        let retention = i64::try_from(reply_retention.as_millis()).unwrap_or(i64::MAX);
+        let until = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_add(retention);
+        let _set: bool = conn.hset_nx(keys.meta(), field, until).await?;
+        tracing::info!("upgraded revision 1 data: clock and cron moved to partition 0; old replies read for one retention");
+    }
+    Ok(conn.hget(keys.meta(), field).await?)
 }
 
 fn parse(meta: &str, v: &str) -> Result<u16, PartitionsError> {

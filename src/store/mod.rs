@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 pub use commit::{Commit, CommitOutcome, Committer, CommitterConfig, OrderWrite};
 pub use keys::{Keys, DEFAULT_PARTITIONS, MAX_PARTITIONS};
 pub use lease::LeaseToken;
-pub use meta::{settle_partitions, PartitionsError};
+pub use meta::{settle_partitions, upgrade_layout, PartitionsError};
 pub use outage::Outage;
 
 /// Why a storage operation failed. Transient: the caller replies INTERNAL and the client
@@ -75,6 +75,8 @@ pub struct Store {
     keys: Keys,
     committer: Committer,
     bulk_committer: Committer,
+    /// Until when (Unix ms) replies kept by revision 1 are read too.
+    legacy_replies_until: Option<i64>,
 }
 
 /// Opens a connection manager with timeouts fit for big pipelines.
@@ -130,6 +132,7 @@ impl Store {
             keys,
             committer,
             bulk_committer,
+            legacy_replies_until: None,
         })
     }
 
@@ -223,13 +226,57 @@ impl Store {
             .collect())
     }
 
-    /// The kept reply of a request id, if any (raw JSON).
+    /// Reads replies kept under revision 1's key (`<prefix>:reply:<id>`) too, until
+    /// `until_ms` (one reply retention after the upgrade; see [`meta::upgrade_layout`]).
+    pub fn with_legacy_replies(mut self, until_ms: Option<i64>) -> Store {
+        self.legacy_replies_until = until_ms;
+        self
+    }
+
+    /// The kept reply of a request id routed to `partition`, if any (raw JSON).
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
-    pub async fn kept_reply(&self, request_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn kept_reply(
+        &self,
+        partition: u16,
+        request_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn.clone();
-        Ok(conn.get(self.keys.reply(request_id)).await?)
+        let kept: Option<String> = conn.get(self.keys.reply(partition, request_id)).await?;
+        let legacy = self
+            .legacy_replies_until
+            .is_some_and(|until| chrono::Utc::now().timestamp_millis() < until);
+        if kept.is_none() && legacy {
+            return Ok(conn.get(self.keys.legacy_reply(request_id)).await?);
+        }
+        Ok(kept)
+    }
+
+    /// Claims `request_id` for the request body `body_hash` (SET NX, `ttl_secs`); returns the
+    /// hash of an earlier claim with another body, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn claim_request(
+        &self,
+        request_id: &str,
+        body_hash: &str,
+        ttl_secs: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.request_claim(request_id);
+        let (_set, current): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(body_hash)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs)
+            .get(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(current.filter(|h| h != body_hash))
     }
 
     /// Keeps a reply that no order commit carried (reads, clock, refusals before any order).
@@ -239,13 +286,14 @@ impl Store {
     /// [`StoreError`] when Redis fails.
     pub async fn keep_reply(
         &self,
+        partition: u16,
         request_id: &str,
         json: &str,
         ttl_secs: u64,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: Option<String> = redis::cmd("SET")
-            .arg(self.keys.reply(request_id))
+            .arg(self.keys.reply(partition, request_id))
             .arg(json)
             .arg("NX")
             .arg("EX")

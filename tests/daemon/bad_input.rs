@@ -245,10 +245,10 @@ async fn a_reply_channel_of_recurs_own_is_refused() {
     // Nothing applied: no order, no kept reply.
     assert_eq!(h.snapshot().await, before);
     for id in ["own-0", "own-1"] {
-        let kept: bool = redis::AsyncCommands::exists(&mut conn, format!("t:reply:{id}"))
+        let kept: Vec<String> = redis::AsyncCommands::keys(&mut conn, format!("t:*{id}*"))
             .await
             .unwrap();
-        assert!(!kept, "{id} has no kept reply");
+        assert!(kept.is_empty(), "{id} left no reply and no claim: {kept:?}");
     }
     let e = h.err("getOrder", json!({"orderId": "o0"})).await;
     assert_eq!(e.code.as_str(), "NOT_FOUND");

@@ -504,9 +504,7 @@ async fn requests_on_the_command_stream_are_answered_and_acknowledged() {
             .await
             .unwrap();
     assert_eq!(pending.count(), 0);
-    let kept: String = redis::AsyncCommands::get(&mut conn, "t:reply:stream-1")
-        .await
-        .unwrap();
+    let kept = kept_reply(&h.redis, "t", "stream-1").await.expect("kept");
     assert!(kept.contains("\"ok\":true"));
     // A malformed entry is acknowledged and copied to the dead-letter stream.
     let _: String =

@@ -111,3 +111,92 @@ async fn data_without_meta_but_with_tagged_keys_has_16_partitions() {
     let daemon = Daemon::start(sixteen).await;
     daemon.stop().await;
 }
+
+/// Data of revision 1's layout: no meta, 16 partitions, the clock and cron records under global
+/// names, and replies kept at `<prefix>:reply:<id>`. The upgrade moves the clock and cron to
+/// partition 0 and keeps answering a retried request id from its old kept reply, so a retried
+/// recordRefund never refunds twice.
+#[tokio::test]
+async fn revision_1_data_is_upgraded_and_its_kept_replies_still_answer() {
+    let mut h = Harness::start_with(|s| s.partitions = 16).await;
+    h.ok("createOrder", monthly("o1", "ONLINE", 6, "10.00"))
+        .await;
+    h.ok(
+        "recordPayment",
+        json!({"orderId": "o1", "paymentId": "pay-1", "amount": "10.00"}),
+    )
+    .await;
+    let refund = json!({"orderId": "o1", "paymentId": "pay-1", "amount": "4.00"});
+    let first = h
+        .reply_with_id("refund-1", "recordRefund", refund.clone())
+        .await;
+    assert!(first.ok, "{:?}", first.error);
+    h.advance("2026-01-10T00:00:00Z").await;
+    h.stop().await;
+
+    let before = stream_events(&h.redis, "t").await.len();
+    // Turn it into revision 1's layout, as an older recur left it.
+    let mut conn = h.redis.conn().await;
+    let kept = kept_reply(&h.redis, "t", "refund-1").await.expect("kept");
+    let new_keys: Vec<String> = conn.keys("t:{p*}:reply:refund-1").await.unwrap();
+    let claims: Vec<String> = conn.keys("t:{p*}:req:*").await.unwrap();
+    let _: () = redis::pipe()
+        .del(&new_keys)
+        .del(&claims)
+        .del("t:meta")
+        .rename("t:{p0}:clock", "t:clock")
+        .rename("t:{p0}:cron", "t:cron")
+        .set("t:reply:refund-1", &kept)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    h.restart().await;
+    assert_eq!(meta_partitions(&h.redis, "t").await, Some(16));
+    let clock = h.ok("getClock", json!({})).await;
+    assert_eq!(
+        clock["now"], "2026-01-10T00:00:00.000Z",
+        "the clock moved with its record"
+    );
+    let old: bool = conn.exists("t:clock").await.unwrap();
+    assert!(!old, "the old clock key is gone");
+    let retried = h.reply_with_id("refund-1", "recordRefund", refund).await;
+    assert_eq!(retried, first, "the first reply, from the old key");
+    assert_eq!(
+        stream_events(&h.redis, "t").await.len(),
+        before,
+        "nothing applied again"
+    );
+    let o = h.ok("getOrder", json!({"orderId": "o1"})).await;
+    assert_eq!(o["payments"][0]["refunded"], "4.00", "refunded once: {o}");
+    h.stop().await;
+}
+
+/// A request id reused with another body is a CONFLICT even when the new body routes to
+/// another partition (the first body is claimed in the request id's own partition).
+#[tokio::test]
+async fn a_reused_request_id_conflicts_across_partitions() {
+    let h = Harness::start().await;
+    h.ok("createOrder", monthly("o1", "OFFLINE", 3, "10.00"))
+        .await;
+    let keys = recur::store::Keys::new("t", recur::store::DEFAULT_PARTITIONS);
+    // An order id in another partition than o1's.
+    let other = (2..100)
+        .map(|i| format!("o{i}"))
+        .find(|id| keys.partition(id) != keys.partition("o1"))
+        .unwrap();
+    h.ok("createOrder", monthly(&other, "OFFLINE", 3, "10.00"))
+        .await;
+    let r = h
+        .reply_with_id("same-id", "getOrder", json!({"orderId": "o1"}))
+        .await;
+    assert!(r.ok, "{:?}", r.error);
+    let r = h
+        .reply_with_id("same-id", "getOrder", json!({"orderId": other}))
+        .await;
+    assert_eq!(r.error.unwrap().code.as_str(), "CONFLICT");
+    let r = h
+        .reply_with_id("same-id", "getOrder", json!({"orderId": "o1"}))
+        .await;
+    assert!(r.ok, "the first body still gets its reply");
+}

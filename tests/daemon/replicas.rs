@@ -361,11 +361,7 @@ async fn stale_token_is_fenced() {
         CommitOutcome::Fenced
     );
     assert_eq!(snapshot(&redis, "t").await, before, "nothing written");
-    let mut conn = redis.conn().await;
-    let kept: bool = redis::AsyncCommands::exists(&mut conn, "t:reply:r1")
-        .await
-        .unwrap();
-    assert!(!kept, "no reply kept");
+    assert_eq!(kept_reply(&redis, "t", "r1").await, None, "no reply kept");
     assert!(matches!(
         store.commit(commit(&b.token)).await.unwrap(),
         CommitOutcome::Committed { .. }

@@ -351,6 +351,20 @@ pub async fn stream_events(redis: &TestRedis, prefix: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The reply kept for `request_id` (in whichever partition answered it).
+pub async fn kept_reply(redis: &TestRedis, prefix: &str, request_id: &str) -> Option<String> {
+    let mut conn = redis.conn().await;
+    let keys: Vec<String> = conn
+        .keys(format!("{prefix}:{{p*}}:reply:{request_id}"))
+        .await
+        .unwrap();
+    assert!(keys.len() <= 1, "one kept reply per request id: {keys:?}");
+    match keys.first() {
+        Some(k) => conn.get(k).await.unwrap(),
+        None => None,
+    }
+}
+
 /// How many changes the events came in (one version of an order each).
 pub fn change_count(events: &[Value]) -> usize {
     let versions: std::collections::HashSet<(String, u64)> = events
@@ -365,11 +379,13 @@ pub fn change_count(events: &[Value]) -> usize {
     versions.len()
 }
 
-/// Keys and DUMPed values under `prefix`, sorted (kept replies excluded: reads keep them too).
+/// Keys and DUMPed values under `prefix`, sorted (kept replies and request claims excluded:
+/// reads keep them too).
 pub async fn snapshot(redis: &TestRedis, prefix: &str) -> Vec<(String, Vec<u8>)> {
     let mut conn = redis.conn().await;
     let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
-    keys.retain(|k| !k.starts_with(&format!("{prefix}:reply:")));
+    // Kept replies and request-id claims: reads and refusals keep them too.
+    keys.retain(|k| !k.contains(":reply:") && !k.contains(":req:"));
     keys.sort();
     let mut out = Vec::new();
     for k in keys {
