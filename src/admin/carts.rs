@@ -115,9 +115,7 @@ async fn orders_named(store: &Store, customer: &str, name: &str) -> Result<Vec<O
     let mut out = Vec::new();
     let mut position = 0;
     loop {
-        let ids = store
-            .order_ids_page(Some(customer), position, SCAN_CHUNK)
-            .await?;
+        let ids = store.order_ids_page(customer, position, SCAN_CHUNK).await?;
         let read = ids.len();
         let orders = store.load_many(&ids).await?;
         out.extend(

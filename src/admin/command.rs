@@ -24,6 +24,9 @@ use crate::wire::Request;
 /// Default and largest page size of listOrders.
 pub const LIST_DEFAULT_LIMIT: usize = 50;
 pub const LIST_MAX_LIMIT: usize = 500;
+/// How many reads of `limit` ids one listOrders page makes at most before it returns a shorter
+/// page (with a cursor) rather than scanning on.
+pub const LIST_MAX_SCANNED_PAGES: usize = 10;
 
 /// One admin request, parsed and validated.
 #[derive(Debug)]
@@ -60,8 +63,9 @@ pub struct ListQuery {
     /// None: every status but DRAFT.
     pub status: Option<OrderStatus>,
     pub limit: usize,
-    /// Position in the (customer's or global) creation-time index.
-    pub position: usize,
+    /// After this row (creation ms, order id) of the newest-first listing; the cursor is
+    /// `<ms>:<id>`, opaque to clients.
+    pub after: Option<(i64, String)>,
 }
 
 #[derive(Deserialize)]
@@ -280,17 +284,22 @@ impl ListQuery {
                 ))
             }
         };
-        let position = match a.cursor.as_deref() {
-            None => 0,
-            Some(c) => c
-                .parse::<usize>()
-                .map_err(|_| DomainError::invalid("cursor", "is not a cursor from listOrders"))?,
+        let after = match a.cursor.as_deref() {
+            None => None,
+            Some(c) => Some(
+                c.split_once(':')
+                    .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_string())))
+                    .filter(|(_, id)| !id.is_empty())
+                    .ok_or_else(|| {
+                        DomainError::invalid("cursor", "is not a cursor from listOrders")
+                    })?,
+            ),
         };
         Ok(ListQuery {
             customer_id: a.customer_id,
             status,
             limit,
-            position,
+            after,
         })
     }
 
@@ -302,38 +311,42 @@ impl ListQuery {
     }
 }
 
-/// listOrders: newest first; DRAFT orders only when `status` asks for them; the cursor is the
-/// position in the (customer's or global) creation-time index.
+/// listOrders: newest first (ties by id, descending); DRAFT orders only when `status` asks for
+/// them. Reads `limit` ids at a time after the cursor from the customer's index, or from every
+/// partition's index merged, and keeps those that match, until the page is full or the indexes
+/// end; after [`LIST_MAX_SCANNED_PAGES`] reads it returns a shorter page with `nextCursor` still
+/// set (SPEC 10 allows it), so a rare status costs a bounded amount of work per request.
 async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreError> {
-    const CHUNK: usize = 200;
-    let mut position = q.position;
-    let mut orders = Vec::new();
-    loop {
-        let ids = state
+    let mut after = q.after.clone();
+    let mut orders: Vec<Value> = Vec::new();
+    for _ in 0..LIST_MAX_SCANNED_PAGES {
+        let (rows, more) = state
             .store
-            .order_ids_page(q.customer_id.as_deref(), position, CHUNK)
+            .orders_before(q.customer_id.as_deref(), after.as_ref(), q.limit)
             .await?;
-        if ids.is_empty() {
-            return Ok(json!({"orders": orders, "nextCursor": null}));
-        }
+        let ids: Vec<String> = rows.iter().map(|(_, id)| id.clone()).collect();
         let loaded = state.store.load_many(&ids).await?;
         let by_id: HashMap<&str, &Order> = loaded.iter().map(|o| (o.id.as_str(), o)).collect();
-        for id in &ids {
-            position += 1;
-            match by_id.get(id.as_str()) {
-                Some(o) if q.wants(o) => {
-                    orders.push(serde_json::to_value(o).unwrap_or(Value::Null));
-                    if orders.len() == q.limit {
-                        return Ok(json!({"orders": orders, "nextCursor": position.to_string()}));
-                    }
-                }
-                _ => {}
+        for row in &rows {
+            after = Some(row.clone());
+            let Some(o) = by_id.get(row.1.as_str()).filter(|o| q.wants(o)) else {
+                continue;
+            };
+            orders.push(serde_json::to_value(o).unwrap_or(Value::Null));
+            if orders.len() == q.limit {
+                let next = match (&after, more || row != rows.last().unwrap_or(row)) {
+                    (Some((ms, id)), true) => json!(format!("{ms}:{id}")),
+                    _ => Value::Null,
+                };
+                return Ok(json!({"orders": orders, "nextCursor": next}));
             }
         }
-        if ids.len() < CHUNK {
+        if !more {
             return Ok(json!({"orders": orders, "nextCursor": null}));
         }
     }
+    let next = after.map_or(Value::Null, |(ms, id)| json!(format!("{ms}:{id}")));
+    Ok(json!({"orders": orders, "nextCursor": next}))
 }
 
 #[cfg(test)]
@@ -374,12 +387,13 @@ mod tests {
         let c = AdminCommand::parse(&req("pauseOrder", json!({"orderId": "o1"}))).unwrap();
         assert!(matches!(c, AdminCommand::Lifecycle { ref order_id, .. } if order_id == "o1"));
         assert!(!c.is_exclusive());
-        let c =
-            AdminCommand::parse(&req("listOrders", json!({"limit": 5, "cursor": "10"}))).unwrap();
+        let cursor = json!({"limit": 5, "cursor": "1767225600000:o:7"});
+        let c = AdminCommand::parse(&req("listOrders", cursor)).unwrap();
         let AdminCommand::ListOrders(q) = c else {
             panic!("listOrders")
         };
-        assert_eq!((q.limit, q.position, q.status), (5, 10, None));
+        let after = Some((1_767_225_600_000, "o:7".to_string()));
+        assert_eq!((q.limit, q.after, q.status), (5, after, None));
     }
 
     #[test]

@@ -1,15 +1,15 @@
 -- One order's commit, all or nothing (SPEC 4/6): check the writer's lease and the expected
 -- version, write the order, move its one timer, append one change entry to the partition's
 -- event stream (and publish it), append its stats deltas, and keep the admin reply under its
--- request id. Every key is of the order's partition, except the all-orders and customer-orders
--- indexes and the reply (revision 1 names, single Redis only for now).
+-- request id. Every key is of the order's partition, except the customer's order index (in the
+-- customer's partition: single Redis only for now).
 --
 -- Returns {'OK', '', outbox entry ids...} or {'FENCED' | 'REPLIED' | 'VERSION' | 'DELETED',
 -- detail}. FENCED: the writer's lease token is not the partition's lease (it lost the lease),
 -- and nothing was written.
 --
 -- KEYS: 1 order hash, 2 timers zset, 3 the partition's event stream, 4 reply key,
---       5 deleted set, 6 all-orders zset, 7 customer-orders zset, 8 outbox stream,
+--       5 deleted set, 6 the partition's orders zset, 7 customer-orders zset, 8 outbox stream,
 --       9 the order's partition lease
 -- ARGV: 1 expected version ('0' = must not exist), 2 op ('save' | 'delete' | 'none'),
 --       3 new version, 4 order JSON (written only by 'save'), 5 due ms ('' = no timer), 6 order id, 7 created ms,

@@ -276,7 +276,7 @@ async fn run_pipeline(
             .arg(keys.events(partition))
             .arg(keys.reply(partition, request_id))
             .arg(keys.deleted(partition))
-            .arg(keys.all_orders())
+            .arg(keys.orders(partition))
             .arg(keys.customer_orders(customer))
             .arg(keys.outbox(partition))
             .arg(keys.lease(partition));

@@ -93,8 +93,15 @@ impl Keys {
         format!("{}:{{p{partition}}}:outbox", self.prefix)
     }
 
-    /// Sorted set of every order id by creation time (listOrders).
-    pub fn all_orders(&self) -> String {
+    /// Sorted set of a partition's order ids by creation time (listOrders over all orders
+    /// reads every partition's and merges them).
+    pub fn orders(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:orders", self.prefix)
+    }
+
+    /// Where revision 1 kept every order id by creation time (moved into the partitions'
+    /// indexes by the upgrade).
+    pub fn legacy_all_orders(&self) -> String {
         format!("{}:orders", self.prefix)
     }
 

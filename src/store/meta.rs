@@ -107,6 +107,7 @@ pub async fn upgrade_layout(
     }
     let field = "legacyRepliesUntil";
     if upgraded {
+        move_order_index(conn, keys).await?;
         let retention = i64::try_from(reply_retention.as_millis()).unwrap_or(i64::MAX);
         let until = chrono::Utc::now()
             .timestamp_millis()
@@ -115,6 +116,34 @@ pub async fn upgrade_layout(
         tracing::info!("upgraded revision 1 data: clock and cron moved to partition 0; old replies read for one retention");
     }
     Ok(conn.hget(keys.meta(), field).await?)
+}
+
+/// Moves revision 1's global order index (`<prefix>:orders`) into the partitions' indexes.
+async fn move_order_index(conn: &mut RedisConn, keys: &Keys) -> Result<(), StoreError> {
+    let old = keys.legacy_all_orders();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, rows): (u64, Vec<(String, f64)>) = redis::cmd("ZSCAN")
+            .arg(&old)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !rows.is_empty() {
+            let mut pipe = redis::pipe();
+            for (id, created) in &rows {
+                pipe.zadd(keys.orders(keys.partition(id)), id, created);
+            }
+            let _: Vec<i64> = pipe.query_async(conn).await?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let _deleted: i64 = conn.del(&old).await?;
+    Ok(())
 }
 
 fn parse(meta: &str, v: &str) -> Result<u16, PartitionsError> {

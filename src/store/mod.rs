@@ -434,21 +434,81 @@ return 1
         }
     }
 
-    /// A page of order ids, newest first, from a customer's index or the global one.
+    /// A page of a customer's order ids, newest first, by position in its index.
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn order_ids_page(
         &self,
-        customer_id: Option<&str>,
+        customer_id: &str,
         start: usize,
         count: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
-        let key =
-            customer_id.map_or_else(|| self.keys.all_orders(), |c| self.keys.customer_orders(c));
+        let key = self.keys.customer_orders(customer_id);
         let stop = start + count.max(1) - 1;
         Ok(conn.zrevrange(key, start as isize, stop as isize).await?)
+    }
+
+    /// Up to `count` orders of a customer's index (or, with None, of every partition's index,
+    /// merged), newest first (ties by id, descending), strictly after `cursor` (the creation
+    /// ms and id of the last one seen). The bool says whether the indexes may hold more.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn orders_before(
+        &self,
+        customer_id: Option<&str>,
+        cursor: Option<&(i64, String)>,
+        count: usize,
+    ) -> Result<(Vec<(i64, String)>, bool), StoreError> {
+        let keys: Vec<String> = match customer_id {
+            Some(c) => vec![self.keys.customer_orders(c)],
+            None => (0..self.keys.partitions())
+                .map(|p| self.keys.orders(p))
+                .collect(),
+        };
+        let mut conn = self.conn.clone();
+        // Entries created in the cursor's millisecond may sort before or after it: read them
+        // all, on top of `count`.
+        let ties: Vec<usize> = match cursor {
+            Some((ms, _)) => {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.zcount(k, ms, ms);
+                }
+                pipe.query_async(&mut conn).await?
+            }
+            None => vec![0; keys.len()],
+        };
+        let max = cursor.map_or_else(|| "+inf".to_string(), |(ms, _)| ms.to_string());
+        let mut pipe = redis::pipe();
+        for (k, t) in keys.iter().zip(&ties) {
+            pipe.cmd("ZRANGE")
+                .arg(k)
+                .arg(&max)
+                .arg("-inf")
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(count + t)
+                .arg("WITHSCORES");
+        }
+        let rows: Vec<Vec<(String, i64)>> = pipe.query_async(&mut conn).await?;
+        let mut more = false;
+        let mut all: Vec<(i64, String)> = Vec::new();
+        for (row, t) in rows.into_iter().zip(&ties) {
+            more |= row.len() >= count + t;
+            all.extend(row.into_iter().map(|(id, ms)| (ms, id)));
+        }
+        if let Some((ms, id)) = cursor {
+            all.retain(|(m, i)| m < ms || (m == ms && i < id));
+        }
+        all.sort_by(|a, b| b.cmp(a));
+        more |= all.len() > count;
+        all.truncate(count);
+        Ok((all, more))
     }
 
     /// Publishes `message` on `channel` (admin replies).

@@ -225,7 +225,12 @@ impl Store {
         let _: i64 = conn
             .zrem(self.keys().customer_orders(customer_id), ids)
             .await?;
-        let _: i64 = conn.zrem(self.keys().all_orders(), ids).await?;
+        // Each gone order's id from its partition's index too.
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.zrem(self.keys().orders(self.keys().partition(id)), id);
+        }
+        let _: Vec<i64> = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! every key of a partition carries its tag, whatever the count.
 
 use redis::AsyncCommands;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use recur::config::Settings;
 
@@ -140,6 +140,19 @@ async fn revision_1_data_is_upgraded_and_its_kept_replies_still_answer() {
     let kept = kept_reply(&h.redis, "t", "refund-1").await.expect("kept");
     let new_keys: Vec<String> = conn.keys("t:{p*}:reply:refund-1").await.unwrap();
     let claims: Vec<String> = conn.keys("t:{p*}:req:*").await.unwrap();
+    // Revision 1 had one global order index.
+    let indexes: Vec<String> = conn.keys("t:{p*}:orders").await.unwrap();
+    for index in &indexes {
+        let _: () = redis::cmd("ZUNIONSTORE")
+            .arg("t:orders")
+            .arg(2)
+            .arg("t:orders")
+            .arg(index)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: () = conn.del(&indexes).await.unwrap();
     let _: () = redis::pipe()
         .del(&new_keys)
         .del(&claims)
@@ -169,6 +182,11 @@ async fn revision_1_data_is_upgraded_and_its_kept_replies_still_answer() {
     );
     let o = h.ok("getOrder", json!({"orderId": "o1"})).await;
     assert_eq!(o["payments"][0]["refunded"], "4.00", "refunded once: {o}");
+    // The old global order index moved into the partitions' indexes.
+    let listed = h.ok("listOrders", json!({})).await;
+    assert_eq!(listed["orders"][0]["id"], "o1", "{listed}");
+    let old: bool = conn.exists("t:orders").await.unwrap();
+    assert!(!old);
     h.stop().await;
 }
 
@@ -199,4 +217,51 @@ async fn a_reused_request_id_conflicts_across_partitions() {
         .reply_with_id("same-id", "getOrder", json!({"orderId": "o1"}))
         .await;
     assert!(r.ok, "the first body still gets its reply");
+}
+
+/// listOrders over all orders merges every partition's index, newest first and ties (orders
+/// created in the same millisecond) by id descending; paging with the cursor returns each
+/// order once.
+#[tokio::test]
+async fn list_orders_merges_the_partitions_and_pages_through_ties() {
+    let h = Harness::start().await;
+    let mut expected = Vec::new();
+    for i in 0..30 {
+        let id = format!("o{i:02}");
+        h.ok("createOrder", monthly(&id, "OFFLINE", 3, "5.00"))
+            .await;
+        expected.push(id);
+        if i % 10 == 9 {
+            h.advance(&format!("2026-01-0{}T00:00:00Z", 2 + i / 10))
+                .await;
+        }
+    }
+    // Newest first: the last ten were created last; within a millisecond, id descending.
+    expected.sort_by(|a, b| {
+        let batch = |id: &str| id[1..].parse::<usize>().unwrap() / 10;
+        batch(b).cmp(&batch(a)).then(b.cmp(a))
+    });
+    let mut seen = Vec::new();
+    let mut cursor = Value::Null;
+    for _ in 0..20 {
+        let mut args = json!({"limit": 7});
+        if !cursor.is_null() {
+            args["cursor"] = cursor.clone();
+        }
+        let page = h.ok("listOrders", args).await;
+        seen.extend(
+            page["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].as_str().unwrap().to_string()),
+        );
+        cursor = page["nextCursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert_eq!(seen, expected);
+    let e = h.err("listOrders", json!({"cursor": "12"})).await;
+    assert_eq!(e.code.as_str(), "INVALID_REQUEST", "a revision 1 cursor");
 }

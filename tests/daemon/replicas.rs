@@ -179,7 +179,7 @@ async fn a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost_or_double
     assert!(r.ok, "{:?}", r.error);
 
     a.kill().await;
-    // The client retries until the standby has taken over (lease TTL 1 s + one renewal).
+    // The client retries until the standby has taken over (lease TTL 2 s + one renewal).
     let started = std::time::Instant::now();
     let r = client
         .request("advanceClock", json!({"to": "2026-04-15T00:00:00Z"}))
