@@ -147,6 +147,8 @@ impl Ownership {
         let config = &self.shared.config;
         let store = &self.shared.store;
         let mut tick = Tick::default();
+        // Announce this daemon (operators see the standbys too: `<prefix>:daemons`).
+        store.heartbeat(&config.daemon_id, config.ttl_ms()).await?;
         let sent = Instant::now();
         let held: Vec<LeaseToken> = self.held().values().map(|h| h.lease.clone()).collect();
         let renewed = store.renew_leases(&held, config.ttl_ms()).await;
@@ -219,6 +221,9 @@ impl Ownership {
     /// Releases every held lease at once (SIGTERM): another daemon takes over without waiting
     /// for the TTL. Returns how many were released.
     pub async fn release_all(&self) -> usize {
+        if let Err(e) = self.shared.store.leave(&self.shared.config.daemon_id).await {
+            tracing::warn!(error = %e, "cannot remove this daemon's heartbeat; it expires on its own");
+        }
         let held: Vec<LeaseToken> = std::mem::take(&mut *self.held())
             .into_values()
             .map(|h| h.lease)

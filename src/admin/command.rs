@@ -203,6 +203,13 @@ impl AdminCommand {
             AdminCommand::GetMetrics => {
                 let mut m = state.metrics.snapshot();
                 m["registryResident"] = json!(state.actors.resident_orders());
+                let ownership = &state.ownership;
+                m["daemonId"] = json!(ownership.daemon_id());
+                m["partitionsOwned"] = json!(ownership.owned().len());
+                let ttl =
+                    u64::try_from(ownership.config().lease_ttl.as_millis()).unwrap_or(u64::MAX);
+                let live = state.store.live_daemons(ttl).await?;
+                m["liveDaemons"] = json!(live.into_iter().map(|(id, _)| id).collect::<Vec<_>>());
                 Ok(Outcome::Answer(m))
             }
             AdminCommand::AdvanceClock { to } => {

@@ -59,6 +59,11 @@ impl Keys {
         format!("{}:meta", self.prefix)
     }
 
+    /// Sorted set of live daemons: member = daemon id, score = last heartbeat (Unix ms).
+    pub fn daemons(&self) -> String {
+        format!("{}:daemons", self.prefix)
+    }
+
     /// A partition's lease: `<daemon id>:<epoch>`, with a TTL (SPEC 6).
     pub fn lease(&self, partition: u16) -> String {
         format!("{}:{{p{partition}}}:lease", self.prefix)

@@ -114,6 +114,52 @@ impl Store {
         Ok(released == 1)
     }
 
+    /// Records that `daemon_id` is alive now (`<prefix>:daemons`, score = last beat in Unix
+    /// ms) and drops daemons silent for longer than `ttl_ms`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn heartbeat(&self, daemon_id: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let now = chrono::Utc::now().timestamp_millis();
+        let silent = now - i64::try_from(ttl_ms).unwrap_or(i64::MAX);
+        let key = self.keys().daemons();
+        let _: (i64, i64) = redis::pipe()
+            .zadd(&key, daemon_id, now)
+            .zrembyscore(&key, "-inf", silent)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `daemon_id`'s heartbeat (a clean shutdown).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn leave(&self, daemon_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let _: i64 =
+            redis::AsyncCommands::zrem(&mut conn, self.keys().daemons(), daemon_id).await?;
+        Ok(())
+    }
+
+    /// The daemons that beat within the last `ttl_ms`, by id, with their last beat (Unix ms).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn live_daemons(&self, ttl_ms: u64) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut conn = self.conn();
+        let since =
+            chrono::Utc::now().timestamp_millis() - i64::try_from(ttl_ms).unwrap_or(i64::MAX);
+        Ok(redis::AsyncCommands::zrangebyscore_withscores(
+            &mut conn,
+            self.keys().daemons(),
+            since,
+            "+inf",
+        )
+        .await?)
+    }
+
     /// The current value of partition `p`'s lease, if held (for tests and operators).
     ///
     /// # Errors

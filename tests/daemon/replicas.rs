@@ -110,9 +110,20 @@ async fn three_daemons_answer_each_request_once_and_fire_each_timer_once() {
     }
     assert_eq!(replies["missing"][0]["error"]["code"], "NOT_FOUND");
     assert_eq!(replies["bad"][0]["error"]["code"], "UNKNOWN_COMMAND");
-    // One daemon leads and holds every partition.
+    // One daemon leads and holds every partition; all three announce themselves.
     let held = holders(&redis, "t").await;
     assert_eq!(held.len(), 1, "{held:?}");
+    let mut conn = redis.conn().await;
+    let live: Vec<String> = redis::AsyncCommands::zrange(&mut conn, "t:daemons", 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 3, "{live:?}");
+    let metrics = vec![("m".to_string(), "getMetrics", json!({}))];
+    let replies = replies_per_request(&redis.url, "t", &metrics, Duration::from_secs(1)).await;
+    let m = &replies["m"][0]["result"];
+    assert_eq!(m["partitionsOwned"], 64, "the leader answers: {m}");
+    assert_eq!(m["liveDaemons"].as_array().map(Vec::len), Some(3), "{m}");
+    assert!(held.contains_key(m["daemonId"].as_str().unwrap()), "{m}");
     assert_eq!(
         held.values().sum::<usize>(),
         usize::from(recur::store::DEFAULT_PARTITIONS)
@@ -134,6 +145,10 @@ async fn three_daemons_answer_each_request_once_and_fire_each_timer_once() {
     for d in daemons {
         d.stop().await;
     }
+    let live: usize = redis::AsyncCommands::zcard(&mut conn, "t:daemons")
+        .await
+        .unwrap();
+    assert_eq!(live, 0, "a daemon that stops leaves");
 }
 
 fn child_env(id: &'static str) -> [(&'static str, &'static str); 1] {
