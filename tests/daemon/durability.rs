@@ -73,6 +73,7 @@ pub(crate) fn assert_no_duplicate_ids(events: &[Value]) {
     }
 }
 
+/// What one uninterrupted daemon makes of a book: every order's events, the stored orders.
 pub(crate) async fn reference_run(
     n: usize,
     steps: &[&str],
@@ -84,6 +85,35 @@ pub(crate) async fn reference_run(
     }
     let events = h.events().await;
     (by_order(&events), stored_orders(&h.redis, "t").await)
+}
+
+/// How many events and how many changes a reference run made.
+pub(crate) fn totals(events: &BTreeMap<String, Vec<Value>>) -> (usize, usize) {
+    let all: Vec<Value> = events.values().flatten().cloned().collect();
+    (all.len(), change_count(&all))
+}
+
+/// Sends advanceClock `to` once, with request id `id`, and returns once its burst has written
+/// at least 100 change entries more than `created` (the moment to kill a daemon mid-burst).
+pub(crate) async fn start_burst(
+    client: &AdminClient,
+    redis: &TestRedis,
+    to: &str,
+    id: &str,
+    created: usize,
+) {
+    let mut request = client.new_request("advanceClock", json!({ "to": to }));
+    request.id = id.into();
+    client
+        .send_raw(&serde_json::to_string(&request).unwrap())
+        .await
+        .unwrap();
+    for _ in 0..20_000 {
+        if stream_len(redis, "t").await > created + 100 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 #[tokio::test]
@@ -115,14 +145,7 @@ async fn sigkill_during_a_burst_loses_nothing_and_repeats_nothing() {
     const N: usize = 3000;
     let to = "2026-02-20T00:00:00Z";
     let (expected_events, expected_orders) = reference_run(N, &[to]).await;
-    let expected_total: usize = expected_events.values().map(Vec::len).sum();
-    let expected_changes = change_count(
-        &expected_events
-            .values()
-            .flatten()
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
+    let (expected_total, expected_changes) = totals(&expected_events);
 
     let redis = TestRedis::start().await;
     let daemon = ChildDaemon::start(&redis.url, "t", &[]).await;
@@ -135,19 +158,7 @@ async fn sigkill_during_a_burst_loses_nothing_and_repeats_nothing() {
         id: Some("advance-1".into()),
         ..RequestOptions::default()
     };
-    let mut request = client.new_request("advanceClock", json!({ "to": to }));
-    request.id = "advance-1".into();
-    client
-        .send_raw(&serde_json::to_string(&request).unwrap())
-        .await
-        .unwrap();
-    for _ in 0..20_000 {
-        let written = stream_len(&redis, "t").await;
-        if written > created + 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    start_burst(&client, &redis, to, "advance-1", created).await;
     daemon.kill().await;
     let after_kill = stream_len(&redis, "t").await;
     assert!(after_kill > created, "the burst had started");

@@ -155,6 +155,28 @@ fn child_env(id: &'static str) -> [(&'static str, &'static str); 1] {
     [("RECUR_CLUSTER__DAEMON_ID", id)]
 }
 
+/// Daemon `a` leading, `b` standing by (child processes), a client, and `n` monthly orders.
+async fn leader_and_standby(
+    redis: &TestRedis,
+    n: usize,
+) -> (ChildDaemon, ChildDaemon, AdminClient) {
+    let a = ChildDaemon::start(&redis.url, "t", &child_env("a")).await;
+    wait_for_leader(redis, "t", "a").await;
+    let b = ChildDaemon::start(&redis.url, "t", &child_env("b")).await;
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    for i in 0..n {
+        let r = client
+            .request(
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 6, "10.00"),
+            )
+            .await
+            .unwrap();
+        assert!(r.ok, "{:?}", r.error);
+    }
+    (a, b, client)
+}
+
 async fn wait_for_leader(redis: &TestRedis, prefix: &str, id: &str) {
     for _ in 0..100 {
         if holders(redis, prefix).await.get(id)
@@ -173,20 +195,7 @@ async fn wait_for_leader(redis: &TestRedis, prefix: &str, id: &str) {
 #[tokio::test]
 async fn a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost_or_doubled() {
     let redis = TestRedis::start().await;
-    let a = ChildDaemon::start(&redis.url, "t", &child_env("a")).await;
-    wait_for_leader(&redis, "t", "a").await;
-    let b = ChildDaemon::start(&redis.url, "t", &child_env("b")).await;
-    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
-    for i in 0..20 {
-        let r = client
-            .request(
-                "createOrder",
-                monthly(&format!("o{i}"), "OFFLINE", 6, "10.00"),
-            )
-            .await
-            .unwrap();
-        assert!(r.ok, "{:?}", r.error);
-    }
+    let (a, b, client) = leader_and_standby(&redis, 20).await;
     let r = client
         .request("advanceClock", json!({"to": "2026-02-15T00:00:00Z"}))
         .await
@@ -228,20 +237,7 @@ async fn a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost_or_double
 #[tokio::test]
 async fn a_leader_paused_past_its_lease_is_fenced_and_stands_by_when_it_wakes() {
     let redis = TestRedis::start().await;
-    let a = ChildDaemon::start(&redis.url, "t", &child_env("a")).await;
-    wait_for_leader(&redis, "t", "a").await;
-    let b = ChildDaemon::start(&redis.url, "t", &child_env("b")).await;
-    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
-    for i in 0..10 {
-        let r = client
-            .request(
-                "createOrder",
-                monthly(&format!("o{i}"), "OFFLINE", 6, "10.00"),
-            )
-            .await
-            .unwrap();
-        assert!(r.ok, "{:?}", r.error);
-    }
+    let (a, b, client) = leader_and_standby(&redis, 10).await;
     let pid = a.child.id().unwrap().to_string();
     let signal = |sig: &str| {
         let status = std::process::Command::new("kill")
@@ -400,18 +396,13 @@ async fn stale_token_is_fenced() {
 /// those of one uninterrupted daemon.
 #[tokio::test]
 async fn killing_the_leader_of_three_during_a_burst_changes_nothing_but_who_finishes_it() {
-    use crate::durability::{by_order, create_book, reference_run, stored_orders};
+    use crate::durability::{
+        by_order, create_book, reference_run, start_burst, stored_orders, totals,
+    };
     const N: usize = 2000;
     let to = "2026-02-20T00:00:00Z";
     let (expected_events, expected_orders) = reference_run(N, &[to]).await;
-    let expected_total: usize = expected_events.values().map(Vec::len).sum();
-    let expected_changes = change_count(
-        &expected_events
-            .values()
-            .flatten()
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
+    let (expected_total, expected_changes) = totals(&expected_events);
 
     let redis = TestRedis::start().await;
     let a = ChildDaemon::start(&redis.url, "t", &child_env("a")).await;
@@ -422,19 +413,7 @@ async fn killing_the_leader_of_three_during_a_burst_changes_nothing_but_who_fini
     create_book(&client, N).await;
     let created = stream_len(&redis, "t").await;
 
-    let mut request = client.new_request("advanceClock", json!({ "to": to }));
-    request.id = "advance-1".into();
-    client
-        .send_raw(&serde_json::to_string(&request).unwrap())
-        .await
-        .unwrap();
-    for _ in 0..20_000 {
-        let written = stream_len(&redis, "t").await;
-        if written > created + 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    start_burst(&client, &redis, to, "advance-1", created).await;
     a.kill().await;
     let after_kill = stream_len(&redis, "t").await;
     assert!(
