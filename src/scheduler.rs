@@ -514,7 +514,8 @@ impl Scheduler {
     /// The reconcile job: recompute a sample of customers and log any drift (then fix it).
     async fn reconcile_sample(&self) -> Result<(), SchedulerError> {
         let s = &self.shared;
-        for customer in s.store.sample_customers(RECONCILE_SAMPLE).await? {
+        let owned = s.ownership.owned();
+        for customer in s.store.sample_customers(&owned, RECONCILE_SAMPLE).await? {
             match s.actors.to_customer(&customer, Recompute).await {
                 Ok(Ok(report)) => {
                     let drift = report["differences"].as_array().map_or(0, Vec::len);

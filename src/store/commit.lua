@@ -1,16 +1,15 @@
 -- One order's commit, all or nothing (SPEC 4/6): check the writer's lease and the expected
 -- version, write the order, move its one timer, append one change entry to the partition's
 -- event stream (and publish it), append its stats deltas, and keep the admin reply under its
--- request id. Every key is of the order's partition, except the customer's order index (in the
--- customer's partition: single Redis only for now).
+-- request id. Every key is of the order's partition (one hash slot); the customer's side
+-- (statistics, order index) follows through the outbox.
 --
 -- Returns {'OK', '', outbox entry ids...} or {'FENCED' | 'REPLIED' | 'VERSION' | 'DELETED',
 -- detail}. FENCED: the writer's lease token is not the partition's lease (it lost the lease),
 -- and nothing was written.
 --
 -- KEYS: 1 order hash, 2 timers zset, 3 the partition's event stream, 4 reply key,
---       5 deleted set, 6 the partition's orders zset, 7 customer-orders zset, 8 outbox stream,
---       9 the order's partition lease
+--       5 deleted set, 6 the partition's orders zset, 7 outbox stream, 8 the partition's lease
 -- ARGV: 1 expected version ('0' = must not exist), 2 op ('save' | 'delete' | 'none'),
 --       3 new version, 4 order JSON (written only by 'save'), 5 due ms ('' = no timer), 6 order id, 7 created ms,
 --       8 stored reply JSON ('' = none), 9 reply TTL seconds, 10 publish ('1' | '0'),
@@ -18,7 +17,7 @@
 --       13 the writer's lease token, 14 the events channel, then the deltas.
 -- The change entry is completed with the order JSON (ARGV[4], also for a delete) and '}', so
 -- the order travels once per commit and is written once per change.
-if redis.call('GET', KEYS[9]) ~= ARGV[13] then return {'FENCED', ''} end
+if redis.call('GET', KEYS[8]) ~= ARGV[13] then return {'FENCED', ''} end
 if ARGV[8] ~= '' then
   local kept = redis.call('GET', KEYS[4])
   if kept then return {'REPLIED', kept} end
@@ -40,13 +39,11 @@ if ARGV[2] ~= 'none' then
     end
     if ARGV[1] == '0' then
       redis.call('ZADD', KEYS[6], ARGV[7], ARGV[6])
-      redis.call('ZADD', KEYS[7], ARGV[7], ARGV[6])
     end
   else
     redis.call('DEL', KEYS[1])
     redis.call('ZREM', KEYS[2], ARGV[6])
     redis.call('ZREM', KEYS[6], ARGV[6])
-    redis.call('ZREM', KEYS[7], ARGV[6])
     redis.call('SADD', KEYS[5], ARGV[6])
   end
 end
@@ -58,7 +55,7 @@ end
 local m = tonumber(ARGV[12])
 local result = {'OK', ''}
 for i = 1, m do
-  result[2 + i] = redis.call('XADD', KEYS[8], '*', 'delta', ARGV[14 + i])
+  result[2 + i] = redis.call('XADD', KEYS[7], '*', 'delta', ARGV[14 + i])
 end
 if ARGV[8] ~= '' then
   redis.call('SET', KEYS[4], ARGV[8], 'EX', ARGV[9])

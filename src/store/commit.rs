@@ -237,12 +237,6 @@ async fn run_pipeline(
     for p in batch {
         let c = &p.commit;
         let partition = keys.partition(&c.order_id);
-        let customer = match &c.write {
-            OrderWrite::Save { customer_id, .. } | OrderWrite::Delete { customer_id, .. } => {
-                customer_id.as_str()
-            }
-            OrderWrite::None => "-",
-        };
         let (op, version, json, due, created) = match &c.write {
             OrderWrite::None => ("none", String::new(), "", String::new(), String::new()),
             OrderWrite::Save {
@@ -270,14 +264,13 @@ async fn run_pipeline(
             .reply
             .as_ref()
             .map_or(("-", ""), |(id, json)| (id.as_str(), json.as_str()));
-        let cmd = pipe.cmd("EVALSHA").arg(sha).arg(9);
+        let cmd = pipe.cmd("EVALSHA").arg(sha).arg(8);
         cmd.arg(keys.order(&c.order_id))
             .arg(keys.timers(partition))
             .arg(keys.events(partition))
             .arg(keys.reply(partition, request_id))
             .arg(keys.deleted(partition))
             .arg(keys.orders(partition))
-            .arg(keys.customer_orders(customer))
             .arg(keys.outbox(partition))
             .arg(keys.lease(partition));
         cmd.arg(c.expected_version)

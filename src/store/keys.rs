@@ -110,14 +110,33 @@ impl Keys {
         format!("{}:orders", self.prefix)
     }
 
-    /// Sorted set of a customer's order ids by creation time.
+    /// Sorted set of a customer's order ids by creation time (in the customer's partition,
+    /// kept by the stats apply).
     pub fn customer_orders(&self, customer_id: &str) -> String {
-        format!("{}:customer:{customer_id}:orders", self.prefix)
+        self.customer_key(customer_id, "orders")
     }
 
-    /// Hash of a customer's statistics.
+    /// Hash of a customer's statistics (in the customer's partition).
     pub fn customer_stats(&self, customer_id: &str) -> String {
-        format!("{}:customer:{customer_id}:stats", self.prefix)
+        self.customer_key(customer_id, "stats")
+    }
+
+    /// Hash of each order's latest contribution to a customer's statistics.
+    pub fn customer_contributions(&self, customer_id: &str) -> String {
+        self.customer_key(customer_id, "contrib")
+    }
+
+    fn customer_key(&self, customer_id: &str, what: &str) -> String {
+        format!(
+            "{}:{{p{}}}:customer:{customer_id}:{what}",
+            self.prefix,
+            self.partition(customer_id)
+        )
+    }
+
+    /// Set of a partition's customers that have statistics (the reconcile job's sample).
+    pub fn customers(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:customers", self.prefix)
     }
 
     /// A partition's event stream: one entry (field `change`) per committed change (SPEC 4).

@@ -108,6 +108,7 @@ pub async fn upgrade_layout(
     let field = "legacyRepliesUntil";
     if upgraded {
         move_order_index(conn, keys).await?;
+        move_customers(conn, keys).await?;
         let retention = i64::try_from(reply_retention.as_millis()).unwrap_or(i64::MAX);
         let until = chrono::Utc::now()
             .timestamp_millis()
@@ -143,6 +144,56 @@ async fn move_order_index(conn: &mut RedisConn, keys: &Keys) -> Result<(), Store
         cursor = next;
     }
     let _deleted: i64 = conn.del(&old).await?;
+    Ok(())
+}
+
+/// Moves revision 1's customer keys (`<prefix>:customer:<id>:stats|contrib|orders`, and the
+/// `<prefix>:customers` set) into the customers' partitions.
+async fn move_customers(conn: &mut RedisConn, keys: &Keys) -> Result<(), StoreError> {
+    let prefix = keys.prefix();
+    let pattern = format!("{}:customer:*", glob_escape(prefix));
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        for old in found {
+            let rest = &old[prefix.len() + ":customer:".len()..];
+            let Some((id, what)) = rest.rsplit_once(':') else {
+                continue;
+            };
+            let new = match what {
+                "stats" => keys.customer_stats(id),
+                "contrib" => keys.customer_contributions(id),
+                "orders" => keys.customer_orders(id),
+                _ => continue,
+            };
+            let _moved: bool = redis::cmd("RENAMENX")
+                .arg(&old)
+                .arg(&new)
+                .query_async(conn)
+                .await?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let old_set = format!("{prefix}:customers");
+    let members: Vec<String> = conn.smembers(&old_set).await?;
+    if !members.is_empty() {
+        let mut pipe = redis::pipe();
+        for c in &members {
+            pipe.sadd(keys.customers(keys.partition(c)), c);
+        }
+        let _: Vec<i64> = pipe.query_async(conn).await?;
+    }
+    let _deleted: i64 = conn.del(&old_set).await?;
     Ok(())
 }
 

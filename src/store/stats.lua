@@ -1,12 +1,13 @@
 -- Applies one order's contribution to its customer's statistics, exactly once: the
 -- contribution replaces the order's previous one only if its version is newer, so a replayed
 -- or stale delta changes nothing. Money is integer minor units (HINCRBY), never a float.
--- The delta's outbox entry, when given, is removed in the same atomic step, applied or not.
+-- It also keeps the customer's order index (created ms -> order id). Every key is of the
+-- customer's partition (one hash slot); the delta's outbox entry, in the order's partition,
+-- is removed by the caller after this (a crash between only re-applies, which changes nothing).
 --
--- KEYS: 1 contributions hash (order id -> JSON), 2 stats hash, 3 customers set,
---       4 the order's partition outbox stream
--- ARGV: 1 order id, 2 version, 3 contribution JSON ('' = the order was deleted), 4 customer id,
---       5 outbox entry id ('' = none)
+-- KEYS: 1 contributions hash (order id -> JSON), 2 stats hash, 3 the partition's customers
+--       set, 4 the customer's order index
+-- ARGV: 1 order id, 2 version, 3 contribution JSON ('' = the order was deleted), 4 customer id
 -- Returns 1 when applied, 0 when already applied (same or newer version).
 local function apply()
   local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -35,8 +36,10 @@ local function apply()
   add(newc, 1)
   if newc then
     redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+    redis.call('ZADD', KEYS[4], string.format('%d', newc.lo), ARGV[1])
   else
     redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({v = v, deleted = true}))
+    redis.call('ZREM', KEYS[4], ARGV[1])
   end
 
   -- lastOrderDate / lastPaymentDate are maxima: raise them directly, or rescan every
@@ -62,6 +65,4 @@ local function apply()
   return 1
 end
 
-local applied = apply()
-if ARGV[5] ~= '' then redis.call('XDEL', KEYS[4], ARGV[5]) end
-return applied
+return apply()

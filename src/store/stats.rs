@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use redis::AsyncCommands;
 
-use super::{Keys, Store, StoreError};
+use super::{Store, StoreError};
 use crate::domain::stats::{Contribution, Figures};
 
 /// The Lua source of the stats apply.
@@ -28,16 +28,6 @@ pub struct Delta {
     pub k: Option<Contribution>,
 }
 
-/// Set of every customer that has statistics (for the reconcile job's sample).
-pub fn customers_key(keys: &Keys) -> String {
-    format!("{}:customers", keys.prefix())
-}
-
-/// Hash of each order's latest contribution to a customer.
-pub fn contributions_key(keys: &Keys, customer_id: &str) -> String {
-    format!("{}:customer:{customer_id}:contrib", keys.prefix())
-}
-
 impl Store {
     /// Applies a delta and, in the same atomic script call, removes its outbox entry (when
     /// given); Ok(true) when it changed the figures, Ok(false) when it was already applied (the
@@ -57,17 +47,23 @@ impl Store {
             None => String::new(),
         };
         let applied: i64 = STATS
-            .key(contributions_key(keys, &d.c))
+            .key(keys.customer_contributions(&d.c))
             .key(keys.customer_stats(&d.c))
-            .key(customers_key(keys))
-            .key(keys.outbox(keys.partition(&d.o)))
+            .key(keys.customers(keys.partition(&d.c)))
+            .key(keys.customer_orders(&d.c))
             .arg(&d.o)
             .arg(d.v)
             .arg(contribution)
             .arg(&d.c)
-            .arg(outbox_entry.unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
+        // The entry is in the order's partition (another hash slot): acknowledged after the
+        // apply, which a crash in between only repeats, to no effect.
+        if let Some(entry) = outbox_entry {
+            let _removed: i64 = conn
+                .xdel(keys.outbox(keys.partition(&d.o)), &[entry])
+                .await?;
+        }
         Ok(applied == 1)
     }
 
@@ -148,7 +144,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let keys = self.keys();
-        let ckey = contributions_key(keys, customer_id);
+        let ckey = keys.customer_contributions(customer_id);
         let skey = keys.customer_stats(customer_id);
         let existing: BTreeMap<String, String> = conn.hgetall(&ckey).await?;
         let mut pipe = redis::pipe();
@@ -193,7 +189,8 @@ impl Store {
             pipe.hset(&skey, format!("money:{cur}:refunded"), *refunded)
                 .ignore();
         }
-        pipe.sadd(customers_key(keys), customer_id).ignore();
+        pipe.sadd(keys.customers(keys.partition(customer_id)), customer_id)
+            .ignore();
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
@@ -238,12 +235,26 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
-    pub async fn sample_customers(&self, count: usize) -> Result<Vec<String>, StoreError> {
+    /// (From `partitions`' customer sets, about `count` in all, spread over them.)
+    pub async fn sample_customers(
+        &self,
+        partitions: &[u16],
+        count: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn();
-        Ok(redis::cmd("SRANDMEMBER")
-            .arg(customers_key(self.keys()))
-            .arg(count)
-            .query_async(&mut conn)
-            .await?)
+        let each = count.div_ceil(partitions.len()).max(1);
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            pipe.cmd("SRANDMEMBER")
+                .arg(self.keys().customers(p))
+                .arg(each);
+        }
+        let rows: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let mut sample: Vec<String> = rows.into_iter().flatten().collect();
+        sample.truncate(count);
+        Ok(sample)
     }
 }

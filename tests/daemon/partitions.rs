@@ -153,6 +153,16 @@ async fn revision_1_data_is_upgraded_and_its_kept_replies_still_answer() {
             .unwrap();
     }
     let _: () = conn.del(&indexes).await.unwrap();
+    // And untagged customer keys.
+    let keys = recur::store::Keys::new("t", 16);
+    for (new, old) in [
+        (keys.customer_stats("c1"), "t:customer:c1:stats"),
+        (keys.customer_contributions("c1"), "t:customer:c1:contrib"),
+        (keys.customer_orders("c1"), "t:customer:c1:orders"),
+        (keys.customers(keys.partition("c1")), "t:customers"),
+    ] {
+        let _: () = conn.rename(&new, old).await.unwrap();
+    }
     let _: () = redis::pipe()
         .del(&new_keys)
         .del(&claims)
@@ -166,6 +176,13 @@ async fn revision_1_data_is_upgraded_and_its_kept_replies_still_answer() {
 
     h.restart().await;
     assert_eq!(meta_partitions(&h.redis, "t").await, Some(16));
+    let stats = h.ok("getCustomerStats", json!({"customerId": "c1"})).await;
+    assert_eq!(stats["money"]["USD"]["paid"], "10.00", "{stats}");
+    assert_eq!(stats["money"]["USD"]["refunded"], "4.00", "{stats}");
+    let mine = h.ok("listOrders", json!({"customerId": "c1"})).await;
+    assert_eq!(mine["orders"][0]["id"], "o1", "{mine}");
+    let untagged: Vec<String> = conn.keys("t:customer*").await.unwrap();
+    assert!(untagged.is_empty(), "{untagged:?}");
     let clock = h.ok("getClock", json!({})).await;
     assert_eq!(
         clock["now"], "2026-01-10T00:00:00.000Z",

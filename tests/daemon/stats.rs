@@ -477,12 +477,14 @@ async fn deltas_left_in_the_outbox_are_applied_once_at_start_up() {
     // As if the daemon died after the order's commits but before any stats update: the stats
     // are gone and the outbox holds the order's deltas, one of them twice, and a stale one.
     let mut conn = h.redis.conn().await;
-    let contrib: BTreeMap<String, String> = conn.hgetall("t:customer:cus:contrib").await.unwrap();
+    let keys = recur::store::Keys::new("t", recur::store::DEFAULT_PARTITIONS);
+    let (contrib_key, stats_key) = (
+        keys.customer_contributions("cus"),
+        keys.customer_stats("cus"),
+    );
+    let contrib: BTreeMap<String, String> = conn.hgetall(&contrib_key).await.unwrap();
     let latest: Value = serde_json::from_str(&contrib["a"]).unwrap();
-    let _: () = conn
-        .del(&["t:customer:cus:contrib", "t:customer:cus:stats"])
-        .await
-        .unwrap();
+    let _: () = conn.del(&[&contrib_key, &stats_key]).await.unwrap();
     let order_key: Vec<String> = conn.keys("t:{p*}:order:a").await.unwrap();
     let outbox_key = order_key[0].replace(":order:a", ":outbox");
     let mut stale = latest.clone();
