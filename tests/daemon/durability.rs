@@ -199,7 +199,10 @@ async fn idle_actors_passivate_and_timers_still_fire() {
             m["registryResident"].as_u64().unwrap(),
         )
     };
-    assert_eq!(resident(&h.ok("getMetrics", json!({})).await).0, 20);
+    // Every order got an actor (some may already have passivated on a loaded machine).
+    let m = h.ok("getMetrics", json!({})).await;
+    assert!(m["activations"].as_u64().unwrap() >= 20, "{m}");
+    assert!(resident(&m).0 <= 20, "{m}");
     let mut m = json!({});
     for _ in 0..100 {
         m = h.ok("getMetrics", json!({})).await;
@@ -366,7 +369,11 @@ async fn grace_missed_while_down_waits_payment_restart_grace_after_start_up() {
 #[tokio::test]
 async fn the_first_command_after_redis_comes_back_succeeds() {
     let mut redis = TestRedis::start().await;
-    let daemon = Daemon::start(settings(&redis.url, "t")).await;
+    // A restart shorter than the lease TTL (the AOF keeps the leases): the daemon keeps its
+    // partitions and only its connections drop.
+    let mut s = settings(&redis.url, "t");
+    s.cluster.lease_ttl = Duration::from_secs(20);
+    let daemon = Daemon::start(s).await;
     let client = AdminClient::connect(&redis.url, "t").await.unwrap();
     let r = client
         .request("createOrder", monthly("o1", "OFFLINE", 3, "10.00"))

@@ -384,13 +384,18 @@ pub fn change_count(events: &[Value]) -> usize {
 pub async fn snapshot(redis: &TestRedis, prefix: &str) -> Vec<(String, Vec<u8>)> {
     let mut conn = redis.conn().await;
     let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
-    // Kept replies and request-id claims: reads and refusals keep them too. Leases and their
-    // epochs say who runs the data, not what it is (a daemon starved of CPU may re-acquire).
+    // Kept replies and request-id claims: reads and refusals keep them too. Leases, their
+    // epochs and the heartbeats say who runs the data, not what it is (a daemon starved of CPU
+    // may re-acquire; heartbeats move at every renewal); the command stream is the input
+    // queue, whose consumer group registers the reader when it first reads.
+    let (daemons, commands) = (format!("{prefix}:daemons"), format!("{prefix}:commands"));
     keys.retain(|k| {
         !k.contains(":reply:")
             && !k.contains(":req:")
             && !k.ends_with(":lease")
             && !k.ends_with(":epoch")
+            && *k != daemons
+            && *k != commands
     });
     keys.sort();
     let mut out = Vec::new();
