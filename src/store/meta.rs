@@ -154,14 +154,7 @@ async fn move_customers(conn: &mut RedisConn, keys: &Keys) -> Result<(), StoreEr
     let pattern = format!("{}:customer:*", glob_escape(prefix));
     let mut cursor: u64 = 0;
     loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
+        let (next, found) = scan_page(conn, &pattern, cursor).await?;
         for old in found {
             let rest = &old[prefix.len() + ":customer:".len()..];
             let Some((id, what)) = rest.rsplit_once(':') else {
@@ -212,14 +205,7 @@ async fn has_tagged_keys(conn: &mut RedisConn, prefix: &str) -> Result<bool, Sto
     let pattern = format!("{}:{{p*", glob_escape(prefix));
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
+        let (next, keys) = scan_page(conn, &pattern, cursor).await?;
         if !keys.is_empty() {
             return Ok(true);
         }
@@ -228,6 +214,22 @@ async fn has_tagged_keys(conn: &mut RedisConn, prefix: &str) -> Result<bool, Sto
         }
         cursor = next;
     }
+}
+
+/// One SCAN step over the keys matching `pattern`: the next cursor (0 = done) and the keys.
+async fn scan_page(
+    conn: &mut RedisConn,
+    pattern: &str,
+    cursor: u64,
+) -> Result<(u64, Vec<String>), StoreError> {
+    Ok(redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(1000)
+        .query_async(conn)
+        .await?)
 }
 
 /// `s` with Redis glob characters escaped, so it matches only itself.
