@@ -109,7 +109,8 @@ impl Ownership {
 
     /// Whether this daemon holds (and trusts) partition `p`'s lease.
     pub fn owns(&self, p: u16) -> bool {
-        self.token(p).is_some()
+        let now = Instant::now();
+        self.held().get(&p).is_some_and(|h| h.trusted_until > now)
     }
 
     /// The partitions this daemon holds and trusts, ascending.
@@ -124,7 +125,10 @@ impl Ownership {
 
     /// Whether this daemon holds every partition.
     pub fn owns_all(&self) -> bool {
-        self.owned().len() == usize::from(self.shared.partitions)
+        let now = Instant::now();
+        let held = self.held();
+        held.len() == usize::from(self.shared.partitions)
+            && held.values().all(|h| h.trusted_until > now)
     }
 
     /// A write to `p` was fenced: another daemon holds its lease now. Forgets it.

@@ -96,6 +96,15 @@ async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
     if !state.ownership.owns(partition) {
         return None;
     }
+    state.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = id_ok {
+        let reply = Reply::error(
+            Some(req.id.clone()),
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        );
+        return Some(reply);
+    }
     Some(handle_owned(state, req, parsed, partition).await)
 }
 
@@ -105,36 +114,29 @@ async fn handle_owned(
     parsed: Result<AdminCommand, AdminError>,
     partition: u16,
 ) -> Reply {
-    state.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = check_id("id", &req.id) {
-        return Reply::error(
-            Some(req.id.clone()),
-            ErrorCode::InvalidRequest,
-            e.to_string(),
-        );
-    }
     let hash = req.body_hash();
     let ttl = state.config.reply_retention.as_secs().max(1);
-    // The id's first body, wherever it routed: another body is a CONFLICT.
-    match state.store.claim_request(&req.id, &hash, ttl).await {
-        Ok(None) => {}
-        Ok(Some(_)) => return conflict(&req.id),
+    // The id's first body, wherever it routed (another body is a CONFLICT), and its kept
+    // reply, in one round trip.
+    let kept = match state
+        .store
+        .claim_request(partition, &req.id, &hash, ttl)
+        .await
+    {
+        Ok((Some(_), _)) => return conflict(&req.id),
+        Ok((None, kept)) => kept,
         Err(e) => return Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string()),
-    }
-    match state.store.kept_reply(partition, &req.id).await {
-        Ok(Some(json)) => {
-            return match serde_json::from_str::<StoredReply>(&json) {
-                Ok(s) if s.body_hash == hash => s.reply,
-                Ok(_) => conflict(&req.id),
-                Err(e) => Reply::error(
-                    Some(req.id.clone()),
-                    ErrorCode::Internal,
-                    format!("kept reply is corrupt: {e}"),
-                ),
-            }
-        }
-        Ok(None) => {}
-        Err(e) => return Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string()),
+    };
+    if let Some(json) = kept {
+        return match serde_json::from_str::<StoredReply>(&json) {
+            Ok(s) if s.body_hash == hash => s.reply,
+            Ok(_) => conflict(&req.id),
+            Err(e) => Reply::error(
+                Some(req.id.clone()),
+                ErrorCode::Internal,
+                format!("kept reply is corrupt: {e}"),
+            ),
+        };
     }
     match state.inflight.begin(&req.id, &hash) {
         Begin::First => {}

@@ -233,50 +233,42 @@ impl Store {
         self
     }
 
-    /// The kept reply of a request id routed to `partition`, if any (raw JSON).
-    ///
-    /// # Errors
-    /// [`StoreError`] when Redis fails.
-    pub async fn kept_reply(
-        &self,
-        partition: u16,
-        request_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        let kept: Option<String> = conn.get(self.keys.reply(partition, request_id)).await?;
-        let legacy = self
-            .legacy_replies_until
-            .is_some_and(|until| chrono::Utc::now().timestamp_millis() < until);
-        if kept.is_none() && legacy {
-            return Ok(conn.get(self.keys.legacy_reply(request_id)).await?);
-        }
-        Ok(kept)
-    }
-
-    /// Claims `request_id` for the request body `body_hash` (SET NX, `ttl_secs`); returns the
-    /// hash of an earlier claim with another body, if any.
+    /// Claims `request_id` for the request body `body_hash` (SET NX, `ttl_secs`, in the id's
+    /// own partition) and reads the reply kept for it in `partition`, in one round trip.
+    /// Returns the hash of an earlier claim with another body, if any, and the kept reply's
+    /// JSON, if any.
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn claim_request(
         &self,
+        partition: u16,
         request_id: &str,
         body_hash: &str,
         ttl_secs: u64,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
         let mut conn = self.conn.clone();
-        let key = self.keys.request_claim(request_id);
-        let (_set, current): (Option<String>, Option<String>) = redis::pipe()
+        let claim = self.keys.request_claim(request_id);
+        let (_set, claimed, kept): (Option<String>, Option<String>, Option<String>) = redis::pipe()
             .cmd("SET")
-            .arg(&key)
+            .arg(&claim)
             .arg(body_hash)
             .arg("NX")
             .arg("EX")
             .arg(ttl_secs)
-            .get(&key)
+            .get(&claim)
+            .get(self.keys.reply(partition, request_id))
             .query_async(&mut conn)
             .await?;
-        Ok(current.filter(|h| h != body_hash))
+        let other = claimed.filter(|h| h != body_hash);
+        let legacy = self
+            .legacy_replies_until
+            .is_some_and(|until| chrono::Utc::now().timestamp_millis() < until);
+        if kept.is_none() && legacy {
+            let old: Option<String> = conn.get(self.keys.legacy_reply(request_id)).await?;
+            return Ok((other, old));
+        }
+        Ok((other, kept))
     }
 
     /// Keeps a reply that no order commit carried (reads, clock, refusals before any order).
