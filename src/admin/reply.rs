@@ -80,7 +80,13 @@ impl AdminError {
                 source: StoreError::Fenced { .. },
                 ..
             }
-            | AdminError::Scheduler(SchedulerError::NotAllOwned { .. }) => ErrorCode::Unavailable,
+            | AdminError::Scheduler(
+                SchedulerError::NotAllOwned { .. }
+                | SchedulerError::Failed {
+                    source: ActorError::NotOwner { .. },
+                    ..
+                },
+            ) => ErrorCode::Unavailable,
             AdminError::Actor { .. } | AdminError::Store { .. } | AdminError::Scheduler(_) => {
                 ErrorCode::Internal
             }
@@ -159,6 +165,17 @@ mod tests {
         assert_eq!(r.error.unwrap().code, ErrorCode::InvalidRequest);
         let r = reply_of("r", Err(ActorError::Contended.into())).reply;
         assert_eq!(r.error.unwrap().code, ErrorCode::Internal);
+        // A partition lost to another daemon is UNAVAILABLE (retried), in a command or an
+        // advance alike.
+        let lost = || ActorError::NotOwner { partition: 3 };
+        let r = reply_of("r", Err(lost().into())).reply;
+        assert_eq!(r.error.unwrap().code, ErrorCode::Unavailable);
+        let failed = SchedulerError::Failed {
+            failed: 2,
+            source: lost(),
+        };
+        let r = reply_of("r", Err(failed.into())).reply;
+        assert_eq!(r.error.unwrap().code, ErrorCode::Unavailable);
         let ok = reply_of("r", Ok(Outcome::Answer(json!({"x": 1}))));
         assert!(ok.reply.ok && !ok.kept);
     }
