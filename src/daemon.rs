@@ -169,6 +169,7 @@ async fn serve(
             cron: settings.cron.clone(),
             events_max_len: settings.events.max_len,
             payment_restart_grace: settings.lifecycle.payment_restart_grace,
+            reply_retention: settings.admin.reply_retention,
         },
     );
 
@@ -181,7 +182,7 @@ async fn serve(
     );
     scheduler.take_over(&first).await?;
     // Stats deltas a crash left between an order's commit and its stats update go first.
-    let settled = scheduler.sweep_outbox().await?;
+    let settled = scheduler.settle_deltas().await?;
     if settled > 0 {
         tracing::info!(deltas = settled, "applied stats deltas left in the outbox");
     }
@@ -194,7 +195,10 @@ async fn serve(
     let tasks = TaskTracker::new();
     let requests = TaskTracker::new();
     tasks.spawn_local(scheduler.clone().keep_leases(shutdown.clone()));
-    if !clock.is_simulated() {
+    tasks.spawn_local(scheduler.clone().keep_settled(shutdown.clone()));
+    if clock.is_simulated() {
+        tasks.spawn_local(scheduler.clone().follow_clock(shutdown.clone()));
+    } else {
         tasks.spawn_local(scheduler.clone().run(shutdown.clone()));
     }
     let admin = AdminState::new(

@@ -1,11 +1,14 @@
 //! Which partitions this daemon holds, with their fencing tokens (SPEC 6): the [`Ownership`]
 //! handle that everything that writes asks for a token, and [`Ownership::tick`], one step of
-//! the lease loop (renew what is held, acquire what is free).
+//! the lease loop (renew what is held, hand over what is above the fair share, acquire free
+//! leases up to it).
 //!
-//! Balance, for now: **one leader takes every partition.** A daemon first tries partition 0's
-//! lease; the holder of partition 0 acquires every other free lease, the others stand by and
-//! take over when the leader's leases expire (SIGKILL, a pause past the TTL) or are released
-//! (SIGTERM). The fair share across live daemons of SPEC 6 is not built yet.
+//! Balance: every daemon beats in `<prefix>:daemons` and aims for its fair share,
+//! `ceil(partitions / live daemons)`. It acquires only free leases (SET NX, epoch INCR). One
+//! above its share *drains* its highest-numbered partitions first: it stops taking new work
+//! for them (no new requests, no new rounds) but keeps their tokens so that commits already in
+//! flight still land; one renewal interval later it releases them (compare-and-delete), and
+//! the daemon that is short takes them on its next step.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,6 +58,15 @@ struct Held {
     lease: LeaseToken,
     /// After this instant the lease may have run out in Redis: no more writes.
     trusted_until: Instant,
+    /// Being handed over: no new work is taken for it, commits in flight still land, and the
+    /// next step releases it.
+    draining: bool,
+}
+
+impl Held {
+    fn serves(&self, now: Instant) -> bool {
+        !self.draining && self.trusted_until > now
+    }
 }
 
 /// What one step of the lease loop changed.
@@ -64,6 +76,30 @@ pub struct Tick {
     pub acquired: Vec<u16>,
     /// Partitions it lost (renewal refused, or not renewed in time).
     pub lost: Vec<u16>,
+    /// Partitions above its fair share it stopped taking work for (released next step).
+    pub draining: Vec<u16>,
+    /// Partitions it handed over (released after draining).
+    pub released: Vec<u16>,
+}
+
+impl Tick {
+    /// The partitions this daemon no longer writes to after this step.
+    pub fn gone(&self) -> Vec<u16> {
+        let mut gone = self.lost.clone();
+        gone.extend(&self.released);
+        gone
+    }
+}
+
+/// A daemon's fair share of the partitions: `ceil(partitions / live daemons)` (SPEC 6).
+pub fn fair_share(partitions: u16, live_daemons: usize) -> usize {
+    usize::from(partitions).div_ceil(live_daemons.max(1))
+}
+
+/// Which held partitions to drain so that `serving` (ascending) keeps only `share`: the
+/// highest-numbered ones (SPEC 10).
+pub fn to_drain(serving: &[u16], share: usize) -> Vec<u16> {
+    serving.iter().skip(share).copied().collect()
 }
 
 impl Ownership {
@@ -107,28 +143,33 @@ impl Ownership {
             .map(|h| h.lease.token.clone())
     }
 
-    /// Whether this daemon holds (and trusts) partition `p`'s lease.
+    /// Whether this daemon takes new work for partition `p`: it holds and trusts the lease
+    /// and is not handing the partition over.
     pub fn owns(&self, p: u16) -> bool {
         let now = Instant::now();
-        self.held().get(&p).is_some_and(|h| h.trusted_until > now)
+        self.held().get(&p).is_some_and(|h| h.serves(now))
     }
 
-    /// The partitions this daemon holds and trusts, ascending.
+    /// The partitions this daemon takes new work for, ascending.
     pub fn owned(&self) -> Vec<u16> {
         let now = Instant::now();
         self.held()
             .iter()
-            .filter(|(_, h)| h.trusted_until > now)
+            .filter(|(_, h)| h.serves(now))
             .map(|(p, _)| *p)
             .collect()
     }
 
-    /// Whether this daemon holds every partition.
+    /// Whether this daemon takes new work for every partition (it runs alone).
     pub fn owns_all(&self) -> bool {
         let now = Instant::now();
         let held = self.held();
-        held.len() == usize::from(self.shared.partitions)
-            && held.values().all(|h| h.trusted_until > now)
+        held.len() == usize::from(self.shared.partitions) && held.values().all(|h| h.serves(now))
+    }
+
+    /// How many partitions there are.
+    pub fn partitions(&self) -> u16 {
+        self.shared.partitions
     }
 
     /// A write to `p` was fenced: another daemon holds its lease now. Forgets it.
@@ -141,9 +182,10 @@ impl Ownership {
         }
     }
 
-    /// One step of the lease loop: renews every held lease (dropping those that were lost or
-    /// could not be renewed in time), then acquires free ones — partition 0 first, and the
-    /// others only while holding partition 0.
+    /// One step of the lease loop (SPEC 6, 10): announces this daemon, renews every held
+    /// lease (dropping those that were lost or could not be renewed in time), releases the
+    /// partitions it drained since the last step, drains the highest-numbered ones above its
+    /// fair share, and acquires free leases up to it.
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails; held leases stay trusted until their deadline.
@@ -182,18 +224,65 @@ impl Ownership {
             }
         }
         renewed?;
-        // Partition 0 first: only its holder (the leader) takes the others.
-        if !self.held().contains_key(&0) && !self.acquire(0, &mut tick).await? {
+        // Hand over what drained since the last step: its in-flight commits had one renewal
+        // interval to land.
+        let drained: Vec<LeaseToken> = {
+            let mut map = self.held();
+            let done: Vec<u16> = map
+                .iter()
+                .filter(|(_, h)| h.draining)
+                .map(|(p, _)| *p)
+                .collect();
+            done.iter()
+                .filter_map(|p| map.remove(p).map(|h| h.lease))
+                .collect()
+        };
+        for lease in &drained {
+            // Not trusted from here on, whatever the release's outcome.
+            if store.release_lease(lease).await? {
+                tick.released.push(lease.partition);
+            } else {
+                tick.lost.push(lease.partition);
+            }
+        }
+        let live = store.live_daemons(config.ttl_ms()).await?.len();
+        let share = fair_share(self.shared.partitions, live);
+        let serving: Vec<u16> = {
+            let now = Instant::now();
+            self.held()
+                .iter()
+                .filter(|(_, h)| h.serves(now))
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        if serving.len() > share {
+            let drain = to_drain(&serving, share);
+            let mut map = self.held();
+            for p in &drain {
+                if let Some(h) = map.get_mut(p) {
+                    h.draining = true;
+                }
+            }
+            tick.draining = drain;
             return Ok(tick);
         }
-        let free: Vec<u16> = {
+        let mut missing = share - serving.len();
+        if missing == 0 {
+            return Ok(tick);
+        }
+        let candidates: Vec<u16> = {
             let map = self.held();
-            (1..self.shared.partitions)
+            (0..self.shared.partitions)
                 .filter(|p| !map.contains_key(p))
                 .collect()
         };
-        for p in free {
-            self.acquire(p, &mut tick).await?;
+        for p in store.free_leases(&candidates).await? {
+            if missing == 0 {
+                break;
+            }
+            if self.acquire(p, &mut tick).await? {
+                missing -= 1;
+            }
         }
         Ok(tick)
     }
@@ -216,6 +305,7 @@ impl Ownership {
             Held {
                 lease,
                 trusted_until,
+                draining: false,
             },
         );
         tick.acquired.push(p);

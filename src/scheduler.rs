@@ -13,14 +13,17 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::actors::customer::{ApplyDelta, Recompute};
+use crate::actors::customer::{ApplyDelta, DeltaSource, Recompute};
 use crate::actors::{ActorError, Actors, FireOrder};
 use crate::clock::{Clock, ClockError, TimerWake};
 use crate::config::{CronSettings, SchedulerSettings};
+use crate::domain::time::format_instant;
 use crate::domain::time::{from_millis, to_millis, Instant};
 use crate::ownership::{Ownership, Tick};
 use crate::shutdown::Shutdown;
+use crate::store::clock::{Advance, Begun};
 use crate::store::{Store, StoreError};
+use crate::wire::{Reply, StoredReply};
 
 /// How long a lane waits before retrying a round of which nothing could be fired.
 const STALLED_ROUND_PAUSE_MS: u64 = 200;
@@ -49,12 +52,25 @@ pub enum SchedulerError {
         #[source]
         source: ActorError,
     },
-    /// advanceClock while this daemon does not hold every partition (a takeover is under way).
-    #[error(
-        "this daemon holds {held} of {partitions} partitions; retry when the takeover is done"
-    )]
-    NotAllOwned { held: usize, partitions: u16 },
+    /// advanceClock while this daemon does not hold partition 0 (any more).
+    #[error("this daemon does not hold partition 0 (it moved to another daemon); retry")]
+    NotClockOwner,
+    /// The advance did not complete in time (an owner is being replaced); retry with the same
+    /// request id: it completes in the background and the retry gets its one reply.
+    #[error("the advance to {to} is still under way (a partition is being taken over); retry with the same request id")]
+    AdvancePending { to: String },
+    /// A kept advance reply recur cannot read.
+    #[error("the kept reply of the advance is corrupt: {0}")]
+    CorruptReply(String),
 }
+
+/// How long an advanceClock request waits for its advance to complete before answering
+/// UNAVAILABLE (the advance goes on; a retry with the same id gets its reply).
+const ADVANCE_WAIT: Duration = Duration::from_secs(60);
+/// How often the clock follower looks again while an advance waits for other daemons.
+const ADVANCE_POLL: Duration = Duration::from_millis(25);
+/// How long a completing advance waits for relayed statistics to settle (best effort).
+const ADVANCE_SETTLE_WAIT: Duration = Duration::from_secs(2);
 
 /// What the scheduler is built from (see [`Scheduler::new`]).
 pub struct SchedulerConfig {
@@ -64,6 +80,8 @@ pub struct SchedulerConfig {
     pub events_max_len: u64,
     /// System-clock start-up: how long grace expiries missed while down still wait.
     pub payment_restart_grace: Duration,
+    /// How long replies are kept (an advance's reply is kept when it completes).
+    pub reply_retention: Duration,
 }
 
 /// The scheduler handle: fires due timers through the actors. Cheap to clone.
@@ -81,6 +99,17 @@ struct Shared {
     config: SchedulerConfig,
     /// Lanes of one advance move the simulated clock one at a time, so it only goes forward.
     clock_step: tokio::sync::Mutex<()>,
+    /// Customer partitions whose inbox was announced to have entries (see
+    /// [`Scheduler::inbox_has_entries`]), and the wake-up of the settle loop.
+    inbox_pending: std::sync::Mutex<std::collections::BTreeSet<u16>>,
+    inbox_kick: tokio::sync::Notify,
+    /// Commands hold it shared; the clock follower holds it exclusively while an advance it
+    /// knows of runs, so commands wait for the advance (SPEC 7).
+    gate: tokio::sync::RwLock<()>,
+    /// Wakes the clock follower (an advance began, a partition fired, one was acquired).
+    clock_kick: tokio::sync::Notify,
+    /// Wakes an advanceClock request waiting for its advance to complete.
+    advance_done: tokio::sync::Notify,
 }
 
 /// How far a pass fires.
@@ -142,6 +171,11 @@ impl Scheduler {
                 ownership,
                 config,
                 clock_step: tokio::sync::Mutex::new(()),
+                inbox_pending: std::sync::Mutex::default(),
+                inbox_kick: tokio::sync::Notify::new(),
+                gate: tokio::sync::RwLock::new(()),
+                clock_kick: tokio::sync::Notify::new(),
+                advance_done: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -163,41 +197,251 @@ impl Scheduler {
                 + chrono::Duration::from_std(s.config.payment_restart_grace)
                     .unwrap_or(chrono::Duration::hours(1))
         });
-        self.drain(Until::Now(now), defer, OnStall::Retry, None)
+        let owned = s.ownership.owned();
+        self.drain(&owned, Until::Now(now), defer, OnStall::Retry, None)
             .await
     }
 
-    /// advanceClock: fires every timer due up to `to`, each order at its own due instant, in
-    /// time order within each lane, then sets the clock to `to`, applies the stats outbox and
-    /// runs the cron jobs due by then. The caller keeps commands out meanwhile.
+    /// advanceClock (SPEC 6, 10), run by partition 0's owner: records the target in the
+    /// shared clock, lets every owner fire its partitions up to it (this daemon's follower
+    /// among them), and returns the reply kept when the advance completed. A retried request
+    /// id of an advance under way waits for the same advance.
     ///
     /// # Errors
     /// [`SchedulerError::Clock`] when the clock is not simulated or `to` is before now;
-    /// otherwise when Redis or a round fails (the clock stays at the last round's instant, and
-    /// the same advance can be retried).
-    pub async fn advance(&self, to: Instant) -> Result<Instant, SchedulerError> {
-        let clock = &self.shared.clock;
-        if !clock.is_simulated() {
+    /// [`SchedulerError::NotClockOwner`] when this daemon does not hold partition 0;
+    /// [`SchedulerError::AdvancePending`] when it did not complete within [`ADVANCE_WAIT`].
+    pub async fn advance(
+        &self,
+        to: Instant,
+        request_id: &str,
+        body_hash: &str,
+    ) -> Result<Reply, SchedulerError> {
+        let s = &self.shared;
+        if !s.clock.is_simulated() {
             return Err(ClockError::NotSimulated.into());
         }
-        let ownership = &self.shared.ownership;
-        if !ownership.owns_all() {
-            return Err(SchedulerError::NotAllOwned {
-                held: ownership.owned().len(),
-                partitions: self.shared.store.partitions(),
-            });
+        let deadline = tokio::time::Instant::now() + ADVANCE_WAIT;
+        // Another request's advance goes first.
+        loop {
+            let record = s.store.clock_state().await?;
+            let now = record.now.unwrap_or_else(|| s.clock.now());
+            match &record.advance {
+                Some(a) if a.request_id != request_id => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(SchedulerError::AdvancePending {
+                            to: format_instant(&to),
+                        });
+                    }
+                    self.clock_moved();
+                    self.wait_advance(ADVANCE_POLL * 4).await;
+                    continue;
+                }
+                Some(_) => break,
+                None if to < now => return Err(ClockError::Backwards { now, to }.into()),
+                None => {}
+            }
+            let token = s.ownership.token(0).ok_or(SchedulerError::NotClockOwner)?;
+            match s
+                .store
+                .begin_advance(&token, to, request_id, body_hash)
+                .await?
+            {
+                Begun::Begun => break,
+                Begun::Busy => continue,
+                Begun::Fenced => {
+                    s.ownership.fenced(0);
+                    return Err(SchedulerError::NotClockOwner);
+                }
+            }
         }
-        let now = clock.now();
-        if to < now {
-            return Err(ClockError::Backwards { now, to }.into());
+        if let Err(e) = s.store.announce_clock().await {
+            tracing::warn!(error = %e, "cannot announce the advance; other daemons see it on their next look");
         }
-        self.drain(Until::EachAtItsDue(to), None, OnStall::Fail, None)
-            .await?;
-        clock.advance_to(to)?;
-        self.shared.store.save_clock("simulated", Some(to)).await?;
-        self.sweep_outbox().await?;
-        self.run_cron(to).await;
-        Ok(to)
+        self.clock_moved();
+        loop {
+            let waited = self.wait_advance(ADVANCE_POLL * 4);
+            if let Some(json) = s.store.kept_reply(0, request_id).await? {
+                let stored: StoredReply = serde_json::from_str(&json)
+                    .map_err(|e| SchedulerError::CorruptReply(e.to_string()))?;
+                return Ok(stored.reply);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SchedulerError::AdvancePending {
+                    to: format_instant(&to),
+                });
+            }
+            waited.await;
+        }
+    }
+
+    /// Waits until this daemon completes an advance, or `at_most`.
+    fn wait_advance(&self, at_most: Duration) -> impl std::future::Future<Output = ()> + '_ {
+        let done = self.shared.advance_done.notified();
+        async move {
+            tokio::select! {
+                _ = done => {}
+                _ = tokio::time::sleep(at_most) => {}
+            }
+        }
+    }
+
+    /// The shared clock may have moved (an advance began or completed, a partition fired, one
+    /// was taken over): the clock follower looks again.
+    pub fn clock_moved(&self) {
+        self.shared.clock_kick.notify_one();
+    }
+
+    /// Commands hold this while they run: they wait while an advance this daemon knows of
+    /// runs.
+    pub async fn command_gate(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.shared.gate.read().await
+    }
+
+    /// The clock follower (simulated clock only): whenever the shared clock has an advance
+    /// under way, holds commands back, fires the partitions this daemon owns up to its target
+    /// (each order at its own due instant) and records how far each has fired; partition 0's
+    /// owner completes the advance once every partition has fired up to the target (also an
+    /// advance a daemon that died began). Without an advance, it follows the shared now.
+    pub async fn follow_clock(self, shutdown: Shutdown) {
+        let s = &self.shared;
+        let every = s.ownership.config().renew_interval;
+        let mut outage = crate::store::Outage::new("following the shared clock");
+        loop {
+            match self.follow_once(&shutdown).await {
+                Ok(()) => outage.log_success(),
+                Err(e) => {
+                    outage.log_failure(&e);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = s.clock_kick.notified() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// One look at the shared clock (see [`Scheduler::follow_clock`]).
+    async fn follow_once(&self, shutdown: &Shutdown) -> Result<(), SchedulerError> {
+        let s = &self.shared;
+        let record = s.store.clock_state().await?;
+        if record.advance.is_none() {
+            self.follow_now(record.now)?;
+            return Ok(());
+        }
+        let _exclusive = s.gate.write().await;
+        let mut settling_since: Option<tokio::time::Instant> = None;
+        while !shutdown.is_triggered() {
+            let record = s.store.clock_state().await?;
+            let Some(advance) = record.advance else {
+                self.follow_now(record.now)?;
+                s.advance_done.notify_waiters();
+                return Ok(());
+            };
+            let target = advance.target;
+            let owned = s.ownership.owned();
+            let behind = s.store.not_fired(&owned, target).await?;
+            if !behind.is_empty() {
+                match self
+                    .drain(
+                        &behind,
+                        Until::EachAtItsDue(target),
+                        None,
+                        OnStall::Fail,
+                        None,
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        self.settle_deltas().await?;
+                        let held: Vec<(u16, String)> = behind
+                            .iter()
+                            .filter_map(|&p| s.ownership.token(p).map(|t| (p, t)))
+                            .collect();
+                        for p in s.store.mark_fired(&held, target).await? {
+                            s.ownership.fenced(p);
+                        }
+                        s.store.announce_clock().await?;
+                    }
+                    // A partition lost on the way: its new owner fires it.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a round of the advance failed; looking again")
+                    }
+                }
+            }
+            if s.ownership.owns(0) {
+                let all: Vec<u16> = (0..s.store.partitions()).collect();
+                if s.store.not_fired(&all, target).await?.is_empty() {
+                    // Every partition fired: statistics relayed between daemons settle (best
+                    // effort, bounded), then the advance completes.
+                    self.settle_deltas().await?;
+                    let since = *settling_since.get_or_insert_with(tokio::time::Instant::now);
+                    let settled = s.store.unsettled_deltas(&all).await? == 0;
+                    if settled || since.elapsed() >= ADVANCE_SETTLE_WAIT {
+                        self.complete_advance(&advance).await?;
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = s.clock_kick.notified() => {}
+                _ = tokio::time::sleep(ADVANCE_POLL) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Partition 0's owner completes an advance every partition has fired: the local clock and
+    /// the cron jobs move to the target, then the shared clock does, with the reply kept.
+    async fn complete_advance(&self, advance: &Advance) -> Result<(), SchedulerError> {
+        let s = &self.shared;
+        let target = advance.target;
+        if target > s.clock.now() {
+            s.clock.advance_to(target)?;
+        }
+        self.run_cron(target).await;
+        let reply = Reply::ok(
+            Some(advance.request_id.clone()),
+            serde_json::json!({"now": format_instant(&target)}),
+        );
+        let stored = StoredReply {
+            body_hash: advance.body_hash.clone(),
+            reply,
+        };
+        let json = serde_json::to_string(&stored)
+            .map_err(|e| SchedulerError::CorruptReply(e.to_string()))?;
+        let token = s.ownership.token(0).ok_or(SchedulerError::NotClockOwner)?;
+        let ttl = s.config.reply_retention.as_secs().max(1);
+        match s
+            .store
+            .finish_advance(&token, target, &advance.request_id, &json, ttl)
+            .await
+        {
+            Err(StoreError::Fenced { .. }) => {
+                s.ownership.fenced(0);
+                return Err(SchedulerError::NotClockOwner);
+            }
+            other => {
+                other?;
+            }
+        }
+        tracing::info!(to = %format_instant(&target), "advance completed");
+        if let Err(e) = s.store.announce_clock().await {
+            tracing::warn!(error = %e, "cannot announce the completed advance");
+        }
+        Ok(())
+    }
+
+    /// Moves this daemon's simulated clock up to the shared now (never back).
+    fn follow_now(&self, now: Option<Instant>) -> Result<(), SchedulerError> {
+        let clock = &self.shared.clock;
+        if let Some(now) = now {
+            if now > clock.now() {
+                clock.advance_to(now)?;
+            }
+        }
+        Ok(())
     }
 
     /// The system-clock loop: fire what is due, sleep until the next due instant, a cron job,
@@ -226,6 +470,52 @@ impl Scheduler {
                 _ = shutdown.wait() => break,
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
                 _ = s.wake.woken() => {}
+            }
+        }
+    }
+
+    /// Another daemon relayed deltas to partition `p`'s inbox (`<prefix>:inbox`): the settle
+    /// loop applies them if this daemon owns `p`.
+    pub fn inbox_has_entries(&self, p: u16) {
+        let s = &self.shared;
+        if s.ownership.owns(p) {
+            s.inbox_pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(p);
+            s.inbox_kick.notify_one();
+        }
+    }
+
+    /// The settle loop: applies relayed deltas as soon as their inbox is announced, and every
+    /// renewal interval sweeps every owned outbox and inbox (what a lost announcement or a
+    /// failed apply left).
+    pub async fn keep_settled(self, shutdown: Shutdown) {
+        let s = &self.shared;
+        let every = s.ownership.config().renew_interval;
+        let mut next_sweep = tokio::time::Instant::now() + every;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = s.inbox_kick.notified() => {}
+                _ = tokio::time::sleep_until(next_sweep) => {}
+            }
+            let pending: Vec<u16> = std::mem::take(
+                &mut *s
+                    .inbox_pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )
+            .into_iter()
+            .collect();
+            let result = if tokio::time::Instant::now() >= next_sweep {
+                next_sweep = tokio::time::Instant::now() + every;
+                self.settle_deltas().await
+            } else {
+                self.sweep_inbox(&pending).await
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "stats deltas not settled yet; retrying");
             }
         }
     }
@@ -259,8 +549,14 @@ impl Scheduler {
         let s = &self.shared;
         if !tick.lost.is_empty() {
             tracing::warn!(partitions = ?tick.lost, "lost partition leases; their actors are dropped");
-            s.actors.forget_partitions(&tick.lost);
         }
+        if !tick.draining.is_empty() {
+            tracing::info!(partitions = ?tick.draining, "above the fair share: handing partitions over");
+        }
+        if !tick.released.is_empty() {
+            tracing::info!(partitions = ?tick.released, "handed partitions over");
+        }
+        s.actors.forget_partitions(&tick.gone());
         if tick.acquired.is_empty() {
             return;
         }
@@ -286,16 +582,26 @@ impl Scheduler {
             }
         }
         self.sweep_outbox().await?;
+        self.sweep_inbox(&tick.acquired).await?;
         s.wake.wake_now();
+        // An advance under way needs these partitions fired too.
+        self.clock_moved();
         Ok(())
     }
 
     /// One turn of the system-clock loop: everything due by `now`, the outbox, the cron jobs;
     /// returns the earliest timer left.
     async fn tick(&self, now: Instant, shutdown: &Shutdown) -> Result<Option<i64>, SchedulerError> {
-        self.drain(Until::Now(now), None, OnStall::Retry, Some(shutdown))
-            .await?;
-        if let Err(e) = self.sweep_outbox().await {
+        let owned = self.shared.ownership.owned();
+        self.drain(
+            &owned,
+            Until::Now(now),
+            None,
+            OnStall::Retry,
+            Some(shutdown),
+        )
+        .await?;
+        if let Err(e) = self.settle_deltas().await {
             tracing::warn!(error = %e, "outbox sweep failed");
         }
         self.run_cron(now).await;
@@ -307,12 +613,13 @@ impl Scheduler {
     /// `until` (or shutdown). Returns how many orders fired.
     async fn drain(
         &self,
+        partitions: &[u16],
         until: Until,
         defer: Option<Instant>,
         on_stall: OnStall,
         shutdown: Option<&Shutdown>,
     ) -> Result<usize, SchedulerError> {
-        let lanes = lanes(&self.shared.config.settings, &self.shared.ownership.owned());
+        let lanes = lanes(&self.shared.config.settings, partitions);
         let drained = join_all(lanes.iter().map(|lane| async move {
             let mut total = 0;
             loop {
@@ -362,7 +669,6 @@ impl Scheduler {
                 let _step = s.clock_step.lock().await;
                 if last > s.clock.now() {
                     s.clock.advance_to(last)?;
-                    s.store.save_clock("simulated", Some(last)).await?;
                 }
             }
         }
@@ -412,12 +718,14 @@ impl Scheduler {
         }
     }
 
-    /// Applies every stats delta still in the outbox (left by a crash between an order's commit
-    /// and its stats update, or a failed apply). Each is applied exactly once: the stats script
-    /// ignores versions it has already seen. Returns how many entries were settled.
+    /// Settles every stats delta still in the outboxes of the partitions this daemon owns
+    /// (left by a crash between an order's commit and its stats update, or a failed apply):
+    /// applied here, or relayed to the customer partition's inbox when another daemon owns it.
+    /// Each is applied exactly once: the stats script ignores versions it has already seen.
+    /// Returns how many entries were settled.
     ///
     /// # Errors
-    /// [`SchedulerError`] when Redis fails or a delta cannot be applied (it stays for the next
+    /// [`SchedulerError`] when Redis fails or a delta cannot be settled (it stays for the next
     /// sweep).
     pub async fn sweep_outbox(&self) -> Result<usize, SchedulerError> {
         let s = &self.shared;
@@ -431,21 +739,51 @@ impl Scheduler {
                 if entries.is_empty() {
                     break;
                 }
-                let applies = entries.into_iter().map(|(entry_id, delta)| {
-                    let entry_id = Some(entry_id);
-                    s.actors.apply_delta(ApplyDelta { delta, entry_id })
-                });
-                let results = join_all(applies).await;
-                let n = results.len();
-                let mut errors = results.into_iter().filter_map(Result::err);
-                if let Some(source) = errors.next() {
-                    let failed = 1 + errors.count();
-                    return Err(SchedulerError::Deltas { failed, source });
-                }
-                settled += n;
+                let settles = entries
+                    .into_iter()
+                    .map(|(entry_id, delta)| s.actors.settle_delta(delta, entry_id));
+                settled += settle_all(join_all(settles).await)?;
             }
         }
         Ok(settled)
+    }
+
+    /// Applies the deltas other daemons relayed to the inboxes of the customer partitions this
+    /// daemon owns (SPEC 10). Returns how many were applied.
+    ///
+    /// # Errors
+    /// [`SchedulerError`] when Redis fails or a delta cannot be applied (it stays for the next
+    /// sweep).
+    pub async fn sweep_inbox(&self, partitions: &[u16]) -> Result<usize, SchedulerError> {
+        let s = &self.shared;
+        let mut applied = 0;
+        for &partition in partitions {
+            if !s.ownership.owns(partition) {
+                continue;
+            }
+            loop {
+                let entries = s.store.inbox_entries(partition, OUTBOX_SWEEP_CHUNK).await?;
+                if entries.is_empty() {
+                    break;
+                }
+                let applies = entries.into_iter().map(|(entry, delta)| {
+                    let from = DeltaSource::Inbox(entry);
+                    s.actors.apply_delta(ApplyDelta { delta, from })
+                });
+                applied += settle_all(join_all(applies).await)?;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Both sweeps over every partition this daemon owns.
+    ///
+    /// # Errors
+    /// As [`Scheduler::sweep_outbox`] and [`Scheduler::sweep_inbox`].
+    pub async fn settle_deltas(&self) -> Result<usize, SchedulerError> {
+        let relayed_or_applied = self.sweep_outbox().await?;
+        let owned = self.shared.ownership.owned();
+        Ok(relayed_or_applied + self.sweep_inbox(&owned).await?)
     }
 
     /// The cron jobs recur runs, by name, with their schedules from config.
@@ -529,6 +867,19 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+}
+
+/// How many of a batch of settles succeeded, or the first error (with how many failed).
+fn settle_all<T>(results: Vec<Result<T, ActorError>>) -> Result<usize, SchedulerError> {
+    let n = results.len();
+    let mut errors = results.into_iter().filter_map(Result::err);
+    match errors.next() {
+        Some(source) => Err(SchedulerError::Deltas {
+            failed: 1 + errors.count(),
+            source,
+        }),
+        None => Ok(n),
     }
 }
 

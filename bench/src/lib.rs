@@ -524,9 +524,10 @@ where
                         }
                     }
                 }
-                let applied = futures_util::future::join_all(
-                    deltas.iter().flatten().map(|d| store.apply_delta(d, None)),
-                )
+                let applied = futures_util::future::join_all(deltas.iter().flatten().map(|d| {
+                    let lease = &leases[usize::from(keys.partition(&d.c))];
+                    store.apply_delta(d, &lease.token, None)
+                }))
                 .await;
                 for r in applied {
                     r.map_err(setup("seed stats"))?;

@@ -11,16 +11,26 @@ use serde_json::{json, Value};
 
 use super::{passivate_when_idle, ActorError, Actors};
 use crate::domain::stats::{contribution, Figures};
-use crate::store::stats::Delta;
-use crate::store::Store;
+use crate::store::stats::{Applied, Delta};
+use crate::store::{Store, StoreError};
 
-/// Applies one order's contribution, then acknowledges its outbox entry.
+/// Applies one order's contribution (fenced by the customer partition's lease), then removes
+/// the entry that carried it.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<(), ActorError>")]
 pub struct ApplyDelta {
     pub delta: Delta,
-    /// The outbox entry that carried it (removed once applied).
-    pub entry_id: Option<String>,
+    /// Where it came from.
+    pub from: DeltaSource,
+}
+
+/// The stream entry a delta was read from (removed once it is applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaSource {
+    /// The order partition's outbox (this daemon owns both partitions).
+    Outbox(String),
+    /// The customer partition's inbox (relayed by the order's owner).
+    Inbox(String),
 }
 
 /// Reads the customer's figures (the getCustomerStats result).
@@ -77,14 +87,35 @@ impl Handler<ApplyDelta> for CustomerStatsActor {
         let actors = self.actors.clone();
         AtomicResponse::new(Box::pin(
             async move {
-                // One round trip: the apply and the removal of its outbox entry are one script.
                 let config = actors.config();
-                let entry = msg.entry_id.as_deref();
-                if config.store.apply_delta(&msg.delta, entry).await? {
+                let store = &config.store;
+                let partition = store.keys().partition(&msg.delta.c);
+                let token = config
+                    .ownership
+                    .token(partition)
+                    .ok_or(ActorError::NotOwner { partition })?;
+                let inbox_entry = match &msg.from {
+                    DeltaSource::Inbox(entry) => Some(entry.as_str()),
+                    DeltaSource::Outbox(_) => None,
+                };
+                // An inbox entry goes in the same script as the apply.
+                let applied = match store.apply_delta(&msg.delta, &token, inbox_entry).await {
+                    Err(StoreError::Fenced { partition }) => {
+                        config.ownership.fenced(partition);
+                        return Err(ActorError::NotOwner { partition });
+                    }
+                    other => other?,
+                };
+                if applied == Applied::Changed {
                     config
                         .metrics
                         .stats_deltas_applied
                         .fetch_add(1, Ordering::Relaxed);
+                }
+                // An outbox entry is in the order's partition (another slot): removed after.
+                if let DeltaSource::Outbox(entry) = &msg.from {
+                    let order_partition = store.keys().partition(&msg.delta.o);
+                    store.remove_outbox_entry(order_partition, entry).await?;
                 }
                 Ok(())
             }
@@ -111,8 +142,16 @@ impl Handler<Recompute> for CustomerStatsActor {
     fn handle(&mut self, _msg: Recompute, _ctx: &mut Self::Context) -> Self::Result {
         self.last_used = WallInstant::now();
         let (store, id) = (self.actors.config().store.clone(), self.id.clone());
+        let partition = store.keys().partition(&id);
+        let owned = self.actors.config().ownership.owns(partition);
         AtomicResponse::new(Box::pin(
-            async move { recompute(&store, &id).await }.into_actor(self),
+            async move {
+                if !owned {
+                    return Err(ActorError::NotOwner { partition });
+                }
+                recompute(&store, &id).await
+            }
+            .into_actor(self),
         ))
     }
 }

@@ -20,9 +20,10 @@ use crate::clock::{Clock, TimerWake};
 use crate::domain::{Instant, Order, Policy};
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
+use crate::store::stats::Delta;
 use crate::store::{Store, StoreError};
 use crate::wire::Reply;
-use customer::{ApplyDelta, CustomerStatsActor};
+use customer::{ApplyDelta, CustomerStatsActor, DeltaSource};
 use order::{Execute, Fire, OrderActor};
 use registry::{deliver, Registry};
 
@@ -73,6 +74,15 @@ struct Shared {
     config: ActorsConfig,
     orders: Registry<OrderActor>,
     customers: Registry<CustomerStatsActor>,
+}
+
+/// How a delta taken from an outbox was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Applied to the customer's statistics by this daemon.
+    Applied,
+    /// Handed to the customer partition's inbox; its owner applies it.
+    Relayed,
 }
 
 /// The scheduler's request to fire one order (see [`Actors::fire`]).
@@ -148,13 +158,36 @@ impl Actors {
         deliver(registry, "customer", customer_id, start, || msg.clone()).await
     }
 
-    /// Applies one stats delta through its customer's actor and removes its outbox entry.
+    /// Applies one stats delta through its customer's actor and removes the entry that
+    /// carried it.
     ///
     /// # Errors
-    /// [`ActorError`] when the actor or Redis fails (the outbox entry stays for the sweep).
+    /// [`ActorError`] when the actor or Redis fails (the entry stays for the next sweep).
     pub async fn apply_delta(&self, msg: ApplyDelta) -> Result<(), ActorError> {
         let customer = msg.delta.c.clone();
         self.to_customer(&customer, msg).await?
+    }
+
+    /// Settles a delta taken from an order partition's outbox: applied here when this daemon
+    /// owns the customer's partition too, else relayed to that partition's inbox for its
+    /// owner (SPEC 10). Returns how it went.
+    ///
+    /// # Errors
+    /// [`ActorError`] when the actor or Redis fails (the entry stays for the next sweep).
+    pub async fn settle_delta(
+        &self,
+        delta: Delta,
+        outbox_entry: String,
+    ) -> Result<Settle, ActorError> {
+        let config = self.config();
+        let customer_partition = config.store.keys().partition(&delta.c);
+        if config.ownership.owns(customer_partition) {
+            let from = DeltaSource::Outbox(outbox_entry);
+            self.apply_delta(ApplyDelta { delta, from }).await?;
+            return Ok(Settle::Applied);
+        }
+        config.store.relay_delta(&delta, &outbox_entry).await?;
+        Ok(Settle::Relayed)
     }
 
     /// How many order actors are resident.

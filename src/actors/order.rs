@@ -14,8 +14,7 @@ use std::time::Instant as WallInstant;
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::customer::ApplyDelta;
-use super::{passivate_when_idle, ActorError, Actors};
+use super::{passivate_when_idle, ActorError, Actors, Settle};
 use crate::domain::basket::{self, BasketRules, Stage, UpdateOrder};
 use crate::domain::command::{Command, NewOrder};
 use crate::domain::stats::contribution;
@@ -469,7 +468,7 @@ async fn commit_and_settle(
             config.wake.timer_committed(due);
         }
         if let (Some(delta), Some(entry_id)) = (delta, outbox_ids.first()) {
-            settle_delta(actors, delta, entry_id.clone()).await;
+            settle_delta(actors, delta, entry_id.clone(), !bulk).await;
         }
     }
     Ok(outcome)
@@ -565,15 +564,35 @@ fn delta_of(before: Option<&Order>, t: &Transition) -> Option<Delta> {
     })
 }
 
-/// Hands a committed stats delta to its customer's actor, which applies it exactly once and
-/// removes its outbox entry. A failure leaves the entry for the outbox sweep.
-async fn settle_delta(actors: &Actors, delta: Delta, entry_id: String) {
-    let msg = ApplyDelta {
-        delta,
-        entry_id: Some(entry_id),
-    };
-    if let Err(e) = actors.apply_delta(msg).await {
-        tracing::warn!(error = %e, "stats delta not applied yet; the outbox sweep will retry");
+/// How long an admin command's reply waits for a customer partition another daemon owns to
+/// apply its delta (best effort: a client then usually reads its own writes, SPEC 10).
+const CUSTOMER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Hands a committed stats delta to its customer's actor (or, when another daemon owns the
+/// customer's partition, to that partition's inbox), which applies it exactly once and removes
+/// its outbox entry. A failure leaves the entry for the outbox sweep. An admin command
+/// (`wait`) then waits up to [`CUSTOMER_WAIT`] for a relayed delta to be applied.
+async fn settle_delta(actors: &Actors, delta: Delta, entry_id: String, wait: bool) {
+    let (customer, order, version) = (delta.c.clone(), delta.o.clone(), delta.v);
+    match actors.settle_delta(delta, entry_id).await {
+        Ok(Settle::Relayed) if wait => {
+            let store = &actors.config().store;
+            let deadline = tokio::time::Instant::now() + CUSTOMER_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                match store.applied_version(&customer, &order).await {
+                    Ok(Some(v)) if v >= version => return,
+                    Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read whether the customer applied a delta");
+                        return;
+                    }
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "stats delta not applied yet; the outbox sweep will retry");
+        }
     }
 }
 

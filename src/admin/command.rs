@@ -171,9 +171,10 @@ impl AdminCommand {
         }
     }
 
-    /// Whether the command runs alone (advanceClock): every other command waits for it.
-    pub fn is_exclusive(&self) -> bool {
-        matches!(self, AdminCommand::AdvanceClock { .. })
+    /// Whether the command waits while an advance runs: all but advanceClock itself (whose
+    /// completion the clock follower, which holds commands back, works towards).
+    pub fn waits_for_advance(&self) -> bool {
+        !matches!(self, AdminCommand::AdvanceClock { .. })
     }
 
     /// Runs the command.
@@ -213,8 +214,12 @@ impl AdminCommand {
                 Ok(Outcome::Answer(m))
             }
             AdminCommand::AdvanceClock { to } => {
-                let now = state.scheduler.advance(to).await?;
-                Ok(Outcome::Answer(json!({"now": format_instant(&now)})))
+                // Kept by partition 0's owner when the advance completed.
+                let reply = state
+                    .scheduler
+                    .advance(to, &request.id, &request.body_hash)
+                    .await?;
+                Ok(Outcome::Kept(reply))
             }
             AdminCommand::CreateOrder(new) => {
                 // A named cart keeps its customer's cart names until it is committed.
@@ -387,13 +392,13 @@ mod tests {
             json!({"to": "2026-01-01T00:00:00+01:00"}),
         ))
         .unwrap();
-        assert!(c.is_exclusive());
+        assert!(!c.waits_for_advance());
         assert!(
             matches!(c, AdminCommand::AdvanceClock { to } if format_instant(&to) == "2025-12-31T23:00:00.000Z")
         );
         let c = AdminCommand::parse(&req("pauseOrder", json!({"orderId": "o1"}))).unwrap();
         assert!(matches!(c, AdminCommand::Lifecycle { ref order_id, .. } if order_id == "o1"));
-        assert!(!c.is_exclusive());
+        assert!(c.waits_for_advance());
         let cursor = json!({"limit": 5, "cursor": "1767225600000:o:7"});
         let c = AdminCommand::parse(&req("listOrders", cursor)).unwrap();
         let AdminCommand::ListOrders(q) = c else {

@@ -46,8 +46,6 @@ pub struct AdminState {
     /// Which partitions this daemon answers for.
     ownership: Ownership,
     config: AdminConfig,
-    /// Commands take it shared, advanceClock exclusively: commands wait for an advance.
-    advance_lock: tokio::sync::RwLock<()>,
     /// Admin requests being handled, by request id (a retried id waits for the first).
     inflight: server::Inflight,
     /// Serializes creates and renames of one customer's carts (names are unique per customer).
@@ -73,7 +71,6 @@ impl AdminState {
             metrics,
             ownership,
             config,
-            advance_lock: tokio::sync::RwLock::new(()),
             inflight: server::Inflight::default(),
             cart_names: carts::CartNameLocks::default(),
         }
@@ -83,6 +80,13 @@ impl AdminState {
     /// which no reply may be published.
     fn is_own_channel(&self, channel: &str) -> bool {
         let keys = self.store.keys();
-        channel == keys.admin_channel() || channel == keys.events_channel()
+        [
+            keys.admin_channel(),
+            keys.events_channel(),
+            keys.inbox_channel(),
+            keys.clock_channel(),
+        ]
+        .iter()
+        .any(|c| c == channel)
     }
 }

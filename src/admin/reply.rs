@@ -81,7 +81,8 @@ impl AdminError {
                 ..
             }
             | AdminError::Scheduler(
-                SchedulerError::NotAllOwned { .. }
+                SchedulerError::NotClockOwner
+                | SchedulerError::AdvancePending { .. }
                 | SchedulerError::Failed {
                     source: ActorError::NotOwner { .. },
                     ..

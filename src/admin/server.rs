@@ -174,8 +174,8 @@ async fn handle_owned(
     reply
 }
 
-/// Parses the request once and runs it: advanceClock alone, every other command beside the
-/// others (they wait while an advance runs).
+/// Parses the request once and runs it: every command but advanceClock waits while an advance
+/// runs.
 async fn route(
     state: &AdminState,
     req: &Request,
@@ -190,11 +190,10 @@ async fn route(
         id: req.id.clone(),
         body_hash: body_hash.to_string(),
     };
-    let result = if command.is_exclusive() {
-        let _exclusive = state.advance_lock.write().await;
+    let result = if command.waits_for_advance() {
+        let _shared = state.scheduler.command_gate().await;
         command.run(state, meta).await
     } else {
-        let _shared = state.advance_lock.read().await;
         command.run(state, meta).await
     };
     reply_of(&req.id, result)
@@ -307,7 +306,7 @@ pub async fn start(
 ) -> Result<(), redis::RedisError> {
     let client = redis::Client::open(state.config.redis_url.as_str())?;
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(state.store.keys().admin_channel()).await?;
+    pubsub.subscribe(channels(&state)).await?;
     tasks.spawn_local(listen_pubsub(
         Arc::clone(&state),
         pubsub,
@@ -346,6 +345,8 @@ async fn listen_pubsub(
     requests: TaskTracker,
 ) {
     let mut pubsub = pubsub;
+    let inbox_channel = state.store.keys().inbox_channel();
+    let clock_channel = state.store.keys().clock_channel();
     loop {
         {
             let mut messages = pubsub.on_message();
@@ -353,6 +354,14 @@ async fn listen_pubsub(
                 tokio::select! {
                     _ = shutdown.wait() => return,
                     msg = messages.next() => match msg {
+                        Some(msg) if msg.get_channel_name() == inbox_channel => {
+                            if let Ok(p) = msg.get_payload::<u16>() {
+                                state.scheduler.inbox_has_entries(p);
+                            }
+                        }
+                        Some(msg) if msg.get_channel_name() == clock_channel => {
+                            state.scheduler.clock_moved();
+                        }
                         Some(msg) => {
                             let payload = msg.get_payload_bytes().to_vec();
                             let state = Arc::clone(&state);
@@ -386,8 +395,19 @@ async fn listen_pubsub(
 async fn subscribe(state: &AdminState) -> Result<redis::aio::PubSub, redis::RedisError> {
     let client = redis::Client::open(state.config.redis_url.as_str())?;
     let mut p = client.get_async_pubsub().await?;
-    p.subscribe(state.store.keys().admin_channel()).await?;
+    p.subscribe(channels(state)).await?;
     Ok(p)
+}
+
+/// What the daemon listens to: admin requests, and the announcements of other daemons (a
+/// customer partition's inbox has entries; the shared clock moved).
+fn channels(state: &AdminState) -> Vec<String> {
+    let keys = state.store.keys();
+    vec![
+        keys.admin_channel(),
+        keys.inbox_channel(),
+        keys.clock_channel(),
+    ]
 }
 
 async fn consume_stream(
@@ -406,15 +426,6 @@ async fn consume_stream(
     let mut last_claim: Option<std::time::Instant> = None;
     let mut outage = Outage::new("reading the command stream");
     while !shutdown.is_triggered() {
-        // Only partition 0's owner (the leader) reads the stream.
-        if !state.ownership.owns(0) {
-            last_claim = None;
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(state.ownership.config().renew_interval) => {}
-            }
-            continue;
-        }
         if last_claim.is_none_or(|t| t.elapsed() >= every) {
             last_claim = Some(std::time::Instant::now());
             match state
@@ -492,7 +503,8 @@ async fn handle_entry(state: &AdminState, entry: redis::streams::StreamId) {
         return;
     };
     let Some((reply_to, reply)) = handle_payload(state, &payload).await else {
-        // Not this daemon's (a partition in take-over): it stays pending and is read again.
+        // Another daemon's partition (or one in hand-over): forwarded to its owner.
+        forward(state, &entry.id, &payload).await;
         return;
     };
     if reply.error.as_ref().is_some_and(|e| e.code.is_transient()) {
@@ -513,6 +525,56 @@ async fn handle_entry(state: &AdminState, entry: redis::streams::StreamId) {
     }
     publish_reply(state, reply_to, &reply).await;
     ack(store, &entry.id).await;
+}
+
+/// How long a forwarded command-stream entry waits for its owner's kept reply before it is
+/// left pending (and read again later).
+const FORWARD_WAIT: Duration = Duration::from_secs(5);
+
+/// Forwards a command-stream entry whose routing partition another daemon owns (SPEC 10): it is
+/// published on the admin channel, where its owner applies it and replies, and acknowledged
+/// once the owner's reply is kept. With no owner yet (a takeover), it stays pending and is read
+/// again. An entry that cannot be routed is dead-lettered here; partition 0's owner answers it
+/// from the admin channel.
+async fn forward(state: &AdminState, entry_id: &str, payload: &[u8]) {
+    let store = &state.store;
+    let routed = serde_json::from_slice::<Request>(payload)
+        .ok()
+        .and_then(|req| {
+            let command = AdminCommand::parse(&req).ok()?;
+            check_id("id", &req.id).ok()?;
+            Some((command.routing_partition(store.keys()), req.id))
+        });
+    let text = String::from_utf8_lossy(payload);
+    if let Err(e) = store.publish(&store.keys().admin_channel(), &text).await {
+        tracing::warn!(error = %e, entry = %entry_id, "cannot forward a command entry; it stays pending");
+        return;
+    }
+    let Some((partition, request_id)) = routed else {
+        if serde_json::from_slice::<Request>(payload).is_err() {
+            let dead = [("request", payload), ("id", entry_id.as_bytes())];
+            if let Err(e) = store.dead_letter_command(&dead).await {
+                tracing::warn!(error = %e, entry = %entry_id, "cannot dead-letter a command entry");
+            }
+        }
+        ack(store, entry_id).await;
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        match store.kept_reply(partition, &request_id).await {
+            Ok(Some(_)) => {
+                ack(store, entry_id).await;
+                return;
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                tracing::debug!(error = %e, entry = %entry_id, "cannot read a forwarded entry's reply");
+                return;
+            }
+        }
+    }
+    tracing::debug!(entry = %entry_id, partition, "a forwarded command entry has no reply yet; it stays pending");
 }
 
 async fn ack(store: &crate::store::Store, entry_id: &str) {

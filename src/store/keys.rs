@@ -98,6 +98,18 @@ impl Keys {
         format!("{}:{{p{partition}}}:outbox", self.prefix)
     }
 
+    /// Stream of stats deltas relayed to a customer partition by the owners of the orders'
+    /// partitions (field `delta`), applied by the customer partition's owner (SPEC 10).
+    pub fn inbox(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:inbox", self.prefix)
+    }
+
+    /// The channel that tells a customer partition's owner its inbox has entries (payload =
+    /// the partition number).
+    pub fn inbox_channel(&self) -> String {
+        format!("{}:inbox", self.prefix)
+    }
+
     /// Sorted set of a partition's order ids by creation time (listOrders over all orders
     /// reads every partition's and merges them).
     pub fn orders(&self, partition: u16) -> String {
@@ -189,6 +201,17 @@ impl Keys {
     /// (partition 0's, written by its owner).
     pub fn clock(&self) -> String {
         format!("{}:{{p0}}:clock", self.prefix)
+    }
+
+    /// The channel partition 0's owner announces clock changes on (an advance began or was
+    /// completed), so every daemon fires its partitions and follows the shared clock.
+    pub fn clock_channel(&self) -> String {
+        format!("{}:clock", self.prefix)
+    }
+
+    /// How far partition `p` has fired the simulated clock (Unix ms), written by its owner.
+    pub fn fired(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:fired", self.prefix)
     }
 
     /// Hash of cron job bookkeeping (last run per job), partition 0's.

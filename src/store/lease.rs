@@ -74,6 +74,29 @@ impl Store {
         }))
     }
 
+    /// Of `partitions`, those whose lease nobody holds right now (one pipeline of EXISTS, one
+    /// key each, so it works on a cluster too).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn free_leases(&self, partitions: &[u16]) -> Result<Vec<u16>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            pipe.exists(self.keys().lease(p));
+        }
+        let held: Vec<bool> = pipe.query_async(&mut conn).await?;
+        Ok(partitions
+            .iter()
+            .zip(held)
+            .filter(|(_, h)| !h)
+            .map(|(p, _)| *p)
+            .collect())
+    }
+
     /// Renews each held lease (one pipeline); returns, in order, whether each still holds.
     ///
     /// # Errors

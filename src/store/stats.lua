@@ -2,13 +2,19 @@
 -- contribution replaces the order's previous one only if its version is newer, so a replayed
 -- or stale delta changes nothing. Money is integer minor units (HINCRBY), never a float.
 -- It also keeps the customer's order index (created ms -> order id). Every key is of the
--- customer's partition (one hash slot); the delta's outbox entry, in the order's partition,
--- is removed by the caller after this (a crash between only re-applies, which changes nothing).
+-- customer's partition (one hash slot), and the write is fenced by that partition's lease. A
+-- delta relayed through the partition's inbox has its inbox entry removed here, in the same
+-- call; one taken straight from the order's outbox (another partition, so another slot) has its
+-- entry removed by the caller after this (a crash between only re-applies: nothing changes).
 --
 -- KEYS: 1 contributions hash (order id -> JSON), 2 stats hash, 3 the partition's customers
---       set, 4 the customer's order index
--- ARGV: 1 order id, 2 version, 3 contribution JSON ('' = the order was deleted), 4 customer id
--- Returns 1 when applied, 0 when already applied (same or newer version).
+--       set, 4 the customer's order index, 5 the partition's lease, 6 the partition's inbox
+-- ARGV: 1 order id, 2 version, 3 contribution JSON ('' = the order was deleted), 4 customer id,
+--       5 the writer's lease token, 6 the inbox entry to remove ('' = none)
+-- Returns 1 when applied, 0 when already applied (same or newer version), -1 when the lease
+-- is not the writer's (nothing written).
+if redis.call('GET', KEYS[5]) ~= ARGV[5] then return -1 end
+if ARGV[6] ~= '' then redis.call('XDEL', KEYS[6], ARGV[6]) end
 local function apply()
   local old = redis.call('HGET', KEYS[1], ARGV[1])
   local oldc = nil

@@ -15,6 +15,15 @@ pub const STATS_SCRIPT: &str = include_str!("stats.lua");
 static STATS: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(STATS_SCRIPT));
 
+/// What applying a delta did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The figures changed.
+    Changed,
+    /// The same or a newer version was applied before: nothing changed.
+    AlreadySeen,
+}
+
 /// One outbox entry: the order's contribution (None = deleted) at a version.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Delta {
@@ -29,19 +38,21 @@ pub struct Delta {
 }
 
 impl Store {
-    /// Applies a delta and, in the same atomic script call, removes its outbox entry (when
-    /// given); Ok(true) when it changed the figures, Ok(false) when it was already applied (the
-    /// same or a newer version).
+    /// Applies a delta to its customer's statistics, fenced by the customer partition's lease
+    /// `token`, and removes its inbox entry (when given) in the same script call.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails.
+    /// [`StoreError::Fenced`] when `token` is not the lease's (nothing written), or when
+    /// Redis fails.
     pub async fn apply_delta(
         &self,
         d: &Delta,
-        outbox_entry: Option<&str>,
-    ) -> Result<bool, StoreError> {
+        token: &str,
+        inbox_entry: Option<&str>,
+    ) -> Result<Applied, StoreError> {
         let mut conn = self.conn();
         let keys = self.keys();
+        let partition = keys.partition(&d.c);
         let contribution = match &d.k {
             Some(c) => serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => String::new(),
@@ -49,22 +60,111 @@ impl Store {
         let applied: i64 = STATS
             .key(keys.customer_contributions(&d.c))
             .key(keys.customer_stats(&d.c))
-            .key(keys.customers(keys.partition(&d.c)))
+            .key(keys.customers(partition))
             .key(keys.customer_orders(&d.c))
+            .key(keys.lease(partition))
+            .key(keys.inbox(partition))
             .arg(&d.o)
             .arg(d.v)
             .arg(contribution)
             .arg(&d.c)
+            .arg(token)
+            .arg(inbox_entry.unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
-        // The entry is in the order's partition (another hash slot): acknowledged after the
-        // apply, which a crash in between only repeats, to no effect.
-        if let Some(entry) = outbox_entry {
-            let _removed: i64 = conn
-                .xdel(keys.outbox(keys.partition(&d.o)), &[entry])
-                .await?;
+        match applied {
+            1 => Ok(Applied::Changed),
+            0 => Ok(Applied::AlreadySeen),
+            _ => Err(StoreError::Fenced { partition }),
         }
-        Ok(applied == 1)
+    }
+
+    /// Removes a settled entry from an order partition's outbox.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails (the entry is settled again later, to no effect).
+    pub async fn remove_outbox_entry(&self, partition: u16, entry: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let _removed: i64 = conn.xdel(self.keys().outbox(partition), &[entry]).await?;
+        Ok(())
+    }
+
+    /// Relays a delta whose customer lives in a partition another daemon owns: appends it to
+    /// that partition's inbox, then removes it from the order partition's outbox and tells the
+    /// customer's owner (`<prefix>:inbox`, payload = the partition). A crash between the two
+    /// relays it again; the stats apply ignores the versions it has seen.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails (the outbox entry stays for the next sweep).
+    pub async fn relay_delta(&self, d: &Delta, outbox_entry: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let keys = self.keys();
+        let json = serde_json::to_string(d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let customer_partition = keys.partition(&d.c);
+        let _id: String = conn
+            .xadd(keys.inbox(customer_partition), "*", &[("delta", json)])
+            .await?;
+        let _: (i64, i64) = redis::pipe()
+            .xdel(keys.outbox(keys.partition(&d.o)), &[outbox_entry])
+            .publish(keys.inbox_channel(), customer_partition)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `count` entries of a customer partition's inbox, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or an entry cannot be read.
+    pub async fn inbox_entries(
+        &self,
+        partition: u16,
+        count: usize,
+    ) -> Result<Vec<(String, Delta)>, StoreError> {
+        self.deltas_of(self.keys().inbox(partition), count).await
+    }
+
+    /// The version of an order's contribution its customer's statistics hold, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or the contribution cannot be read.
+    pub async fn applied_version(
+        &self,
+        customer_id: &str,
+        order_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn();
+        let raw: Option<String> = conn
+            .hget(self.keys().customer_contributions(customer_id), order_id)
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct Versioned {
+            v: u64,
+        }
+        raw.map(|r| {
+            serde_json::from_str::<Versioned>(&r)
+                .map(|c| c.v)
+                .map_err(|e| StoreError::Corrupt(format!("contribution of {order_id}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// How many deltas wait in the outboxes and inboxes of `partitions` (0 = statistics are
+    /// settled there).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn unsettled_deltas(&self, partitions: &[u16]) -> Result<u64, StoreError> {
+        if partitions.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            pipe.xlen(self.keys().outbox(p)).xlen(self.keys().inbox(p));
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(lens.iter().sum())
     }
 
     /// Up to `count` outbox entries of a partition, oldest first.
@@ -76,10 +176,17 @@ impl Store {
         partition: u16,
         count: usize,
     ) -> Result<Vec<(String, Delta)>, StoreError> {
+        self.deltas_of(self.keys().outbox(partition), count).await
+    }
+
+    async fn deltas_of(
+        &self,
+        key: String,
+        count: usize,
+    ) -> Result<Vec<(String, Delta)>, StoreError> {
         let mut conn = self.conn();
-        let reply: redis::streams::StreamRangeReply = conn
-            .xrange_count(self.keys().outbox(partition), "-", "+", count)
-            .await?;
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrange_count(key, "-", "+", count).await?;
         let mut out = Vec::new();
         for e in reply.ids {
             let raw: Option<String> = e.get("delta");
@@ -87,7 +194,7 @@ impl Store {
                 .as_deref()
                 .map(serde_json::from_str::<Delta>)
                 .transpose()
-                .map_err(|err| StoreError::Corrupt(format!("outbox entry {}: {err}", e.id)))?;
+                .map_err(|err| StoreError::Corrupt(format!("delta entry {}: {err}", e.id)))?;
             if let Some(d) = delta {
                 out.push((e.id, d));
             }
