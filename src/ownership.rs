@@ -355,6 +355,9 @@ mod tests {
             Tick { d: usize, delay: u64, back: u64 },
             /// Daemon `d` writes if it trusts its lease; Redis sees it `delay` ms later.
             Write { d: usize, delay: u64 },
+            /// Daemon `d` hands its lease over (it drained): it stops trusting it when it sends
+            /// the compare-and-delete, which Redis handles `delay` ms later.
+            Release { d: usize, delay: u64 },
             /// Time passes.
             Wait { ms: u64 },
         }
@@ -367,6 +370,7 @@ mod tests {
                     back
                 }),
                 (0..3usize, 0..1500u64).prop_map(|(d, delay)| Step::Write { d, delay }),
+                (0..3usize, 0..1500u64).prop_map(|(d, delay)| Step::Release { d, delay }),
                 (0..1500u64).prop_map(|ms| Step::Wait { ms }),
             ]
         }
@@ -427,6 +431,14 @@ mod tests {
                             now = at + back;
                             daemons[d] = ok.map(|t| (t, now, sent + trust));
                         }
+                        Step::Release { d, delay } => {
+                            if let Some((token, _, _)) = daemons[d].take() {
+                                let at = now + delay;
+                                if redis.value(at) == Some(token.as_str()) {
+                                    redis.lease = None;
+                                }
+                            }
+                        }
                         Step::Write { d, delay } => {
                             if let Some((token, _, until)) = &daemons[d] {
                                 if *until > now {
@@ -457,6 +469,24 @@ mod tests {
                 prop_assert!(accepted.windows(2).all(|w| w[0].1 <= w[1].1), "{accepted:?}");
             }
         }
+    }
+
+    #[test]
+    fn shares_cover_every_partition_and_drains_take_the_highest() {
+        for partitions in [1u16, 4, 64, 1024] {
+            for live in 1..=10usize {
+                let share = fair_share(partitions, live);
+                assert!(
+                    share * live >= usize::from(partitions),
+                    "{partitions}/{live}"
+                );
+                assert!(share.saturating_sub(1) * live < usize::from(partitions));
+            }
+        }
+        assert_eq!(fair_share(64, 0), 64, "alone when nobody else beats");
+        assert_eq!(fair_share(64, 3), 22);
+        assert_eq!(to_drain(&[1, 4, 9, 30], 2), vec![9, 30]);
+        assert!(to_drain(&[1, 4], 2).is_empty());
     }
 
     #[test]
