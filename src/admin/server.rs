@@ -21,7 +21,7 @@ use crate::actors::order::RequestMeta;
 use crate::domain::command::check_id;
 use crate::domain::ErrorCode;
 use crate::shutdown::Shutdown;
-use crate::store::Outage;
+use crate::store::{Outage, StoreError};
 use crate::wire::{Reply, Request, StoredReply};
 
 /// The consumer group that reads `<prefix>:commands`.
@@ -158,16 +158,27 @@ async fn handle_owned(
             body_hash: hash,
             reply: reply.clone(),
         };
-        let kept = match serde_json::to_string(&stored) {
-            Ok(json) => state
+        let kept = match (
+            serde_json::to_string(&stored),
+            state.ownership.token(partition),
+        ) {
+            (Ok(json), Some(token)) => state
                 .store
-                .keep_reply(partition, &req.id, &json, ttl)
+                .keep_reply(partition, &req.id, &json, ttl, &token)
                 .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("cannot encode the reply: {e}")),
+                .map_err(|e| match e {
+                    // Deposed meanwhile: the new owner answers the retry.
+                    StoreError::Fenced { .. } => (ErrorCode::Unavailable, e.to_string()),
+                    e => (ErrorCode::Internal, e.to_string()),
+                }),
+            (Ok(_), None) => Err((
+                ErrorCode::Unavailable,
+                format!("partition {partition} moved to another daemon; retry"),
+            )),
+            (Err(e), _) => Err((ErrorCode::Internal, format!("cannot encode the reply: {e}"))),
         };
-        if let Err(e) = kept {
-            reply = Reply::error(Some(req.id.clone()), ErrorCode::Internal, e);
+        if let Err((code, e)) = kept {
+            reply = Reply::error(Some(req.id.clone()), code, e);
         }
     }
     state.inflight.finish(&req.id, &reply);

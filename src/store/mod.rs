@@ -56,6 +56,18 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
+/// Keeps a reply (SET NX EX) if the writer still holds the routing partition's lease; 1, or 0
+/// when fenced. KEYS: 1 the reply, 2 the lease. ARGV: 1 token, 2 reply JSON, 3 TTL seconds.
+static KEEP_REPLY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3])
+return 1
+",
+    )
+});
+
 /// What Redis holds under an order id.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loaded {
@@ -283,16 +295,20 @@ impl Store {
         request_id: &str,
         json: &str,
         ttl_secs: u64,
+        token: &str,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: Option<String> = redis::cmd("SET")
-            .arg(self.keys.reply(partition, request_id))
+        let kept: i64 = KEEP_REPLY
+            .key(self.keys.reply(partition, request_id))
+            .key(self.keys.lease(partition))
+            .arg(token)
             .arg(json)
-            .arg("NX")
-            .arg("EX")
             .arg(ttl_secs)
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
+        if kept == 0 {
+            return Err(StoreError::Fenced { partition });
+        }
         Ok(())
     }
 
