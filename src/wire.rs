@@ -20,6 +20,11 @@ pub struct Request {
     pub command: String,
     #[serde(default)]
     pub args: Value,
+    /// Internal: the order an updateOrder by cart name was resolved to by the customer
+    /// partition's owner, which forwards the request to the order's owner (SPEC 10). Not part
+    /// of the body hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_order_id: Option<String>,
 }
 
 impl Request {
@@ -140,6 +145,7 @@ mod tests {
             channel: "web".into(),
             command: "pauseOrder".into(),
             args,
+            resolved_order_id: None,
         }
     }
 

@@ -203,6 +203,7 @@ impl AdminClient {
             channel: DEFAULT_CHANNEL.to_string(),
             command: command.to_string(),
             args,
+            resolved_order_id: None,
         }
     }
 
@@ -240,6 +241,7 @@ impl AdminClient {
             channel: options.channel,
             command: command.to_string(),
             args,
+            resolved_order_id: None,
         };
         let payload = serde_json::to_string(&request)?;
         let key = Some(id.clone());

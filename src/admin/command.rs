@@ -46,7 +46,12 @@ pub enum AdminCommand {
         order_id: String,
         command: Command,
     },
-    UpdateOrder(Box<UpdateOrder>),
+    UpdateOrder {
+        update: Box<UpdateOrder>,
+        /// The order a cart name was resolved to by the customer's owner (a forwarded
+        /// request), applied here by its owner.
+        resolved: Option<String>,
+    },
     GetCustomerStats {
         customer_id: String,
     },
@@ -133,9 +138,21 @@ impl AdminCommand {
                     order_id: a.order_id,
                 }
             }
-            "updateOrder" => AdminCommand::UpdateOrder(Box::new(
-                UpdateOrder::parse(&req.args, &req.channel).map_err(AdminError::Staged)?,
-            )),
+            "updateOrder" => {
+                let update =
+                    UpdateOrder::parse(&req.args, &req.channel).map_err(AdminError::Staged)?;
+                let resolved = match (&update.criteria.target, &req.resolved_order_id) {
+                    (Target::Name(_), Some(id)) => {
+                        check_id("resolvedOrderId", id)?;
+                        Some(id.clone())
+                    }
+                    _ => None,
+                };
+                AdminCommand::UpdateOrder {
+                    update: Box::new(update),
+                    resolved,
+                }
+            }
             "getCustomerStats" => AdminCommand::GetCustomerStats {
                 customer_id: customer()?,
             },
@@ -155,10 +172,12 @@ impl AdminCommand {
             AdminCommand::GetOrder { order_id } | AdminCommand::Lifecycle { order_id, .. } => {
                 keys.partition(order_id)
             }
-            AdminCommand::UpdateOrder(u) => match &u.criteria.target {
-                Target::Id(id) => keys.partition(id),
-                Target::Name(_) => keys.partition(&u.criteria.customer_id),
-            },
+            AdminCommand::UpdateOrder { update, resolved } => {
+                match (&update.criteria.target, resolved) {
+                    (Target::Id(id), _) | (Target::Name(_), Some(id)) => keys.partition(id),
+                    (Target::Name(_), None) => keys.partition(&update.criteria.customer_id),
+                }
+            }
             AdminCommand::GetCustomerStats { customer_id }
             | AdminCommand::RecomputeCustomerStats { customer_id } => keys.partition(customer_id),
             AdminCommand::ListOrders(q) => {
@@ -185,6 +204,7 @@ impl AdminCommand {
         self,
         state: &AdminState,
         request: RequestMeta,
+        raw: &Request,
     ) -> Result<Outcome, AdminError> {
         let now = || json!({"now": format_instant(&state.clock.now())});
         let order = |order_id: String, op: OrderOp, request: RequestMeta| async move {
@@ -225,15 +245,24 @@ impl AdminCommand {
                 // A named cart keeps its customer's cart names until it is committed.
                 let _cart_name = carts::claim_cart_name(state, &new).await?;
                 let id = new.id.clone();
-                order(id, OrderOp::Create(new), request).await
+                let named = new.name.is_some().then(|| new.clone());
+                let created = order(id, OrderOp::Create(new), request).await;
+                let refused = match &created {
+                    Ok(Outcome::Kept(reply)) => !reply.ok,
+                    _ => true,
+                };
+                if let (true, Some(new)) = (refused, named) {
+                    carts::release_cart_name(state, &new).await;
+                }
+                created
             }
             AdminCommand::GetOrder { order_id } => order(order_id, OrderOp::Get, request).await,
             AdminCommand::Lifecycle { order_id, command } => {
                 order(order_id, OrderOp::Command(command), request).await
             }
-            AdminCommand::UpdateOrder(update) => Ok(Outcome::Kept(
-                carts::update_order(state, update, request).await?,
-            )),
+            AdminCommand::UpdateOrder { update, resolved } => {
+                carts::update_order(state, update, resolved, request, raw).await
+            }
             AdminCommand::GetCustomerStats { customer_id } => {
                 let stats = state.actors.to_customer(&customer_id, GetStats).await??;
                 Ok(Outcome::Answer(stats))
@@ -374,6 +403,7 @@ mod tests {
             channel: String::new(),
             command: command.into(),
             args,
+            resolved_order_id: None,
         }
     }
 
@@ -433,7 +463,7 @@ mod tests {
         );
         // updateOrder refusals name their stage: no search criteria is a `load` refusal.
         let e = AdminCommand::parse(&req("updateOrder", json!({"id": "o1"}))).unwrap_err();
-        let e = reply_of("r1", Err(e)).reply.error.unwrap();
+        let e = reply_of("r1", Err(e)).reply.unwrap().error.unwrap();
         assert_eq!(
             (e.code, e.stage.as_deref()),
             (ErrorCode::InvalidRequest, Some("load"))

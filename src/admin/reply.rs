@@ -126,11 +126,14 @@ pub enum Outcome {
     Kept(Reply),
     /// A result to reply with (and keep, as the server decides).
     Answer(Value),
+    /// Handed to the daemon that owns the order (an updateOrder by cart name): it replies.
+    Forwarded,
 }
 
-/// A reply, and whether an order commit already kept it.
+/// A reply, and whether an order commit already kept it; no reply when the request was
+/// forwarded to the daemon that answers it.
 pub struct Routed {
-    pub reply: Reply,
+    pub reply: Option<Reply>,
     pub kept: bool,
 }
 
@@ -138,13 +141,22 @@ pub struct Routed {
 pub fn reply_of(request_id: &str, result: Result<Outcome, AdminError>) -> Routed {
     let id = Some(request_id.to_string());
     match result {
-        Ok(Outcome::Kept(reply)) => Routed { reply, kept: true },
+        Ok(Outcome::Kept(reply)) => Routed {
+            reply: Some(reply),
+            kept: true,
+        },
         Ok(Outcome::Answer(v)) => Routed {
-            reply: Reply::ok(id, v),
+            reply: Some(Reply::ok(id, v)),
+            kept: false,
+        },
+        Ok(Outcome::Forwarded) => Routed {
+            reply: None,
             kept: false,
         },
         Err(e) => Routed {
-            reply: Reply::error(id, e.code(), e.message()).with_stage(e.stage().map(Stage::as_str)),
+            reply: Some(
+                Reply::error(id, e.code(), e.message()).with_stage(e.stage().map(Stage::as_str)),
+            ),
             kept: false,
         },
     }
@@ -158,26 +170,32 @@ mod tests {
 
     #[test]
     fn errors_map_to_codes_in_one_place() {
-        let clock = |e: ClockError| reply_of("r", Err(SchedulerError::Clock(e).into())).reply;
+        let clock = |e: ClockError| {
+            reply_of("r", Err(SchedulerError::Clock(e).into()))
+                .reply
+                .unwrap()
+        };
         let r = clock(ClockError::NotSimulated);
         assert_eq!(r.error.unwrap().code, ErrorCode::ClockNotSimulated);
         let t = parse_instant("2026-01-01T00:00:00Z").unwrap();
         let r = clock(ClockError::Backwards { now: t, to: t });
         assert_eq!(r.error.unwrap().code, ErrorCode::InvalidRequest);
-        let r = reply_of("r", Err(ActorError::Contended.into())).reply;
+        let r = reply_of("r", Err(ActorError::Contended.into()))
+            .reply
+            .unwrap();
         assert_eq!(r.error.unwrap().code, ErrorCode::Internal);
         // A partition lost to another daemon is UNAVAILABLE (retried), in a command or an
         // advance alike.
         let lost = || ActorError::NotOwner { partition: 3 };
-        let r = reply_of("r", Err(lost().into())).reply;
+        let r = reply_of("r", Err(lost().into())).reply.unwrap();
         assert_eq!(r.error.unwrap().code, ErrorCode::Unavailable);
         let failed = SchedulerError::Failed {
             failed: 2,
             source: lost(),
         };
-        let r = reply_of("r", Err(failed.into())).reply;
+        let r = reply_of("r", Err(failed.into())).reply.unwrap();
         assert_eq!(r.error.unwrap().code, ErrorCode::Unavailable);
         let ok = reply_of("r", Ok(Outcome::Answer(json!({"x": 1}))));
-        assert!(ok.reply.ok && !ok.kept);
+        assert!(ok.reply.unwrap().ok && !ok.kept);
     }
 }

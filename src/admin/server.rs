@@ -27,8 +27,9 @@ use crate::wire::{Reply, Request, StoredReply};
 /// The consumer group that reads `<prefix>:commands`.
 pub const CONSUMER_GROUP: &str = "recur";
 
-/// One request being handled: its body hash and the duplicates waiting for its reply.
-type Waiters = (String, Vec<oneshot::Sender<Reply>>);
+/// One request being handled: its body hash and the duplicates waiting for its reply (none
+/// when it was forwarded to another daemon).
+type Waiters = (String, Vec<oneshot::Sender<Option<Reply>>>);
 
 /// Requests being handled, by id: a duplicate waits for the first one's reply.
 #[derive(Default)]
@@ -38,7 +39,7 @@ pub struct Inflight {
 
 enum Begin {
     First,
-    Duplicate(oneshot::Receiver<Reply>),
+    Duplicate(oneshot::Receiver<Option<Reply>>),
     Conflict,
 }
 
@@ -59,14 +60,14 @@ impl Inflight {
         }
     }
 
-    fn finish(&self, id: &str, reply: &Reply) {
+    fn finish(&self, id: &str, reply: Option<&Reply>) {
         let waiters = self
             .waiting
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         for tx in waiters.map(|(_, w)| w).unwrap_or_default() {
-            if tx.send(reply.clone()).is_err() {
+            if tx.send(reply.cloned()).is_err() {
                 tracing::debug!(request_id = %id, "a duplicate stopped waiting for its reply");
             }
         }
@@ -105,7 +106,7 @@ async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
         );
         return Some(reply);
     }
-    Some(handle_owned(state, req, parsed, partition).await)
+    handle_owned(state, req, parsed, partition).await
 }
 
 async fn handle_owned(
@@ -113,7 +114,7 @@ async fn handle_owned(
     req: Request,
     parsed: Result<AdminCommand, AdminError>,
     partition: u16,
-) -> Reply {
+) -> Option<Reply> {
     let hash = req.body_hash();
     let ttl = state.config.reply_retention.as_secs().max(1);
     // The id's first body, wherever it routed (another body is a CONFLICT), and its kept
@@ -123,12 +124,18 @@ async fn handle_owned(
         .claim_request(partition, &req.id, &hash, ttl)
         .await
     {
-        Ok((Some(_), _)) => return conflict(&req.id),
+        Ok((Some(_), _)) => return Some(conflict(&req.id)),
         Ok((None, kept)) => kept,
-        Err(e) => return Reply::error(Some(req.id.clone()), ErrorCode::Internal, e.to_string()),
+        Err(e) => {
+            return Some(Reply::error(
+                Some(req.id.clone()),
+                ErrorCode::Internal,
+                e.to_string(),
+            ))
+        }
     };
     if let Some(json) = kept {
-        return match serde_json::from_str::<StoredReply>(&json) {
+        return Some(match serde_json::from_str::<StoredReply>(&json) {
             Ok(s) if s.body_hash == hash => s.reply,
             Ok(_) => conflict(&req.id),
             Err(e) => Reply::error(
@@ -136,23 +143,27 @@ async fn handle_owned(
                 ErrorCode::Internal,
                 format!("kept reply is corrupt: {e}"),
             ),
-        };
+        });
     }
     match state.inflight.begin(&req.id, &hash) {
         Begin::First => {}
-        Begin::Conflict => return conflict(&req.id),
+        Begin::Conflict => return Some(conflict(&req.id)),
         Begin::Duplicate(rx) => {
             return rx.await.unwrap_or_else(|_| {
-                Reply::error(
+                Some(Reply::error(
                     Some(req.id.clone()),
                     ErrorCode::Internal,
                     "the first attempt was lost; retry",
-                )
+                ))
             })
         }
     }
     let routed = route(state, &req, parsed, &hash).await;
-    let mut reply = routed.reply;
+    let Some(mut reply) = routed.reply else {
+        // Forwarded: the daemon that owns the order answers.
+        state.inflight.finish(&req.id, None);
+        return None;
+    };
     if !routed.kept && reply.is_kept() {
         let stored = StoredReply {
             body_hash: hash,
@@ -181,8 +192,8 @@ async fn handle_owned(
             reply = Reply::error(Some(req.id.clone()), code, e);
         }
     }
-    state.inflight.finish(&req.id, &reply);
-    reply
+    state.inflight.finish(&req.id, Some(&reply));
+    Some(reply)
 }
 
 /// Parses the request once and runs it: every command but advanceClock waits while an advance
@@ -203,9 +214,9 @@ async fn route(
     };
     let result = if command.waits_for_advance() {
         let _shared = state.scheduler.command_gate().await;
-        command.run(state, meta).await
+        command.run(state, meta, req).await
     } else {
-        command.run(state, meta).await
+        command.run(state, meta, req).await
     };
     reply_of(&req.id, result)
 }
@@ -556,10 +567,17 @@ async fn forward(state: &AdminState, entry_id: &str, payload: &[u8]) {
             check_id("id", &req.id).ok()?;
             Some((command.routing_partition(store.keys()), req.id))
         });
+    // This daemon owns the routing partition when it resolved a cart name and forwarded the
+    // request to the order's owner itself.
+    let resolved_here = routed
+        .as_ref()
+        .is_some_and(|(p, _)| state.ownership.owns(*p));
     let text = String::from_utf8_lossy(payload);
-    if let Err(e) = store.publish(&store.keys().admin_channel(), &text).await {
-        tracing::warn!(error = %e, entry = %entry_id, "cannot forward a command entry; it stays pending");
-        return;
+    if !resolved_here {
+        if let Err(e) = store.publish(&store.keys().admin_channel(), &text).await {
+            tracing::warn!(error = %e, entry = %entry_id, "cannot forward a command entry; it stays pending");
+            return;
+        }
     }
     let Some((partition, request_id)) = routed else {
         if serde_json::from_slice::<Request>(payload).is_err() {
@@ -573,12 +591,12 @@ async fn forward(state: &AdminState, entry_id: &str, payload: &[u8]) {
     };
     let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
     while tokio::time::Instant::now() < deadline {
-        match store.kept_reply(partition, &request_id).await {
-            Ok(Some(_)) => {
+        match forwarded_reply_kept(store, partition, &request_id).await {
+            Ok(true) => {
                 ack(store, entry_id).await;
                 return;
             }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(false) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => {
                 tracing::debug!(error = %e, entry = %entry_id, "cannot read a forwarded entry's reply");
                 return;
@@ -586,6 +604,25 @@ async fn forward(state: &AdminState, entry_id: &str, payload: &[u8]) {
         }
     }
     tracing::debug!(entry = %entry_id, partition, "a forwarded command entry has no reply yet; it stays pending");
+}
+
+/// Whether the reply of a forwarded request is kept: in its routing partition, or (an
+/// updateOrder by cart name) in the partition of the order it was resolved to.
+async fn forwarded_reply_kept(
+    store: &crate::store::Store,
+    partition: u16,
+    request_id: &str,
+) -> Result<bool, StoreError> {
+    if store.kept_reply(partition, request_id).await?.is_some() {
+        return Ok(true);
+    }
+    match store.resolution(partition, request_id).await? {
+        Some(order) => {
+            let p = store.keys().partition(&order);
+            Ok(store.kept_reply(p, request_id).await?.is_some())
+        }
+        None => Ok(false),
+    }
 }
 
 async fn ack(store: &crate::store::Store, entry_id: &str) {

@@ -146,6 +146,18 @@ impl Keys {
         )
     }
 
+    /// The claim of a customer's cart name: the order id that has it (in the customer's
+    /// partition).
+    pub fn cart_name(&self, customer_id: &str, name: &str) -> String {
+        self.customer_key(customer_id, &format!("cart:{name}"))
+    }
+
+    /// Which order an updateOrder by cart name was resolved to, by request id (in the
+    /// customer's partition).
+    pub fn resolution(&self, partition: u16, request_id: &str) -> String {
+        format!("{}:{{p{partition}}}:resolve:{request_id}", self.prefix)
+    }
+
     /// Set of a partition's customers that have statistics (the reconcile job's sample).
     pub fn customers(&self, partition: u16) -> String {
         format!("{}:{{p{partition}}}:customers", self.prefix)

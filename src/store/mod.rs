@@ -2,6 +2,7 @@
 //! kept replies, the persisted clock and the timer sets. Nothing here knows the lifecycle
 //! rules; it stores what the domain decided.
 
+pub mod carts;
 pub mod clock;
 pub mod commit;
 pub mod conn;

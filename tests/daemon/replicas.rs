@@ -609,3 +609,116 @@ async fn a_scripted_book_on_three_daemons_with_a_kill_and_a_join_matches_one_dae
         d.kill().await;
     }
 }
+
+/// Cart names across two daemons, with the cart's partition owned by the daemon that does not
+/// own the customer's: updateOrder by name is resolved by the customer's owner and applied by
+/// the order's (once, also when retried), and names stay unique when creates race on both.
+#[tokio::test]
+async fn carts_by_name_work_when_the_customer_and_the_cart_live_on_different_daemons() {
+    let redis = TestRedis::start().await;
+    let daemons = [
+        Daemon::start(settings(&redis.url, "t")).await,
+        Daemon::start(settings(&redis.url, "t")).await,
+    ];
+    wait_for_balance(&redis, "t", 2).await;
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    let mut conn = redis.conn().await;
+    let holder = |p: u16| {
+        let mut conn = conn.clone();
+        async move {
+            let v: String = redis::AsyncCommands::get(&mut conn, format!("t:{{p{p}}}:lease"))
+                .await
+                .unwrap();
+            v.split(':').next().unwrap().to_string()
+        }
+    };
+    let partition =
+        |id: &str| recur::store::keys::partition_of(id, recur::store::DEFAULT_PARTITIONS);
+    let customer_owner = holder(partition("c1")).await;
+    let mut elsewhere = Vec::new();
+    for k in 0..200 {
+        let id = format!("cart-{k}");
+        if holder(partition(&id)).await != customer_owner {
+            elsewhere.push(id);
+        }
+    }
+    assert!(elsewhere.len() > 10, "ids on the other daemon");
+    let cart = |id: &str, name: &str| {
+        let mut a = monthly(id, "ONLINE", 12, "10.00");
+        a["name"] = json!(name);
+        a
+    };
+    let ok = |r: recur::wire::Reply| {
+        assert!(r.ok, "{:?}", r.error);
+        r.result.unwrap()
+    };
+    let created = ok(client
+        .request("createOrder", cart(&elsewhere[0], "box"))
+        .await
+        .unwrap());
+    assert_eq!(created["status"], "DRAFT");
+    let item =
+        json!({"id": "mug", "sku": "SKU-mug", "name": "mug", "quantity": 2, "unitPrice": "3.00"});
+    let update = json!({"customerId": "c1", "name": "box", "lineItems": {"create": [item]}});
+    let options = || recur::admin::client::RequestOptions {
+        id: Some("upd-by-name".into()),
+        ..Default::default()
+    };
+    let first = client
+        .request_with(options(), "updateOrder", update.clone())
+        .await
+        .unwrap();
+    let o = ok(first.clone());
+    assert_eq!(o["id"], json!(elsewhere[0]));
+    assert_eq!(o["priceDetails"]["subtotal"], "16.00");
+    let again = client
+        .request_with(options(), "updateOrder", update)
+        .await
+        .unwrap();
+    assert_eq!(
+        again, first,
+        "the retry gets the kept reply, not a second line item"
+    );
+
+    // Another cart of c1 may not take the name, whichever daemon creates it.
+    let e = client
+        .request("createOrder", cart(&elsewhere[1], "box"))
+        .await
+        .unwrap();
+    assert_eq!(e.error.unwrap().code.as_str(), "CONFLICT");
+    // Creates racing for one name on both daemons: exactly one wins.
+    let racing = (0..12).map(|k| {
+        let id = format!("race-{k}");
+        let client = &client;
+        let args = cart(&id, "bag");
+        async move { client.request("createOrder", args).await.unwrap() }
+    });
+    let replies = futures_util::future::join_all(racing).await;
+    let won = replies.iter().filter(|r| r.ok).count();
+    assert_eq!(won, 1, "{replies:?}");
+    assert!(replies
+        .iter()
+        .filter(|r| !r.ok)
+        .all(|r| r.error.as_ref().unwrap().code.as_str() == "CONFLICT"));
+
+    // A rename by name, then the new name finds the cart.
+    let renamed = ok(client
+        .request(
+            "updateOrder",
+            json!({"customerId": "c1", "name": "box", "newName": "tote"}),
+        )
+        .await
+        .unwrap());
+    assert_eq!(renamed["name"], "tote");
+    let found = ok(client
+        .request("updateOrder", json!({"customerId": "c1", "name": "tote"}))
+        .await
+        .unwrap());
+    assert_eq!(found["id"], json!(elsewhere[0]));
+    let events = stream_events(&redis, "t").await;
+    assert_no_duplicate_event_ids(&events);
+    let _: () = redis::AsyncCommands::ping(&mut conn).await.unwrap();
+    for d in daemons {
+        d.stop().await;
+    }
+}
