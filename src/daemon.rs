@@ -175,7 +175,9 @@ async fn serve(
 
     // Take the free leases (all of them, when no other daemon leads), and pick up their
     // partitions as the last owner left them.
-    let first = ownership.tick().await?;
+    let mut first = ownership.tick().await?;
+    // Start-up's catch-up below defers every payment grace missed while down.
+    first.orphaned.clear();
     tracing::info!(
         partitions = first.acquired.len(),
         "partition leases acquired"

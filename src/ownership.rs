@@ -74,6 +74,9 @@ impl Held {
 pub struct Tick {
     /// Partitions this daemon took (their overdue timers and outboxes are its job now).
     pub acquired: Vec<u16>,
+    /// Of those, the ones that had no owner for longer than the lease TTL plus one renewal
+    /// interval, with since when (Unix ms): payment grace missed meanwhile is deferred.
+    pub orphaned: Vec<(u16, i64)>,
     /// Partitions it lost (renewal refused, or not renewed in time).
     pub lost: Vec<u16>,
     /// Partitions above its fair share it stopped taking work for (released next step).
@@ -300,6 +303,14 @@ impl Ownership {
             return Ok(false);
         };
         let trusted_until = sent + config.trusted_for();
+        let gap_ms = u64::try_from((config.lease_ttl + config.renew_interval).as_millis())
+            .unwrap_or(u64::MAX);
+        if let Some(until) = lease.previous_until {
+            let unowned = chrono::Utc::now().timestamp_millis() - until;
+            if u64::try_from(unowned).is_ok_and(|u| u > gap_ms) {
+                tick.orphaned.push((p, until));
+            }
+        }
         self.held().insert(
             p,
             Held {

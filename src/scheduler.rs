@@ -110,6 +110,9 @@ struct Shared {
     clock_kick: tokio::sync::Notify,
     /// Wakes an advanceClock request waiting for its advance to complete.
     advance_done: tokio::sync::Notify,
+    /// Partitions taken over after a long time without an owner, whose overdue timers a
+    /// catch-up of their own fires (with the restart grace); the system-clock loop leaves them.
+    catching_up: std::sync::Mutex<std::collections::BTreeSet<u16>>,
 }
 
 /// How far a pass fires.
@@ -176,6 +179,7 @@ impl Scheduler {
                 gate: tokio::sync::RwLock::new(()),
                 clock_kick: tokio::sync::Notify::new(),
                 advance_done: tokio::sync::Notify::new(),
+                catching_up: std::sync::Mutex::default(),
             }),
         }
     }
@@ -583,16 +587,71 @@ impl Scheduler {
         }
         self.sweep_outbox().await?;
         self.sweep_inbox(&tick.acquired).await?;
+        if !s.clock.is_simulated() && !tick.orphaned.is_empty() {
+            let partitions: Vec<u16> = tick.orphaned.iter().map(|(p, _)| *p).collect();
+            self.catching_up().extend(partitions.iter().copied());
+            let this = self.clone();
+            tokio::task::spawn_local(async move { this.catch_up_orphans(partitions).await });
+        }
         s.wake.wake_now();
         // An advance under way needs these partitions fired too.
         self.clock_moved();
         Ok(())
     }
 
+    fn catching_up(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u16>> {
+        self.shared
+            .catching_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The partitions the system-clock loop fires: those owned, less those in a catch-up.
+    fn loop_partitions(&self) -> Vec<u16> {
+        let catching_up = self.catching_up().clone();
+        self.shared
+            .ownership
+            .owned()
+            .into_iter()
+            .filter(|p| !catching_up.contains(p))
+            .collect()
+    }
+
+    /// Fires the overdue timers of partitions that had no owner for longer than the lease TTL
+    /// plus one renewal interval (SPEC 10): payment grace that ran out meanwhile gets
+    /// `payment_restart_grace` more from now, as after a restart.
+    async fn catch_up_orphans(&self, partitions: Vec<u16>) {
+        let s = &self.shared;
+        let now = s.clock.now();
+        let defer = now
+            + chrono::Duration::milliseconds(1)
+            + chrono::Duration::from_std(s.config.payment_restart_grace)
+                .unwrap_or(chrono::Duration::hours(1));
+        tracing::info!(partitions = ?partitions, "catching up partitions that had no owner; missed payment grace is deferred");
+        if let Err(e) = self
+            .drain(
+                &partitions,
+                Until::Now(now),
+                Some(defer),
+                OnStall::Retry,
+                None,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "catch-up of taken-over partitions failed; the scheduler fires them");
+        }
+        let mut catching_up = self.catching_up();
+        for p in &partitions {
+            catching_up.remove(p);
+        }
+        drop(catching_up);
+        s.wake.wake_now();
+    }
+
     /// One turn of the system-clock loop: everything due by `now`, the outbox, the cron jobs;
     /// returns the earliest timer left.
     async fn tick(&self, now: Instant, shutdown: &Shutdown) -> Result<Option<i64>, SchedulerError> {
-        let owned = self.shared.ownership.owned();
+        let owned = self.loop_partitions();
         self.drain(
             &owned,
             Until::Now(now),
@@ -605,7 +664,7 @@ impl Scheduler {
             tracing::warn!(error = %e, "outbox sweep failed");
         }
         self.run_cron(now).await;
-        let owned = self.shared.ownership.owned();
+        let owned = self.loop_partitions();
         Ok(self.shared.store.earliest_due(&owned).await?)
     }
 
@@ -628,6 +687,12 @@ impl Scheduler {
                     Pass::Fired { fired, failed } => (fired, failed),
                 };
                 total += fired;
+                if let (0, Some((_, ActorError::NotOwner { partition }))) = (fired, &failed) {
+                    // A partition of the lane moved to another daemon: its owner fires it, and
+                    // the next drain runs over what this daemon still owns.
+                    tracing::debug!(partition, "a lane's partition moved on; ending the lane");
+                    return Ok(total);
+                }
                 if let (0, Some((failed, source))) = (fired, failed) {
                     match on_stall {
                         OnStall::Fail => return Err(SchedulerError::Failed { failed, source }),

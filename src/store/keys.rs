@@ -74,6 +74,12 @@ impl Keys {
         format!("{}:{{p{partition}}}:epoch", self.prefix)
     }
 
+    /// Until when (Unix ms) the last holder of a partition's lease had it, as of its last
+    /// renewal: a new owner learns how long the partition had no owner.
+    pub fn held_until(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:heldUntil", self.prefix)
+    }
+
     /// Hash `{v: version, d: order JSON}` of one order.
     pub fn order(&self, order_id: &str) -> String {
         format!(

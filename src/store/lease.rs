@@ -8,24 +8,29 @@ use std::sync::LazyLock;
 
 use super::{Store, StoreError};
 
-/// Takes the lease if it is free: a new epoch and `<id>:<epoch>` with the TTL. Returns the epoch,
-/// or nil when another daemon holds it.
+/// Takes the lease if it is free: a new epoch and `<id>:<epoch>` with the TTL, and records
+/// until when it is held (ARGV[3], Unix ms). Returns {epoch, until when the last holder had it
+/// ('' = never held)}, or nil when another daemon holds it.
 static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
-return epoch
+local last = redis.call('GET', KEYS[3]) or ''
+redis.call('SET', KEYS[3], ARGV[3])
+return {epoch, last}
 ",
     )
 });
 
-/// Extends the lease if it still holds the token; 1, or 0 when it was lost. Sent with EVAL
-/// in one pipeline for every held lease (Redis caches it; nothing to reload after a restart).
+/// Extends the lease if it still holds the token (and records until when, ARGV[3]); 1, or 0
+/// when it was lost. Sent with EVAL in one pipeline for every held lease (Redis caches it;
+/// nothing to reload after a restart).
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3])
   return 1
 end
 return 0
@@ -47,6 +52,9 @@ pub struct LeaseToken {
     pub partition: u16,
     /// `<daemon id>:<epoch>`, the lease key's value.
     pub token: String,
+    /// At acquisition: until when (Unix ms) the previous holder had the lease, if it was ever
+    /// held.
+    pub previous_until: Option<i64>,
 }
 
 impl Store {
@@ -61,16 +69,20 @@ impl Store {
         ttl_ms: u64,
     ) -> Result<Option<LeaseToken>, StoreError> {
         let mut conn = self.conn();
-        let epoch: Option<u64> = ACQUIRE
+        let until = chrono::Utc::now().timestamp_millis() + i64::try_from(ttl_ms).unwrap_or(0);
+        let acquired: Option<(u64, String)> = ACQUIRE
             .key(self.keys().lease(p))
             .key(self.keys().epoch(p))
+            .key(self.keys().held_until(p))
             .arg(daemon_id)
             .arg(ttl_ms)
+            .arg(until)
             .invoke_async(&mut conn)
             .await?;
-        Ok(epoch.map(|e| LeaseToken {
+        Ok(acquired.map(|(e, previous)| LeaseToken {
             partition: p,
             token: format!("{daemon_id}:{e}"),
+            previous_until: previous.parse().ok(),
         }))
     }
 
@@ -110,14 +122,17 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut conn = self.conn();
+        let until = chrono::Utc::now().timestamp_millis() + i64::try_from(ttl_ms).unwrap_or(0);
         let mut pipe = redis::pipe();
         for l in held {
             pipe.cmd("EVAL")
                 .arg(RENEW)
-                .arg(1)
+                .arg(2)
                 .arg(self.keys().lease(l.partition))
+                .arg(self.keys().held_until(l.partition))
                 .arg(&l.token)
-                .arg(ttl_ms);
+                .arg(ttl_ms)
+                .arg(until);
         }
         let renewed: Vec<i64> = pipe.query_async(&mut conn).await?;
         Ok(renewed.into_iter().map(|r| r == 1).collect())

@@ -429,3 +429,84 @@ async fn the_first_command_after_redis_comes_back_succeeds() {
     assert_eq!(order["status"], "PAUSED");
     daemon.stop().await;
 }
+
+/// A partition whose lease lapsed `unowned_for` ago (its daemon died) is taken over by a daemon
+/// on the system clock; returns when the ONLINE order's unpaid cycle 2 was canceled, and the
+/// instant the ghost leases ran out.
+async fn takeover_cancellation(
+    unowned_for: chrono::Duration,
+) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+    use recur_bench::{monthly_args, seed, SeedOptions, SeedOrder, PREFIX};
+
+    let redis = TestRedis::start().await;
+    let created = chrono::Utc::now() - chrono::Duration::days(40);
+    let options = SeedOptions {
+        stats: true,
+        ..SeedOptions::system()
+    };
+    seed(&redis.url, 2, &options, move |i| SeedOrder {
+        id: ["online", "offline"][i].to_string(),
+        args: monthly_args("c1", ["ONLINE", "OFFLINE"][i], 12),
+        created,
+        payment: (i == 0).then(|| "9.99".to_string()),
+    })
+    .await
+    .unwrap();
+    // A daemon that died: its leases run out 1.5 s from now, and it last renewed them
+    // `unowned_for` before that.
+    let mut conn = redis.conn().await;
+    let lapse = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let held_until = (lapse - unowned_for).timestamp_millis();
+    for p in 0..recur::store::DEFAULT_PARTITIONS {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{PREFIX}:{{p{p}}}:lease"))
+            .arg("ghost:1")
+            .arg("PX")
+            .arg(1500)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = conn
+            .set(format!("{PREFIX}:{{p{p}}}:heldUntil"), held_until)
+            .await
+            .unwrap();
+    }
+    let mut s = settings(&redis.url, PREFIX);
+    s.clock.mode = recur::clock::ClockMode::System;
+    s.clock.start = None;
+    s.lifecycle.payment_restart_grace = Duration::from_secs(2);
+    let daemon = Daemon::start(s).await;
+    let mut canceled = None;
+    for _ in 0..150 {
+        let events = stream_events(&redis, PREFIX).await;
+        if let Some(e) = events.iter().find(|e| e["type"] == "orderCanceled") {
+            canceled = Some(at(e["eventTime"].as_str().unwrap()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.stop().await;
+    (canceled.expect("the unpaid order is canceled"), lapse)
+}
+
+#[tokio::test]
+async fn grace_missed_while_a_partition_had_no_owner_waits_the_restart_grace_after_takeover() {
+    // Ownerless for a minute (longer than the lease TTL + one renewal): the grace that ran out
+    // meanwhile gets payment_restart_grace more, counted from the takeover.
+    let (canceled, lapse) = takeover_cancellation(chrono::Duration::seconds(60)).await;
+    assert!(
+        canceled >= lapse + chrono::Duration::seconds(2),
+        "canceled at {canceled}, before the takeover ({lapse}) + the restart grace"
+    );
+}
+
+#[tokio::test]
+async fn grace_missed_by_a_prompt_takeover_is_not_deferred() {
+    // Taken over as soon as the lease ran out: the expired grace is applied at once, stamped
+    // with its own deadline (days ago).
+    let (canceled, lapse) = takeover_cancellation(chrono::Duration::zero()).await;
+    assert!(
+        canceled < lapse - chrono::Duration::days(1),
+        "canceled at {canceled}: deferred although the partition was taken over at once"
+    );
+}
