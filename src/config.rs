@@ -306,6 +306,37 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// A fingerprint of the settings that decide behaviour (SPEC 10: partitions, lifecycle,
+    /// status manager, promotion codes): daemons of one group must agree on it. A canonical
+    /// JSON of those settings, hashed (UUID v5).
+    pub fn behaviour_fingerprint(&self) -> String {
+        let promo: BTreeMap<&String, serde_json::Value> = self
+            .promo_codes
+            .iter()
+            .map(|(code, p)| {
+                let kind = match p.kind {
+                    PromoKind::Percent => "percent",
+                    PromoKind::Fixed => "fixed",
+                };
+                let expires = p.expires.map(|t| t.timestamp_millis());
+                let v = serde_json::json!({"kind": kind, "value": p.value.normalize().to_string(), "firstCycles": p.first_cycles, "expires": expires});
+                (code, v)
+            })
+            .collect();
+        let canonical = serde_json::json!({
+            "partitions": self.partitions,
+            "lifecycle": {
+                "paymentGracePeriodMs": self.lifecycle.payment_grace_period.as_millis() as u64,
+                "paymentRestartGraceMs": self.lifecycle.payment_restart_grace.as_millis() as u64,
+            },
+            "statusManager": self.status_manager,
+            "promoCodes": promo,
+        });
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, canonical.to_string().as_bytes())
+            .simple()
+            .to_string()
+    }
+
     /// Loads the layered settings: defaults, `overrides.config_file`, `RECUR_` environment
     /// variables, then the other overrides; and validates them.
     ///

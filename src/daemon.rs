@@ -36,6 +36,8 @@ pub enum RunError {
     Scheduler(#[from] SchedulerError),
     #[error(transparent)]
     Partitions(#[from] PartitionsError),
+    #[error(transparent)]
+    Behaviour(#[from] store::lease::BehaviourError),
     #[error(
         "this Redis data was made with the {stored} clock but recur was started with the {configured} clock; \
          start it with --clock {stored}, or use another prefix or Redis"
@@ -129,6 +131,13 @@ async fn serve(
     )
     .await?
     .with_legacy_replies(legacy_replies);
+    let lease_ttl_ms = u64::try_from(settings.cluster.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+    if let Some(before) = store
+        .settle_behaviour(&settings.behaviour_fingerprint(), lease_ttl_ms)
+        .await?
+    {
+        tracing::info!(before = %before, "behaviour settings changed since the last daemons ran");
+    }
     let clock = open_clock(&store, &settings).await?;
     let ownership = Ownership::new(
         store.clone(),

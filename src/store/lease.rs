@@ -6,6 +6,8 @@
 
 use std::sync::LazyLock;
 
+use redis::AsyncCommands;
+
 use super::{Store, StoreError};
 
 /// Takes the lease if it is free: a new epoch and `<id>:<epoch>` with the TTL, and records
@@ -45,6 +47,24 @@ return 0
 ",
     )
 });
+
+/// Why a daemon may not join the live ones.
+#[derive(Debug, thiserror::Error)]
+pub enum BehaviourError {
+    #[error(
+        "the daemons running on this data ({live:?}) have other behaviour settings \
+         (partitions, lifecycle, status_manager, promo_codes: fingerprint {stored} in {meta}) \
+         than this one ({configured}); start it with the same settings, or stop the others first"
+    )]
+    Mismatch {
+        meta: String,
+        stored: String,
+        configured: String,
+        live: Vec<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// A held lease: the partition and the token that fences its writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +188,42 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// Records the group's behaviour fingerprint in meta (`behaviour`), or refuses one that
+    /// differs from the recorded one while another daemon is live (SPEC 10). Returns the
+    /// fingerprint recorded before, when it differed and no daemon was live (replaced).
+    ///
+    /// # Errors
+    /// [`BehaviourError::Mismatch`] when live daemons run with another fingerprint.
+    pub async fn settle_behaviour(
+        &self,
+        fingerprint: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, BehaviourError> {
+        let mut conn = self.conn();
+        let meta = self.keys().meta();
+        let stored: Option<String> = conn
+            .hget(&meta, "behaviour")
+            .await
+            .map_err(StoreError::from)?;
+        if stored.as_deref() == Some(fingerprint) {
+            return Ok(None);
+        }
+        let live = self.live_daemons(ttl_ms).await?;
+        if let (Some(stored), false) = (&stored, live.is_empty()) {
+            return Err(BehaviourError::Mismatch {
+                meta,
+                stored: stored.clone(),
+                configured: fingerprint.to_string(),
+                live: live.into_iter().map(|(id, _)| id).collect(),
+            });
+        }
+        let _: () = conn
+            .hset(&meta, "behaviour", fingerprint)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(stored)
     }
 
     /// Removes `daemon_id`'s heartbeat (a clean shutdown).

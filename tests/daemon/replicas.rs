@@ -722,3 +722,48 @@ async fn carts_by_name_work_when_the_customer_and_the_cart_live_on_different_dae
         d.stop().await;
     }
 }
+
+/// Daemons of one group must agree on the behaviour settings: one started with another payment
+/// grace refuses to start while the group runs, and starts once it has stopped.
+#[tokio::test]
+async fn a_daemon_with_other_behaviour_settings_refuses_to_join_a_live_group() {
+    let redis = TestRedis::start().await;
+    let a = Daemon::start(settings(&redis.url, "t")).await;
+    let url = redis.url.clone();
+    let start_other = move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args([
+                "serve",
+                "--redis-url",
+                &url,
+                "--prefix",
+                "t",
+                "--clock",
+                "simulated",
+            ])
+            .env_remove("RUST_LOG")
+            .env("RECUR_LIFECYCLE__PAYMENT_GRACE_PERIOD", "5h")
+            .env("RECUR_CLUSTER__LEASE_TTL", "2s")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let refused = tokio::task::spawn_blocking(move || start_other().wait_with_output().unwrap());
+    let out = tokio::time::timeout(Duration::from_secs(20), refused)
+        .await
+        .expect("it exits at once")
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("other behaviour settings"), "{stderr}");
+    // Once the group has stopped, the new settings are taken.
+    a.stop().await;
+    let mut s = settings(&redis.url, "t");
+    s.lifecycle.payment_grace_period = Duration::from_secs(5 * 3600);
+    let b = Daemon::start(s).await;
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    assert!(client.request("ping", json!({})).await.unwrap().ok);
+    b.stop().await;
+}
