@@ -33,7 +33,10 @@ pub const LIST_MAX_SCANNED_PAGES: usize = 10;
 pub enum AdminCommand {
     Ping,
     GetClock,
-    GetMetrics,
+    /// The answering daemon's figures; `daemon_id` asks a given daemon (SPEC 10).
+    GetMetrics {
+        daemon_id: Option<String>,
+    },
     AdvanceClock {
         to: Instant,
     },
@@ -87,6 +90,13 @@ struct CustomerArgs {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetricsArgs {
+    #[serde(default)]
+    daemon_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AdvanceArgs {
     to: String,
 }
@@ -124,7 +134,15 @@ impl AdminCommand {
         Ok(match name {
             "ping" => AdminCommand::Ping,
             "getClock" => AdminCommand::GetClock,
-            "getMetrics" => AdminCommand::GetMetrics,
+            "getMetrics" => {
+                let a: MetricsArgs = parse_args(&req.args)?;
+                if let Some(id) = &a.daemon_id {
+                    check_id("daemonId", id)?;
+                }
+                AdminCommand::GetMetrics {
+                    daemon_id: a.daemon_id,
+                }
+            }
             "advanceClock" => {
                 let a: AdvanceArgs = parse_args(&req.args)?;
                 let to = parse_instant(&a.to).map_err(|e| DomainError::invalid("to", e))?;
@@ -185,8 +203,17 @@ impl AdminCommand {
             }
             AdminCommand::Ping
             | AdminCommand::GetClock
-            | AdminCommand::GetMetrics
+            | AdminCommand::GetMetrics { .. }
             | AdminCommand::AdvanceClock { .. } => 0,
+        }
+    }
+
+    /// The daemon a request names to answer it (getMetrics with `daemonId`), which answers it
+    /// whatever partitions it holds; such a reply is not kept (it is a read of that daemon).
+    pub fn addressed_daemon(&self) -> Option<&str> {
+        match self {
+            AdminCommand::GetMetrics { daemon_id } => daemon_id.as_deref(),
+            _ => None,
         }
     }
 
@@ -221,7 +248,7 @@ impl AdminCommand {
                 Ok(Outcome::Answer(v))
             }
             AdminCommand::GetClock => Ok(Outcome::Answer(now())),
-            AdminCommand::GetMetrics => {
+            AdminCommand::GetMetrics { .. } => {
                 let mut m = state.metrics.snapshot();
                 m["registryResident"] = json!(state.actors.resident_orders());
                 let ownership = &state.ownership;

@@ -94,6 +94,19 @@ async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
         // What cannot be routed is answered by partition 0's owner.
         _ => 0,
     };
+    if let Ok(Some(daemon)) = parsed.as_ref().map(AdminCommand::addressed_daemon) {
+        if daemon != state.ownership.daemon_id() || id_ok.is_err() {
+            return None;
+        }
+        state.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
+        let meta = RequestMeta {
+            id: req.id.clone(),
+            body_hash: req.body_hash(),
+        };
+        let command = parsed.ok()?;
+        let result = command.run(state, meta, &req).await;
+        return reply_of(&req.id, result).reply;
+    }
     if !state.ownership.owns(partition) {
         return None;
     }

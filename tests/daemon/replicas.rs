@@ -130,6 +130,20 @@ async fn three_daemons_answer_each_request_once_and_fire_each_timer_once() {
         "partition 0's owner answers: {m}"
     );
     assert_eq!(m["liveDaemons"].as_array().map(Vec::len), Some(3), "{m}");
+    // Each daemon answers for itself when asked by id; together they hold every partition.
+    let by_id: Vec<(String, &str, Value)> = live
+        .iter()
+        .map(|id| (format!("m-{id}"), "getMetrics", json!({"daemonId": id})))
+        .collect();
+    let replies = replies_per_request(&redis.url, "t", &by_id, Duration::from_secs(1)).await;
+    let mut owned = 0;
+    for (request, _, args) in &by_id {
+        let got = &replies[request];
+        assert_eq!(got.len(), 1, "{request}: {got:?}");
+        assert_eq!(got[0]["result"]["daemonId"], args["daemonId"]);
+        owned += got[0]["result"]["partitionsOwned"].as_u64().unwrap();
+    }
+    assert_eq!(owned, u64::from(recur::store::DEFAULT_PARTITIONS));
 
     let advance = vec![(
         "adv".to_string(),
