@@ -1,30 +1,292 @@
-//! [`RedisConn`]: the store's connection. A reconnecting connection manager that also retries a
-//! call which failed only because the connection dropped under it (Redis restarted, a network
-//! blip), with a short bounded backoff, once the manager has reconnected. Such a failure is not
-//! the caller's problem; retrying is safe because every commit is guarded by the order's version
-//! and the request id, and every other call is a read or an idempotent write.
+//! [`RedisConn`]: the store's connection, to one Redis server or to a Redis Cluster
+//! ([`RedisAddress`]). Over one server it is a reconnecting connection manager; over a cluster,
+//! the redis crate's cluster client, which follows the slot map (MOVED / ASK) itself. Either way
+//! a call which failed only because the connection dropped under it (Redis restarted, a network
+//! blip) is retried with a short bounded backoff, once the connection is back. Such a failure is
+//! not the caller's problem; retrying is safe because every commit is guarded by the order's
+//! version and the request id, and every other call is a read or an idempotent write.
+//!
+//! On a cluster, a pipeline that is not a transaction may hold commands of many hash slots (the
+//! commit batcher sends many partitions' commits at once): it is sent as one sub-pipeline per
+//! slot, all at once, and the replies are put back in the pipeline's order. Commands of one slot
+//! keep their order; commands of different slots may run in any order relative to each other
+//! (no script, transaction or multi-key command of recur spans two slots, so nothing relies on
+//! it). A transaction (MULTI/EXEC) is sent as it is and must touch one slot.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
+use redis::{Arg, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 /// The first pause before a retry; each further one doubles, up to [`RETRY_LAST_MS`].
 pub const RETRY_FIRST_MS: u64 = 50;
 /// The longest pause: with 50 ms doubling, a call is tried 6 times over about 1.5 s.
 pub const RETRY_LAST_MS: u64 = 800;
+/// How long connecting to a server (or to each node of a cluster) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A connection manager whose calls survive a dropped connection. Cheap to clone (clones share
-/// the connection).
+/// Where Redis is: `redis.url`, read with `redis.cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAddress {
+    /// One server (`redis://host:port/db`, `redis+unix:///path`, ...).
+    Single(String),
+    /// A Redis Cluster: the URLs of some of its nodes (seeds); the client learns the others
+    /// from them.
+    Cluster(Vec<String>),
+}
+
+impl RedisAddress {
+    /// `url` as one server's URL, or with `cluster` as a comma-separated list of seed nodes.
+    ///
+    /// # Errors
+    /// What is wrong with it, in a sentence: not a Redis URL, an empty seed, a seed that is not
+    /// TCP (a cluster's nodes talk TCP), or a list of nodes without `cluster`.
+    pub fn parse(url: &str, cluster: bool) -> Result<RedisAddress, String> {
+        if !cluster {
+            if url.contains(',') {
+                return Err(
+                    "holds a comma: a list of seed nodes needs redis.cluster = true \
+                     (--redis-cluster, RECUR_REDIS__CLUSTER=true)"
+                        .to_string(),
+                );
+            }
+            check_url(url)?;
+            return Ok(RedisAddress::Single(url.to_string()));
+        }
+        let seeds: Vec<String> = url.split(',').map(|s| s.trim().to_string()).collect();
+        if seeds.iter().any(String::is_empty) {
+            return Err(
+                "with redis.cluster = true it must be a comma-separated list of seed node URLs \
+                 (redis://host:port,redis://host:port), with no empty entry"
+                    .to_string(),
+            );
+        }
+        for seed in &seeds {
+            check_url(seed)?;
+            if !(seed.starts_with("redis://") || seed.starts_with("rediss://")) {
+                return Err(format!(
+                    "seed `{seed}` is not a redis:// or rediss:// URL: the nodes of a Redis \
+                     Cluster are reached over TCP"
+                ));
+            }
+        }
+        Ok(RedisAddress::Cluster(seeds))
+    }
+
+    /// Whether this is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisAddress::Cluster(_))
+    }
+
+    /// The URLs to try, in order: the server's, or each seed's.
+    pub fn urls(&self) -> Vec<&str> {
+        match self {
+            RedisAddress::Single(url) => vec![url.as_str()],
+            RedisAddress::Cluster(seeds) => seeds.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// A reconnecting connection for the store: `response_timeout` bounds one reply (big
+    /// pipelines, or a blocking read, need a long one).
+    ///
+    /// # Errors
+    /// The Redis error when a URL is invalid or Redis (no seed of a cluster) does not answer.
+    pub async fn connect(&self, response_timeout: Duration) -> RedisResult<RedisConn> {
+        match self {
+            RedisAddress::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(response_timeout))
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_number_of_retries(6);
+                Ok(RedisConn::new(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
+            }
+            RedisAddress::Cluster(seeds) => {
+                let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(response_timeout)
+                    .build()?;
+                Ok(RedisConn::cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// A pub/sub connection. On a cluster, to the first seed that answers: a classic PUBLISH on
+    /// any node reaches the subscribers of every node.
+    ///
+    /// # Errors
+    /// The last seed's error when none answers.
+    pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        let mut last = None;
+        for url in self.urls() {
+            let attempt = async {
+                let client = redis::Client::open(url)?;
+                tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| {
+                        RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer from {url} within {CONNECT_TIMEOUT:?}"),
+                        ))
+                    })?
+            };
+            match attempt.await {
+                Ok(p) => return Ok(p),
+                Err(e) => {
+                    if self.is_cluster() {
+                        tracing::debug!(seed = %url, error = %e, "seed node does not answer; trying the next");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RedisError::from((redis::ErrorKind::Client, "no Redis URL"))))
+    }
+}
+
+impl fmt::Display for RedisAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedisAddress::Single(url) => f.write_str(url),
+            RedisAddress::Cluster(seeds) => write!(f, "cluster {}", seeds.join(",")),
+        }
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| format!("`{url}` is not a Redis URL: {e}"))
+}
+
+/// A connection whose calls survive a dropped connection, to one server or a cluster. Cheap to
+/// clone (clones share the connection).
 #[derive(Clone)]
 pub struct RedisConn {
-    inner: ConnectionManager,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
 impl RedisConn {
-    /// Wraps a connection manager.
+    /// Wraps a connection manager (one server).
     pub fn new(inner: ConnectionManager) -> RedisConn {
-        RedisConn { inner }
+        RedisConn {
+            inner: Inner::Single(inner),
+        }
+    }
+
+    /// Wraps a cluster connection.
+    pub fn cluster(inner: ClusterConnection) -> RedisConn {
+        RedisConn {
+            inner: Inner::Cluster(inner),
+        }
+    }
+
+    /// Whether this is a cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner, Inner::Cluster(_))
+    }
+
+    /// One SCAN step over the keys matching `pattern`, on every server holding keys: the one
+    /// server, or each master of a cluster. `cursors` is empty at the start; the keys of the
+    /// step are returned with the cursors to pass next, empty when the scan is done.
+    ///
+    /// # Errors
+    /// The Redis error.
+    pub async fn scan_step(
+        &mut self,
+        pattern: &str,
+        cursors: &[(String, u64)],
+    ) -> RedisResult<(Vec<String>, Vec<(String, u64)>)> {
+        let scan = |cursor: u64| {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            cmd
+        };
+        let mut found = Vec::new();
+        let mut next = Vec::new();
+        let cluster = match &self.inner {
+            Inner::Single(_) => None,
+            Inner::Cluster(conn) => Some(conn.clone()),
+        };
+        match cluster {
+            None => {
+                let cursor = cursors.first().map_or(0, |(_, c)| *c);
+                let (cursor, keys): (u64, Vec<String>) = scan(cursor).query_async(self).await?;
+                found = keys;
+                if cursor != 0 {
+                    next.push((String::new(), cursor));
+                }
+            }
+            Some(mut conn) => {
+                // The first step asks every master (and learns their addresses); the next ones
+                // go on where each master left off.
+                let pages: Vec<(String, Value)> = if cursors.is_empty() {
+                    let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                    match conn.route_command(scan(0), all).await? {
+                        Value::Map(rows) => rows
+                            .into_iter()
+                            .map(|(addr, page)| {
+                                Ok((redis::from_redis_value::<String>(addr)?, page))
+                            })
+                            .collect::<RedisResult<_>>()?,
+                        other => {
+                            return Err(RedisError::from((
+                                redis::ErrorKind::UnexpectedReturnType,
+                                "SCAN on every master",
+                                format!("{other:?}"),
+                            )))
+                        }
+                    }
+                } else {
+                    let mut pages = Vec::with_capacity(cursors.len());
+                    for (addr, cursor) in cursors {
+                        let (host, port) = addr
+                            .rsplit_once(':')
+                            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                            .ok_or_else(|| {
+                                RedisError::from((
+                                    redis::ErrorKind::Client,
+                                    "not a node address",
+                                    addr.clone(),
+                                ))
+                            })?;
+                        let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host,
+                            port,
+                        });
+                        pages.push((addr.clone(), conn.route_command(scan(*cursor), node).await?));
+                    }
+                    pages
+                };
+                for (addr, page) in pages {
+                    let (cursor, keys): (u64, Vec<String>) = redis::from_redis_value(page)?;
+                    found.extend(keys);
+                    if cursor != 0 {
+                        next.push((addr, cursor));
+                    }
+                }
+            }
+        }
+        Ok((found, next))
     }
 }
 
@@ -41,18 +303,29 @@ pub fn retry_pauses() -> impl Iterator<Item = Duration> {
         .map(Duration::from_millis)
 }
 
+/// Runs `$call` (an expression giving a future of a RedisResult) until it succeeds, fails for
+/// another reason than a lost connection, or the pauses run out.
+macro_rules! with_retry {
+    ($call:expr) => {{
+        let mut pauses = retry_pauses();
+        loop {
+            match $call.await {
+                Err(e) if is_reconnectable(&e) => match pauses.next() {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => break Err(e),
+                },
+                result => break result,
+            }
+        }
+    }};
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let mut pauses = retry_pauses();
-            loop {
-                match self.inner.req_packed_command(cmd).await {
-                    Err(e) if is_reconnectable(&e) => match pauses.next() {
-                        Some(pause) => tokio::time::sleep(pause).await,
-                        None => return Err(e),
-                    },
-                    result => return result,
-                }
+            match &mut self.inner {
+                Inner::Single(c) => with_retry!(c.req_packed_command(cmd)),
+                Inner::Cluster(c) => with_retry!(c.req_packed_command(cmd)),
             }
         })
     }
@@ -64,25 +337,122 @@ impl ConnectionLike for RedisConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let mut pauses = retry_pauses();
-            loop {
-                match self
-                    .inner
-                    .req_packed_commands(pipeline, offset, count)
-                    .await
-                {
-                    Err(e) if is_reconnectable(&e) => match pauses.next() {
-                        Some(pause) => tokio::time::sleep(pause).await,
-                        None => return Err(e),
-                    },
-                    result => return result,
+            match &mut self.inner {
+                Inner::Single(c) => with_retry!(c.req_packed_commands(pipeline, offset, count)),
+                Inner::Cluster(c) if pipeline.is_transaction() => {
+                    with_retry!(c.req_packed_commands(pipeline, offset, count))
                 }
+                Inner::Cluster(c) => per_slot(c, pipeline).await,
             }
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.inner.get_db()
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A part of a pipeline bound for one slot (or one command the cluster client routes itself):
+/// the positions of its commands in the pipeline, and the sub-pipeline.
+struct Part {
+    at: Vec<usize>,
+    pipeline: Pipeline,
+    /// Sent as a single command (keyless, or a multi-key command the client splits).
+    single: bool,
+}
+
+/// Sends a non-transaction pipeline over a cluster: one sub-pipeline per hash slot, all at once,
+/// each retried on its own after a lost connection; the replies in the pipeline's order.
+async fn per_slot(conn: &ClusterConnection, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+    let mut parts: Vec<Part> = Vec::new();
+    let mut by_slot: HashMap<Route, usize> = HashMap::new();
+    for (i, cmd) in pipeline.cmd_iter().enumerate() {
+        let slot = slot_key(cmd).map(|key| Route::with_key(key, SlotAddr::Master));
+        let part = match slot {
+            Some(route) => *by_slot.entry(route).or_insert_with(|| {
+                parts.push(Part {
+                    at: Vec::new(),
+                    pipeline: Pipeline::new(),
+                    single: false,
+                });
+                parts.len() - 1
+            }),
+            None => {
+                parts.push(Part {
+                    at: Vec::new(),
+                    pipeline: Pipeline::new(),
+                    single: true,
+                });
+                parts.len() - 1
+            }
+        };
+        parts[part].at.push(i);
+        parts[part].pipeline.add_command(cmd.clone());
+    }
+    let sent = parts.iter().map(|part| {
+        let mut conn = conn.clone();
+        async move {
+            if part.single {
+                let cmd = part.pipeline.cmd_iter().next().expect("one command");
+                with_retry!(conn.req_packed_command(cmd)).map(|v| vec![v])
+            } else {
+                let n = part.pipeline.len();
+                with_retry!(conn.req_packed_commands(&part.pipeline, 0, n))
+            }
+        }
+    });
+    let replies = futures_util::future::join_all(sent).await;
+    let mut out = vec![Value::Nil; pipeline.len()];
+    for (part, values) in parts.iter().zip(replies) {
+        let values = values?;
+        if values.len() != part.at.len() {
+            return Err(RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "a sub-pipeline got another number of replies than it has commands",
+            )));
+        }
+        for (&i, v) in part.at.iter().zip(values) {
+            out[i] = v;
+        }
+    }
+    Ok(out)
+}
+
+/// The key a command's hash slot comes from (only to group a pipeline by slot; the cluster
+/// client routes each part itself). None for a keyless command and for a multi-key command that
+/// the cluster client splits by slot on its own (sent alone).
+fn slot_key(cmd: &Cmd) -> Option<&[u8]> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            Arg::Simple(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    match name.as_slice() {
+        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
+            let keys: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+            if keys == 0 {
+                None
+            } else {
+                args.get(3).copied()
+            }
+        }
+        b"XREAD" | b"XREADGROUP" => {
+            let at = args
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+            args.get(at + 1).copied()
+        }
+        b"XGROUP" | b"XINFO" | b"OBJECT" | b"MEMORY" => args.get(2).copied(),
+        b"MGET" | b"MSET" | b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"PING" | b"INFO"
+        | b"SCRIPT" | b"CONFIG" | b"CLUSTER" | b"TIME" | b"WAIT" | b"DBSIZE" | b"SCAN"
+        | b"KEYS" | b"FLUSHALL" | b"FLUSHDB" | b"ECHO" => None,
+        _ => args.get(1).copied(),
     }
 }
 
@@ -105,5 +475,70 @@ mod tests {
         assert!(is_reconnectable(&io(std::io::ErrorKind::ConnectionRefused)));
         let unreadable = RedisError::from((redis::ErrorKind::Parse, "bad reply"));
         assert!(!is_reconnectable(&unreadable));
+    }
+
+    #[test]
+    fn addresses_parse_with_and_without_cluster() {
+        assert_eq!(
+            RedisAddress::parse("redis://127.0.0.1:6380/0", false),
+            Ok(RedisAddress::Single("redis://127.0.0.1:6380/0".into()))
+        );
+        assert_eq!(
+            RedisAddress::parse("redis://a:7000, redis://b:7001", true),
+            Ok(RedisAddress::Cluster(vec![
+                "redis://a:7000".into(),
+                "redis://b:7001".into()
+            ]))
+        );
+        let one = RedisAddress::parse("redis://a:7000", true).unwrap();
+        assert!(one.is_cluster());
+        assert_eq!(one.to_string(), "cluster redis://a:7000");
+        let comma = RedisAddress::parse("redis://a:7000,redis://b:7001", false).unwrap_err();
+        assert!(comma.contains("redis.cluster = true"), "{comma}");
+        let empty = RedisAddress::parse("redis://a:7000,", true).unwrap_err();
+        assert!(empty.contains("no empty entry"), "{empty}");
+        let unix = RedisAddress::parse("redis+unix:///tmp/r.sock", true).unwrap_err();
+        assert!(unix.contains("over TCP"), "{unix}");
+        let bad = RedisAddress::parse("http://nope", true).unwrap_err();
+        assert!(bad.contains("not a Redis URL"), "{bad}");
+    }
+
+    fn key_of(cmd: &Cmd) -> Option<String> {
+        slot_key(cmd).map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+
+    #[test]
+    fn pipelines_are_grouped_by_the_slot_of_each_command_key() {
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha
+            .arg("sha")
+            .arg(2)
+            .arg("t:{p1}:order:o")
+            .arg("t:{p1}:timers");
+        assert_eq!(key_of(&evalsha).as_deref(), Some("t:{p1}:order:o"));
+        let mut keyless = redis::cmd("EVAL");
+        keyless.arg("return 1").arg(0);
+        assert_eq!(key_of(&keyless), None);
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg("t:commands")
+            .arg(">");
+        assert_eq!(key_of(&read).as_deref(), Some("t:commands"));
+        let mut group = redis::cmd("XGROUP");
+        group.arg("CREATE").arg("t:commands").arg("g").arg("$");
+        assert_eq!(key_of(&group).as_deref(), Some("t:commands"));
+        let mut zrange = redis::cmd("ZRANGE");
+        zrange.arg("t:{p2}:timers").arg(0).arg(0);
+        assert_eq!(key_of(&zrange).as_deref(), Some("t:{p2}:timers"));
+        // The cluster client splits these by slot itself: sent alone.
+        let mut del = redis::cmd("DEL");
+        del.arg("t:{p1}:a").arg("t:{p2}:b");
+        assert_eq!(key_of(&del), None);
+        assert_eq!(key_of(&redis::cmd("PING")), None);
     }
 }

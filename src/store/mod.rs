@@ -16,11 +16,9 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::aio::ConnectionManagerConfig;
 use redis::AsyncCommands;
 
-pub use conn::RedisConn;
+pub use conn::{RedisAddress, RedisConn};
 
 use crate::domain::time::{from_millis, to_millis, Instant};
 use crate::domain::Order;
@@ -93,19 +91,25 @@ pub struct Store {
     legacy_replies_until: Option<i64>,
 }
 
-/// Opens a connection manager with timeouts fit for big pipelines.
+/// How long the store waits for one reply: big pipelines (a burst's commits, bulk loads) take
+/// a while.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Opens a connection to one Redis server with timeouts fit for big pipelines.
 ///
 /// # Errors
 /// The Redis error when the URL is invalid or Redis does not answer.
 pub async fn connect(url: &str) -> Result<RedisConn, StoreError> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(Duration::from_secs(60)))
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(6);
-    Ok(RedisConn::new(
-        ConnectionManager::new_with_config(client, config).await?,
-    ))
+    connect_to(&RedisAddress::Single(url.to_string())).await
+}
+
+/// Opens a connection to one Redis server or to a Redis Cluster, with timeouts fit for big
+/// pipelines.
+///
+/// # Errors
+/// The Redis error when a URL is invalid or Redis (no seed node of a cluster) does not answer.
+pub async fn connect_to(address: &RedisAddress) -> Result<RedisConn, StoreError> {
+    Ok(address.connect(RESPONSE_TIMEOUT).await?)
 }
 
 impl Store {
