@@ -94,14 +94,10 @@ pub async fn upgrade_layout(
     let (old_clock, old_cron) = keys.legacy_clock_and_cron();
     let mut upgraded = false;
     for (old, new) in [(old_clock, keys.clock()), (old_cron, keys.cron())] {
-        // RENAMENX: a daemon that already upgraded (or new data) keeps its record.
+        // Never over a record: a daemon that already upgraded (or new data) keeps its own.
         let exists: bool = conn.exists(&old).await?;
         if exists {
-            let _renamed: bool = redis::cmd("RENAMENX")
-                .arg(&old)
-                .arg(&new)
-                .query_async(conn)
-                .await?;
+            move_key(conn, &old, &new).await?;
             upgraded = true;
         }
     }
@@ -152,9 +148,9 @@ async fn move_order_index(conn: &mut RedisConn, keys: &Keys) -> Result<(), Store
 async fn move_customers(conn: &mut RedisConn, keys: &Keys) -> Result<(), StoreError> {
     let prefix = keys.prefix();
     let pattern = format!("{}:customer:*", glob_escape(prefix));
-    let mut cursor: u64 = 0;
+    let mut cursors = Vec::new();
     loop {
-        let (next, found) = scan_page(conn, &pattern, cursor).await?;
+        let (found, next) = conn.scan_step(&pattern, &cursors).await?;
         for old in found {
             let rest = &old[prefix.len() + ":customer:".len()..];
             let Some((id, what)) = rest.rsplit_once(':') else {
@@ -166,16 +162,12 @@ async fn move_customers(conn: &mut RedisConn, keys: &Keys) -> Result<(), StoreEr
                 "orders" => keys.customer_orders(id),
                 _ => continue,
             };
-            let _moved: bool = redis::cmd("RENAMENX")
-                .arg(&old)
-                .arg(&new)
-                .query_async(conn)
-                .await?;
+            move_key(conn, &old, &new).await?;
         }
-        if next == 0 {
+        if next.is_empty() {
             break;
         }
-        cursor = next;
+        cursors = next;
     }
     let old_set = format!("{prefix}:customers");
     let members: Vec<String> = conn.smembers(&old_set).await?;
@@ -203,33 +195,50 @@ fn parse(meta: &str, v: &str) -> Result<u16, PartitionsError> {
 /// Whether any key under `prefix` carries a partition tag (data of an earlier recur).
 async fn has_tagged_keys(conn: &mut RedisConn, prefix: &str) -> Result<bool, StoreError> {
     let pattern = format!("{}:{{p*", glob_escape(prefix));
-    let mut cursor: u64 = 0;
+    // On a cluster, over every master (SCAN on one node sees only that node's keys).
+    let mut cursors = Vec::new();
     loop {
-        let (next, keys) = scan_page(conn, &pattern, cursor).await?;
+        let (keys, next) = conn.scan_step(&pattern, &cursors).await?;
         if !keys.is_empty() {
             return Ok(true);
         }
-        if next == 0 {
+        if next.is_empty() {
             return Ok(false);
         }
-        cursor = next;
+        cursors = next;
     }
 }
 
-/// One SCAN step over the keys matching `pattern`: the next cursor (0 = done) and the keys.
-async fn scan_page(
-    conn: &mut RedisConn,
-    pattern: &str,
-    cursor: u64,
-) -> Result<(u64, Vec<String>), StoreError> {
-    Ok(redis::cmd("SCAN")
-        .arg(cursor)
-        .arg("MATCH")
-        .arg(pattern)
-        .arg("COUNT")
-        .arg(1000)
+/// Moves `old` to `new`, never over an existing `new`: RENAMENX on one server. On a cluster
+/// the two names are in different hash slots (revision 1's names carry no partition tag), where
+/// RENAME is a CROSSSLOT error: DUMP, RESTORE (refused if `new` exists), then DEL of `old`. Not
+/// atomic there, but a crash in between leaves both, and the next start only deletes `old`.
+async fn move_key(conn: &mut RedisConn, old: &str, new: &str) -> Result<(), StoreError> {
+    if !conn.is_cluster() {
+        let _moved: bool = redis::cmd("RENAMENX")
+            .arg(old)
+            .arg(new)
+            .query_async(conn)
+            .await?;
+        return Ok(());
+    }
+    let dumped: Option<Vec<u8>> = redis::cmd("DUMP").arg(old).query_async(conn).await?;
+    let Some(dumped) = dumped else {
+        return Ok(());
+    };
+    let restored: Result<(), redis::RedisError> = redis::cmd("RESTORE")
+        .arg(new)
+        .arg(0)
+        .arg(dumped)
         .query_async(conn)
-        .await?)
+        .await;
+    match restored {
+        Ok(()) => {}
+        Err(e) if e.code() == Some("BUSYKEY") => {}
+        Err(e) => return Err(e.into()),
+    }
+    let _deleted: i64 = conn.del(old).await?;
+    Ok(())
 }
 
 /// `s` with Redis glob characters escaped, so it matches only itself.
