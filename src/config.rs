@@ -16,7 +16,7 @@ use crate::clock::ClockMode;
 use crate::domain::basket::{BasketRules, Promotion};
 use crate::domain::order::{DiscountKind, OrderStatus};
 use crate::store::embedded::EmbeddedOptions;
-use crate::store::MAX_PARTITIONS;
+use crate::store::{RedisAddress, MAX_PARTITIONS};
 use crate::telemetry::{self, LogFormat};
 
 /// The built-in defaults, embedded so the binary works from any directory.
@@ -94,9 +94,12 @@ pub type StatusManager = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// URL of an existing Redis; `None` (empty in config) runs the embedded one.
+    /// URL of an existing Redis; `None` (empty in config) runs the embedded one. With
+    /// `cluster`, a comma-separated list of seed nodes of a Redis Cluster.
     #[serde(deserialize_with = "empty_as_none")]
     pub url: Option<String>,
+    /// `url` names seed nodes of a Redis Cluster: recur uses the cluster client (SPEC 6).
+    pub cluster: bool,
     /// How to run the embedded Redis.
     pub embedded: EmbeddedRedisSettings,
 }
@@ -270,6 +273,8 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     /// `--redis-url`
     pub redis_url: Option<String>,
+    /// `--redis-cluster` (`Some(true)` when given).
+    pub redis_cluster: Option<bool>,
     /// `--prefix`
     pub prefix: Option<String>,
     /// `--clock`
@@ -399,6 +404,22 @@ impl Settings {
         self.redis.url.is_none()
     }
 
+    /// The configured Redis (`redis.url` read with `redis.cluster`); `None` = the embedded one.
+    /// Validated when the settings loaded.
+    pub fn redis_address(&self) -> Option<RedisAddress> {
+        let url = self.redis.url.as_deref()?;
+        // Checked by `validate`; a URL that changed since is used as given.
+        Some(
+            RedisAddress::parse(url, self.redis.cluster).unwrap_or_else(|_| {
+                if self.redis.cluster {
+                    RedisAddress::Cluster(url.split(',').map(str::to_string).collect())
+                } else {
+                    RedisAddress::Single(url.to_string())
+                }
+            }),
+        )
+    }
+
     /// Status names in `[status_manager]` are upper-case; environment variables arrive
     /// lower-cased, so accept any case.
     fn normalize(&mut self) {
@@ -432,9 +453,20 @@ impl Settings {
                 format!("must be between 1 and {MAX_PARTITIONS}"),
             ));
         }
-        if let Some(url) = &self.redis.url {
-            redis::IntoConnectionInfo::into_connection_info(url.as_str())
-                .map_err(|e| invalid("redis.url", format!("not a Redis URL: {e}")))?;
+        match &self.redis.url {
+            Some(url) => {
+                RedisAddress::parse(url, self.redis.cluster)
+                    .map_err(|message| invalid("redis.url", message))?;
+            }
+            None if self.redis.cluster => {
+                return Err(invalid(
+                    "redis.cluster",
+                    "needs redis.url set to the cluster's seed nodes, comma-separated \
+                     (redis://host:port,redis://host:port): the embedded Redis (empty \
+                     redis.url) is a single server and cannot be a cluster",
+                ));
+            }
+            None => {}
         }
         if self.redis.embedded.binary.as_os_str().is_empty() {
             return Err(invalid("redis.embedded.binary", "must not be empty"));
@@ -542,6 +574,9 @@ fn layers(overrides: &Overrides) -> Result<Figment, ConfigError> {
     figment = figment.merge(env_layer());
     if let Some(url) = &overrides.redis_url {
         figment = figment.merge(Serialized::default("redis.url", url));
+    }
+    if let Some(cluster) = overrides.redis_cluster {
+        figment = figment.merge(Serialized::default("redis.cluster", cluster));
     }
     if let Some(prefix) = &overrides.prefix {
         figment = figment.merge(Serialized::default("prefix", prefix));
@@ -731,6 +766,8 @@ mod tests {
             let s = Settings::load(&Overrides::default()).expect("defaults are valid");
             assert_eq!(s.prefix, "recur");
             assert!(s.uses_embedded_redis());
+            assert!(!s.redis.cluster);
+            assert_eq!(s.redis_address(), None);
             assert_eq!(s.redis.embedded.binary, PathBuf::from("redis-server"));
             assert_eq!(s.redis.embedded.data_dir, PathBuf::from("data/redis"));
             assert!(s.redis.embedded.appendonly);
@@ -857,6 +894,55 @@ mod tests {
             jail.set_env("RECUR_REDIS__URL", "");
             let s = Settings::load(&Overrides::default()).expect("valid");
             assert!(s.uses_embedded_redis());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_cluster_takes_seed_nodes_from_env_or_flags() {
+        jailed(|jail| {
+            let seeds = "redis://127.0.0.1:7000,redis://127.0.0.1:7001";
+            jail.set_env("RECUR_REDIS__URL", seeds);
+            jail.set_env("RECUR_REDIS__CLUSTER", "true");
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            assert!(s.redis.cluster && !s.uses_embedded_redis());
+            assert_eq!(
+                s.redis_address(),
+                Some(RedisAddress::Cluster(vec![
+                    "redis://127.0.0.1:7000".into(),
+                    "redis://127.0.0.1:7001".into()
+                ]))
+            );
+            jail.set_env("RECUR_REDIS__CLUSTER", "false");
+            // The list without the cluster setting is refused, naming the setting to use...
+            let error = load_err(&Overrides::default());
+            assert!(
+                error.to_string().contains("redis.cluster = true"),
+                "{error}"
+            );
+            assert_invalid_key(error, "redis.url");
+            // ... which the flag gives.
+            let flag = Overrides {
+                redis_cluster: Some(true),
+                ..Overrides::default()
+            };
+            assert!(Settings::load(&flag).expect("valid").redis.cluster);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_cluster_without_seed_nodes_is_refused_not_embedded() {
+        jailed(|jail| {
+            jail.set_env("RECUR_REDIS__CLUSTER", "true");
+            let error = load_err(&Overrides::default());
+            assert!(error.to_string().contains("embedded Redis"), "{error}");
+            assert_invalid_key(error, "redis.cluster");
+            // A unix socket cannot be a cluster node.
+            jail.set_env("RECUR_REDIS__URL", "redis+unix:///tmp/redis.sock");
+            assert_invalid_key(load_err(&Overrides::default()), "redis.url");
+            jail.set_env("RECUR_REDIS__CLUSTER", "yes please");
+            assert_invalid_key(load_err(&Overrides::default()), "redis.cluster");
             Ok(())
         });
     }

@@ -17,7 +17,7 @@ use crate::ownership::{Ownership, OwnershipConfig};
 use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError};
 use crate::shutdown::Shutdown;
 use crate::store::embedded::{EmbeddedError, EmbeddedRedis};
-use crate::store::{self, CommitterConfig, Keys, PartitionsError, Store, StoreError};
+use crate::store::{self, CommitterConfig, Keys, PartitionsError, RedisAddress, Store, StoreError};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,7 @@ pub enum RunError {
 /// What `run` reports once it is ready to take requests.
 #[derive(Debug, Clone)]
 pub struct Ready {
+    /// The Redis URL (`cluster <seeds>` for a cluster).
     pub redis_url: String,
 }
 
@@ -71,17 +72,17 @@ pub async fn run_with(
     shutdown: Shutdown,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), RunError> {
-    let embedded = match &settings.redis.url {
-        Some(_) => None,
-        None => Some(EmbeddedRedis::start(&settings.redis.embedded.options()).await?),
+    // A cluster always has a URL (settings refuse `redis.cluster` without one), so it never
+    // gets here without an address.
+    let (embedded, redis) = match settings.redis_address() {
+        Some(address) => (None, address),
+        None => {
+            let server = EmbeddedRedis::start(&settings.redis.embedded.options()).await?;
+            let address = RedisAddress::Single(server.url());
+            (Some(server), address)
+        }
     };
-    let redis_url = settings
-        .redis
-        .url
-        .clone()
-        .or_else(|| embedded.as_ref().map(|e| e.url()))
-        .unwrap_or_default();
-    let result = serve(settings, redis_url, shutdown, on_ready).await;
+    let result = serve(settings, redis, shutdown, on_ready).await;
     if let Some(server) = embedded {
         if let Err(e) = server.stop().await {
             tracing::warn!(error = %e, "embedded redis-server did not stop cleanly");
@@ -92,12 +93,13 @@ pub async fn run_with(
 
 async fn serve(
     settings: Settings,
-    redis_url: String,
+    redis: RedisAddress,
     shutdown: Shutdown,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), RunError> {
+    let redis_url = redis.to_string();
     let connect = || async {
-        store::connect(&redis_url)
+        store::connect_to(&redis)
             .await
             .map_err(|source| RunError::Redis {
                 url: redis_url.clone(),
@@ -220,7 +222,7 @@ async fn serve(
         Arc::clone(&metrics),
         ownership.clone(),
         AdminConfig {
-            redis_url: redis_url.clone(),
+            redis: redis.clone(),
             reply_retention: settings.admin.reply_retention,
             max_request_bytes: settings.admin.max_request_bytes,
             basket_rules: Arc::new(settings.basket_rules()),

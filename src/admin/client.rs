@@ -3,6 +3,10 @@
 //! one comes (pub/sub is at-most-once); appends requests to the durable `<prefix>:commands`
 //! stream; and follows the `<prefix>:events` channel.
 //!
+//! Each entry point has a `_to` form that takes a [`RedisAddress`], for a Redis Cluster
+//! (`redis.cluster`): commands then go through the cluster client, subscriptions to the first
+//! seed node that answers (a PUBLISH on any node of a cluster reaches every node's subscribers).
+//!
 //! One client serves concurrent requests: a background task reads the reply channel and hands
 //! each reply to the request waiting for its id.
 
@@ -13,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::aio::{ConnectionManagerConfig, PubSubStream};
 use redis::AsyncCommands;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -22,6 +26,7 @@ use tokio::time::{sleep, timeout, Instant};
 use uuid::Uuid;
 
 use crate::store::keys::{Keys, DEFAULT_PARTITIONS};
+use crate::store::{RedisAddress, RedisConn};
 use crate::wire::{Reply, Request};
 
 /// How long one attempt waits for a reply before the request is published again.
@@ -43,6 +48,9 @@ const RESUBSCRIBE_MIN_DELAY_MS: u64 = 50;
 const RESUBSCRIBE_MAX_DELAY_MS: u64 = 2_000;
 const COMMAND_TIMEOUT_MS: u64 = 5_000;
 const RECONNECT_RETRIES: usize = 2;
+/// How often `watch` polls the partitions' streams on a cluster while they have nothing new
+/// (one blocking XREAD over every stream would be CROSSSLOT there).
+const CLUSTER_POLL_MS: u64 = 100;
 
 /// Why an admin request could not be sent or answered. A reply with `ok: false` is not an
 /// error here: it is returned as a [`Reply`].
@@ -71,7 +79,7 @@ pub enum ClientError {
     /// No reply came before the total timeout.
     #[error(
         "no reply to request `{id}` within {waited:?}{}",
-        if *subscribers == 0 {
+        if *subscribers == Some(0) {
             " (nothing is subscribed to the admin channel: is `recur serve` running with the same \
              prefix?)"
         } else {
@@ -83,8 +91,9 @@ pub enum ClientError {
         id: String,
         /// How long the client waited.
         waited: Duration,
-        /// How many subscribers received the last publish (0: no daemon is listening).
-        subscribers: usize,
+        /// How many subscribers received the last publish (0: no daemon is listening). None
+        /// on a cluster, where PUBLISH counts only the subscribers of the node that took it.
+        subscribers: Option<usize>,
     },
     /// A request or an event could not be encoded or decoded.
     #[error("invalid JSON: {0}")]
@@ -125,7 +134,7 @@ impl Default for RequestOptions {
 pub struct AdminClient {
     keys: Keys,
     reply_channel: String,
-    conn: ConnectionManager,
+    conn: RedisConn,
     router: Arc<Mutex<ReplyRouter>>,
     reader: JoinHandle<()>,
 }
@@ -153,23 +162,29 @@ impl AdminClient {
     /// [`ClientError::InvalidUrl`] for a malformed URL, [`ClientError::Redis`] when Redis
     /// refuses the connection, [`ClientError::ConnectTimeout`] when it does not answer.
     pub async fn connect(redis_url: &str, prefix: &str) -> Result<AdminClient, ClientError> {
-        let client = open(redis_url)?;
+        Self::connect_to(&RedisAddress::Single(redis_url.to_string()), prefix).await
+    }
+
+    /// [`AdminClient::connect`] to one server or a Redis Cluster.
+    ///
+    /// # Errors
+    /// As [`AdminClient::connect`].
+    pub async fn connect_to(
+        redis: &RedisAddress,
+        prefix: &str,
+    ) -> Result<AdminClient, ClientError> {
+        check_urls(redis)?;
         let keys = Keys::new(prefix, DEFAULT_PARTITIONS);
         let reply_channel = format!("{prefix}:replies:{}", Uuid::new_v4());
         let connect = async {
-            let config = ConnectionManagerConfig::new()
-                .set_number_of_retries(RECONNECT_RETRIES)
-                .set_max_delay(Duration::from_millis(RESUBSCRIBE_MAX_DELAY_MS))
-                .set_connection_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
-                .set_response_timeout(Some(Duration::from_millis(COMMAND_TIMEOUT_MS)));
-            let conn = client.get_connection_manager_with_config(config).await?;
-            let replies = subscribe(&client, &reply_channel).await?;
+            let conn = command_conn(redis).await?;
+            let replies = subscribe(redis, &reply_channel).await?;
             Ok::<_, redis::RedisError>((conn, replies))
         };
-        let (conn, replies) = with_connect_timeout(redis_url, connect).await?;
+        let (conn, replies) = with_connect_timeout(redis, connect).await?;
         let router = Arc::new(Mutex::new(ReplyRouter::default()));
         let reader = tokio::spawn(route_replies(
-            client,
+            redis.clone(),
             reply_channel.clone(),
             replies,
             Arc::clone(&router),
@@ -256,13 +271,14 @@ impl AdminClient {
         let mut backoff = Duration::from_millis(TRANSIENT_BACKOFF_MIN_MS);
         let mut last_transient = None;
         let mut last_publish_error = None;
-        let mut subscribers = 0;
+        let mut subscribers = None;
         let mut attempt = 0u32;
         while Instant::now() < deadline {
             attempt += 1;
             match self.publish(&payload).await {
                 Ok(count) => {
-                    subscribers = count;
+                    // On a cluster the count covers one node's subscribers only.
+                    subscribers = (!self.conn.is_cluster()).then_some(count);
                     last_publish_error = None;
                 }
                 Err(e) => {
@@ -368,9 +384,20 @@ pub async fn subscribe_events(
     redis_url: &str,
     prefix: &str,
 ) -> Result<EventSubscriber, ClientError> {
-    let client = open(redis_url)?;
+    subscribe_events_to(&RedisAddress::Single(redis_url.to_string()), prefix).await
+}
+
+/// [`subscribe_events`] on one server or a Redis Cluster.
+///
+/// # Errors
+/// As [`AdminClient::connect`].
+pub async fn subscribe_events_to(
+    redis: &RedisAddress,
+    prefix: &str,
+) -> Result<EventSubscriber, ClientError> {
+    check_urls(redis)?;
     let channel = Keys::new(prefix, DEFAULT_PARTITIONS).events_channel();
-    let messages = with_connect_timeout(redis_url, subscribe(&client, &channel)).await?;
+    let messages = with_connect_timeout(redis, subscribe(redis, &channel)).await?;
     Ok(EventSubscriber {
         channel,
         messages,
@@ -390,16 +417,27 @@ pub async fn watch_streams(
     prefix: &str,
     from_start: bool,
 ) -> Result<StreamWatcher, ClientError> {
-    let client = open(redis_url)?;
+    watch_streams_to(
+        &RedisAddress::Single(redis_url.to_string()),
+        prefix,
+        from_start,
+    )
+    .await
+}
+
+/// [`watch_streams`] on one server or a Redis Cluster. On a cluster each partition's stream is
+/// read on its own (an XREAD of many partitions' streams is CROSSSLOT there), by polling.
+///
+/// # Errors
+/// As [`AdminClient::connect`].
+pub async fn watch_streams_to(
+    redis: &RedisAddress,
+    prefix: &str,
+    from_start: bool,
+) -> Result<StreamWatcher, ClientError> {
+    check_urls(redis)?;
     // XREAD BLOCK waits up to a second: the reply may take longer than a normal command's.
-    let config =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
-    let mut conn = with_connect_timeout(redis_url, async {
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-    })
-    .await?;
+    let mut conn = with_connect_timeout(redis, redis.connect(Duration::from_secs(10))).await?;
     // The data's partition count (none recorded yet: new data gets the default).
     let partitions: Option<u16> = conn.hget(format!("{prefix}:meta"), "partitions").await?;
     let keys = Keys::new(prefix, partitions.unwrap_or(DEFAULT_PARTITIONS));
@@ -425,7 +463,7 @@ pub async fn watch_streams(
 
 /// The events of every partition's stream, from [`watch_streams`].
 pub struct StreamWatcher {
-    conn: redis::aio::MultiplexedConnection,
+    conn: RedisConn,
     streams: Vec<String>,
     /// The last id read from each stream.
     ids: Vec<String>,
@@ -442,15 +480,20 @@ impl StreamWatcher {
             if let Some(e) = self.pending.pop_front() {
                 return Ok(e);
             }
-            let opts = redis::streams::StreamReadOptions::default()
-                .count(256)
-                .block(1000);
-            let read: Option<redis::streams::StreamReadReply> = self
-                .conn
-                .xread_options(&self.streams, &self.ids, &opts)
-                .await?;
+            let read = if self.conn.is_cluster() {
+                self.poll_each().await?
+            } else {
+                let opts = redis::streams::StreamReadOptions::default()
+                    .count(256)
+                    .block(1000);
+                let read: Option<redis::streams::StreamReadReply> = self
+                    .conn
+                    .xread_options(&self.streams, &self.ids, &opts)
+                    .await?;
+                read.map(|r| r.keys).unwrap_or_default()
+            };
             let mut entries: Vec<(String, Value)> = Vec::new();
-            for key in read.map(|r| r.keys).unwrap_or_default() {
+            for key in read {
                 let Some(i) = self.streams.iter().position(|s| *s == key.key) else {
                     continue;
                 };
@@ -470,6 +513,29 @@ impl StreamWatcher {
                 self.pending.extend(crate::wire::change_events(&change));
             }
         }
+    }
+
+    /// On a cluster: one XREAD per partition's stream (each in its own hash slot), in one
+    /// pipeline that the connection splits by slot; a pause first when the last poll found
+    /// nothing.
+    async fn poll_each(&mut self) -> Result<Vec<redis::streams::StreamKey>, ClientError> {
+        let mut pipe = redis::pipe();
+        for (stream, id) in self.streams.iter().zip(&self.ids) {
+            pipe.cmd("XREAD")
+                .arg("COUNT")
+                .arg(256)
+                .arg("STREAMS")
+                .arg(stream)
+                .arg(id);
+        }
+        let read: Vec<Option<redis::streams::StreamReadReply>> =
+            pipe.query_async(&mut self.conn).await?;
+        let keys: Vec<redis::streams::StreamKey> =
+            read.into_iter().flatten().flat_map(|r| r.keys).collect();
+        if keys.is_empty() {
+            sleep(Duration::from_millis(CLUSTER_POLL_MS)).await;
+        }
+        Ok(keys)
     }
 }
 
@@ -600,29 +666,58 @@ fn is_transient(reply: &Reply) -> bool {
     reply.error.as_ref().is_some_and(|e| e.code.is_transient())
 }
 
-fn open(redis_url: &str) -> Result<redis::Client, ClientError> {
-    redis::Client::open(redis_url).map_err(|source| ClientError::InvalidUrl {
-        url: redis_url.to_string(),
-        source,
-    })
+/// Every URL of `redis` parses ([`ClientError::InvalidUrl`] for the first that does not).
+fn check_urls(redis: &RedisAddress) -> Result<(), ClientError> {
+    for url in redis.urls() {
+        redis::IntoConnectionInfo::into_connection_info(url).map_err(|source| {
+            ClientError::InvalidUrl {
+                url: url.to_string(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// The connection requests are published and enqueued on: short timeouts, few reconnection
+/// attempts (a client that cannot reach Redis says so quickly).
+async fn command_conn(redis: &RedisAddress) -> redis::RedisResult<RedisConn> {
+    match redis {
+        RedisAddress::Single(url) => {
+            let config = ConnectionManagerConfig::new()
+                .set_number_of_retries(RECONNECT_RETRIES)
+                .set_max_delay(Duration::from_millis(RESUBSCRIBE_MAX_DELAY_MS))
+                .set_connection_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
+                .set_response_timeout(Some(Duration::from_millis(COMMAND_TIMEOUT_MS)));
+            let client = redis::Client::open(url.as_str())?;
+            Ok(RedisConn::new(
+                client.get_connection_manager_with_config(config).await?,
+            ))
+        }
+        RedisAddress::Cluster(_) => {
+            redis
+                .connect(Duration::from_millis(COMMAND_TIMEOUT_MS))
+                .await
+        }
+    }
 }
 
 async fn with_connect_timeout<T>(
-    redis_url: &str,
+    redis: &RedisAddress,
     connect: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, ClientError> {
     let waited = Duration::from_millis(CONNECT_TIMEOUT_MS);
     match timeout(waited, connect).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(ClientError::ConnectTimeout {
-            url: redis_url.to_string(),
+            url: redis.to_string(),
             waited,
         }),
     }
 }
 
-async fn subscribe(client: &redis::Client, channel: &str) -> redis::RedisResult<PubSubStream> {
-    let mut pubsub = client.get_async_pubsub().await?;
+async fn subscribe(redis: &RedisAddress, channel: &str) -> redis::RedisResult<PubSubStream> {
+    let mut pubsub = redis.pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub.into_on_message())
 }
@@ -630,7 +725,7 @@ async fn subscribe(client: &redis::Client, channel: &str) -> redis::RedisResult<
 /// Reads the reply channel into the router for as long as the client lives, subscribing again
 /// when the connection is lost (requests re-publish meanwhile, so nothing is lost for good).
 async fn route_replies(
-    client: redis::Client,
+    redis: RedisAddress,
     channel: String,
     mut messages: PubSubStream,
     router: Arc<Mutex<ReplyRouter>>,
@@ -651,7 +746,7 @@ async fn route_replies(
             sleep(delay).await;
             match timeout(
                 Duration::from_millis(CONNECT_TIMEOUT_MS),
-                subscribe(&client, &channel),
+                subscribe(&redis, &channel),
             )
             .await
             {
@@ -696,7 +791,7 @@ mod tests {
     {
         let client = redis::Client::open(url).expect("url");
         let mut requests = subscribe(
-            &client,
+            &RedisAddress::Single(url.to_string()),
             &Keys::new(PREFIX, DEFAULT_PARTITIONS).admin_channel(),
         )
         .await
@@ -866,7 +961,7 @@ mod tests {
             .expect_err("times out");
         let waited = started.elapsed();
         assert!(
-            matches!(&error, ClientError::Timeout { id, subscribers: 1, .. } if id == "lost"),
+            matches!(&error, ClientError::Timeout { id, subscribers: Some(1), .. } if id == "lost"),
             "{error:?}"
         );
         assert!(waited >= Duration::from_millis(700), "{waited:?}");
@@ -893,7 +988,13 @@ mod tests {
             .await
             .expect_err("times out");
         assert!(
-            matches!(error, ClientError::Timeout { subscribers: 0, .. }),
+            matches!(
+                error,
+                ClientError::Timeout {
+                    subscribers: Some(0),
+                    ..
+                }
+            ),
             "{error:?}"
         );
         assert!(error.to_string().contains("recur serve"), "{error}");
@@ -914,7 +1015,7 @@ mod tests {
         let server = {
             let client = redis::Client::open(url.as_str()).expect("url");
             let mut requests = subscribe(
-                &client,
+                &RedisAddress::Single(url.clone()),
                 &Keys::new(PREFIX, DEFAULT_PARTITIONS).admin_channel(),
             )
             .await

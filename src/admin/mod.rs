@@ -20,14 +20,14 @@ use crate::domain::basket::BasketRules;
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
 use crate::scheduler::Scheduler;
-use crate::store::Store;
+use crate::store::{RedisAddress, Store};
 pub use server::start;
 
 /// The admin settings the server uses.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// Where the pub/sub listener and the command-stream reader connect.
-    pub redis_url: String,
+    pub redis: RedisAddress,
     /// How long replies are kept for idempotent retries.
     pub reply_retention: Duration,
     /// Largest accepted request, in bytes.

@@ -339,9 +339,7 @@ pub async fn start(
     tasks: &TaskTracker,
     requests: &TaskTracker,
 ) -> Result<(), redis::RedisError> {
-    let client = redis::Client::open(state.config.redis_url.as_str())?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channels(&state)).await?;
+    let pubsub = subscribe(&state).await?;
     tasks.spawn_local(listen_pubsub(
         Arc::clone(&state),
         pubsub,
@@ -358,12 +356,9 @@ pub async fn start(
             return Err(e);
         }
     }
-    // A connection of its own: XREADGROUP BLOCK would stall every command queued behind it.
-    let config =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
-    let reader = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+    // A connection of its own (on a cluster, a cluster connection of its own): XREADGROUP
+    // BLOCK would stall every command queued behind it.
+    let reader = state.config.redis.connect(Duration::from_secs(10)).await?;
     tasks.spawn_local(consume_stream(
         state,
         reader,
@@ -427,9 +422,10 @@ async fn listen_pubsub(
     }
 }
 
+/// Subscribes to the daemon's channels. On a cluster, on the first seed node that answers: a
+/// PUBLISH on any node reaches every node's subscribers.
 async fn subscribe(state: &AdminState) -> Result<redis::aio::PubSub, redis::RedisError> {
-    let client = redis::Client::open(state.config.redis_url.as_str())?;
-    let mut p = client.get_async_pubsub().await?;
+    let mut p = state.config.redis.pubsub().await?;
     p.subscribe(channels(state)).await?;
     Ok(p)
 }
@@ -447,7 +443,7 @@ fn channels(state: &AdminState) -> Vec<String> {
 
 async fn consume_stream(
     state: Arc<AdminState>,
-    mut reader: redis::aio::MultiplexedConnection,
+    mut reader: crate::store::RedisConn,
     shutdown: Shutdown,
     requests: TaskTracker,
 ) {

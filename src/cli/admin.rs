@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use recur::admin::client::{
-    watch_streams, AdminClient, ClientError, RequestOptions, DEFAULT_ATTEMPT_TIMEOUT_MS,
+    watch_streams_to, AdminClient, ClientError, RequestOptions, DEFAULT_ATTEMPT_TIMEOUT_MS,
 };
 use recur::config::{parse_duration, Settings};
 use recur::store::embedded::EmbeddedRedis;
+use recur::store::RedisAddress;
 
 use super::AdminArgs;
 
@@ -74,7 +75,7 @@ async fn run_async(args: &AdminArgs) -> anyhow::Result<ExitCode> {
         attempt_timeout: Duration::from_millis(DEFAULT_ATTEMPT_TIMEOUT_MS).min(total_timeout),
         total_timeout,
     };
-    let client = AdminClient::connect(&target.url, &settings.prefix)
+    let client = AdminClient::connect_to(&target.address, &settings.prefix)
         .await
         .map_err(|e| target.connect_error(e))?;
     let reply = match client
@@ -105,7 +106,7 @@ async fn run_async(args: &AdminArgs) -> anyhow::Result<ExitCode> {
 /// entity) until Ctrl-C (or until stdout is closed, e.g. by `| head`): from now, or from the
 /// oldest entry kept with `--from-start`.
 async fn watch(target: &RedisTarget, prefix: &str, from_start: bool) -> anyhow::Result<ExitCode> {
-    let mut events = watch_streams(&target.url, prefix, from_start)
+    let mut events = watch_streams_to(&target.address, prefix, from_start)
         .await
         .map_err(|e| target.connect_error(e))?;
     eprintln!("watching the event streams {prefix}:{{p*}}:events; Ctrl-C to stop");
@@ -141,8 +142,8 @@ fn print_line(line: &str) -> anyhow::Result<bool> {
 /// The Redis the daemon uses, and where that was learned (for error messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisTarget {
-    /// The URL to connect to.
-    pub url: String,
+    /// What to connect to: one server, or a cluster's seed nodes.
+    pub address: RedisAddress,
     /// Found in `<data_dir>/redis.url` of a running embedded server, not configured.
     pub embedded: bool,
 }
@@ -162,16 +163,16 @@ impl RedisTarget {
         settings: &Settings,
         running_url: impl Fn(&Path) -> Option<String>,
     ) -> anyhow::Result<RedisTarget> {
-        if let Some(url) = &settings.redis.url {
+        if let Some(address) = settings.redis_address() {
             return Ok(RedisTarget {
-                url: url.clone(),
+                address,
                 embedded: false,
             });
         }
         let data_dir = &settings.redis.embedded.data_dir;
         match running_url(data_dir) {
             Some(url) => Ok(RedisTarget {
-                url,
+                address: RedisAddress::Single(url),
                 embedded: true,
             }),
             None => anyhow::bail!(
@@ -187,10 +188,10 @@ impl RedisTarget {
         if self.embedded {
             error.context(format!(
                 "cannot reach the embedded Redis at {}: is `recur serve` still running?",
-                self.url
+                self.address
             ))
         } else {
-            error.context(format!("cannot reach Redis at {}", self.url))
+            error.context(format!("cannot reach Redis at {}", self.address))
         }
     }
 }
@@ -212,7 +213,10 @@ mod tests {
             Some("redis+unix:///x.sock".into())
         })
         .expect("resolves");
-        assert_eq!(target.url, "redis://10.0.0.1:6380");
+        assert_eq!(
+            target.address,
+            RedisAddress::Single("redis://10.0.0.1:6380".into())
+        );
         assert!(!target.embedded);
     }
 
@@ -223,8 +227,27 @@ mod tests {
             Some("redis+unix:///data/redis/redis.sock".into())
         })
         .expect("resolves");
-        assert_eq!(target.url, "redis+unix:///data/redis/redis.sock");
+        assert_eq!(
+            target.address,
+            RedisAddress::Single("redis+unix:///data/redis/redis.sock".into())
+        );
         assert!(target.embedded);
+    }
+
+    #[test]
+    fn a_cluster_is_reached_through_its_seed_nodes_never_the_embedded_server() {
+        let mut s = settings(Some("redis://10.0.0.1:7000,redis://10.0.0.2:7000"));
+        s.redis.cluster = true;
+        let target = RedisTarget::resolve_with(&s, |_| Some("redis+unix:///x.sock".into()))
+            .expect("resolves");
+        assert_eq!(
+            target.address,
+            RedisAddress::Cluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ])
+        );
+        assert!(!target.embedded);
     }
 
     #[test]

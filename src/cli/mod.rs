@@ -48,7 +48,8 @@ pub enum Command {
     /// (or --from-start) until Ctrl-C.
     ///
     /// Redis: --redis-url, else redis.url (config file or RECUR_REDIS__URL), else the embedded
-    /// redis-server that `recur serve` runs under redis.embedded.data_dir.
+    /// redis-server that `recur serve` runs under redis.embedded.data_dir. A Redis Cluster:
+    /// --redis-cluster (or redis.cluster = true) with the seed nodes as the URL.
     ///
     /// Exit status: 0 ok reply, 1 error reply, 2 no reply (no Redis, timeout, bad arguments).
     ///
@@ -66,9 +67,15 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The Redis to use (redis://host:port/db or redis+unix:///path/redis.sock) instead of
-    /// the embedded redis-server under redis.embedded.data_dir.
+    /// the embedded redis-server under redis.embedded.data_dir. With --redis-cluster, the
+    /// seed nodes of a Redis Cluster, comma-separated (redis://h1:7000,redis://h2:7000).
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// The Redis URL names seed nodes of a Redis Cluster: use the cluster client
+    /// (redis.cluster, RECUR_REDIS__CLUSTER=true). Needs a URL: the embedded Redis is a single
+    /// server.
+    #[arg(long)]
+    pub redis_cluster: bool,
     /// Prefix of every Redis key and channel, without the colon [default: recur].
     #[arg(long, value_name = "P")]
     pub prefix: Option<String>,
@@ -113,6 +120,7 @@ impl SettingsArgs {
         Overrides {
             config_file: self.config.clone(),
             redis_url: self.redis_url.clone(),
+            redis_cluster: self.redis_cluster.then_some(true),
             prefix: self.prefix.clone(),
             ..Overrides::default()
         }
@@ -342,6 +350,22 @@ mod tests {
         assert_eq!(o.prefix.as_deref(), Some("p"));
         assert_eq!(o.clock_mode, Some(ClockMode::Simulated));
         assert_eq!(o.clock_start.as_deref(), Some("2025-01-01T00:00:00Z"));
+        assert_eq!(o.redis_cluster, None, "no --redis-cluster");
+    }
+
+    #[test]
+    fn redis_cluster_flag_becomes_an_override_for_serve_and_admin() {
+        let seeds = "redis://127.0.0.1:7000,redis://127.0.0.1:7001";
+        let cli = Cli::try_parse_from(["recur", "serve", "--redis-cluster", "--redis-url", seeds])
+            .expect("valid flags");
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        let o = args.overrides();
+        assert_eq!(o.redis_cluster, Some(true));
+        assert_eq!(o.redis_url.as_deref(), Some(seeds));
+        let args = admin_args(&["--redis-cluster", "--redis-url", seeds]);
+        assert_eq!(args.settings.overrides().redis_cluster, Some(true));
     }
 
     #[test]
