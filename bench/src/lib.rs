@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod bullmq;
 pub mod burst;
+pub mod cluster;
 pub mod memory;
 pub mod recovery;
 pub mod steady;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod baskets;
+mod cluster;
 mod durability;
 mod lifecycle;
 mod partitions;

@@ -1,5 +1,6 @@
-//! Test support: a private redis-server per test (temp dir, unix socket, never port 6379), the
-//! daemon in-process on its own actix thread or as a real child process, and an admin client.
+//! Test support: a private redis-server per test (temp dir, unix socket, never port 6379) or a
+//! private 3-master Redis Cluster (free loopback ports, never 6379), the daemon in-process on its
+//! own actix thread or as a real child process, and an admin client.
 
 #![allow(dead_code)]
 
@@ -17,7 +18,9 @@ use recur::clock::ClockMode;
 use recur::config::Settings;
 use recur::shutdown::Shutdown;
 use recur::store::embedded::{EmbeddedOptions, EmbeddedRedis};
+use recur::store::{RedisAddress, RedisConn};
 use recur::wire::{Reply, ReplyError};
+use recur_bench::cluster::LocalCluster;
 
 pub const START: &str = "2026-01-01T00:00:00Z";
 
@@ -84,6 +87,76 @@ impl TestRedis {
     }
 }
 
+/// A private Redis Cluster of 3 masters (no replicas) on free loopback ports, each node's data
+/// (append-only) and nodes.conf in a temp dir; the servers are killed on drop.
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    /// The seed nodes, comma-separated (`redis.url` with `redis.cluster = true`).
+    pub seeds: String,
+    pub dir: TempDir,
+}
+
+impl TestCluster {
+    pub async fn start() -> TestCluster {
+        recur::telemetry::init_for_tests();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = LocalCluster::start(dir.path(), 3)
+            .await
+            .expect("a 3-master Redis Cluster starts (are redis-server and redis-cli installed?)");
+        let seeds = cluster.seeds();
+        TestCluster {
+            cluster,
+            seeds,
+            dir,
+        }
+    }
+
+    /// A cluster connection (recur's own: pipelines are split by hash slot).
+    pub async fn conn(&self) -> RedisConn {
+        self.address()
+            .connect(Duration::from_secs(10))
+            .await
+            .unwrap()
+    }
+}
+
+/// What a test's Redis is: one server or a cluster. The helpers below read either.
+pub trait TestStore {
+    /// recur's address of it.
+    fn address(&self) -> RedisAddress;
+
+    /// A connection through recur's `RedisConn` (on a cluster, a cluster connection).
+    async fn store_conn(&self) -> RedisConn {
+        self.address()
+            .connect(Duration::from_secs(10))
+            .await
+            .unwrap()
+    }
+
+    /// Settings for a test daemon on it (see [`settings`]).
+    fn settings(&self, prefix: &str) -> Settings;
+}
+
+impl TestStore for TestRedis {
+    fn address(&self) -> RedisAddress {
+        RedisAddress::Single(self.url.clone())
+    }
+
+    fn settings(&self, prefix: &str) -> Settings {
+        settings(&self.url, prefix)
+    }
+}
+
+impl TestStore for TestCluster {
+    fn address(&self) -> RedisAddress {
+        self.cluster.address()
+    }
+
+    fn settings(&self, prefix: &str) -> Settings {
+        cluster_settings(&self.seeds, prefix)
+    }
+}
+
 /// Settings for a test daemon: simulated clock from `START`, the given Redis and prefix.
 pub fn settings(url: &str, prefix: &str) -> Settings {
     let mut s = Settings::defaults().expect("default settings");
@@ -94,6 +167,13 @@ pub fn settings(url: &str, prefix: &str) -> Settings {
     // A daemon SIGKILLed by a test leaves its leases behind: a short TTL lets the next one take
     // over quickly (not too short: a test machine under load must still renew in time).
     s.cluster.lease_ttl = Duration::from_secs(2);
+    s
+}
+
+/// [`settings`] on a Redis Cluster: `seeds` comma-separated, `redis.cluster = true`.
+pub fn cluster_settings(seeds: &str, prefix: &str) -> Settings {
+    let mut s = settings(seeds, prefix);
+    s.redis.cluster = true;
     s
 }
 
@@ -154,29 +234,40 @@ pub struct ChildDaemon {
 
 impl ChildDaemon {
     pub async fn start(url: &str, prefix: &str, extra_env: &[(&str, &str)]) -> ChildDaemon {
+        Self::start_with_args(url, prefix, &[], extra_env).await
+    }
+
+    /// [`ChildDaemon::start`] with more `serve` flags (e.g. `--redis-cluster`).
+    pub async fn start_with_args(
+        url: &str,
+        prefix: &str,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> ChildDaemon {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_recur"));
-        cmd.args([
-            "serve",
-            "--redis-url",
-            url,
-            "--prefix",
-            prefix,
-            "--clock",
-            "simulated",
-            "--clock-start",
-            START,
-        ])
-        .env_remove("RUST_LOG")
-        .env("RECUR_LOG__LEVEL", "warn")
-        .env("RECUR_CLUSTER__LEASE_TTL", "2s")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true);
+        cmd.arg("serve")
+            .args(extra_args)
+            .args([
+                "--redis-url",
+                url,
+                "--prefix",
+                prefix,
+                "--clock",
+                "simulated",
+                "--clock-start",
+                START,
+            ])
+            .env_remove("RUST_LOG")
+            .env("RECUR_LOG__LEVEL", "warn")
+            .env("RECUR_CLUSTER__LEASE_TTL", "2s")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -190,9 +281,9 @@ impl ChildDaemon {
     }
 }
 
-/// One test's world: Redis, a daemon, a client.
-pub struct Harness {
-    pub redis: TestRedis,
+/// One test's world: Redis (one server, or a cluster), a daemon, a client.
+pub struct Harness<R: TestStore = TestRedis> {
+    pub redis: R,
     pub daemon: Option<Daemon>,
     pub client: AdminClient,
     pub settings: Settings,
@@ -204,11 +295,24 @@ impl Harness {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Harness {
-        let redis = TestRedis::start().await;
-        let mut settings = settings(&redis.url, "t");
+        Harness::start_on(TestRedis::start().await, tweak).await
+    }
+}
+
+impl Harness<TestCluster> {
+    /// A harness on a private 3-master Redis Cluster.
+    pub async fn start_on_cluster(tweak: impl FnOnce(&mut Settings)) -> Harness<TestCluster> {
+        Harness::start_on(TestCluster::start().await, tweak).await
+    }
+}
+
+impl<R: TestStore> Harness<R> {
+    /// A daemon (prefix `t`, tweaked) and a client on `redis`.
+    pub async fn start_on(redis: R, tweak: impl FnOnce(&mut Settings)) -> Harness<R> {
+        let mut settings = redis.settings("t");
         tweak(&mut settings);
         let daemon = Daemon::start(settings.clone()).await;
-        let client = AdminClient::connect(&redis.url, &settings.prefix)
+        let client = AdminClient::connect_to(&redis.address(), &settings.prefix)
             .await
             .expect("client");
         Harness {
@@ -299,8 +403,8 @@ impl Harness {
 }
 
 /// The data's partition count (from `<prefix>:meta`).
-pub async fn partitions(redis: &TestRedis, prefix: &str) -> u16 {
-    let mut conn = redis.conn().await;
+pub async fn partitions(redis: &impl TestStore, prefix: &str) -> u16 {
+    let mut conn = redis.store_conn().await;
     let n: Option<u16> = conn
         .hget(format!("{prefix}:meta"), "partitions")
         .await
@@ -309,8 +413,8 @@ pub async fn partitions(redis: &TestRedis, prefix: &str) -> u16 {
 }
 
 /// Every change entry of every partition's event stream, merged by stream id.
-pub async fn stream_changes(redis: &TestRedis, prefix: &str) -> Vec<Value> {
-    let mut conn = redis.conn().await;
+pub async fn stream_changes(redis: &impl TestStore, prefix: &str) -> Vec<Value> {
+    let mut conn = redis.store_conn().await;
     let mut all: Vec<((u64, u64), Value)> = Vec::new();
     for p in 0..partitions(redis, prefix).await {
         let rows: redis::streams::StreamRangeReply = conn
@@ -331,8 +435,8 @@ pub async fn stream_changes(redis: &TestRedis, prefix: &str) -> Vec<Value> {
 }
 
 /// How many change entries the partitions' event streams hold.
-pub async fn stream_len(redis: &TestRedis, prefix: &str) -> usize {
-    let mut conn = redis.conn().await;
+pub async fn stream_len(redis: &impl TestStore, prefix: &str) -> usize {
+    let mut conn = redis.store_conn().await;
     let mut pipe = redis::pipe();
     for p in 0..partitions(redis, prefix).await {
         pipe.xlen(format!("{prefix}:{{p{p}}}:events"));
@@ -343,7 +447,7 @@ pub async fn stream_len(redis: &TestRedis, prefix: &str) -> usize {
 
 /// Every event of every change, each with its change's entity (as `recur admin watch` prints
 /// them), in stream order.
-pub async fn stream_events(redis: &TestRedis, prefix: &str) -> Vec<Value> {
+pub async fn stream_events(redis: &impl TestStore, prefix: &str) -> Vec<Value> {
     stream_changes(redis, prefix)
         .await
         .iter()
@@ -352,8 +456,8 @@ pub async fn stream_events(redis: &TestRedis, prefix: &str) -> Vec<Value> {
 }
 
 /// The reply kept for `request_id` (in whichever partition answered it).
-pub async fn kept_reply(redis: &TestRedis, prefix: &str, request_id: &str) -> Option<String> {
-    let mut conn = redis.conn().await;
+pub async fn kept_reply(redis: &impl TestStore, prefix: &str, request_id: &str) -> Option<String> {
+    let mut conn = redis.store_conn().await;
     let keys: Vec<String> = conn
         .keys(format!("{prefix}:{{p*}}:reply:{request_id}"))
         .await
@@ -381,8 +485,8 @@ pub fn change_count(events: &[Value]) -> usize {
 
 /// Keys and DUMPed values under `prefix`, sorted (kept replies, request claims and leases
 /// excluded).
-pub async fn snapshot(redis: &TestRedis, prefix: &str) -> Vec<(String, Vec<u8>)> {
-    let mut conn = redis.conn().await;
+pub async fn snapshot(redis: &impl TestStore, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut conn = redis.store_conn().await;
     let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
     // Kept replies and request-id claims: reads and refusals keep them too. Leases, their
     // epochs and the heartbeats say who runs the data, not what it is (a daemon starved of CPU

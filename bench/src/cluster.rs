@@ -1,0 +1,322 @@
+//! A private Redis Cluster on loopback: `masters` redis-servers started with
+//! `--cluster-enabled yes` on free ports (never 6379), joined with
+//! `redis-cli --cluster create`, ready once every node says `cluster_state:ok`. Killed on drop.
+//! The benchmarks (`recur-bench burst --cluster`) and the integration tests use it.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use recur::store::RedisAddress;
+
+use super::{setup, BenchError};
+
+/// A cluster node's bus port is its port + this (Redis's rule).
+pub const BUS_PORT_OFFSET: u16 = 10_000;
+/// Ports at or above this would have their bus port past 65535.
+const PORT_LIMIT: u16 = 55_535;
+/// How long a started node may take to answer PING.
+const NODE_START: Duration = Duration::from_secs(10);
+/// How long the nodes may take to agree on the slots after `--cluster create`.
+const CLUSTER_READY: Duration = Duration::from_secs(30);
+/// New ports are picked this many times when a node cannot bind its port (another process took
+/// it between the check and the start).
+const ATTEMPTS: usize = 5;
+
+/// A running cluster of masters without replicas.
+pub struct LocalCluster {
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl LocalCluster {
+    /// Starts `masters` (at least 3, Redis's minimum for `--cluster create`) nodes with their
+    /// data (append-only), `nodes.conf` and log under `dir`, and joins them.
+    ///
+    /// # Errors
+    /// [`BenchError`] when redis-server or redis-cli cannot be run, or the cluster does not
+    /// come up.
+    pub async fn start(dir: &Path, masters: usize) -> Result<LocalCluster, BenchError> {
+        if masters < 3 {
+            return Err(BenchError::Setup(format!(
+                "a Redis Cluster needs at least 3 masters, not {masters}"
+            )));
+        }
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            let ports = free_ports(masters)?;
+            let mut cluster = LocalCluster { nodes: Vec::new() };
+            let mut started = true;
+            for (i, &port) in ports.iter().enumerate() {
+                let node_dir = dir.join(format!("node-{attempt}-{i}"));
+                match Node::spawn(&node_dir, port) {
+                    Ok(node) => cluster.nodes.push(node),
+                    Err(e) => {
+                        last = e.to_string();
+                        started = false;
+                        break;
+                    }
+                }
+            }
+            if started {
+                match cluster.wait_nodes().await {
+                    Ok(()) => {
+                        cluster.create().await?;
+                        cluster.wait_ready().await?;
+                        return Ok(cluster);
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            // A port was taken meanwhile: kill what started and pick new ports.
+            drop(cluster);
+        }
+        Err(BenchError::Setup(format!(
+            "the Redis Cluster did not start after {ATTEMPTS} attempts: {last}"
+        )))
+    }
+
+    /// The seed nodes, comma-separated (`redis.url` with `redis.cluster = true`).
+    pub fn seeds(&self) -> String {
+        self.node_urls().join(",")
+    }
+
+    /// The cluster as recur's address.
+    pub fn address(&self) -> RedisAddress {
+        RedisAddress::Cluster(self.node_urls())
+    }
+
+    /// Each node's own URL (for per-node commands: INFO, BGREWRITEAOF, CONFIG).
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The nodes' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.child.id()).collect()
+    }
+
+    /// Stops every node (SIGTERM: each flushes its append-only file) and waits.
+    pub async fn stop(mut self) {
+        for node in &self.nodes {
+            signal(node.child.id(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &mut self.nodes {
+            while Instant::now() < deadline && matches!(node.child.try_wait(), Ok(None)) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // Drop kills what is left.
+    }
+
+    async fn wait_nodes(&mut self) -> Result<(), BenchError> {
+        for node in &mut self.nodes {
+            node.wait_answering().await?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self) -> Result<(), BenchError> {
+        let mut cmd = tokio::process::Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        for n in &self.nodes {
+            cmd.arg(format!("127.0.0.1:{}", n.port));
+        }
+        let out = cmd
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(setup(
+                "run redis-cli --cluster create (is redis-cli installed?)",
+            ))?;
+        if !out.status.success() {
+            return Err(BenchError::Setup(format!(
+                "redis-cli --cluster create failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Until every node sees every slot assigned, every node known, and says `ok`.
+    async fn wait_ready(&self) -> Result<(), BenchError> {
+        let deadline = Instant::now() + CLUSTER_READY;
+        let want_nodes = format!("cluster_known_nodes:{}", self.nodes.len());
+        for url in self.node_urls() {
+            loop {
+                let info = cluster_info(&url).await.unwrap_or_default();
+                let ok = [
+                    "cluster_state:ok",
+                    "cluster_slots_assigned:16384",
+                    &want_nodes,
+                ]
+                .iter()
+                .all(|line| info.lines().any(|l| l.trim() == *line));
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(BenchError::Setup(format!(
+                        "the cluster node {url} is not ready after {CLUSTER_READY:?}: {info}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if matches!(node.child.try_wait(), Ok(None)) {
+                let _ = node.child.kill();
+                let _ = node.child.wait();
+            }
+        }
+    }
+}
+
+impl Node {
+    fn spawn(dir: &Path, port: u16) -> Result<Node, BenchError> {
+        std::fs::create_dir_all(dir).map_err(setup("cluster node dir"))?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(dir.join("nodes.conf"))
+            .args(["--cluster-node-timeout", "5000"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(setup("spawn redis-server (is it installed?)"))?;
+        Ok(Node {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    async fn wait_answering(&mut self) -> Result<(), BenchError> {
+        let url = format!("redis://127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + NODE_START;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(BenchError::Setup(format!(
+                    "redis-server on port {} exited ({status}): {}",
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )));
+            }
+            if let Ok(client) = redis::Client::open(url.as_str()) {
+                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+                    if pong.is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(BenchError::Setup(format!(
+            "redis-server on port {} did not answer within {NODE_START:?}",
+            self.port
+        )))
+    }
+}
+
+async fn cluster_info(url: &str) -> Option<String> {
+    let client = redis::Client::open(url).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut c)
+        .await
+        .ok()
+}
+
+/// `n` distinct loopback ports below 55535, none 6379, each with its bus port (+10000) free too
+/// and clear of the others.
+fn free_ports(n: usize) -> Result<Vec<u16>, BenchError> {
+    let mut ports: Vec<u16> = Vec::with_capacity(n);
+    let mut taken: HashSet<u16> = HashSet::new();
+    for _ in 0..1000 {
+        if ports.len() == n {
+            break;
+        }
+        let port = bind_any()?;
+        let bus = port.wrapping_add(BUS_PORT_OFFSET);
+        let usable = port < PORT_LIMIT
+            && port != 6379
+            && bus != 6379
+            && !taken.contains(&port)
+            && !taken.contains(&bus)
+            && TcpListener::bind(("127.0.0.1", bus)).is_ok();
+        if usable {
+            ports.push(port);
+            taken.insert(port);
+            taken.insert(bus);
+        }
+    }
+    if ports.len() == n {
+        Ok(ports)
+    } else {
+        Err(BenchError::Setup(format!(
+            "no {n} free loopback ports with free bus ports"
+        )))
+    }
+}
+
+fn bind_any() -> Result<u16, BenchError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(setup("free port"))?;
+    Ok(listener.local_addr().map_err(setup("free port"))?.port())
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: signalling our own child process by pid.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_leave_room_for_their_bus_ports_and_never_6379() {
+        let ports = free_ports(3).expect("free ports");
+        assert_eq!(ports.len(), 3);
+        let mut all = HashSet::new();
+        for p in &ports {
+            assert!(*p < PORT_LIMIT && *p != 6379, "{p}");
+            assert!(
+                all.insert(*p) && all.insert(p + BUS_PORT_OFFSET),
+                "{ports:?}"
+            );
+        }
+    }
+}
