@@ -36,6 +36,31 @@ async fn burst_end_applies_a_stats_delta_per_order() {
 }
 
 #[tokio::test]
+async fn burst_on_a_cluster_fires_every_order_once() {
+    let o = BurstOptions {
+        cluster: true,
+        ..BurstOptions::new(N, binary())
+    };
+    let r = bench::burst(&o).await.unwrap();
+    println!("{}", r.line());
+    assert_eq!(r.transitions, N as u64);
+    assert_eq!(r.events, 2 * N as u64);
+    assert!(r.line().contains("redis=cluster3"), "{}", r.line());
+}
+
+#[tokio::test]
+async fn burst_end_on_a_cluster_applies_a_stats_delta_per_order() {
+    let o = BurstOptions {
+        cluster: true,
+        ..BurstOptions::new(N, binary())
+    };
+    let r = bench::burst_end(&o).await.unwrap();
+    println!("{}", r.line());
+    assert_eq!(r.transitions, N as u64);
+    assert_eq!(r.stats_deltas, N as u64);
+}
+
+#[tokio::test]
 async fn steady_runs_its_days() {
     let mut o = steady::SteadyOptions::new(N, binary());
     o.days = 45;

@@ -14,8 +14,8 @@ use serde_json::json;
 
 use super::{
     aof_rewrites, command_stats, long_request, mb, metric_delta, metrics, monthly_args, order_id,
-    ready_client, seed, seed_monthly, settle_aof, setup, BenchError, BenchRedis, CpuSplit,
-    DaemonProcess, SeedOptions, SeedOrder, TempDir, BENCH_START,
+    ready_client_to, seed_monthly_to, seed_to, settle_aof, setup, BenchError, BenchRedis, CpuSplit,
+    DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir, BENCH_START,
 };
 use recur::domain::time::parse_instant;
 
@@ -31,6 +31,8 @@ pub struct BurstOptions {
     /// Run Redis on a loopback TCP port instead of the unix socket (to compare with a peer
     /// that needs TCP on the same kind of server).
     pub tcp: bool,
+    /// Run Redis as a private 3-master Redis Cluster on loopback TCP ports (`--cluster`).
+    pub cluster: bool,
 }
 
 impl BurstOptions {
@@ -40,6 +42,7 @@ impl BurstOptions {
             orders,
             binary: binary.to_path_buf(),
             tcp: false,
+            cluster: false,
         }
     }
 }
@@ -56,7 +59,8 @@ pub struct BurstReport {
     pub elapsed: Duration,
     pub peak_rss_kb: Option<u64>,
     pub seed_elapsed: Duration,
-    pub tcp: bool,
+    /// How Redis was reached: unix, tcp or cluster3.
+    pub redis: &'static str,
     /// CPU use of the daemon and Redis during the advance (`daemon_cpu_pct=.. redis_cpu_pct=..`).
     pub cpu: String,
 }
@@ -91,7 +95,7 @@ impl BurstReport {
             stats,
             mb(self.peak_rss_kb),
             self.cpu,
-            if self.tcp { "tcp" } else { "unix" },
+            self.redis,
             self.seed_elapsed.as_secs_f64(),
         )
     }
@@ -117,18 +121,24 @@ pub async fn burst_end(opts: &BurstOptions) -> Result<BurstReport, BenchError> {
 
 async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport, BenchError> {
     let temp = TempDir::new()?;
-    let redis = BenchRedis::start(&temp.redis_dir(), opts.tcp).await?;
-    let url = redis.url();
+    let redis = if opts.cluster {
+        BenchRedis::start_cluster(&temp.redis_dir()).await?
+    } else {
+        BenchRedis::start(&temp.redis_dir(), opts.tcp).await?
+    };
+    let address = redis.address();
+    // Per-server figures and AOF handling: every node of a cluster.
+    let servers = redis.server_urls();
     let seeded = WallInstant::now();
     if scenario == "burst" {
-        seed_monthly(&url, opts.orders).await?;
+        seed_monthly_to(&address, opts.orders).await?;
     } else {
         let start = parse_instant(BENCH_START).map_err(setup("start"))?;
         let options = SeedOptions {
             stats: true,
             ..SeedOptions::simulated()
         };
-        seed(&url, opts.orders, &options, move |i| SeedOrder {
+        seed_to(&address, opts.orders, &options, move |i| SeedOrder {
             id: order_id(i),
             args: monthly_args(&format!("c{}", i % 10_000), "OFFLINE", 1),
             created: start,
@@ -136,14 +146,18 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         })
         .await?;
     }
-    settle_aof(&url).await?;
+    for url in &servers {
+        settle_aof(url).await?;
+    }
     let seed_elapsed = seeded.elapsed();
 
-    let daemon = DaemonProcess::start(&opts.binary, &url)?;
-    let client = ready_client(&url).await?;
+    let daemon = DaemonProcess::start_on(&opts.binary, &address, DaemonClock::Simulated, &[])?;
+    let client = ready_client_to(&address).await?;
     let before = metrics(&client).await?;
-    let rewrites = aof_rewrites(&url).await?;
-    command_stats(&url, true).await?;
+    let rewrites = all_aof_rewrites(&servers).await?;
+    for url in &servers {
+        command_stats(url, true).await?;
+    }
     let cpu_before = CpuSplit::now(&daemon, &redis);
     let started = WallInstant::now();
     let r = client
@@ -154,9 +168,11 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     let cpu = format!(
         "{} aof_rewrites_during={}",
         cpu_before.figures(&CpuSplit::now(&daemon, &redis), elapsed),
-        aof_rewrites(&url).await?.saturating_sub(rewrites)
+        all_aof_rewrites(&servers).await?.saturating_sub(rewrites)
     );
-    command_stats(&url, false).await?;
+    for url in &servers {
+        command_stats(url, false).await?;
+    }
     if !r.ok {
         return Err(BenchError::Setup(format!(
             "advanceClock failed: {:?}",
@@ -167,6 +183,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     let peak_rss_kb = daemon.peak_rss_kb();
     drop(client);
     daemon.stop().await;
+    let redis_kind = redis.kind();
     redis.stop().await;
     Ok(BurstReport {
         scenario,
@@ -177,7 +194,16 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         elapsed,
         peak_rss_kb,
         seed_elapsed,
-        tcp: opts.tcp,
+        redis: redis_kind,
         cpu,
     })
+}
+
+/// AOF rewrites over every server.
+async fn all_aof_rewrites(servers: &[String]) -> Result<u64, BenchError> {
+    let mut total = 0;
+    for url in servers {
+        total += aof_rewrites(url).await?;
+    }
+    Ok(total)
 }

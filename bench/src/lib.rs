@@ -32,7 +32,9 @@ use recur::domain::{self, Policy};
 use recur::metrics::Metrics;
 use recur::store::embedded::{EmbeddedOptions, EmbeddedRedis};
 use recur::store::stats::Delta;
-use recur::store::{self, Commit, CommitterConfig, Keys, OrderWrite, Store, DEFAULT_PARTITIONS};
+use recur::store::{
+    self, Commit, CommitterConfig, Keys, OrderWrite, RedisAddress, Store, DEFAULT_PARTITIONS,
+};
 
 pub use burst::{burst, burst_end, BurstOptions, BurstReport};
 
@@ -71,6 +73,8 @@ pub struct RunOptions {
     pub binary: PathBuf,
     /// BullMQ worker concurrency (`bullmq` scenario).
     pub peer_concurrency: Option<usize>,
+    /// Run Redis as a private 3-master Redis Cluster (`burst`, `burst-end`).
+    pub cluster: bool,
 }
 
 /// Runs the scenario `name` and returns its line of figures.
@@ -79,13 +83,18 @@ pub struct RunOptions {
 /// [`BenchError`] for an unknown scenario or when a step fails.
 pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
     let n = |default: usize| opts.orders.unwrap_or(default);
+    let bursts = |orders: usize| BurstOptions {
+        cluster: opts.cluster,
+        ..BurstOptions::new(orders, &opts.binary)
+    };
+    if opts.cluster && !matches!(name, "burst" | "burst-end") {
+        return Err(BenchError::Setup(format!(
+            "--cluster runs burst and burst-end only, not `{name}`"
+        )));
+    }
     match name {
-        "burst" => Ok(burst(&BurstOptions::new(n(100_000), &opts.binary))
-            .await?
-            .line()),
-        "burst-end" => Ok(burst_end(&BurstOptions::new(n(100_000), &opts.binary))
-            .await?
-            .line()),
+        "burst" => Ok(burst(&bursts(n(100_000))).await?.line()),
+        "burst-end" => Ok(burst_end(&bursts(n(100_000))).await?.line()),
         "steady" => Ok(
             steady::run(&steady::SteadyOptions::new(n(10_000), &opts.binary))
                 .await?
@@ -124,10 +133,12 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
 // Redis
 
 /// A private redis-server for one bench: the embedded one (unix socket), or one on a free
-/// loopback TCP port (for peers that need TCP, and to run recur on the same kind of server).
+/// loopback TCP port (for peers that need TCP, and to run recur on the same kind of server), or
+/// a private 3-master Redis Cluster.
 pub enum BenchRedis {
     Unix(EmbeddedRedis),
     Tcp(TcpRedis),
+    Cluster(cluster::LocalCluster),
 }
 
 impl BenchRedis {
@@ -149,19 +160,61 @@ impl BenchRedis {
         Ok(BenchRedis::Unix(server))
     }
 
-    /// The URL for the redis crate.
+    /// Starts a private 3-master Redis Cluster with its nodes' data under `dir`.
+    ///
+    /// # Errors
+    /// [`BenchError`] when the cluster cannot be started.
+    pub async fn start_cluster(dir: &Path) -> Result<BenchRedis, BenchError> {
+        Ok(BenchRedis::Cluster(
+            cluster::LocalCluster::start(dir, 3).await?,
+        ))
+    }
+
+    /// The URL for the redis crate (a cluster's seed nodes, comma-separated).
     pub fn url(&self) -> String {
         match self {
             BenchRedis::Unix(s) => s.url(),
             BenchRedis::Tcp(s) => s.url(),
+            BenchRedis::Cluster(c) => c.seeds(),
         }
     }
 
-    /// The server's pid.
-    pub fn pid(&self) -> u32 {
+    /// recur's address of it.
+    pub fn address(&self) -> RedisAddress {
         match self {
-            BenchRedis::Unix(s) => s.pid(),
-            BenchRedis::Tcp(s) => s.pid,
+            BenchRedis::Cluster(c) => c.address(),
+            other => RedisAddress::Single(other.url()),
+        }
+    }
+
+    /// Each server's own URL (one, or every node of the cluster), for per-server commands.
+    pub fn server_urls(&self) -> Vec<String> {
+        match self {
+            BenchRedis::Cluster(c) => c.node_urls(),
+            other => vec![other.url()],
+        }
+    }
+
+    /// The server's pid (a cluster's first node).
+    pub fn pid(&self) -> u32 {
+        self.pids().first().copied().unwrap_or_default()
+    }
+
+    /// Every server's pid.
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            BenchRedis::Unix(s) => vec![s.pid()],
+            BenchRedis::Tcp(s) => vec![s.pid],
+            BenchRedis::Cluster(c) => c.pids(),
+        }
+    }
+
+    /// How it is reached, for the report: unix, tcp or cluster3.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BenchRedis::Unix(_) => "unix",
+            BenchRedis::Tcp(_) => "tcp",
+            BenchRedis::Cluster(_) => "cluster3",
         }
     }
 
@@ -172,6 +225,7 @@ impl BenchRedis {
                 let _ = s.stop().await;
             }
             BenchRedis::Tcp(s) => s.stop().await,
+            BenchRedis::Cluster(c) => c.stop().await,
         }
     }
 }
@@ -442,6 +496,22 @@ pub async fn seed<F>(url: &str, n: usize, opts: &SeedOptions, make: F) -> Result
 where
     F: Fn(usize) -> SeedOrder + Send + 'static,
 {
+    seed_to(&RedisAddress::Single(url.to_string()), n, opts, make).await
+}
+
+/// [`seed`] on one server or a Redis Cluster.
+///
+/// # Errors
+/// [`BenchError`] when an order cannot be built or Redis fails.
+pub async fn seed_to<F>(
+    redis: &RedisAddress,
+    n: usize,
+    opts: &SeedOptions,
+    make: F,
+) -> Result<(), BenchError>
+where
+    F: Fn(usize) -> SeedOrder + Send + 'static,
+{
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<Result<Vec<(Commit, Option<Delta>)>, BenchError>>(2);
     let (events, stats) = (opts.events, opts.stats);
@@ -468,7 +538,7 @@ where
     let local = tokio::task::LocalSet::new();
     let result = local
         .run_until(async move {
-            let mut conn = store::connect(url).await.map_err(setup("connect"))?;
+            let mut conn = store::connect_to(redis).await.map_err(setup("connect"))?;
             // The daemon's default count, recorded in meta as the daemon would.
             let partitions = store::settle_partitions(&mut conn, PREFIX, DEFAULT_PARTITIONS)
                 .await
@@ -619,12 +689,20 @@ pub fn order_id(i: usize) -> String {
 /// # Errors
 /// [`BenchError`] when Redis fails.
 pub async fn seed_monthly(url: &str, n: usize) -> Result<(), BenchError> {
+    seed_monthly_to(&RedisAddress::Single(url.to_string()), n).await
+}
+
+/// [`seed_monthly`] on one server or a Redis Cluster.
+///
+/// # Errors
+/// [`BenchError`] when Redis fails.
+pub async fn seed_monthly_to(redis: &RedisAddress, n: usize) -> Result<(), BenchError> {
     let start = parse_instant(BENCH_START).map_err(setup("start"))?;
     let options = SeedOptions {
         events: !std::env::var("RECUR_BENCH_SEED_EVENTS").is_ok_and(|v| v == "off"),
         ..SeedOptions::simulated()
     };
-    seed(url, n, &options, move |i| SeedOrder {
+    seed_to(redis, n, &options, move |i| SeedOrder {
         id: order_id(i),
         args: monthly_args(&format!("c{}", i % 10_000), "OFFLINE", 12),
         created: start,
@@ -671,8 +749,29 @@ impl DaemonProcess {
         clock: DaemonClock,
         env: &[(&str, &str)],
     ) -> Result<DaemonProcess, BenchError> {
+        Self::start_on(binary, &RedisAddress::Single(url.to_string()), clock, env)
+    }
+
+    /// [`DaemonProcess::start_with`] on one server or a Redis Cluster (`--redis-cluster`).
+    ///
+    /// # Errors
+    /// [`BenchError`] when it cannot be spawned.
+    pub fn start_on(
+        binary: &Path,
+        redis: &RedisAddress,
+        clock: DaemonClock,
+        env: &[(&str, &str)],
+    ) -> Result<DaemonProcess, BenchError> {
         let mut cmd = tokio::process::Command::new(binary);
-        cmd.args(["serve", "--redis-url", url, "--prefix", PREFIX]);
+        cmd.arg("serve");
+        let url = match redis {
+            RedisAddress::Single(url) => url.clone(),
+            RedisAddress::Cluster(seeds) => {
+                cmd.arg("--redis-cluster");
+                seeds.join(",")
+            }
+        };
+        cmd.args(["--redis-url", &url, "--prefix", PREFIX]);
         match clock {
             DaemonClock::Simulated => {
                 cmd.args(["--clock", "simulated", "--clock-start", BENCH_START]);
@@ -739,7 +838,15 @@ impl DaemonProcess {
 /// # Errors
 /// [`BenchError`] when it cannot connect or the daemon does not answer in time.
 pub async fn ready_client(url: &str) -> Result<AdminClient, BenchError> {
-    let client = AdminClient::connect(url, PREFIX)
+    ready_client_to(&RedisAddress::Single(url.to_string())).await
+}
+
+/// [`ready_client`] on one server or a Redis Cluster.
+///
+/// # Errors
+/// [`BenchError`] when it cannot connect or the daemon does not answer in time.
+pub async fn ready_client_to(redis: &RedisAddress) -> Result<AdminClient, BenchError> {
+    let client = AdminClient::connect_to(redis, PREFIX)
         .await
         .map_err(setup("client"))?;
     wait_ready(&client).await?;
@@ -863,11 +970,11 @@ pub struct CpuSplit {
 }
 
 impl CpuSplit {
-    /// Reads both processes' CPU time now.
+    /// Reads the daemon's and Redis's (every node's, on a cluster) CPU time now.
     pub fn now(daemon: &DaemonProcess, redis: &BenchRedis) -> CpuSplit {
         CpuSplit {
             daemon: daemon.pid().and_then(cpu_time).unwrap_or_default(),
-            redis: cpu_time(redis.pid()).unwrap_or_default(),
+            redis: redis.pids().into_iter().filter_map(cpu_time).sum(),
         }
     }
 

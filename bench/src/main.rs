@@ -24,6 +24,10 @@ struct Args {
     /// The recur binary to measure [default: `recur` beside this program].
     #[arg(long, value_name = "PATH")]
     daemon: Option<PathBuf>,
+    /// burst and burst-end: run Redis as a private 3-master Redis Cluster on loopback ports
+    /// (the daemon with --redis-cluster) instead of one redis-server.
+    #[arg(long)]
+    cluster: bool,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn run(args: &Args) -> anyhow::Result<String> {
         orders: args.orders,
         binary,
         peer_concurrency: args.peer_concurrency,
+        cluster: args.cluster,
     };
     Ok(runtime.block_on(recur_bench::run(&args.scenario, &opts))?)
 }
