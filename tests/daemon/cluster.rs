@@ -151,6 +151,14 @@ async fn two_daemons_on_a_cluster_run_lifecycles_stats_and_listings() {
             assert_eq!(o["status"], "ACTIVE");
         }
     }
+    // A master that lost its scripts (a restart, a failover to a replica that never loaded
+    // them) answers NOSCRIPT: the commit batcher and the other scripts load them again.
+    let mut conn = h.redis.conn().await;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     // A retried request id gets its first reply, wherever it routes.
     let first = h
         .reply_with_id(
@@ -445,6 +453,66 @@ async fn carts_and_watch_work_across_partitions_on_a_cluster() {
     second.stop().await;
     let mut h = h;
     h.stop().await;
+}
+
+/// recur's connection on a cluster: a pipeline over many hash slots comes back in its order
+/// (ignored commands left out, errors in place), commands of one slot run in order, and a
+/// transaction must stay in one slot (CROSSSLOT otherwise, nothing written).
+#[tokio::test]
+async fn a_pipeline_over_many_slots_keeps_its_order_and_a_transaction_stays_in_one_slot() {
+    let cluster = TestCluster::start().await;
+    let mut conn = cluster.conn().await;
+    let mut pipe = redis::pipe();
+    for p in 0..64 {
+        let key = format!("x:{{p{p}}}:n");
+        pipe.cmd("SET").arg(&key).arg(p).ignore();
+        pipe.cmd("INCR").arg(&key);
+    }
+    pipe.cmd("PING");
+    let (rows, pong): (Vec<i64>, String) = {
+        let mut all: Vec<redis::Value> = pipe.query_async(&mut conn).await.unwrap();
+        let pong = redis::from_redis_value(all.pop().unwrap()).unwrap();
+        let rows = all
+            .into_iter()
+            .map(|v| redis::from_redis_value(v).unwrap())
+            .collect();
+        (rows, pong)
+    };
+    assert_eq!(rows, (1..=64).collect::<Vec<i64>>());
+    assert_eq!(pong, "PONG");
+    // A server error stays with its command.
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.cmd("GET").arg("x:{p1}:n");
+    pipe.cmd("HGET").arg("x:{p2}:n").arg("f");
+    pipe.cmd("GET").arg("x:{p3}:n");
+    let got: Vec<redis::RedisResult<Option<String>>> = pipe.query_async(&mut conn).await.unwrap();
+    assert_eq!(got[0].as_ref().unwrap().as_deref(), Some("2"));
+    assert_eq!(got[1].as_ref().unwrap_err().code(), Some("WRONGTYPE"));
+    assert_eq!(got[2].as_ref().unwrap().as_deref(), Some("4"));
+    // A multi-key DEL over slots is split by the cluster client itself.
+    let keys: Vec<String> = (0..64).map(|p| format!("x:{{p{p}}}:n")).collect();
+    let deleted: i64 = conn.del(&keys).await.unwrap();
+    assert_eq!(deleted, 64);
+    // One slot: atomic. Two slots: refused as a whole.
+    let (a, b): (i64, i64) = redis::pipe()
+        .atomic()
+        .incr("x:{p1}:a", 1)
+        .incr("x:{p1}:b", 2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((a, b), (1, 2));
+    let crossed: redis::RedisResult<(i64, i64)> = redis::pipe()
+        .atomic()
+        .incr("x:{p1}:a", 1)
+        .incr("x:{p2}:a", 1)
+        .query_async(&mut conn)
+        .await;
+    let error = crossed.unwrap_err();
+    assert_eq!(error.code(), Some("CROSSSLOT"), "{error:?}");
+    let a: i64 = conn.get("x:{p1}:a").await.unwrap();
+    assert_eq!(a, 1, "nothing of the refused transaction was written");
 }
 
 /// The holder of partition 0's lease (a daemon id), once there is one.
