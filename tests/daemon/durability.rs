@@ -402,6 +402,20 @@ async fn the_first_command_after_redis_comes_back_succeeds() {
         }
     }
     assert!(listening, "the daemon resubscribed to the admin channel");
+    // Leases renewed less than a second before the kill may not be in the AOF (everysec): the
+    // daemon then re-acquires them at its next renewal. Commands go once it holds them all.
+    let mut conn = redis.conn().await;
+    for _ in 0..100 {
+        let mut held = 0;
+        for p in 0..recur::store::DEFAULT_PARTITIONS {
+            let exists: bool = conn.exists(format!("t:{{p{p}}}:lease")).await.unwrap();
+            held += usize::from(exists);
+        }
+        if held == usize::from(recur::store::DEFAULT_PARTITIONS) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for (command, args) in [
         ("advanceClock", json!({"to": "2026-02-01T00:00:00Z"})),
         ("getOrder", json!({"orderId": "o1"})),
