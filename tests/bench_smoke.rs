@@ -36,6 +36,21 @@ async fn burst_end_applies_a_stats_delta_per_order() {
 }
 
 #[tokio::test]
+async fn burst_end_on_three_daemons_fires_and_applies_each_once() {
+    // Summed over the three daemons: each order ends once, each stats delta is applied once
+    // (many of them relayed to the daemon that owns the customer).
+    let o = BurstOptions {
+        daemons: 3,
+        ..BurstOptions::new(N, binary())
+    };
+    let r = bench::burst_end(&o).await.unwrap();
+    println!("{}", r.line());
+    assert_eq!(r.transitions, N as u64);
+    assert_eq!(r.stats_deltas, N as u64);
+    assert!(r.line().contains("daemons=3"), "{}", r.line());
+}
+
+#[tokio::test]
 async fn burst_on_a_cluster_fires_every_order_once() {
     let o = BurstOptions {
         cluster: true,

@@ -10,10 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant as WallInstant};
 
-use serde_json::json;
+use serde_json::{json, Value};
+
+use recur::admin::client::AdminClient;
 
 use super::{
-    aof_rewrites, command_stats, long_request, mb, metric_delta, metrics, monthly_args, order_id,
+    aof_rewrites, command_stats, long_request, mb, metric_delta, monthly_args, order_id,
     ready_client_to, seed_monthly_to, seed_to, settle_aof, setup, BenchError, BenchRedis, CpuSplit,
     DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir, BENCH_START,
 };
@@ -33,6 +35,8 @@ pub struct BurstOptions {
     pub tcp: bool,
     /// Run Redis as a private 3-master Redis Cluster on loopback TCP ports (`--cluster`).
     pub cluster: bool,
+    /// How many daemons share the partitions (`--daemons`, default 1).
+    pub daemons: usize,
 }
 
 impl BurstOptions {
@@ -43,6 +47,7 @@ impl BurstOptions {
             binary: binary.to_path_buf(),
             tcp: false,
             cluster: false,
+            daemons: 1,
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct BurstReport {
     pub seed_elapsed: Duration,
     /// How Redis was reached: unix, tcp or cluster3.
     pub redis: &'static str,
+    /// How many daemons shared the work.
+    pub daemons: usize,
     /// CPU use of the daemon and Redis during the advance (`daemon_cpu_pct=.. redis_cpu_pct=..`).
     pub cpu: String,
 }
@@ -84,9 +91,10 @@ impl BurstReport {
             String::new()
         };
         format!(
-            "{} orders={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} (seeding took {:.1}s)",
+            "{} orders={} daemons={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} (seeding took {:.1}s)",
             self.scenario,
             self.orders,
+            self.daemons,
             self.transitions,
             self.events,
             secs,
@@ -151,14 +159,27 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     }
     let seed_elapsed = seeded.elapsed();
 
-    let daemon = DaemonProcess::start_on(&opts.binary, &address, DaemonClock::Simulated, &[])?;
+    let n = opts.daemons.max(1);
+    let ids: Vec<String> = (0..n).map(|i| format!("bench-d{i}")).collect();
+    let mut daemons = Vec::new();
+    for id in &ids {
+        let env = [("RECUR_CLUSTER__DAEMON_ID", id.as_str())];
+        daemons.push(DaemonProcess::start_on(
+            &opts.binary,
+            &address,
+            DaemonClock::Simulated,
+            &env,
+        )?);
+    }
     let client = ready_client_to(&address).await?;
-    let before = metrics(&client).await?;
+    // The figures of every daemon, once they share the partitions fairly.
+    wait_balanced(&client, &ids).await?;
+    let before = group_metrics(&client, &ids).await?;
     let rewrites = all_aof_rewrites(&servers).await?;
     for url in &servers {
         command_stats(url, true).await?;
     }
-    let cpu_before = CpuSplit::now(&daemon, &redis);
+    let cpu_before = CpuSplit::now_group(&daemons, &redis);
     let started = WallInstant::now();
     let r = client
         .request_with(long_request(), "advanceClock", json!({ "to": BURST_TO }))
@@ -167,7 +188,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     let elapsed = started.elapsed();
     let cpu = format!(
         "{} aof_rewrites_during={}",
-        cpu_before.figures(&CpuSplit::now(&daemon, &redis), elapsed),
+        cpu_before.figures(&CpuSplit::now_group(&daemons, &redis), elapsed),
         all_aof_rewrites(&servers).await?.saturating_sub(rewrites)
     );
     for url in &servers {
@@ -179,10 +200,12 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
             r.error
         )));
     }
-    let after = metrics(&client).await?;
-    let peak_rss_kb = daemon.peak_rss_kb();
+    let after = group_metrics(&client, &ids).await?;
+    let peak_rss_kb = daemons.iter().filter_map(DaemonProcess::peak_rss_kb).max();
     drop(client);
-    daemon.stop().await;
+    for daemon in daemons {
+        daemon.stop().await;
+    }
     let redis_kind = redis.kind();
     redis.stop().await;
     Ok(BurstReport {
@@ -195,8 +218,58 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         peak_rss_kb,
         seed_elapsed,
         redis: redis_kind,
+        daemons: n,
         cpu,
     })
+}
+
+/// The counters of every daemon of `ids` (getMetrics `daemonId`), summed.
+async fn group_metrics(client: &AdminClient, ids: &[String]) -> Result<Value, BenchError> {
+    let mut sum = json!({});
+    for id in ids {
+        let m = daemon_metrics(client, id).await?;
+        for k in [
+            "transitions",
+            "eventsWritten",
+            "statsDeltasApplied",
+            "partitionsOwned",
+        ] {
+            let total = sum[k].as_u64().unwrap_or(0) + m[k].as_u64().unwrap_or(0);
+            sum[k] = json!(total);
+        }
+    }
+    Ok(sum)
+}
+
+async fn daemon_metrics(client: &AdminClient, id: &str) -> Result<Value, BenchError> {
+    let r = client
+        .request("getMetrics", json!({ "daemonId": id }))
+        .await
+        .map_err(setup("getMetrics"))?;
+    r.result
+        .ok_or_else(|| BenchError::Setup(format!("getMetrics of {id} failed: {:?}", r.error)))
+}
+
+/// Waits until the daemons `ids` hold every partition, each at most its fair share.
+async fn wait_balanced(client: &AdminClient, ids: &[String]) -> Result<(), BenchError> {
+    for _ in 0..600 {
+        let mut owned = Vec::new();
+        let mut partitions = 0;
+        for id in ids {
+            let m = daemon_metrics(client, id).await?;
+            owned.push(m["partitionsOwned"].as_u64().unwrap_or(0));
+            partitions = m["partitions"].as_u64().unwrap_or(partitions);
+        }
+        let total: u64 = owned.iter().sum();
+        let share = total.div_ceil(ids.len() as u64);
+        if partitions > 0 && total == partitions && owned.iter().all(|o| *o <= share && *o > 0) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(BenchError::Setup(
+        "the daemons did not share the partitions fairly in 60 s".into(),
+    ))
 }
 
 /// AOF rewrites over every server.

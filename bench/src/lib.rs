@@ -75,6 +75,8 @@ pub struct RunOptions {
     pub peer_concurrency: Option<usize>,
     /// Run Redis as a private 3-master Redis Cluster (`burst`, `burst-end`).
     pub cluster: bool,
+    /// How many daemons share the work (`burst`, `burst-end`; default 1).
+    pub daemons: usize,
 }
 
 /// Runs the scenario `name` and returns its line of figures.
@@ -85,8 +87,14 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
     let n = |default: usize| opts.orders.unwrap_or(default);
     let bursts = |orders: usize| BurstOptions {
         cluster: opts.cluster,
+        daemons: opts.daemons.max(1),
         ..BurstOptions::new(orders, &opts.binary)
     };
+    if opts.daemons > 1 && !matches!(name, "burst" | "burst-end") {
+        return Err(BenchError::Setup(format!(
+            "--daemons runs burst and burst-end only, not `{name}`"
+        )));
+    }
     if opts.cluster && !matches!(name, "burst" | "burst-end") {
         return Err(BenchError::Setup(format!(
             "--cluster runs burst and burst-end only, not `{name}`"
@@ -970,6 +978,18 @@ pub struct CpuSplit {
 }
 
 impl CpuSplit {
+    /// As [`CpuSplit::now`], with the CPU time of every daemon of a group summed.
+    pub fn now_group(daemons: &[DaemonProcess], redis: &BenchRedis) -> CpuSplit {
+        CpuSplit {
+            daemon: daemons
+                .iter()
+                .filter_map(DaemonProcess::pid)
+                .filter_map(cpu_time)
+                .sum(),
+            redis: redis.pids().into_iter().filter_map(cpu_time).sum(),
+        }
+    }
+
     /// Reads the daemon's and Redis's (every node's, on a cluster) CPU time now.
     pub fn now(daemon: &DaemonProcess, redis: &BenchRedis) -> CpuSplit {
         CpuSplit {

@@ -28,6 +28,9 @@ struct Args {
     /// (the daemon with --redis-cluster) instead of one redis-server.
     #[arg(long)]
     cluster: bool,
+    /// burst and burst-end: how many daemons share the partitions [default: 1].
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    daemons: usize,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn run(args: &Args) -> anyhow::Result<String> {
         binary,
         peer_concurrency: args.peer_concurrency,
         cluster: args.cluster,
+        daemons: args.daemons,
     };
     Ok(runtime.block_on(recur_bench::run(&args.scenario, &opts))?)
 }

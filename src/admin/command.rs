@@ -254,6 +254,7 @@ impl AdminCommand {
                 let ownership = &state.ownership;
                 m["daemonId"] = json!(ownership.daemon_id());
                 m["partitionsOwned"] = json!(ownership.owned().len());
+                m["partitions"] = json!(ownership.partitions());
                 let ttl =
                     u64::try_from(ownership.config().lease_ttl.as_millis()).unwrap_or(u64::MAX);
                 let live = state.store.live_daemons(ttl).await?;
