@@ -249,8 +249,21 @@ async fn serve(
 /// Restores the clock: the mode must match the one the data was made with; a simulated clock
 /// goes on from the time kept in Redis (or starts at `clock.start`, else now).
 async fn open_clock(store: &Store, settings: &Settings) -> Result<Clock, RunError> {
-    let (stored_mode, stored_now) = store.clock_record().await?;
     let configured = settings.clock.mode;
+    // Only new data gets its clock recorded (HSETNX: of daemons starting together on new data,
+    // the first one's mode and start instant win), and every daemon goes on from what is
+    // recorded, so a daemon joining others never moves theirs.
+    let start = match configured {
+        ClockMode::Simulated => Some(
+            settings
+                .clock
+                .start
+                .unwrap_or_else(|| truncate_ms(chrono::Utc::now())),
+        ),
+        ClockMode::System => None,
+    };
+    store.record_clock_if_new(configured.as_str(), None).await?;
+    let (stored_mode, _) = store.clock_record().await?;
     if let Some(stored) = &stored_mode {
         if stored != configured.as_str() {
             return Err(RunError::ClockMismatch {
@@ -259,23 +272,18 @@ async fn open_clock(store: &Store, settings: &Settings) -> Result<Clock, RunErro
             });
         }
     }
-    // Only new data gets its clock recorded: a daemon joining others must not move theirs.
-    let new = stored_mode.is_none();
+    if start.is_some() {
+        store
+            .record_clock_if_new(configured.as_str(), start)
+            .await?;
+    }
+    let (_, stored_now) = store.clock_record().await?;
     match configured {
-        ClockMode::Simulated => {
-            let now = stored_now
-                .or(settings.clock.start)
-                .unwrap_or_else(|| truncate_ms(chrono::Utc::now()));
-            if new || stored_now.is_none() {
-                store.save_clock(configured.as_str(), Some(now)).await?;
-            }
-            Ok(Clock::simulated(now))
-        }
-        ClockMode::System => {
-            if new {
-                store.save_clock(configured.as_str(), None).await?;
-            }
-            Ok(Clock::system())
-        }
+        ClockMode::Simulated => Ok(Clock::simulated(
+            stored_now
+                .or(start)
+                .unwrap_or_else(|| truncate_ms(chrono::Utc::now())),
+        )),
+        ClockMode::System => Ok(Clock::system()),
     }
 }

@@ -331,6 +331,26 @@ impl Store {
         Ok((mode, now.and_then(from_millis)))
     }
 
+    /// Records the clock mode and (simulated) start instant unless recorded already (HSETNX
+    /// each, so of daemons starting together the first one's win).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn record_clock_if_new(
+        &self,
+        mode: &str,
+        now: Option<Instant>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.hset_nx(self.keys.clock(), "mode", mode);
+        if let Some(now) = now {
+            pipe.hset_nx(self.keys.clock(), "now", to_millis(&now));
+        }
+        let _: Vec<bool> = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
     /// Records the clock mode (and the simulated time, when given).
     ///
     /// # Errors

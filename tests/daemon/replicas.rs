@@ -781,3 +781,37 @@ async fn a_daemon_with_other_behaviour_settings_refuses_to_join_a_live_group() {
     assert!(client.request("ping", json!({})).await.unwrap().ok);
     b.stop().await;
 }
+
+/// Two daemons started at once on new data with different simulated start instants agree on
+/// one clock (the first recorded wins): every order they create carries the same instant.
+#[tokio::test]
+async fn daemons_started_together_share_one_simulated_clock() {
+    let redis = TestRedis::start().await;
+    let mut later = settings(&redis.url, "t");
+    later.clock.start = Some(at("2026-06-01T00:00:00Z"));
+    let (a, b) = tokio::join!(
+        Daemon::start(settings(&redis.url, "t")),
+        Daemon::start(later)
+    );
+    wait_for_balance(&redis, "t", 2).await;
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    let mut created = std::collections::BTreeSet::new();
+    for i in 0..16 {
+        let r = client
+            .request(
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 3, "10.00"),
+            )
+            .await
+            .unwrap();
+        created.insert(
+            r.result.unwrap()["createdDate"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(created.len(), 1, "one clock: {created:?}");
+    a.stop().await;
+    b.stop().await;
+}
