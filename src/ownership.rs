@@ -250,14 +250,7 @@ impl Ownership {
         }
         let live = store.live_daemons(config.ttl_ms()).await?.len();
         let share = fair_share(self.shared.partitions, live);
-        let serving: Vec<u16> = {
-            let now = Instant::now();
-            self.held()
-                .iter()
-                .filter(|(_, h)| h.serves(now))
-                .map(|(p, _)| *p)
-                .collect()
-        };
+        let serving = self.owned();
         if serving.len() > share {
             let drain = to_drain(&serving, share);
             let mut map = self.held();

@@ -301,7 +301,12 @@ async fn execute(
 ) -> (Option<Loaded>, Result<Reply, ActorError>) {
     let config = actors.config();
     let plan = |loaded: &Loaded| {
-        let now = config.clock.now();
+        // Never before the order's last change, so its times do not go backwards after a
+        // takeover by a daemon whose wall clock is slightly behind (SPEC 10).
+        let now = match loaded {
+            Loaded::Present(o) => config.clock.now().max(o.updated_date),
+            _ => config.clock.now(),
+        };
         let d = decide(id, loaded, &msg.op, &msg.request, now, &config.policy);
         Plan::Commit {
             transition: d.transition,

@@ -267,18 +267,10 @@ async fn lanes_and_round_sizes_change_nothing_but_speed() {
     assert_eq!(run(5, 7).await, one_lane);
 }
 
-/// SPEC 7, system clock: a payment-grace cancellation that fell due while no daemon ran waits
-/// for `payment_restart_grace` after start-up, also when the cycle whose payment was missed
-/// started during the downtime; every other overdue change fires stamped with its own due time.
-#[tokio::test]
-async fn grace_missed_while_down_waits_payment_restart_grace_after_start_up() {
-    use recur_bench::{monthly_args, seed, SeedOptions, SeedOrder, PREFIX};
-
-    let redis = TestRedis::start().await;
-    // Bought 40 days ago by a daemon on the system clock, which then stopped: cycle 2 of both
-    // started about 9 days ago, and the ONLINE one's 72 h grace ran out about 6 days ago.
-    let created = chrono::Utc::now() - chrono::Duration::days(40);
-    let cycle2 = created.checked_add_months(chrono::Months::new(1)).unwrap();
+/// Seeds an ONLINE order (paid once) and an OFFLINE one of customer c1, both bought at
+/// `created` by a daemon on the system clock.
+async fn seed_bought_pair(redis: &TestRedis, created: chrono::DateTime<chrono::Utc>) {
+    use recur_bench::{monthly_args, seed, SeedOptions, SeedOrder};
     let options = SeedOptions {
         stats: true,
         ..SeedOptions::system()
@@ -291,11 +283,32 @@ async fn grace_missed_while_down_waits_payment_restart_grace_after_start_up() {
     })
     .await
     .unwrap();
+}
 
-    let mut s = settings(&redis.url, PREFIX);
+/// A daemon on the system clock with a 2 s payment_restart_grace.
+fn system_clock_settings(redis: &TestRedis) -> recur::config::Settings {
+    let mut s = settings(&redis.url, recur_bench::PREFIX);
     s.clock.mode = recur::clock::ClockMode::System;
     s.clock.start = None;
     s.lifecycle.payment_restart_grace = Duration::from_secs(2);
+    s
+}
+
+/// SPEC 7, system clock: a payment-grace cancellation that fell due while no daemon ran waits
+/// for `payment_restart_grace` after start-up, also when the cycle whose payment was missed
+/// started during the downtime; every other overdue change fires stamped with its own due time.
+#[tokio::test]
+async fn grace_missed_while_down_waits_payment_restart_grace_after_start_up() {
+    use recur_bench::PREFIX;
+
+    let redis = TestRedis::start().await;
+    // Bought 40 days ago by a daemon on the system clock, which then stopped: cycle 2 of both
+    // started about 9 days ago, and the ONLINE one's 72 h grace ran out about 6 days ago.
+    let created = chrono::Utc::now() - chrono::Duration::days(40);
+    let cycle2 = created.checked_add_months(chrono::Months::new(1)).unwrap();
+    seed_bought_pair(&redis, created).await;
+
+    let s = system_clock_settings(&redis);
     let started = chrono::Utc::now();
     let daemon = Daemon::start(s).await;
     let client = AdminClient::connect(&redis.url, PREFIX).await.unwrap();
@@ -450,22 +463,11 @@ async fn the_first_command_after_redis_comes_back_succeeds() {
 async fn takeover_cancellation(
     unowned_for: chrono::Duration,
 ) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
-    use recur_bench::{monthly_args, seed, SeedOptions, SeedOrder, PREFIX};
+    use recur_bench::PREFIX;
 
     let redis = TestRedis::start().await;
     let created = chrono::Utc::now() - chrono::Duration::days(40);
-    let options = SeedOptions {
-        stats: true,
-        ..SeedOptions::system()
-    };
-    seed(&redis.url, 2, &options, move |i| SeedOrder {
-        id: ["online", "offline"][i].to_string(),
-        args: monthly_args("c1", ["ONLINE", "OFFLINE"][i], 12),
-        created,
-        payment: (i == 0).then(|| "9.99".to_string()),
-    })
-    .await
-    .unwrap();
+    seed_bought_pair(&redis, created).await;
     // A daemon that died: its leases run out 1.5 s from now, and it last renewed them
     // `unowned_for` before that.
     let mut conn = redis.conn().await;
@@ -485,10 +487,7 @@ async fn takeover_cancellation(
             .await
             .unwrap();
     }
-    let mut s = settings(&redis.url, PREFIX);
-    s.clock.mode = recur::clock::ClockMode::System;
-    s.clock.start = None;
-    s.lifecycle.payment_restart_grace = Duration::from_secs(2);
+    let s = system_clock_settings(&redis);
     let daemon = Daemon::start(s).await;
     let mut canceled = None;
     for _ in 0..150 {

@@ -191,6 +191,22 @@ async fn two_daemons(redis: &TestRedis, n: usize) -> (ChildDaemon, ChildDaemon, 
     (a, b, client)
 }
 
+/// Child daemons named `ids`, once they share the partitions.
+async fn start_group(
+    redis: &TestRedis,
+    ids: &[&'static str],
+) -> BTreeMap<&'static str, ChildDaemon> {
+    let mut daemons = BTreeMap::new();
+    for &id in ids {
+        daemons.insert(
+            id,
+            ChildDaemon::start(&redis.url, "t", &child_env(id)).await,
+        );
+    }
+    wait_for_holders(redis, "t", ids).await;
+    daemons
+}
+
 /// Whether every partition is held, by `n` daemons, none above its fair share.
 fn balanced(held: &BTreeMap<String, usize>, n: usize) -> bool {
     let partitions = usize::from(recur::store::DEFAULT_PARTITIONS);
@@ -441,14 +457,7 @@ async fn killing_one_of_three_during_a_burst_changes_nothing_but_who_finishes_it
     let (expected_total, expected_changes) = totals(&expected_events);
 
     let redis = TestRedis::start().await;
-    let mut daemons: BTreeMap<&str, ChildDaemon> = BTreeMap::new();
-    for id in ["a", "b", "c"] {
-        daemons.insert(
-            id,
-            ChildDaemon::start(&redis.url, "t", &child_env(id)).await,
-        );
-    }
-    wait_for_holders(&redis, "t", &["a", "b", "c"]).await;
+    let mut daemons = start_group(&redis, &["a", "b", "c"]).await;
     let client = AdminClient::connect(&redis.url, "t").await.unwrap();
     create_book(&client, N).await;
     let created = stream_len(&redis, "t").await;
@@ -579,14 +588,7 @@ async fn a_scripted_book_on_three_daemons_with_a_kill_and_a_join_matches_one_dae
     let expected_figures = customer_figures(&reference.client).await;
 
     let redis = TestRedis::start().await;
-    let mut daemons: BTreeMap<&str, ChildDaemon> = BTreeMap::new();
-    for id in ["a", "b", "c"] {
-        daemons.insert(
-            id,
-            ChildDaemon::start(&redis.url, "t", &child_env(id)).await,
-        );
-    }
-    wait_for_holders(&redis, "t", &["a", "b", "c"]).await;
+    let mut daemons = start_group(&redis, &["a", "b", "c"]).await;
     let client = AdminClient::connect(&redis.url, "t").await.unwrap();
     book_step(&client, 0).await;
     book_step(&client, 1).await;
