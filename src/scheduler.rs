@@ -894,18 +894,50 @@ impl Scheduler {
             None => {}
             Some(last) if schedule.after(&last).next().is_some_and(|t| t <= now) => {
                 self.run_job(name).await?;
+                // The other daemons run it over their own partitions.
+                if let Err(e) = store.announce_cron(name).await {
+                    tracing::warn!(job = name, error = %e, "cannot announce a cron run; other daemons run it next time");
+                }
             }
             Some(_) => return Ok(()),
         }
-        Ok(store.record_cron_run(name, now).await?)
+        let token = self
+            .shared
+            .ownership
+            .token(0)
+            .ok_or(SchedulerError::NotClockOwner)?;
+        Ok(store.record_cron_run(name, now, &token).await?)
+    }
+
+    /// Partition 0's owner ran cron job `name` (`<prefix>:cron`): this daemon runs it over the
+    /// partitions it owns (each daemon trims and reconciles its own).
+    pub fn cron_announced(&self, name: &str) {
+        if self.shared.ownership.owns(0) {
+            return;
+        }
+        let Some((job, _)) = self.jobs().into_iter().find(|(j, _)| *j == name) else {
+            tracing::debug!(job = name, "an unknown cron job was announced");
+            return;
+        };
+        let this = self.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = this.run_job(job).await {
+                tracing::warn!(job, error = %e, "cron job failed");
+            }
+        });
     }
 
     async fn run_job(&self, name: &str) -> Result<(), SchedulerError> {
         let s = &self.shared;
         match name {
             "trimEvents" => {
-                let owned = s.ownership.owned();
-                let removed = s.store.trim_events(&owned, s.config.events_max_len).await?;
+                let held: Vec<(u16, String)> = s
+                    .ownership
+                    .owned()
+                    .into_iter()
+                    .filter_map(|p| s.ownership.token(p).map(|t| (p, t)))
+                    .collect();
+                let removed = s.store.trim_events(&held, s.config.events_max_len).await?;
                 tracing::info!(job = name, removed, "trimmed the event stream");
             }
             "reconcileStats" => self.reconcile_sample().await?,

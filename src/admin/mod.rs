@@ -85,6 +85,7 @@ impl AdminState {
             keys.events_channel(),
             keys.inbox_channel(),
             keys.clock_channel(),
+            keys.cron_channel(),
         ]
         .iter()
         .any(|c| c == channel)

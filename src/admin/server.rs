@@ -377,6 +377,7 @@ async fn listen_pubsub(
     let mut pubsub = pubsub;
     let inbox_channel = state.store.keys().inbox_channel();
     let clock_channel = state.store.keys().clock_channel();
+    let cron_channel = state.store.keys().cron_channel();
     loop {
         {
             let mut messages = pubsub.on_message();
@@ -391,6 +392,11 @@ async fn listen_pubsub(
                         }
                         Some(msg) if msg.get_channel_name() == clock_channel => {
                             state.scheduler.clock_moved();
+                        }
+                        Some(msg) if msg.get_channel_name() == cron_channel => {
+                            if let Ok(job) = msg.get_payload::<String>() {
+                                state.scheduler.cron_announced(&job);
+                            }
                         }
                         Some(msg) => {
                             let payload = msg.get_payload_bytes().to_vec();
@@ -438,6 +444,7 @@ fn channels(state: &AdminState) -> Vec<String> {
         keys.admin_channel(),
         keys.inbox_channel(),
         keys.clock_channel(),
+        keys.cron_channel(),
     ]
 }
 

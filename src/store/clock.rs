@@ -249,6 +249,17 @@ impl Store {
         Ok(redis::AsyncCommands::get(&mut conn, self.keys().reply(p, request_id)).await?)
     }
 
+    /// Tells every daemon that partition 0's owner ran cron job `name` (`<prefix>:cron`).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn announce_cron(&self, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let _: i64 =
+            redis::AsyncCommands::publish(&mut conn, self.keys().cron_channel(), name).await?;
+        Ok(())
+    }
+
     /// Tells every daemon the shared clock changed (`<prefix>:clock`).
     ///
     /// # Errors

@@ -227,6 +227,12 @@ impl Keys {
         format!("{}:clock", self.prefix)
     }
 
+    /// The channel partition 0's owner announces each cron run on (payload = the job), so
+    /// every daemon runs it over its own partitions.
+    pub fn cron_channel(&self) -> String {
+        format!("{}:cron", self.prefix)
+    }
+
     /// How far partition `p` has fired the simulated clock (Unix ms), written by its owner.
     pub fn fired(&self, partition: u16) -> String {
         format!("{}:{{p{partition}}}:fired", self.prefix)

@@ -67,6 +67,25 @@ return 1
     )
 });
 
+/// HSET of one field, if the writer holds the lease. KEYS: 1 the hash, 2 the lease. ARGV: 1
+/// token, 2 field, 3 value. 1, or 0 when fenced.
+static FENCED_HSET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+return 1
+",
+    )
+});
+
+/// XTRIM MAXLEN of a partition's event stream, if the writer holds its lease; the entries
+/// removed, or -1 when fenced. KEYS: 1 the stream, 2 the lease. ARGV: 1 token, 2 max length.
+const FENCED_TRIM: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+return redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[2])
+";
+
 /// What Redis holds under an order id.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loaded {
@@ -627,9 +646,24 @@ return 1
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
-    pub async fn record_cron_run(&self, name: &str, at: Instant) -> Result<(), StoreError> {
+    pub async fn record_cron_run(
+        &self,
+        name: &str,
+        at: Instant,
+        token: &str,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _added: u64 = conn.hset(self.keys.cron(), name, to_millis(&at)).await?;
+        let done: i64 = FENCED_HSET
+            .key(self.keys.cron())
+            .key(self.keys.lease(0))
+            .arg(token)
+            .arg(name)
+            .arg(to_millis(&at))
+            .invoke_async(&mut conn)
+            .await?;
+        if done == 0 {
+            return Err(StoreError::Fenced { partition: 0 });
+        }
         Ok(())
     }
 
@@ -638,16 +672,30 @@ return 1
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
-    pub async fn trim_events(&self, partitions: &[u16], max_len: u64) -> Result<u64, StoreError> {
+    pub async fn trim_events(
+        &self,
+        held: &[(u16, String)],
+        max_len: u64,
+    ) -> Result<u64, StoreError> {
+        if held.is_empty() {
+            return Ok(0);
+        }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        for &p in partitions {
-            pipe.cmd("XTRIM")
-                .arg(self.keys.events(p))
-                .arg("MAXLEN")
+        for (p, token) in held {
+            // Fenced: only the partition's owner trims its stream (-1 when it is not).
+            pipe.cmd("EVAL")
+                .arg(FENCED_TRIM)
+                .arg(2)
+                .arg(self.keys.events(*p))
+                .arg(self.keys.lease(*p))
+                .arg(token)
                 .arg(max_len);
         }
-        let removed: Vec<u64> = pipe.query_async(&mut conn).await?;
-        Ok(removed.into_iter().sum())
+        let removed: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(removed
+            .into_iter()
+            .filter_map(|r| u64::try_from(r).ok())
+            .sum())
     }
 }

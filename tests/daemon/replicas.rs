@@ -817,3 +817,66 @@ async fn daemons_started_together_share_one_simulated_clock() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The trimEvents job runs on partition 0's owner and, announced, on every other daemon over
+/// its own partitions: every partition's stream is trimmed, whoever owns it.
+#[tokio::test]
+async fn every_daemon_trims_the_streams_of_its_own_partitions() {
+    let redis = TestRedis::start().await;
+    let tweak = |mut s: recur::config::Settings| {
+        s.events.max_len = 1;
+        s.cron.trim_events = "0 0 * * * *".parse().unwrap();
+        s
+    };
+    let a = Daemon::start(tweak(settings(&redis.url, "t"))).await;
+    let b = Daemon::start(tweak(settings(&redis.url, "t"))).await;
+    wait_for_balance(&redis, "t", 2).await;
+    let client = AdminClient::connect(&redis.url, "t").await.unwrap();
+    // Starts the cron schedule (a job counts from its first look).
+    let r = client
+        .request("advanceClock", json!({"to": "2026-01-01T00:00:01Z"}))
+        .await
+        .unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    for i in 0..200 {
+        let r = client
+            .request(
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+            )
+            .await
+            .unwrap();
+        assert!(r.ok, "{:?}", r.error);
+    }
+    let mut conn = redis.conn().await;
+    let lengths = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let mut out = Vec::new();
+            for p in 0..recur::store::DEFAULT_PARTITIONS {
+                let n: usize = redis::AsyncCommands::xlen(&mut conn, format!("t:{{p{p}}}:events"))
+                    .await
+                    .unwrap();
+                out.push(n);
+            }
+            out
+        }
+    };
+    assert!(lengths(&mut conn).await.iter().any(|n| *n > 1));
+    let r = client
+        .request("advanceClock", json!({"to": "2026-01-01T02:00:00Z"}))
+        .await
+        .unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    let mut trimmed = false;
+    for _ in 0..50 {
+        if lengths(&mut conn).await.iter().all(|n| *n <= 1) {
+            trimmed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(trimmed, "{:?}", lengths(&mut conn).await);
+    a.stop().await;
+    b.stop().await;
+}
