@@ -254,27 +254,7 @@ async fn two_daemons_on_a_cluster_run_lifecycles_stats_and_listings() {
         .map(|o| o["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(all.len(), 15, "16 orders, one deleted: {all:?}");
-    let mut paged = Vec::new();
-    let mut cursor = Value::Null;
-    for _ in 0..20 {
-        let mut args = json!({"limit": 4});
-        if !cursor.is_null() {
-            args["cursor"] = cursor.clone();
-        }
-        let page = h.ok("listOrders", args).await;
-        paged.extend(
-            page["orders"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["id"].as_str().unwrap().to_string()),
-        );
-        cursor = page["nextCursor"].clone();
-        if cursor.is_null() {
-            break;
-        }
-    }
-    assert_eq!(paged, all);
+    assert_eq!(h.list_pages(4).await, all);
     let mine = h
         .ok("listOrders", json!({"customerId": "c1", "limit": 10}))
         .await;

@@ -3,7 +3,7 @@
 //! every key of a partition carries its tag, whatever the count.
 
 use redis::AsyncCommands;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use recur::config::Settings;
 
@@ -258,27 +258,7 @@ async fn list_orders_merges_the_partitions_and_pages_through_ties() {
         let batch = |id: &str| id[1..].parse::<usize>().unwrap() / 10;
         batch(b).cmp(&batch(a)).then(b.cmp(a))
     });
-    let mut seen = Vec::new();
-    let mut cursor = Value::Null;
-    for _ in 0..20 {
-        let mut args = json!({"limit": 7});
-        if !cursor.is_null() {
-            args["cursor"] = cursor.clone();
-        }
-        let page = h.ok("listOrders", args).await;
-        seen.extend(
-            page["orders"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["id"].as_str().unwrap().to_string()),
-        );
-        cursor = page["nextCursor"].clone();
-        if cursor.is_null() {
-            break;
-        }
-    }
-    assert_eq!(seen, expected);
+    assert_eq!(h.list_pages(7).await, expected);
     let e = h.err("listOrders", json!({"cursor": "12"})).await;
     assert_eq!(e.code.as_str(), "INVALID_REQUEST", "a revision 1 cursor");
 }

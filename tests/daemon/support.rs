@@ -350,6 +350,32 @@ impl<R: TestStore> Harness<R> {
     }
 
     /// The result of a command that must succeed.
+    /// Every order id listOrders over all orders gives, page by page (`limit` a page),
+    /// following `nextCursor`.
+    pub async fn list_pages(&self, limit: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut cursor = Value::Null;
+        for _ in 0..100 {
+            let mut args = json!({ "limit": limit });
+            if !cursor.is_null() {
+                args["cursor"] = cursor.clone();
+            }
+            let page = self.ok("listOrders", args).await;
+            seen.extend(
+                page["orders"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o["id"].as_str().unwrap().to_string()),
+            );
+            cursor = page["nextCursor"].clone();
+            if cursor.is_null() {
+                break;
+            }
+        }
+        seen
+    }
+
     pub async fn ok(&self, command: &str, args: Value) -> Value {
         let r = self.reply(command, args.clone()).await;
         assert!(r.ok, "{command} {args} failed: {:?}", r.error);
