@@ -515,15 +515,17 @@ pub async fn snapshot(redis: &impl TestStore, prefix: &str) -> Vec<(String, Vec<
     let mut conn = redis.store_conn().await;
     let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
     // Kept replies and request-id claims: reads and refusals keep them too. Leases, their
-    // epochs and the heartbeats say who runs the data, not what it is (a daemon starved of CPU
-    // may re-acquire; heartbeats move at every renewal); the command stream is the input
-    // queue, whose consumer group registers the reader when it first reads.
+    // epochs, until when they are held and the heartbeats say who runs the data, not what it
+    // is (a daemon starved of CPU may re-acquire; heartbeats and `heldUntil` move at every
+    // renewal); the command stream is the input queue, whose consumer group registers the
+    // reader when it first reads.
     let (daemons, commands) = (format!("{prefix}:daemons"), format!("{prefix}:commands"));
     keys.retain(|k| {
         !k.contains(":reply:")
             && !k.contains(":req:")
             && !k.ends_with(":lease")
             && !k.ends_with(":epoch")
+            && !k.ends_with(":heldUntil")
             && *k != daemons
             && *k != commands
     });
