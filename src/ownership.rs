@@ -146,6 +146,14 @@ impl Ownership {
             .map(|h| h.lease.token.clone())
     }
 
+    /// The fencing tokens of those of `partitions` this daemon still trusts.
+    pub fn tokens(&self, partitions: &[u16]) -> Vec<(u16, String)> {
+        partitions
+            .iter()
+            .filter_map(|&p| self.token(p).map(|t| (p, t)))
+            .collect()
+    }
+
     /// Whether this daemon takes new work for partition `p`: it holds and trusts the lease
     /// and is not handing the partition over.
     pub fn owns(&self, p: u16) -> bool {

@@ -359,10 +359,7 @@ impl Scheduler {
                 {
                     Ok(_) => {
                         self.settle_deltas().await?;
-                        let held: Vec<(u16, String)> = behind
-                            .iter()
-                            .filter_map(|&p| s.ownership.token(p).map(|t| (p, t)))
-                            .collect();
+                        let held = s.ownership.tokens(&behind);
                         for p in s.store.mark_fired(&held, target).await? {
                             s.ownership.fenced(p);
                         }
@@ -931,12 +928,7 @@ impl Scheduler {
         let s = &self.shared;
         match name {
             "trimEvents" => {
-                let held: Vec<(u16, String)> = s
-                    .ownership
-                    .owned()
-                    .into_iter()
-                    .filter_map(|p| s.ownership.token(p).map(|t| (p, t)))
-                    .collect();
+                let held = s.ownership.tokens(&s.ownership.owned());
                 let removed = s.store.trim_events(&held, s.config.events_max_len).await?;
                 tracing::info!(job = name, removed, "trimmed the event stream");
             }

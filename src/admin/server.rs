@@ -94,20 +94,16 @@ async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
         // What cannot be routed is answered by partition 0's owner.
         _ => 0,
     };
-    if let Ok(Some(daemon)) = parsed.as_ref().map(AdminCommand::addressed_daemon) {
-        if daemon != state.ownership.daemon_id() || id_ok.is_err() {
-            return None;
-        }
-        state.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
-        let meta = RequestMeta {
-            id: req.id.clone(),
-            body_hash: req.body_hash(),
-        };
-        let command = parsed.ok()?;
-        let result = command.run(state, meta, &req).await;
-        return reply_of(&req.id, result).reply;
-    }
-    if !state.ownership.owns(partition) {
+    // A request naming a daemon (getMetrics daemonId) is that daemon's, whatever it owns.
+    let addressed = match &parsed {
+        Ok(command) => command.addressed_daemon().map(str::to_string),
+        Err(_) => None,
+    };
+    let answers = match &addressed {
+        Some(daemon) => daemon == state.ownership.daemon_id() && id_ok.is_ok(),
+        None => state.ownership.owns(partition),
+    };
+    if !answers {
         return None;
     }
     state.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
@@ -118,6 +114,10 @@ async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
             e.to_string(),
         );
         return Some(reply);
+    }
+    if addressed.is_some() {
+        // A read of this daemon: answered, not kept (no partition of its own to keep it in).
+        return route(state, &req, parsed, &req.body_hash()).await.reply;
     }
     handle_owned(state, req, parsed, partition).await
 }
