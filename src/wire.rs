@@ -113,8 +113,15 @@ pub struct StoredReply {
 /// The events of a change entry (SPEC 4: `{orderId, customerId, version, events, entity}`),
 /// each with the change's `entity` attached, as `recur admin watch` prints them. Not a change:
 /// nothing.
+///
+/// The stream holds the entity in its compact stored form (defaults left out); it is printed
+/// whole, every field present, as getOrder returns it.
 pub fn change_events(change: &Value) -> Vec<Value> {
     let entity = change.get("entity").cloned().unwrap_or(Value::Null);
+    let entity = serde_json::from_value::<crate::domain::order::Order>(entity.clone())
+        .ok()
+        .and_then(|o| serde_json::to_value(o).ok())
+        .unwrap_or(entity);
     change
         .get("events")
         .and_then(Value::as_array)
@@ -179,6 +186,23 @@ mod tests {
             json!({"id": "e2", "sequence": 5, "entity": {"id": "o1"}})
         );
         assert!(change_events(&json!({"not": "a change"})).is_empty());
+    }
+
+    #[test]
+    fn a_compact_entity_is_printed_whole() {
+        use crate::domain::lifecycle::test_support::*;
+        let t = new_order(
+            monthly("OFFLINE", 3, "5.00", "2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:00Z"),
+        );
+        let compact: Value =
+            serde_json::from_str(&crate::domain::order::compact_json(&t.order).unwrap()).unwrap();
+        assert!(compact.get("payments").is_none());
+        let change = json!({"orderId": "o1", "version": 1, "entity": compact,
+            "events": [{"id": "e1", "sequence": 1}]});
+        let events = change_events(&change);
+        assert_eq!(events[0]["entity"], serde_json::to_value(&t.order).unwrap());
+        assert_eq!(events[0]["entity"]["payments"], json!([]));
     }
 
     #[test]

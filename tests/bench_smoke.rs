@@ -132,7 +132,8 @@ async fn bullmq_compare_when_the_peer_is_installed() {
     }
     let mut o = bullmq::CompareOptions::new(N, binary());
     o.install = false;
-    o.concurrency = 50;
+    o.concurrencies = vec![50];
+    o.aof = vec![false];
     let line = bullmq::compare(&o).await.unwrap();
     println!("{line}");
     assert!(line.contains("ratio="), "{line}");

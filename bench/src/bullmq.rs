@@ -26,8 +26,14 @@ use super::{setup, BenchError, TcpRedis, TempDir};
 pub struct CompareOptions {
     pub orders: usize,
     pub binary: PathBuf,
-    /// The BullMQ Worker's concurrency.
-    pub concurrency: usize,
+    /// The BullMQ Worker's concurrencies to try with `removeOnComplete: true`; the best is the
+    /// peer's figure.
+    pub concurrencies: Vec<usize>,
+    /// The Redis settings to compare in: append-only (`appendfsync everysec`) and/or not.
+    pub aof: Vec<bool>,
+    /// Also run BullMQ keeping every completed job (its default, a slower configuration), for
+    /// reference, at the highest concurrency.
+    pub keep_completed_reference: bool,
     /// Where the peer's package.json and bench.js are (the checkout's `bench/peers/bullmq`).
     pub peer_dir: PathBuf,
     /// Where it is installed and run (see [`install_dir`]).
@@ -37,12 +43,16 @@ pub struct CompareOptions {
 }
 
 impl CompareOptions {
-    /// N jobs / orders, concurrency 500, the peer from [`peer_dir`], installing if needed.
+    /// N jobs / orders; BullMQ at concurrency 50, 100 and 500 with `removeOnComplete`, plus the
+    /// keep-completed reference; with and without AOF; the peer from [`peer_dir`], installing
+    /// it if needed.
     pub fn new(orders: usize, binary: &Path) -> CompareOptions {
         CompareOptions {
             orders,
             binary: binary.to_path_buf(),
-            concurrency: 500,
+            concurrencies: vec![50, 100, 500],
+            aof: vec![true, false],
+            keep_completed_reference: true,
             peer_dir: peer_dir(),
             install_dir: install_dir(),
             install: true,
@@ -172,6 +182,16 @@ pub struct PeerReport {
     pub raw: Value,
 }
 
+/// One configuration of the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub concurrency: usize,
+    /// `removeOnComplete: true` (BullMQ's fastest) or keep every completed job (its default).
+    pub remove_on_complete: bool,
+    /// Its redis-server append-only or not.
+    pub aof: bool,
+}
+
 /// Runs the peer with `jobs` jobs on a fresh private TCP redis-server.
 ///
 /// # Errors
@@ -179,15 +199,20 @@ pub struct PeerReport {
 pub async fn run_peer(
     dir: &Path,
     jobs: usize,
-    concurrency: usize,
+    peer: &PeerConfig,
 ) -> Result<PeerReport, BenchError> {
     let temp = TempDir::new()?;
-    let redis = TcpRedis::start(&temp.redis_dir()).await?;
-    let out = tokio::process::Command::new("node")
+    let redis = TcpRedis::start_with(&temp.redis_dir(), peer.aof).await?;
+    let mut command = tokio::process::Command::new("node");
+    command
         .arg("bench.js")
         .args(["--redis", &redis.addr()])
         .args(["--jobs", &jobs.to_string()])
-        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--concurrency", &peer.concurrency.to_string()]);
+    if peer.remove_on_complete {
+        command.arg("--remove-on-complete");
+    }
+    let out = command
         .current_dir(dir)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -216,43 +241,89 @@ pub async fn run_peer(
     })
 }
 
-/// The comparison: BullMQ then recur's burst, same N, same kind of Redis; one line.
+/// The comparison, for each Redis setting of `opts.aof`: BullMQ at each concurrency with
+/// `removeOnComplete: true` (and the keep-completed reference), then recur's burst, same N,
+/// same kind of Redis (TCP); a line per run and a summary line per setting with the ratio
+/// against BullMQ's best.
 ///
 /// # Errors
 /// [`BenchError`] when recur's burst or a started peer fails (a peer that cannot be installed
-/// is reported in the line, not as an error).
+/// is reported in the lines, not as an error).
 pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
-    let peer = match ensure_peer(&opts.peer_dir, &opts.install_dir, opts.install).await {
-        Ok(()) => Some(run_peer(&opts.install_dir, opts.orders, opts.concurrency).await?),
-        Err(why) => {
-            eprintln!("BullMQ peer skipped: {why}");
-            None
+    let installed = ensure_peer(&opts.peer_dir, &opts.install_dir, opts.install).await;
+    if let Err(why) = &installed {
+        eprintln!("BullMQ peer skipped: {why}");
+    }
+    let onoff = |aof: bool| if aof { "on" } else { "off" };
+    let mut lines = Vec::new();
+    for &aof in &opts.aof {
+        let mut best: Option<(f64, PeerConfig)> = None;
+        if installed.is_ok() {
+            let mut configs: Vec<PeerConfig> = opts
+                .concurrencies
+                .iter()
+                .map(|&concurrency| PeerConfig {
+                    concurrency,
+                    remove_on_complete: true,
+                    aof,
+                })
+                .collect();
+            if opts.keep_completed_reference {
+                configs.push(PeerConfig {
+                    concurrency: opts.concurrencies.iter().copied().max().unwrap_or(500),
+                    remove_on_complete: false,
+                    aof,
+                });
+            }
+            for config in configs {
+                let p = run_peer(&opts.install_dir, opts.orders, &config).await?;
+                let line = format!(
+                    "bullmq_peer orders={} aof={} remove_on_complete={} concurrency={} jobs_per_s={:.0} elapsed_s={} late_ms={} version={}",
+                    opts.orders,
+                    onoff(aof),
+                    config.remove_on_complete,
+                    config.concurrency,
+                    p.jobs_per_s,
+                    p.raw["elapsed_s"],
+                    p.raw["late_ms"],
+                    p.raw["bullmq"].as_str().unwrap_or("?"),
+                );
+                eprintln!("{line}");
+                lines.push(line);
+                // The peer at its best: removeOnComplete, the best concurrency.
+                if config.remove_on_complete && best.is_none_or(|(b, _)| p.jobs_per_s > b) {
+                    best = Some((p.jobs_per_s, config));
+                }
+            }
         }
-    };
-    let mut burst_opts = BurstOptions::new(opts.orders, &opts.binary);
-    burst_opts.tcp = true;
-    let recur = burst(&burst_opts).await?;
-    let recur_tps = recur.transitions_per_s();
-    Ok(match peer {
-        Some(p) => format!(
-            "bullmq orders={} recur_transitions_per_s={:.0} bullmq_jobs_per_s={:.0} ratio={:.2} recur_events_per_s={:.0} recur_elapsed_s={:.3} bullmq_elapsed_s={} bullmq_concurrency={} bullmq_version={} bullmq_late_ms={} recur_{} redis=tcp+aof",
-            opts.orders,
-            recur_tps,
-            p.jobs_per_s,
-            recur_tps / p.jobs_per_s.max(1e-9),
-            recur.events as f64 / recur.elapsed.as_secs_f64().max(1e-9),
-            recur.elapsed.as_secs_f64(),
-            p.raw["elapsed_s"],
-            opts.concurrency,
-            p.raw["bullmq"].as_str().unwrap_or("?"),
-            p.raw["late_ms"],
-            recur.cpu,
-        ),
-        None => format!(
-            "bullmq orders={} recur_transitions_per_s={:.0} bullmq_jobs_per_s=skipped ratio=n/a redis=tcp+aof",
-            opts.orders, recur_tps,
-        ),
-    })
+        let mut burst_opts = BurstOptions::new(opts.orders, &opts.binary);
+        burst_opts.tcp = true;
+        burst_opts.aof = aof;
+        let recur = burst(&burst_opts).await?;
+        let recur_line = recur.line();
+        eprintln!("{recur_line}");
+        lines.push(recur_line);
+        let recur_tps = recur.transitions_per_s();
+        lines.push(match best {
+            Some((jobs_per_s, config)) => format!(
+                "bullmq orders={} aof={} recur_transitions_per_s={:.0} bullmq_best_jobs_per_s={:.0} ratio={:.2} bullmq_best_concurrency={} bullmq_remove_on_complete=true recur_{} redis=tcp",
+                opts.orders,
+                onoff(aof),
+                recur_tps,
+                jobs_per_s,
+                recur_tps / jobs_per_s.max(1e-9),
+                config.concurrency,
+                recur.cpu,
+            ),
+            None => format!(
+                "bullmq orders={} aof={} recur_transitions_per_s={:.0} bullmq_best_jobs_per_s=skipped ratio=n/a redis=tcp",
+                opts.orders,
+                onoff(aof),
+                recur_tps,
+            ),
+        });
+    }
+    Ok(lines.join("\n"))
 }
 
 #[cfg(test)]

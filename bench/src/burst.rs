@@ -17,7 +17,7 @@ use recur::admin::client::AdminClient;
 use super::{
     aof_rewrites, command_stats, long_request, mb, metric_delta, monthly_args, order_id,
     ready_client_to, seed_monthly_to, seed_to, settle_aof, setup, BenchError, BenchRedis, CpuSplit,
-    DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir, BENCH_START,
+    DaemonClock, DaemonProcess, RedisBytes, SeedOptions, SeedOrder, TempDir, BENCH_START,
 };
 use recur::domain::time::parse_instant;
 
@@ -37,6 +37,8 @@ pub struct BurstOptions {
     pub cluster: bool,
     /// How many daemons share the partitions (`--daemons`, default 1).
     pub daemons: usize,
+    /// Redis append-only (`appendfsync everysec`, the default) or not.
+    pub aof: bool,
 }
 
 impl BurstOptions {
@@ -48,6 +50,7 @@ impl BurstOptions {
             tcp: false,
             cluster: false,
             daemons: 1,
+            aof: true,
         }
     }
 }
@@ -68,6 +71,8 @@ pub struct BurstReport {
     pub redis: &'static str,
     /// How many daemons shared the work.
     pub daemons: usize,
+    /// Whether Redis was append-only.
+    pub aof: bool,
     /// CPU use of the daemon and Redis during the advance (`daemon_cpu_pct=.. redis_cpu_pct=..`).
     pub cpu: String,
 }
@@ -91,7 +96,7 @@ impl BurstReport {
             String::new()
         };
         format!(
-            "{} orders={} daemons={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} (seeding took {:.1}s)",
+            "{} orders={} daemons={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} aof={} (seeding took {:.1}s)",
             self.scenario,
             self.orders,
             self.daemons,
@@ -104,6 +109,7 @@ impl BurstReport {
             mb(self.peak_rss_kb),
             self.cpu,
             self.redis,
+            if self.aof { "on" } else { "off" },
             self.seed_elapsed.as_secs_f64(),
         )
     }
@@ -132,7 +138,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     let redis = if opts.cluster {
         BenchRedis::start_cluster(&temp.redis_dir()).await?
     } else {
-        BenchRedis::start(&temp.redis_dir(), opts.tcp).await?
+        BenchRedis::start_with(&temp.redis_dir(), opts.tcp, opts.aof).await?
     };
     let address = redis.address();
     // Per-server figures and AOF handling: every node of a cluster.
@@ -154,8 +160,10 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         })
         .await?;
     }
-    for url in &servers {
-        settle_aof(url).await?;
+    if opts.aof {
+        for url in &servers {
+            settle_aof(url).await?;
+        }
     }
     let seed_elapsed = seeded.elapsed();
 
@@ -179,6 +187,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     for url in &servers {
         command_stats(url, true).await?;
     }
+    let bytes_before = RedisBytes::now(&servers).await?;
     let cpu_before = CpuSplit::now_group(&daemons, &redis);
     let started = WallInstant::now();
     let r = client
@@ -186,11 +195,9 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         .await
         .map_err(setup("advanceClock"))?;
     let elapsed = started.elapsed();
-    let cpu = format!(
-        "{} aof_rewrites_during={}",
-        cpu_before.figures(&CpuSplit::now_group(&daemons, &redis), elapsed),
-        all_aof_rewrites(&servers).await?.saturating_sub(rewrites)
-    );
+    let cpu_after = CpuSplit::now_group(&daemons, &redis);
+    let bytes_after = RedisBytes::now(&servers).await?;
+    let rewrites = all_aof_rewrites(&servers).await?.saturating_sub(rewrites);
     for url in &servers {
         command_stats(url, false).await?;
     }
@@ -201,6 +208,13 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         )));
     }
     let after = group_metrics(&client, &ids).await?;
+    let transitions = metric_delta(&before, &after, "transitions");
+    let cpu = format!(
+        "{} daemon_cpu_us_per_transition={:.1} {} aof_rewrites_during={rewrites}",
+        cpu_before.figures(&cpu_after, elapsed),
+        cpu_before.daemon_us_per(&cpu_after, transitions),
+        bytes_before.figures(&bytes_after, transitions),
+    );
     let peak_rss_kb = daemons.iter().filter_map(DaemonProcess::peak_rss_kb).max();
     drop(client);
     for daemon in daemons {
@@ -211,7 +225,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     Ok(BurstReport {
         scenario,
         orders: opts.orders,
-        transitions: metric_delta(&before, &after, "transitions"),
+        transitions,
         events: metric_delta(&before, &after, "eventsWritten"),
         stats_deltas: metric_delta(&before, &after, "statsDeltasApplied"),
         elapsed,
@@ -219,6 +233,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         seed_elapsed,
         redis: redis_kind,
         daemons: n,
+        aof: opts.aof,
         cpu,
     })
 }

@@ -126,7 +126,7 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
         "bullmq" | "compare" => {
             let mut o = bullmq::CompareOptions::new(n(100_000), &opts.binary);
             if let Some(c) = opts.peer_concurrency {
-                o.concurrency = c;
+                o.concurrencies = vec![c];
             }
             bullmq::compare(&o).await
         }
@@ -155,13 +155,21 @@ impl BenchRedis {
     /// # Errors
     /// [`BenchError`] when redis-server cannot be started.
     pub async fn start(dir: &Path, tcp: bool) -> Result<BenchRedis, BenchError> {
+        BenchRedis::start_with(dir, tcp, true).await
+    }
+
+    /// As [`BenchRedis::start`], append-only (`appendfsync everysec`) or not (`aof`).
+    ///
+    /// # Errors
+    /// [`BenchError`] when redis-server cannot be started.
+    pub async fn start_with(dir: &Path, tcp: bool, aof: bool) -> Result<BenchRedis, BenchError> {
         if tcp {
-            return Ok(BenchRedis::Tcp(TcpRedis::start(dir).await?));
+            return Ok(BenchRedis::Tcp(TcpRedis::start_with(dir, aof).await?));
         }
         let server = EmbeddedRedis::start(&EmbeddedOptions {
             binary: PathBuf::from("redis-server"),
             data_dir: dir.to_path_buf(),
-            appendonly: true,
+            appendonly: aof,
         })
         .await
         .map_err(setup("redis-server"))?;
@@ -251,13 +259,22 @@ impl TcpRedis {
     /// # Errors
     /// [`BenchError`] when it cannot be started.
     pub async fn start(dir: &Path) -> Result<TcpRedis, BenchError> {
+        TcpRedis::start_with(dir, true).await
+    }
+
+    /// As [`TcpRedis::start`], append-only or not (`aof`).
+    ///
+    /// # Errors
+    /// [`BenchError`] when it cannot be started.
+    pub async fn start_with(dir: &Path, aof: bool) -> Result<TcpRedis, BenchError> {
         std::fs::create_dir_all(dir).map_err(setup("redis dir"))?;
         let port = free_port()?;
         let child = tokio::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(dir)
-            .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
+            .args(["--appendonly", if aof { "yes" } else { "no" }])
+            .args(["--save", "", "--daemonize", "no"])
             .arg("--logfile")
             .arg(dir.join("redis.log"))
             .stdin(Stdio::null())
@@ -403,6 +420,51 @@ pub async fn command_stats(url: &str, before: bool) -> Result<(), BenchError> {
         eprintln!("{info}");
     }
     Ok(())
+}
+
+/// Redis's traffic and memory at one moment: `total_net_input_bytes` (bytes clients sent) and
+/// `used_memory`, summed over `servers` (every node of a cluster).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedisBytes {
+    pub input: u64,
+    pub memory: u64,
+}
+
+impl RedisBytes {
+    /// Reads both figures of every server now.
+    ///
+    /// # Errors
+    /// [`BenchError`] when Redis fails.
+    pub async fn now(servers: &[String]) -> Result<RedisBytes, BenchError> {
+        let mut total = RedisBytes::default();
+        for url in servers {
+            let mut conn = store::connect(url).await.map_err(setup("connect"))?;
+            let info: String = redis::cmd("INFO")
+                .query_async(&mut conn)
+                .await
+                .map_err(setup("INFO"))?;
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            total.input += field("total_net_input_bytes:");
+            total.memory += field("used_memory:");
+        }
+        Ok(total)
+    }
+
+    /// `redis_in_b_per_transition=.. redis_mem_b_per_transition=..` between `self` (before)
+    /// and `after`, over `transitions`.
+    pub fn figures(&self, after: &RedisBytes, transitions: u64) -> String {
+        let n = transitions.max(1) as f64;
+        format!(
+            "redis_in_b_per_transition={:.0} redis_mem_b_per_transition={:.0}",
+            after.input.saturating_sub(self.input) as f64 / n,
+            (after.memory as f64 - self.memory as f64) / n
+        )
+    }
 }
 
 /// Redis `used_memory` in bytes.
@@ -652,7 +714,7 @@ fn build_seed(
         order_id: s.id,
         expected_version: 0,
         write: OrderWrite::Save {
-            json: serde_json::to_string(&t.order).map_err(setup("json"))?,
+            json: recur::domain::order::compact_json(&t.order).map_err(setup("json"))?,
             version: t.order.version,
             due_ms: domain::next_due(&t.order).map(|d| to_millis(&d)),
             customer_id: t.order.customer_id.clone(),
@@ -996,6 +1058,11 @@ impl CpuSplit {
             daemon: daemon.pid().and_then(cpu_time).unwrap_or_default(),
             redis: redis.pids().into_iter().filter_map(cpu_time).sum(),
         }
+    }
+
+    /// Daemon CPU time between `self` (before) and `after`, in µs per transition.
+    pub fn daemon_us_per(&self, after: &CpuSplit, transitions: u64) -> f64 {
+        after.daemon.saturating_sub(self.daemon).as_secs_f64() * 1e6 / transitions.max(1) as f64
     }
 
     /// `daemon_cpu=..% redis_cpu=..%` of `wall` between `self` (before) and `after`.

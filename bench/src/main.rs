@@ -18,7 +18,8 @@ struct Args {
     /// How many orders the scenario uses [default: 100000; steady 10000; memory 1000000].
     #[arg(long)]
     orders: Option<usize>,
-    /// The BullMQ worker's concurrency in the bullmq scenario [default: 500].
+    /// The bullmq scenario: only this BullMQ worker concurrency [default: the best of 50, 100
+    /// and 500].
     #[arg(long, value_name = "N")]
     peer_concurrency: Option<usize>,
     /// The recur binary to measure [default: `recur` beside this program].

@@ -506,13 +506,13 @@ fn commit_of(
         Some(t) if t.deleted => (
             OrderWrite::Delete {
                 customer_id: t.order.customer_id.clone(),
-                json: encode(&t.order)?,
+                json: stored(&t.order)?,
             },
             change(t)?,
         ),
         Some(t) if !t.events.is_empty() || t.order.version != expected_version => (
             OrderWrite::Save {
-                json: encode(&t.order)?,
+                json: stored(&t.order)?,
                 version: t.order.version,
                 due_ms: domain::next_due(&t.order).map(|d| to_millis(&d)),
                 customer_id: t.order.customer_id.clone(),
@@ -546,6 +546,11 @@ fn commit_of(
         reply,
         lease,
     })
+}
+
+/// The order's stored form, also its change entry's entity (`domain::order::compact_json`).
+fn stored(order: &Order) -> Result<String, ActorError> {
+    domain::order::compact_json(order).map_err(ActorError::Encode)
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<String, ActorError> {

@@ -311,6 +311,11 @@ proptest! {
         // The order survives a JSON round trip unchanged (what Redis will store).
         let back: Order = serde_json::from_str(&serde_json::to_string(o).unwrap()).unwrap();
         prop_assert_eq!(&back, o);
+        // And through its compact stored form (defaults left out), which is never longer.
+        let compact = crate::domain::order::compact_json(o).unwrap();
+        let back: Order = serde_json::from_str(&compact).unwrap();
+        prop_assert_eq!(&back, o);
+        prop_assert!(compact.len() <= serde_json::to_string(o).unwrap().len());
     }
 
     #[test]

@@ -1167,6 +1167,58 @@ fn tiered_prices_charge_each_cycle_its_range() {
 }
 
 #[test]
+fn the_compact_form_leaves_out_defaults_and_keeps_everything_else() {
+    let t = new_order(monthly("OFFLINE", 3, "5.00", T0), at(T0));
+    let compact = crate::domain::order::compact_json(&t.order).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&compact).unwrap();
+    for absent in [
+        "freeTrialDays",
+        "pausePeriods",
+        "autoRenewCanceled",
+        "cancellation",
+        "lineItems",
+        "promoCodes",
+        "payments",
+        "tenderLines",
+        "addresses",
+        "discounts",
+        "name",
+        "pausedTotal",
+        "paymentsDue",
+    ] {
+        assert!(
+            v.get(absent).is_none(),
+            "{absent} at its default is left out"
+        );
+    }
+    assert!(v["plan"].get("description").is_none());
+    assert!(v["pricing"]["prices"][0].get("numberOfCycles").is_none());
+    assert_eq!(v["pricing"]["prices"][0]["amount"], "5.00");
+    assert_eq!(v["startDate"], "2026-01-10T09:00:00.000Z");
+    assert_eq!(v["version"], t.order.version);
+    let back: Order = serde_json::from_str(&compact).unwrap();
+    assert_eq!(back, t.order);
+    // What is not at its default is written.
+    let p = cmd(
+        &t.order,
+        "pauseOrder",
+        json!({}),
+        at("2026-02-15T00:00:00Z"),
+    )
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&crate::domain::order::compact_json(&p.order).unwrap()).unwrap();
+    assert_eq!(v["pausePeriods"].as_array().unwrap().len(), 1);
+    let full = serde_json::to_string(&t.order).unwrap();
+    assert!(
+        compact.len() * 10 < full.len() * 8,
+        "compact {} bytes, full {}",
+        compact.len(),
+        full.len()
+    );
+}
+
+#[test]
 fn the_order_round_trips_through_json_unchanged() {
     let t = new_order(monthly("ONLINE", 3, "5.00", T0), at(T0));
     let p = cmd(
