@@ -275,6 +275,12 @@ impl TcpRedis {
             .arg(dir)
             .args(["--appendonly", if aof { "yes" } else { "no" }])
             .args(["--save", "", "--daemonize", "no"])
+            // The embedded server's settings, for recur and its peer alike.
+            .args(
+                recur::store::embedded::EMBEDDED_SETTINGS
+                    .iter()
+                    .flat_map(|(name, value)| [format!("--{name}"), (*value).to_string()]),
+            )
             .arg("--logfile")
             .arg(dir.join("redis.log"))
             .stdin(Stdio::null())

@@ -49,6 +49,9 @@ impl MemoryOptions {
 pub struct MemoryReport {
     pub orders: usize,
     pub redis_used_bytes: u64,
+    /// Redis's `used_memory` growth from the empty server to the seeded one, per order (the
+    /// order, its timer and its indexes; no events).
+    pub redis_bytes_per_order: f64,
     pub rss_idle_kb: Option<u64>,
     pub resident: u64,
     pub rss_resident_kb: Option<u64>,
@@ -69,9 +72,10 @@ impl MemoryReport {
     /// The one line the bench prints.
     pub fn line(&self) -> String {
         format!(
-            "memory orders={} redis_used_mb={:.0} daemon_rss_idle_mb={} resident_actors={} daemon_rss_with_resident_mb={} bytes_per_resident_actor={} daemon_rss_after_passivation_mb={} resident_after={} daemon_peak_rss_mb={} (getOrder x{} took {:.2}s; seeding took {:.1}s)",
+            "memory orders={} redis_used_mb={:.0} redis_b_per_order={:.0} daemon_rss_idle_mb={} resident_actors={} daemon_rss_with_resident_mb={} bytes_per_resident_actor={} daemon_rss_after_passivation_mb={} resident_after={} daemon_peak_rss_mb={} (getOrder x{} took {:.2}s; seeding took {:.1}s)",
             self.orders,
             self.redis_used_bytes as f64 / 1_048_576.0,
+            self.redis_bytes_per_order,
             mb(self.rss_idle_kb),
             self.resident,
             mb(self.rss_resident_kb),
@@ -95,6 +99,7 @@ pub async fn run(opts: &MemoryOptions) -> Result<MemoryReport, BenchError> {
     let redis = BenchRedis::start(&temp.redis_dir(), false).await?;
     let url = redis.url();
     let start = parse_instant(BENCH_START).map_err(setup("start"))?;
+    let empty_bytes = redis_used_memory(&url).await?;
     let seeded = WallInstant::now();
     let options = SeedOptions {
         events: false,
@@ -178,6 +183,8 @@ pub async fn run(opts: &MemoryOptions) -> Result<MemoryReport, BenchError> {
     Ok(MemoryReport {
         orders: opts.orders,
         redis_used_bytes,
+        redis_bytes_per_order: redis_used_bytes.saturating_sub(empty_bytes) as f64
+            / opts.orders.max(1) as f64,
         rss_idle_kb,
         resident,
         rss_resident_kb,

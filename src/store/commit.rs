@@ -15,6 +15,16 @@ use crate::metrics::Metrics;
 
 /// The Lua source of the per-order commit.
 pub const COMMIT_SCRIPT: &str = include_str!("commit.lua");
+/// The Lua source of the lean commit of an existing order with a change and no reply (a timer
+/// firing): the same writes as [`COMMIT_SCRIPT`]'s, with fewer keys and arguments.
+pub const FIRE_SCRIPT: &str = include_str!("fire.lua");
+
+/// The SHAs of the two commit scripts, as loaded into Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scripts {
+    pub commit: String,
+    pub fire: String,
+}
 
 /// What a commit does to the order's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +106,7 @@ impl Committer {
     pub fn start(
         conn: RedisConn,
         keys: Keys,
-        sha: String,
+        sha: Scripts,
         config: CommitterConfig,
         metrics: Arc<Metrics>,
     ) -> Committer {
@@ -123,7 +133,7 @@ async fn run_batcher(
     mut rx: mpsc::Receiver<Pending>,
     conn: RedisConn,
     keys: Keys,
-    sha: String,
+    sha: Scripts,
     config: CommitterConfig,
     metrics: Arc<Metrics>,
 ) {
@@ -165,7 +175,7 @@ async fn send_batch(
     batch: Vec<Pending>,
     mut conn: RedisConn,
     keys: &Keys,
-    sha: &str,
+    sha: &Scripts,
     config: &CommitterConfig,
     metrics: &Metrics,
 ) {
@@ -213,23 +223,27 @@ fn is_noscript(v: &Value) -> bool {
     matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
 
-/// Loads the commit script into Redis and returns its SHA.
+/// Loads the commit scripts into Redis and returns their SHAs.
 ///
 /// # Errors
 /// The Redis error.
-pub async fn load_script(conn: &mut RedisConn) -> Result<String, redis::RedisError> {
-    redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(COMMIT_SCRIPT)
-        .query_async(conn)
-        .await
+pub async fn load_script(conn: &mut RedisConn) -> Result<Scripts, redis::RedisError> {
+    let load = |source: &'static str| {
+        let mut c = redis::cmd("SCRIPT");
+        c.arg("LOAD").arg(source);
+        c
+    };
+    Ok(Scripts {
+        commit: load(COMMIT_SCRIPT).query_async(conn).await?,
+        fire: load(FIRE_SCRIPT).query_async(conn).await?,
+    })
 }
 
 async fn run_pipeline(
     batch: &[Pending],
     conn: &mut RedisConn,
     keys: &Keys,
-    sha: &str,
+    sha: &Scripts,
     config: &CommitterConfig,
 ) -> Result<Vec<Value>, redis::RedisError> {
     let mut pipe = redis::pipe();
@@ -237,6 +251,43 @@ async fn run_pipeline(
     for p in batch {
         let c = &p.commit;
         let partition = keys.partition(&c.order_id);
+        // An existing order saved with a change and no reply (a timer firing): the lean script.
+        if let (
+            OrderWrite::Save {
+                json,
+                version,
+                due_ms,
+                ..
+            },
+            Some(change),
+            None,
+        ) = (&c.write, &c.change, &c.reply)
+        {
+            if c.expected_version > 0 {
+                let cmd = pipe.cmd("EVALSHA").arg(&sha.fire).arg(5);
+                cmd.arg(keys.order(&c.order_id))
+                    .arg(keys.timers(partition))
+                    .arg(keys.events(partition))
+                    .arg(keys.outbox(partition))
+                    .arg(keys.lease(partition));
+                cmd.arg(&c.lease)
+                    .arg(c.expected_version)
+                    .arg(*version)
+                    .arg(json.as_str())
+                    .arg(due_ms.map(|d| d.to_string()).unwrap_or_default())
+                    .arg(&c.order_id)
+                    .arg(change.as_str())
+                    .arg(if config.publish_events {
+                        keys.events_channel()
+                    } else {
+                        String::new()
+                    });
+                for d in &c.deltas {
+                    cmd.arg(d);
+                }
+                continue;
+            }
+        }
         let (op, version, json, due, created) = match &c.write {
             OrderWrite::None => ("none", String::new(), "", String::new(), String::new()),
             OrderWrite::Save {
@@ -264,7 +315,7 @@ async fn run_pipeline(
             .reply
             .as_ref()
             .map_or(("-", ""), |(id, json)| (id.as_str(), json.as_str()));
-        let cmd = pipe.cmd("EVALSHA").arg(sha).arg(8);
+        let cmd = pipe.cmd("EVALSHA").arg(&sha.commit).arg(8);
         cmd.arg(keys.order(&c.order_id))
             .arg(keys.timers(partition))
             .arg(keys.events(partition))

@@ -30,6 +30,21 @@ const LOG_FILE: &str = "redis.log";
 const PID_FILE: &str = "redis.pid";
 const URL_FILE: &str = "redis.url";
 
+/// Redis settings recur gives its embedded server (each as `--name value`), measured in
+/// docs/BENCHMARKS.md:
+/// - `hash-max-listpack-value 4096`: an order's hash (its version and its compact JSON, well
+///   over Redis's default of 64 bytes) stays in the compact listpack encoding instead of a hash
+///   table, about 200 bytes less per order at rest;
+/// - `auto-aof-rewrite-percentage 400` with `auto-aof-rewrite-min-size 256mb`: Redis rewrites
+///   its append-only file only once it has grown fivefold (and past 256 MB), not every time it
+///   doubles, so a burst on a small data set does not fork a rewrite in its middle (on two cores
+///   the rewrite's child takes a core from the daemon and Redis).
+pub const EMBEDDED_SETTINGS: [(&str, &str); 3] = [
+    ("hash-max-listpack-value", "4096"),
+    ("auto-aof-rewrite-percentage", "400"),
+    ("auto-aof-rewrite-min-size", "256mb"),
+];
+
 /// How to run the embedded Redis (config `[redis.embedded]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddedOptions {
@@ -440,6 +455,11 @@ fn spawn(
         .arg("")
         .arg("--daemonize")
         .arg("no")
+        .args(
+            EMBEDDED_SETTINGS
+                .iter()
+                .flat_map(|(name, value)| [format!("--{name}"), (*value).to_string()]),
+        )
         .arg("--logfile")
         .arg(log)
         .arg("--pidfile")
