@@ -106,28 +106,54 @@ pub fn install_dir() -> PathBuf {
 /// The files of the peer that are copied to its install directory.
 pub const PEER_FILES: [&str; 3] = ["package.json", "package-lock.json", "bench.js"];
 
-/// Copies the peer's files from `source` to `target` (created if missing), replacing copies
-/// that differ; returns whether any changed (then node_modules is reinstalled). `source` is only
-/// read.
+/// The file in the install directory that records which version of the peer's files was
+/// staged there (npm rewrites the staged package-lock.json as it installs, so the copies
+/// themselves cannot tell).
+pub const STAGED_STAMP: &str = ".recur-staged";
+
+/// Copies the peer's files from `source` to `target` (created if missing) when they differ from
+/// what was staged there last (recorded in [`STAGED_STAMP`]); returns whether they did (then
+/// node_modules is reinstalled). `source` is only read.
 ///
 /// # Errors
 /// A message when a file cannot be read or written.
 pub fn stage(source: &Path, target: &Path) -> Result<bool, String> {
     std::fs::create_dir_all(target)
         .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
-    let mut changed = false;
+    let mut files = Vec::new();
+    let mut stamp = String::new();
     for name in PEER_FILES {
         let from = source.join(name);
         let bytes =
             std::fs::read(&from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
-        let to = target.join(name);
-        if std::fs::read(&to).ok().as_deref() != Some(bytes.as_slice()) {
-            std::fs::write(&to, &bytes)
-                .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
-            changed = true;
-        }
+        // FNV-1a of each file: a change of any byte restages.
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        stamp.push_str(&format!("{name} {} {hash:016x}\n", bytes.len()));
+        files.push((name, bytes));
     }
-    Ok(changed)
+    let stamp_path = target.join(STAGED_STAMP);
+    let complete = PEER_FILES.iter().all(|n| target.join(n).exists());
+    let same = match std::fs::read_to_string(&stamp_path) {
+        Ok(staged) => staged == stamp,
+        // Staged before the stamp existed: the copies themselves tell.
+        Err(_) => files
+            .iter()
+            .all(|(name, bytes)| std::fs::read(target.join(name)).ok().as_ref() == Some(bytes)),
+    };
+    if complete && same {
+        std::fs::write(&stamp_path, &stamp)
+            .map_err(|e| format!("cannot write {}: {e}", stamp_path.display()))?;
+        return Ok(false);
+    }
+    for (name, bytes) in files {
+        let to = target.join(name);
+        std::fs::write(&to, &bytes).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    }
+    std::fs::write(&stamp_path, stamp)
+        .map_err(|e| format!("cannot write {}: {e}", stamp_path.display()))?;
+    Ok(true)
 }
 
 /// Stages the peer from `source` into `target` and installs its packages there with `npm
@@ -363,8 +389,19 @@ mod tests {
             !stage(&source, &target).unwrap(),
             "an unchanged peer is not copied again"
         );
+        // npm rewrites the staged lock as it installs: that is no reason to restage.
+        std::fs::write(target.join("package-lock.json"), "{}").unwrap();
+        assert!(
+            !stage(&source, &target).unwrap(),
+            "a lock rewritten by npm install is not a change of the peer"
+        );
         std::fs::write(target.join("bench.js"), "// edited").unwrap();
+        std::fs::remove_file(target.join(STAGED_STAMP)).unwrap();
         assert!(stage(&source, &target).unwrap(), "a stale copy is replaced");
+        assert_eq!(
+            std::fs::read(target.join("bench.js")).unwrap(),
+            std::fs::read(source.join("bench.js")).unwrap()
+        );
         assert_eq!(listing(&source), before, "the checkout's peer is untouched");
     }
 
