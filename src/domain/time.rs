@@ -10,6 +10,9 @@ pub type Instant = DateTime<Utc>;
 /// # Errors
 /// Returns the parser's message when `s` is not RFC 3339.
 pub fn parse_instant(s: &str) -> Result<Instant, String> {
+    if let Some(t) = parse_canonical(s) {
+        return Ok(t);
+    }
     DateTime::parse_from_rfc3339(s)
         .map(|t| truncate_ms(t.with_timezone(&Utc)))
         .map_err(|e| format!("'{s}' is not an RFC 3339 timestamp ({e})"))
@@ -17,7 +20,66 @@ pub fn parse_instant(s: &str) -> Result<Instant, String> {
 
 /// Formats an instant as RFC 3339 UTC with milliseconds (`2026-01-31T09:00:00.000Z`).
 pub fn format_instant(t: &Instant) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let mut buf = [0u8; CANONICAL_LEN];
+    match write_canonical(t, &mut buf) {
+        Some(s) => s.to_string(),
+        None => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+    }
+}
+
+/// The length of recur's own form of an instant, `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+const CANONICAL_LEN: usize = 24;
+
+/// Writes `t` in recur's own form into `buf` without allocating (the stored order holds seven
+/// instants, written at every commit); None for a year outside 0000-9999 (then chrono's
+/// formatter, which is the reference, writes it).
+fn write_canonical<'a>(t: &Instant, buf: &'a mut [u8; CANONICAL_LEN]) -> Option<&'a str> {
+    use chrono::{Datelike, Timelike};
+    let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+    let mut put = |at: usize, value: u32, digits: usize| {
+        let mut v = value;
+        for i in (0..digits).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    put(17, t.second(), 2);
+    put(20, t.timestamp_subsec_millis().min(999), 3);
+    for (at, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+        buf[at] = c;
+    }
+    std::str::from_utf8(&buf[..]).ok()
+}
+
+/// Parses recur's own form (`YYYY-MM-DDTHH:MM:SS.mmmZ`, what it writes) without the general
+/// RFC 3339 parser; None for anything else (then that parser decides).
+fn parse_canonical(s: &str) -> Option<Instant> {
+    let b = s.as_bytes();
+    if b.len() != CANONICAL_LEN {
+        return None;
+    }
+    for (at, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+        if b[at] != c {
+            return None;
+        }
+    }
+    let num = |at: usize, digits: usize| -> Option<u32> {
+        b[at..at + digits].iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(num(0, 4)?).ok()?,
+        num(5, 2)?,
+        num(8, 2)?,
+    )?;
+    let time = chrono::NaiveTime::from_hms_milli_opt(num(11, 2)?, num(14, 2)?, num(17, 2)?, num(20, 3)?)?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// Drops everything below the millisecond.
@@ -42,11 +104,16 @@ pub mod ts {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &Instant, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_instant(t))
+        let mut buf = [0u8; super::CANONICAL_LEN];
+        match super::write_canonical(t, &mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&format_instant(t)),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Instant, D::Error> {
-        let s = String::deserialize(d)?;
+        // Borrowed when the JSON has no escapes (always, for recur's own form).
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
         parse_instant(&s).map_err(serde::de::Error::custom)
     }
 }
@@ -58,13 +125,13 @@ pub mod ts_opt {
 
     pub fn serialize<S: Serializer>(t: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.serialize_str(&format_instant(t)),
+            Some(t) => super::ts::serialize(t, s),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Instant>, D::Error> {
-        let s = Option::<String>::deserialize(d)?;
+        let s = Option::<std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.map(|s| parse_instant(&s).map_err(serde::de::Error::custom))
             .transpose()
     }
@@ -78,6 +145,33 @@ mod tests {
     fn parses_any_offset_and_prints_utc_millis() {
         let t = parse_instant("2024-01-31T10:00:00.123456+02:00").unwrap();
         assert_eq!(format_instant(&t), "2024-01-31T08:00:00.123Z");
+    }
+
+    proptest::proptest! {
+        /// recur's own fast form is exactly chrono's RFC 3339 with milliseconds, both ways.
+        #[test]
+        fn the_fast_form_is_chronos(ms in -62_135_596_800_000i64..253_402_300_799_999i64) {
+            let t = from_millis(ms).unwrap();
+            let reference = t.to_rfc3339_opts(SecondsFormat::Millis, true);
+            proptest::prop_assert_eq!(format_instant(&t), reference.clone());
+            proptest::prop_assert_eq!(parse_canonical(&reference), Some(t));
+            let slow = DateTime::parse_from_rfc3339(&reference).unwrap().with_timezone(&Utc);
+            proptest::prop_assert_eq!(parse_instant(&reference).unwrap(), slow);
+        }
+    }
+
+    #[test]
+    fn the_fast_parser_leaves_everything_else_to_rfc3339() {
+        assert_eq!(parse_canonical("2024-01-31T08:00:00.123+00:00"), None);
+        assert_eq!(parse_canonical("2024-02-30T08:00:00.123Z"), None, "no Feb 30");
+        assert_eq!(parse_canonical("2024-01-31T24:00:00.000Z"), None);
+        assert_eq!(parse_canonical("2024-01-31t08:00:00.123Z"), None);
+        assert_eq!(parse_canonical("2024-0a-31T08:00:00.123Z"), None);
+        assert!(parse_instant("2024-02-30T08:00:00.123Z").is_err());
+        assert_eq!(
+            format_instant(&parse_instant("2024-01-31T08:00:00.123Z").unwrap()),
+            "2024-01-31T08:00:00.123Z"
+        );
     }
 
     #[test]
