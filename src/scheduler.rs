@@ -942,8 +942,17 @@ impl Scheduler {
     async fn reconcile_sample(&self) -> Result<(), SchedulerError> {
         let s = &self.shared;
         let owned = s.ownership.owned();
-        for customer in s.store.sample_customers(&owned, RECONCILE_SAMPLE).await? {
-            match s.actors.to_customer(&customer, Recompute).await {
+        let sample = s.store.sample_customers(&owned, RECONCILE_SAMPLE).await?;
+        // All at once: each customer's actor recomputes its own figures, so the sample costs
+        // about one recomputation's round trips, not one per customer in turn.
+        let reports = join_all(
+            sample
+                .iter()
+                .map(|customer| s.actors.to_customer(customer, Recompute)),
+        )
+        .await;
+        for (customer, result) in sample.iter().zip(reports) {
+            match result {
                 Ok(Ok(report)) => {
                     let drift = report["differences"].as_array().map_or(0, Vec::len);
                     if drift > 0 {

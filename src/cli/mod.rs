@@ -203,6 +203,9 @@ pub struct AdminArgs {
     /// args.cursor (listOrders)
     #[arg(long, value_name = "CURSOR")]
     pub cursor: Option<String>,
+    /// args.timeZone (createOrder): an IANA name such as Europe/Paris
+    #[arg(long, value_name = "ZONE")]
+    pub time_zone: Option<String>,
 }
 
 /// Why admin arguments could not be assembled.
@@ -258,6 +261,7 @@ impl AdminArgs {
             ("cause", &self.cause),
             ("endDate", &self.end_date),
             ("startDate", &self.start_date),
+            ("timeZone", &self.time_zone),
             ("resumeAt", &self.resume_at),
             ("to", &self.to),
             ("status", &self.status),

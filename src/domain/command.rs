@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::calendar::{Duration, Unit};
+use super::calendar::{Duration, Unit, Zone};
 use super::error::DomainError;
 use super::money::Currency;
 use super::order::{CancelCause, EffectiveAt, OrderType, Plan, PriceRange, Pricing, PricingKind};
@@ -97,6 +97,9 @@ pub struct CreateOrderArgs {
     pub paid: Option<bool>,
     #[serde(default)]
     pub order_id: Option<String>,
+    /// The IANA time zone of the order's calendar (SPEC 8), default "UTC".
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 /// `plan` as it arrives.
@@ -164,6 +167,7 @@ pub struct NewOrder {
     pub start_date: Option<Instant>,
     pub name: Option<String>,
     pub paid: bool,
+    pub time_zone: Zone,
 }
 
 impl NewOrder {
@@ -235,6 +239,15 @@ impl NewOrder {
             }
             check_text("name", name, MAX_NAME_LEN)?;
         }
+        let time_zone = match args.time_zone.as_deref() {
+            None => Zone::UTC,
+            Some(name) => Zone::parse(name).ok_or_else(|| {
+                DomainError::invalid(
+                    "timeZone",
+                    format!("unknown time zone '{name}' (an IANA name such as Europe/Paris)"),
+                )
+            })?,
+        };
         let paid = args.paid.unwrap_or(false);
         if paid && order_type != OrderType::Offline {
             return Err(DomainError::invalid(
@@ -258,6 +271,7 @@ impl NewOrder {
             start_date,
             name: args.name,
             paid,
+            time_zone,
         })
     }
 }

@@ -6,7 +6,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::calendar::Duration;
+use super::calendar::{Duration, Zone};
 use super::money::Currency;
 use super::time::{ts, ts_opt, Instant};
 
@@ -422,6 +422,9 @@ pub struct Order {
     pub last_payment_status: PaymentStatus,
     pub pricing: Pricing,
     pub currency: Currency,
+    /// The zone whose local calendar the cycles follow (SPEC 8); UTC by default.
+    #[serde(default)]
+    pub time_zone: Zone,
     #[serde(default)]
     pub free_trial_days: u32,
     #[serde(with = "ts")]
@@ -471,9 +474,11 @@ pub struct Order {
 }
 
 impl Order {
-    /// The instant cycle 1 starts before any pause: startDate + freeTrialDays.
+    /// The instant cycle 1 starts before any pause: startDate + freeTrialDays local days.
     pub fn anchor(&self) -> Instant {
-        self.start_date + chrono::Duration::days(i64::from(self.free_trial_days))
+        self.time_zone
+            .calendar(self.start_date, self.free_trial_days, None, 0)
+            .unwrap_or(self.start_date + chrono::Duration::days(i64::from(self.free_trial_days)))
     }
 
     /// True while the order is in its free trial (cycle 0).
@@ -608,6 +613,8 @@ mod compact {
         last_payment_status: PaymentStatus,
         pricing: CompactPricing<'a>,
         currency: Currency,
+        #[serde(skip_serializing_if = "Zone::is_utc")]
+        time_zone: Zone,
         #[serde(skip_serializing_if = "is_zero_u32")]
         free_trial_days: u32,
         #[serde(with = "ts")]
@@ -667,6 +674,7 @@ mod compact {
                 last_payment_status: o.last_payment_status,
                 pricing: CompactPricing::of(&o.pricing),
                 currency: o.currency,
+                time_zone: o.time_zone,
                 free_trial_days: o.free_trial_days,
                 start_date: o.start_date,
                 end_date: o.end_date,

@@ -50,7 +50,15 @@ fn write_canonical<'a>(t: &Instant, buf: &'a mut [u8; CANONICAL_LEN]) -> Option<
     put(14, t.minute(), 2);
     put(17, t.second(), 2);
     put(20, t.timestamp_subsec_millis().min(999), 3);
-    for (at, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
         buf[at] = c;
     }
     std::str::from_utf8(&buf[..]).ok()
@@ -63,7 +71,15 @@ fn parse_canonical(s: &str) -> Option<Instant> {
     if b.len() != CANONICAL_LEN {
         return None;
     }
-    for (at, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
         if b[at] != c {
             return None;
         }
@@ -73,12 +89,10 @@ fn parse_canonical(s: &str) -> Option<Instant> {
             d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
         })
     };
-    let date = chrono::NaiveDate::from_ymd_opt(
-        i32::try_from(num(0, 4)?).ok()?,
-        num(5, 2)?,
-        num(8, 2)?,
-    )?;
-    let time = chrono::NaiveTime::from_hms_milli_opt(num(11, 2)?, num(14, 2)?, num(17, 2)?, num(20, 3)?)?;
+    let date =
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 2)?, num(8, 2)?)?;
+    let time =
+        chrono::NaiveTime::from_hms_milli_opt(num(11, 2)?, num(14, 2)?, num(17, 2)?, num(20, 3)?)?;
     Some(date.and_time(time).and_utc())
 }
 
@@ -120,7 +134,7 @@ pub mod ts {
 
 /// serde for `Option<Instant>` fields (null when absent).
 pub mod ts_opt {
-    use super::{format_instant, parse_instant, Instant};
+    use super::{parse_instant, Instant};
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {
@@ -163,7 +177,11 @@ mod tests {
     #[test]
     fn the_fast_parser_leaves_everything_else_to_rfc3339() {
         assert_eq!(parse_canonical("2024-01-31T08:00:00.123+00:00"), None);
-        assert_eq!(parse_canonical("2024-02-30T08:00:00.123Z"), None, "no Feb 30");
+        assert_eq!(
+            parse_canonical("2024-02-30T08:00:00.123Z"),
+            None,
+            "no Feb 30"
+        );
         assert_eq!(parse_canonical("2024-01-31T24:00:00.000Z"), None);
         assert_eq!(parse_canonical("2024-01-31t08:00:00.123Z"), None);
         assert_eq!(parse_canonical("2024-0a-31T08:00:00.123Z"), None);

@@ -565,3 +565,45 @@ async fn a_cron_job_trims_the_event_stream_once_per_advance() {
     h.advance("2026-01-02T00:00:00Z").await;
     assert_eq!(h.changes().await.len(), 3);
 }
+
+/// SPEC 8: an order created in New York at local midnight renews at local midnight, across
+/// both DST changes, through the daemon on the simulated clock.
+#[tokio::test]
+async fn a_time_zone_order_renews_at_local_midnight_through_the_daemon() {
+    let h = Harness::start().await;
+    let mut args = monthly("ny", "OFFLINE", 12, "10.00");
+    args["timeZone"] = json!("America/New_York");
+    // 2026-01-01T05:00Z is midnight EST.
+    args["startDate"] = json!("2026-01-01T05:00:00Z");
+    let created = h.ok("createOrder", args).await;
+    assert_eq!(created["timeZone"], "America/New_York");
+    assert_eq!(created["endDate"], "2027-01-01T05:00:00.000Z");
+    let bad = h
+        .err("createOrder", {
+            let mut a = monthly("bad", "OFFLINE", 12, "10.00");
+            a["timeZone"] = json!("Atlantis/Capital");
+            a
+        })
+        .await;
+    assert_eq!(bad.code.as_str(), "INVALID_REQUEST");
+    h.advance("2026-12-31T00:00:00Z").await;
+    let starts: Vec<String> = h
+        .timeline("ny")
+        .await
+        .into_iter()
+        .filter(|(ty, _)| ty == "orderCycleStarted")
+        .map(|(_, at)| at)
+        .collect();
+    let mut want: Vec<String> = Vec::new();
+    for m in 1..=12 {
+        // EDT (UTC-4) from 8 March 02:00 to 1 November 02:00 local: local midnight is 04:00
+        // UTC from April to November (1 November 00:00 is still EDT).
+        let hour = if (4..=11).contains(&m) { 4 } else { 5 };
+        want.push(format!("2026-{m:02}-01T{hour:02}:00:00.000Z"));
+    }
+    assert_eq!(starts, want);
+    // The stored order and the event's entity keep the zone.
+    let o = h.ok("getOrder", json!({"orderId": "ny"})).await;
+    assert_eq!(o["timeZone"], "America/New_York");
+    assert_eq!(o["currentCycle"]["index"], 12);
+}

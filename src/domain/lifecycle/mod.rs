@@ -13,6 +13,7 @@ use chrono::Duration as Span;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use super::calendar::Zone;
 use super::command::{Command, NewOrder};
 use super::error::DomainError;
 use super::event::{event_id, Event, EventType};
@@ -121,6 +122,7 @@ fn scheduled_end(
     kind: PricingKind,
     start: Instant,
     trial_days: u32,
+    zone: Zone,
 ) -> Result<Option<Instant>, DomainError> {
     let out_of_range = || {
         DomainError::invalid(
@@ -135,16 +137,19 @@ fn scheduled_end(
         PricingKind::Subscription {
             cycle_duration,
             cycle_count,
-        } => {
-            let anchor = start + Span::days(i64::from(trial_days));
-            cycle_duration
-                .times_after(anchor, u64::from(cycle_count))
-                .map(Some)
-                .ok_or_else(out_of_range)
-        }
-        PricingKind::SinglePaymentForDuration(d) => {
-            d.times_after(start, 1).map(Some).ok_or_else(out_of_range)
-        }
+        } => zone
+            .calendar(
+                start,
+                trial_days,
+                Some(cycle_duration),
+                u64::from(cycle_count),
+            )
+            .map(Some)
+            .ok_or_else(out_of_range),
+        PricingKind::SinglePaymentForDuration(d) => zone
+            .calendar(start, 0, Some(d), 1)
+            .map(Some)
+            .ok_or_else(out_of_range),
     }
 }
 
@@ -152,8 +157,14 @@ fn scheduled_end(
 /// plus every pause taken so far (all of which lie before any cycle not yet started).
 fn cycle_start(order: &Order, k: u32) -> Option<Instant> {
     match order.pricing.kind {
-        PricingKind::Subscription { cycle_duration, .. } if k >= 1 => cycle_duration
-            .times_after(order.anchor(), u64::from(k - 1))
+        PricingKind::Subscription { cycle_duration, .. } if k >= 1 => order
+            .time_zone
+            .calendar(
+                order.start_date,
+                order.free_trial_days,
+                Some(cycle_duration),
+                u64::from(k - 1),
+            )
             .map(|t| shift(t, order.paused_total)),
         _ => None,
     }
@@ -517,7 +528,7 @@ fn purchase(
     o.status = OrderStatus::Pending;
     if o.start_date < now {
         o.start_date = now;
-        if let Ok(end) = scheduled_end(o.pricing.kind, now, o.free_trial_days) {
+        if let Ok(end) = scheduled_end(o.pricing.kind, now, o.free_trial_days, o.time_zone) {
             o.end_date = end;
             o.earliest_end_date = end;
         }
@@ -541,7 +552,12 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
     if start_date < now {
         return Err(DomainError::invalid("startDate", "must not be in the past"));
     }
-    let end_date = scheduled_end(new.pricing.kind, start_date, new.free_trial_days)?;
+    let end_date = scheduled_end(
+        new.pricing.kind,
+        start_date,
+        new.free_trial_days,
+        new.time_zone,
+    )?;
     let c = new.currency;
     let mut o = Order {
         id: new.id,
@@ -553,6 +569,7 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
         last_payment_status: PaymentStatus::Unpaid,
         pricing: new.pricing,
         currency: c,
+        time_zone: new.time_zone,
         free_trial_days: new.free_trial_days,
         start_date,
         end_date,
@@ -847,7 +864,7 @@ fn run_command(
                 ));
             }
             let previous = o.start_date;
-            let end = scheduled_end(o.pricing.kind, *start_date, o.free_trial_days)?;
+            let end = scheduled_end(o.pricing.kind, *start_date, o.free_trial_days, o.time_zone)?;
             o.start_date = *start_date;
             o.end_date = end;
             o.earliest_end_date = end;
@@ -928,7 +945,7 @@ impl Change {
     /// [`DomainError::InvalidArgument`] when the dates fall outside the supported range.
     pub fn reschedule(&mut self) -> Result<(), DomainError> {
         let o = &mut self.order;
-        let end = scheduled_end(o.pricing.kind, o.start_date, o.free_trial_days)?;
+        let end = scheduled_end(o.pricing.kind, o.start_date, o.free_trial_days, o.time_zone)?;
         o.end_date = end;
         o.earliest_end_date = end;
         Ok(())

@@ -50,6 +50,7 @@ struct Plan {
     start: Instant,
     created: Instant,
     cents: u32,
+    zone: &'static str,
 }
 
 fn start_instant() -> impl Strategy<Value = Instant> {
@@ -85,8 +86,15 @@ fn plan() -> impl Strategy<Value = Plan> {
         start_instant(),
         0i64..60 * 24 * 10,
         prop_oneof![Just(0u32), Just(500), 1u32..10_000],
+        prop_oneof![
+            3 => Just("UTC"),
+            1 => Just("America/New_York"),
+            1 => Just("Europe/Paris"),
+            1 => Just("Australia/Sydney"),
+            1 => Just("Asia/Kolkata"),
+        ],
     )
-        .prop_map(|(kind, pricing, trial, start, lead, cents)| {
+        .prop_map(|(kind, pricing, trial, start, lead, cents, zone)| {
             let trial = if pricing.get("subscription").is_some() {
                 trial
             } else {
@@ -99,6 +107,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                 start,
                 created: start - Span::minutes(lead),
                 cents,
+                zone,
             }
         })
 }
@@ -114,6 +123,7 @@ fn create_plan(p: &Plan) -> Transition {
             "currency": "USD",
             "freeTrialDays": p.trial,
             "startDate": format_instant(&p.start),
+            "timeZone": p.zone,
         }),
         p.created,
     )
@@ -270,13 +280,20 @@ proptest! {
             }
         }
 
-        // Every cycle k >= 1 of a subscription starts at clamp(anchor + (k-1) x duration) plus
-        // the pauses taken before it.
+        // Every cycle k >= 1 of a subscription starts at clamp(anchor + (k-1) x duration) on
+        // the order's local calendar, plus the pauses taken before it; in UTC, that is
+        // section 7's calendar from the anchor.
         if let PricingKind::Subscription { cycle_duration, .. } = r.order.pricing.kind {
             for e in &starts {
                 let k = e.data["cycleNumber"].as_u64().unwrap();
                 if k >= 1 {
-                    let base = cycle_duration.times_after(e.entity.anchor(), k - 1).unwrap();
+                    let o = &e.entity;
+                    let base = o.time_zone
+                        .calendar(o.start_date, o.free_trial_days, Some(cycle_duration), k - 1)
+                        .unwrap();
+                    if o.time_zone.is_utc() {
+                        prop_assert_eq!(base, cycle_duration.times_after(o.anchor(), k - 1).unwrap());
+                    }
                     prop_assert_eq!(e.event_time, base + Span::milliseconds(e.entity.paused_total));
                 }
             }
@@ -284,7 +301,7 @@ proptest! {
 
         // earliestEndDate = original end + pauses; endDate too unless postponed or canceled.
         let o = &r.order;
-        let original = scheduled_end(o.pricing.kind, o.start_date, o.free_trial_days).unwrap();
+        let original = scheduled_end(o.pricing.kind, o.start_date, o.free_trial_days, o.time_zone).unwrap();
         let shifted = original.map(|t| t + Span::milliseconds(o.paused_total));
         if o.pause_periods.iter().all(|pp| pp.status == PauseStatus::Ended) {
             prop_assert_eq!(o.earliest_end_date, shifted);

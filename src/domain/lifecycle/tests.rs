@@ -1338,3 +1338,105 @@ fn grace_of_a_cycle_that_started_during_downtime_is_deferred_too() {
     let plain = fire(&paid, startup, &policy());
     assert_eq!(plain.order.status, OrderStatus::Canceled);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Time zones (SPEC 8)
+
+#[test]
+fn a_new_york_order_renews_at_local_time_across_dst() {
+    let mut args = monthly("OFFLINE", 12, "9.99", "2026-01-15T14:00:00Z");
+    args["timeZone"] = json!("America/New_York");
+    let t = new_order(args, at("2026-01-15T14:00:00Z"));
+    assert_eq!(t.order.time_zone.name(), "America/New_York");
+    // 12 local months from 15 Jan 09:00 EST: 15 Jan 2027 09:00 EST.
+    assert_eq!(t.order.end_date, Some(at("2027-01-15T14:00:00Z")));
+    let mut o = t.order;
+    let mut starts = Vec::new();
+    while let Some(due) = crate::domain::next_due(&o) {
+        if due > at("2026-12-31T00:00:00Z") {
+            break;
+        }
+        o = crate::domain::fire(&o, due, &policy()).order;
+        starts.push(format_instant(
+            &o.current_cycle.as_ref().unwrap().started_date,
+        ));
+    }
+    // EDT from 8 Mar to 1 Nov: 09:00 local is 13:00 UTC then.
+    assert_eq!(starts[0], "2026-02-15T14:00:00.000Z");
+    assert_eq!(starts[1], "2026-03-15T13:00:00.000Z");
+    assert_eq!(starts[8], "2026-10-15T13:00:00.000Z");
+    assert_eq!(starts[9], "2026-11-15T14:00:00.000Z");
+    assert_eq!(starts.len(), 11);
+}
+
+#[test]
+fn a_trial_counts_local_days() {
+    let mut args = monthly("OFFLINE", 0, "9.99", "2026-03-01T14:00:00Z");
+    args["timeZone"] = json!("America/New_York");
+    args["freeTrialDays"] = json!(14);
+    let t = new_order(args, at("2026-03-01T14:00:00Z"));
+    // 14 local days later is 15 Mar 09:00 EDT, one UTC hour earlier than 14 x 24 h.
+    assert_eq!(
+        crate::domain::next_due(&t.order),
+        Some(at("2026-03-15T13:00:00Z"))
+    );
+}
+
+#[test]
+fn an_unknown_time_zone_is_refused() {
+    let mut args = monthly("OFFLINE", 3, "9.99", "2026-01-15T14:00:00Z");
+    args["timeZone"] = json!("Mars/Olympus_Mons");
+    let e = try_new(args, at("2026-01-15T14:00:00Z")).unwrap_err();
+    assert!(e.to_string().contains("timeZone"), "{e}");
+}
+
+#[test]
+fn utc_is_the_default_and_is_left_out_of_the_stored_form() {
+    let t = new_order(
+        monthly("OFFLINE", 3, "9.99", "2026-01-15T14:00:00Z"),
+        at("2026-01-15T14:00:00Z"),
+    );
+    assert!(t.order.time_zone.is_utc());
+    let full = serde_json::to_value(&t.order).unwrap();
+    assert_eq!(full["timeZone"], "UTC");
+    let compact = crate::domain::order::compact_json(&t.order).unwrap();
+    assert!(!compact.contains("timeZone"));
+    let mut args = monthly("OFFLINE", 3, "9.99", "2026-01-15T14:00:00Z");
+    args["timeZone"] = json!("Europe/Paris");
+    let t = new_order(args, at("2026-01-15T14:00:00Z"));
+    let compact = crate::domain::order::compact_json(&t.order).unwrap();
+    assert!(
+        compact.contains("\"timeZone\":\"Europe/Paris\""),
+        "{compact}"
+    );
+    let back: Order = serde_json::from_str(&compact).unwrap();
+    assert_eq!(back, t.order);
+}
+
+#[test]
+fn a_pause_across_spring_forward_adds_its_elapsed_hours() {
+    let mut args = monthly("OFFLINE", 0, "9.99", "2026-02-15T14:00:00Z");
+    args["timeZone"] = json!("America/New_York");
+    let t = new_order(args, at("2026-02-15T14:00:00Z"));
+    // Paused 1 March 09:00 EST, resumed 8 March 09:00 EDT: 167 hours.
+    let p = cmd(
+        &t.order,
+        "pauseOrder",
+        json!({}),
+        at("2026-03-01T14:00:00Z"),
+    )
+    .unwrap();
+    let r = cmd(
+        &p.order,
+        "resumeOrder",
+        json!({}),
+        at("2026-03-08T13:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(r.order.paused_total, 167 * 3_600_000);
+    // 15 March 09:00 EDT (13:00 UTC) + 167 h = 22 March 12:00 UTC, 08:00 EDT.
+    assert_eq!(
+        crate::domain::next_due(&r.order),
+        Some(at("2026-03-22T12:00:00Z"))
+    );
+}
