@@ -148,6 +148,38 @@ pub struct LifecycleSettings {
     /// Delay after start-up before a grace cancellation that fell due during downtime fires.
     #[serde(deserialize_with = "humane_duration")]
     pub payment_restart_grace: Duration,
+    /// `[lifecycle.dunning]`: payment retries and the final action.
+    pub dunning: DunningSettings,
+}
+
+/// `[lifecycle.dunning]` (SPEC 8).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DunningSettings {
+    /// Retry offsets from a due's requestedDate, as written ("1d", "36h").
+    pub retries: Vec<String>,
+    /// CANCEL, PAUSE or KEEP.
+    pub final_action: crate::domain::order::FinalAction,
+}
+
+impl LifecycleSettings {
+    /// The lifecycle's rules for the pure domain.
+    ///
+    /// # Errors
+    /// A message when the dunning retries break their rules (checked at load, so in practice
+    /// none afterwards).
+    pub fn policy(&self) -> Result<crate::domain::Policy, String> {
+        let grace = chrono::Duration::from_std(self.payment_grace_period)
+            .map_err(|_| "payment_grace_period is too long".to_string())?;
+        Ok(crate::domain::Policy {
+            payment_grace: grace,
+            dunning: crate::domain::lifecycle::DunningRules::parse(
+                &self.dunning.retries,
+                self.dunning.final_action,
+                grace,
+            )?,
+        })
+    }
 }
 
 /// `[actors]`
@@ -333,6 +365,10 @@ impl Settings {
             "lifecycle": {
                 "paymentGracePeriodMs": self.lifecycle.payment_grace_period.as_millis() as u64,
                 "paymentRestartGraceMs": self.lifecycle.payment_restart_grace.as_millis() as u64,
+                "dunning": {
+                    "retries": self.lifecycle.dunning.retries,
+                    "finalAction": self.lifecycle.dunning.final_action,
+                },
             },
             "statusManager": self.status_manager,
             "promoCodes": promo,
@@ -447,6 +483,9 @@ impl Settings {
                 "must be non-empty, without spaces, braces ({ }) and the trailing colon",
             ));
         }
+        self.lifecycle
+            .policy()
+            .map_err(|message| invalid("lifecycle.dunning.retries", message))?;
         if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
             return Err(invalid(
                 "partitions",
@@ -637,55 +676,7 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Parses a humane duration: one or more `<integer><unit>` groups, units `ms`, `s`, `m`, `h`,
-/// `d` (`"500ms"`, `"30s"`, `"1h30m"`, `"7d"`).
-///
-/// # Errors
-/// A message saying what is malformed.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err("empty duration; write e.g. \"30s\"".to_string());
-    }
-    let mut rest = trimmed;
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("`{text}`: expected a number at `{rest}`"));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}`: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_ms: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(format!("`{text}`: missing unit (ms, s, m, h or d)")),
-            other => {
-                return Err(format!(
-                    "`{text}`: unknown unit `{other}` (ms, s, m, h or d)"
-                ))
-            }
-        };
-        rest = &rest[unit_len..];
-        let ms = number
-            .checked_mul(unit_ms)
-            .ok_or_else(|| format!("`{text}`: too long"))?;
-        total = total
-            .checked_add(Duration::from_millis(ms))
-            .ok_or_else(|| format!("`{text}`: too long"))?;
-    }
-    Ok(total)
-}
+pub use crate::domain::time::parse_duration;
 
 fn humane_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
@@ -807,7 +798,8 @@ mod tests {
         jailed(|jail| {
             jail.set_env("RECUR_REDIS__URL", "redis://127.0.0.1:7000/0");
             jail.set_env("RECUR_SCHEDULER__BATCH_SIZE", "16");
-            jail.set_env("RECUR_LIFECYCLE__PAYMENT_GRACE_PERIOD", "2d");
+            jail.set_env("RECUR_LIFECYCLE__PAYMENT_GRACE_PERIOD", "4d");
+            jail.set_env("RECUR_LIFECYCLE__DUNNING__FINAL_ACTION", "PAUSE");
             jail.set_env("RECUR_LOG__FORMAT", "json");
             jail.set_env("RECUR_UNRELATED_THING", "ignored");
             let s = Settings::load(&Overrides::default()).expect("valid");
@@ -816,7 +808,11 @@ mod tests {
             assert_eq!(s.scheduler.batch_size, 16);
             assert_eq!(
                 s.lifecycle.payment_grace_period,
-                Duration::from_secs(2 * 86_400)
+                Duration::from_secs(4 * 86_400)
+            );
+            assert_eq!(
+                s.lifecycle.dunning.final_action,
+                crate::domain::order::FinalAction::Pause
             );
             assert_eq!(s.log.format, LogFormat::Json);
             Ok(())
@@ -943,6 +939,19 @@ mod tests {
             assert_invalid_key(load_err(&Overrides::default()), "redis.url");
             jail.set_env("RECUR_REDIS__CLUSTER", "yes please");
             assert_invalid_key(load_err(&Overrides::default()), "redis.cluster");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn dunning_retries_must_come_before_the_deadline() {
+        jailed(|jail| {
+            // The default retries (1d, 2d) do not fit a 2-day grace.
+            jail.set_env("RECUR_LIFECYCLE__PAYMENT_GRACE_PERIOD", "2d");
+            assert_invalid_key(load_err(&Overrides::default()), "lifecycle.dunning.retries");
+            jail.set_env("RECUR_LIFECYCLE__PAYMENT_GRACE_PERIOD", "72h");
+            jail.set_env("RECUR_LIFECYCLE__DUNNING__FINAL_ACTION", "SOMETIMES");
+            assert!(Settings::load(&Overrides::default()).is_err());
             Ok(())
         });
     }

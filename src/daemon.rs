@@ -11,7 +11,6 @@ use crate::admin::{self, AdminConfig, AdminState};
 use crate::clock::{Clock, ClockMode, TimerWake};
 use crate::config::Settings;
 use crate::domain::time::truncate_ms;
-use crate::domain::Policy;
 use crate::metrics::Metrics;
 use crate::ownership::{Ownership, OwnershipConfig};
 use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError};
@@ -45,6 +44,8 @@ pub enum RunError {
     ClockMismatch { stored: String, configured: String },
     #[error("cannot listen for admin requests")]
     Admin(#[source] redis::RedisError),
+    #[error("lifecycle.dunning.retries: {0}")]
+    Dunning(String),
 }
 
 /// What `run` reports once it is ready to take requests.
@@ -160,10 +161,7 @@ async fn serve(
     let actors = Actors::new(ActorsConfig {
         store: store.clone(),
         clock: clock.clone(),
-        policy: Policy {
-            payment_grace: chrono::Duration::from_std(settings.lifecycle.payment_grace_period)
-                .unwrap_or(chrono::Duration::hours(72)),
-        },
+        policy: settings.lifecycle.policy().map_err(RunError::Dunning)?,
         metrics: Arc::clone(&metrics),
         idle_passivation: settings.actors.idle_passivation,
         wake: wake.clone(),

@@ -9,7 +9,10 @@ use serde_json::Value;
 use super::calendar::{Duration, Unit, Zone};
 use super::error::DomainError;
 use super::money::Currency;
-use super::order::{CancelCause, EffectiveAt, OrderType, Plan, PriceRange, Pricing, PricingKind};
+use super::order::{
+    CancelCause, Dunning, EffectiveAt, FinalAction, OrderType, Plan, PriceRange, Pricing,
+    PricingKind,
+};
 use super::time::{parse_instant, Instant};
 
 /// Longest id accepted for orders, customers, payments and plans.
@@ -100,6 +103,19 @@ pub struct CreateOrderArgs {
     /// The IANA time zone of the order's calendar (SPEC 8), default "UTC".
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// This order's dunning (SPEC 8), overriding `[lifecycle.dunning]`.
+    #[serde(default)]
+    pub dunning: Option<DunningArgs>,
+}
+
+/// `dunning` as it arrives: both parts optional (the defaults fill in).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DunningArgs {
+    #[serde(default)]
+    pub retries: Option<Vec<String>>,
+    #[serde(default)]
+    pub final_action: Option<String>,
 }
 
 /// `plan` as it arrives.
@@ -168,6 +184,8 @@ pub struct NewOrder {
     pub name: Option<String>,
     pub paid: bool,
     pub time_zone: Zone,
+    /// The order's own dunning; retries left out are the defaults' (`["1d", "2d"]`).
+    pub dunning: Option<Dunning>,
 }
 
 impl NewOrder {
@@ -248,6 +266,30 @@ impl NewOrder {
                 )
             })?,
         };
+        let dunning = match args.dunning {
+            None => None,
+            Some(d) => {
+                let final_action = match d.final_action.as_deref() {
+                    None | Some("CANCEL") => FinalAction::Cancel,
+                    Some("PAUSE") => FinalAction::Pause,
+                    Some("KEEP") => FinalAction::Keep,
+                    Some(other) => {
+                        return Err(DomainError::invalid(
+                            "dunning.finalAction",
+                            format!(
+                                "unknown final action '{other}' (expected CANCEL, PAUSE or KEEP)"
+                            ),
+                        ))
+                    }
+                };
+                Some(Dunning {
+                    retries: d
+                        .retries
+                        .unwrap_or_else(|| vec!["1d".to_string(), "2d".to_string()]),
+                    final_action,
+                })
+            }
+        };
         let paid = args.paid.unwrap_or(false);
         if paid && order_type != OrderType::Offline {
             return Err(DomainError::invalid(
@@ -272,6 +314,7 @@ impl NewOrder {
             name: args.name,
             paid,
             time_zone,
+            dunning,
         })
     }
 }

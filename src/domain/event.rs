@@ -26,6 +26,7 @@ pub enum EventType {
     OrderEnded,
     OrderDeleted,
     OrderUpdated,
+    OrderPaymentRetryRequested,
 }
 
 /// One event as written to the stream and published on the channel.

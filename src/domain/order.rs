@@ -261,6 +261,9 @@ pub struct PausePeriod {
     pub pause_date: Instant,
     #[serde(with = "ts_opt")]
     pub resume_date: Option<Instant>,
+    /// PAYMENT_FAILURE for dunning's PAUSE final action; absent for a pauseOrder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<CancelCause>,
 }
 
 /// Why an order was canceled.
@@ -306,19 +309,77 @@ pub struct Payment {
     pub refunded: Decimal,
 }
 
+/// What a due is for (SPEC 10): a cycle's charge, or a plan change's proration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DueKind {
+    #[default]
+    Cycle,
+    Proration,
+}
+
 /// A cycle whose charge was requested and not yet paid (ONLINE orders only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentDue {
     pub cycle: u32,
+    #[serde(default)]
+    pub kind: DueKind,
     #[serde(with = "ts")]
     pub requested_date: Instant,
-    /// When the order is canceled for non-payment; moved later by pauses.
+    /// When dunning's final action is taken; moved later by pauses.
     #[serde(with = "ts")]
     pub deadline: Instant,
     /// The charge requested for the cycle (its price less the promotions that cover it).
     #[serde(default)]
     pub amount: Decimal,
+    /// The retry instants (SPEC 8 dunning), computed when the due was requested, strictly
+    /// increasing and all before the deadline; moved later by pauses.
+    #[serde(default, with = "crate::domain::time::ts_vec")]
+    pub retries: Vec<Instant>,
+    /// How many of `retries` have fired.
+    #[serde(default)]
+    pub attempts: u32,
+    /// KEEP's final action was taken: no timer and no more retries; a payment still settles it.
+    #[serde(default, rename = "final")]
+    pub is_final: bool,
+    /// Dunning restarted after a PAUSE final action was resumed: the next expiry cancels.
+    #[serde(default)]
+    pub restarted: bool,
+}
+
+impl PaymentDue {
+    /// The next retry to fire, if any.
+    pub fn next_retry(&self) -> Option<Instant> {
+        if self.is_final {
+            return None;
+        }
+        usize::try_from(self.attempts)
+            .ok()
+            .and_then(|i| self.retries.get(i).copied())
+    }
+}
+
+/// What dunning does when a due's deadline passes unpaid (SPEC 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FinalAction {
+    /// Canceled with cause PAYMENT_FAILURE (section 7's grace rule).
+    #[default]
+    Cancel,
+    /// PAUSED with no resumeAt, cause PAYMENT_FAILURE.
+    Pause,
+    /// Stays ACTIVE, lastPaymentStatus FAILED.
+    Keep,
+}
+
+/// An order's own dunning (createOrder `dunning`), overriding `[lifecycle.dunning]`: the retry
+/// offsets from a due's requestedDate as written (config duration syntax) and the final action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dunning {
+    pub retries: Vec<String>,
+    pub final_action: FinalAction,
 }
 
 /// A one-time add-on of the purchase (basket line).
@@ -425,6 +486,9 @@ pub struct Order {
     /// The zone whose local calendar the cycles follow (SPEC 8); UTC by default.
     #[serde(default)]
     pub time_zone: Zone,
+    /// This order's dunning, when createOrder overrode `[lifecycle.dunning]`.
+    #[serde(default)]
+    pub dunning: Option<Dunning>,
     #[serde(default)]
     pub free_trial_days: u32,
     #[serde(with = "ts")]
@@ -615,6 +679,8 @@ mod compact {
         currency: Currency,
         #[serde(skip_serializing_if = "Zone::is_utc")]
         time_zone: Zone,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dunning: Option<&'a Dunning>,
         #[serde(skip_serializing_if = "is_zero_u32")]
         free_trial_days: u32,
         #[serde(with = "ts")]
@@ -675,6 +741,7 @@ mod compact {
                 pricing: CompactPricing::of(&o.pricing),
                 currency: o.currency,
                 time_zone: o.time_zone,
+                dunning: o.dunning.as_ref(),
                 free_trial_days: o.free_trial_days,
                 start_date: o.start_date,
                 end_date: o.end_date,

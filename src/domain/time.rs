@@ -112,6 +112,56 @@ pub fn from_millis(ms: i64) -> Option<Instant> {
     DateTime::from_timestamp_millis(ms)
 }
 
+/// Parses a humane duration: one or more `<integer><unit>` groups, units `ms`, `s`, `m`, `h`,
+/// `d` (`"500ms"`, `"30s"`, `"1h30m"`, `"7d"`).
+///
+/// # Errors
+/// A message saying what is malformed.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("empty duration; write e.g. \"30s\"".to_string());
+    }
+    let mut rest = trimmed;
+    let mut total = std::time::Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}`: expected a number at `{rest}`"));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{text}`: missing unit (ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}` (ms, s, m, h or d)"
+                ))
+            }
+        };
+        rest = &rest[unit_len..];
+        let ms = number
+            .checked_mul(unit_ms)
+            .ok_or_else(|| format!("`{text}`: too long"))?;
+        total = total
+            .checked_add(std::time::Duration::from_millis(ms))
+            .ok_or_else(|| format!("`{text}`: too long"))?;
+    }
+    Ok(total)
+}
+
 /// serde for `Instant` fields: RFC 3339 in, `Z` with milliseconds out.
 pub mod ts {
     use super::{format_instant, parse_instant, Instant};
@@ -129,6 +179,26 @@ pub mod ts {
         // Borrowed when the JSON has no escapes (always, for recur's own form).
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
         parse_instant(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// serde for `Vec<Instant>` fields.
+pub mod ts_vec {
+    use super::Instant;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct One(#[serde(with = "super::ts")] Instant);
+
+    pub fn serialize<S: Serializer>(t: &[Instant], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(t.iter().map(|i| One(*i)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Instant>, D::Error> {
+        Ok(Vec::<One>::deserialize(d)?
+            .into_iter()
+            .map(|o| o.0)
+            .collect())
     }
 }
 

@@ -82,7 +82,8 @@ async fn online_monthly_subscription_lives_a_year() {
 #[tokio::test]
 async fn unpaid_online_cycle_is_canceled_after_the_grace_period() {
     let h = Harness::start_with(|s| {
-        s.lifecycle.payment_grace_period = std::time::Duration::from_secs(2 * 86400)
+        s.lifecycle.payment_grace_period = std::time::Duration::from_secs(2 * 86400);
+        s.lifecycle.dunning.retries = vec!["1d".into()];
     })
     .await;
     h.ok("createOrder", monthly("o1", "ONLINE", 12, "10.00"))
@@ -103,10 +104,16 @@ async fn unpaid_online_cycle_is_canceled_after_the_grace_period() {
         [
             "orderCycleStarted",
             "orderUpdated",
+            "orderPaymentRetryRequested",
+            "orderUpdated",
             "orderCanceled",
             "orderEnded",
             "orderUpdated"
         ]
+    );
+    assert_eq!(
+        t[7].1, "2026-02-02T00:00:00.000Z",
+        "the retry, a day after the request"
     );
 }
 
@@ -606,4 +613,69 @@ async fn a_time_zone_order_renews_at_local_midnight_through_the_daemon() {
     let o = h.ok("getOrder", json!({"orderId": "ny"})).await;
     assert_eq!(o["timeZone"], "America/New_York");
     assert_eq!(o["currentCycle"]["index"], 12);
+}
+
+/// SPEC 8 dunning through the daemon: an order's own dunning (retry after 12 h, PAUSE at the
+/// deadline), then a payment of everything due resumes it; another order KEEPs.
+#[tokio::test]
+async fn dunning_retries_pauses_and_keeps_through_the_daemon() {
+    let h = Harness::start().await;
+    let mut paused = monthly("dp", "ONLINE", 12, "10.00");
+    paused["dunning"] = json!({"retries": ["12h"], "finalAction": "PAUSE"});
+    let created = h.ok("createOrder", paused).await;
+    assert_eq!(created["dunning"]["finalAction"], "PAUSE");
+    let mut kept = monthly("dk", "ONLINE", 12, "10.00");
+    kept["dunning"] = json!({"finalAction": "KEEP"});
+    h.ok("createOrder", kept).await;
+    for id in ["dp", "dk"] {
+        h.ok(
+            "recordPayment",
+            json!({"orderId": id, "paymentId": format!("{id}-1"), "amount": "10.00"}),
+        )
+        .await;
+    }
+    let bad = h
+        .err("createOrder", {
+            let mut a = monthly("bad", "ONLINE", 12, "10.00");
+            a["dunning"] = json!({"retries": ["5d"]});
+            a
+        })
+        .await;
+    assert_eq!(bad.code.as_str(), "INVALID_REQUEST");
+    // Cycle 2 is requested on 1 Feb; the 72 h deadline is 4 Feb.
+    h.advance("2026-02-05T00:00:00Z").await;
+    let o = h.ok("getOrder", json!({"orderId": "dp"})).await;
+    assert_eq!(o["status"], "PAUSED");
+    assert_eq!(o["lastPaymentStatus"], "FAILED");
+    assert_eq!(o["pausePeriods"][0]["cause"], "PAYMENT_FAILURE");
+    let t = h.timeline("dp").await;
+    let retry = t
+        .iter()
+        .find(|(ty, _)| ty == "orderPaymentRetryRequested")
+        .expect("a retry");
+    assert_eq!(retry.1, "2026-02-01T12:00:00.000Z");
+    let k = h.ok("getOrder", json!({"orderId": "dk"})).await;
+    assert_eq!(k["status"], "ACTIVE");
+    assert_eq!(k["lastPaymentStatus"], "FAILED");
+    assert_eq!(k["paymentsDue"][0]["final"], true);
+    assert_eq!(
+        h.timeline("dk")
+            .await
+            .iter()
+            .filter(|(ty, _)| ty == "orderPaymentRetryRequested")
+            .count(),
+        2,
+        "the configured retries, 1 and 2 days after the request"
+    );
+    // Paying what is due resumes the paused one.
+    let resumed = h
+        .ok(
+            "recordPayment",
+            json!({"orderId": "dp", "paymentId": "dp-2", "amount": "10.00"}),
+        )
+        .await;
+    assert_eq!(resumed["status"], "ACTIVE");
+    assert_eq!(resumed["lastPaymentStatus"], "PAID");
+    assert_eq!(types(&h.timeline("dp").await).last(), Some(&"orderUpdated"));
+    assert!(types(&h.timeline("dp").await).contains(&"orderResumed"));
 }

@@ -759,6 +759,7 @@ async fn a_daemon_with_other_behaviour_settings_refuses_to_join_a_live_group() {
             ])
             .env_remove("RUST_LOG")
             .env("RECUR_LIFECYCLE__PAYMENT_GRACE_PERIOD", "5h")
+            .env("RECUR_LIFECYCLE__DUNNING__RETRIES", "[\"1h\", \"2h\"]")
             .env("RECUR_CLUSTER__LEASE_TTL", "2s")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -778,6 +779,7 @@ async fn a_daemon_with_other_behaviour_settings_refuses_to_join_a_live_group() {
     a.stop().await;
     let mut s = settings(&redis.url, "t");
     s.lifecycle.payment_grace_period = Duration::from_secs(5 * 3600);
+    s.lifecycle.dunning.retries = vec!["1h".into(), "2h".into()];
     let b = Daemon::start(s).await;
     let client = AdminClient::connect(&redis.url, "t").await.unwrap();
     assert!(client.request("ping", json!({})).await.unwrap().ok);

@@ -18,9 +18,9 @@ use super::command::{Command, NewOrder};
 use super::error::DomainError;
 use super::event::{event_id, Event, EventType};
 use super::order::{
-    CancelCause, Cancellation, CurrentCycle, DiscountKind, EffectiveAt, Order, OrderStatus,
-    OrderType, PausePeriod, PauseStatus, Payment, PaymentDue, PaymentStatus, PriceDetails,
-    PricingKind,
+    CancelCause, Cancellation, CurrentCycle, DiscountKind, DueKind, Dunning, EffectiveAt,
+    FinalAction, Order, OrderStatus, OrderType, PausePeriod, PauseStatus, Payment, PaymentDue,
+    PaymentStatus, PriceDetails, PricingKind,
 };
 use super::time::{format_instant, Instant};
 
@@ -28,17 +28,111 @@ use super::time::{format_instant, Instant};
 pub const OFFLINE_PAYMENT_ID: &str = "offline-payment";
 
 /// Settings the rules depend on (from config; the domain reads no config itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    /// How long an ONLINE order may leave a requested cycle unpaid before it is canceled.
+    /// How long an ONLINE order may leave a requested cycle unpaid before dunning's final
+    /// action.
     pub payment_grace: Span,
+    /// `[lifecycle.dunning]`: retries and final action, unless the order has its own.
+    pub dunning: DunningRules,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             payment_grace: Span::hours(72),
+            dunning: DunningRules::default(),
         }
+    }
+}
+
+/// Dunning (SPEC 8): retry offsets from a due's requestedDate, then the final action at its
+/// deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DunningRules {
+    pub retries: Vec<Span>,
+    pub final_action: FinalAction,
+}
+
+impl Default for DunningRules {
+    /// Retries after one and two days; cancel at the deadline.
+    fn default() -> Self {
+        DunningRules {
+            retries: vec![Span::days(1), Span::days(2)],
+            final_action: FinalAction::Cancel,
+        }
+    }
+}
+
+impl DunningRules {
+    /// Parses and checks retry offsets as written (config duration syntax): each above zero,
+    /// strictly increasing, each shorter than `grace`.
+    ///
+    /// # Errors
+    /// A message saying which offset is wrong.
+    pub fn parse(
+        retries: &[String],
+        final_action: FinalAction,
+        grace: Span,
+    ) -> Result<DunningRules, String> {
+        let mut parsed = Vec::with_capacity(retries.len());
+        for text in retries {
+            let d = super::time::parse_duration(text)?;
+            let d = Span::from_std(d).map_err(|_| format!("`{text}` is too long"))?;
+            if d <= Span::zero() {
+                return Err(format!("`{text}`: a retry offset must be above zero"));
+            }
+            if parsed.last().is_some_and(|last| d <= *last) {
+                return Err(format!(
+                    "`{text}`: retry offsets must be strictly increasing"
+                ));
+            }
+            if d >= grace {
+                return Err(format!(
+                    "`{text}`: every retry must come before the deadline (payment grace {} h)",
+                    grace.num_hours()
+                ));
+            }
+            parsed.push(d);
+        }
+        Ok(DunningRules {
+            retries: parsed,
+            final_action,
+        })
+    }
+
+    /// The rules in force for `order`: its own, else the policy's.
+    fn of(order: &Order, policy: &Policy) -> DunningRules {
+        order
+            .dunning
+            .as_ref()
+            .and_then(|d: &Dunning| {
+                DunningRules::parse(&d.retries, d.final_action, policy.payment_grace).ok()
+            })
+            .unwrap_or_else(|| policy.dunning.clone())
+    }
+}
+
+/// A new due for `cycle`, requested at `at`: its deadline and retry instants from the rules
+/// then in force (an offset at or after the deadline is skipped).
+fn request_due(o: &Order, cycle: u32, amount: Decimal, at: Instant, policy: &Policy) -> PaymentDue {
+    let deadline = at + policy.payment_grace;
+    let rules = DunningRules::of(o, policy);
+    PaymentDue {
+        cycle,
+        kind: DueKind::Cycle,
+        requested_date: at,
+        deadline,
+        amount,
+        retries: rules
+            .retries
+            .iter()
+            .map(|off| at + *off)
+            .filter(|t| *t < deadline)
+            .collect(),
+        attempts: 0,
+        is_final: false,
+        restarted: false,
     }
 }
 
@@ -280,7 +374,8 @@ pub fn next_due(order: &Order) -> Option<Instant> {
         OrderStatus::Pending => Some(order.start_date),
         OrderStatus::Paused => order.active_pause().and_then(|p| p.resume_date),
         OrderStatus::Active => [
-            order.payments_due.first().map(|d| d.deadline),
+            next_deadline(order),
+            next_retry(order),
             order.end_date,
             next_cycle_start(order),
         ]
@@ -289,6 +384,25 @@ pub fn next_due(order: &Order) -> Option<Instant> {
         .min(),
         OrderStatus::Draft | OrderStatus::Ended | OrderStatus::Canceled => None,
     }
+}
+
+/// The earliest deadline of a due whose final action has not been taken.
+fn next_deadline(order: &Order) -> Option<Instant> {
+    order
+        .payments_due
+        .iter()
+        .filter(|d| !d.is_final)
+        .map(|d| d.deadline)
+        .min()
+}
+
+/// The earliest retry still to fire, over every due.
+fn next_retry(order: &Order) -> Option<Instant> {
+    order
+        .payments_due
+        .iter()
+        .filter_map(PaymentDue::next_retry)
+        .min()
 }
 
 /// Applies every change due at or before `until`, one change per due instant, each stamped
@@ -316,8 +430,17 @@ pub fn fire_after_downtime(
     let mut t = walk(order, until, policy, |o| {
         if o.status == OrderStatus::Active {
             for due in &mut o.payments_due {
-                if due.deadline <= until {
+                if due.deadline <= until && !due.is_final {
                     due.deadline = deferred_to;
+                    moved = true;
+                }
+                // Of the retries that fell due meanwhile, only the latest fires (SPEC 10).
+                while due
+                    .retries
+                    .get(due.attempts as usize + 1)
+                    .is_some_and(|r| *r <= until)
+                {
+                    due.attempts += 1;
                     moved = true;
                 }
             }
@@ -367,16 +490,13 @@ fn fire_at(o: &mut Order, t: Instant, policy: &Policy, out: &mut Vec<Event>) {
             .and_then(|p| p.resume_date)
             .is_some_and(|r| r <= t)
     {
-        resume(o, t, &mut d);
+        resume(o, t, policy, &mut d);
     }
     if o.status == OrderStatus::Pending && o.start_date <= t {
         start(o, t, policy, &mut d);
     }
-    if o.status == OrderStatus::Active
-        && o.payments_due.first().is_some_and(|due| due.deadline <= t)
-    {
-        cancel_now(o, t, CancelCause::PaymentFailure, &mut d);
-        o.last_payment_status = PaymentStatus::Failed;
+    if o.status == OrderStatus::Active && next_deadline(o).is_some_and(|at| at <= t) {
+        final_action(o, t, policy, &mut d);
     }
     if o.status == OrderStatus::Active && o.end_date.is_some_and(|e| e <= t) {
         reach_end(o, &mut d);
@@ -387,9 +507,74 @@ fn fire_at(o: &mut Order, t: Instant, policy: &Policy, out: &mut Vec<Event>) {
             _ => break,
         }
     }
+    if o.status == OrderStatus::Active {
+        request_retries(o, t, &mut d);
+    }
     if !d.0.is_empty() {
         refresh_cycle_end(o);
         seal(o, t, d, true, out);
+    }
+}
+
+/// Dunning's final action for the dues whose deadline passed at `t` (SPEC 8): cancel, pause
+/// with cause PAYMENT_FAILURE, or keep (the dues become final). A due whose dunning already
+/// restarted after a PAUSE cancels.
+fn final_action(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
+    let expired = |due: &PaymentDue| !due.is_final && due.deadline <= t;
+    let restarted = o
+        .payments_due
+        .iter()
+        .any(|due| expired(due) && due.restarted);
+    let action = if restarted {
+        FinalAction::Cancel
+    } else {
+        DunningRules::of(o, policy).final_action
+    };
+    o.last_payment_status = PaymentStatus::Failed;
+    match action {
+        FinalAction::Cancel => cancel_now(o, t, CancelCause::PaymentFailure, d),
+        FinalAction::Pause => {
+            o.pause_periods.push(PausePeriod {
+                status: PauseStatus::Active,
+                pause_date: t,
+                resume_date: None,
+                cause: Some(CancelCause::PaymentFailure),
+            });
+            o.status = OrderStatus::Paused;
+            d.emit(
+                EventType::OrderPaused,
+                json!({ "pauseDate": format_instant(&t), "resumeAt": null, "cause": CancelCause::PaymentFailure }),
+            );
+        }
+        FinalAction::Keep => {
+            for due in o.payments_due.iter_mut().filter(|due| expired(due)) {
+                due.is_final = true;
+            }
+            d.emit(EventType::OrderUpdated, json!({}));
+        }
+    }
+}
+
+/// Every retry due at `t`: orderPaymentRetryRequested, the signal for the payment side to try
+/// the charge again.
+fn request_retries(o: &mut Order, t: Instant, d: &mut Drafts) {
+    for due in &mut o.payments_due {
+        while let Some(at) = due.next_retry().filter(|at| *at <= t) {
+            let _ = at;
+            due.attempts += 1;
+            let next = due.next_retry();
+            d.emit(
+                EventType::OrderPaymentRetryRequested,
+                json!({
+                    "cycleNumber": due.cycle,
+                    "kind": due.kind,
+                    "attempt": due.attempts,
+                    "amount": due.amount,
+                    "nextRetryDate": next.as_ref().map(format_instant),
+                    "deadline": format_instant(&due.deadline),
+                }),
+            );
+        }
     }
 }
 
@@ -428,17 +613,13 @@ fn start_cycle(o: &mut Order, at: Instant, policy: &Policy, d: &mut Drafts) {
     // Cycle 1 after a trial, and every later cycle, is charged; ONLINE orders request it.
     let charge = cycle_charge(o, k);
     if o.order_type == OrderType::Online && !charge.is_zero() {
-        o.payments_due.push(PaymentDue {
-            cycle: k,
-            requested_date: at,
-            deadline: at + policy.payment_grace,
-            amount: charge,
-        });
+        let due = request_due(o, k, charge, at, policy);
+        o.payments_due.push(due);
         o.last_payment_status = PaymentStatus::Pending;
     }
 }
 
-fn resume(o: &mut Order, t: Instant, d: &mut Drafts) {
+fn resume(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
     let Some(pause) = o
         .pause_periods
         .iter_mut()
@@ -448,13 +629,31 @@ fn resume(o: &mut Order, t: Instant, d: &mut Drafts) {
         return;
     };
     let paused = (t - pause.pause_date).num_milliseconds().max(0);
+    let for_payment = pause.cause == Some(CancelCause::PaymentFailure);
     pause.status = PauseStatus::Ended;
     pause.resume_date = Some(t);
     o.paused_total += paused;
     o.end_date = o.end_date.map(|e| shift(e, paused));
     o.earliest_end_date = o.earliest_end_date.map(|e| shift(e, paused));
-    for due in &mut o.payments_due {
-        due.deadline = shift(due.deadline, paused);
+    if for_payment {
+        // Dunning's PAUSE resumed: it restarts once for the dues left, from now (SPEC 10).
+        let dues = std::mem::take(&mut o.payments_due);
+        for old in dues {
+            let mut due = request_due(o, old.cycle, old.amount, t, policy);
+            due.kind = old.kind;
+            due.restarted = true;
+            o.payments_due.push(due);
+        }
+        if !o.payments_due.is_empty() {
+            o.last_payment_status = PaymentStatus::Pending;
+        }
+    } else {
+        for due in &mut o.payments_due {
+            due.deadline = shift(due.deadline, paused);
+            for r in &mut due.retries {
+                *r = shift(*r, paused);
+            }
+        }
     }
     o.status = OrderStatus::Active;
     refresh_cycle_end(o);
@@ -558,6 +757,16 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
         new.free_trial_days,
         new.time_zone,
     )?;
+    if let Some(own) = &new.dunning {
+        if new.order_type != OrderType::Online {
+            return Err(DomainError::invalid(
+                "dunning",
+                "only ONLINE orders are dunned (others are never asked to pay a cycle)",
+            ));
+        }
+        DunningRules::parse(&own.retries, own.final_action, policy.payment_grace)
+            .map_err(|e| DomainError::invalid("dunning.retries", e))?;
+    }
     let c = new.currency;
     let mut o = Order {
         id: new.id,
@@ -570,6 +779,7 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
         pricing: new.pricing,
         currency: c,
         time_zone: new.time_zone,
+        dunning: new.dunning,
         free_trial_days: new.free_trial_days,
         start_date,
         end_date,
@@ -798,6 +1008,7 @@ fn run_command(
                 status: PauseStatus::Active,
                 pause_date: now,
                 resume_date: *resume_at,
+                cause: None,
             });
             o.status = OrderStatus::Paused;
             d.emit(
@@ -812,7 +1023,7 @@ fn run_command(
                     o.status.as_str()
                 )));
             }
-            resume(o, now, d);
+            resume(o, now, policy, d);
         }
         Command::PostponeEndDate { end_date } => {
             if !matches!(o.status, OrderStatus::Pending | OrderStatus::Active) {
@@ -1046,6 +1257,14 @@ fn record_payment(
     } else {
         PaymentStatus::Pending
     };
+    // Paying everything due resumes an order that dunning paused (SPEC 8).
+    if o.status == OrderStatus::Paused
+        && o.payments_due.is_empty()
+        && o.active_pause()
+            .is_some_and(|p| p.cause == Some(CancelCause::PaymentFailure))
+    {
+        resume(o, now, policy, d);
+    }
     Ok(())
 }
 

@@ -174,6 +174,17 @@ struct Run {
     postponed: bool,
 }
 
+/// The 3-day grace with dunning retries after 6 h, 1 day and 2 days.
+fn prop_policy() -> Policy {
+    Policy {
+        payment_grace: Span::days(3),
+        dunning: crate::domain::lifecycle::DunningRules {
+            retries: vec![Span::hours(6), Span::days(1), Span::days(2)],
+            final_action: crate::domain::order::FinalAction::Cancel,
+        },
+    }
+}
+
 fn run(p: &Plan, ops: &[Op], splits: &[u16]) -> Result<Run, TestCaseError> {
     let created = create_plan(p);
     let mut o = created.order.clone();
@@ -183,7 +194,7 @@ fn run(p: &Plan, ops: &[Op], splits: &[u16]) -> Result<Run, TestCaseError> {
     for (i, op) in ops.iter().enumerate() {
         if let Op::Advance(minutes) = op {
             let to = now + Span::minutes(*minutes);
-            let direct = fire(&o, to, &policy());
+            let direct = fire(&o, to, &prop_policy());
             // Firing in several steps equals one catch-up pass.
             let mut stepped = Transition {
                 order: o.clone(),
@@ -193,7 +204,7 @@ fn run(p: &Plan, ops: &[Op], splits: &[u16]) -> Result<Run, TestCaseError> {
             let split = splits.get(i).copied().unwrap_or(0);
             for frac in [split % 7, split % 13 + 7, 20] {
                 let mid = now + Span::minutes(*minutes * i64::from(frac) / 20);
-                let next = fire(&stepped.order, mid, &policy());
+                let next = fire(&stepped.order, mid, &prop_policy());
                 stepped = stepped.then(next);
             }
             prop_assert_eq!(&direct.order, &stepped.order);
@@ -214,8 +225,8 @@ fn run(p: &Plan, ops: &[Op], splits: &[u16]) -> Result<Run, TestCaseError> {
                 .map(|pay| pay.amount == Decimal::new(i64::from(*cents), 2)),
             _ => None,
         };
-        let caught_up = fire(&o, now, &policy());
-        match cmd(&o, name, args, now) {
+        let caught_up = fire(&o, now, &prop_policy());
+        match cmd_with(&o, name, args, now, &prop_policy()) {
             Ok(t) => {
                 if replay == Some(true) {
                     prop_assert_eq!(
@@ -315,6 +326,20 @@ proptest! {
             .sum();
         if o.cancellation.is_none() {
             prop_assert_eq!(o.paused_total, total_paused);
+        }
+
+        // Dunning: each due's retries strictly increase, all before its deadline, and no more
+        // fired than there are; every retry event names a due's attempt in order.
+        for due in &o.payments_due {
+            prop_assert!(due.retries.windows(2).all(|w| w[0] < w[1]), "{:?}", due.retries);
+            prop_assert!(due.retries.iter().all(|r| *r < due.deadline && *r > due.requested_date));
+            prop_assert!(due.attempts as usize <= due.retries.len());
+        }
+        for e in r.events.iter().filter(|e| e.event_type == crate::domain::EventType::OrderPaymentRetryRequested) {
+            let attempt = e.data["attempt"].as_u64().unwrap();
+            prop_assert!((1..=3).contains(&attempt));
+            let deadline = crate::domain::time::parse_instant(e.data["deadline"].as_str().unwrap()).unwrap();
+            prop_assert!(e.event_time < deadline, "a retry at {} after its deadline {}", e.event_time, deadline);
         }
 
         // Money: never negative, refunds never exceed payments, payment ids unique.

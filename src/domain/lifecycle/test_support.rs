@@ -14,6 +14,16 @@ pub fn at(s: &str) -> Instant {
 pub fn policy() -> Policy {
     Policy {
         payment_grace: chrono::Duration::days(3),
+        dunning: no_retries(),
+    }
+}
+
+/// The policy of the table tests written before dunning: the 3-day grace, no retries, CANCEL
+/// (section 7's grace rule). Dunning's tests give their own rules.
+pub fn no_retries() -> crate::domain::lifecycle::DunningRules {
+    crate::domain::lifecycle::DunningRules {
+        retries: Vec::new(),
+        final_action: crate::domain::order::FinalAction::Cancel,
     }
 }
 
@@ -56,12 +66,23 @@ pub fn types(events: &[Event]) -> Vec<String> {
 pub fn cmd(
     order: &Order,
     name: &str,
+    args: Value,
+    now: Instant,
+) -> Result<Transition, DomainError> {
+    cmd_with(order, name, args, now, &policy())
+}
+
+/// [`cmd`] under `policy`.
+pub fn cmd_with(
+    order: &Order,
+    name: &str,
     mut args: Value,
     now: Instant,
+    policy: &Policy,
 ) -> Result<Transition, DomainError> {
     args["orderId"] = json!(order.id);
     let (_, c) = crate::domain::command::Command::parse(name, &args).expect("known command")?;
-    let caught_up = crate::domain::fire(order, now, &policy());
-    let applied = crate::domain::apply(&caught_up.order, &c, now, &policy())?;
+    let caught_up = crate::domain::fire(order, now, policy);
+    let applied = crate::domain::apply(&caught_up.order, &c, now, policy)?;
     Ok(caught_up.then(applied))
 }

@@ -120,6 +120,7 @@ fn later_cycles_request_payment_and_grace_expiry_cancels() {
 fn the_earliest_unpaid_deadline_stands_and_a_pause_extends_it() {
     let long_grace = Policy {
         payment_grace: chrono::Duration::days(40),
+        dunning: no_retries(),
     };
     let now = at(T0);
     let t = new_order(monthly("ONLINE", 12, "10.00", T0), now);
@@ -1439,4 +1440,300 @@ fn a_pause_across_spring_forward_adds_its_elapsed_hours() {
         crate::domain::next_due(&r.order),
         Some(at("2026-03-22T12:00:00Z"))
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dunning (SPEC 8)
+
+fn dunning(final_action: crate::domain::order::FinalAction) -> Policy {
+    Policy {
+        payment_grace: chrono::Duration::days(3),
+        dunning: DunningRules {
+            retries: vec![chrono::Duration::days(1), chrono::Duration::days(2)],
+            final_action,
+        },
+    }
+}
+
+/// An ONLINE monthly order paid for cycle 1 and fired into cycle 2 (requested 2026-02-10 09:00).
+fn unpaid_cycle_2(policy: &Policy) -> Transition {
+    let now = at(T0);
+    let t = new_order(monthly("ONLINE", 12, "10.00", T0), now);
+    let t = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        now,
+    )
+    .unwrap();
+    fire(&t.order, at("2026-02-10T09:00:00Z"), policy)
+}
+
+#[test]
+fn retries_fire_at_their_offsets_then_the_order_is_canceled() {
+    use crate::domain::order::FinalAction;
+    let p = dunning(FinalAction::Cancel);
+    let c2 = unpaid_cycle_2(&p);
+    let due = &c2.order.payments_due[0];
+    assert_eq!(
+        due.retries,
+        [at("2026-02-11T09:00:00Z"), at("2026-02-12T09:00:00Z")]
+    );
+    assert_eq!(due.deadline, at("2026-02-13T09:00:00Z"));
+    assert_eq!(next_due(&c2.order), Some(at("2026-02-11T09:00:00Z")));
+    let r1 = fire(&c2.order, at("2026-02-11T09:00:00Z"), &p);
+    assert_eq!(
+        types(&r1.events),
+        ["orderPaymentRetryRequested", "orderUpdated"]
+    );
+    let data = &r1.events[0].data;
+    assert_eq!(data["cycleNumber"], 2);
+    assert_eq!(data["attempt"], 1);
+    assert_eq!(data["amount"], "10.00");
+    assert_eq!(data["kind"], "CYCLE");
+    assert_eq!(data["nextRetryDate"], "2026-02-12T09:00:00.000Z");
+    assert_eq!(data["deadline"], "2026-02-13T09:00:00.000Z");
+    assert_eq!(r1.events[0].event_time, at("2026-02-11T09:00:00Z"));
+    let all = fire(&c2.order, at("2026-03-01T00:00:00Z"), &p);
+    assert_eq!(
+        types(&all.events),
+        [
+            "orderPaymentRetryRequested",
+            "orderUpdated",
+            "orderPaymentRetryRequested",
+            "orderUpdated",
+            "orderCanceled",
+            "orderEnded",
+            "orderUpdated"
+        ]
+    );
+    assert_eq!(all.events[2].data["attempt"], 2);
+    assert_eq!(all.events[2].data["nextRetryDate"], json!(null));
+    assert_eq!(all.order.status, OrderStatus::Canceled);
+    assert_eq!(
+        all.order.cancellation.as_ref().unwrap().cause,
+        CancelCause::PaymentFailure
+    );
+}
+
+#[test]
+fn a_payment_stops_the_later_retries() {
+    use crate::domain::order::FinalAction;
+    let p = dunning(FinalAction::Cancel);
+    let c2 = unpaid_cycle_2(&p);
+    let r1 = fire(&c2.order, at("2026-02-11T12:00:00Z"), &p);
+    let paid = cmd(
+        &r1.order,
+        "recordPayment",
+        json!({"paymentId": "p2", "amount": "10.00"}),
+        at("2026-02-11T13:00:00Z"),
+    )
+    .unwrap();
+    assert!(paid.order.payments_due.is_empty());
+    let later = fire(&paid.order, at("2026-02-28T00:00:00Z"), &p);
+    assert!(
+        types(&later.events).is_empty(),
+        "{:?}",
+        types(&later.events)
+    );
+    assert_eq!(later.order.status, OrderStatus::Active);
+}
+
+#[test]
+fn a_pause_moves_the_retries_and_the_deadline() {
+    use crate::domain::order::FinalAction;
+    let p = dunning(FinalAction::Cancel);
+    let c2 = unpaid_cycle_2(&p);
+    // Paused 2026-02-10 21:00 for 5 days (after cycle 2's request, before its first retry).
+    let paused = cmd(
+        &c2.order,
+        "pauseOrder",
+        json!({}),
+        at("2026-02-10T21:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(
+        next_due(&paused.order),
+        None,
+        "a pause without resumeAt waits"
+    );
+    let resumed = cmd(
+        &paused.order,
+        "resumeOrder",
+        json!({}),
+        at("2026-02-15T21:00:00Z"),
+    )
+    .unwrap();
+    let due = &resumed.order.payments_due[0];
+    assert_eq!(
+        due.retries,
+        [at("2026-02-16T09:00:00Z"), at("2026-02-17T09:00:00Z")]
+    );
+    assert_eq!(due.deadline, at("2026-02-18T09:00:00Z"));
+}
+
+#[test]
+fn pause_as_final_action_then_a_resume_restarts_dunning_once() {
+    use crate::domain::order::FinalAction;
+    let p = dunning(FinalAction::Pause);
+    let c2 = unpaid_cycle_2(&p);
+    let at_deadline = fire(&c2.order, at("2026-02-13T09:00:00Z"), &p);
+    let o = &at_deadline.order;
+    assert_eq!(o.status, OrderStatus::Paused);
+    assert_eq!(o.last_payment_status, PaymentStatus::Failed);
+    let pause = o.active_pause().unwrap();
+    assert_eq!(pause.cause, Some(CancelCause::PaymentFailure));
+    assert_eq!(pause.resume_date, None);
+    let paused = at_deadline
+        .events
+        .iter()
+        .find(|e| e.event_type == EventType::OrderPaused)
+        .unwrap();
+    assert_eq!(paused.data["cause"], "PAYMENT_FAILURE");
+    assert_eq!(next_due(o), None, "no timer while paused for payment");
+    // A resume restarts dunning from the resume, once.
+    let resumed = cmd_with(o, "resumeOrder", json!({}), at("2026-02-20T00:00:00Z"), &p).unwrap();
+    let due = &resumed.order.payments_due[0];
+    assert_eq!(due.requested_date, at("2026-02-20T00:00:00Z"));
+    assert_eq!(
+        due.retries,
+        [at("2026-02-21T00:00:00Z"), at("2026-02-22T00:00:00Z")]
+    );
+    assert_eq!(due.deadline, at("2026-02-23T00:00:00Z"));
+    assert_eq!(resumed.order.last_payment_status, PaymentStatus::Pending);
+    // The second expiry cancels.
+    let second = fire(&resumed.order, at("2026-02-23T00:00:00Z"), &p);
+    assert_eq!(second.order.status, OrderStatus::Canceled);
+    assert_eq!(
+        second.order.cancellation.as_ref().unwrap().cause,
+        CancelCause::PaymentFailure
+    );
+}
+
+#[test]
+fn paying_everything_due_resumes_a_payment_pause() {
+    use crate::domain::order::FinalAction;
+    let p = dunning(FinalAction::Pause);
+    let c2 = unpaid_cycle_2(&p);
+    let at_deadline = fire(&c2.order, at("2026-02-13T09:00:00Z"), &p);
+    let paid = crate::domain::apply(
+        &at_deadline.order,
+        &crate::domain::command::Command::parse(
+            "recordPayment",
+            &json!({"orderId": "o1", "paymentId": "p2", "amount": "10.00"}),
+        )
+        .unwrap()
+        .unwrap()
+        .1,
+        at("2026-02-14T00:00:00Z"),
+        &p,
+    )
+    .unwrap();
+    assert_eq!(paid.order.status, OrderStatus::Active);
+    assert_eq!(paid.order.last_payment_status, PaymentStatus::Paid);
+    assert!(types(&paid.events).contains(&"orderResumed".to_string()));
+    assert!(paid.order.payments_due.is_empty());
+}
+
+#[test]
+fn keep_as_final_action_marks_the_due_final_and_bills_on() {
+    use crate::domain::order::FinalAction;
+    let p = dunning(FinalAction::Keep);
+    let c2 = unpaid_cycle_2(&p);
+    let kept = fire(&c2.order, at("2026-02-13T09:00:00Z"), &p);
+    assert_eq!(kept.order.status, OrderStatus::Active);
+    assert_eq!(kept.order.last_payment_status, PaymentStatus::Failed);
+    assert!(kept.order.payments_due[0].is_final);
+    assert_eq!(next_due(&kept.order), Some(at("2026-03-10T09:00:00Z")));
+    // Cycle 3 bills with its own dunning; a payment settles the oldest (final) due first.
+    let c3 = fire(&kept.order, at("2026-03-10T09:00:00Z"), &p);
+    assert_eq!(c3.order.payments_due.len(), 2);
+    assert!(!c3.order.payments_due[1].is_final);
+    let paid = cmd(
+        &c3.order,
+        "recordPayment",
+        json!({"paymentId": "p2", "amount": "10.00"}),
+        at("2026-03-10T10:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(paid.order.payments_due.len(), 1);
+    assert_eq!(paid.order.payments_due[0].cycle, 3);
+    assert_eq!(paid.order.payments[1].cycle, 2);
+}
+
+#[test]
+fn after_downtime_only_the_latest_overdue_retry_fires() {
+    use crate::domain::order::FinalAction;
+    let p = Policy {
+        payment_grace: chrono::Duration::days(3),
+        dunning: DunningRules {
+            retries: vec![
+                chrono::Duration::hours(6),
+                chrono::Duration::hours(12),
+                chrono::Duration::days(2),
+            ],
+            final_action: FinalAction::Cancel,
+        },
+    };
+    let c2 = unpaid_cycle_2(&p);
+    // Down from before the first retry until 2026-02-11 00:00 (after the 6 h and 12 h ones).
+    let up = crate::domain::fire_after_downtime(
+        &c2.order,
+        at("2026-02-11T00:00:00Z"),
+        &p,
+        at("2026-02-11T01:00:00Z"),
+    );
+    let retries: Vec<&Event> = up
+        .events
+        .iter()
+        .filter(|e| e.event_type == EventType::OrderPaymentRetryRequested)
+        .collect();
+    assert_eq!(retries.len(), 1);
+    assert_eq!(retries[0].data["attempt"], 2);
+    assert_eq!(retries[0].event_time, at("2026-02-10T21:00:00Z"));
+    assert_eq!(next_due(&up.order), Some(at("2026-02-12T09:00:00Z")));
+}
+
+#[test]
+fn an_order_override_replaces_the_configured_dunning() {
+    let mut args = monthly("ONLINE", 12, "10.00", T0);
+    args["dunning"] = json!({"retries": ["12h", "36h", "60h"], "finalAction": "KEEP"});
+    let t = new_order(args, at(T0));
+    let t = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        at(T0),
+    )
+    .unwrap();
+    let c2 = fire(&t.order, at("2026-02-10T09:00:00Z"), &policy());
+    assert_eq!(
+        c2.order.payments_due[0].retries,
+        [
+            at("2026-02-10T21:00:00Z"),
+            at("2026-02-11T21:00:00Z"),
+            at("2026-02-12T21:00:00Z")
+        ]
+    );
+    let kept = fire(&c2.order, at("2026-02-13T09:00:00Z"), &policy());
+    assert_eq!(
+        kept.order.status,
+        OrderStatus::Active,
+        "KEEP, not the policy's CANCEL"
+    );
+    for bad in [
+        json!({"retries": ["2d", "1d"]}),
+        json!({"retries": ["3d"]}),
+        json!({"retries": ["0s"]}),
+        json!({"retries": ["soon"]}),
+        json!({"finalAction": "SOMETIMES"}),
+    ] {
+        let mut args = monthly("ONLINE", 12, "10.00", T0);
+        args["dunning"] = bad.clone();
+        let e = try_new(args, at(T0)).unwrap_err();
+        assert!(e.to_string().contains("dunning"), "{bad}: {e}");
+    }
+    let mut offline = monthly("OFFLINE", 12, "10.00", T0);
+    offline["dunning"] = json!({"finalAction": "PAUSE"});
+    assert!(try_new(offline, at(T0)).is_err());
 }
