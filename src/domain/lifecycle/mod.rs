@@ -162,13 +162,23 @@ impl Transition {
     }
 }
 
-/// The events one change has produced so far, before sequences are assigned.
+/// The events one change has produced so far, before sequences are assigned, and whether the
+/// order changed without an event of its own (then the change has only orderUpdated).
 #[derive(Default)]
-struct Drafts(Vec<(EventType, Value)>);
+struct Drafts(Vec<(EventType, Value)>, bool);
 
 impl Drafts {
     fn emit(&mut self, event_type: EventType, data: Value) {
         self.0.push((event_type, data));
+    }
+
+    /// The order changed with no event but orderUpdated.
+    fn touch(&mut self) {
+        self.1 = true;
+    }
+
+    fn changed(&self) -> bool {
+        !self.0.is_empty() || self.1
     }
 }
 
@@ -382,7 +392,26 @@ pub fn next_due(order: &Order) -> Option<Instant> {
         .into_iter()
         .flatten()
         .min(),
+        OrderStatus::Ended | OrderStatus::Canceled if dunned_after_end(order) => {
+            [next_deadline(order), next_retry(order)]
+                .into_iter()
+                .flatten()
+                .min()
+        }
         OrderStatus::Draft | OrderStatus::Ended | OrderStatus::Canceled => None,
+    }
+}
+
+/// Dues survive the order's end (SPEC 10): after ENDED, or CANCELED at a NEXT_PAYMENT_DATE,
+/// their retries still fire and their deadline still marks the payment FAILED (with no status
+/// change). A cancelOrder IMMEDIATELY, or a cancellation for non-payment, stops them.
+fn dunned_after_end(order: &Order) -> bool {
+    match order.status {
+        OrderStatus::Ended => true,
+        OrderStatus::Canceled => order.cancellation.as_ref().is_some_and(|c| {
+            c.effective_at == EffectiveAt::NextPaymentDate && c.cause != CancelCause::PaymentFailure
+        }),
+        _ => false,
     }
 }
 
@@ -507,10 +536,25 @@ fn fire_at(o: &mut Order, t: Instant, policy: &Policy, out: &mut Vec<Event>) {
             _ => break,
         }
     }
-    if o.status == OrderStatus::Active {
+    if matches!(o.status, OrderStatus::Ended | OrderStatus::Canceled)
+        && dunned_after_end(o)
+        && next_deadline(o).is_some_and(|at| at <= t)
+    {
+        // After the end, a deadline only marks the payment failed (the due stays payable).
+        for due in o
+            .payments_due
+            .iter_mut()
+            .filter(|due| !due.is_final && due.deadline <= t)
+        {
+            due.is_final = true;
+        }
+        o.last_payment_status = PaymentStatus::Failed;
+        d.touch();
+    }
+    if o.status == OrderStatus::Active || dunned_after_end(o) {
         request_retries(o, t, &mut d);
     }
-    if !d.0.is_empty() {
+    if d.changed() {
         refresh_cycle_end(o);
         seal(o, t, d, true, out);
     }
@@ -550,7 +594,7 @@ fn final_action(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
             for due in o.payments_due.iter_mut().filter(|due| expired(due)) {
                 due.is_final = true;
             }
-            d.emit(EventType::OrderUpdated, json!({}));
+            d.touch();
         }
     }
 }

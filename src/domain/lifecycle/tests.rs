@@ -1641,6 +1641,16 @@ fn keep_as_final_action_marks_the_due_final_and_bills_on() {
     let p = dunning(FinalAction::Keep);
     let c2 = unpaid_cycle_2(&p);
     let kept = fire(&c2.order, at("2026-02-13T09:00:00Z"), &p);
+    assert_eq!(
+        types(&kept.events),
+        [
+            "orderPaymentRetryRequested",
+            "orderUpdated",
+            "orderPaymentRetryRequested",
+            "orderUpdated",
+            "orderUpdated"
+        ]
+    );
     assert_eq!(kept.order.status, OrderStatus::Active);
     assert_eq!(kept.order.last_payment_status, PaymentStatus::Failed);
     assert!(kept.order.payments_due[0].is_final);
@@ -1736,4 +1746,97 @@ fn an_order_override_replaces_the_configured_dunning() {
     let mut offline = monthly("OFFLINE", 12, "10.00", T0);
     offline["dunning"] = json!({"finalAction": "PAUSE"});
     assert!(try_new(offline, at(T0)).is_err());
+}
+
+#[test]
+fn dues_survive_the_end_retries_fire_and_the_deadline_marks_them_failed() {
+    use crate::domain::order::FinalAction;
+    let p = dunning(FinalAction::Cancel);
+    // Two cycles: cycle 2 is requested on 10 Feb and the order ends on 10 Mar.
+    let now = at(T0);
+    let t = new_order(monthly("ONLINE", 2, "10.00", T0), now);
+    let t = cmd_with(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        now,
+        &p,
+    )
+    .unwrap();
+    let c2 = fire(&t.order, at("2026-02-10T09:00:00Z"), &p);
+    // Canceled at the next payment date (10 Mar): until then the due is dunned as usual.
+    let canceled = cmd_with(
+        &c2.order,
+        "cancelOrder",
+        json!({"effectiveAt": "NEXT_PAYMENT_DATE", "cause": "MEMBER_ACTION"}),
+        at("2026-02-10T10:00:00Z"),
+        &p,
+    )
+    .unwrap();
+    // The due keeps its retries and its deadline while the order is still ACTIVE.
+    let later = fire(&canceled.order, at("2026-02-11T09:00:00Z"), &p);
+    assert_eq!(
+        types(&later.events),
+        ["orderPaymentRetryRequested", "orderUpdated"]
+    );
+    // An IMMEDIATELY cancellation stops the retries; the due stays payable.
+    let stopped = cmd_with(
+        &c2.order,
+        "cancelOrder",
+        json!({"effectiveAt": "IMMEDIATELY", "cause": "MEMBER_ACTION"}),
+        at("2026-02-10T10:00:00Z"),
+        &p,
+    )
+    .unwrap();
+    assert_eq!(stopped.order.status, OrderStatus::Canceled);
+    assert_eq!(next_due(&stopped.order), None);
+    assert_eq!(stopped.order.payments_due.len(), 1);
+    let paid = cmd_with(
+        &stopped.order,
+        "recordPayment",
+        json!({"paymentId": "p2", "amount": "10.00"}),
+        at("2026-02-11T00:00:00Z"),
+        &p,
+    )
+    .unwrap();
+    assert!(paid.order.payments_due.is_empty(), "still payable");
+}
+
+#[test]
+fn an_ended_order_keeps_dunning_its_last_cycle() {
+    use crate::domain::order::FinalAction;
+    // Weekly, two cycles, a 10-day grace: cycle 2 (requested 17 Jan) outlives the end (24 Jan).
+    let p = Policy {
+        payment_grace: chrono::Duration::days(10),
+        dunning: DunningRules {
+            retries: vec![chrono::Duration::days(2), chrono::Duration::days(9)],
+            final_action: FinalAction::Cancel,
+        },
+    };
+    let mut args = monthly("ONLINE", 2, "10.00", T0);
+    args["pricing"]["subscription"]["cycleDuration"]["unit"] = json!("WEEK");
+    let t = new_order(args, at(T0));
+    let t = cmd_with(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        at(T0),
+        &p,
+    )
+    .unwrap();
+    let ended = fire(&t.order, at("2026-01-24T09:00:00Z"), &p);
+    assert_eq!(ended.order.status, OrderStatus::Ended);
+    assert_eq!(ended.order.payments_due.len(), 1);
+    // The 9-day retry (26 Jan) fires after the end, then the deadline (27 Jan) marks it failed.
+    assert_eq!(next_due(&ended.order), Some(at("2026-01-26T09:00:00Z")));
+    let after = fire(&ended.order, at("2026-02-28T00:00:00Z"), &p);
+    assert_eq!(
+        types(&after.events),
+        ["orderPaymentRetryRequested", "orderUpdated", "orderUpdated"],
+        "the retry's change, then the deadline's (orderUpdated alone)"
+    );
+    assert_eq!(after.order.status, OrderStatus::Ended, "no status change");
+    assert_eq!(after.order.last_payment_status, PaymentStatus::Failed);
+    assert!(after.order.payments_due[0].is_final);
+    assert_eq!(next_due(&after.order), None);
 }
