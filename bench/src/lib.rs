@@ -778,11 +778,27 @@ pub async fn seed_monthly_to(redis: &RedisAddress, n: usize) -> Result<(), Bench
         events: !std::env::var("RECUR_BENCH_SEED_EVENTS").is_ok_and(|v| v == "off"),
         ..SeedOptions::simulated()
     };
-    seed_to(redis, n, &options, move |i| SeedOrder {
-        id: order_id(i),
-        args: monthly_args(&format!("c{}", i % 10_000), "OFFLINE", 12),
-        created: start,
-        payment: None,
+    // RECUR_BENCH_BURST_ORDERS=online: ONLINE orders paid for cycle 1, so cycle 2 requests a
+    // payment (a due with its dunning retries); `online-zoned`: the same on New York's
+    // calendar (the instant is the same: 1 Jan 00:00 UTC is 31 Dec 19:00 local).
+    let kind = std::env::var("RECUR_BENCH_BURST_ORDERS").unwrap_or_default();
+    let online = kind.starts_with("online");
+    let zoned = kind == "online-zoned";
+    seed_to(redis, n, &options, move |i| {
+        let mut args = monthly_args(
+            &format!("c{}", i % 10_000),
+            if online { "ONLINE" } else { "OFFLINE" },
+            12,
+        );
+        if zoned {
+            args["timeZone"] = json!("America/New_York");
+        }
+        SeedOrder {
+            id: order_id(i),
+            args,
+            created: start,
+            payment: online.then(|| "9.99".to_string()),
+        }
     })
     .await
 }

@@ -367,6 +367,8 @@ pub struct FieldChanges {
     pub status: Option<OrderStatus>,
     /// Renames a cart (`name` is the search criterion).
     pub new_name: Option<String>,
+    /// The calendar's zone (SPEC 10: on DRAFT orders only); dates are recomputed.
+    pub time_zone: Option<crate::domain::calendar::Zone>,
 }
 
 impl FieldChanges {
@@ -426,6 +428,8 @@ struct UpdateOrderArgs {
     status: Option<String>,
     #[serde(default)]
     new_name: Option<String>,
+    #[serde(default)]
+    time_zone: Option<String>,
     #[serde(default)]
     line_items: Option<Value>,
     #[serde(default)]
@@ -501,6 +505,18 @@ impl UpdateOrder {
                 Currency::parse(c).map_err(|e| DomainError::invalid("currency", e.to_string()))
             })
             .transpose()?;
+        let time_zone = a
+            .time_zone
+            .as_deref()
+            .map(|name| {
+                crate::domain::calendar::Zone::parse(name).ok_or_else(|| {
+                    DomainError::invalid(
+                        "timeZone",
+                        format!("unknown time zone '{name}' (an IANA name such as Europe/Paris)"),
+                    )
+                })
+            })
+            .transpose()?;
         let free_trial_days = a
             .free_trial_days
             .map(|d| match d {
@@ -567,6 +583,7 @@ impl UpdateOrder {
                 end_date,
                 status,
                 new_name: a.new_name,
+                time_zone,
             },
             line_items: related("lineItems", a.line_items)?,
             addresses: related("addresses", a.addresses)?,
@@ -704,6 +721,7 @@ fn fields(
         ("currency", f.currency.is_some()),
         ("freeTrialDays", f.free_trial_days.is_some()),
         ("newName", f.new_name.is_some()),
+        ("timeZone", f.time_zone.is_some()),
     ];
     if let Some((name, _)) = draft_only.iter().find(|(_, given)| *given) {
         cart_only(change.order(), name)?;
@@ -713,6 +731,10 @@ fn fields(
     }
     if let Some(name) = &f.new_name {
         change.order_mut().name = Some(name.clone());
+    }
+    if let Some(zone) = f.time_zone.filter(|z| *z != change.order().time_zone) {
+        change.order_mut().time_zone = zone;
+        change.reschedule()?;
     }
     if f.plan_terms_change() {
         plan_terms(change, f)?;

@@ -1076,3 +1076,21 @@ fn a_request_that_changes_nothing_is_a_noop() {
     assert_eq!(u.transition.order, o);
     assert_eq!(u.reply["version"], o.version);
 }
+
+#[test]
+fn a_carts_time_zone_changes_and_its_dates_follow_but_only_on_a_cart() {
+    let o = cart();
+    assert_eq!(o.end_date, Some(at("2027-01-10T09:00:00Z")));
+    let t = ok(&o, json!({"timeZone": "America/New_York"}));
+    assert_eq!(t.order.time_zone.name(), "America/New_York");
+    // The start (10 Jan 09:00 UTC = 04:00 EST) + 12 local months: 10 Jan 2027 04:00 EST.
+    assert_eq!(t.order.end_date, Some(at("2027-01-10T09:00:00Z")));
+    let t = ok(&o, json!({"timeZone": "Europe/Paris"}));
+    assert_eq!(t.order.time_zone.name(), "Europe/Paris");
+    let (_, code, msg) = refusal(run(&active(), json!({"timeZone": "Europe/Paris"})));
+    assert_eq!(code, ErrorCode::InvalidState, "{msg}");
+    assert!(msg.contains("timeZone"), "{msg}");
+    let (_, code, msg) =
+        parse_err(json!({"customerId": "c1", "id": "o1", "timeZone": "Nowhere/Else"}));
+    assert_eq!(code, ErrorCode::InvalidRequest, "{msg}");
+}
