@@ -176,7 +176,7 @@ pub struct AdminArgs {
     /// args.reason (paymentFailed)
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// args.effectiveAt (cancelOrder): IMMEDIATELY or NEXT_PAYMENT_DATE
+    /// args.effectiveAt (cancelOrder, changePlan): IMMEDIATELY or NEXT_PAYMENT_DATE
     #[arg(long, value_name = "WHEN")]
     pub effective_at: Option<String>,
     /// args.cause (cancelOrder): OWNER_ACTION, MEMBER_ACTION or UNKNOWN
@@ -206,6 +206,9 @@ pub struct AdminArgs {
     /// args.timeZone (createOrder): an IANA name such as Europe/Paris
     #[arg(long, value_name = "ZONE")]
     pub time_zone: Option<String>,
+    /// args.proration (changePlan): PRORATE or NONE
+    #[arg(long, value_name = "HOW")]
+    pub proration: Option<String>,
 }
 
 /// Why admin arguments could not be assembled.
@@ -262,6 +265,7 @@ impl AdminArgs {
             ("endDate", &self.end_date),
             ("startDate", &self.start_date),
             ("timeZone", &self.time_zone),
+            ("proration", &self.proration),
             ("resumeAt", &self.resume_at),
             ("to", &self.to),
             ("status", &self.status),

@@ -519,6 +519,32 @@ pub enum Command {
         cause: CancelCause,
     },
     Delete,
+    /// changePlan (SPEC 8); prices are checked against the order's currency and cycle.
+    ChangePlan {
+        plan: Plan,
+        pricing_kind: PricingKind,
+        prices: Vec<PriceArgs>,
+        currency: Option<Currency>,
+        effective_at: EffectiveAt,
+        prorate: bool,
+    },
+    CancelScheduledChange,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ChangePlanArgs {
+    order_id: String,
+    plan: PlanArgs,
+    pricing: PricingArgs,
+    #[serde(default)]
+    prices: Option<Vec<PriceArgs>>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    effective_at: Option<String>,
+    #[serde(default)]
+    proration: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -578,7 +604,9 @@ struct CancelArgs {
 
 impl Command {
     /// Names of the admin commands that [`Command::parse`] handles.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 12] = [
+        "changePlan",
+        "cancelScheduledChange",
         "recordPayment",
         "paymentFailed",
         "recordRefund",
@@ -615,13 +643,58 @@ impl Command {
                 }
                 Ok((a.order_id, Command::PaymentFailed { payment_id: a.payment_id, reason }))
             }),
-            "markAsPaid" | "resumeOrder" | "deleteOrder" => parse_args::<OrderOnlyArgs>(args).map(|a| {
+            "markAsPaid" | "resumeOrder" | "deleteOrder" | "cancelScheduledChange" => parse_args::<OrderOnlyArgs>(args).map(|a| {
                 let cmd = match name {
                     "markAsPaid" => Command::MarkAsPaid,
                     "resumeOrder" => Command::Resume,
+                    "cancelScheduledChange" => Command::CancelScheduledChange,
                     _ => Command::Delete,
                 };
                 (a.order_id, cmd)
+            }),
+            "changePlan" => parse_args::<ChangePlanArgs>(args).and_then(|a| {
+                check_id("plan.id", &a.plan.id)?;
+                check_text("plan.name", &a.plan.name, MAX_NAME_LEN)?;
+                let pricing_kind = parse_pricing_kind(&a.pricing)?;
+                if !matches!(pricing_kind, PricingKind::Subscription { .. }) {
+                    return Err(DomainError::invalid("pricing", "a plan change moves to a subscription plan"));
+                }
+                let prices = a
+                    .prices
+                    .or(a.pricing.prices)
+                    .ok_or_else(|| DomainError::invalid("prices", "is required"))?;
+                let currency = a
+                    .currency
+                    .as_deref()
+                    .map(|c| Currency::parse(c).map_err(|e| DomainError::invalid("currency", e.to_string())))
+                    .transpose()?;
+                let effective_at = match a.effective_at.as_deref() {
+                    None => return Err(DomainError::invalid("effectiveAt", "is required (IMMEDIATELY or NEXT_PAYMENT_DATE)")),
+                    Some("IMMEDIATELY") => EffectiveAt::Immediately,
+                    Some("NEXT_PAYMENT_DATE") => EffectiveAt::NextPaymentDate,
+                    Some(other) => {
+                        return Err(DomainError::invalid(
+                            "effectiveAt",
+                            format!("unknown value '{other}' (expected IMMEDIATELY or NEXT_PAYMENT_DATE)"),
+                        ))
+                    }
+                };
+                let prorate = match a.proration.as_deref() {
+                    None | Some("PRORATE") => true,
+                    Some("NONE") => false,
+                    Some(other) => {
+                        return Err(DomainError::invalid(
+                            "proration",
+                            format!("unknown value '{other}' (expected PRORATE or NONE)"),
+                        ))
+                    }
+                };
+                let plan = Plan {
+                    id: a.plan.id,
+                    name: a.plan.name,
+                    description: a.plan.description.unwrap_or_default(),
+                };
+                Ok((a.order_id, Command::ChangePlan { plan, pricing_kind, prices, currency, effective_at, prorate }))
             }),
             "pauseOrder" => parse_args::<PauseArgs>(args).and_then(|a| {
                 let resume_at = a.resume_at.as_deref().map(|s| instant("resumeAt", s)).transpose()?;

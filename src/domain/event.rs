@@ -27,6 +27,8 @@ pub enum EventType {
     OrderDeleted,
     OrderUpdated,
     OrderPaymentRetryRequested,
+    OrderPlanChanged,
+    OrderPlanChangeScheduled,
 }
 
 /// One event as written to the stream and published on the channel.

@@ -241,6 +241,20 @@ pub struct CurrentCycle {
     pub started_date: Instant,
     #[serde(with = "ts_opt")]
     pub ended_date: Option<Instant>,
+    /// The part of the cycle's charge the order's creditBalance paid (SPEC 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_applied: Option<Decimal>,
+}
+
+/// A plan change waiting for the next payment date (changePlan NEXT_PAYMENT_DATE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledChange {
+    pub plan: Plan,
+    pub pricing: Pricing,
+    /// The next cycle start, derived: it follows pauses and postponements.
+    #[serde(with = "ts")]
+    pub effective_date: Instant,
 }
 
 /// Whether a pause is still running.
@@ -535,10 +549,28 @@ pub struct Order {
     pub payments_due: Vec<PaymentDue>,
     /// The sequence number of the order's latest event.
     pub sequence: u64,
+    /// Credit from plan changes (SPEC 8): every later charge is first reduced by it. Not money:
+    /// customer statistics do not count it.
+    #[serde(default)]
+    pub credit_balance: Decimal,
+    /// A plan change that applies at the next payment date.
+    #[serde(default)]
+    pub scheduled_change: Option<ScheduledChange>,
+    /// Set by a plan change to another cycle duration: cycle `anchor_cycle` starts at `anchor`
+    /// and later cycles count from it (before any, startDate + the trial is the anchor).
+    #[serde(default, with = "ts_opt", skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Instant>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub anchor_cycle: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Order {
-    /// The instant cycle 1 starts before any pause: startDate + freeTrialDays local days.
+    /// The instant cycle 1 starts before any pause: startDate + freeTrialDays local days (the
+    /// calendar's origin until a plan change to another duration moves it: [`Order::anchor`]).
     pub fn anchor(&self) -> Instant {
         self.time_zone
             .calendar(self.start_date, self.free_trial_days, None, 0)
@@ -722,6 +754,14 @@ mod compact {
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         payments_due: &'a [PaymentDue],
         sequence: u64,
+        // Always written: its scale is the currency's ("0.00"), which a default cannot know.
+        credit_balance: &'a Decimal,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scheduled_change: Option<&'a ScheduledChange>,
+        #[serde(with = "ts_opt", skip_serializing_if = "Option::is_none")]
+        anchor: Option<Instant>,
+        #[serde(skip_serializing_if = "is_zero_u32")]
+        anchor_cycle: u32,
     }
 
     impl<'a> CompactOrder<'a> {
@@ -764,6 +804,10 @@ mod compact {
                 paused_total: o.paused_total,
                 payments_due: &o.payments_due,
                 sequence: o.sequence,
+                credit_balance: &o.credit_balance,
+                scheduled_change: o.scheduled_change.as_ref(),
+                anchor: o.anchor,
+                anchor_cycle: o.anchor_cycle,
             }
         }
     }

@@ -509,3 +509,73 @@ async fn deltas_left_in_the_outbox_are_applied_once_at_start_up() {
     let left: usize = conn.xlen(&outbox_key).await.unwrap();
     assert_eq!(left, 0, "every swept entry is acknowledged");
 }
+
+/// SPEC 8 through the daemon: an upgrade at half a 30-day cycle asks for the difference as a
+/// PRORATION due; paying it is money, the credit of a downgrade is not; the customer's figures
+/// still equal a recomputation from the stored orders.
+#[tokio::test]
+async fn plan_changes_keep_customer_stats_exact() {
+    let h = Harness::start().await;
+    let thirty = |id: &str, amount: &str| {
+        let mut a = monthly(id, "ONLINE", 0, amount);
+        a["customerId"] = json!("cus");
+        a["pricing"]["subscription"]["cycleDuration"] = json!({"count": 30, "unit": "DAY"});
+        a
+    };
+    h.ok("createOrder", thirty("up", "10.00")).await;
+    h.ok("createOrder", thirty("down", "30.00")).await;
+    for (id, amount) in [("up", "10.00"), ("down", "30.00")] {
+        h.ok(
+            "recordPayment",
+            json!({"orderId": id, "paymentId": format!("{id}-1"), "amount": amount}),
+        )
+        .await;
+    }
+    // Half of [1 Jan, 31 Jan).
+    h.advance("2026-01-16T00:00:00Z").await;
+    let plan = |amount: &str| {
+        json!({
+            "plan": {"id": format!("p{amount}"), "name": "Thirty days"},
+            "pricing": {"subscription": {"cycleDuration": {"count": 30, "unit": "DAY"}, "cycleCount": 0}},
+            "prices": [{"cycleFrom": 1, "amount": amount}],
+            "effectiveAt": "IMMEDIATELY",
+        })
+    };
+    let mut args = plan("30.00");
+    args["orderId"] = json!("up");
+    let up = h.ok("changePlan", args).await;
+    assert_eq!(up["paymentsDue"][0]["kind"], "PRORATION");
+    assert_eq!(up["paymentsDue"][0]["amount"], "10.00");
+    let mut args = plan("10.00");
+    args["orderId"] = json!("down");
+    let down = h.ok("changePlan", args).await;
+    assert_eq!(down["creditBalance"], "10.00");
+    let t = h.timeline("up").await;
+    assert!(types(&t).contains(&"orderPlanChanged"));
+    h.ok(
+        "recordPayment",
+        json!({"orderId": "up", "paymentId": "up-2", "amount": "10.00"}),
+    )
+    .await;
+    let s = h.ok("getCustomerStats", json!({"customerId": "cus"})).await;
+    assert_eq!(
+        s["money"]["USD"]["paid"], "50.00",
+        "10 + 30 + the 10.00 proration; no credit"
+    );
+    assert_stats_exact(&h.client, &h.redis, "t").await;
+    // Cycle 2 of the downgraded order is covered by its credit: nothing is asked.
+    h.advance("2026-02-01T00:00:00Z").await;
+    let d = h.ok("getOrder", json!({"orderId": "down"})).await;
+    assert_eq!(d["currentCycle"]["index"], 2);
+    assert_eq!(d["currentCycle"]["creditApplied"], "10.00");
+    assert_eq!(d["paymentsDue"], json!([]));
+    let bad = h
+        .err("changePlan", {
+            let mut a = plan("20.00");
+            a["orderId"] = json!("down");
+            a["currency"] = json!("EUR");
+            a
+        })
+        .await;
+    assert_eq!(bad.code.as_str(), "INVALID_REQUEST");
+}

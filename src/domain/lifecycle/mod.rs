@@ -261,6 +261,20 @@ fn scheduled_end(
 /// plus every pause taken so far (all of which lie before any cycle not yet started).
 fn cycle_start(order: &Order, k: u32) -> Option<Instant> {
     match order.pricing.kind {
+        // After a plan change to another duration, cycles count from its anchor.
+        PricingKind::Subscription { cycle_duration, .. }
+            if order.anchor.is_some() && k >= order.anchor_cycle.max(1) =>
+        {
+            order
+                .time_zone
+                .calendar(
+                    order.anchor?,
+                    0,
+                    Some(cycle_duration),
+                    u64::from(k - order.anchor_cycle.max(1)),
+                )
+                .map(|t| shift(t, order.paused_total))
+        }
         PricingKind::Subscription { cycle_duration, .. } if k >= 1 => order
             .time_zone
             .calendar(
@@ -305,6 +319,7 @@ fn refresh_cycle_end(order: &mut Order) {
     if let Some(c) = order.current_cycle.as_mut() {
         c.ended_date = end;
     }
+    plan_change::refresh_scheduled(order);
 }
 
 /// The one-time add-ons of the purchase: the sum of quantity x unit price.
@@ -527,6 +542,13 @@ fn fire_at(o: &mut Order, t: Instant, policy: &Policy, out: &mut Vec<Event>) {
     if o.status == OrderStatus::Active && next_deadline(o).is_some_and(|at| at <= t) {
         final_action(o, t, policy, &mut d);
     }
+    if o.status == OrderStatus::Active
+        && o.scheduled_change
+            .as_ref()
+            .is_some_and(|sc| sc.effective_date <= t)
+    {
+        plan_change::apply_scheduled(o, t, &mut d);
+    }
     if o.status == OrderStatus::Active && o.end_date.is_some_and(|e| e <= t) {
         reach_end(o, &mut d);
     }
@@ -630,6 +652,7 @@ fn start(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
             index: 0,
             started_date: t,
             ended_date: None,
+            credit_applied: None,
         });
         d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": 0 }));
     } else {
@@ -638,6 +661,7 @@ fn start(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
             index: 1,
             started_date: t,
             ended_date: None,
+            credit_applied: None,
         });
         d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": 1 }));
     }
@@ -651,11 +675,24 @@ fn start_cycle(o: &mut Order, at: Instant, policy: &Policy, d: &mut Drafts) {
         index: k,
         started_date: at,
         ended_date: None,
+        credit_applied: None,
     });
     refresh_cycle_end(o);
     d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": k }));
-    // Cycle 1 after a trial, and every later cycle, is charged; ONLINE orders request it.
-    let charge = cycle_charge(o, k);
+    // Cycle 1 after a trial, and every later cycle, is charged (less the order's credit, SPEC
+    // 8); ONLINE orders request it. A cycle the credit covers whole is settled.
+    let mut charge = cycle_charge(o, k);
+    if !o.credit_balance.is_zero() && !charge.is_zero() {
+        let used = o.credit_balance.min(charge);
+        o.credit_balance -= used;
+        charge -= used;
+        if let Some(c) = o.current_cycle.as_mut() {
+            c.credit_applied = Some(used);
+        }
+        if charge.is_zero() && o.payments_due.is_empty() {
+            o.last_payment_status = PaymentStatus::Paid;
+        }
+    }
     if o.order_type == OrderType::Online && !charge.is_zero() {
         let due = request_due(o, k, charge, at, policy);
         o.payments_due.push(due);
@@ -727,6 +764,7 @@ fn cancel_now(o: &mut Order, t: Instant, cause: CancelCause, d: &mut Drafts) {
     if let Some(c) = o.current_cycle.as_mut() {
         c.ended_date = Some(t);
     }
+    plan_change::drop_scheduled(o, d);
     d.emit(
         EventType::OrderCanceled,
         json!({ "cancellation": &cancellation }),
@@ -845,6 +883,10 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
         },
         discounts: Vec::new(),
         name: new.name,
+        credit_balance: c.zero(),
+        scheduled_change: None,
+        anchor: None,
+        anchor_cycle: 0,
         version: 0,
         created_date: now,
         updated_date: now,
@@ -1139,6 +1181,25 @@ fn run_command(
             d.emit(EventType::OrderDeleted, json!({}));
             return Ok(Ran::Deleted);
         }
+        Command::ChangePlan {
+            plan,
+            pricing_kind,
+            prices,
+            currency,
+            effective_at,
+            prorate,
+        } => {
+            let change = plan_change::PlanChange {
+                plan,
+                pricing_kind: *pricing_kind,
+                prices,
+                currency: *currency,
+                effective_at: *effective_at,
+                prorate: *prorate,
+            };
+            plan_change::change_plan(o, &change, now, policy, d)?;
+        }
+        Command::CancelScheduledChange => plan_change::cancel_scheduled(o, d)?,
     }
     Ok(Ran::Changed)
 }
@@ -1363,6 +1424,7 @@ fn cancel(
             };
             o.end_date = Some(end);
             o.auto_renew_canceled = true;
+            plan_change::drop_scheduled(o, d);
             d.emit(
                 EventType::OrderAutoRenewCanceled,
                 json!({ "cancellation": &cancellation }),
@@ -1373,6 +1435,7 @@ fn cancel(
     }
 }
 
+mod plan_change;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

@@ -1840,3 +1840,419 @@ fn an_ended_order_keeps_dunning_its_last_cycle() {
     assert!(after.order.payments_due[0].is_final);
     assert_eq!(next_due(&after.order), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Plan changes (SPEC 8)
+
+fn plan_args(amount: &str, count: u32, unit: &str, cycles: u32) -> serde_json::Value {
+    json!({
+        "plan": {"id": format!("p-{amount}"), "name": format!("Plan {amount}")},
+        "pricing": {"subscription": {"cycleDuration": {"count": count, "unit": unit}, "cycleCount": cycles}},
+        "prices": [{"cycleFrom": 1, "amount": amount}],
+    })
+}
+
+/// An ONLINE order on a 30-day plan at `amount`, started and paid at T0 (2026-01-10 09:00).
+fn thirty_day_paid(amount: &str) -> Order {
+    let mut args = monthly("ONLINE", 0, amount, T0);
+    args["pricing"]["subscription"]["cycleDuration"] = json!({"count": 30, "unit": "DAY"});
+    let t = new_order(args, at(T0));
+    cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": amount}),
+        at(T0),
+    )
+    .unwrap()
+    .order
+}
+
+fn change(
+    order: &Order,
+    mut args: serde_json::Value,
+    now: &str,
+) -> Result<Transition, DomainError> {
+    if args.get("effectiveAt").is_none() {
+        args["effectiveAt"] = json!("IMMEDIATELY");
+    }
+    cmd(order, "changePlan", args, at(now))
+}
+
+#[test]
+fn an_upgrade_at_half_a_30_day_cycle_charges_the_difference() {
+    let o = thirty_day_paid("10.00");
+    // Cycle 1 is [10 Jan 09:00, 9 Feb 09:00): half is 25 Jan 09:00.
+    let t = change(&o, plan_args("30.00", 30, "DAY", 0), "2026-01-25T09:00:00Z").unwrap();
+    assert_eq!(types(&t.events), ["orderPlanChanged", "orderUpdated"]);
+    let data = &t.events[0].data;
+    assert_eq!(
+        data["proration"],
+        json!({"credit": "5.00", "charge": "15.00", "net": "10.00"})
+    );
+    assert_eq!(data["previousPlan"]["id"], "p1");
+    assert_eq!(data["plan"]["id"], "p-30.00");
+    assert_eq!(data["effectiveAt"], "IMMEDIATELY");
+    let due = &t.order.payments_due[0];
+    assert_eq!(due.kind, crate::domain::order::DueKind::Proration);
+    assert_eq!(due.amount.to_string(), "10.00");
+    assert_eq!(due.cycle, 1);
+    assert_eq!(t.order.last_payment_status, PaymentStatus::Pending);
+    assert_eq!(t.order.plan.id, "p-30.00");
+    // The dates stay: cycle 2 still starts on 9 Feb, at the new price.
+    assert_eq!(
+        next_due(&t.order),
+        Some(at("2026-01-28T09:00:00Z")),
+        "the proration's deadline"
+    );
+    let paid = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p2", "amount": "10.00"}),
+        at("2026-01-26T00:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(next_due(&paid.order), Some(at("2026-02-09T09:00:00Z")));
+    let c2 = fire(&paid.order, at("2026-02-09T09:00:00Z"), &policy());
+    assert_eq!(c2.order.payments_due[0].amount.to_string(), "30.00");
+}
+
+#[test]
+fn the_downgrade_mirror_leaves_a_credit_that_zeroes_the_next_charge() {
+    let o = thirty_day_paid("30.00");
+    let t = change(&o, plan_args("10.00", 30, "DAY", 0), "2026-01-25T09:00:00Z").unwrap();
+    assert_eq!(
+        t.events[0].data["proration"],
+        json!({"credit": "15.00", "charge": "5.00", "net": "-10.00"})
+    );
+    assert_eq!(t.order.credit_balance.to_string(), "10.00");
+    assert!(t.order.payments_due.is_empty());
+    let c2 = fire(&t.order, at("2026-02-09T09:00:00Z"), &policy());
+    let cycle = c2.order.current_cycle.as_ref().unwrap();
+    assert_eq!(cycle.index, 2);
+    assert_eq!(
+        cycle.credit_applied.map(|d| d.to_string()).as_deref(),
+        Some("10.00")
+    );
+    assert!(
+        c2.order.payments_due.is_empty(),
+        "a charge reduced to zero requests nothing"
+    );
+    assert_eq!(c2.order.last_payment_status, PaymentStatus::Paid);
+    assert!(c2.order.credit_balance.is_zero());
+    // Cycle 3 is charged again.
+    let c3 = fire(&c2.order, at("2026-03-11T09:00:00Z"), &policy());
+    assert_eq!(c3.order.payments_due[0].amount.to_string(), "10.00");
+}
+
+#[test]
+fn a_change_on_an_unpaid_cycle_reprices_its_own_due() {
+    let long_grace = Policy {
+        payment_grace: chrono::Duration::days(20),
+        dunning: no_retries(),
+    };
+    let o = thirty_day_paid("10.00");
+    // Cycle 2 [9 Feb, 11 Mar) is requested (10.00) and unpaid; half is 24 Feb 09:00.
+    let c2 = fire(&o, at("2026-02-09T09:00:00Z"), &long_grace);
+    let mut args = plan_args("30.00", 30, "DAY", 0);
+    args["effectiveAt"] = json!("IMMEDIATELY");
+    let t = cmd_with(
+        &c2.order,
+        "changePlan",
+        args,
+        at("2026-02-24T09:00:00Z"),
+        &long_grace,
+    )
+    .unwrap();
+    assert_eq!(t.order.payments_due.len(), 1, "no PRORATION entry");
+    let due = &t.order.payments_due[0];
+    assert_eq!(
+        due.amount.to_string(),
+        "20.00",
+        "5.00 used of the old + 15.00 of the new"
+    );
+    assert_eq!(
+        due.deadline,
+        at("2026-03-01T09:00:00Z"),
+        "its deadline stands"
+    );
+    assert_eq!(
+        t.events[0].data["proration"],
+        json!({"credit": "0.00", "charge": "15.00", "net": "15.00"})
+    );
+}
+
+#[test]
+fn proration_none_charges_nothing_now_and_the_new_price_next() {
+    let o = thirty_day_paid("10.00");
+    let mut args = plan_args("30.00", 30, "DAY", 0);
+    args["proration"] = json!("NONE");
+    let t = change(&o, args, "2026-01-25T09:00:00Z").unwrap();
+    assert_eq!(
+        t.events[0].data["proration"],
+        json!({"credit": "0.00", "charge": "0.00", "net": "0.00"})
+    );
+    assert!(t.order.payments_due.is_empty());
+    let c2 = fire(&t.order, at("2026-02-09T09:00:00Z"), &policy());
+    assert_eq!(c2.order.payments_due[0].amount.to_string(), "30.00");
+}
+
+#[test]
+fn a_yearly_change_from_a_monthly_plan_starts_a_new_anchor() {
+    let now = at(T0);
+    let t = new_order(monthly("ONLINE", 0, "10.00", T0), now);
+    let o = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        now,
+    )
+    .unwrap()
+    .order;
+    // Cycle 1 is [10 Jan 09:00, 10 Feb 09:00), 31 days; 16 are left on 25 Jan 09:00.
+    let t = change(
+        &o,
+        plan_args("120.00", 1, "YEAR", 0),
+        "2026-01-25T09:00:00Z",
+    )
+    .unwrap();
+    assert_eq!(
+        types(&t.events),
+        ["orderPlanChanged", "orderCycleStarted", "orderUpdated"]
+    );
+    // credit = round(16/31 x 10.00) = 5.16; cycle 2 starts now, charged 120.00 - 5.16.
+    assert_eq!(t.events[0].data["proration"]["credit"], "5.16");
+    let cycle = t.order.current_cycle.as_ref().unwrap();
+    assert_eq!(cycle.index, 2);
+    assert_eq!(cycle.started_date, at("2026-01-25T09:00:00Z"));
+    assert_eq!(cycle.ended_date, Some(at("2027-01-25T09:00:00Z")));
+    assert_eq!(t.order.payments_due[0].amount.to_string(), "114.84");
+    assert!(t.order.credit_balance.is_zero());
+    assert_eq!(t.order.anchor, Some(at("2026-01-25T09:00:00Z")));
+    assert_eq!(t.order.anchor_cycle, 2);
+    assert_eq!(
+        next_due(&t.order),
+        Some(at("2026-01-28T09:00:00Z")),
+        "the due's deadline"
+    );
+    // A finite new plan: cycleCount 3 means cycles 2 and 3 under it, so it ends 2 years on.
+    let t = change(
+        &o,
+        plan_args("120.00", 1, "YEAR", 3),
+        "2026-01-25T09:00:00Z",
+    )
+    .unwrap();
+    assert_eq!(t.order.end_date, Some(at("2028-01-25T09:00:00Z")));
+    let e = change(
+        &o,
+        plan_args("120.00", 1, "YEAR", 1),
+        "2026-01-25T09:00:00Z",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("cycleCount"), "{e}");
+}
+
+#[test]
+fn a_scheduled_change_applies_at_the_next_payment_date_and_can_be_canceled() {
+    let now = at(T0);
+    let t = new_order(monthly("ONLINE", 0, "10.00", T0), now);
+    let o = cmd(
+        &t.order,
+        "recordPayment",
+        json!({"paymentId": "p1", "amount": "10.00"}),
+        now,
+    )
+    .unwrap()
+    .order;
+    let mut args = plan_args("20.00", 1, "MONTH", 0);
+    args["effectiveAt"] = json!("NEXT_PAYMENT_DATE");
+    let s = change(&o, args.clone(), "2026-01-20T00:00:00Z").unwrap();
+    assert_eq!(
+        types(&s.events),
+        ["orderPlanChangeScheduled", "orderUpdated"]
+    );
+    let sc = s.order.scheduled_change.as_ref().unwrap();
+    assert_eq!(sc.effective_date, at("2026-02-10T09:00:00Z"));
+    assert_eq!(s.order.plan.id, "p1", "not yet");
+    let c2 = fire(&s.order, at("2026-02-10T09:00:00Z"), &policy());
+    assert_eq!(
+        types(&c2.events),
+        ["orderPlanChanged", "orderCycleStarted", "orderUpdated"]
+    );
+    assert_eq!(c2.events[0].data["effectiveAt"], "NEXT_PAYMENT_DATE");
+    assert_eq!(c2.order.plan.id, "p-20.00");
+    assert_eq!(c2.order.payments_due[0].amount.to_string(), "20.00");
+    assert!(c2.order.scheduled_change.is_none());
+    // cancelScheduledChange removes it; with nothing scheduled it is refused.
+    let canceled = cmd(
+        &s.order,
+        "cancelScheduledChange",
+        json!({}),
+        at("2026-01-21T00:00:00Z"),
+    )
+    .unwrap();
+    assert!(canceled.order.scheduled_change.is_none());
+    assert_eq!(canceled.events[0].data["scheduledChange"], json!(null));
+    let e = cmd(
+        &canceled.order,
+        "cancelScheduledChange",
+        json!({}),
+        at("2026-01-22T00:00:00Z"),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidState);
+    // A pause moves the effective date with the cycle.
+    let paused = cmd(
+        &s.order,
+        "pauseOrder",
+        json!({}),
+        at("2026-01-21T00:00:00Z"),
+    )
+    .unwrap();
+    let resumed = cmd(
+        &paused.order,
+        "resumeOrder",
+        json!({}),
+        at("2026-01-26T00:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(
+        resumed
+            .order
+            .scheduled_change
+            .as_ref()
+            .unwrap()
+            .effective_date,
+        at("2026-02-15T09:00:00Z")
+    );
+    // A cancellation drops it in the same change.
+    let c = cmd(
+        &s.order,
+        "cancelOrder",
+        json!({"effectiveAt": "NEXT_PAYMENT_DATE"}),
+        at("2026-01-21T00:00:00Z"),
+    )
+    .unwrap();
+    assert!(c.order.scheduled_change.is_none());
+    assert_eq!(
+        types(&c.events),
+        [
+            "orderPlanChangeScheduled",
+            "orderAutoRenewCanceled",
+            "orderUpdated"
+        ]
+    );
+}
+
+#[test]
+fn during_a_trial_the_plan_is_replaced_and_nothing_is_prorated() {
+    let mut args = monthly("ONLINE", 0, "10.00", T0);
+    args["freeTrialDays"] = json!(14);
+    let o = new_order(args, at(T0)).order;
+    assert!(o.in_trial(), "nothing to pay: it starts in its trial");
+    let t = change(
+        &o,
+        plan_args("30.00", 1, "MONTH", 0),
+        "2026-01-12T00:00:00Z",
+    )
+    .unwrap();
+    assert_eq!(
+        t.events[0].data["proration"],
+        json!({"credit": "0.00", "charge": "0.00", "net": "0.00"})
+    );
+    assert!(t.order.payments_due.is_empty());
+    assert_eq!(
+        next_due(&t.order),
+        Some(at("2026-01-24T09:00:00Z")),
+        "trial end stays"
+    );
+    let c1 = fire(&t.order, at("2026-01-24T09:00:00Z"), &policy());
+    assert_eq!(c1.order.payments_due[0].amount.to_string(), "30.00");
+    // NEXT_PAYMENT_DATE during a trial takes effect at the trial's end.
+    let mut next = plan_args("20.00", 1, "WEEK", 0);
+    next["effectiveAt"] = json!("NEXT_PAYMENT_DATE");
+    let s = change(&o, next, "2026-01-12T00:00:00Z").unwrap();
+    assert_eq!(
+        s.order.scheduled_change.as_ref().unwrap().effective_date,
+        at("2026-01-24T09:00:00Z")
+    );
+    let c1 = fire(&s.order, at("2026-01-24T09:00:00Z"), &policy());
+    assert_eq!(c1.order.plan.id, "p-20.00");
+    assert_eq!(c1.order.current_cycle.as_ref().unwrap().index, 1);
+    assert_eq!(c1.order.payments_due[0].amount.to_string(), "20.00");
+    assert_eq!(
+        next_cycle_start(&c1.order),
+        Some(at("2026-01-31T09:00:00Z")),
+        "weekly from the trial end"
+    );
+}
+
+#[test]
+fn plan_changes_are_refused_where_spec_8_says() {
+    let o = thirty_day_paid("10.00");
+    let e = change(
+        &o,
+        {
+            let mut a = plan_args("30.00", 30, "DAY", 0);
+            a["currency"] = json!("EUR");
+            a
+        },
+        "2026-01-25T09:00:00Z",
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRequest);
+    let e = change(
+        &o,
+        json!({
+            "plan": {"id": "x", "name": "X"},
+            "pricing": {"singlePaymentUnlimited": true},
+            "prices": [{"cycleFrom": 1, "amount": "1.00"}],
+        }),
+        "2026-01-25T09:00:00Z",
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRequest);
+    let paused = cmd(&o, "pauseOrder", json!({}), at("2026-01-20T00:00:00Z"))
+        .unwrap()
+        .order;
+    let e = change(
+        &paused,
+        plan_args("30.00", 30, "DAY", 0),
+        "2026-01-25T09:00:00Z",
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidState);
+    // OFFLINE: PRORATE is refused, NONE works.
+    let off = new_order(monthly("OFFLINE", 0, "10.00", T0), at(T0)).order;
+    let e = change(
+        &off,
+        plan_args("30.00", 1, "MONTH", 0),
+        "2026-01-25T09:00:00Z",
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRequest);
+    let mut none = plan_args("30.00", 1, "MONTH", 0);
+    none["proration"] = json!("NONE");
+    assert!(change(&off, none, "2026-01-25T09:00:00Z").is_ok());
+    // A cycleCount below the current cycle.
+    let c2 = fire(&off, at("2026-03-10T09:00:00Z"), &policy()).order;
+    let mut short = plan_args("30.00", 1, "MONTH", 2);
+    short["proration"] = json!("NONE");
+    let e = change(&c2, short, "2026-03-11T00:00:00Z").unwrap_err();
+    assert!(e.to_string().contains("cycleCount"), "{e}");
+    // PENDING: IMMEDIATELY only.
+    let pending = new_order(
+        monthly("OFFLINE", 0, "10.00", "2026-03-01T00:00:00Z"),
+        at(T0),
+    )
+    .order;
+    assert_eq!(pending.status, OrderStatus::Pending);
+    let mut next = plan_args("30.00", 1, "MONTH", 0);
+    next["proration"] = json!("NONE");
+    next["effectiveAt"] = json!("NEXT_PAYMENT_DATE");
+    let e = change(&pending, next, "2026-01-25T09:00:00Z").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidState);
+    let mut now = plan_args("30.00", 1, "MONTH", 0);
+    now["proration"] = json!("NONE");
+    let p = change(&pending, now, "2026-01-25T09:00:00Z").unwrap();
+    assert_eq!(p.order.price_details.total.to_string(), "30.00", "repriced");
+}
