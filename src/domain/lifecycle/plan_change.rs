@@ -350,7 +350,7 @@ fn switch_pending(
         return Ok(Proration::none(c));
     }
     let proration = Proration {
-        credit: old_total,
+        credit: old_total.min(paid_for(o, 1)),
         charge: o.price_details.total,
     };
     settle_net(o, proration, 1, now, policy);
@@ -370,9 +370,18 @@ fn switch_same_duration(
     let f = unused_fraction(o, now);
     let old_charge = billed(o, &o.pricing.clone(), k);
     let new_charge = billed(o, &pricing, k);
+    let current_end = o.current_cycle.as_ref().and_then(|c| c.ended_date);
     o.plan = change.plan.clone();
     o.pricing = pricing;
     recompute_end(o)?;
+    // A last cycle stretched by a postponement, moved to a plan with more cycles: the next one
+    // would start in the past, so it starts where the current one was to end instead.
+    if let Some(end) = current_end.filter(|_| next_cycle_start(o).is_some_and(|n| n < now)) {
+        o.anchor = Some(end);
+        o.anchor_cycle = k + 1;
+        o.paused_total = 0;
+        recompute_end(o)?;
+    }
     if !change.prorate {
         return Ok(Proration::none(c));
     }
@@ -396,7 +405,7 @@ fn switch_same_duration(
             let credit = if refunded(o, k) {
                 c.zero()
             } else {
-                c.round(f * old_charge)
+                c.round(f * old_charge).min(paid_for(o, k))
             };
             let proration = Proration { credit, charge };
             settle_net(o, proration, k, now, policy);
@@ -435,7 +444,7 @@ fn prorate_unused(
             Ok(Proration::none(c))
         }
         None if !refunded(o, k) => {
-            let credit = c.round(f * old_charge);
+            let credit = c.round(f * old_charge).min(paid_for(o, k));
             o.credit_balance += credit;
             Ok(Proration {
                 credit,
@@ -493,6 +502,24 @@ fn unused_fraction(o: &Order, t: Instant) -> Decimal {
     Decimal::from(left) / Decimal::from(total)
 }
 
+/// What was paid for cycle `k`: its payments and the credit applied to it. A credit is never
+/// more than this (a cycle bought by a payment below its charge is credited what was paid).
+fn paid_for(o: &Order, k: u32) -> Decimal {
+    let paid: Decimal = o
+        .payments
+        .iter()
+        .filter(|p| p.cycle == k)
+        .map(|p| p.amount)
+        .sum();
+    let credited = o
+        .current_cycle
+        .as_ref()
+        .filter(|c| c.index == k)
+        .and_then(|c| c.credit_applied)
+        .unwrap_or_default();
+    paid + credited
+}
+
 /// True when a payment of cycle `k` was refunded (then nothing of it is credited).
 fn refunded(o: &Order, k: u32) -> bool {
     o.payments
@@ -513,7 +540,13 @@ fn settle_net(o: &mut Order, p: Proration, cycle: u32, now: Instant, policy: &Po
     if owed.is_zero() {
         return;
     }
-    let mut due = request_due(o, cycle, owed, now, policy);
+    // A PENDING order is asked at its start, as its first cycle would be.
+    let at = if o.status == OrderStatus::Pending {
+        o.start_date.max(now)
+    } else {
+        now
+    };
+    let mut due = request_due(o, cycle, owed, at, policy);
     due.kind = DueKind::Proration;
     match o.order_type {
         OrderType::Online => {

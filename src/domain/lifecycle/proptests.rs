@@ -14,16 +14,36 @@ use crate::domain::time::format_instant;
 #[derive(Debug, Clone)]
 enum Op {
     Advance(i64),
-    Pay { id: u8, cents: u32 },
-    Fail { id: u8 },
-    Refund { id: u8, cents: u32 },
-    Pause { resume_in_minutes: Option<i64> },
+    Pay {
+        id: u8,
+        cents: u32,
+    },
+    Fail {
+        id: u8,
+    },
+    Refund {
+        id: u8,
+        cents: u32,
+    },
+    Pause {
+        resume_in_minutes: Option<i64>,
+    },
     Resume,
-    Postpone { minutes: i64 },
+    Postpone {
+        minutes: i64,
+    },
     CancelNext,
     CancelNow,
     MarkAsPaid,
-    ChangeStart { minutes: i64 },
+    ChangeStart {
+        minutes: i64,
+    },
+    ChangePlan {
+        cents: u32,
+        unit: usize,
+        immediate: bool,
+        prorate: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -39,6 +59,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::CancelNow),
         1 => Just(Op::MarkAsPaid),
         1 => (0i64..60 * 24 * 30).prop_map(|minutes| Op::ChangeStart { minutes }),
+        2 => (prop_oneof![Just(500u32), Just(2000), 1u32..5000], 0usize..4, any::<bool>(), any::<bool>())
+            .prop_map(|(cents, unit, immediate, prorate)| Op::ChangePlan { cents, unit, immediate, prorate }),
     ]
 }
 
@@ -164,6 +186,24 @@ fn command(o: &Order, op: &Op, now: Instant) -> Option<(&'static str, serde_json
             "changeStartDate",
             json!({"startDate": format_instant(&(now + Span::minutes(*minutes)))}),
         ),
+        Op::ChangePlan {
+            cents,
+            unit,
+            immediate,
+            prorate,
+        } => {
+            let unit = ["DAY", "WEEK", "MONTH", "YEAR"][*unit];
+            (
+                "changePlan",
+                json!({
+                    "plan": {"id": format!("c{cents}"), "name": "Changed"},
+                    "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": unit}, "cycleCount": 0}},
+                    "prices": [{"cycleFrom": 1, "amount": money(*cents)}],
+                    "effectiveAt": if *immediate { "IMMEDIATELY" } else { "NEXT_PAYMENT_DATE" },
+                    "proration": if *prorate { "PRORATE" } else { "NONE" },
+                }),
+            )
+        }
     })
 }
 
@@ -172,6 +212,15 @@ struct Run {
     order: Order,
     events: Vec<Event>,
     postponed: bool,
+}
+
+impl Run {
+    /// A plan change applied (IMMEDIATELY, or a scheduled one at its date).
+    fn plan_changed(&self) -> bool {
+        self.events
+            .iter()
+            .any(|e| e.event_type == crate::domain::EventType::OrderPlanChanged)
+    }
 }
 
 /// The 3-day grace with dunning retries after 6 h, 1 day and 2 days.
@@ -293,12 +342,18 @@ proptest! {
 
         // Every cycle k >= 1 of a subscription starts at clamp(anchor + (k-1) x duration) on
         // the order's local calendar, plus the pauses taken before it; in UTC, that is
-        // section 7's calendar from the anchor.
-        if let PricingKind::Subscription { cycle_duration, .. } = r.order.pricing.kind {
-            for e in &starts {
+        // section 7's calendar from the anchor. After a plan change to another duration, the
+        // cycles count from its anchor.
+        for e in &starts {
+            let o = &e.entity;
+            if let PricingKind::Subscription { cycle_duration, .. } = o.pricing.kind {
                 let k = e.data["cycleNumber"].as_u64().unwrap();
-                if k >= 1 {
-                    let o = &e.entity;
+                if let (Some(anchor), true) = (o.anchor, k >= u64::from(o.anchor_cycle.max(1))) {
+                    let base = o.time_zone
+                        .calendar(anchor, 0, Some(cycle_duration), k - u64::from(o.anchor_cycle.max(1)))
+                        .unwrap();
+                    prop_assert_eq!(e.event_time, base + Span::milliseconds(o.paused_total));
+                } else if k >= 1 {
                     let base = o.time_zone
                         .calendar(o.start_date, o.free_trial_days, Some(cycle_duration), k - 1)
                         .unwrap();
@@ -310,8 +365,23 @@ proptest! {
             }
         }
 
-        // earliestEndDate = original end + pauses; endDate too unless postponed or canceled.
+        // Plan changes: the credit is never more than what was paid in, never below zero, and
+        // the order's creditBalance never goes below zero.
+        for e in r.events.iter().filter(|e| e.event_type == crate::domain::EventType::OrderPlanChanged) {
+            let credit: Decimal = e.data["proration"]["credit"].as_str().unwrap().parse().unwrap();
+            let charge: Decimal = e.data["proration"]["charge"].as_str().unwrap().parse().unwrap();
+            let (paid, _) = e.entity.money();
+            prop_assert!(credit >= Decimal::ZERO && charge >= Decimal::ZERO);
+            prop_assert!(credit <= paid, "credit {} above the {} paid", credit, paid);
+        }
+        for e in &r.events {
+            prop_assert!(e.entity.credit_balance >= Decimal::ZERO);
+        }
+
+        // earliestEndDate = original end + pauses; endDate too unless postponed or canceled
+        // (the rules of a plan change recompute them from its anchor instead).
         let o = &r.order;
+        if !r.plan_changed() {
         let original = scheduled_end(o.pricing.kind, o.start_date, o.free_trial_days, o.time_zone).unwrap();
         let shifted = original.map(|t| t + Span::milliseconds(o.paused_total));
         if o.pause_periods.iter().all(|pp| pp.status == PauseStatus::Ended) {
@@ -326,6 +396,7 @@ proptest! {
             .sum();
         if o.cancellation.is_none() {
             prop_assert_eq!(o.paused_total, total_paused);
+        }
         }
 
         // Dunning: each due's retries strictly increase, all before its deadline, and no more
