@@ -704,6 +704,7 @@ fn build_seed(
     let mut t = domain::create(new, s.created, policy).map_err(setup("create"))?;
     if let Some(amount) = s.payment {
         let cmd = Command::RecordPayment {
+            due: None,
             payment_id: format!("{}-p1", s.id),
             amount: amount.parse().map_err(setup("amount"))?,
         };

@@ -10,7 +10,7 @@ use super::calendar::{Duration, Unit, Zone};
 use super::error::DomainError;
 use super::money::Currency;
 use super::order::{
-    CancelCause, Dunning, EffectiveAt, FinalAction, OrderType, Plan, PriceRange, Pricing,
+    CancelCause, DueKind, Dunning, EffectiveAt, FinalAction, OrderType, Plan, PriceRange, Pricing,
     PricingKind,
 };
 use super::time::{parse_instant, Instant};
@@ -494,6 +494,8 @@ pub enum Command {
     RecordPayment {
         payment_id: String,
         amount: Decimal,
+        /// `due {cycle, kind}`: the due this payment pays first (SPEC 10).
+        due: Option<(u32, DueKind)>,
     },
     PaymentFailed {
         payment_id: String,
@@ -553,6 +555,16 @@ struct PaymentArgs {
     order_id: String,
     payment_id: String,
     amount: Decimal,
+    #[serde(default)]
+    due: Option<DueArgs>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DueArgs {
+    cycle: u32,
+    #[serde(default)]
+    kind: DueKind,
 }
 
 #[derive(Deserialize)]
@@ -629,8 +641,12 @@ impl Command {
             "recordPayment" | "recordRefund" => parse_args::<PaymentArgs>(args).and_then(|a| {
                 check_id("paymentId", &a.payment_id)?;
                 let cmd = if name == "recordPayment" {
-                    Command::RecordPayment { payment_id: a.payment_id, amount: a.amount }
+                    let due = a.due.map(|d| (d.cycle, d.kind));
+                    Command::RecordPayment { payment_id: a.payment_id, amount: a.amount, due }
                 } else {
+                    if a.due.is_some() {
+                        return Err(DomainError::invalid("due", "only recordPayment names a due"));
+                    }
                     Command::RecordRefund { payment_id: a.payment_id, amount: a.amount }
                 };
                 Ok((a.order_id, cmd))

@@ -143,7 +143,23 @@ fn order_args(i: usize, rng: &mut Rng) -> Value {
 fn random_op(i: usize, rng: &mut Rng, amounts: &BTreeMap<usize, String>) -> (&'static str, Value) {
     let id = format!("o{i}");
     let amount = amounts.get(&i).cloned().unwrap_or_else(|| "1".into());
-    match rng.below(10) {
+    match rng.below(12) {
+        // Plan changes (SPEC 8): now or at the next payment date, prorated or not, to the same
+        // or another cycle duration, at the order's own price (valid in its currency); some are
+        // refused (OFFLINE with proration, a paused order), as in real life.
+        10 => {
+            let unit = ["MONTH", "WEEK", "YEAR"][rng.below(3) as usize];
+            let effective_at = ["IMMEDIATELY", "NEXT_PAYMENT_DATE"][rng.below(2) as usize];
+            let proration = ["PRORATE", "NONE"][rng.below(2) as usize];
+            (
+                "changePlan",
+                json!({"orderId": id, "plan": {"id": "changed", "name": "Changed"},
+                    "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": unit}, "cycleCount": 0}},
+                    "prices": [{"cycleFrom": 1, "amount": amount}],
+                    "effectiveAt": effective_at, "proration": proration}),
+            )
+        }
+        11 => ("cancelScheduledChange", json!({"orderId": id})),
         0..=3 => (
             "recordPayment",
             json!({"orderId": id, "paymentId": format!("pay{}", rng.below(4)), "amount": amount}),

@@ -994,7 +994,11 @@ fn run_command(
     d: &mut Drafts,
 ) -> Result<Ran, DomainError> {
     match cmd {
-        Command::RecordPayment { payment_id, amount } => {
+        Command::RecordPayment {
+            payment_id,
+            amount,
+            due,
+        } => {
             let amount = o
                 .currency
                 .check_amount(*amount)
@@ -1009,7 +1013,7 @@ fn run_command(
                     )))
                 };
             }
-            record_payment(o, payment_id, amount, now, policy, d)?;
+            record_payment(o, payment_id, amount, *due, now, policy, d)?;
         }
         Command::PaymentFailed { payment_id, .. } => {
             if o.payment(payment_id).is_some() {
@@ -1316,6 +1320,7 @@ fn record_payment(
     o: &mut Order,
     payment_id: &str,
     amount: Decimal,
+    first: Option<(u32, DueKind)>,
     now: Instant,
     policy: &Policy,
     d: &mut Drafts,
@@ -1344,11 +1349,45 @@ fn record_payment(
     if amount.is_zero() {
         return Err(DomainError::invalid("amount", "must be greater than zero"));
     }
-    // A payment settles the oldest unpaid cycle; with nothing due it is credited to the current.
+    // A payment is allocated to the dues oldest first (the one it names first), by amount: a
+    // partial payment reduces a due and keeps its deadline; what exceeds every due goes to
+    // creditBalance (SPEC 10). With nothing due it is credited to the current cycle.
     let cycle = if o.payments_due.is_empty() {
+        if first.is_some() {
+            return Err(DomainError::invalid("due", "the order has nothing due"));
+        }
         o.current_cycle.as_ref().map_or(1, |c| c.index.max(1))
     } else {
-        o.payments_due.remove(0).cycle
+        let mut order: Vec<usize> = (0..o.payments_due.len()).collect();
+        if let Some((cycle, kind)) = first {
+            let Some(i) = o
+                .payments_due
+                .iter()
+                .position(|due| due.cycle == cycle && due.kind == kind)
+            else {
+                let kind = match kind {
+                    DueKind::Cycle => "CYCLE",
+                    DueKind::Proration => "PRORATION",
+                };
+                return Err(DomainError::invalid(
+                    "due",
+                    format!("the order has no {kind} due for cycle {cycle}"),
+                ));
+            };
+            order.retain(|j| *j != i);
+            order.insert(0, i);
+        }
+        let cycle = o.payments_due[order[0]].cycle;
+        let mut left = amount;
+        for i in order {
+            let due = &mut o.payments_due[i];
+            let take = left.min(due.amount);
+            due.amount -= take;
+            left -= take;
+        }
+        o.payments_due.retain(|due| !due.amount.is_zero());
+        o.credit_balance += left;
+        cycle
     };
     o.payments.push(Payment {
         id: payment_id.to_string(),

@@ -2256,3 +2256,66 @@ fn plan_changes_are_refused_where_spec_8_says() {
     let p = change(&pending, now, "2026-01-25T09:00:00Z").unwrap();
     assert_eq!(p.order.price_details.total.to_string(), "30.00", "repriced");
 }
+
+#[test]
+fn payments_are_allocated_to_dues_by_amount_oldest_first() {
+    let o = thirty_day_paid("10.00");
+    // Upgrade: a 10.00 PRORATION due for cycle 1; then cycle 2 (9 Feb) asks 30.00.
+    let t = change(&o, plan_args("30.00", 30, "DAY", 0), "2026-01-25T09:00:00Z").unwrap();
+    let long = Policy {
+        payment_grace: chrono::Duration::days(40),
+        dunning: no_retries(),
+    };
+    let mut o = t.order;
+    o.payments_due[0].deadline = at("2026-03-05T09:00:00Z");
+    let c2 = fire(&o, at("2026-02-09T09:00:00Z"), &long);
+    assert_eq!(c2.order.payments_due.len(), 2);
+    // A partial payment reduces the oldest due and keeps its deadline.
+    let p = cmd_with(
+        &c2.order,
+        "recordPayment",
+        json!({"paymentId": "p2", "amount": "4.00"}),
+        at("2026-02-10T00:00:00Z"),
+        &long,
+    )
+    .unwrap();
+    assert_eq!(p.order.payments_due[0].amount.to_string(), "6.00");
+    assert_eq!(p.order.payments_due[0].deadline, at("2026-03-05T09:00:00Z"));
+    assert_eq!(p.order.last_payment_status, PaymentStatus::Pending);
+    // Naming a due pays it first.
+    let named = cmd_with(
+        &p.order,
+        "recordPayment",
+        json!({"paymentId": "p3", "amount": "30.00", "due": {"cycle": 2, "kind": "CYCLE"}}),
+        at("2026-02-10T00:00:00Z"),
+        &long,
+    )
+    .unwrap();
+    assert_eq!(named.order.payments_due.len(), 1);
+    assert_eq!(
+        named.order.payments_due[0].kind,
+        crate::domain::order::DueKind::Proration
+    );
+    assert_eq!(named.order.payments[2].cycle, 2);
+    // What exceeds every due goes to creditBalance.
+    let over = cmd_with(
+        &named.order,
+        "recordPayment",
+        json!({"paymentId": "p4", "amount": "10.00"}),
+        at("2026-02-10T00:00:00Z"),
+        &long,
+    )
+    .unwrap();
+    assert!(over.order.payments_due.is_empty());
+    assert_eq!(over.order.credit_balance.to_string(), "4.00");
+    assert_eq!(over.order.last_payment_status, PaymentStatus::Paid);
+    let e = cmd_with(
+        &named.order,
+        "recordPayment",
+        json!({"paymentId": "p5", "amount": "1.00", "due": {"cycle": 7}}),
+        at("2026-02-10T00:00:00Z"),
+        &long,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no CYCLE due for cycle 7"), "{e}");
+}
