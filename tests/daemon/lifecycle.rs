@@ -679,3 +679,59 @@ async fn dunning_retries_pauses_and_keeps_through_the_daemon() {
     assert_eq!(types(&h.timeline("dp").await).last(), Some(&"orderUpdated"));
     assert!(types(&h.timeline("dp").await).contains(&"orderResumed"));
 }
+
+/// SPEC 8 through the daemon: a change scheduled for the next payment date, canceled, scheduled
+/// again, then applied at the cycle start on the simulated clock.
+#[tokio::test]
+async fn a_scheduled_plan_change_applies_at_the_next_payment_date_through_the_daemon() {
+    let h = Harness::start().await;
+    h.ok("createOrder", monthly("sc", "OFFLINE", 0, "10.00"))
+        .await;
+    let yearly = json!({
+        "orderId": "sc",
+        "plan": {"id": "yearly", "name": "Yearly"},
+        "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "YEAR"}, "cycleCount": 0}},
+        "prices": [{"cycleFrom": 1, "amount": "100.00"}],
+        "effectiveAt": "NEXT_PAYMENT_DATE",
+        "proration": "NONE",
+    });
+    let o = h.ok("changePlan", yearly.clone()).await;
+    assert_eq!(
+        o["scheduledChange"]["effectiveDate"],
+        "2026-02-01T00:00:00.000Z"
+    );
+    assert_eq!(o["scheduledChange"]["plan"]["id"], "yearly");
+    assert_eq!(o["plan"]["id"], "monthly", "not yet");
+    let o = h
+        .ok("cancelScheduledChange", json!({"orderId": "sc"}))
+        .await;
+    assert_eq!(o["scheduledChange"], json!(null));
+    let e = h
+        .err("cancelScheduledChange", json!({"orderId": "sc"}))
+        .await;
+    assert_eq!(e.code.as_str(), "INVALID_STATE");
+    h.ok("changePlan", yearly).await;
+    h.advance("2026-02-01T00:00:01Z").await;
+    let o = h.ok("getOrder", json!({"orderId": "sc"})).await;
+    assert_eq!(o["plan"]["id"], "yearly");
+    assert_eq!(o["currentCycle"]["index"], 2);
+    assert_eq!(o["currentCycle"]["startedDate"], "2026-02-01T00:00:00.000Z");
+    assert_eq!(o["currentCycle"]["endedDate"], "2027-02-01T00:00:00.000Z");
+    assert_eq!(o["anchorCycle"], 2);
+    let t = types(&h.timeline("sc").await)
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    let tail: Vec<&str> = t[t.len() - 3..].iter().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        ["orderPlanChanged", "orderCycleStarted", "orderUpdated"]
+    );
+    assert_eq!(
+        t.iter()
+            .filter(|ty| *ty == "orderPlanChangeScheduled")
+            .count(),
+        3,
+        "scheduled, canceled (null), scheduled again"
+    );
+}

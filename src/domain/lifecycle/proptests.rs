@@ -458,3 +458,64 @@ fn days_in_month(y: i32, m: u32) -> u32 {
 }
 
 use crate::domain::calendar::Unit;
+
+proptest! {
+    /// The money a customer is asked for over a sequence of IMMEDIATELY PRORATE plan changes
+    /// within one paid 30-day cycle (each proration paid when asked) equals a millisecond
+    /// accounting of the plans in force, within a cent per change.
+    #[test]
+    fn prorated_changes_match_an_accounting_of_the_plans_in_force(
+        first in 100u32..10_000,
+        changes in proptest::collection::vec((100u32..10_000, 1i64..30 * 24 * 60), 1..6),
+    ) {
+        let start = "2026-01-10T09:00:00Z";
+        let s = crate::domain::time::parse_instant(start).unwrap();
+        let e = s + Span::days(30);
+        let price = |cents: u32| Decimal::new(i64::from(cents), 2);
+        let mut args = json!({
+            "customerId": "c1",
+            "plan": {"id": "p0", "name": "P0"},
+            "type": "ONLINE",
+            "pricing": {"subscription": {"cycleDuration": {"count": 30, "unit": "DAY"}, "cycleCount": 0}},
+            "prices": [{"cycleFrom": 1, "amount": price(first)}],
+            "currency": "USD",
+            "startDate": start,
+        });
+        args["timeZone"] = json!("UTC");
+        let p = prop_policy();
+        let mut o = new_order(args, s).order;
+        o = cmd_with(&o, "recordPayment", json!({"paymentId": "p0", "amount": price(first)}), s, &p).unwrap().order;
+        let mut times: Vec<i64> = changes.iter().map(|(_, m)| *m).collect();
+        times.sort_unstable();
+        times.dedup();
+        let mut in_force = vec![(s, price(first))];
+        for (i, minutes) in times.iter().enumerate() {
+            let at = s + Span::minutes(*minutes);
+            let cents = changes[i].0;
+            let t = cmd_with(&o, "changePlan", json!({
+                "plan": {"id": format!("p{}", i + 1), "name": "P"},
+                "pricing": {"subscription": {"cycleDuration": {"count": 30, "unit": "DAY"}, "cycleCount": 0}},
+                "prices": [{"cycleFrom": 1, "amount": price(cents)}],
+                "effectiveAt": "IMMEDIATELY",
+            }), at, &p).unwrap();
+            o = t.order;
+            // Pay whatever the change asked for, at once.
+            for (j, due) in o.payments_due.clone().iter().enumerate() {
+                o = cmd_with(&o, "recordPayment", json!({"paymentId": format!("x{i}-{j}"), "amount": due.amount}), at, &p).unwrap().order;
+            }
+            prop_assert!(o.payments_due.is_empty());
+            in_force.push((at, price(cents)));
+        }
+        let (paid, _) = o.money();
+        let asked = paid - o.credit_balance;
+        let total_ms = Decimal::from((e - s).num_milliseconds());
+        let mut expected = Decimal::ZERO;
+        for (i, (from, amount)) in in_force.iter().enumerate() {
+            let to = in_force.get(i + 1).map_or(e, |(t, _)| *t);
+            expected += *amount * Decimal::from((to - *from).num_milliseconds()) / total_ms;
+        }
+        let tolerance = Decimal::new(1, 2) * Decimal::from(in_force.len() as u64);
+        prop_assert!((asked - expected).abs() <= tolerance,
+            "asked {} for an accounting of {} (changes {:?})", asked, expected, in_force);
+    }
+}
