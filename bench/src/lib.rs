@@ -386,19 +386,26 @@ pub async fn settle_aof(url: &str) -> Result<(), BenchError> {
 /// # Errors
 /// [`BenchError`] when Redis fails.
 pub async fn aof_rewrites(url: &str) -> Result<u64, BenchError> {
+    let info = redis_info(url, Some("persistence")).await?;
+    Ok(info_field(&info, "aof_rewrites:") + info_field(&info, "aof_rewrite_in_progress:"))
+}
+
+/// `INFO` (or one section of it) of the server at `url`.
+async fn redis_info(url: &str, section: Option<&str>) -> Result<String, BenchError> {
     let mut conn = store::connect(url).await.map_err(setup("connect"))?;
-    let info: String = redis::cmd("INFO")
-        .arg("persistence")
-        .query_async(&mut conn)
-        .await
-        .map_err(setup("INFO"))?;
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(field("aof_rewrites:") + field("aof_rewrite_in_progress:"))
+    let mut cmd = redis::cmd("INFO");
+    if let Some(section) = section {
+        cmd.arg(section);
+    }
+    cmd.query_async(&mut conn).await.map_err(setup("INFO"))
+}
+
+/// A numeric field (`name:` included) of an INFO text; 0 when absent.
+fn info_field(info: &str, name: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 /// With `RECUR_BENCH_COMMANDSTATS=on`: resets Redis's per-command statistics (`before`) or
@@ -444,19 +451,9 @@ impl RedisBytes {
     pub async fn now(servers: &[String]) -> Result<RedisBytes, BenchError> {
         let mut total = RedisBytes::default();
         for url in servers {
-            let mut conn = store::connect(url).await.map_err(setup("connect"))?;
-            let info: String = redis::cmd("INFO")
-                .query_async(&mut conn)
-                .await
-                .map_err(setup("INFO"))?;
-            let field = |name: &str| {
-                info.lines()
-                    .find_map(|l| l.trim().strip_prefix(name))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            total.input += field("total_net_input_bytes:");
-            total.memory += field("used_memory:");
+            let info = redis_info(url, None).await?;
+            total.input += info_field(&info, "total_net_input_bytes:");
+            total.memory += info_field(&info, "used_memory:");
         }
         Ok(total)
     }
@@ -478,17 +475,8 @@ impl RedisBytes {
 /// # Errors
 /// [`BenchError`] when Redis fails.
 pub async fn redis_used_memory(url: &str) -> Result<u64, BenchError> {
-    let mut conn = store::connect(url).await.map_err(setup("connect"))?;
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut conn)
-        .await
-        .map_err(setup("INFO"))?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("used_memory:"))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+    let info = redis_info(url, Some("memory")).await?;
+    Ok(info_field(&info, "used_memory:"))
 }
 
 /// How many timers are due at or before `until_ms`, over every partition.

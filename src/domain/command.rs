@@ -614,6 +614,22 @@ struct CancelArgs {
     cause: Option<String>,
 }
 
+/// `effectiveAt` (cancelOrder, changePlan): required, IMMEDIATELY or NEXT_PAYMENT_DATE.
+fn effective_at(given: Option<&str>) -> Result<EffectiveAt, DomainError> {
+    match given {
+        None => Err(DomainError::invalid(
+            "effectiveAt",
+            "is required (IMMEDIATELY or NEXT_PAYMENT_DATE)",
+        )),
+        Some("IMMEDIATELY") => Ok(EffectiveAt::Immediately),
+        Some("NEXT_PAYMENT_DATE") => Ok(EffectiveAt::NextPaymentDate),
+        Some(other) => Err(DomainError::invalid(
+            "effectiveAt",
+            format!("unknown value '{other}' (expected IMMEDIATELY or NEXT_PAYMENT_DATE)"),
+        )),
+    }
+}
+
 impl Command {
     /// Names of the admin commands that [`Command::parse`] handles.
     pub const NAMES: [&'static str; 12] = [
@@ -684,17 +700,7 @@ impl Command {
                     .as_deref()
                     .map(|c| Currency::parse(c).map_err(|e| DomainError::invalid("currency", e.to_string())))
                     .transpose()?;
-                let effective_at = match a.effective_at.as_deref() {
-                    None => return Err(DomainError::invalid("effectiveAt", "is required (IMMEDIATELY or NEXT_PAYMENT_DATE)")),
-                    Some("IMMEDIATELY") => EffectiveAt::Immediately,
-                    Some("NEXT_PAYMENT_DATE") => EffectiveAt::NextPaymentDate,
-                    Some(other) => {
-                        return Err(DomainError::invalid(
-                            "effectiveAt",
-                            format!("unknown value '{other}' (expected IMMEDIATELY or NEXT_PAYMENT_DATE)"),
-                        ))
-                    }
-                };
+                let effective_at = effective_at(a.effective_at.as_deref())?;
                 let prorate = match a.proration.as_deref() {
                     None | Some("PRORATE") => true,
                     Some("NONE") => false,
@@ -725,17 +731,7 @@ impl Command {
                 Ok((a.order_id, Command::ChangeStartDate { start_date }))
             }),
             "cancelOrder" => parse_args::<CancelArgs>(args).and_then(|a| {
-                let effective_at = match a.effective_at.as_deref() {
-                    None => return Err(DomainError::invalid("effectiveAt", "is required (IMMEDIATELY or NEXT_PAYMENT_DATE)")),
-                    Some("IMMEDIATELY") => EffectiveAt::Immediately,
-                    Some("NEXT_PAYMENT_DATE") => EffectiveAt::NextPaymentDate,
-                    Some(other) => {
-                        return Err(DomainError::invalid(
-                            "effectiveAt",
-                            format!("unknown value '{other}' (expected IMMEDIATELY or NEXT_PAYMENT_DATE)"),
-                        ))
-                    }
-                };
+                let effective_at = effective_at(a.effective_at.as_deref())?;
                 let cause = match a.cause.as_deref() {
                     None | Some("OWNER_ACTION") => CancelCause::OwnerAction,
                     Some("MEMBER_ACTION") => CancelCause::MemberAction,

@@ -30,6 +30,17 @@ pub fn format_instant(t: &Instant) -> String {
 /// The length of recur's own form of an instant, `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 const CANONICAL_LEN: usize = 24;
 
+/// Where that form has its separators, and which.
+const SEPARATORS: [(usize, u8); 7] = [
+    (4, b'-'),
+    (7, b'-'),
+    (10, b'T'),
+    (13, b':'),
+    (16, b':'),
+    (19, b'.'),
+    (23, b'Z'),
+];
+
 /// Writes `t` in recur's own form into `buf` without allocating (the stored order holds seven
 /// instants, written at every commit); None for a year outside 0000-9999 (then chrono's
 /// formatter, which is the reference, writes it).
@@ -50,15 +61,7 @@ fn write_canonical<'a>(t: &Instant, buf: &'a mut [u8; CANONICAL_LEN]) -> Option<
     put(14, t.minute(), 2);
     put(17, t.second(), 2);
     put(20, t.timestamp_subsec_millis().min(999), 3);
-    for (at, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (23, b'Z'),
-    ] {
+    for (at, c) in SEPARATORS {
         buf[at] = c;
     }
     std::str::from_utf8(&buf[..]).ok()
@@ -71,15 +74,7 @@ fn parse_canonical(s: &str) -> Option<Instant> {
     if b.len() != CANONICAL_LEN {
         return None;
     }
-    for (at, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (23, b'Z'),
-    ] {
+    for (at, c) in SEPARATORS {
         if b[at] != c {
             return None;
         }
