@@ -167,6 +167,37 @@ impl Store {
         Ok(lens.iter().sum())
     }
 
+    /// Of `partitions`, those whose outbox and those whose inbox hold entries, in one round
+    /// trip (a sweep then reads only those: usually none).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn with_deltas(
+        &self,
+        partitions: &[u16],
+    ) -> Result<(Vec<u16>, Vec<u16>), StoreError> {
+        if partitions.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            pipe.xlen(self.keys().outbox(p)).xlen(self.keys().inbox(p));
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
+        let mut outbox = Vec::new();
+        let mut inbox = Vec::new();
+        for (&p, pair) in partitions.iter().zip(lens.chunks(2)) {
+            if pair.first().is_some_and(|n| *n > 0) {
+                outbox.push(p);
+            }
+            if pair.get(1).is_some_and(|n| *n > 0) {
+                inbox.push(p);
+            }
+        }
+        Ok((outbox, inbox))
+    }
+
     /// Up to `count` outbox entries of a partition, oldest first.
     ///
     /// # Errors
