@@ -558,19 +558,15 @@ pub struct Order {
     pub scheduled_change: Option<ScheduledChange>,
     /// Set by a plan change to another cycle duration: cycle `anchor_cycle` starts at `anchor`
     /// and later cycles count from it (before any, startDate + the trial is the anchor).
-    #[serde(default, with = "ts_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "ts_opt")]
     pub anchor: Option<Instant>,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub anchor_cycle: u32,
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
 }
 
 impl Order {
     /// The instant cycle 1 starts before any pause: startDate + freeTrialDays local days (the
-    /// calendar's origin until a plan change to another duration moves it: [`Order::anchor`]).
+    /// calendar's origin until a plan change to another duration sets the `anchor` field).
     pub fn anchor(&self) -> Instant {
         self.time_zone
             .calendar(self.start_date, self.free_trial_days, None, 0)

@@ -101,15 +101,17 @@ impl DunningRules {
         })
     }
 
-    /// The rules in force for `order`: its own, else the policy's.
-    fn of(order: &Order, policy: &Policy) -> DunningRules {
+    /// The rules in force for `order`: its own, else the policy's (borrowed: this runs at every
+    /// cycle an ONLINE order requests).
+    fn of<'a>(order: &Order, policy: &'a Policy) -> std::borrow::Cow<'a, DunningRules> {
+        use std::borrow::Cow;
         order
             .dunning
             .as_ref()
             .and_then(|d: &Dunning| {
                 DunningRules::parse(&d.retries, d.final_action, policy.payment_grace).ok()
             })
-            .unwrap_or_else(|| policy.dunning.clone())
+            .map_or(Cow::Borrowed(&policy.dunning), Cow::Owned)
     }
 }
 
@@ -625,8 +627,7 @@ fn final_action(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
 /// the charge again.
 fn request_retries(o: &mut Order, t: Instant, d: &mut Drafts) {
     for due in &mut o.payments_due {
-        while let Some(at) = due.next_retry().filter(|at| *at <= t) {
-            let _ = at;
+        while due.next_retry().is_some_and(|at| at <= t) {
             due.attempts += 1;
             let next = due.next_retry();
             d.emit(

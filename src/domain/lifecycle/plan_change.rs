@@ -206,45 +206,58 @@ pub(super) fn change_plan(
     }
     let previous = o.plan.clone();
     let c = o.currency;
-    let proration = if pending {
-        switch_pending(o, change, pricing, now, policy)?
+    // Another duration (past a trial): cycle k ends now and k + 1 starts now, after the event,
+    // under `later`'s pricing.
+    let (proration, later) = if pending {
+        (switch_pending(o, change, pricing, now, policy)?, None)
     } else if trial {
         // During a trial the plan is replaced; trial end and anchor stay; nothing is prorated.
         o.plan = change.plan.clone();
         o.pricing = pricing;
         recompute_end(o)?;
-        Proration::none(c)
+        (Proration::none(c), None)
     } else if same {
-        switch_same_duration(o, change, pricing, k, now, policy)?
+        let proration = switch_same_duration(o, change, pricing, k, now, policy)?;
+        (proration, None)
     } else {
-        // Emits its orderCycleStarted after orderPlanChanged.
-        let (proration, plan_changed) = (
-            prorate_unused(o, change.prorate, k, now)?,
-            json!({
-                "previousPlan": &previous,
-                "plan": change.plan,
-                "effectiveAt": EffectiveAt::Immediately,
-                "proration": Proration::none(c).json(c),
-            }),
-        );
-        let mut data = plan_changed;
-        data["proration"] = proration.json(c);
-        d.emit(EventType::OrderPlanChanged, data);
-        re_anchor(o, change.plan.clone(), pricing, k, now)?;
-        start_cycle(o, now, policy, d);
-        return Ok(());
+        (prorate_unused(o, change.prorate, k, now)?, Some(pricing))
     };
+    plan_changed(
+        d,
+        &previous,
+        change.plan,
+        EffectiveAt::Immediately,
+        proration,
+        c,
+    );
+    match later {
+        Some(pricing) => {
+            re_anchor(o, change.plan.clone(), pricing, k, now)?;
+            start_cycle(o, now, policy, d);
+        }
+        None => refresh_cycle_end(o),
+    }
+    Ok(())
+}
+
+/// orderPlanChanged `{previousPlan, plan, effectiveAt, proration}`.
+fn plan_changed(
+    d: &mut Drafts,
+    previous: &Plan,
+    plan: &Plan,
+    effective_at: EffectiveAt,
+    proration: Proration,
+    c: Currency,
+) {
     d.emit(
         EventType::OrderPlanChanged,
         json!({
             "previousPlan": previous,
-            "plan": change.plan,
-            "effectiveAt": EffectiveAt::Immediately,
+            "plan": plan,
+            "effectiveAt": effective_at,
             "proration": proration.json(c),
         }),
     );
-    refresh_cycle_end(o);
-    Ok(())
 }
 
 /// cancelScheduledChange's rules (allowed on PAUSED orders too).
@@ -282,14 +295,13 @@ pub(super) fn apply_scheduled(o: &mut Order, t: Instant, d: &mut Drafts) {
         (Some(a), Some(b)) => same_duration(a, b),
         _ => false,
     };
-    d.emit(
-        EventType::OrderPlanChanged,
-        json!({
-            "previousPlan": previous,
-            "plan": &sc.plan,
-            "effectiveAt": EffectiveAt::NextPaymentDate,
-            "proration": Proration::none(c).json(c),
-        }),
+    plan_changed(
+        d,
+        &previous,
+        &sc.plan,
+        EffectiveAt::NextPaymentDate,
+        Proration::none(c),
+        c,
     );
     if same || k == 0 {
         o.plan = sc.plan;
@@ -305,9 +317,14 @@ pub(super) fn apply_scheduled(o: &mut Order, t: Instant, d: &mut Drafts) {
 
 /// The scheduled change's effective date follows the next cycle start (pauses, postponements).
 pub(super) fn refresh_scheduled(o: &mut Order) {
-    let next = next_cycle_start(o);
-    if let (Some(sc), Some(next)) = (o.scheduled_change.as_mut(), next) {
-        sc.effective_date = next;
+    // On every change's path: only an order with a scheduled change computes its next start.
+    if o.scheduled_change.is_none() {
+        return;
+    }
+    if let Some(next) = next_cycle_start(o) {
+        if let Some(sc) = o.scheduled_change.as_mut() {
+            sc.effective_date = next;
+        }
     }
 }
 
@@ -368,7 +385,7 @@ fn switch_same_duration(
 ) -> Result<Proration, DomainError> {
     let c = o.currency;
     let f = unused_fraction(o, now);
-    let old_charge = billed(o, &o.pricing.clone(), k);
+    let old_charge = billed(o, &o.pricing, k);
     let new_charge = billed(o, &pricing, k);
     let current_end = o.current_cycle.as_ref().and_then(|c| c.ended_date);
     o.plan = change.plan.clone();
@@ -428,7 +445,7 @@ fn prorate_unused(
         return Ok(Proration::none(c));
     }
     let f = unused_fraction(o, now);
-    let old_charge = billed(o, &o.pricing.clone(), k);
+    let old_charge = billed(o, &o.pricing, k);
     let unpaid = o
         .payments_due
         .iter()
