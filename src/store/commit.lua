@@ -2,7 +2,8 @@
 -- version, write the order, move its one timer, append one change entry to the partition's
 -- event stream (and publish it), append its stats deltas, and keep the admin reply under its
 -- request id. Every key is of the order's partition (one hash slot); the customer's side
--- (statistics, order index) follows through the outbox.
+-- (statistics, order index) follows through the outbox. fire.lua repeats the 'save' of an
+-- existing order for timer firings: a change to these writes is made in both.
 --
 -- Returns {'OK', '', outbox entry ids...} or {'FENCED' | 'REPLIED' | 'VERSION' | 'DELETED',
 -- detail}. FENCED: the writer's lease token is not the partition's lease (it lost the lease),
