@@ -32,8 +32,9 @@ pub const ENV_NESTING: &str = "__";
 pub const ORDER_STATUSES: [&str; 6] = ["DRAFT", "PENDING", "ACTIVE", "PAUSED", "ENDED", "CANCELED"];
 
 /// Top-level keys; `RECUR_` variables outside them are ignored, not errors.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "prefix",
+    "http",
     "partitions",
     "redis",
     "clock",
@@ -72,6 +73,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The event stream and channel.
     pub events: EventSettings,
+    /// Health, readiness and metrics over HTTP.
+    pub http: HttpSettings,
     /// Maintenance job schedules.
     pub cron: CronSettings,
     /// Several daemons on one Redis: partition leases.
@@ -249,6 +252,43 @@ pub struct EventSettings {
     pub publish: bool,
 }
 
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `host:port` of the listener (an IP address and a port; port 0 picks a free one); empty
+    /// = off.
+    pub listen: String,
+}
+
+/// The built-in `http.listen`.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
+
+/// Where the HTTP listener listens, as the settings say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    /// `http.listen` is empty: no listener.
+    Off,
+    /// The built-in default: skipped with a warning when taken (a second daemon on one host).
+    Default(std::net::SocketAddr),
+    /// Set in the configuration: an address that cannot be bound stops start-up.
+    Configured(std::net::SocketAddr),
+}
+
+impl HttpSettings {
+    /// The listener to start. Validated when the settings loaded; an address that no longer
+    /// parses counts as off.
+    pub fn listen(&self) -> HttpListen {
+        let listen = self.listen.trim();
+        match listen.parse() {
+            _ if listen.is_empty() => HttpListen::Off,
+            Ok(addr) if listen == DEFAULT_HTTP_LISTEN => HttpListen::Default(addr),
+            Ok(addr) => HttpListen::Configured(addr),
+            Err(_) => HttpListen::Off,
+        }
+    }
+}
+
 /// `[cron]`: maintenance schedules (UTC, with seconds), run on the daemon's `Clock`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -313,6 +353,8 @@ pub struct Overrides {
     pub clock_mode: Option<ClockMode>,
     /// `--clock-start` (RFC 3339, checked like `clock.start`).
     pub clock_start: Option<String>,
+    /// `--http-listen` (empty = off).
+    pub http_listen: Option<String>,
 }
 
 /// Why settings could not be loaded.
@@ -507,6 +549,13 @@ impl Settings {
             }
             None => {}
         }
+        let listen = self.http.listen.trim();
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.listen",
+                format!("'{listen}' is not an IP address and port (127.0.0.1:9464, 0.0.0.0:9464, [::1]:9464) or empty"),
+            ));
+        }
         if self.redis.embedded.binary.as_os_str().is_empty() {
             return Err(invalid("redis.embedded.binary", "must not be empty"));
         }
@@ -625,6 +674,9 @@ fn layers(overrides: &Overrides) -> Result<Figment, ConfigError> {
     }
     if let Some(start) = &overrides.clock_start {
         figment = figment.merge(Serialized::default("clock.start", start));
+    }
+    if let Some(listen) = &overrides.http_listen {
+        figment = figment.merge(Serialized::default("http.listen", listen));
     }
     Ok(figment)
 }

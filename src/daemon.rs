@@ -11,6 +11,7 @@ use crate::admin::{self, AdminConfig, AdminState};
 use crate::clock::{Clock, ClockMode, TimerWake};
 use crate::config::Settings;
 use crate::domain::time::truncate_ms;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::ownership::{Ownership, OwnershipConfig};
 use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError};
@@ -46,6 +47,8 @@ pub enum RunError {
     Admin(#[source] redis::RedisError),
     #[error("lifecycle.dunning.retries: {0}")]
     Dunning(String),
+    #[error(transparent)]
+    Http(#[from] crate::http::BindError),
 }
 
 /// What `run` reports once it is ready to take requests.
@@ -53,6 +56,8 @@ pub enum RunError {
 pub struct Ready {
     /// The Redis URL (`cluster <seeds>` for a cluster).
     pub redis_url: String,
+    /// The address the HTTP listener bound (`None`: off, or the default address was taken).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Runs the daemon until `shutdown` is triggered, then stops taking work, finishes and commits
@@ -153,6 +158,7 @@ async fn serve(
             lease_ttl: settings.cluster.lease_ttl,
             renew_interval: settings.cluster.renew_interval(),
         },
+        Arc::clone(&metrics),
     );
     tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, partitions, daemon_id = %ownership.daemon_id(), clock = %clock.mode(), now = %clock.now(), "recur starting");
 
@@ -182,6 +188,18 @@ async fn serve(
         },
     );
 
+    // Probes answer from here on: /healthz at once, /readyz once start-up is done.
+    let tasks = TaskTracker::new();
+    let health = Health::new(
+        store.clone(),
+        clock.clone(),
+        ownership.clone(),
+        scheduler.clone(),
+        Arc::clone(&metrics),
+    );
+    let http =
+        crate::http::start(settings.http.listen(), health.clone(), &shutdown, &tasks).await?;
+
     // Take the free leases (all of them, when no other daemon leads), and pick up their
     // partitions as the last owner left them.
     let mut first = ownership.tick().await?;
@@ -203,7 +221,6 @@ async fn serve(
         tracing::info!(orders = caught_up, "caught up overdue timers");
     }
 
-    let tasks = TaskTracker::new();
     let requests = TaskTracker::new();
     tasks.spawn_local(scheduler.clone().keep_leases(shutdown.clone()));
     tasks.spawn_local(scheduler.clone().keep_settled(shutdown.clone()));
@@ -217,7 +234,7 @@ async fn serve(
         scheduler,
         store,
         clock,
-        Arc::clone(&metrics),
+        health.clone(),
         ownership.clone(),
         AdminConfig {
             redis: redis.clone(),
@@ -229,7 +246,8 @@ async fn serve(
     admin::start(Arc::new(admin), &shutdown, &tasks, &requests)
         .await
         .map_err(RunError::Admin)?;
-    on_ready(&Ready { redis_url });
+    health.started();
+    on_ready(&Ready { redis_url, http });
     tracing::info!("recur ready");
 
     shutdown.wait().await;
@@ -240,7 +258,7 @@ async fn serve(
     requests.wait().await;
     // In-flight work is committed: hand the partitions over at once.
     let released = ownership.release_all().await;
-    tracing::info!(released, metrics = %metrics.snapshot(), "stopped");
+    tracing::info!(released, metrics = %metrics.json(), "stopped");
     Ok(())
 }
 

@@ -7,14 +7,17 @@
 //! - [`wire`]: the admin protocol's wire types (requests, replies, kept replies), shared by the
 //!   actors that keep replies and the admin side that sends them.
 //! - [`clock`]: the `Clock` (system or simulated) and the scheduler's `TimerWake`.
-//! - [`metrics`], [`shutdown`], [`telemetry`]: counters, graceful shutdown, tracing setup.
+//! - [`metrics`], [`shutdown`], [`telemetry`]: the Prometheus registry, graceful shutdown,
+//!   tracing setup.
 //! - [`store`]: Redis keys, commits, loading, and the embedded `redis-server` launcher.
 //! - [`config`]: layered settings (config/default.toml, file, `RECUR_` env, flags).
 //! - [`ownership`]: the partition leases this daemon holds, with their fencing tokens.
 //! - [`actors`]: virtual order and customer actors, reached through the `Actors` handle.
 //! - [`scheduler`]: the `Scheduler` handle: fires due timers (system-clock loop,
 //!   `advanceClock`, start-up catch-up) and cron jobs.
+//! - [`health`]: readiness (Redis, catch-up, the lease loop) and the gauges read off Redis.
 //! - [`admin`]: typed admin commands, the pub/sub and stream server, and the client.
+//! - [`http`]: `/healthz`, `/readyz` and `/metrics` (axum).
 //! - `daemon`: [`run`], which builds the handles bottom-up and runs them (private: only the
 //!   entry points call it, through [`run`] and [`run_with`]).
 
@@ -24,6 +27,8 @@ pub mod clock;
 pub mod config;
 mod daemon;
 pub mod domain;
+pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod ownership;
 pub mod scheduler;

@@ -1,56 +1,560 @@
-//! Figures a production user needs: resident actors, transitions, events written, commit
-//! latency. Plain atomics, read by `getMetrics` and the periodic log line.
+//! The daemon's figures (SPEC 9): one Prometheus registry per daemon, through the `prometheus`
+//! crate. `/metrics` renders it as Prometheus text and `getMetrics` as JSON (SPEC 10's shape),
+//! so both read the same values. Each part of the daemon updates only its own figures through
+//! the methods here; the gauges that are read off Redis (timers due, timer lag) are set by
+//! whoever asks for a snapshot, just before it renders.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use prometheus::core::Collector;
+use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+use serde_json::{json, Map, Value};
 
-/// Counters shared by every part of the daemon.
-#[derive(Debug, Default)]
+/// What a transition was started by (`recur_transitions_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionKind {
+    /// A timer fired (the scheduler).
+    Fire,
+    /// An admin command.
+    Command,
+}
+
+/// How a lease changed hands (`recur_lease_changes_total{change}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseChange {
+    Acquired,
+    Lost,
+    Released,
+}
+
+/// The outcome of one webhook delivery attempt (`recur_webhook_deliveries_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Another status, a timeout or a refused connection: retried later.
+    Failed,
+    /// Given up after `webhooks.max_age` (or trimmed): moved to the dead letters.
+    Dead,
+}
+
+impl DeliveryOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Failed => "failed",
+            DeliveryOutcome::Dead => "dead",
+        }
+    }
+}
+
+/// Commit pipelines take from well under a millisecond to seconds (a Redis under AOF rewrite).
+const COMMIT_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+/// Admin requests: a read is a millisecond, an advanceClock over a year can take minutes.
+const ADMIN_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0,
+];
+
+/// The histograms recur exports (each also gives `_bucket`, `_count` and `_sum` series).
+pub const HISTOGRAMS: [&str; 2] = [
+    "recur_commit_duration_seconds",
+    "recur_admin_duration_seconds",
+];
+
+/// Figures whose series appear with their first value (by admin command): listed with no
+/// series until then.
+const LAZY: [&str; 2] = ["recur_admin_requests_total", "recur_admin_duration_seconds"];
+
+/// Every figure of one daemon, registered in its own registry (several daemons in one process,
+/// as in the tests, never mix their figures).
 pub struct Metrics {
-    pub resident_actors: AtomicU64,
-    pub activations: AtomicU64,
-    pub passivations: AtomicU64,
-    pub transitions: AtomicU64,
-    pub events_written: AtomicU64,
-    pub timers_fired: AtomicU64,
-    pub commit_batches: AtomicU64,
-    pub commits: AtomicU64,
-    pub commit_micros_total: AtomicU64,
-    pub commit_micros_max: AtomicU64,
-    pub admin_requests: AtomicU64,
-    pub stats_deltas_applied: AtomicU64,
+    registry: Registry,
+    transitions_fire: IntCounter,
+    transitions_command: IntCounter,
+    events: IntCounter,
+    commit_duration: Histogram,
+    commits: IntCounter,
+    admin_requests: IntCounterVec,
+    admin_duration: HistogramVec,
+    resident_actors: IntGauge,
+    activations: IntCounter,
+    passivations: IntCounter,
+    timers_fired: IntCounter,
+    timers_due: IntGauge,
+    timer_lag: Gauge,
+    partitions_owned: IntGauge,
+    lease_changes: IntCounterVec,
+    redis_errors: IntCounter,
+    stats_deltas_applied: IntCounter,
+    webhook_deliveries: IntCounterVec,
+    webhook_pending: IntGauge,
+    ready: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric name");
+    register(registry, c.clone());
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric name");
+    register(registry, c.clone());
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric name");
+    register(registry, g.clone());
+    g
+}
+
+fn register(registry: &Registry, c: impl Collector + 'static) {
+    // Names are fixed here and registered once per registry.
+    registry
+        .register(Box::new(c))
+        .expect("metric registered once");
 }
 
 impl Metrics {
-    /// Records one pipeline of `size` commits that took `elapsed`.
-    pub fn record_commit_batch(&self, size: usize, elapsed: Duration) {
-        let micros = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.commit_batches.fetch_add(1, Ordering::Relaxed);
-        self.commits.fetch_add(size as u64, Ordering::Relaxed);
-        self.commit_micros_total
-            .fetch_add(micros, Ordering::Relaxed);
-        self.commit_micros_max.fetch_max(micros, Ordering::Relaxed);
+    /// Every figure at zero, in a registry of its own.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let transitions = counter_vec(
+            &r,
+            "recur_transitions_total",
+            "Order versions committed, by what started them (fire: a timer, command: an admin request)",
+            &["kind"],
+        );
+        let commit_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "recur_commit_duration_seconds",
+                "Round trip of one pipeline of order commits to Redis",
+            )
+            .buckets(COMMIT_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram");
+        register(&r, commit_duration.clone());
+        let admin_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "recur_admin_duration_seconds",
+                "Time from taking an admin request to its reply, by command",
+            )
+            .buckets(ADMIN_BUCKETS.to_vec()),
+            &["command"],
+        )
+        .expect("valid histogram");
+        register(&r, admin_duration.clone());
+        let timer_lag = Gauge::new(
+            "recur_timer_lag_seconds",
+            "How late the most overdue timer of the partitions held is, on the lifecycle clock (0 when none is overdue)",
+        )
+        .expect("valid gauge");
+        register(&r, timer_lag.clone());
+        let webhook_deliveries = counter_vec(
+            &r,
+            "recur_webhook_deliveries_total",
+            "Webhook delivery attempts, by outcome",
+            &["outcome"],
+        );
+        for outcome in [
+            DeliveryOutcome::Delivered,
+            DeliveryOutcome::Failed,
+            DeliveryOutcome::Dead,
+        ] {
+            webhook_deliveries.with_label_values(&[outcome.label()]);
+        }
+        let lease_changes = counter_vec(
+            &r,
+            "recur_lease_changes_total",
+            "Partition leases this daemon acquired, lost or released",
+            &["change"],
+        );
+        for change in ["acquired", "lost", "released"] {
+            lease_changes.with_label_values(&[change]);
+        }
+        Metrics {
+            transitions_fire: transitions.with_label_values(&["fire"]),
+            transitions_command: transitions.with_label_values(&["command"]),
+            events: counter(
+                &r,
+                "recur_events_total",
+                "Events written to the partition streams",
+            ),
+            commit_duration,
+            commits: counter(
+                &r,
+                "recur_commits_total",
+                "Order commits sent to Redis (committed or refused)",
+            ),
+            admin_requests: counter_vec(
+                &r,
+                "recur_admin_requests_total",
+                "Admin requests this daemon answered, by command and reply code (OK for success)",
+                &["command", "code"],
+            ),
+            admin_duration,
+            resident_actors: gauge(&r, "recur_resident_actors", "Order actors in memory"),
+            activations: counter(&r, "recur_actor_activations_total", "Order actors started"),
+            passivations: counter(
+                &r,
+                "recur_actor_passivations_total",
+                "Order actors stopped (idle, lost partition, shutdown)",
+            ),
+            timers_fired: counter(
+                &r,
+                "recur_timers_fired_total",
+                "Due timers handed to their order actor",
+            ),
+            timers_due: gauge(
+                &r,
+                "recur_timers_due",
+                "Timers of the partitions held that are due now on the lifecycle clock",
+            ),
+            timer_lag,
+            partitions_owned: gauge(
+                &r,
+                "recur_partitions_owned",
+                "Partitions whose lease this daemon holds",
+            ),
+            lease_changes,
+            redis_errors: counter(
+                &r,
+                "recur_redis_errors_total",
+                "Redis operations that failed (commits, loops, probes)",
+            ),
+            stats_deltas_applied: counter(
+                &r,
+                "recur_stats_deltas_applied_total",
+                "Customer-statistics deltas applied",
+            ),
+            webhook_deliveries,
+            webhook_pending: gauge(
+                &r,
+                "recur_webhook_pending",
+                "Webhook deliveries waiting (in flight or for a retry)",
+            ),
+            ready: gauge(
+                &r,
+                "recur_ready",
+                "1 when /readyz would answer 200 (as of the last scrape or probe), else 0",
+            ),
+            registry: r,
+        }
     }
 
-    /// A JSON snapshot (the `getMetrics` result).
-    pub fn snapshot(&self) -> Value {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let batches = get(&self.commit_batches).max(1);
-        json!({
-            "residentActors": get(&self.resident_actors),
-            "activations": get(&self.activations),
-            "passivations": get(&self.passivations),
-            "transitions": get(&self.transitions),
-            "eventsWritten": get(&self.events_written),
-            "timersFired": get(&self.timers_fired),
-            "commitBatches": get(&self.commit_batches),
-            "commits": get(&self.commits),
-            "commitLatencyAvgMicros": get(&self.commit_micros_total) / batches,
-            "commitLatencyMaxMicros": get(&self.commit_micros_max),
-            "adminRequests": get(&self.admin_requests),
-            "statsDeltasApplied": get(&self.stats_deltas_applied),
+    /// One pipeline of `size` commits took `elapsed`.
+    pub fn commit_batch(&self, size: usize, elapsed: Duration) {
+        self.commit_duration.observe(elapsed.as_secs_f64());
+        self.commits.inc_by(size as u64);
+    }
+
+    /// One order version committed with `events` events.
+    pub fn committed(&self, kind: TransitionKind, events: usize) {
+        match kind {
+            TransitionKind::Fire => self.transitions_fire.inc(),
+            TransitionKind::Command => self.transitions_command.inc(),
+        }
+        self.events.inc_by(events as u64);
+    }
+
+    /// An admin request answered: its command name ("unknown" for names recur does not know),
+    /// its reply code ("OK" for success) and how long it took.
+    pub fn admin_request(&self, command: &str, code: &str, elapsed: Duration) {
+        self.admin_requests
+            .with_label_values(&[command, code])
+            .inc();
+        self.admin_duration
+            .with_label_values(&[command])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// An order actor started.
+    pub fn actor_started(&self) {
+        self.resident_actors.inc();
+        self.activations.inc();
+    }
+
+    /// An order actor stopped.
+    pub fn actor_stopped(&self) {
+        self.resident_actors.dec();
+        self.passivations.inc();
+    }
+
+    /// A due timer was handed to its actor.
+    pub fn timer_fired(&self) {
+        self.timers_fired.inc();
+    }
+
+    /// A stats delta changed a customer's figures.
+    pub fn stats_delta_applied(&self) {
+        self.stats_deltas_applied.inc();
+    }
+
+    /// A Redis operation failed.
+    pub fn redis_error(&self) {
+        self.redis_errors.inc();
+    }
+
+    /// `n` leases changed hands this way.
+    pub fn lease_changes(&self, change: LeaseChange, n: usize) {
+        let label = match change {
+            LeaseChange::Acquired => "acquired",
+            LeaseChange::Lost => "lost",
+            LeaseChange::Released => "released",
+        };
+        self.lease_changes
+            .with_label_values(&[label])
+            .inc_by(n as u64);
+    }
+
+    /// The partitions held now.
+    pub fn set_partitions_owned(&self, n: usize) {
+        self.partitions_owned
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The timers read off Redis: how many are due and how late the most overdue one is.
+    pub fn set_timers(&self, due: u64, lag: Duration) {
+        self.timers_due.set(i64::try_from(due).unwrap_or(i64::MAX));
+        self.timer_lag.set(lag.as_secs_f64());
+    }
+
+    /// A webhook delivery attempt ended.
+    pub fn webhook_delivery(&self, outcome: DeliveryOutcome) {
+        self.webhook_deliveries
+            .with_label_values(&[outcome.label()])
+            .inc();
+    }
+
+    /// Webhook deliveries waiting now.
+    pub fn set_webhook_pending(&self, n: u64) {
+        self.webhook_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Whether the daemon is ready (the last readiness check).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Order actors in memory now.
+    pub fn resident_actors(&self) -> i64 {
+        self.resident_actors.get()
+    }
+
+    /// The registry in Prometheus text format (`/metrics`).
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for the metric types used here.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The registry as JSON (SPEC 10): `{<name>: [{"labels", "value"}]}` for counters and
+    /// gauges, `{"count", "sum", "buckets"}` for a histogram without labels and a list of those
+    /// with `labels` for one with labels. Buckets are cumulative, `{"le", "count"}`, ending
+    /// with `le: "+Inf"`.
+    pub fn json(&self) -> Value {
+        let mut out = Map::new();
+        for family in self.registry.gather() {
+            out.insert(family.name().to_string(), family_json(&family));
+        }
+        for name in LAZY {
+            out.entry(name).or_insert_with(|| Value::Array(Vec::new()));
+        }
+        Value::Object(out)
+    }
+}
+
+fn family_json(family: &MetricFamily) -> Value {
+    let series = family.get_metric();
+    match family.get_field_type() {
+        MetricType::HISTOGRAM => {
+            let hists: Vec<Value> = series
+                .iter()
+                .map(|m| {
+                    let h = m.get_histogram();
+                    let mut buckets: Vec<Value> = h
+                        .get_bucket()
+                        .iter()
+                        .map(|b| json!({"le": b.upper_bound(), "count": b.cumulative_count()}))
+                        .collect();
+                    buckets.push(json!({"le": "+Inf", "count": h.get_sample_count()}));
+                    let mut v = json!({
+                        "count": h.get_sample_count(),
+                        "sum": h.get_sample_sum(),
+                        "buckets": buckets,
+                    });
+                    if !m.get_label().is_empty() {
+                        v["labels"] = labels_json(m);
+                    }
+                    v
+                })
+                .collect();
+            let labelled = series.iter().any(|m| !m.get_label().is_empty());
+            match (labelled, hists.as_slice()) {
+                (false, [one]) => one.clone(),
+                _ => Value::Array(hists),
+            }
+        }
+        kind => Value::Array(
+            series
+                .iter()
+                .map(|m| {
+                    let value = match kind {
+                        MetricType::COUNTER => m.get_counter().get_value(),
+                        _ => m.get_gauge().get_value(),
+                    };
+                    json!({"labels": labels_json(m), "value": value})
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn labels_json(m: &prometheus::proto::Metric) -> Value {
+    let labels: BTreeMap<&str, &str> = m
+        .get_label()
+        .iter()
+        .map(|l| (l.name(), l.value()))
+        .collect();
+    json!(labels)
+}
+
+/// The total of one figure in a `getMetrics` result's `metrics` (every series summed; a
+/// histogram's count), 0 when absent: what clients and benchmarks compare before and after.
+pub fn total(metrics: &Value, name: &str) -> f64 {
+    let series = |v: &Value| -> f64 {
+        v.get("value")
+            .or_else(|| v.get("count"))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    match metrics.get(name) {
+        Some(Value::Array(all)) => all.iter().map(series).sum(),
+        Some(one @ Value::Object(_)) => series(one),
+        _ => 0.0,
+    }
+}
+
+/// The value of one series of a figure in a `getMetrics` result's `metrics`: the one whose
+/// labels include every `(name, value)` of `labels` (summed when several do).
+pub fn series(metrics: &Value, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let Some(Value::Array(all)) = metrics.get(name) else {
+        return 0.0;
+    };
+    all.iter()
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s["labels"][k].as_str() == Some(v))
         })
+        .map(|s| {
+            s.get("value")
+                .or_else(|| s.get("count"))
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_figure_is_registered_and_both_views_agree() {
+        let m = Metrics::new();
+        m.committed(TransitionKind::Fire, 2);
+        m.committed(TransitionKind::Command, 1);
+        m.committed(TransitionKind::Fire, 0);
+        m.commit_batch(3, Duration::from_millis(2));
+        m.admin_request("createOrder", "OK", Duration::from_millis(3));
+        m.admin_request("createOrder", "INVALID_REQUEST", Duration::from_millis(1));
+        m.set_timers(4, Duration::from_millis(1500));
+        let json = m.json();
+        for name in [
+            "recur_transitions_total",
+            "recur_events_total",
+            "recur_commit_duration_seconds",
+            "recur_admin_requests_total",
+            "recur_admin_duration_seconds",
+            "recur_resident_actors",
+            "recur_timers_due",
+            "recur_timer_lag_seconds",
+            "recur_partitions_owned",
+            "recur_redis_errors_total",
+            "recur_webhook_deliveries_total",
+            "recur_webhook_pending",
+        ] {
+            assert!(json.get(name).is_some(), "{name} missing from {json}");
+            assert!(
+                m.render().contains(&format!("# TYPE {name} ")),
+                "{name} not rendered"
+            );
+        }
+        assert_eq!(
+            series(&json, "recur_transitions_total", &[("kind", "fire")]),
+            2.0
+        );
+        assert_eq!(total(&json, "recur_transitions_total"), 3.0);
+        assert_eq!(total(&json, "recur_events_total"), 3.0);
+        assert_eq!(total(&json, "recur_commit_duration_seconds"), 1.0);
+        assert_eq!(
+            json["recur_commit_duration_seconds"]["buckets"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()["le"],
+            "+Inf"
+        );
+        assert_eq!(
+            series(
+                &json,
+                "recur_admin_requests_total",
+                &[("command", "createOrder"), ("code", "OK")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            series(
+                &json,
+                "recur_admin_duration_seconds",
+                &[("command", "createOrder")]
+            ),
+            2.0
+        );
+        assert_eq!(total(&json, "recur_timer_lag_seconds"), 1.5);
+        assert_eq!(total(&json, "recur_timers_due"), 4.0);
+    }
+
+    #[test]
+    fn two_daemons_in_one_process_keep_their_own_figures() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.committed(TransitionKind::Command, 1);
+        assert_eq!(total(&a.json(), "recur_transitions_total"), 1.0);
+        assert_eq!(total(&b.json(), "recur_transitions_total"), 0.0);
     }
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::metrics::{LeaseChange, Metrics};
 use crate::store::{LeaseToken, Store, StoreError};
 
 /// What the lease loop is configured with.
@@ -51,6 +52,9 @@ struct Shared {
     store: Store,
     partitions: u16,
     held: Mutex<BTreeMap<u16, Held>>,
+    /// When the last step whose renewals Redis answered sent them (readiness).
+    renewed: Mutex<Option<Instant>>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +111,7 @@ pub fn to_drain(serving: &[u16], share: usize) -> Vec<u16> {
 
 impl Ownership {
     /// A daemon that holds nothing yet.
-    pub fn new(store: Store, config: OwnershipConfig) -> Ownership {
+    pub fn new(store: Store, config: OwnershipConfig, metrics: Arc<Metrics>) -> Ownership {
         let partitions = store.partitions();
         Ownership {
             shared: Arc::new(Shared {
@@ -115,8 +119,21 @@ impl Ownership {
                 store,
                 partitions,
                 held: Mutex::new(BTreeMap::new()),
+                renewed: Mutex::new(None),
+                metrics,
             }),
         }
+    }
+
+    /// How long ago the lease loop last renewed through Redis (`None`: never yet). The loop is
+    /// healthy while this stays under the lease TTL.
+    pub fn since_renewal(&self) -> Option<Duration> {
+        let renewed = *self
+            .shared
+            .renewed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        renewed.map(|at| at.elapsed())
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<u16, Held>> {
@@ -186,6 +203,7 @@ impl Ownership {
     /// A write to `p` was fenced: another daemon holds its lease now. Forgets it.
     pub fn fenced(&self, p: u16) {
         if self.held().remove(&p).is_some() {
+            self.shared.metrics.lease_changes(LeaseChange::Lost, 1);
             tracing::warn!(
                 partition = p,
                 "a write was fenced: the partition's lease is lost"
@@ -201,6 +219,20 @@ impl Ownership {
     /// # Errors
     /// [`StoreError`] when Redis fails; held leases stay trusted until their deadline.
     pub async fn tick(&self) -> Result<Tick, StoreError> {
+        let result = self.step().await;
+        let m = &self.shared.metrics;
+        if let Ok(tick) = &result {
+            m.lease_changes(LeaseChange::Acquired, tick.acquired.len());
+            m.lease_changes(LeaseChange::Lost, tick.lost.len());
+            m.lease_changes(LeaseChange::Released, tick.released.len());
+        } else {
+            m.redis_error();
+        }
+        m.set_partitions_owned(self.owned().len());
+        result
+    }
+
+    async fn step(&self) -> Result<Tick, StoreError> {
         let config = &self.shared.config;
         let store = &self.shared.store;
         let mut tick = Tick::default();
@@ -235,6 +267,11 @@ impl Ownership {
             }
         }
         renewed?;
+        *self
+            .shared
+            .renewed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(sent);
         // Hand over what drained since the last step: its in-flight commits had one renewal
         // interval to land.
         let drained: Vec<LeaseToken> = {

@@ -310,7 +310,10 @@ impl Scheduler {
     pub async fn follow_clock(self, shutdown: Shutdown) {
         let s = &self.shared;
         let every = s.ownership.config().renew_interval;
-        let mut outage = crate::store::Outage::new("following the shared clock");
+        let mut outage = crate::store::Outage::counted(
+            "following the shared clock",
+            Arc::clone(s.actors.metrics()),
+        );
         loop {
             match self.follow_once(&shutdown).await {
                 Ok(()) => outage.log_success(),
@@ -455,6 +458,7 @@ impl Scheduler {
             let next_due = match self.tick(now, &shutdown).await {
                 Ok(next) => next,
                 Err(e) => {
+                    s.actors.metrics().redis_error();
                     tracing::warn!(error = %e, "scheduler pass failed; retrying");
                     Some(to_millis(&now) + 1000)
                 }
@@ -516,6 +520,7 @@ impl Scheduler {
                 self.sweep_inbox(&pending).await
             };
             if let Err(e) = result {
+                s.actors.metrics().redis_error();
                 tracing::warn!(error = %e, "stats deltas not settled yet; retrying");
             }
         }
@@ -527,6 +532,7 @@ impl Scheduler {
     pub async fn keep_leases(self, shutdown: Shutdown) {
         let ownership = self.shared.ownership.clone();
         let every = ownership.config().renew_interval;
+        // The lease loop counts its Redis errors itself (Ownership::tick).
         let mut outage = crate::store::Outage::new("renewing the partition leases");
         loop {
             tokio::select! {
@@ -594,6 +600,11 @@ impl Scheduler {
         // An advance under way needs these partitions fired too.
         self.clock_moved();
         Ok(())
+    }
+
+    /// Partitions taken over whose catch-up of overdue timers is still running (readiness).
+    pub fn catching_up_partitions(&self) -> Vec<u16> {
+        self.catching_up().iter().copied().collect()
     }
 
     fn catching_up(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u16>> {

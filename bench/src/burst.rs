@@ -262,6 +262,8 @@ async fn daemon_metrics(client: &AdminClient, id: &str) -> Result<Value, BenchEr
         .await
         .map_err(setup("getMetrics"))?;
     r.result
+        .as_ref()
+        .map(super::figures)
         .ok_or_else(|| BenchError::Setup(format!("getMetrics of {id} failed: {:?}", r.error)))
 }
 

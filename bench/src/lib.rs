@@ -965,7 +965,25 @@ pub async fn metrics(client: &AdminClient) -> Result<Value, BenchError> {
         .await
         .map_err(setup("getMetrics"))?;
     r.result
+        .as_ref()
+        .map(figures)
         .ok_or_else(|| BenchError::Setup("getMetrics failed".into()))
+}
+
+/// The figures the benchmarks compare, out of a `getMetrics` result (Prometheus names, every
+/// series summed): `transitions`, `eventsWritten`, `statsDeltasApplied`, `residentActors`,
+/// `partitionsOwned`, and `partitions`.
+pub fn figures(result: &Value) -> Value {
+    let m = &result["metrics"];
+    let n = |name: &str| recur::metrics::total(m, name) as u64;
+    json!({
+        "transitions": n("recur_transitions_total"),
+        "eventsWritten": n("recur_events_total"),
+        "statsDeltasApplied": n("recur_stats_deltas_applied_total"),
+        "residentActors": n("recur_resident_actors"),
+        "partitionsOwned": n("recur_partitions_owned"),
+        "partitions": result["partitions"],
+    })
 }
 
 /// `after[k] - before[k]` of two `getMetrics` snapshots.

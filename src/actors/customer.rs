@@ -3,7 +3,6 @@
 //! getCustomerStats, and rebuilds the figures from the orders that exist
 //! (recomputeCustomerStats, and the reconcile cron job).
 
-use std::sync::atomic::Ordering;
 use std::time::Instant as WallInstant;
 
 use actix::prelude::*;
@@ -107,10 +106,7 @@ impl Handler<ApplyDelta> for CustomerStatsActor {
                     other => other?,
                 };
                 if applied == Applied::Changed {
-                    config
-                        .metrics
-                        .stats_deltas_applied
-                        .fetch_add(1, Ordering::Relaxed);
+                    config.metrics.stats_delta_applied();
                 }
                 // An outbox entry is in the order's partition (another slot): removed after.
                 if let DeltaSource::Outbox(entry) = &msg.from {

@@ -108,6 +108,11 @@ impl Actors {
         }
     }
 
+    /// The daemon's figures the actors update.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.config().metrics
+    }
+
     fn config(&self) -> &ActorsConfig {
         &self.shared.config
     }

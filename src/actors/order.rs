@@ -7,12 +7,12 @@
 //! commit-with-retry ([`commit_with_retry`]) shared by both, which reloads the order and decides
 //! again after a version conflict.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
 use actix::prelude::*;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::{passivate_when_idle, ActorError, Actors, Settle};
 use crate::domain::basket::{self, BasketRules, Stage, UpdateOrder};
@@ -112,15 +112,11 @@ impl Actor for OrderActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        let m = &self.actors.config().metrics;
-        m.resident_actors.fetch_add(1, Ordering::Relaxed);
-        m.activations.fetch_add(1, Ordering::Relaxed);
+        self.actors.config().metrics.actor_started();
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        let m = &self.actors.config().metrics;
-        m.resident_actors.fetch_sub(1, Ordering::Relaxed);
-        m.passivations.fetch_add(1, Ordering::Relaxed);
+        self.actors.config().metrics.actor_stopped();
         self.actors.shared.orders.remove(&self.id, self.generation);
     }
 }
@@ -132,8 +128,15 @@ impl Handler<Execute> for OrderActor {
         let (actors, id, state) = (self.actors.clone(), self.id.clone(), self.state.take());
         self.handled += 1;
         self.ensure_idle_check(ctx);
+        let span = tracing::info_span!(
+            "order",
+            order_id = %id,
+            partition = actors.config().store.keys().partition(&id),
+            request_id = %msg.request.id,
+        );
         AtomicResponse::new(Box::pin(
             async move { execute(&actors, &id, state, msg).await }
+                .instrument(span)
                 .into_actor(self)
                 .map(|(state, result), act, _ctx| {
                     act.state = state;
@@ -159,8 +162,16 @@ impl Handler<Fire> for OrderActor {
             self.ensure_idle_check(ctx);
         }
         let (until, defer) = (msg.until, msg.defer_grace_to);
+        // Debug level: a span per fired timer is measurable at a burst's rate (warnings on
+        // this path name the order themselves).
+        let span = tracing::debug_span!(
+            "fire",
+            order_id = %id,
+            partition = actors.config().store.keys().partition(&id),
+        );
         AtomicResponse::new(Box::pin(
             async move { fire(&actors, &id, state, until, defer).await }
+                .instrument(span)
                 .into_actor(self)
                 .map(move |(state, result), act, ctx| {
                     act.state = state;
@@ -336,7 +347,7 @@ async fn fire(
     defer_grace_to: Option<Instant>,
 ) -> (Option<Loaded>, Result<(), ActorError>) {
     let config = actors.config();
-    config.metrics.timers_fired.fetch_add(1, Ordering::Relaxed);
+    config.metrics.timer_fired();
     let plan = |loaded: &Loaded| match decide_fire(loaded, until, defer_grace_to, &config.policy) {
         FireDecision::Commit(t) => Plan::Commit {
             transition: Some(t),

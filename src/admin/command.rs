@@ -182,6 +182,23 @@ impl AdminCommand {
         })
     }
 
+    /// The order the command is about, when it names one (the logs' `order_id`).
+    pub fn order_id(&self) -> Option<&str> {
+        match self {
+            AdminCommand::CreateOrder(new) => Some(&new.id),
+            AdminCommand::GetOrder { order_id } | AdminCommand::Lifecycle { order_id, .. } => {
+                Some(order_id)
+            }
+            AdminCommand::UpdateOrder { update, resolved } => {
+                match (&update.criteria.target, resolved) {
+                    (Target::Id(id), _) | (Target::Name(_), Some(id)) => Some(id),
+                    (Target::Name(_), None) => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// The partition whose owner applies the command (SPEC 6): the order's, else the
     /// customer's, else partition 0.
     pub fn routing_partition(&self, keys: &Keys) -> u16 {
@@ -249,17 +266,20 @@ impl AdminCommand {
             }
             AdminCommand::GetClock => Ok(Outcome::Answer(now())),
             AdminCommand::GetMetrics { .. } => {
-                let mut m = state.metrics.snapshot();
-                m["registryResident"] = json!(state.actors.resident_orders());
+                // The same registry /metrics renders (SPEC 10's JSON shape), with the gauges
+                // read off Redis refreshed first.
+                state.health.refresh().await;
                 let ownership = &state.ownership;
-                m["daemonId"] = json!(ownership.daemon_id());
-                m["partitionsOwned"] = json!(ownership.owned().len());
-                m["partitions"] = json!(ownership.partitions());
                 let ttl =
                     u64::try_from(ownership.config().lease_ttl.as_millis()).unwrap_or(u64::MAX);
                 let live = state.store.live_daemons(ttl).await?;
-                m["liveDaemons"] = json!(live.into_iter().map(|(id, _)| id).collect::<Vec<_>>());
-                Ok(Outcome::Answer(m))
+                Ok(Outcome::Answer(json!({
+                    "daemonId": ownership.daemon_id(),
+                    "metrics": state.health.metrics().json(),
+                    "partitions": ownership.partitions(),
+                    "liveDaemons": live.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    "registryResident": state.actors.resident_orders(),
+                })))
             }
             AdminCommand::AdvanceClock { to } => {
                 // Kept by partition 0's owner when the advance completed.

@@ -3,7 +3,8 @@
 //! listeners on pub/sub and the command stream with idempotent replies ([`server`]).
 //!
 //! The server reaches the rest of the daemon only through [`AdminState`]: the actors, the
-//! scheduler (for advanceClock), the store (kept replies, listings), the clock and the metrics.
+//! scheduler (for advanceClock), the store (kept replies, listings), the clock and
+//! [`Health`] (the metrics, refreshed for getMetrics).
 
 mod carts;
 pub mod client;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use crate::actors::Actors;
 use crate::clock::Clock;
 use crate::domain::basket::BasketRules;
-use crate::metrics::Metrics;
+use crate::health::Health;
 use crate::ownership::Ownership;
 use crate::scheduler::Scheduler;
 use crate::store::{RedisAddress, Store};
@@ -42,7 +43,7 @@ pub struct AdminState {
     scheduler: Scheduler,
     store: Store,
     clock: Clock,
-    metrics: Arc<Metrics>,
+    health: Health,
     /// Which partitions this daemon answers for.
     ownership: Ownership,
     config: AdminConfig,
@@ -59,7 +60,7 @@ impl AdminState {
         scheduler: Scheduler,
         store: Store,
         clock: Clock,
-        metrics: Arc<Metrics>,
+        health: Health,
         ownership: Ownership,
         config: AdminConfig,
     ) -> AdminState {
@@ -68,7 +69,7 @@ impl AdminState {
             scheduler,
             store,
             clock,
-            metrics,
+            health,
             ownership,
             config,
             inflight: server::Inflight::default(),

@@ -3,7 +3,6 @@
 //! in-flight duplicates), and publishing replies on `replyTo`.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use crate::domain::ErrorCode;
 use crate::shutdown::Shutdown;
 use crate::store::{Outage, StoreError};
 use crate::wire::{Reply, Request, StoredReply};
+use tracing::Instrument;
 
 /// The consumer group that reads `<prefix>:commands`.
 pub const CONSUMER_GROUP: &str = "recur";
@@ -88,6 +88,55 @@ fn conflict(id: &str) -> Reply {
 /// another daemon, or nobody right now (a takeover; the client retries with the same id).
 async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
     let parsed = AdminCommand::parse(&req);
+    // Names recur does not know are one label, so a stray client cannot grow the series.
+    let command = match &parsed {
+        Err(AdminError::UnknownCommand(_)) => "unknown".to_string(),
+        _ => req.command.clone(),
+    };
+    let order_id = parsed
+        .as_ref()
+        .ok()
+        .and_then(AdminCommand::order_id)
+        .map(str::to_string);
+    let span = tracing::info_span!(
+        "admin_request",
+        request_id = %req.id,
+        command = %command,
+        order_id = tracing::field::Empty,
+        partition = tracing::field::Empty,
+    );
+    if let Some(order_id) = &order_id {
+        span.record("order_id", order_id.as_str());
+    }
+    let started = std::time::Instant::now();
+    let reply = answer(state, req, parsed, &span)
+        .instrument(span.clone())
+        .await;
+    if let Some(reply) = &reply {
+        let code = reply.error.as_ref().map_or("OK", |e| e.code.as_str());
+        let elapsed = started.elapsed();
+        state
+            .health
+            .metrics()
+            .admin_request(&command, code, elapsed);
+        span.in_scope(|| {
+            tracing::debug!(
+                code,
+                elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                "admin request answered"
+            );
+        });
+    }
+    reply
+}
+
+/// [`handle`] once parsed: `None` when another daemon (or nobody, during a takeover) answers.
+async fn answer(
+    state: &AdminState,
+    req: Request,
+    parsed: Result<AdminCommand, AdminError>,
+    span: &tracing::Span,
+) -> Option<Reply> {
     let id_ok = check_id("id", &req.id);
     let partition = match (&parsed, &id_ok) {
         (Ok(command), Ok(())) => command.routing_partition(state.store.keys()),
@@ -106,7 +155,7 @@ async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
     if !answers {
         return None;
     }
-    state.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
+    span.record("partition", partition);
     if let Err(e) = id_ok {
         let reply = Reply::error(
             Some(req.id.clone()),
@@ -412,7 +461,10 @@ async fn listen_pubsub(
                 }
             }
         }
-        let mut outage = Outage::new("subscribing to the admin channel");
+        let mut outage = Outage::counted(
+            "subscribing to the admin channel",
+            state.health.metrics_handle(),
+        );
         let mut pause = outage.log_failure(&"the pub/sub connection was lost");
         pubsub = loop {
             tokio::select! {
@@ -462,7 +514,7 @@ async fn consume_stream(
     // died) are claimed, and the pending ones are read again.
     let mut from = "0".to_string();
     let mut last_claim: Option<std::time::Instant> = None;
-    let mut outage = Outage::new("reading the command stream");
+    let mut outage = Outage::counted("reading the command stream", state.health.metrics_handle());
     while !shutdown.is_triggered() {
         if last_claim.is_none_or(|t| t.elapsed() >= every) {
             last_claim = Some(std::time::Instant::now());

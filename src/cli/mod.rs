@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// simulated time yet.
     #[arg(long, value_name = "RFC3339")]
     pub clock_start: Option<String>,
+    /// Address of the /healthz, /readyz and /metrics listener (http.listen; "" = off)
+    /// [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<String>,
 }
 
 /// `--clock` values.
@@ -133,6 +137,7 @@ impl ServeArgs {
         Overrides {
             clock_mode: self.clock.map(ClockMode::from),
             clock_start: self.clock_start.clone(),
+            http_listen: self.http_listen.clone(),
             ..self.settings.overrides()
         }
     }

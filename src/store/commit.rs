@@ -1,7 +1,6 @@
 //! The commit batcher: many orders' commits go to Redis in one pipeline of EVALSHA calls, each
 //! one atomic for its order (`commit.lua`). A commit is acknowledged only after Redis answered.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
@@ -11,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::keys::Keys;
 use super::RedisConn;
 use super::StoreError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TransitionKind};
 
 /// The Lua source of the per-order commit.
 pub const COMMIT_SCRIPT: &str = include_str!("commit.lua");
@@ -194,16 +193,22 @@ async fn send_batch(
         }
     }
     let elapsed = started.elapsed();
-    metrics.record_commit_batch(batch.len(), elapsed);
+    metrics.commit_batch(batch.len(), elapsed);
     match results {
         Ok(values) => {
             for (p, v) in batch.into_iter().zip(values) {
                 let outcome = parse_outcome(v);
-                if matches!(outcome, Ok(CommitOutcome::Committed { .. })) {
-                    metrics
-                        .events_written
-                        .fetch_add(p.commit.event_count as u64, Ordering::Relaxed);
-                    metrics.transitions.fetch_add(1, Ordering::Relaxed);
+                // A version written is a transition: with a reply to keep, an admin
+                // command's; without, a fired timer's.
+                if p.commit.change.is_some()
+                    && matches!(outcome, Ok(CommitOutcome::Committed { .. }))
+                {
+                    let kind = if p.commit.reply.is_some() {
+                        TransitionKind::Command
+                    } else {
+                        TransitionKind::Fire
+                    };
+                    metrics.committed(kind, p.commit.event_count);
                 }
                 // A caller that stopped waiting learns the outcome on its next load.
                 p.done.send(outcome).ok();
@@ -211,6 +216,7 @@ async fn send_batch(
         }
         Err(e) => {
             tracing::warn!(error = %e, size = batch.len(), "commit batch failed");
+            metrics.redis_error();
             let e = StoreError::from(e);
             for p in batch {
                 p.done.send(Err(e.clone())).ok();

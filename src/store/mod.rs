@@ -406,6 +406,55 @@ impl Store {
         Ok(rows.into_iter().flatten().map(|(_, s)| s).min())
     }
 
+    /// The timers of `partitions` for the metrics: how many are due at or before `now_ms`, and
+    /// the earliest due instant (Unix ms), over the admin connection (a scrape never waits
+    /// behind the scheduler's pipelines).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn timer_figures(
+        &self,
+        partitions: &[u16],
+        now_ms: i64,
+    ) -> Result<(u64, Option<i64>), StoreError> {
+        if partitions.is_empty() {
+            return Ok((0, None));
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            let key = self.keys.timers(p);
+            pipe.zcount(&key, "-inf", now_ms)
+                .cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES");
+        }
+        let rows: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let (mut due, mut earliest) = (0, None::<i64>);
+        let mut rows = rows.into_iter();
+        while let (Some(count), Some(first)) = (rows.next(), rows.next()) {
+            let corrupt = |e: redis::ParsingError| StoreError::Corrupt(format!("timers: {e}"));
+            due += redis::from_redis_value::<u64>(count).map_err(corrupt)?;
+            let first: Vec<(String, i64)> = redis::from_redis_value(first).map_err(corrupt)?;
+            if let Some((_, at)) = first.first() {
+                earliest = Some(earliest.map_or(*at, |e| e.min(*at)));
+            }
+        }
+        Ok((due, earliest))
+    }
+
+    /// Whether Redis answers a PING.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it does not.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
     /// Order ids due at or before `until_ms` in `partitions` (a scheduler lane's share), sorted
     /// by (due, order id): up to `limit` per partition, cut so that nothing later than an entry
     /// left unread is returned (the result is always a prefix of those partitions' due order).

@@ -3,7 +3,10 @@
 //! one summary (how long, how many attempts) when Redis answers again, instead of a line per
 //! attempt.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::Metrics;
 
 /// The first pause after a failure.
 pub const BACKOFF_FIRST_MS: u64 = 100;
@@ -15,6 +18,8 @@ pub const BACKOFF_MAX_MS: u64 = 5_000;
 pub struct Outage {
     what: &'static str,
     streak: Option<Streak>,
+    /// Where each failure is counted (`recur_redis_errors_total`).
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Debug)]
@@ -42,7 +47,19 @@ pub struct Recovered {
 impl Outage {
     /// No failure yet.
     pub fn new(what: &'static str) -> Outage {
-        Outage { what, streak: None }
+        Outage {
+            what,
+            streak: None,
+            metrics: None,
+        }
+    }
+
+    /// [`Outage::new`], counting every failure in `metrics`.
+    pub fn counted(what: &'static str, metrics: Arc<Metrics>) -> Outage {
+        Outage {
+            metrics: Some(metrics),
+            ..Outage::new(what)
+        }
     }
 
     /// Records a failure; returns whether to log it and how long to pause before the next
@@ -76,6 +93,9 @@ impl Outage {
 
     /// [`Outage::failed`], logging the first failure; returns the pause.
     pub fn log_failure(&mut self, error: &dyn std::fmt::Display) -> Duration {
+        if let Some(m) = &self.metrics {
+            m.redis_error();
+        }
         let (log, pause) = self.failed();
         if log == FailureLog::First {
             tracing::warn!(error = %error, "{} failed; retrying quietly with backoff", self.what);

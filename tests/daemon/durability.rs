@@ -9,6 +9,7 @@ use redis::AsyncCommands;
 use serde_json::{json, Value};
 
 use recur::admin::client::{AdminClient, RequestOptions};
+use recur::metrics;
 
 use crate::support::*;
 
@@ -195,13 +196,16 @@ async fn idle_actors_passivate_and_timers_still_fire() {
     }
     let resident = |m: &Value| {
         (
-            m["residentActors"].as_u64().unwrap(),
+            metrics::total(&m["metrics"], "recur_resident_actors") as u64,
             m["registryResident"].as_u64().unwrap(),
         )
     };
     // Every order got an actor (some may already have passivated on a loaded machine).
     let m = h.ok("getMetrics", json!({})).await;
-    assert!(m["activations"].as_u64().unwrap() >= 20, "{m}");
+    assert!(
+        metrics::total(&m["metrics"], "recur_actor_activations_total") >= 20.0,
+        "{m}"
+    );
     assert!(resident(&m).0 <= 20, "{m}");
     let mut m = json!({});
     for _ in 0..100 {
@@ -221,7 +225,7 @@ async fn idle_actors_passivate_and_timers_still_fire() {
     );
     let m = h.ok("getMetrics", json!({})).await;
     assert_eq!(resident(&m).1, 0, "timer-woken actors went back to sleep");
-    assert!(m["passivations"].as_u64().unwrap() >= 40);
+    assert!(metrics::total(&m["metrics"], "recur_actor_passivations_total") >= 40.0);
 }
 
 /// Scheduler lanes (and round sizes) change how the work is cut, never its outcome: one lane

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use recur::admin::client::AdminClient;
+use recur::metrics;
 
 use crate::support::*;
 
@@ -126,7 +127,8 @@ async fn three_daemons_answer_each_request_once_and_fire_each_timer_once() {
     let m = &replies["m"][0]["result"];
     let answering = m["daemonId"].as_str().unwrap();
     assert_eq!(
-        m["partitionsOwned"], held[answering],
+        json!(metrics::total(&m["metrics"], "recur_partitions_owned") as u64),
+        held[answering],
         "partition 0's owner answers: {m}"
     );
     assert_eq!(m["liveDaemons"].as_array().map(Vec::len), Some(3), "{m}");
@@ -141,7 +143,7 @@ async fn three_daemons_answer_each_request_once_and_fire_each_timer_once() {
         let got = &replies[request];
         assert_eq!(got.len(), 1, "{request}: {got:?}");
         assert_eq!(got[0]["result"]["daemonId"], args["daemonId"]);
-        owned += got[0]["result"]["partitionsOwned"].as_u64().unwrap();
+        owned += metrics::total(&got[0]["result"]["metrics"], "recur_partitions_owned") as u64;
     }
     assert_eq!(owned, u64::from(recur::store::DEFAULT_PARTITIONS));
 

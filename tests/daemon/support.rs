@@ -57,8 +57,14 @@ impl TestRedis {
     /// SIGKILLs the redis-server and, after `down`, starts a new one on the same data dir and
     /// socket (so the same URL), which reloads the append-only file.
     pub async fn kill_and_restart(&mut self, down: Duration) {
+        self.kill();
+        tokio::time::sleep(down).await;
+        self.restart().await;
+    }
+
+    /// SIGKILLs the redis-server (see [`TestRedis::restart`]).
+    pub fn kill(&mut self) {
         let server = self.server.take().expect("a running redis-server");
-        let data_dir = server.data_dir().to_path_buf();
         let status = std::process::Command::new("kill")
             .args(["-KILL", &server.pid().to_string()])
             .status()
@@ -66,10 +72,15 @@ impl TestRedis {
         assert!(status.success(), "redis-server killed");
         // Its exit is reaped by the launcher; dropping it only removes its URL file.
         drop(server);
-        tokio::time::sleep(down).await;
+    }
+
+    /// Starts a new redis-server on the killed one's data dir and socket (so the same URL),
+    /// which reloads the append-only file.
+    pub async fn restart(&mut self) {
+        assert!(self.server.is_none(), "killed first");
         let server = EmbeddedRedis::start(&EmbeddedOptions {
             binary: PathBuf::from("redis-server"),
-            data_dir,
+            data_dir: self.dir.path().join("redis"),
             appendonly: true,
         })
         .await
@@ -167,6 +178,8 @@ pub fn settings(url: &str, prefix: &str) -> Settings {
     // A daemon SIGKILLed by a test leaves its leases behind: a short TTL lets the next one take
     // over quickly (not too short: a test machine under load must still renew in time).
     s.cluster.lease_ttl = Duration::from_secs(2);
+    // Parallel tests would race for the default address: tests that probe HTTP set port 0.
+    s.http.listen = String::new();
     s
 }
 
@@ -181,6 +194,8 @@ pub fn cluster_settings(seeds: &str, prefix: &str) -> Settings {
 pub struct Daemon {
     shutdown: Shutdown,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    /// What the daemon reported once ready (its HTTP address among others).
+    pub ready: recur::Ready,
 }
 
 impl Daemon {
@@ -190,22 +205,21 @@ impl Daemon {
         let stop = shutdown.clone();
         let thread = std::thread::spawn(move || {
             actix::System::new().block_on(async move {
-                recur::run_with(settings, stop, move |_| {
-                    let _ = ready_tx.send(());
+                recur::run_with(settings, stop, move |ready| {
+                    let _ = ready_tx.send(ready.clone());
                 })
                 .await
                 .map_err(|e| e.to_string())
             })
         });
-        if tokio::time::timeout(Duration::from_secs(30), ready_rx)
-            .await
-            .is_err()
-        {
-            panic!("daemon did not start: {:?}", thread.join());
-        }
+        let ready = match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+            Ok(Ok(ready)) => ready,
+            _ => panic!("daemon did not start: {:?}", thread.join()),
+        };
         Daemon {
             shutdown,
             thread: Some(thread),
+            ready,
         }
     }
 
@@ -244,6 +258,30 @@ impl ChildDaemon {
         extra_args: &[&str],
         extra_env: &[(&str, &str)],
     ) -> ChildDaemon {
+        let mut cmd = Self::command(url, prefix, extra_args, extra_env);
+        cmd.stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+        let child = cmd.spawn().expect("spawn recur");
+        ChildDaemon { child }
+    }
+
+    /// [`ChildDaemon::start`] with its log lines (stderr) piped to the test.
+    pub async fn start_logged(url: &str, prefix: &str, extra_env: &[(&str, &str)]) -> ChildDaemon {
+        let mut cmd = Self::command(url, prefix, &[], extra_env);
+        cmd.stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn recur");
+        ChildDaemon { child }
+    }
+
+    fn command(
+        url: &str,
+        prefix: &str,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_recur"));
         cmd.arg("serve")
             .args(extra_args)
@@ -260,19 +298,14 @@ impl ChildDaemon {
             .env_remove("RUST_LOG")
             .env("RECUR_LOG__LEVEL", "warn")
             .env("RECUR_CLUSTER__LEASE_TTL", "2s")
+            .env("RECUR_HTTP__LISTEN", "")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
             .kill_on_drop(true);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn recur");
-        ChildDaemon { child }
+        cmd
     }
 
     pub async fn kill(mut self) {
@@ -557,4 +590,41 @@ pub fn monthly(order_id: &str, kind: &str, cycles: u32, amount: &str) -> Value {
 
 pub fn types(t: &[(String, String)]) -> Vec<&str> {
     t.iter().map(|(ty, _)| ty.as_str()).collect()
+}
+
+/// One HTTP/1.1 GET over a fresh connection: the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8(raw).expect("utf-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    // Small answers come with a Content-Length; a chunked one is decoded here.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (status, body)
 }

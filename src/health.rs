@@ -1,0 +1,165 @@
+//! Whether the daemon is ready for traffic (SPEC 9, 10), and the figures read off Redis just
+//! before the metrics are rendered. `/readyz`, `/metrics` and `getMetrics` ask here.
+//!
+//! Ready means: Redis answers a PING, start-up's catch-up is done and no taken-over
+//! partition is still catching up, and the lease loop renewed through Redis within the lease
+//! TTL (a daemon may hold no partition at all when there are more daemons than partitions).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::clock::Clock;
+use crate::domain::time::to_millis;
+use crate::metrics::Metrics;
+use crate::ownership::Ownership;
+use crate::scheduler::Scheduler;
+use crate::store::Store;
+
+/// How long a readiness PING may take before Redis counts as not answering.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What readiness and the Redis-read gauges need. Cheap to clone.
+#[derive(Clone)]
+pub struct Health {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Store,
+    clock: Clock,
+    ownership: Ownership,
+    scheduler: Scheduler,
+    metrics: Arc<Metrics>,
+    started: AtomicBool,
+}
+
+/// Why the daemon is not ready: short reasons, one per failed check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub reasons: Vec<String>,
+}
+
+impl NotReady {
+    /// The `/readyz` body of a 503.
+    pub fn json(&self) -> Value {
+        json!({"ready": false, "reasons": self.reasons})
+    }
+}
+
+impl Health {
+    /// Not started yet (start-up's catch-up runs).
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        ownership: Ownership,
+        scheduler: Scheduler,
+        metrics: Arc<Metrics>,
+    ) -> Health {
+        Health {
+            shared: Arc::new(Shared {
+                store,
+                clock,
+                ownership,
+                scheduler,
+                metrics,
+                started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Start-up's catch-up is done.
+    pub fn started(&self) {
+        self.shared.started.store(true, Ordering::Release);
+    }
+
+    /// The daemon's figures.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The daemon's figures, to keep (a loop that counts its Redis errors).
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
+    /// `Ok` with a short summary when the daemon is ready, else every reason it is not.
+    ///
+    /// # Errors
+    /// [`NotReady`] naming each failed check.
+    pub async fn readiness(&self) -> Result<Value, NotReady> {
+        let s = &self.shared;
+        let mut reasons = Vec::new();
+        match tokio::time::timeout(PING_TIMEOUT, s.store.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                s.metrics.redis_error();
+                reasons.push(format!("redis: {e}"));
+            }
+            Err(_) => {
+                s.metrics.redis_error();
+                reasons.push(format!(
+                    "redis: no answer to PING within {} ms",
+                    PING_TIMEOUT.as_millis()
+                ));
+            }
+        }
+        if !s.started.load(Ordering::Acquire) {
+            reasons.push("start-up catch-up is running".to_string());
+        }
+        let catching_up = s.scheduler.catching_up_partitions();
+        if !catching_up.is_empty() {
+            reasons.push(format!("catching up taken-over partitions {catching_up:?}"));
+        }
+        let ttl = s.ownership.config().lease_ttl;
+        match s.ownership.since_renewal() {
+            None => reasons.push("the lease loop has not renewed yet".to_string()),
+            Some(ago) if ago > ttl => reasons.push(format!(
+                "the lease loop last renewed {} ms ago (lease TTL {} ms)",
+                ago.as_millis(),
+                ttl.as_millis()
+            )),
+            Some(_) => {}
+        }
+        s.metrics.set_ready(reasons.is_empty());
+        if reasons.is_empty() {
+            Ok(json!({
+                "ready": true,
+                "daemonId": s.ownership.daemon_id(),
+                "partitionsOwned": s.ownership.owned().len(),
+            }))
+        } else {
+            Err(NotReady { reasons })
+        }
+    }
+
+    /// Sets the gauges read off Redis and the ownership (readiness, timers due, timer lag,
+    /// partitions owned). A Redis failure leaves the timer gauges as they were and counts an
+    /// error.
+    pub async fn refresh(&self) {
+        let s = &self.shared;
+        // Sets recur_ready; the reasons are /readyz's to tell.
+        let _ = self.readiness().await;
+        let owned = s.ownership.owned();
+        s.metrics.set_partitions_owned(owned.len());
+        let now = to_millis(&s.clock.now());
+        let read = tokio::time::timeout(PING_TIMEOUT, s.store.timer_figures(&owned, now)).await;
+        match read {
+            Ok(Ok((due, earliest))) => {
+                let lag_ms = earliest.map_or(0, |e| (now - e).max(0));
+                let lag = Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0));
+                s.metrics.set_timers(due, lag);
+            }
+            Ok(Err(e)) => {
+                s.metrics.redis_error();
+                tracing::debug!(error = %e, "cannot read the timer figures");
+            }
+            Err(_) => {
+                s.metrics.redis_error();
+                tracing::debug!("reading the timer figures timed out");
+            }
+        }
+    }
+}

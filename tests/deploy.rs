@@ -1,0 +1,209 @@
+//! deploy/ checked from the repository: the dashboard and the alert rules name only figures
+//! recur exports, the shipped configurations load, and the manifests pass the Kubernetes
+//! schema validator and `promtool` (installed by `.ci/run`; under CI=true a missing tool is
+//! a failure, elsewhere the check says it was skipped).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use recur::config::{Overrides, Settings};
+use recur::metrics::Metrics;
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(deploy(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every `recur_...` name in `text`.
+fn names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in text.match_indices("recur_") {
+        // Only where a name starts (not inside another identifier).
+        let before = text[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        out.insert(name);
+    }
+    out
+}
+
+/// The figures recur exports, with the series names a histogram adds.
+fn exported() -> BTreeSet<String> {
+    let json = Metrics::new().json();
+    let mut out = BTreeSet::new();
+    out.extend(json.as_object().expect("an object").keys().cloned());
+    for name in recur::metrics::HISTOGRAMS {
+        assert!(out.contains(name), "{name} is exported");
+        for suffix in ["_bucket", "_count", "_sum"] {
+            out.insert(format!("{name}{suffix}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_and_the_alerts_name_only_figures_recur_exports() {
+    let exported = exported();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("grafana/dashboards/recur.json")).expect("dashboard JSON");
+    let mut exprs = String::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            exprs.push_str(target["expr"].as_str().expect("expr"));
+            exprs.push('\n');
+        }
+    }
+    let in_dashboard = names(&exprs);
+    let in_alerts = names(&read("prometheus/alerts.yml"));
+    for name in in_dashboard.iter().chain(&in_alerts) {
+        assert!(
+            exported.contains(name),
+            "{name} is not a figure recur exports: {exported:?}"
+        );
+    }
+    // What an operator looks at first is on the dashboard.
+    for needed in [
+        "recur_transitions_total",
+        "recur_commit_duration_seconds_bucket",
+        "recur_admin_duration_seconds_bucket",
+        "recur_timer_lag_seconds",
+        "recur_partitions_owned",
+        "recur_resident_actors",
+    ] {
+        assert!(
+            in_dashboard.contains(needed),
+            "the dashboard lacks {needed}"
+        );
+    }
+    for needed in [
+        "recur_timer_lag_seconds",
+        "recur_redis_errors_total",
+        "recur_lease_changes_total",
+        "recur_ready",
+    ] {
+        assert!(in_alerts.contains(needed), "no alert on {needed}");
+    }
+}
+
+/// The ConfigMap's recur.toml (the indented block under `recur.toml: |`).
+fn configmap_toml() -> String {
+    let text = read("kubernetes/configmap.yaml");
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("recur.toml: |"));
+    lines.next().expect("a recur.toml key");
+    lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_shipped_configurations_load() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let configmap = dir.path().join("configmap.toml");
+    std::fs::write(&configmap, configmap_toml()).unwrap();
+    for file in [configmap, deploy("recur.toml")] {
+        let settings = Settings::load(&Overrides {
+            config_file: Some(file.clone()),
+            ..Overrides::default()
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(!settings.prefix.is_empty());
+    }
+    let settings = Settings::load(&Overrides {
+        config_file: Some(dir.path().join("configmap.toml")),
+        ..Overrides::default()
+    })
+    .unwrap();
+    assert_eq!(
+        settings.http.listen, "0.0.0.0:9464",
+        "the probes reach the pod"
+    );
+}
+
+/// Runs a validator, or reports why it could not (a failure under CI=true).
+fn run_tool(what: &str, mut command: Command) {
+    match command.output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("{what} is not installed ({e}); .ci/run installs it")
+        }
+        Err(e) => eprintln!("skipped: {what} is not installed ({e}); .ci/run installs it"),
+    }
+}
+
+fn python_module_installed(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_kubernetes_manifests_pass_the_schema_validator() {
+    let manifests = [
+        "configmap.yaml",
+        "deployment.yaml",
+        "pdb.yaml",
+        "service.yaml",
+        "redis.yaml",
+    ];
+    let mut command = Command::new("python3");
+    if !python_module_installed("kubernetes_validate") {
+        // Reported like a missing program.
+        command = Command::new("kubernetes-validate-is-not-installed");
+    }
+    command.args([
+        "-m",
+        "kubernetes_validate",
+        "-k",
+        "1.30.0",
+        "--strict",
+        "--quiet",
+    ]);
+    for m in manifests {
+        command.arg(deploy(&format!("kubernetes/{m}")));
+    }
+    run_tool("kubernetes-validate", command);
+    // Every manifest is part of the kustomization.
+    let kustomization = read("kubernetes/kustomization.yaml");
+    for m in manifests {
+        assert!(
+            kustomization.contains(&format!("- {m}")),
+            "{m} not in kustomization.yaml"
+        );
+    }
+}
+
+#[test]
+fn the_prometheus_rules_and_config_pass_promtool() {
+    let promtool = std::env::var_os("RECUR_PROMTOOL").unwrap_or_else(|| "promtool".into());
+    let mut rules = Command::new(&promtool);
+    rules
+        .args(["check", "rules"])
+        .arg(deploy("prometheus/alerts.yml"));
+    run_tool("promtool check rules", rules);
+    let mut config = Command::new(&promtool);
+    config
+        .args(["check", "config", "--syntax-only"])
+        .arg(deploy("prometheus/prometheus.yml"));
+    run_tool("promtool check config", config);
+}
