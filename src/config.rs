@@ -32,9 +32,10 @@ pub const ENV_NESTING: &str = "__";
 pub const ORDER_STATUSES: [&str; 6] = ["DRAFT", "PENDING", "ACTIVE", "PAUSED", "ENDED", "CANCELED"];
 
 /// Top-level keys; `RECUR_` variables outside them are ignored, not errors.
-const TOP_LEVEL_KEYS: [&str; 15] = [
+const TOP_LEVEL_KEYS: [&str; 16] = [
     "prefix",
     "http",
+    "webhooks",
     "partitions",
     "redis",
     "clock",
@@ -75,6 +76,8 @@ pub struct Settings {
     pub events: EventSettings,
     /// Health, readiness and metrics over HTTP.
     pub http: HttpSettings,
+    /// Events delivered to HTTP endpoints.
+    pub webhooks: WebhookSettings,
     /// Maintenance job schedules.
     pub cron: CronSettings,
     /// Several daemons on one Redis: partition leases.
@@ -261,6 +264,56 @@ pub struct HttpSettings {
     pub listen: String,
 }
 
+/// `[webhooks]` and its `[[webhooks.endpoints]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// How long one delivery attempt may take.
+    #[serde(deserialize_with = "humane_duration")]
+    pub timeout: Duration,
+    /// The pause after the first failed attempt; it doubles after each further one.
+    #[serde(deserialize_with = "humane_duration")]
+    pub retry_initial: Duration,
+    /// The longest pause between attempts.
+    #[serde(deserialize_with = "humane_duration")]
+    pub retry_max: Duration,
+    /// How long after its first attempt an event is retried before it is dead-lettered.
+    #[serde(deserialize_with = "humane_duration")]
+    pub max_age: Duration,
+    /// Deliveries in flight at once per endpoint (each to another order).
+    pub max_in_flight: usize,
+    /// Where events go.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSettings>,
+}
+
+/// One `[[webhooks.endpoints]]`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    /// The endpoint's name in Redis keys, dead letters and metrics; default: the URL.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// The HMAC-SHA256 key of `Recur-Signature`.
+    pub secret: String,
+    /// Event types to deliver (`orderCreated`, ...), or `["*"]` for every one.
+    pub events: Vec<String>,
+}
+
+impl EndpointSettings {
+    /// The endpoint's id: `id`, else the URL.
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.url)
+    }
+
+    /// Whether events of `event_type` go to this endpoint.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.events.iter().any(|e| e == "*" || e == event_type)
+    }
+}
+
 /// The built-in `http.listen`.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
 
@@ -414,6 +467,16 @@ impl Settings {
             },
             "statusManager": self.status_manager,
             "promoCodes": promo,
+            // Secrets are left out: they can be rotated one daemon at a time.
+            "webhooks": {
+                "timeoutMs": self.webhooks.timeout.as_millis() as u64,
+                "retryInitialMs": self.webhooks.retry_initial.as_millis() as u64,
+                "retryMaxMs": self.webhooks.retry_max.as_millis() as u64,
+                "maxAgeMs": self.webhooks.max_age.as_millis() as u64,
+                "endpoints": self.webhooks.endpoints.iter().map(|e| serde_json::json!({
+                    "id": e.id(), "url": e.url, "events": e.events,
+                })).collect::<Vec<_>>(),
+            },
         });
         uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, canonical.to_string().as_bytes())
             .simple()
@@ -512,6 +575,72 @@ impl Settings {
         }
     }
 
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let w = &self.webhooks;
+        if w.timeout.is_zero() || w.retry_initial.is_zero() || w.max_age.is_zero() {
+            return Err(invalid(
+                "webhooks",
+                "timeout, retry_initial and max_age must be above zero",
+            ));
+        }
+        if w.retry_max < w.retry_initial {
+            return Err(invalid(
+                "webhooks.retry_max",
+                "must not be below retry_initial",
+            ));
+        }
+        if w.max_in_flight == 0 {
+            return Err(invalid("webhooks.max_in_flight", "must be at least 1"));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, e) in w.endpoints.iter().enumerate() {
+            let key = |k: &str| format!("webhooks.endpoints[{i}].{k}");
+            let scheme_ok = e.url.starts_with("http://") || e.url.starts_with("https://");
+            if !scheme_ok || e.url.len() <= "https://".len() || e.url.contains(char::is_whitespace)
+            {
+                return Err(invalid(
+                    &key("url"),
+                    format!("'{}' is not an http:// or https:// URL", e.url),
+                ));
+            }
+            if e.secret.is_empty() {
+                return Err(invalid(&key("secret"), "must not be empty"));
+            }
+            let id = e.id();
+            if id.is_empty()
+                || id
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '{' || c == '}')
+            {
+                return Err(invalid(
+                    &key("id"),
+                    "must be non-empty, without spaces or braces",
+                ));
+            }
+            if !ids.insert(id.to_string()) {
+                return Err(invalid(&key("id"), format!("'{id}' names two endpoints")));
+            }
+            if e.events.is_empty() {
+                return Err(invalid(
+                    &key("events"),
+                    "name event types, or [\"*\"] for every one",
+                ));
+            }
+            for t in &e.events {
+                let known = t == "*"
+                    || serde_json::from_value::<crate::domain::EventType>(serde_json::json!(t))
+                        .is_ok();
+                if !known {
+                    return Err(invalid(
+                        &key("events"),
+                        format!("'{t}' is not an event type"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.prefix.is_empty()
             || self.prefix.ends_with(':')
@@ -549,6 +678,7 @@ impl Settings {
             }
             None => {}
         }
+        self.validate_webhooks()?;
         let listen = self.http.listen.trim();
         if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
@@ -785,6 +915,64 @@ mod tests {
     /// goes through it, so tests setting `RECUR_` variables never affect each other.
     fn jailed(f: impl FnOnce(&mut Jail) -> Result<(), figment::Error>) {
         Jail::expect_with(f);
+    }
+
+    #[test]
+    fn webhook_endpoints_come_from_a_file_or_the_environment_and_are_checked() {
+        jailed(|jail| {
+            jail.set_env(
+                "RECUR_WEBHOOKS__ENDPOINTS",
+                r#"[{id="b", url="http://127.0.0.1:9/hook", secret="s", events=["*"]}]"#,
+            );
+            let s = Settings::load(&Overrides::default()).expect("valid endpoints");
+            assert_eq!(s.webhooks.endpoints.len(), 1);
+            assert_eq!(s.webhooks.endpoints[0].id(), "b");
+            assert!(s.webhooks.endpoints[0].wants("orderCreated"));
+            jail.create_file(
+                "hooks.toml",
+                "[[webhooks.endpoints]]\nurl = \"https://x.example/h\"\nsecret = \"s\"\nevents = [\"orderCreated\"]\n",
+            )?;
+            jail.set_env("RECUR_WEBHOOKS__ENDPOINTS", "[]");
+            let file = Overrides {
+                config_file: Some("hooks.toml".into()),
+                ..Overrides::default()
+            };
+            // The environment wins over the file.
+            assert!(Settings::load(&file).unwrap().webhooks.endpoints.is_empty());
+            Ok(())
+        });
+        jailed(|jail| {
+            let cases = [
+                (
+                    r#"[{url="ftp://x", secret="s", events=["*"]}]"#,
+                    "webhooks.endpoints[0].url",
+                ),
+                (
+                    r#"[{url="http://x/h", secret="", events=["*"]}]"#,
+                    "webhooks.endpoints[0].secret",
+                ),
+                (
+                    r#"[{url="http://x/h", secret="s", events=["orderExploded"]}]"#,
+                    "webhooks.endpoints[0].events",
+                ),
+                (
+                    r#"[{url="http://x/h", secret="s", events=[]}]"#,
+                    "webhooks.endpoints[0].events",
+                ),
+                (
+                    r#"[{url="http://x/h", secret="s", events=["*"]}, {url="http://x/h", secret="t", events=["*"]}]"#,
+                    "webhooks.endpoints[1].id",
+                ),
+            ];
+            for (value, key) in cases {
+                jail.set_env("RECUR_WEBHOOKS__ENDPOINTS", value);
+                assert_invalid_key(load_err(&Overrides::default()), key);
+            }
+            jail.set_env("RECUR_WEBHOOKS__ENDPOINTS", "[]");
+            jail.set_env("RECUR_WEBHOOKS__RETRY_MAX", "1s");
+            assert_invalid_key(load_err(&Overrides::default()), "webhooks.retry_max");
+            Ok(())
+        });
     }
 
     fn load_err(overrides: &Overrides) -> ConfigError {

@@ -49,6 +49,8 @@ pub enum RunError {
     Dunning(String),
     #[error(transparent)]
     Http(#[from] crate::http::BindError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::StartError),
 }
 
 /// What `run` reports once it is ready to take requests.
@@ -162,6 +164,12 @@ async fn serve(
     );
     tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, partitions, daemon_id = %ownership.daemon_id(), clock = %clock.mode(), now = %clock.now(), "recur starting");
 
+    let webhook_ids: Vec<String> = settings
+        .webhooks
+        .endpoints
+        .iter()
+        .map(|e| e.id().to_string())
+        .collect();
     // Bottom-up: the actors, then the scheduler that fires through them, then the admin side.
     let wake = TimerWake::default();
     let actors = Actors::new(ActorsConfig {
@@ -185,6 +193,7 @@ async fn serve(
             events_max_len: settings.events.max_len,
             payment_restart_grace: settings.lifecycle.payment_restart_grace,
             reply_retention: settings.admin.reply_retention,
+            webhook_endpoints: webhook_ids.clone(),
         },
     );
 
@@ -229,6 +238,23 @@ async fn serve(
     } else {
         tasks.spawn_local(scheduler.clone().run(shutdown.clone()));
     }
+    // Webhook deliveries run on a thread and a connection of their own: a slow receiver
+    // never takes time from commits or admin replies.
+    if !settings.webhooks.endpoints.is_empty() {
+        crate::webhooks::start(
+            redis.clone(),
+            store.clone(),
+            ownership.clone(),
+            Arc::clone(&metrics),
+            crate::webhooks::WebhookConfig {
+                settings: settings.webhooks.clone(),
+                daemon_id: ownership.daemon_id().to_string(),
+            },
+            &shutdown,
+            &tasks,
+        )
+        .await?;
+    }
     let admin = AdminState::new(
         actors,
         scheduler,
@@ -241,6 +267,7 @@ async fn serve(
             reply_retention: settings.admin.reply_retention,
             max_request_bytes: settings.admin.max_request_bytes,
             basket_rules: Arc::new(settings.basket_rules()),
+            webhook_endpoints: webhook_ids.clone(),
         },
     );
     admin::start(Arc::new(admin), &shutdown, &tasks, &requests)

@@ -16,6 +16,8 @@
 //! - [`scheduler`]: the `Scheduler` handle: fires due timers (system-clock loop,
 //!   `advanceClock`, start-up catch-up) and cron jobs.
 //! - [`health`]: readiness (Redis, catch-up, the lease loop) and the gauges read off Redis.
+//! - [`webhooks`]: signed, retried, ordered deliveries of the partitions' events to HTTP
+//!   endpoints.
 //! - [`admin`]: typed admin commands, the pub/sub and stream server, and the client.
 //! - [`http`]: `/healthz`, `/readyz` and `/metrics` (axum).
 //! - `daemon`: [`run`], which builds the handles bottom-up and runs them (private: only the
@@ -35,6 +37,7 @@ pub mod scheduler;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 pub mod wire;
 
 pub use daemon::{run, run_with, Ready, RunError};

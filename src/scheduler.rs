@@ -82,6 +82,8 @@ pub struct SchedulerConfig {
     pub payment_restart_grace: Duration,
     /// How long replies are kept (an advance's reply is kept when it completes).
     pub reply_retention: Duration,
+    /// The webhook endpoints' ids: the trim keeps what they have not delivered.
+    pub webhook_endpoints: Vec<String>,
 }
 
 /// The scheduler handle: fires due timers through the actors. Cheap to clone.
@@ -955,7 +957,10 @@ impl Scheduler {
         match name {
             "trimEvents" => {
                 let held = s.ownership.tokens(&s.ownership.owned());
-                let removed = s.store.trim_events(&held, s.config.events_max_len).await?;
+                let removed = s
+                    .store
+                    .trim_events(&held, s.config.events_max_len, &s.config.webhook_endpoints)
+                    .await?;
                 tracing::info!(job = name, removed, "trimmed the event stream");
             }
             "reconcileStats" => self.reconcile_sample().await?,

@@ -8,6 +8,8 @@
 //!   delta (applied exactly once through the outbox and the customer's actor).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
 use serde_json::{json, Value};
@@ -39,6 +41,57 @@ pub struct BurstOptions {
     pub daemons: usize,
     /// Redis append-only (`appendfsync everysec`, the default) or not.
     pub aof: bool,
+    /// A webhook endpoint every event goes to (`--webhook`).
+    pub webhook: Option<WebhookTarget>,
+}
+
+/// The endpoint of `--webhook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebhookTarget {
+    /// A local receiver that answers 200 to every delivery.
+    Ok,
+    /// A local port nothing listens on (every attempt is a refused connection).
+    Down,
+}
+
+/// The bench's webhook receiver: counts deliveries and when the last one came.
+#[derive(Clone)]
+struct Receiver {
+    count: Arc<AtomicU64>,
+    last: Arc<Mutex<Option<WallInstant>>>,
+}
+
+async fn receive(axum::extract::State(rx): axum::extract::State<Receiver>) -> &'static str {
+    rx.count.fetch_add(1, Ordering::Relaxed);
+    *rx.last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(WallInstant::now());
+    "ok"
+}
+
+/// Starts the receiver (`Ok`) or finds a port that refuses connections (`Down`): the URL, and
+/// the receiver when there is one.
+async fn webhook_endpoint(target: WebhookTarget) -> Result<(String, Option<Receiver>), BenchError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(setup("bind the webhook receiver"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(setup("webhook receiver address"))?;
+    let url = format!("http://{addr}/hook");
+    if target == WebhookTarget::Down {
+        drop(listener);
+        return Ok((url, None));
+    }
+    let rx = Receiver {
+        count: Arc::default(),
+        last: Arc::default(),
+    };
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(rx.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, Some(rx)))
 }
 
 impl BurstOptions {
@@ -51,6 +104,7 @@ impl BurstOptions {
             cluster: false,
             daemons: 1,
             aof: true,
+            webhook: None,
         }
     }
 }
@@ -75,6 +129,8 @@ pub struct BurstReport {
     pub aof: bool,
     /// CPU use of the daemon and Redis during the advance (`daemon_cpu_pct=.. redis_cpu_pct=..`).
     pub cpu: String,
+    /// With `--webhook`: ` webhook=ok deliveries=.. deliveries_per_s=..` or ` webhook=down`.
+    pub webhook: String,
 }
 
 impl BurstReport {
@@ -96,7 +152,7 @@ impl BurstReport {
             String::new()
         };
         format!(
-            "{} orders={} daemons={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} aof={} (seeding took {:.1}s)",
+            "{} orders={} daemons={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} aof={}{} (seeding took {:.1}s)",
             self.scenario,
             self.orders,
             self.daemons,
@@ -110,6 +166,7 @@ impl BurstReport {
             self.cpu,
             self.redis,
             if self.aof { "on" } else { "off" },
+            self.webhook,
             self.seed_elapsed.as_secs_f64(),
         )
     }
@@ -169,9 +226,21 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
 
     let n = opts.daemons.max(1);
     let ids: Vec<String> = (0..n).map(|i| format!("bench-d{i}")).collect();
+    let (hook_env, receiver) = match opts.webhook {
+        Some(target) => {
+            let (url, rx) = webhook_endpoint(target).await?;
+            let endpoints =
+                format!(r#"[{{id="bench", url="{url}", secret="bench-secret", events=["*"]}}]"#);
+            (Some(endpoints), rx)
+        }
+        None => (None, None),
+    };
     let mut daemons = Vec::new();
     for id in &ids {
-        let env = [("RECUR_CLUSTER__DAEMON_ID", id.as_str())];
+        let mut env = vec![("RECUR_CLUSTER__DAEMON_ID", id.as_str())];
+        if let Some(endpoints) = &hook_env {
+            env.push(("RECUR_WEBHOOKS__ENDPOINTS", endpoints.as_str()));
+        }
         daemons.push(DaemonProcess::start_on(
             &opts.binary,
             &address,
@@ -209,6 +278,29 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     }
     let after = group_metrics(&client, &ids).await?;
     let transitions = metric_delta(&before, &after, "transitions");
+    let events = metric_delta(&before, &after, "eventsWritten");
+    let webhook = match (opts.webhook, &receiver) {
+        (Some(WebhookTarget::Ok), Some(rx)) => {
+            // Every event of the burst delivered (the receiver counts attempts that got 200).
+            let deadline = WallInstant::now() + Duration::from_secs(900);
+            while rx.count.load(Ordering::Relaxed) < events && WallInstant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let delivered = rx.count.load(Ordering::Relaxed);
+            let last = rx
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or(started);
+            let secs = last.duration_since(started).as_secs_f64().max(1e-9);
+            format!(
+                " webhook=ok deliveries={delivered} deliveries_per_s={:.0} all_delivered_after_s={secs:.3}",
+                delivered as f64 / secs
+            )
+        }
+        (Some(_), _) => " webhook=down".to_string(),
+        (None, _) => String::new(),
+    };
     let cpu = format!(
         "{} daemon_cpu_us_per_transition={:.1} {} aof_rewrites_during={rewrites}",
         cpu_before.figures(&cpu_after, elapsed),
@@ -226,7 +318,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         scenario,
         orders: opts.orders,
         transitions,
-        events: metric_delta(&before, &after, "eventsWritten"),
+        events,
         stats_deltas: metric_delta(&before, &after, "statsDeltasApplied"),
         elapsed,
         peak_rss_kb,
@@ -235,6 +327,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         daemons: n,
         aof: opts.aof,
         cpu,
+        webhook,
     })
 }
 

@@ -77,6 +77,9 @@ pub struct RunOptions {
     pub cluster: bool,
     /// How many daemons share the work (`burst`, `burst-end`; default 1).
     pub daemons: usize,
+    /// `burst`: deliver every event to a webhook endpoint that answers 200, or to one that is
+    /// down.
+    pub webhook: Option<burst::WebhookTarget>,
 }
 
 /// Runs the scenario `name` and returns its line of figures.
@@ -88,11 +91,17 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
     let bursts = |orders: usize| BurstOptions {
         cluster: opts.cluster,
         daemons: opts.daemons.max(1),
+        webhook: opts.webhook,
         ..BurstOptions::new(orders, &opts.binary)
     };
     if opts.daemons > 1 && !matches!(name, "burst" | "burst-end") {
         return Err(BenchError::Setup(format!(
             "--daemons runs burst and burst-end only, not `{name}`"
+        )));
+    }
+    if opts.webhook.is_some() && name != "burst" {
+        return Err(BenchError::Setup(format!(
+            "--webhook runs burst only, not `{name}`"
         )));
     }
     if opts.cluster && !matches!(name, "burst" | "burst-end") {

@@ -32,6 +32,10 @@ struct Args {
     /// burst and burst-end: how many daemons share the partitions [default: 1].
     #[arg(long, value_name = "N", default_value_t = 1)]
     daemons: usize,
+    /// burst: deliver every event to a local webhook receiver that answers 200 (`ok`), or to
+    /// an endpoint that refuses connections (`down`); the line adds the deliveries per second.
+    #[arg(long, value_enum, value_name = "TARGET")]
+    webhook: Option<recur_bench::burst::WebhookTarget>,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn run(args: &Args) -> anyhow::Result<String> {
         peer_concurrency: args.peer_concurrency,
         cluster: args.cluster,
         daemons: args.daemons,
+        webhook: args.webhook,
     };
     Ok(runtime.block_on(recur_bench::run(&args.scenario, &opts))?)
 }

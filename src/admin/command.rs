@@ -62,6 +62,10 @@ pub enum AdminCommand {
         customer_id: String,
     },
     ListOrders(ListQuery),
+    /// Deliver the dead-lettered webhooks of one endpoint (or of every one) again.
+    RetryDeadWebhooks {
+        endpoint: Option<String>,
+    },
 }
 
 /// listOrders' arguments.
@@ -86,6 +90,13 @@ struct OrderIdArgs {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CustomerArgs {
     customer_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RetryDeadArgs {
+    #[serde(default)]
+    endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +189,12 @@ impl AdminCommand {
                 customer_id: customer()?,
             },
             "listOrders" => AdminCommand::ListOrders(ListQuery::parse(&req.args)?),
+            "retryDeadWebhooks" => {
+                let a: RetryDeadArgs = parse_args(&req.args)?;
+                AdminCommand::RetryDeadWebhooks {
+                    endpoint: a.endpoint,
+                }
+            }
             other => return Err(AdminError::UnknownCommand(other.to_string())),
         })
     }
@@ -221,7 +238,8 @@ impl AdminCommand {
             AdminCommand::Ping
             | AdminCommand::GetClock
             | AdminCommand::GetMetrics { .. }
-            | AdminCommand::AdvanceClock { .. } => 0,
+            | AdminCommand::AdvanceClock { .. }
+            | AdminCommand::RetryDeadWebhooks { .. } => 0,
         }
     }
 
@@ -321,6 +339,9 @@ impl AdminCommand {
             }
             AdminCommand::ListOrders(query) => {
                 Ok(Outcome::Answer(list_orders(state, query).await?))
+            }
+            AdminCommand::RetryDeadWebhooks { endpoint } => {
+                retry_dead_webhooks(state, endpoint.as_deref()).await
             }
         }
     }
@@ -436,6 +457,39 @@ async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreErr
     }
     let next = after.map_or(Value::Null, |(ms, id)| json!(format!("{ms}:{id}")));
     Ok(json!({"orders": orders, "nextCursor": next}))
+}
+
+/// retryDeadWebhooks: counts the dead letters to deliver again and records the request in
+/// partition 0; every owner queues its partitions' dead letters when it sees it (SPEC 10).
+async fn retry_dead_webhooks(
+    state: &AdminState,
+    endpoint: Option<&str>,
+) -> Result<Outcome, AdminError> {
+    let configured = &state.config.webhook_endpoints;
+    let endpoints: Vec<&str> = match endpoint {
+        Some(e) if configured.iter().any(|c| c == e) => vec![e],
+        Some(e) => {
+            return Err(
+                DomainError::NotFound(format!("no webhook endpoint '{e}' is configured")).into(),
+            )
+        }
+        None => configured.iter().map(String::as_str).collect(),
+    };
+    let counts = state.store.count_dead(&endpoints).await?;
+    let total: u64 = counts.values().sum();
+    if total > 0 {
+        let token = state
+            .ownership
+            .token(0)
+            .ok_or(StoreError::Fenced { partition: 0 })?;
+        state
+            .store
+            .add_redeliver_request(&token, &endpoints)
+            .await?;
+    }
+    Ok(Outcome::Answer(
+        json!({"requeued": total, "endpoints": counts}),
+    ))
 }
 
 #[cfg(test)]

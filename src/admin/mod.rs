@@ -35,6 +35,8 @@ pub struct AdminConfig {
     pub max_request_bytes: usize,
     /// updateOrder's status manager and promotion codes.
     pub basket_rules: Arc<BasketRules>,
+    /// The webhook endpoints' ids (retryDeadWebhooks).
+    pub webhook_endpoints: Vec<String>,
 }
 
 /// What the admin server holds: one handle per dependency, shared by every request.

@@ -214,6 +214,12 @@ pub struct AdminArgs {
     /// args.proration (changePlan): PRORATE or NONE
     #[arg(long, value_name = "HOW")]
     pub proration: Option<String>,
+    /// args.endpoint (retryDeadWebhooks): a webhook endpoint's id
+    #[arg(long, value_name = "ID")]
+    pub endpoint: Option<String>,
+    /// args.daemonId (getMetrics): the daemon that answers
+    #[arg(long, value_name = "ID")]
+    pub daemon_id: Option<String>,
 }
 
 /// Why admin arguments could not be assembled.
@@ -271,6 +277,8 @@ impl AdminArgs {
             ("startDate", &self.start_date),
             ("timeZone", &self.time_zone),
             ("proration", &self.proration),
+            ("endpoint", &self.endpoint),
+            ("daemonId", &self.daemon_id),
             ("resumeAt", &self.resume_at),
             ("to", &self.to),
             ("status", &self.status),

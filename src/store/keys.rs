@@ -169,6 +169,26 @@ impl Keys {
         format!("{}:{{p{partition}}}:customers", self.prefix)
     }
 
+    /// Hash of one webhook endpoint's delivery progress in a partition (`cursor`, `n`, and
+    /// `d:` done / `r:` retrying / `x:` redelivered entries above the cursor).
+    pub fn webhook_progress(&self, partition: u16, endpoint: &str) -> String {
+        format!(
+            "{}:{{p{partition}}}:webhooks:progress:{endpoint}",
+            self.prefix
+        )
+    }
+
+    /// Stream of a partition's dead-lettered webhook deliveries.
+    pub fn webhooks_dead(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:webhooks:dead", self.prefix)
+    }
+
+    /// Stream of retryDeadWebhooks requests (written by partition 0's owner, read by every
+    /// owner for its partitions).
+    pub fn webhooks_redeliver(&self) -> String {
+        format!("{}:{{p0}}:webhooks:redeliver", self.prefix)
+    }
+
     /// A partition's event stream: one entry (field `change`) per committed change (SPEC 4).
     pub fn events(&self, partition: u16) -> String {
         format!("{}:{{p{partition}}}:events", self.prefix)

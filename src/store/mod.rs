@@ -12,6 +12,7 @@ pub mod lease;
 pub mod meta;
 pub mod outage;
 pub mod stats;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,9 +82,24 @@ return 1
 
 /// XTRIM MAXLEN of a partition's event stream, if the writer holds its lease; the entries
 /// removed, or -1 when fenced. KEYS: 1 the stream, 2 the lease. ARGV: 1 token, 2 max length.
+/// KEYS[3..] are the partition's webhook progress hashes: the trim keeps every entry an
+/// endpoint has not finished (those after the lowest cursor, counted by ordinals against the
+/// stream's entries-added).
 const FENCED_TRIM: &str = r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-return redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[2])
+local keep = tonumber(ARGV[2])
+if #KEYS > 2 and redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local added = 0
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = tonumber(info[i + 1]) end
+  end
+  for i = 3, #KEYS do
+    local n = redis.call('HGET', KEYS[i], 'n')
+    if n and added - tonumber(n) > keep then keep = added - tonumber(n) end
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)
 ";
 
 /// What Redis holds under an order id.
@@ -108,6 +124,9 @@ pub struct Store {
     bulk_committer: Committer,
     /// Until when (Unix ms) replies kept by revision 1 are read too.
     legacy_replies_until: Option<i64>,
+    /// Webhook delivery's own connection (reads of the streams, progress writes), so that it
+    /// never queues admin traffic behind it; `None`: the admin connection.
+    hooks: Option<RedisConn>,
 }
 
 /// How long the store waits for one reply: big pipelines (a burst's commits, bulk loads) take
@@ -170,6 +189,7 @@ impl Store {
             committer,
             bulk_committer,
             legacy_replies_until: None,
+            hooks: None,
         })
     }
 
@@ -268,6 +288,17 @@ impl Store {
     pub fn with_legacy_replies(mut self, until_ms: Option<i64>) -> Store {
         self.legacy_replies_until = until_ms;
         self
+    }
+
+    /// This store with `conn` for webhook delivery's reads and writes.
+    pub fn with_webhook_conn(mut self, conn: RedisConn) -> Store {
+        self.hooks = Some(conn);
+        self
+    }
+
+    /// The connection webhook delivery uses.
+    pub fn webhook_conn(&self) -> RedisConn {
+        self.hooks.clone().unwrap_or_else(|| self.conn.clone())
     }
 
     /// Claims `request_id` for the request body `body_hash` (SET NX, `ttl_secs`, in the id's
@@ -717,7 +748,8 @@ return 1
     }
 
     /// Trims each of `partitions`' event streams to `max_len` change entries (exactly, so tests
-    /// can rely on it); returns how many entries went.
+    /// can rely on it), keeping every entry one of the webhook `endpoints` has not finished
+    /// with (SPEC 10); returns how many entries went.
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
@@ -725,6 +757,7 @@ return 1
         &self,
         held: &[(u16, String)],
         max_len: u64,
+        endpoints: &[String],
     ) -> Result<u64, StoreError> {
         if held.is_empty() {
             return Ok(0);
@@ -735,11 +768,13 @@ return 1
             // Fenced: only the partition's owner trims its stream (-1 when it is not).
             pipe.cmd("EVAL")
                 .arg(FENCED_TRIM)
-                .arg(2)
+                .arg(2 + endpoints.len())
                 .arg(self.keys.events(*p))
-                .arg(self.keys.lease(*p))
-                .arg(token)
-                .arg(max_len);
+                .arg(self.keys.lease(*p));
+            for e in endpoints {
+                pipe.arg(self.keys.webhook_progress(*p, e));
+            }
+            pipe.arg(token).arg(max_len);
         }
         let removed: Vec<i64> = pipe.query_async(&mut conn).await?;
         Ok(removed

@@ -11,3 +11,4 @@ mod partitions;
 mod replicas;
 mod stats;
 mod support;
+mod webhooks;

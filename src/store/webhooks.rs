@@ -1,0 +1,334 @@
+//! What webhook delivery keeps in Redis (SPEC 9, 10): per partition and endpoint a progress
+//! hash (`cursor` = the last stream entry whose deliveries are all finished, `n` = its ordinal
+//! in the stream, `d:<key>` deliveries finished above the cursor, `r:<key>` retry state,
+//! `x:<dead id>` dead letters queued again, `rq` the last retryDeadWebhooks request applied),
+//! the partition's dead-letter stream, and partition 0's stream of retryDeadWebhooks
+//! requests. Every write goes through `webhook.lua`, fenced by the partition's lease.
+
+use std::collections::HashMap;
+
+use redis::Value;
+
+use super::{Store, StoreError};
+
+const WEBHOOK_SCRIPT: &str = include_str!("webhook.lua");
+
+/// One endpoint's progress in one partition, as Redis holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// `None`: the endpoint never ran on this partition (it starts at the stream's end).
+    pub cursor: Option<(String, u64)>,
+    /// Delivery keys finished above the cursor.
+    pub done: Vec<String>,
+    /// Delivery key → retry state JSON.
+    pub retrying: HashMap<String, String>,
+    /// Dead-letter id → the dead entry's fields as JSON, to deliver again.
+    pub requeued: HashMap<String, String>,
+}
+
+/// One write of a delivery's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct Apply {
+    /// A field to set (`d:<key>` done, `r:<key>` retry state) with its value.
+    pub set: Option<(String, String)>,
+    /// The new cursor and its ordinal.
+    pub cursor: Option<(String, u64)>,
+    /// Fields to delete (done keys now at or below the cursor, a finished retry or requeue).
+    pub delete: Vec<String>,
+    /// The dead-letter entry to add, as field/value pairs.
+    pub dead: Vec<(String, String)>,
+}
+
+/// The stream's position: the last entry's id and how many entries were ever added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEnd {
+    pub last_id: String,
+    pub added: u64,
+}
+
+impl Store {
+    async fn run_webhook_script(
+        &self,
+        partition: u16,
+        endpoint: &str,
+        token: &str,
+        args: Vec<String>,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.webhook_conn();
+        let keys = self.keys();
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(WEBHOOK_SCRIPT)
+            .arg(3)
+            .arg(keys.webhook_progress(partition, endpoint))
+            .arg(keys.lease(partition))
+            .arg(keys.webhooks_dead(partition))
+            .arg(token)
+            .arg(args);
+        let r: i64 = cmd.query_async(&mut conn).await?;
+        if r == -1 {
+            return Err(StoreError::Fenced { partition });
+        }
+        Ok(r)
+    }
+
+    /// The endpoint's progress in `partition`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn webhook_progress(
+        &self,
+        partition: u16,
+        endpoint: &str,
+    ) -> Result<Progress, StoreError> {
+        let mut conn = self.webhook_conn();
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys().webhook_progress(partition, endpoint))
+            .query_async(&mut conn)
+            .await?;
+        let mut p = Progress::default();
+        if let (Some(c), Some(n)) = (fields.get("cursor"), fields.get("n")) {
+            p.cursor = Some((c.clone(), n.parse().unwrap_or(0)));
+        }
+        for (k, v) in fields {
+            if let Some(key) = k.strip_prefix("d:") {
+                p.done.push(key.to_string());
+            } else if let Some(key) = k.strip_prefix("r:") {
+                p.retrying.insert(key.to_string(), v);
+            } else if let Some(id) = k.strip_prefix("x:") {
+                p.requeued.insert(id.to_string(), v);
+            }
+        }
+        Ok(p)
+    }
+
+    /// Where the partition's event stream ends now (`0-0`, 0 when it has none).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn stream_end(&self, partition: u16) -> Result<StreamEnd, StoreError> {
+        let mut conn = self.webhook_conn();
+        let info: Result<Value, redis::RedisError> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(self.keys().events(partition))
+            .query_async(&mut conn)
+            .await;
+        let info = match info {
+            Ok(v) => v,
+            // No stream yet.
+            Err(e) if e.to_string().contains("no such key") => {
+                return Ok(StreamEnd {
+                    last_id: "0-0".into(),
+                    added: 0,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut end = StreamEnd {
+            last_id: "0-0".into(),
+            added: 0,
+        };
+        let pairs: Vec<Value> = match info {
+            Value::Array(a) => a,
+            Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => Vec::new(),
+        };
+        let mut it = pairs.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            let k: String = redis::from_redis_value(k).unwrap_or_default();
+            match k.as_str() {
+                "last-generated-id" => {
+                    end.last_id = redis::from_redis_value(v).unwrap_or_else(|_| "0-0".into())
+                }
+                "entries-added" => end.added = redis::from_redis_value(v).unwrap_or(0),
+                _ => {}
+            }
+        }
+        Ok(end)
+    }
+
+    /// Up to `count` change entries of the partition's stream after `after`: (id, change JSON).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn entries_after(
+        &self,
+        partition: u16,
+        after: &str,
+        count: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.webhook_conn();
+        let rows: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(self.keys().events(partition))
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, fields)| {
+                let change = fields
+                    .into_iter()
+                    .find(|(k, _)| k == "change")
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                (id, change)
+            })
+            .collect())
+    }
+
+    /// Records where a new endpoint starts (unless it has a cursor already); whether it did.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the partition's lease is another daemon's.
+    pub async fn webhook_init(
+        &self,
+        partition: u16,
+        endpoint: &str,
+        token: &str,
+        cursor: &str,
+        n: u64,
+    ) -> Result<bool, StoreError> {
+        let args = vec!["init".into(), cursor.to_string(), n.to_string()];
+        Ok(self
+            .run_webhook_script(partition, endpoint, token, args)
+            .await?
+            == 1)
+    }
+
+    /// Writes a delivery's outcome (and the cursor it moves).
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the partition's lease is another daemon's.
+    pub async fn webhook_apply(
+        &self,
+        partition: u16,
+        endpoint: &str,
+        token: &str,
+        apply: &Apply,
+    ) -> Result<(), StoreError> {
+        let (set_field, set_value) = apply.set.clone().unwrap_or_default();
+        let (cursor, n) = apply
+            .cursor
+            .clone()
+            .map_or((String::new(), String::new()), |(c, n)| (c, n.to_string()));
+        let mut args = vec![
+            "apply".to_string(),
+            set_field,
+            set_value,
+            cursor,
+            n,
+            apply.delete.len().to_string(),
+        ];
+        args.extend(apply.delete.iter().cloned());
+        for (k, v) in &apply.dead {
+            args.push(k.clone());
+            args.push(v.clone());
+        }
+        self.run_webhook_script(partition, endpoint, token, args)
+            .await
+            .map(|_| ())
+    }
+
+    /// Queues the endpoint's dead letters of `partition` for delivery again (once per
+    /// request id); how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the partition's lease is another daemon's.
+    pub async fn webhook_requeue(
+        &self,
+        partition: u16,
+        endpoint: &str,
+        token: &str,
+        request: &str,
+    ) -> Result<u64, StoreError> {
+        let args = vec![
+            "requeue".to_string(),
+            endpoint.to_string(),
+            request.to_string(),
+        ];
+        let moved = self
+            .run_webhook_script(partition, endpoint, token, args)
+            .await?;
+        Ok(u64::try_from(moved).unwrap_or(0))
+    }
+
+    /// How many dead letters each of `endpoints` has in each partition (all partitions).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn count_dead(&self, endpoints: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
+        let mut out: HashMap<String, u64> = endpoints.iter().map(|e| (e.to_string(), 0)).collect();
+        let mut conn = self.webhook_conn();
+        for p in 0..self.partitions() {
+            let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(self.keys().webhooks_dead(p))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await?;
+            for (_, fields) in rows {
+                if let Some(n) = fields.get("endpoint").and_then(|e| out.get_mut(e)) {
+                    *n += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends a retryDeadWebhooks request (fenced by partition 0's lease); its id.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when partition 0's lease is another daemon's.
+    pub async fn add_redeliver_request(
+        &self,
+        token: &str,
+        endpoints: &[&str],
+    ) -> Result<String, StoreError> {
+        let mut conn = self.webhook_conn();
+        let keys = self.keys();
+        let id: Option<String> = redis::cmd("EVAL")
+            .arg(
+                "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end \
+                 return redis.call('XADD', KEYS[1], '*', 'endpoints', ARGV[2])",
+            )
+            .arg(2)
+            .arg(keys.webhooks_redeliver())
+            .arg(keys.lease(0))
+            .arg(token)
+            .arg(endpoints.join(" "))
+            .query_async(&mut conn)
+            .await?;
+        id.ok_or(StoreError::Fenced { partition: 0 })
+    }
+
+    /// retryDeadWebhooks requests after `after`: (id, endpoint ids).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn redeliver_requests(
+        &self,
+        after: &str,
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let mut conn = self.webhook_conn();
+        let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(self.keys().webhooks_redeliver())
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(100)
+            .query_async(&mut conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, f)| {
+                let eps = f
+                    .get("endpoints")
+                    .map(|e| e.split(' ').map(str::to_string).collect())
+                    .unwrap_or_default();
+                (id, eps)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,865 @@
+//! Webhook delivery (SPEC 9, 10): every event of the partitions this daemon owns, POSTed to
+//! each endpoint that wants its type, signed, retried with exponential backoff on the wall
+//! clock, dead-lettered after `webhooks.max_age`.
+//!
+//! One loop per endpoint reads the partition streams after its progress (kept in Redis with
+//! the partition, so a takeover resumes it) and keeps a queue per order: an order's events go
+//! one at a time, in stream (= sequence) order, while other orders' go at once, up to
+//! `webhooks.max_in_flight` per endpoint. A receiver that is slow or down only fills that
+//! endpoint's queues (bounded per partition); commits and admin replies never wait for it.
+//!
+//! Progress: `cursor` is the last stream entry whose deliveries are all finished; deliveries
+//! finished above it are marked `d:<key>` until the cursor passes them, so a restart redoes
+//! only what was in flight (at least once; receivers dedupe on `Recur-Event-Id`).
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{EndpointSettings, WebhookSettings};
+use crate::metrics::{DeliveryOutcome, Metrics};
+use crate::ownership::Ownership;
+use crate::shutdown::Shutdown;
+use crate::store::webhooks::Apply;
+use crate::store::{RedisAddress, Store, StoreError};
+
+/// How often the streams are read for new entries when the last read found none.
+const POLL: Duration = Duration::from_millis(200);
+/// Entries read per partition per round trip.
+const READ_BATCH: usize = 256;
+/// Deliveries queued per partition before its stream is read further (the rest waits in
+/// Redis): bounds memory while a receiver is down.
+const PARTITION_QUEUE_CAP: usize = 4096;
+/// How often retryDeadWebhooks requests are looked for.
+const REDELIVER_POLL: Duration = Duration::from_secs(1);
+
+/// `Recur-Signature`'s `v1`: the hex HMAC-SHA256 of `"<t>.<body>"` keyed with the secret.
+pub fn signature(secret: &str, t: i64, body: &str) -> String {
+    // HMAC accepts keys of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The `Recur-Signature` header value for a body sent at Unix second `t`.
+pub fn signature_header(secret: &str, t: i64, body: &str) -> String {
+    format!("t={t},v1={}", signature(secret, t, body))
+}
+
+/// The pause before attempt `attempts + 1` (after `attempts` failures): `initial` doubling,
+/// at most `max`.
+pub fn backoff(attempts: u32, initial: Duration, max: Duration) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(30);
+    initial.saturating_mul(1u32 << doublings).min(max)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// What the delivery loops are configured with.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub settings: WebhookSettings,
+    /// Sent as `Recur-Daemon-Id` (which owner delivered it).
+    pub daemon_id: String,
+}
+
+/// Why delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot set up the webhook HTTP client")]
+    Client(#[source] reqwest::Error),
+    #[error("cannot record where new webhook endpoints start")]
+    Store(#[source] StoreError),
+    #[error("cannot start the webhook delivery thread")]
+    Runtime(#[source] std::io::Error),
+    #[error("the webhook delivery thread stopped while starting")]
+    Gone,
+}
+
+/// Starts delivery on a thread of its own (its own runtime and Redis connection to
+/// `redis`), one loop per endpoint; nothing when no endpoint is configured. A new endpoint
+/// starts at the ends of the streams of the partitions held now, recorded before this returns
+/// (so before the daemon takes requests: no event made after start-up is skipped). The thread
+/// stops on `shutdown`; `tasks` waits for it.
+///
+/// # Errors
+/// [`StartError`] when the HTTP client cannot be built or Redis fails.
+pub async fn start(
+    redis: RedisAddress,
+    store: Store,
+    ownership: Ownership,
+    metrics: Arc<Metrics>,
+    config: WebhookConfig,
+    shutdown: &Shutdown,
+    tasks: &TaskTracker,
+) -> Result<(), StartError> {
+    if config.settings.endpoints.is_empty() {
+        return Ok(());
+    }
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name("recur-webhooks".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(StartError::Runtime(e)));
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                let loops = match prepare(redis, store, ownership, metrics, config).await {
+                    Ok(loops) => loops,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let running = TaskTracker::new();
+                for run in loops {
+                    running.spawn_local(run.run(shutdown.clone()));
+                }
+                running.close();
+                let _ = ready_tx.send(Ok(()));
+                running.wait().await;
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(StartError::Runtime)?;
+    let started = ready_rx.await.unwrap_or(Err(StartError::Gone));
+    if started.is_err() {
+        let _ = thread.join();
+        return started;
+    }
+    tasks.spawn(async move {
+        let _ = done_rx.await;
+    });
+    Ok(())
+}
+
+/// The delivery loops, once every new endpoint's start is recorded.
+async fn prepare(
+    redis: RedisAddress,
+    store: Store,
+    ownership: Ownership,
+    metrics: Arc<Metrics>,
+    config: WebhookConfig,
+) -> Result<Vec<EndpointLoop>, StartError> {
+    let conn = crate::store::connect_to(&redis)
+        .await
+        .map_err(StartError::Store)?;
+    let store = store.with_webhook_conn(conn);
+    for ep in &config.settings.endpoints {
+        for (p, token) in ownership.tokens(&ownership.owned()) {
+            init_at_end(&store, p, ep.id(), &token)
+                .await
+                .map_err(StartError::Store)?;
+        }
+    }
+    let pending = Arc::new(AtomicU64::new(0));
+    let mut loops = Vec::new();
+    for ep in &config.settings.endpoints {
+        let client = reqwest::Client::builder()
+            .timeout(config.settings.timeout)
+            .pool_max_idle_per_host(config.settings.max_in_flight)
+            .build()
+            .map_err(StartError::Client)?;
+        loops.push(EndpointLoop {
+            ep: Arc::new(ep.clone()),
+            id: ep.id().to_string(),
+            client,
+            store: store.clone(),
+            ownership: ownership.clone(),
+            metrics: Arc::clone(&metrics),
+            config: config.clone(),
+            pending: Arc::clone(&pending),
+            parts: BTreeMap::new(),
+            queues: HashMap::new(),
+            ready: VecDeque::new(),
+            waiting: BinaryHeap::new(),
+            in_flight: 0,
+            generation: 0,
+            redeliver_seen: "0-0".to_string(),
+        });
+    }
+    Ok(loops)
+}
+
+/// Records the stream's end as the endpoint's start in `p`, unless it has a cursor; the
+/// cursor it has now.
+async fn init_at_end(
+    store: &Store,
+    p: u16,
+    endpoint: &str,
+    token: &str,
+) -> Result<Option<(String, u64)>, StoreError> {
+    if let Some(c) = store.webhook_progress(p, endpoint).await?.cursor {
+        return Ok(Some(c));
+    }
+    let end = store.stream_end(p).await?;
+    if store
+        .webhook_init(p, endpoint, token, &end.last_id, end.added)
+        .await?
+    {
+        return Ok(Some((end.last_id, end.added)));
+    }
+    Ok(None)
+}
+
+/// A queue's key: (partition, order id), or (partition, `x:<dead id>`) for a dead letter
+/// delivered again (on its own, ordered with nothing).
+type QueueKey = (u16, String);
+
+#[derive(Debug)]
+struct Delivery {
+    key: String,
+    /// The ordinal of its stream entry (`None`: a requeued dead letter).
+    entry_n: Option<u64>,
+    order_id: String,
+    event_id: String,
+    event_type: String,
+    body: Arc<str>,
+    attempts: u32,
+    first_ms: Option<i64>,
+    in_flight: bool,
+}
+
+/// What is kept under `r:<key>` between attempts.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RetryState {
+    attempts: u32,
+    first_ms: i64,
+    error: String,
+}
+
+/// A dead letter as `x:<id>` holds it (the dead entry's fields).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeadFields {
+    event_id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    order_id: String,
+    body: String,
+}
+
+#[derive(Debug, Default)]
+struct EntryState {
+    id: String,
+    remaining: usize,
+    /// Keys finished while the entry is above the cursor (`d:` fields to drop with it).
+    done_keys: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Part {
+    generation: u64,
+    read_pos: String,
+    read_n: u64,
+    cursor: (String, u64),
+    /// Entries read and not finished, by ordinal.
+    entries: BTreeMap<u64, EntryState>,
+    /// Deliveries Redis says are finished above the cursor.
+    done: HashSet<String>,
+    retrying: HashMap<String, RetryState>,
+    queued: usize,
+}
+
+struct Finished {
+    queue: QueueKey,
+    generation: u64,
+    started_ms: i64,
+    result: Result<(), String>,
+}
+
+struct EndpointLoop {
+    ep: Arc<EndpointSettings>,
+    id: String,
+    client: reqwest::Client,
+    store: Store,
+    ownership: Ownership,
+    metrics: Arc<Metrics>,
+    config: WebhookConfig,
+    /// Deliveries waiting, over every endpoint (`recur_webhook_pending`).
+    pending: Arc<AtomicU64>,
+    parts: BTreeMap<u16, Part>,
+    queues: HashMap<QueueKey, VecDeque<Delivery>>,
+    /// Queues whose head may be sent now.
+    ready: VecDeque<QueueKey>,
+    /// Queues whose head waits for its retry.
+    waiting: BinaryHeap<std::cmp::Reverse<(Instant, QueueKey)>>,
+    in_flight: usize,
+    generation: u64,
+    redeliver_seen: String,
+}
+
+impl EndpointLoop {
+    async fn run(mut self, shutdown: Shutdown) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
+        let mut next_read = Instant::now();
+        let mut next_redeliver = Instant::now();
+        tracing::info!(endpoint = %self.id, url = %self.ep.url, "delivering webhooks");
+        while !shutdown.is_triggered() {
+            self.sync_partitions().await;
+            let now = Instant::now();
+            if now >= next_redeliver {
+                self.check_redeliver().await;
+                next_redeliver = now + REDELIVER_POLL;
+            }
+            if now >= next_read {
+                let more = self.read_new().await;
+                next_read = if more { now } else { now + POLL };
+            }
+            self.wake_waiting();
+            self.dispatch(&tx);
+            let retry_at = self.waiting.peek().map(|w| w.0 .0);
+            let wake = retry_at.map_or(next_read, |r| r.min(next_read));
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                Some(f) = rx.recv() => {
+                    self.finish(f).await;
+                    while let Ok(f) = rx.try_recv() {
+                        self.finish(f).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        let queued: usize = self.parts.values().map(|p| p.queued).sum();
+        self.add_pending(-(queued as i64));
+    }
+
+    /// Picks up partitions this daemon took, drops those it lost.
+    async fn sync_partitions(&mut self) {
+        let owned = self.ownership.owned();
+        let lost: Vec<u16> = self
+            .parts
+            .keys()
+            .filter(|p| !owned.contains(p))
+            .copied()
+            .collect();
+        for p in lost {
+            self.drop_partition(p);
+        }
+        for p in owned {
+            if self.parts.contains_key(&p) {
+                continue;
+            }
+            match self.load_partition(p).await {
+                Ok(()) => {}
+                Err(e) => {
+                    self.metrics.redis_error();
+                    tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot load webhook progress; retrying");
+                }
+            }
+        }
+    }
+
+    fn drop_partition(&mut self, p: u16) {
+        let Some(part) = self.parts.remove(&p) else {
+            return;
+        };
+        self.add_pending(-(part.queued as i64));
+        self.queues.retain(|k, _| k.0 != p);
+        self.ready.retain(|k| k.0 != p);
+        tracing::debug!(endpoint = %self.id, partition = p, "stopped delivering a partition this daemon no longer owns");
+    }
+
+    fn add_pending(&self, delta: i64) {
+        let total = if delta >= 0 {
+            self.pending.fetch_add(delta as u64, Ordering::Relaxed) + delta as u64
+        } else {
+            self.pending
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed)
+                .saturating_sub(delta.unsigned_abs())
+        };
+        self.metrics.set_webhook_pending(total);
+    }
+
+    async fn load_partition(&mut self, p: u16) -> Result<(), StoreError> {
+        let Some(token) = self.ownership.token(p) else {
+            return Ok(());
+        };
+        let progress = self.store.webhook_progress(p, &self.id).await?;
+        let cursor = match progress.cursor {
+            Some(c) => c,
+            None => {
+                // A new endpoint starts at the stream's end (SPEC 10).
+                let end = self.store.stream_end(p).await?;
+                if !self
+                    .store
+                    .webhook_init(p, &self.id, &token, &end.last_id, end.added)
+                    .await?
+                {
+                    // Another start got there first: read what it recorded.
+                    return Ok(());
+                }
+                (end.last_id, end.added)
+            }
+        };
+        self.generation += 1;
+        let mut retrying = HashMap::new();
+        for (key, json) in progress.retrying {
+            if let Ok(r) = serde_json::from_str::<RetryState>(&json) {
+                retrying.insert(key, r);
+            }
+        }
+        let part = Part {
+            generation: self.generation,
+            read_pos: cursor.0.clone(),
+            read_n: cursor.1,
+            cursor,
+            entries: BTreeMap::new(),
+            done: progress.done.into_iter().collect(),
+            retrying,
+            queued: 0,
+        };
+        self.parts.insert(p, part);
+        self.queue_requeued(p, progress.requeued);
+        Ok(())
+    }
+
+    /// Dead letters queued again (`x:` fields): each delivered on its own.
+    fn queue_requeued(&mut self, p: u16, requeued: HashMap<String, String>) {
+        for (dead_id, json) in requeued {
+            let key = format!("x:{dead_id}");
+            let queue = (p, key.clone());
+            if self.queues.contains_key(&queue) {
+                continue;
+            }
+            let Ok(f) = serde_json::from_str::<DeadFields>(&json) else {
+                tracing::warn!(endpoint = %self.id, partition = p, dead = %dead_id, "skipping an unreadable dead letter");
+                continue;
+            };
+            let d = Delivery {
+                key,
+                entry_n: None,
+                order_id: f.order_id,
+                event_id: f.event_id,
+                event_type: f.event_type,
+                body: Arc::from(f.body),
+                attempts: 0,
+                first_ms: None,
+                in_flight: false,
+            };
+            self.enqueue(p, queue, d);
+        }
+    }
+
+    fn enqueue(&mut self, p: u16, queue: QueueKey, d: Delivery) {
+        let q = self.queues.entry(queue.clone()).or_default();
+        q.push_back(d);
+        if q.len() == 1 {
+            self.ready.push_back(queue);
+        }
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.queued += 1;
+        }
+        self.add_pending(1);
+    }
+
+    /// Reads new entries of every partition with room in its queues; whether some partition
+    /// has more to read at once.
+    async fn read_new(&mut self) -> bool {
+        let mut more = false;
+        let partitions: Vec<u16> = self.parts.keys().copied().collect();
+        for p in partitions {
+            let Some(part) = self.parts.get(&p) else {
+                continue;
+            };
+            if part.queued >= PARTITION_QUEUE_CAP {
+                continue;
+            }
+            let after = part.read_pos.clone();
+            let rows = match self.store.entries_after(p, &after, READ_BATCH).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.metrics.redis_error();
+                    tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot read the event stream; retrying");
+                    continue;
+                }
+            };
+            more |= rows.len() == READ_BATCH;
+            for (id, change) in rows {
+                self.take_entry(p, id, &change);
+            }
+            self.advance(p).await;
+        }
+        more
+    }
+
+    /// Queues the deliveries of one stream entry.
+    fn take_entry(&mut self, p: u16, id: String, change: &str) {
+        let Some(part) = self.parts.get_mut(&p) else {
+            return;
+        };
+        part.read_n += 1;
+        part.read_pos = id.clone();
+        let n = part.read_n;
+        let change: Value = serde_json::from_str(change).unwrap_or(Value::Null);
+        let events = crate::wire::change_events(&change);
+        let mut entry = EntryState {
+            id: id.clone(),
+            ..EntryState::default()
+        };
+        let mut deliveries = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let event_type = event["type"].as_str().unwrap_or_default();
+            if !self.ep.wants(event_type) {
+                continue;
+            }
+            let key = format!("{id}#{i}");
+            if part.done.remove(&key) {
+                entry.done_keys.push(key);
+                continue;
+            }
+            let retry = part.retrying.remove(&key);
+            let body: Arc<str> = Arc::from(event.to_string());
+            deliveries.push(Delivery {
+                key,
+                entry_n: Some(n),
+                order_id: event["entityId"].as_str().unwrap_or_default().to_string(),
+                event_id: event["id"].as_str().unwrap_or_default().to_string(),
+                event_type: event_type.to_string(),
+                body,
+                attempts: retry.as_ref().map_or(0, |r| r.attempts),
+                first_ms: retry.map(|r| r.first_ms),
+                in_flight: false,
+            });
+        }
+        entry.remaining = deliveries.len();
+        part.entries.insert(n, entry);
+        for d in deliveries {
+            let queue = (p, d.order_id.clone());
+            self.enqueue(p, queue, d);
+        }
+    }
+
+    /// Moves the cursor past every finished entry and writes it.
+    async fn advance(&mut self, p: u16) {
+        let Some(apply) = self.advance_cursor(p) else {
+            return;
+        };
+        self.write(p, &apply).await;
+    }
+
+    /// The cursor move of the finished entries at the bottom, with the `d:` fields it drops.
+    fn advance_cursor(&mut self, p: u16) -> Option<Apply> {
+        let part = self.parts.get_mut(&p)?;
+        let mut apply = Apply::default();
+        while let Some(entry) = part.entries.first_entry() {
+            if entry.get().remaining > 0 {
+                break;
+            }
+            let n = *entry.key();
+            let e = entry.remove();
+            apply
+                .delete
+                .extend(e.done_keys.into_iter().map(|k| format!("d:{k}")));
+            part.cursor = (e.id.clone(), n);
+            apply.cursor = Some((e.id, n));
+        }
+        apply.cursor.is_some().then_some(apply)
+    }
+
+    async fn write(&mut self, p: u16, apply: &Apply) {
+        let Some(token) = self.ownership.token(p) else {
+            self.drop_partition(p);
+            return;
+        };
+        match self.store.webhook_apply(p, &self.id, &token, apply).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced { .. }) => {
+                tracing::warn!(endpoint = %self.id, partition = p, "webhook progress fenced: the partition has another owner");
+                self.drop_partition(p);
+            }
+            Err(e) => {
+                // Not lost: what was delivered is delivered again after a restart.
+                self.metrics.redis_error();
+                tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot record webhook progress");
+            }
+        }
+    }
+
+    fn wake_waiting(&mut self) {
+        let now = Instant::now();
+        while let Some(std::cmp::Reverse((at, _))) = self.waiting.peek() {
+            if *at > now {
+                break;
+            }
+            if let Some(std::cmp::Reverse((_, queue))) = self.waiting.pop() {
+                self.ready.push_back(queue);
+            }
+        }
+    }
+
+    /// Sends the heads of ready queues, up to `max_in_flight` at once.
+    fn dispatch(&mut self, tx: &mpsc::UnboundedSender<Finished>) {
+        while self.in_flight < self.config.settings.max_in_flight {
+            let Some(queue) = self.ready.pop_front() else {
+                return;
+            };
+            let Some(generation) = self.parts.get(&queue.0).map(|p| p.generation) else {
+                continue;
+            };
+            let Some(d) = self.queues.get_mut(&queue).and_then(VecDeque::front_mut) else {
+                continue;
+            };
+            if d.in_flight {
+                continue;
+            }
+            d.in_flight = true;
+            self.in_flight += 1;
+            let request = self
+                .client
+                .post(&self.ep.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("Recur-Event-Id", &d.event_id)
+                .header("Recur-Event-Type", &d.event_type)
+                .header("Recur-Daemon-Id", &self.config.daemon_id);
+            let (secret, body, tx) = (self.ep.secret.clone(), Arc::clone(&d.body), tx.clone());
+            tokio::task::spawn_local(async move {
+                let started_ms = now_ms();
+                let t = started_ms / 1000;
+                let result = request
+                    .header("Recur-Signature", signature_header(&secret, t, &body))
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                let result = match result {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+                    Err(e) if e.is_timeout() => Err("timeout".to_string()),
+                    Err(e) => Err(error_chain(&e)),
+                };
+                let _ = tx.send(Finished {
+                    queue,
+                    generation,
+                    started_ms,
+                    result,
+                });
+            });
+        }
+    }
+
+    async fn finish(&mut self, f: Finished) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let p = f.queue.0;
+        let current = self.parts.get(&p).map(|part| part.generation);
+        if current != Some(f.generation) {
+            // Lost meanwhile (the new owner delivers it again) or taken again since.
+            return;
+        }
+        let settings = &self.config.settings;
+        let Some(queue) = self.queues.get_mut(&f.queue) else {
+            return;
+        };
+        let Some(d) = queue.front_mut() else {
+            return;
+        };
+        d.in_flight = false;
+        let error = f.result.err();
+        if let Some(error) = &error {
+            d.attempts += 1;
+            let first = *d.first_ms.get_or_insert(f.started_ms);
+            let age = Duration::from_millis(u64::try_from(now_ms() - first).unwrap_or(0));
+            if age < settings.max_age {
+                self.metrics.webhook_delivery(DeliveryOutcome::Failed);
+                let pause = backoff(d.attempts, settings.retry_initial, settings.retry_max);
+                tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, "webhook delivery failed; retrying");
+                let state = RetryState {
+                    attempts: d.attempts,
+                    first_ms: first,
+                    error: error.clone(),
+                };
+                let apply = Apply {
+                    set: d.entry_n.map(|_| {
+                        (
+                            format!("r:{}", d.key),
+                            serde_json::to_string(&state).unwrap_or_default(),
+                        )
+                    }),
+                    ..Apply::default()
+                };
+                self.waiting
+                    .push(std::cmp::Reverse((Instant::now() + pause, f.queue.clone())));
+                if apply.set.is_some() {
+                    self.write(p, &apply).await;
+                }
+                return;
+            }
+        }
+        // Finished: delivered, or given up.
+        let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::pop_front) else {
+            return;
+        };
+        let mut apply = Apply::default();
+        match &error {
+            None => self.metrics.webhook_delivery(DeliveryOutcome::Delivered),
+            Some(error) => {
+                self.metrics.webhook_delivery(DeliveryOutcome::Dead);
+                tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, "webhook delivery given up: dead-lettered");
+                apply.dead = vec![
+                    ("endpoint".into(), self.id.clone()),
+                    ("eventId".into(), d.event_id.clone()),
+                    ("type".into(), d.event_type.clone()),
+                    ("orderId".into(), d.order_id.clone()),
+                    ("attempts".into(), d.attempts.to_string()),
+                    ("error".into(), error.clone()),
+                    ("firstAttemptMs".into(), d.first_ms.unwrap_or(0).to_string()),
+                    ("body".into(), d.body.to_string()),
+                ];
+            }
+        }
+        if d.attempts > 0 && d.entry_n.is_some() {
+            apply.delete.push(format!("r:{}", d.key));
+        }
+        if d.entry_n.is_none() {
+            apply.delete.push(d.key.clone());
+        }
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.queued = part.queued.saturating_sub(1);
+        }
+        self.add_pending(-1);
+        if let Some(n) = d.entry_n {
+            if let Some(entry) = self
+                .parts
+                .get_mut(&p)
+                .and_then(|part| part.entries.get_mut(&n))
+            {
+                entry.remaining = entry.remaining.saturating_sub(1);
+                entry.done_keys.push(d.key.clone());
+            }
+            match self.advance_cursor(p) {
+                Some(moved) => {
+                    apply.cursor = moved.cursor;
+                    apply.delete.extend(moved.delete);
+                    // A key the cursor passed needs no `d:` mark.
+                    apply.delete.retain(|k| k != &format!("d:{}", d.key));
+                }
+                None => apply.set = Some((format!("d:{}", d.key), "1".into())),
+            }
+        }
+        // The order's next event, if any, may go now.
+        match self.queues.get(&f.queue) {
+            Some(q) if !q.is_empty() => self.ready.push_back(f.queue.clone()),
+            _ => {
+                self.queues.remove(&f.queue);
+            }
+        }
+        self.write(p, &apply).await;
+    }
+
+    /// Applies retryDeadWebhooks requests to the partitions this daemon owns.
+    async fn check_redeliver(&mut self) {
+        let requests = match self.store.redeliver_requests(&self.redeliver_seen).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.redis_error();
+                tracing::debug!(error = %e, "cannot read retryDeadWebhooks requests");
+                return;
+            }
+        };
+        for (request, endpoints) in requests {
+            if endpoints.iter().any(|e| e == &self.id) {
+                let partitions: Vec<u16> = self.parts.keys().copied().collect();
+                for p in partitions {
+                    let Some(token) = self.ownership.token(p) else {
+                        continue;
+                    };
+                    match self
+                        .store
+                        .webhook_requeue(p, &self.id, &token, &request)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(moved) => {
+                            tracing::info!(endpoint = %self.id, partition = p, moved, "dead letters queued for delivery again");
+                            match self.store.webhook_progress(p, &self.id).await {
+                                Ok(progress) => self.queue_requeued(p, progress.requeued),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot read requeued dead letters; they go after a restart")
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.metrics.redis_error();
+                            tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot requeue dead letters; the next look retries");
+                            return;
+                        }
+                    }
+                }
+            }
+            self.redeliver_seen = request;
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_stripe_s_scheme() {
+        // Python's hmac.new(b"whsec_test", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
+        let body = r#"{"a":1}"#;
+        assert_eq!(
+            signature("whsec_test", 1_700_000_000, body),
+            "38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
+        );
+        assert_eq!(
+            signature_header("whsec_test", 1_700_000_000, body),
+            "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
+        );
+        assert_ne!(signature("a", 1, "{}"), signature("b", 1, "{}"));
+        assert_ne!(signature("a", 1, "{}"), signature("a", 2, "{}"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (i, m) = (Duration::from_secs(10), Duration::from_secs(3600));
+        let pauses: Vec<u64> = (1..=12).map(|a| backoff(a, i, m).as_secs()).collect();
+        assert_eq!(
+            pauses,
+            [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600, 3600]
+        );
+        assert_eq!(backoff(100, i, m), m);
+    }
+}

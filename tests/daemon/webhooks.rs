@@ -1,0 +1,532 @@
+//! Webhooks (SPEC 9, 10) to a real HTTP receiver started by the test: it checks every
+//! signature with its own HMAC, fails attempts on purpose, and records what arrived.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use hmac::{Hmac, Mac};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use recur::config::{EndpointSettings, Settings};
+use recur::metrics;
+
+use crate::support::*;
+
+const SECRET: &str = "whsec_test_secret";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Call {
+    event_id: String,
+    event_type: String,
+    daemon: String,
+    signature_ok: bool,
+    body: Value,
+    accepted: bool,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    calls: Vec<Call>,
+    /// Attempts so far per event id.
+    attempts: HashMap<String, u32>,
+}
+
+/// How the receiver answers.
+#[derive(Default)]
+struct Behaviour {
+    /// Refuse (500) the first this-many attempts of every event whose id ends in these hex
+    /// digits (a deterministic third or so of the events).
+    fail_first: u32,
+    fail_suffixes: Vec<char>,
+    /// Answer 503 to everything.
+    down: bool,
+    /// Wait this long before answering.
+    delay: Duration,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    state: Arc<Mutex<ReceiverState>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    addr: SocketAddr,
+}
+
+fn valid_signature(header: &str, body: &[u8]) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", x)) => t = Some(x.to_string()),
+            Some(("v1", x)) => v1 = Some(x.to_string()),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let now = chrono::Utc::now().timestamp();
+    if t.parse::<i64>().map_or(true, |t| (now - t).abs() > 300) {
+        return false;
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    expected == v1
+}
+
+async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (down, delay, fail_first, suffixes) = {
+        let b = rx.behaviour.lock().unwrap();
+        (b.down, b.delay, b.fail_first, b.fail_suffixes.clone())
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let event_id = h("recur-event-id");
+    let mut state = rx.state.lock().unwrap();
+    let attempt = {
+        let a = state.attempts.entry(event_id.clone()).or_default();
+        *a += 1;
+        *a
+    };
+    let flaky = event_id
+        .chars()
+        .last()
+        .is_some_and(|c| suffixes.contains(&c));
+    let refused = down || (flaky && attempt <= fail_first);
+    let accepted = !refused;
+    state.calls.push(Call {
+        event_id,
+        event_type: h("recur-event-type"),
+        daemon: h("recur-daemon-id"),
+        signature_ok: valid_signature(&h("recur-signature"), &body)
+            && h("content-type") == "application/json",
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        accepted,
+    });
+    if accepted {
+        StatusCode::OK
+    } else if down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl Receiver {
+    async fn start(behaviour: Behaviour) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rx = Receiver {
+            state: Arc::default(),
+            behaviour: Arc::new(Mutex::new(behaviour)),
+            addr: listener.local_addr().unwrap(),
+        };
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(rx.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        rx
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    fn accepted(&self) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.accepted).collect()
+    }
+
+    /// Waits until `want` distinct event ids were accepted.
+    async fn wait_accepted(&self, want: usize) -> Vec<Call> {
+        for _ in 0..600 {
+            let accepted = self.accepted();
+            let distinct: HashSet<&str> = accepted.iter().map(|c| c.event_id.as_str()).collect();
+            if distinct.len() >= want {
+                return accepted;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let got: HashSet<String> = self.accepted().into_iter().map(|c| c.event_id).collect();
+        panic!("only {} of {want} events were delivered", got.len());
+    }
+}
+
+fn endpoint(id: &str, url: &str, events: &[&str]) -> EndpointSettings {
+    EndpointSettings {
+        id: Some(id.to_string()),
+        url: url.to_string(),
+        secret: SECRET.to_string(),
+        events: events.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn fast_retries(s: &mut Settings) {
+    s.webhooks.retry_initial = Duration::from_millis(50);
+    s.webhooks.retry_max = Duration::from_millis(200);
+    s.webhooks.timeout = Duration::from_secs(2);
+}
+
+/// Each order's accepted events, first acceptance of each id, in arrival order.
+fn per_order(calls: &[Call]) -> BTreeMap<String, Vec<u64>> {
+    let mut seen = HashSet::new();
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for c in calls {
+        if seen.insert(c.event_id.clone()) {
+            let order = c.body["entityId"].as_str().unwrap_or_default().to_string();
+            out.entry(order)
+                .or_default()
+                .push(c.body["sequence"].as_u64().unwrap());
+        }
+    }
+    out
+}
+
+async fn some_activity(h: &Harness, orders: usize) {
+    for i in 0..orders {
+        let kind = if i % 2 == 0 { "ONLINE" } else { "OFFLINE" };
+        h.ok("createOrder", monthly(&format!("o{i}"), kind, 3, "5.00"))
+            .await;
+        if i % 2 == 0 {
+            h.ok(
+                "recordPayment",
+                json!({"orderId": format!("o{i}"), "paymentId": format!("p{i}"), "amount": "5.00"}),
+            )
+            .await;
+        }
+        if i % 5 == 0 {
+            h.ok(
+                "cancelOrder",
+                json!({"orderId": format!("o{i}"), "effectiveAt": "NEXT_PAYMENT_DATE"}),
+            )
+            .await;
+        }
+    }
+    h.advance("2026-03-15T00:00:00Z").await;
+}
+
+#[tokio::test]
+async fn every_event_is_delivered_signed_in_order_per_order_and_filters_hold() {
+    let all = Receiver::start(Behaviour {
+        fail_first: 2,
+        fail_suffixes: vec!['0', '3', '6', '9', 'c'],
+        ..Behaviour::default()
+    })
+    .await;
+    let some = Receiver::start(Behaviour::default()).await;
+    let (all_url, some_url) = (all.url(), some.url());
+    let h = Harness::start_with(move |s| {
+        fast_retries(s);
+        s.webhooks.endpoints = vec![
+            endpoint("all", &all_url, &["*"]),
+            endpoint("some", &some_url, &["orderCreated", "orderCanceled"]),
+        ];
+    })
+    .await;
+    some_activity(&h, 20).await;
+    let events = h.events().await;
+    assert!(events.len() > 60, "{} events", events.len());
+    let calls = all.wait_accepted(events.len()).await;
+
+    let stream_ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let delivered: HashSet<&str> = calls.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(delivered, stream_ids, "every event, nothing else");
+    let every = all.calls();
+    assert!(
+        every.iter().all(|c| c.signature_ok),
+        "every signature is valid"
+    );
+    let refused = every.iter().filter(|c| !c.accepted).count();
+    assert!(refused > 10, "the receiver refused attempts: {refused}");
+    for c in &every {
+        assert_eq!(c.body["type"], c.event_type.as_str());
+        assert_eq!(c.body["id"], c.event_id.as_str());
+        assert!(
+            c.body["entity"]["id"].is_string(),
+            "the entity is attached: {}",
+            c.body
+        );
+    }
+    // In sequence order per order: an order's events are accepted 1, 2, 3, ... even though
+    // some of them were refused twice first.
+    for (order, seqs) in per_order(&calls) {
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "order {order}");
+    }
+    // The filtered endpoint gets exactly its types.
+    let wanted: HashSet<&str> = events
+        .iter()
+        .filter(|e| ["orderCreated", "orderCanceled"].contains(&e["type"].as_str().unwrap()))
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    let got = some.wait_accepted(wanted.len()).await;
+    let got: HashSet<&str> = got.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(got, wanted);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(some
+        .calls()
+        .iter()
+        .all(|c| ["orderCreated", "orderCanceled"].contains(&c.event_type.as_str())));
+
+    let m = h.ok("getMetrics", json!({})).await;
+    let delivered = metrics::series(
+        &m["metrics"],
+        "recur_webhook_deliveries_total",
+        &[("outcome", "delivered")],
+    );
+    assert_eq!(delivered as usize, events.len() + wanted.len());
+    let failed = metrics::series(
+        &m["metrics"],
+        "recur_webhook_deliveries_total",
+        &[("outcome", "failed")],
+    );
+    assert_eq!(failed as usize, refused);
+    // Everything delivered: nothing pending, and the progress cursors are at the streams' ends.
+    assert_eq!(metrics::total(&m["metrics"], "recur_webhook_pending"), 0.0);
+}
+
+async fn dead_letters(h: &Harness) -> Vec<HashMap<String, String>> {
+    let mut conn = h.redis.conn().await;
+    let mut out = Vec::new();
+    for p in 0..64 {
+        let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(format!("t:{{p{p}}}:webhooks:dead"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        out.extend(rows.into_iter().map(|(_, f)| f));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_dead_letters_and_retry_dead_webhooks_delivers_after_it_recovers() {
+    let rx = Receiver::start(Behaviour {
+        down: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let url = rx.url();
+    let h = Harness::start_with(move |s| {
+        fast_retries(s);
+        s.webhooks.max_age = Duration::from_millis(400);
+        s.webhooks.endpoints = vec![endpoint("rx", &url, &["*"])];
+    })
+    .await;
+    for i in 0..4 {
+        h.ok(
+            "createOrder",
+            monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+        )
+        .await;
+    }
+    let events = h.events().await;
+    let mut dead = Vec::new();
+    for _ in 0..200 {
+        dead = dead_letters(&h).await;
+        if dead.len() == events.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dead.len(),
+        events.len(),
+        "every event dead-lettered: {dead:?}"
+    );
+    for d in &dead {
+        assert_eq!(d["endpoint"], "rx");
+        assert_eq!(d["error"], "HTTP 503");
+        assert!(d["attempts"].parse::<u32>().unwrap() >= 2, "{d:?}");
+        let body: Value = serde_json::from_str(&d["body"]).unwrap();
+        assert_eq!(body["id"], d["eventId"].as_str());
+    }
+    assert!(rx.accepted().is_empty());
+    let e = h
+        .err("retryDeadWebhooks", json!({"endpoint": "nope"}))
+        .await;
+    assert_eq!(e.code.as_str(), "NOT_FOUND");
+
+    rx.behaviour.lock().unwrap().down = false;
+    let reply = h.ok("retryDeadWebhooks", json!({"endpoint": "rx"})).await;
+    assert_eq!(reply["requeued"], events.len(), "{reply}");
+    assert_eq!(reply["endpoints"]["rx"], events.len(), "{reply}");
+    let calls = rx.wait_accepted(events.len()).await;
+    let ids: HashSet<&str> = calls.iter().map(|c| c.event_id.as_str()).collect();
+    let stream_ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, stream_ids);
+    assert!(calls.iter().all(|c| c.signature_ok));
+    assert!(dead_letters(&h).await.is_empty(), "the dead letters went");
+    let m = h.ok("getMetrics", json!({})).await;
+    let dead_count = metrics::series(
+        &m["metrics"],
+        "recur_webhook_deliveries_total",
+        &[("outcome", "dead")],
+    );
+    assert_eq!(dead_count as usize, events.len());
+    // A second request finds nothing left to deliver.
+    let again = h.ok("retryDeadWebhooks", json!({})).await;
+    assert_eq!(again["requeued"], 0, "{again}");
+}
+
+#[tokio::test]
+async fn a_sigkilled_daemon_loses_no_delivery_and_repeats_only_what_was_in_flight() {
+    let rx = Receiver::start(Behaviour {
+        delay: Duration::from_millis(15),
+        ..Behaviour::default()
+    })
+    .await;
+    let redis = TestRedis::start().await;
+    let config = redis.dir.path().join("hooks.toml");
+    let in_flight = 4;
+    std::fs::write(
+        &config,
+        format!(
+            "[webhooks]\nmax_in_flight = {in_flight}\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n\
+             [[webhooks.endpoints]]\nid = \"rx\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nevents = [\"*\"]\n",
+            rx.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_string_lossy().to_string();
+    let args = ["--config", config.as_str()];
+    let daemon = ChildDaemon::start_with_args(&redis.url, "t", &args, &[]).await;
+    let client = recur::admin::client::AdminClient::connect(&redis.url, "t")
+        .await
+        .expect("client");
+    for i in 0..60 {
+        let r = client
+            .request(
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 2, "5.00"),
+            )
+            .await
+            .expect("a reply");
+        assert!(r.ok, "{r:?}");
+    }
+    let events = stream_events(&redis, "t").await;
+    // Kill it while deliveries are under way.
+    rx.wait_accepted(events.len() / 3).await;
+    daemon.kill().await;
+    let before_restart = rx.calls().len();
+    assert!(
+        before_restart < events.len(),
+        "deliveries were still going on"
+    );
+    let daemon = ChildDaemon::start_with_args(&redis.url, "t", &args, &[]).await;
+    let calls = rx.wait_accepted(events.len()).await;
+    let ids: HashSet<&str> = calls.iter().map(|c| c.event_id.as_str()).collect();
+    let stream_ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, stream_ids, "nothing lost");
+    let duplicates = calls.len() - ids.len();
+    assert!(
+        duplicates <= in_flight,
+        "{duplicates} duplicates, at most the {in_flight} in flight at the kill"
+    );
+    for (order, seqs) in per_order(&calls) {
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "order {order}");
+    }
+    daemon.kill().await;
+}
+
+#[tokio::test]
+async fn with_several_daemons_each_event_is_delivered_once_by_its_partition_s_owner() {
+    let rx = Receiver::start(Behaviour::default()).await;
+    let redis = TestRedis::start().await;
+    let with_hooks = |url: &str| {
+        let mut s = settings(&redis.url, "t");
+        fast_retries(&mut s);
+        s.webhooks.endpoints = vec![endpoint("rx", url, &["*"])];
+        s
+    };
+    let daemons = [
+        Daemon::start(with_hooks(&rx.url())).await,
+        Daemon::start(with_hooks(&rx.url())).await,
+        Daemon::start(with_hooks(&rx.url())).await,
+    ];
+    let mut conn = redis.conn().await;
+    let holder = |conn: &mut redis::aio::MultiplexedConnection, p: u16| {
+        let mut c = conn.clone();
+        async move {
+            let v: Option<String> = c.get(format!("t:{{p{p}}}:lease")).await.unwrap();
+            v.map(|v| v.split(':').next().unwrap().to_string())
+        }
+    };
+    // Balanced first (22/21/21), so no partition changes hands while the events are made.
+    for _ in 0..200 {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for p in 0..64 {
+            if let Some(d) = holder(&mut conn, p).await {
+                *counts.entry(d).or_default() += 1;
+            }
+        }
+        if counts.len() == 3 && counts.values().all(|c| *c >= 21) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = recur::admin::client::AdminClient::connect(&redis.url, "t")
+        .await
+        .unwrap();
+    for i in 0..40 {
+        let r = client
+            .request(
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 2, "5.00"),
+            )
+            .await
+            .unwrap();
+        assert!(r.ok, "{r:?}");
+    }
+    let events = stream_events(&redis, "t").await;
+    let calls = rx.wait_accepted(events.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls_now = rx.calls();
+    assert_eq!(calls_now.len(), events.len(), "each event once");
+    assert_eq!(calls.len(), events.len());
+    let keys = recur::store::Keys::new("t", 64);
+    let mut by_daemon = HashSet::new();
+    for c in &calls_now {
+        let order = c.body["entityId"].as_str().unwrap();
+        let owner = holder(&mut conn, keys.partition(order)).await.unwrap();
+        assert_eq!(
+            c.daemon, owner,
+            "order {order}'s partition owner delivered it"
+        );
+        by_daemon.insert(c.daemon.clone());
+    }
+    assert_eq!(by_daemon.len(), 3, "every daemon delivered its share");
+    for d in daemons {
+        d.stop().await;
+    }
+}
