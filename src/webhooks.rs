@@ -36,9 +36,11 @@ use crate::store::{RedisAddress, Store, StoreError};
 const POLL: Duration = Duration::from_millis(200);
 /// Entries read per partition per round trip.
 const READ_BATCH: usize = 256;
-/// Deliveries queued per partition before its stream is read further (the rest waits in
-/// Redis): bounds memory while a receiver is down.
-const PARTITION_QUEUE_CAP: usize = 4096;
+/// Deliveries queued per partition, and per endpoint, before the streams are read further
+/// (the rest waits in Redis): bounds memory (each holds its body) while a receiver is slow
+/// or down.
+const PARTITION_QUEUE_CAP: usize = 256;
+const ENDPOINT_QUEUE_CAP: usize = 4096;
 /// How often retryDeadWebhooks requests are looked for.
 const REDELIVER_POLL: Duration = Duration::from_secs(1);
 
@@ -121,6 +123,7 @@ pub async fn start(
     let thread = std::thread::Builder::new()
         .name("recur-webhooks".into())
         .spawn(move || {
+            yield_cpu_to_commits();
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -160,6 +163,20 @@ pub async fn start(
         let _ = done_rx.await;
     });
     Ok(())
+}
+
+/// Lowers this thread's scheduling priority (nice 10) so that on a saturated machine
+/// deliveries take the CPU commits and admin replies leave over, not theirs.
+fn yield_cpu_to_commits() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority changes only the scheduling
+        // priority of this thread (a Linux thread id is a valid PRIO_PROCESS target).
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+        if rc != 0 {
+            tracing::debug!("cannot lower the webhook thread's priority");
+        }
+    }
 }
 
 /// The delivery loops, once every new endpoint's start is recorded.
@@ -205,6 +222,8 @@ async fn prepare(
             in_flight: 0,
             generation: 0,
             redeliver_seen: "0-0".to_string(),
+            last_request: None,
+            staged: BTreeMap::new(),
         });
     }
     Ok(loops)
@@ -317,6 +336,11 @@ struct EndpointLoop {
     in_flight: usize,
     generation: u64,
     redeliver_seen: String,
+    /// The latest retryDeadWebhooks request naming this endpoint: applied to a partition
+    /// taken over later too (its previous owner may not have seen it).
+    last_request: Option<String>,
+    /// Progress writes not sent yet, by partition (sent together by [`EndpointLoop::flush`]).
+    staged: BTreeMap<u16, Apply>,
 }
 
 impl EndpointLoop {
@@ -343,10 +367,11 @@ impl EndpointLoop {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(f) = rx.recv() => {
-                    self.finish(f).await;
+                    self.finish(f);
                     while let Ok(f) = rx.try_recv() {
-                        self.finish(f).await;
+                        self.finish(f);
                     }
+                    self.flush().await;
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -406,6 +431,12 @@ impl EndpointLoop {
         let Some(token) = self.ownership.token(p) else {
             return Ok(());
         };
+        if let Some(request) = &self.last_request {
+            // Once per request id per partition (the script keeps the last one applied).
+            self.store
+                .webhook_requeue(p, &self.id, &token, request)
+                .await?;
+        }
         let progress = self.store.webhook_progress(p, &self.id).await?;
         let cursor = match progress.cursor {
             Some(c) => c,
@@ -493,7 +524,8 @@ impl EndpointLoop {
             let Some(part) = self.parts.get(&p) else {
                 continue;
             };
-            if part.queued >= PARTITION_QUEUE_CAP {
+            let queued: usize = self.parts.values().map(|p| p.queued).sum();
+            if part.queued >= PARTITION_QUEUE_CAP || queued >= ENDPOINT_QUEUE_CAP {
                 continue;
             }
             let after = part.read_pos.clone();
@@ -509,8 +541,11 @@ impl EndpointLoop {
             for (id, change) in rows {
                 self.take_entry(p, id, &change);
             }
-            self.advance(p).await;
+            if let Some(apply) = self.advance_cursor(p) {
+                self.stage(p, apply);
+            }
         }
+        self.flush().await;
         more
     }
 
@@ -561,14 +596,6 @@ impl EndpointLoop {
         }
     }
 
-    /// Moves the cursor past every finished entry and writes it.
-    async fn advance(&mut self, p: u16) {
-        let Some(apply) = self.advance_cursor(p) else {
-            return;
-        };
-        self.write(p, &apply).await;
-    }
-
     /// The cursor move of the finished entries at the bottom, with the `d:` fields it drops.
     fn advance_cursor(&mut self, p: u16) -> Option<Apply> {
         let part = self.parts.get_mut(&p)?;
@@ -588,21 +615,41 @@ impl EndpointLoop {
         apply.cursor.is_some().then_some(apply)
     }
 
-    async fn write(&mut self, p: u16, apply: &Apply) {
-        let Some(token) = self.ownership.token(p) else {
-            self.drop_partition(p);
-            return;
-        };
-        match self.store.webhook_apply(p, &self.id, &token, apply).await {
-            Ok(()) => {}
-            Err(StoreError::Fenced { .. }) => {
-                tracing::warn!(endpoint = %self.id, partition = p, "webhook progress fenced: the partition has another owner");
-                self.drop_partition(p);
+    fn stage(&mut self, p: u16, apply: Apply) {
+        if !apply.is_empty() {
+            self.staged.entry(p).or_default().merge(apply);
+        }
+    }
+
+    /// Sends the staged progress writes, one round trip for every partition.
+    async fn flush(&mut self) {
+        let staged = std::mem::take(&mut self.staged);
+        let mut writes = Vec::new();
+        for (p, apply) in staged {
+            match self.ownership.token(p) {
+                Some(token) => writes.push((p, token, apply)),
+                None => self.drop_partition(p),
+            }
+        }
+        match self.store.webhook_apply_many(&self.id, &writes).await {
+            Ok(results) => {
+                for ((p, _, _), r) in writes.iter().zip(results) {
+                    match r {
+                        Ok(()) => {}
+                        Err(StoreError::Fenced { .. }) => {
+                            tracing::warn!(endpoint = %self.id, partition = p, "webhook progress fenced: the partition has another owner");
+                            self.drop_partition(*p);
+                        }
+                        Err(e) => {
+                            tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot record webhook progress")
+                        }
+                    }
+                }
             }
             Err(e) => {
                 // Not lost: what was delivered is delivered again after a restart.
                 self.metrics.redis_error();
-                tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot record webhook progress");
+                tracing::warn!(endpoint = %self.id, error = %e, "cannot record webhook progress");
             }
         }
     }
@@ -668,7 +715,7 @@ impl EndpointLoop {
         }
     }
 
-    async fn finish(&mut self, f: Finished) {
+    fn finish(&mut self, f: Finished) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let p = f.queue.0;
         let current = self.parts.get(&p).map(|part| part.generation);
@@ -699,19 +746,21 @@ impl EndpointLoop {
                     error: error.clone(),
                 };
                 let apply = Apply {
-                    set: d.entry_n.map(|_| {
-                        (
-                            format!("r:{}", d.key),
-                            serde_json::to_string(&state).unwrap_or_default(),
-                        )
-                    }),
+                    set: d
+                        .entry_n
+                        .map(|_| {
+                            (
+                                format!("r:{}", d.key),
+                                serde_json::to_string(&state).unwrap_or_default(),
+                            )
+                        })
+                        .into_iter()
+                        .collect(),
                     ..Apply::default()
                 };
                 self.waiting
                     .push(std::cmp::Reverse((Instant::now() + pause, f.queue.clone())));
-                if apply.set.is_some() {
-                    self.write(p, &apply).await;
-                }
+                self.stage(p, apply);
                 return;
             }
         }
@@ -725,7 +774,7 @@ impl EndpointLoop {
             Some(error) => {
                 self.metrics.webhook_delivery(DeliveryOutcome::Dead);
                 tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, "webhook delivery given up: dead-lettered");
-                apply.dead = vec![
+                apply.dead = vec![vec![
                     ("endpoint".into(), self.id.clone()),
                     ("eventId".into(), d.event_id.clone()),
                     ("type".into(), d.event_type.clone()),
@@ -734,7 +783,7 @@ impl EndpointLoop {
                     ("error".into(), error.clone()),
                     ("firstAttemptMs".into(), d.first_ms.unwrap_or(0).to_string()),
                     ("body".into(), d.body.to_string()),
-                ];
+                ]];
             }
         }
         if d.attempts > 0 && d.entry_n.is_some() {
@@ -763,7 +812,7 @@ impl EndpointLoop {
                     // A key the cursor passed needs no `d:` mark.
                     apply.delete.retain(|k| k != &format!("d:{}", d.key));
                 }
-                None => apply.set = Some((format!("d:{}", d.key), "1".into())),
+                None => apply.set.push((format!("d:{}", d.key), "1".into())),
             }
         }
         // The order's next event, if any, may go now.
@@ -773,7 +822,7 @@ impl EndpointLoop {
                 self.queues.remove(&f.queue);
             }
         }
-        self.write(p, &apply).await;
+        self.stage(p, apply);
     }
 
     /// Applies retryDeadWebhooks requests to the partitions this daemon owns.
@@ -788,6 +837,7 @@ impl EndpointLoop {
         };
         for (request, endpoints) in requests {
             if endpoints.iter().any(|e| e == &self.id) {
+                self.last_request = Some(request.clone());
                 let partitions: Vec<u16> = self.parts.keys().copied().collect();
                 for p in partitions {
                     let Some(token) = self.ownership.token(p) else {

@@ -207,3 +207,62 @@ fn the_prometheus_rules_and_config_pass_promtool() {
         .arg(deploy("prometheus/prometheus.yml"));
     run_tool("promtool check config", config);
 }
+
+/// A YAML file as JSON, through Python's yaml (PyYAML comes with kubernetes-validate).
+fn yaml_as_json(path: &str) -> Option<serde_json::Value> {
+    let script = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(deploy(path))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(serde_json::from_slice(&o.stdout).expect("JSON")),
+        Ok(o) if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "skipped: python3 yaml: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            None
+        }
+        other => panic!("python3 with yaml is needed (.ci/run installs it): {other:?}"),
+    }
+}
+
+#[test]
+fn the_compose_stack_scrapes_recur_and_mounts_files_that_exist() {
+    let Some(compose) = yaml_as_json("docker-compose.yml") else {
+        return;
+    };
+    let services = &compose["services"];
+    for s in ["redis", "recur", "prometheus", "grafana"] {
+        assert!(services[s].is_object(), "service {s}");
+    }
+    assert_eq!(
+        services["recur"]["environment"]["RECUR_HTTP__LISTEN"], "0.0.0.0:9464",
+        "Prometheus reaches the replicas"
+    );
+    for s in ["prometheus", "grafana"] {
+        for volume in services[s]["volumes"].as_array().expect("volumes") {
+            let source = volume.as_str().unwrap().split(':').next().unwrap();
+            if let Some(file) = source.strip_prefix("./") {
+                assert!(
+                    deploy(file).exists(),
+                    "{s} mounts {file}, which is not in deploy/"
+                );
+            }
+        }
+    }
+    let Some(prometheus) = yaml_as_json("prometheus/prometheus.yml") else {
+        return;
+    };
+    let job = &prometheus["scrape_configs"][0];
+    assert_eq!(job["job_name"], "recur");
+    assert_eq!(job["dns_sd_configs"][0]["port"], 9464);
+    let Some(datasources) = yaml_as_json("grafana/provisioning/datasources/prometheus.yml") else {
+        return;
+    };
+    assert_eq!(
+        datasources["datasources"][0]["uid"], "prometheus",
+        "the dashboard's data source"
+    );
+}

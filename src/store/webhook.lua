@@ -2,9 +2,10 @@
 -- KEYS[1] progress hash, KEYS[2] the partition's lease, KEYS[3] its dead-letter stream.
 -- ARGV[1] lease token, ARGV[2] op:
 --   "init"    ARGV[3] cursor, ARGV[4] n: set both unless a cursor is there (returns 1 when set)
---   "apply"   ARGV[3] field to set ('' none), ARGV[4] its value, ARGV[5] cursor ('' keep),
---             ARGV[6] n, ARGV[7] how many fields to delete, then those fields, then the
---             dead-letter entry's field/value pairs (none: not dead-lettered)
+--   "apply"   ARGV[3] how many fields to set, then field/value pairs; then the cursor ('' keep)
+--             and n; then how many fields to delete, then those fields; then dead-letter
+--             entries: each its count of field/value pairs, then the pairs (sets go first,
+--             then the cursor, the deletes and the dead letters)
 --   "requeue" ARGV[3] endpoint id, ARGV[4] request id (a stream id): every dead entry of the
 --             endpoint becomes an x:<dead id> field to deliver again, once per request
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
@@ -14,13 +15,19 @@ if op == 'init' then
     and redis.call('HSET', KEYS[1], 'n', ARGV[4]) or 0
 end
 if op == 'apply' then
-  if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) end
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'cursor', ARGV[5], 'n', ARGV[6]) end
-  local dels = tonumber(ARGV[7])
-  for i = 1, dels do redis.call('HDEL', KEYS[1], ARGV[7 + i]) end
-  local first = 8 + dels
-  if #ARGV >= first then
-    redis.call('XADD', KEYS[3], '*', unpack(ARGV, first))
+  local i = 3
+  local sets = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, sets do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
+  end
+  if ARGV[i] ~= '' then redis.call('HSET', KEYS[1], 'cursor', ARGV[i], 'n', ARGV[i + 1]) end
+  i = i + 2
+  local dels = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, dels do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
+  while i <= #ARGV do
+    local pairs_n = tonumber(ARGV[i]); i = i + 1
+    redis.call('XADD', KEYS[3], '*', unpack(ARGV, i, i + 2 * pairs_n - 1))
+    i = i + 2 * pairs_n
   end
   return 1
 end

@@ -26,17 +26,62 @@ pub struct Progress {
     pub requeued: HashMap<String, String>,
 }
 
-/// One write of a delivery's outcome.
+/// The outcomes of deliveries in one partition, written at once (sets first, then the
+/// cursor, the deletes and the dead letters).
 #[derive(Debug, Clone, Default)]
 pub struct Apply {
-    /// A field to set (`d:<key>` done, `r:<key>` retry state) with its value.
-    pub set: Option<(String, String)>,
+    /// Fields to set (`d:<key>` done, `r:<key>` retry state) with their values.
+    pub set: Vec<(String, String)>,
     /// The new cursor and its ordinal.
     pub cursor: Option<(String, u64)>,
     /// Fields to delete (done keys now at or below the cursor, a finished retry or requeue).
     pub delete: Vec<String>,
-    /// The dead-letter entry to add, as field/value pairs.
-    pub dead: Vec<(String, String)>,
+    /// Dead-letter entries to add, each as field/value pairs.
+    pub dead: Vec<Vec<(String, String)>>,
+}
+
+impl Apply {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+            && self.cursor.is_none()
+            && self.delete.is_empty()
+            && self.dead.is_empty()
+    }
+
+    /// Adds `later`'s writes after these.
+    pub fn merge(&mut self, later: Apply) {
+        self.set.extend(later.set);
+        if later.cursor.is_some() {
+            self.cursor = later.cursor;
+        }
+        self.delete.extend(later.delete);
+        self.dead.extend(later.dead);
+    }
+
+    fn args(&self) -> Vec<String> {
+        let (cursor, n) = self
+            .cursor
+            .clone()
+            .map_or((String::new(), String::new()), |(c, n)| (c, n.to_string()));
+        let mut args = vec!["apply".to_string(), self.set.len().to_string()];
+        for (k, v) in &self.set {
+            args.push(k.clone());
+            args.push(v.clone());
+        }
+        args.push(cursor);
+        args.push(n);
+        args.push(self.delete.len().to_string());
+        args.extend(self.delete.iter().cloned());
+        for entry in &self.dead {
+            args.push(entry.len().to_string());
+            for (k, v) in entry {
+                args.push(k.clone());
+                args.push(v.clone());
+            }
+        }
+        args
+    }
 }
 
 /// The stream's position: the last entry's id and how many entries were ever added.
@@ -197,38 +242,44 @@ impl Store {
             == 1)
     }
 
-    /// Writes a delivery's outcome (and the cursor it moves).
+    /// Writes the outcomes of several partitions' deliveries in one round trip: per write,
+    /// `Ok` or the error (a fenced partition: [`StoreError::Fenced`]).
     ///
     /// # Errors
-    /// [`StoreError::Fenced`] when the partition's lease is another daemon's.
-    pub async fn webhook_apply(
+    /// [`StoreError`] when the round trip fails (nothing is known to be written).
+    pub async fn webhook_apply_many(
         &self,
-        partition: u16,
         endpoint: &str,
-        token: &str,
-        apply: &Apply,
-    ) -> Result<(), StoreError> {
-        let (set_field, set_value) = apply.set.clone().unwrap_or_default();
-        let (cursor, n) = apply
-            .cursor
-            .clone()
-            .map_or((String::new(), String::new()), |(c, n)| (c, n.to_string()));
-        let mut args = vec![
-            "apply".to_string(),
-            set_field,
-            set_value,
-            cursor,
-            n,
-            apply.delete.len().to_string(),
-        ];
-        args.extend(apply.delete.iter().cloned());
-        for (k, v) in &apply.dead {
-            args.push(k.clone());
-            args.push(v.clone());
+        writes: &[(u16, String, Apply)],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
         }
-        self.run_webhook_script(partition, endpoint, token, args)
-            .await
-            .map(|_| ())
+        let mut conn = self.webhook_conn();
+        let keys = self.keys();
+        let mut pipe = redis::pipe();
+        for (p, token, apply) in writes {
+            pipe.cmd("EVAL")
+                .arg(WEBHOOK_SCRIPT)
+                .arg(3)
+                .arg(keys.webhook_progress(*p, endpoint))
+                .arg(keys.lease(*p))
+                .arg(keys.webhooks_dead(*p))
+                .arg(token)
+                .arg(apply.args());
+        }
+        let results: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(writes
+            .iter()
+            .zip(results)
+            .map(|((p, _, _), r)| {
+                if r == -1 {
+                    Err(StoreError::Fenced { partition: *p })
+                } else {
+                    Ok(())
+                }
+            })
+            .collect())
     }
 
     /// Queues the endpoint's dead letters of `partition` for delivery again (once per
