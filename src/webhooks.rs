@@ -41,6 +41,10 @@ const READ_BATCH: usize = 256;
 /// or down.
 const PARTITION_QUEUE_CAP: usize = 256;
 const ENDPOINT_QUEUE_CAP: usize = 4096;
+/// Failed attempts in a row (over all orders) after which the endpoint counts as down: one
+/// probe at a time then, after a pause that grows like a delivery's backoff, and no further
+/// reading of the streams until a probe succeeds.
+const DOWN_AFTER_FAILURES: u32 = 8;
 /// How often retryDeadWebhooks requests are looked for.
 const REDELIVER_POLL: Duration = Duration::from_secs(1);
 
@@ -224,6 +228,8 @@ async fn prepare(
             redeliver_seen: "0-0".to_string(),
             last_request: None,
             staged: BTreeMap::new(),
+            failures_in_a_row: 0,
+            down_until: None,
         });
     }
     Ok(loops)
@@ -341,6 +347,10 @@ struct EndpointLoop {
     last_request: Option<String>,
     /// Progress writes not sent yet, by partition (sent together by [`EndpointLoop::flush`]).
     staged: BTreeMap<u16, Apply>,
+    /// Failed attempts in a row, over every order.
+    failures_in_a_row: u32,
+    /// The endpoint counts as down: no attempt before this instant, then one at a time.
+    down_until: Option<Instant>,
 }
 
 impl EndpointLoop {
@@ -363,7 +373,10 @@ impl EndpointLoop {
             self.wake_waiting();
             self.dispatch(&tx);
             let retry_at = self.waiting.peek().map(|w| w.0 .0);
-            let wake = retry_at.map_or(next_read, |r| r.min(next_read));
+            let mut wake = retry_at.map_or(next_read, |r| r.min(next_read));
+            if let Some(until) = self.down_until {
+                wake = wake.min(until.max(Instant::now() + POLL));
+            }
             tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(f) = rx.recv() => {
@@ -519,6 +532,10 @@ impl EndpointLoop {
     /// has more to read at once.
     async fn read_new(&mut self) -> bool {
         let mut more = false;
+        if self.down_until.is_some() {
+            // What is queued already waits for the endpoint; the rest stays in Redis.
+            return false;
+        }
         let partitions: Vec<u16> = self.parts.keys().copied().collect();
         for p in partitions {
             let Some(part) = self.parts.get(&p) else {
@@ -668,7 +685,13 @@ impl EndpointLoop {
 
     /// Sends the heads of ready queues, up to `max_in_flight` at once.
     fn dispatch(&mut self, tx: &mpsc::UnboundedSender<Finished>) {
-        while self.in_flight < self.config.settings.max_in_flight {
+        // Down: nothing before the pause ends, then one probe at a time.
+        let limit = match self.down_until {
+            Some(until) if Instant::now() < until => return,
+            Some(_) => 1,
+            None => self.config.settings.max_in_flight,
+        };
+        while self.in_flight < limit {
             let Some(queue) = self.ready.pop_front() else {
                 return;
             };
@@ -732,6 +755,31 @@ impl EndpointLoop {
         };
         d.in_flight = false;
         let error = f.result.err();
+        match &error {
+            Some(_) => {
+                self.failures_in_a_row += 1;
+                if self.failures_in_a_row >= DOWN_AFTER_FAILURES {
+                    let pause = backoff(
+                        self.failures_in_a_row - DOWN_AFTER_FAILURES + 1,
+                        settings.retry_initial,
+                        settings.retry_max,
+                    );
+                    if self.down_until.is_none() {
+                        tracing::warn!(endpoint = %self.id, failures = self.failures_in_a_row, "webhook endpoint is failing: probing it one delivery at a time");
+                    }
+                    self.down_until = Some(Instant::now() + pause);
+                }
+            }
+            None => {
+                if self.down_until.take().is_some() {
+                    tracing::info!(endpoint = %self.id, "webhook endpoint answers again");
+                }
+                self.failures_in_a_row = 0;
+            }
+        }
+        let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::front_mut) else {
+            return;
+        };
         if let Some(error) = &error {
             d.attempts += 1;
             let first = *d.first_ms.get_or_insert(f.started_ms);

@@ -257,10 +257,12 @@ impl Store {
         }
         let mut conn = self.webhook_conn();
         let keys = self.keys();
+        // EVALSHA: the script's text is not sent (and hashed by Redis) with every write.
+        let sha = redis::Script::new(WEBHOOK_SCRIPT).get_hash().to_string();
         let mut pipe = redis::pipe();
         for (p, token, apply) in writes {
-            pipe.cmd("EVAL")
-                .arg(WEBHOOK_SCRIPT)
+            pipe.cmd("EVALSHA")
+                .arg(&sha)
                 .arg(3)
                 .arg(keys.webhook_progress(*p, endpoint))
                 .arg(keys.lease(*p))
@@ -268,7 +270,18 @@ impl Store {
                 .arg(token)
                 .arg(apply.args());
         }
-        let results: Vec<i64> = pipe.query_async(&mut conn).await?;
+        let results: Vec<i64> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                // A restarted Redis forgot it: load it, then the same writes again.
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(WEBHOOK_SCRIPT)
+                    .query_async(&mut conn)
+                    .await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
         Ok(writes
             .iter()
             .zip(results)

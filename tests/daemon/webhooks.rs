@@ -351,7 +351,8 @@ async fn a_dead_endpoint_dead_letters_and_retry_dead_webhooks_delivers_after_it_
     }
     let events = h.events().await;
     let mut dead = Vec::new();
-    for _ in 0..200 {
+    // The endpoint counts as down after 8 failures in a row: one probe at a time from then on.
+    for _ in 0..600 {
         dead = dead_letters(&h).await;
         if dead.len() == events.len() {
             break;
