@@ -531,3 +531,68 @@ async fn with_several_daemons_each_event_is_delivered_once_by_its_partition_s_ow
         d.stop().await;
     }
 }
+
+/// The stream trim keeps every entry an endpoint still has to deliver (SPEC 10): with the
+/// endpoint down, the one partition's stream stays longer than `events.max_len`; once the
+/// endpoint answers, every event arrives, and the next trim cuts the stream to `max_len`.
+#[tokio::test]
+async fn the_trim_keeps_what_an_endpoint_has_not_delivered() {
+    let rx = Receiver::start(Behaviour {
+        down: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let url = rx.url();
+    let h = Harness::start_with(move |s| {
+        fast_retries(s);
+        s.partitions = 1;
+        s.events.max_len = 2;
+        s.cron.trim_events = "0 0 * * * *".parse().unwrap();
+        s.webhooks.endpoints = vec![endpoint("rx", &url, &["*"])];
+    })
+    .await;
+    h.advance("2026-01-01T00:00:01Z").await;
+    for i in 0..4 {
+        h.ok(
+            "createOrder",
+            monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+        )
+        .await;
+    }
+    let events = h.events().await;
+    let changes = h.changes().await.len();
+    assert!(changes > 2);
+    h.advance("2026-01-01T02:00:00Z").await;
+    assert_eq!(
+        h.changes().await.len(),
+        changes,
+        "nothing undelivered was trimmed"
+    );
+    rx.behaviour.lock().unwrap().down = false;
+    let calls = rx.wait_accepted(events.len()).await;
+    let ids: HashSet<&str> = calls.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "every event arrived");
+    // Delivered (once its progress is written): the next trim cuts to max_len.
+    let mut conn = h.redis.conn().await;
+    for _ in 0..200 {
+        let last: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+            .arg("t:{p0}:events")
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let cursor: Option<String> = conn
+            .hget("t:{p0}:webhooks:progress:rx", "cursor")
+            .await
+            .unwrap();
+        if cursor.as_deref() == last.first().map(|(id, _)| id.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.advance("2026-01-01T04:00:00Z").await;
+    assert_eq!(h.changes().await.len(), 2, "trimmed once delivered");
+}
