@@ -248,6 +248,7 @@ async fn serve(
             Arc::clone(&metrics),
             crate::webhooks::WebhookConfig {
                 settings: settings.webhooks.clone(),
+                events_max_len: settings.events.max_len,
                 daemon_id: ownership.daemon_id().to_string(),
             },
             &shutdown,

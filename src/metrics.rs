@@ -95,6 +95,7 @@ pub struct Metrics {
     stats_deltas_applied: IntCounter,
     webhook_deliveries: IntCounterVec,
     webhook_pending: IntGauge,
+    webhook_trimmed: IntCounter,
     ready: IntGauge,
 }
 
@@ -253,6 +254,11 @@ impl Metrics {
                 "recur_webhook_pending",
                 "Webhook deliveries waiting (in flight or for a retry)",
             ),
+            webhook_trimmed: counter(
+                &r,
+                "recur_webhook_trimmed_total",
+                "Undelivered webhook events dead-lettered because the stream trim (events.max_len) would remove them",
+            ),
             ready: gauge(
                 &r,
                 "recur_ready",
@@ -344,6 +350,11 @@ impl Metrics {
         self.webhook_deliveries
             .with_label_values(&[outcome.label()])
             .inc();
+    }
+
+    /// An undelivered event dead-lettered because the trim would remove it.
+    pub fn webhook_trimmed(&self) {
+        self.webhook_trimmed.inc();
     }
 
     /// Webhook deliveries waiting now.

@@ -47,6 +47,8 @@ const ENDPOINT_QUEUE_CAP: usize = 4096;
 const DOWN_AFTER_FAILURES: u32 = 8;
 /// How often retryDeadWebhooks requests are looked for.
 const REDELIVER_POLL: Duration = Duration::from_secs(1);
+/// How often each partition's backlog is compared with `events.max_len`.
+const TRIM_CHECK: Duration = Duration::from_secs(5);
 
 /// `Recur-Signature`'s `v1`: the hex HMAC-SHA256 of `"<t>.<body>"` keyed with the secret.
 pub fn signature(secret: &str, t: i64, body: &str) -> String {
@@ -84,6 +86,8 @@ fn now_ms() -> i64 {
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     pub settings: WebhookSettings,
+    /// `events.max_len`: undelivered events the trim would force out are dead-lettered first.
+    pub events_max_len: u64,
     /// Sent as `Recur-Daemon-Id` (which owner delivered it).
     pub daemon_id: String,
 }
@@ -358,10 +362,15 @@ impl EndpointLoop {
         let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
         let mut next_read = Instant::now();
         let mut next_redeliver = Instant::now();
+        let mut next_trim_check = Instant::now() + TRIM_CHECK;
         tracing::info!(endpoint = %self.id, url = %self.ep.url, "delivering webhooks");
         while !shutdown.is_triggered() {
             self.sync_partitions().await;
             let now = Instant::now();
+            if now >= next_trim_check {
+                self.force_out_what_the_trim_would_remove().await;
+                next_trim_check = now + TRIM_CHECK;
+            }
             if now >= next_redeliver {
                 self.check_redeliver().await;
                 next_redeliver = now + REDELIVER_POLL;
@@ -564,6 +573,130 @@ impl EndpointLoop {
         }
         self.flush().await;
         more
+    }
+
+    /// SPEC 10: the stream trim keeps `events.max_len` entries; undelivered events older than
+    /// that are dead-lettered with error "trimmed" (and counted) and the cursor moves past
+    /// them, so the trim never has to remove an entry this endpoint still owes. A partition
+    /// with such an event in flight waits for its outcome (the next check).
+    async fn force_out_what_the_trim_would_remove(&mut self) {
+        let max_len = self.config.events_max_len;
+        let partitions: Vec<u16> = self.parts.keys().copied().collect();
+        for p in partitions {
+            let end = match self.store.stream_end(p).await {
+                Ok(end) => end,
+                Err(e) => {
+                    self.metrics.redis_error();
+                    tracing::debug!(error = %e, "cannot read the stream's end");
+                    return;
+                }
+            };
+            let limit = end.added.saturating_sub(max_len);
+            let Some(part) = self.parts.get(&p) else {
+                continue;
+            };
+            if part.cursor.1 >= limit {
+                continue;
+            }
+            let in_flight = self.queues.iter().any(|((qp, _), q)| {
+                *qp == p
+                    && q.front()
+                        .is_some_and(|d| d.in_flight && d.entry_n.is_some_and(|n| n <= limit))
+            });
+            if in_flight {
+                continue;
+            }
+            if let Err(e) = self.force_out(p, limit).await {
+                self.metrics.redis_error();
+                tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot dead-letter what the trim would remove; retrying");
+            }
+        }
+    }
+
+    /// Dead-letters every undelivered event of partition `p` up to ordinal `limit`, and moves
+    /// the cursor there; what was not read yet is read a batch at a time.
+    async fn force_out(&mut self, p: u16, limit: u64) -> Result<(), StoreError> {
+        loop {
+            let apply = self.pop_forced(p, limit);
+            self.stage(p, apply);
+            self.flush().await;
+            let Some(part) = self.parts.get(&p) else {
+                return Ok(());
+            };
+            if part.read_n >= limit {
+                return Ok(());
+            }
+            let want = usize::try_from(limit - part.read_n)
+                .unwrap_or(usize::MAX)
+                .min(READ_BATCH);
+            let after = part.read_pos.clone();
+            let rows = self.store.entries_after(p, &after, want).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for (id, change) in rows {
+                self.take_entry(p, id, &change);
+            }
+        }
+    }
+
+    /// Takes the queued deliveries of `p`'s entries up to ordinal `limit` out of their queues
+    /// (none is in flight) as dead letters with error "trimmed", and moves the cursor.
+    fn pop_forced(&mut self, p: u16, limit: u64) -> Apply {
+        let mut dead: Vec<Delivery> = Vec::new();
+        let keys: Vec<QueueKey> = self.queues.keys().filter(|k| k.0 == p).cloned().collect();
+        for key in keys {
+            let Some(q) = self.queues.get_mut(&key) else {
+                continue;
+            };
+            let before = dead.len();
+            while q
+                .front()
+                .is_some_and(|d| !d.in_flight && d.entry_n.is_some_and(|n| n <= limit))
+            {
+                if let Some(d) = q.pop_front() {
+                    dead.push(d);
+                }
+            }
+            if q.is_empty() {
+                self.queues.remove(&key);
+            } else if dead.len() > before {
+                self.ready.push_back(key);
+            }
+        }
+        let mut apply = Apply::default();
+        for d in &dead {
+            self.metrics.webhook_trimmed();
+            apply.dead.push(vec![
+                ("endpoint".into(), self.id.clone()),
+                ("eventId".into(), d.event_id.clone()),
+                ("type".into(), d.event_type.clone()),
+                ("orderId".into(), d.order_id.clone()),
+                ("attempts".into(), d.attempts.to_string()),
+                ("error".into(), "trimmed".into()),
+                ("firstAttemptMs".into(), d.first_ms.unwrap_or(0).to_string()),
+                ("body".into(), d.body.to_string()),
+            ]);
+            if d.attempts > 0 {
+                apply.delete.push(format!("r:{}", d.key));
+            }
+        }
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.queued = part.queued.saturating_sub(dead.len());
+            for d in &dead {
+                if let Some(entry) = d.entry_n.and_then(|n| part.entries.get_mut(&n)) {
+                    entry.remaining = entry.remaining.saturating_sub(1);
+                }
+            }
+        }
+        self.add_pending(-(dead.len() as i64));
+        if !dead.is_empty() {
+            tracing::warn!(endpoint = %self.id, partition = p, events = dead.len(), "undelivered events the stream trim would remove were dead-lettered (error \"trimmed\")");
+        }
+        if let Some(moved) = self.advance_cursor(p) {
+            apply.merge(moved);
+        }
+        apply
     }
 
     /// Queues the deliveries of one stream entry.

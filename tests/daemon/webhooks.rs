@@ -532,11 +532,13 @@ async fn with_several_daemons_each_event_is_delivered_once_by_its_partition_s_ow
     }
 }
 
-/// The stream trim keeps every entry an endpoint still has to deliver (SPEC 10): with the
-/// endpoint down, the one partition's stream stays longer than `events.max_len`; once the
-/// endpoint answers, every event arrives, and the next trim cuts the stream to `max_len`.
+/// SPEC 10: the trim never removes an entry an endpoint still has to deliver; when
+/// `events.max_len` would force it, the undelivered events are first dead-lettered with error
+/// "trimmed" and counted. With the endpoint down and one partition trimmed to 2 entries, the
+/// events of the older entries go to the dead letters, the 2 newest entries' events are
+/// delivered once the endpoint answers, and nothing is lost in between.
 #[tokio::test]
-async fn the_trim_keeps_what_an_endpoint_has_not_delivered() {
+async fn what_the_trim_would_force_out_is_dead_lettered_first() {
     let rx = Receiver::start(Behaviour {
         down: true,
         ..Behaviour::default()
@@ -559,40 +561,51 @@ async fn the_trim_keeps_what_an_endpoint_has_not_delivered() {
         )
         .await;
     }
-    let events = h.events().await;
-    let changes = h.changes().await.len();
-    assert!(changes > 2);
-    h.advance("2026-01-01T02:00:00Z").await;
+    let changes = h.changes().await;
+    assert!(changes.len() > 2);
+    // The trim job keeps them until they are dead-lettered (checked every 5 s).
+    h.advance("2026-01-01T01:00:00Z").await;
     assert_eq!(
         h.changes().await.len(),
-        changes,
+        changes.len(),
         "nothing undelivered was trimmed"
     );
-    rx.behaviour.lock().unwrap().down = false;
-    let calls = rx.wait_accepted(events.len()).await;
-    let ids: HashSet<&str> = calls.iter().map(|c| c.event_id.as_str()).collect();
-    assert_eq!(ids.len(), events.len(), "every event arrived");
-    // Delivered (once its progress is written): the next trim cuts to max_len.
-    let mut conn = h.redis.conn().await;
-    for _ in 0..200 {
-        let last: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
-            .arg("t:{p0}:events")
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let cursor: Option<String> = conn
-            .hget("t:{p0}:webhooks:progress:rx", "cursor")
-            .await
-            .unwrap();
-        if cursor.as_deref() == last.first().map(|(id, _)| id.as_str()) {
+    let kept: Vec<&Value> = changes.iter().rev().take(2).collect();
+    let kept_events: HashSet<String> = kept
+        .iter()
+        .flat_map(|c| c["events"].as_array().unwrap())
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let all = h.events().await;
+    let forced = all.len() - kept_events.len();
+    let mut dead = Vec::new();
+    for _ in 0..300 {
+        dead = dead_letters(&h).await;
+        if dead.len() >= forced {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    h.advance("2026-01-01T04:00:00Z").await;
-    assert_eq!(h.changes().await.len(), 2, "trimmed once delivered");
+    assert_eq!(dead.len(), forced, "the older entries' events: {dead:?}");
+    assert!(dead.iter().all(|d| d["error"] == "trimmed"), "{dead:?}");
+    let dead_ids: HashSet<String> = dead.iter().map(|d| d["eventId"].clone()).collect();
+    assert!(dead_ids.is_disjoint(&kept_events));
+    let m = h.ok("getMetrics", json!({})).await;
+    assert_eq!(
+        metrics::total(&m["metrics"], "recur_webhook_trimmed_total") as usize,
+        forced
+    );
+    // Now the trim may cut to max_len.
+    h.advance("2026-01-01T02:00:00Z").await;
+    assert_eq!(h.changes().await.len(), 2, "trimmed to max_len");
+    rx.behaviour.lock().unwrap().down = false;
+    let calls = rx.wait_accepted(kept_events.len()).await;
+    let delivered: HashSet<String> = calls.iter().map(|c| c.event_id.clone()).collect();
+    assert_eq!(delivered, kept_events, "the kept entries' events arrive");
+    let every: HashSet<String> = all
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let accounted: HashSet<String> = delivered.union(&dead_ids).cloned().collect();
+    assert_eq!(accounted, every, "each event delivered or dead-lettered");
 }
