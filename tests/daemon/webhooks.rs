@@ -609,3 +609,45 @@ async fn what_the_trim_would_force_out_is_dead_lettered_first() {
     let accounted: HashSet<String> = delivered.union(&dead_ids).cloned().collect();
     assert_eq!(accounted, every, "each event delivered or dead-lettered");
 }
+
+/// On a Redis Cluster (progress, dead letters and leases of a partition share its slot):
+/// every event delivered, in order per order, with refused attempts retried.
+#[tokio::test]
+async fn webhooks_are_delivered_in_order_on_a_redis_cluster() {
+    let rx = Receiver::start(Behaviour {
+        fail_first: 1,
+        fail_suffixes: vec!['1', '5', 'a'],
+        ..Behaviour::default()
+    })
+    .await;
+    let url = rx.url();
+    let h = Harness::start_on_cluster(move |s| {
+        fast_retries(s);
+        s.webhooks.endpoints = vec![endpoint("rx", &url, &["*"])];
+    })
+    .await;
+    for i in 0..12 {
+        h.ok(
+            "createOrder",
+            monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+        )
+        .await;
+    }
+    h.advance("2026-02-15T00:00:00Z").await;
+    let events = h.events().await;
+    let calls = rx.wait_accepted(events.len()).await;
+    let ids: HashSet<&str> = calls.iter().map(|c| c.event_id.as_str()).collect();
+    let stream_ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, stream_ids);
+    assert!(
+        rx.calls().iter().any(|c| !c.accepted),
+        "some attempts were refused"
+    );
+    assert!(rx.calls().iter().all(|c| c.signature_ok));
+    for (order, seqs) in per_order(&calls) {
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "order {order}");
+    }
+    let r = h.ok("retryDeadWebhooks", json!({})).await;
+    assert_eq!(r["requeued"], 0, "{r}");
+}
