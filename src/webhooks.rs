@@ -1083,6 +1083,21 @@ mod tests {
         assert_ne!(signature("a", 1, "{}"), signature("a", 2, "{}"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn backoff_starts_at_the_initial_pause_never_shrinks_and_stays_under_the_cap(
+            initial_ms in 1u64..100_000,
+            extra_ms in 0u64..10_000_000,
+            attempts in 1u32..200,
+        ) {
+            let (i, m) = (Duration::from_millis(initial_ms), Duration::from_millis(initial_ms + extra_ms));
+            proptest::prop_assert_eq!(backoff(1, i, m), i);
+            let (a, b) = (backoff(attempts, i, m), backoff(attempts + 1, i, m));
+            proptest::prop_assert!(a <= b && b <= m && a >= i);
+            proptest::prop_assert!(b <= a * 2);
+        }
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let (i, m) = (Duration::from_secs(10), Duration::from_secs(3600));
