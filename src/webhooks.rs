@@ -708,7 +708,10 @@ impl EndpointLoop {
         part.read_pos = id.clone();
         let n = part.read_n;
         let change: Value = serde_json::from_str(change).unwrap_or(Value::Null);
-        let events = crate::wire::change_events(&change);
+        let no_events = Vec::new();
+        let events = change["events"].as_array().unwrap_or(&no_events);
+        // The entity in its whole form, built once per change and only if some event is sent.
+        let mut entity: Option<String> = None;
         let mut entry = EntryState {
             id: id.clone(),
             ..EntryState::default()
@@ -725,7 +728,8 @@ impl EndpointLoop {
                 continue;
             }
             let retry = part.retrying.remove(&key);
-            let body: Arc<str> = Arc::from(event.to_string());
+            let entity = entity.get_or_insert_with(|| whole_entity(&change["entity"]));
+            let body: Arc<str> = Arc::from(event_body(event, entity));
             deliveries.push(Delivery {
                 key,
                 entry_n: Some(n),
@@ -1052,6 +1056,32 @@ impl EndpointLoop {
     }
 }
 
+/// The order of a change entry in its whole form (every field, as getOrder and `recur admin
+/// watch` print it; the stream holds the compact form). What does not read as an order is
+/// sent as it is.
+fn whole_entity(entity: &Value) -> String {
+    crate::domain::Order::deserialize(entity)
+        .ok()
+        .and_then(|o| serde_json::to_string(&o).ok())
+        .unwrap_or_else(|| entity.to_string())
+}
+
+/// An event's body: the event with `"entity": <entity JSON>` added (the shape `recur admin
+/// watch` prints), spliced as text so the entity is not copied per event.
+fn event_body(event: &Value, entity: &str) -> String {
+    let mut body = event.to_string();
+    if body.ends_with('}') {
+        body.pop();
+        if body.len() > 1 {
+            body.push(',');
+        }
+        body.push_str("\"entity\":");
+        body.push_str(entity);
+        body.push('}');
+    }
+    body
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -1096,6 +1126,19 @@ mod tests {
             proptest::prop_assert!(a <= b && b <= m && a >= i);
             proptest::prop_assert!(b <= a * 2);
         }
+    }
+
+    #[test]
+    fn a_body_is_the_event_with_the_whole_entity_as_watch_prints_it() {
+        let change = serde_json::json!({
+            "events": [{"id": "e1", "type": "orderCreated", "sequence": 1}],
+            "entity": {"weird": true},
+        });
+        let body = event_body(&change["events"][0], &whole_entity(&change["entity"]));
+        let parsed: Value = serde_json::from_str(&body).expect("JSON");
+        let mut watch = crate::wire::change_events(&change);
+        assert_eq!(parsed, watch.remove(0));
+        assert_eq!(event_body(&serde_json::json!({}), "1"), r#"{"entity":1}"#);
     }
 
     #[test]

@@ -258,11 +258,12 @@ impl Store {
         let mut conn = self.webhook_conn();
         let keys = self.keys();
         // EVALSHA: the script's text is not sent (and hashed by Redis) with every write.
-        let sha = redis::Script::new(WEBHOOK_SCRIPT).get_hash().to_string();
+        static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sha = SHA.get_or_init(|| redis::Script::new(WEBHOOK_SCRIPT).get_hash().to_string());
         let mut pipe = redis::pipe();
         for (p, token, apply) in writes {
             pipe.cmd("EVALSHA")
-                .arg(&sha)
+                .arg(sha)
                 .arg(3)
                 .arg(keys.webhook_progress(*p, endpoint))
                 .arg(keys.lease(*p))
