@@ -364,7 +364,11 @@ impl Scheduler {
                 {
                     Ok(_) => {
                         self.settle_deltas().await?;
-                        let held = s.ownership.tokens(&behind);
+                        // Only partitions with nothing left due by the target count as fired:
+                        // a lane that ended early (one of its partitions moved to another
+                        // daemon) leaves its other partitions' timers for the next look.
+                        let drained = s.store.without_due(&behind, to_millis(&target)).await?;
+                        let held = s.ownership.tokens(&drained);
                         for p in s.store.mark_fired(&held, target).await? {
                             s.ownership.fenced(p);
                         }

@@ -476,6 +476,32 @@ impl Store {
         Ok((due, earliest))
     }
 
+    /// Those of `partitions` with no timer due at or before `until_ms`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn without_due(
+        &self,
+        partitions: &[u16],
+        until_ms: i64,
+    ) -> Result<Vec<u16>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.bulk.clone();
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            pipe.zcount(self.keys.timers(p), "-inf", until_ms);
+        }
+        let due: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(partitions
+            .iter()
+            .zip(due)
+            .filter(|(_, n)| *n == 0)
+            .map(|(p, _)| *p)
+            .collect())
+    }
+
     /// Whether Redis answers a PING.
     ///
     /// # Errors

@@ -367,7 +367,8 @@ async fn a_dead_endpoint_dead_letters_and_retry_dead_webhooks_delivers_after_it_
     for d in &dead {
         assert_eq!(d["endpoint"], "rx");
         assert_eq!(d["error"], "HTTP 503");
-        assert!(d["attempts"].parse::<u32>().unwrap() >= 2, "{d:?}");
+        // At least one attempt (on a loaded machine one slow attempt can outlast max_age).
+        assert!(d["attempts"].parse::<u32>().unwrap() >= 1, "{d:?}");
         let body: Value = serde_json::from_str(&d["body"]).unwrap();
         assert_eq!(body["id"], d["eventId"].as_str());
     }
