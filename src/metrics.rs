@@ -457,17 +457,20 @@ fn labels_json(m: &prometheus::proto::Metric) -> Value {
 /// The total of one figure in a `getMetrics` result's `metrics` (every series summed; a
 /// histogram's count), 0 when absent: what clients and benchmarks compare before and after.
 pub fn total(metrics: &Value, name: &str) -> f64 {
-    let series = |v: &Value| -> f64 {
-        v.get("value")
-            .or_else(|| v.get("count"))
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0)
-    };
     match metrics.get(name) {
-        Some(Value::Array(all)) => all.iter().map(series).sum(),
-        Some(one @ Value::Object(_)) => series(one),
+        Some(Value::Array(all)) => all.iter().map(sample_value).sum(),
+        Some(one @ Value::Object(_)) => sample_value(one),
         _ => 0.0,
     }
+}
+
+/// A series' value: a counter's or gauge's `value`, a histogram's `count`.
+fn sample_value(series: &Value) -> f64 {
+    series
+        .get("value")
+        .or_else(|| series.get("count"))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
 }
 
 /// The value of one series of a figure in a `getMetrics` result's `metrics`: the one whose
@@ -482,12 +485,7 @@ pub fn series(metrics: &Value, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .iter()
                 .all(|(k, v)| s["labels"][k].as_str() == Some(v))
         })
-        .map(|s| {
-            s.get("value")
-                .or_else(|| s.get("count"))
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0)
-        })
+        .map(sample_value)
         .sum()
 }
 

@@ -201,9 +201,15 @@ async fn prepare(
     let store = store.with_webhook_conn(conn);
     for ep in &config.settings.endpoints {
         for (p, token) in ownership.tokens(&ownership.owned()) {
-            init_at_end(&store, p, ep.id(), &token)
+            let progress = store
+                .webhook_progress(p, ep.id())
                 .await
                 .map_err(StartError::Store)?;
+            if progress.cursor.is_none() {
+                start_at_end(&store, p, ep.id(), &token)
+                    .await
+                    .map_err(StartError::Store)?;
+            }
         }
     }
     let pending = Arc::new(AtomicU64::new(0));
@@ -239,25 +245,20 @@ async fn prepare(
     Ok(loops)
 }
 
-/// Records the stream's end as the endpoint's start in `p`, unless it has a cursor; the
-/// cursor it has now.
-async fn init_at_end(
+/// Records the stream's end as the start of an endpoint that has no cursor in `p` (SPEC 10:
+/// a new endpoint starts at the streams' ends); the cursor, or `None` when another start
+/// recorded one first (read it again).
+async fn start_at_end(
     store: &Store,
     p: u16,
     endpoint: &str,
     token: &str,
 ) -> Result<Option<(String, u64)>, StoreError> {
-    if let Some(c) = store.webhook_progress(p, endpoint).await?.cursor {
-        return Ok(Some(c));
-    }
     let end = store.stream_end(p).await?;
-    if store
+    let recorded = store
         .webhook_init(p, endpoint, token, &end.last_id, end.added)
-        .await?
-    {
-        return Ok(Some((end.last_id, end.added)));
-    }
-    Ok(None)
+        .await?;
+    Ok(recorded.then_some((end.last_id, end.added)))
 }
 
 /// A queue's key: (partition, order id), or (partition, `x:<dead id>`) for a dead letter
@@ -398,8 +399,7 @@ impl EndpointLoop {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
-        let queued: usize = self.parts.values().map(|p| p.queued).sum();
-        self.add_pending(-(queued as i64));
+        self.add_pending(-(self.queued() as i64));
     }
 
     /// Picks up partitions this daemon took, drops those it lost.
@@ -438,6 +438,11 @@ impl EndpointLoop {
         tracing::debug!(endpoint = %self.id, partition = p, "stopped delivering a partition this daemon no longer owns");
     }
 
+    /// Deliveries queued over every partition this loop holds.
+    fn queued(&self) -> usize {
+        self.parts.values().map(|p| p.queued).sum()
+    }
+
     fn add_pending(&self, delta: i64) {
         let total = if delta >= 0 {
             self.pending.fetch_add(delta as u64, Ordering::Relaxed) + delta as u64
@@ -462,19 +467,11 @@ impl EndpointLoop {
         let progress = self.store.webhook_progress(p, &self.id).await?;
         let cursor = match progress.cursor {
             Some(c) => c,
-            None => {
-                // A new endpoint starts at the stream's end (SPEC 10).
-                let end = self.store.stream_end(p).await?;
-                if !self
-                    .store
-                    .webhook_init(p, &self.id, &token, &end.last_id, end.added)
-                    .await?
-                {
-                    // Another start got there first: read what it recorded.
-                    return Ok(());
-                }
-                (end.last_id, end.added)
-            }
+            None => match start_at_end(&self.store, p, &self.id, &token).await? {
+                Some(c) => c,
+                // Another start got there first: the next look reads what it recorded.
+                None => return Ok(()),
+            },
         };
         self.generation += 1;
         let mut retrying = HashMap::new();
@@ -550,8 +547,7 @@ impl EndpointLoop {
             let Some(part) = self.parts.get(&p) else {
                 continue;
             };
-            let queued: usize = self.parts.values().map(|p| p.queued).sum();
-            if part.queued >= PARTITION_QUEUE_CAP || queued >= ENDPOINT_QUEUE_CAP {
+            if part.queued >= PARTITION_QUEUE_CAP || self.queued() >= ENDPOINT_QUEUE_CAP {
                 continue;
             }
             let after = part.read_pos.clone();
