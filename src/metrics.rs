@@ -92,6 +92,7 @@ pub struct Metrics {
     partitions_owned: IntGauge,
     lease_changes: IntCounterVec,
     redis_errors: IntCounter,
+    orders_unreadable: IntCounter,
     stats_deltas_applied: IntCounter,
     webhook_deliveries: IntCounterVec,
     webhook_pending: IntGauge,
@@ -243,6 +244,11 @@ impl Metrics {
                 "recur_redis_errors_total",
                 "Redis operations that failed (commits, loops, probes)",
             ),
+            orders_unreadable: counter(
+                &r,
+                "recur_orders_unreadable_total",
+                "Stored orders a listing skipped because they could not be read",
+            ),
             stats_deltas_applied: counter(
                 &r,
                 "recur_stats_deltas_applied_total",
@@ -319,6 +325,11 @@ impl Metrics {
     /// A Redis operation failed.
     pub fn redis_error(&self) {
         self.redis_errors.inc();
+    }
+
+    /// A listing skipped a stored order it could not read.
+    pub fn order_unreadable(&self) {
+        self.orders_unreadable.inc();
     }
 
     /// `n` leases changed hands this way.

@@ -435,7 +435,7 @@ async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreErr
             .orders_before(q.customer_id.as_deref(), after.as_ref(), q.limit)
             .await?;
         let ids: Vec<String> = rows.iter().map(|(_, id)| id.clone()).collect();
-        let loaded = state.store.load_many(&ids).await?;
+        let loaded = state.store.load_readable(&ids).await?;
         let by_id: HashMap<&str, &Order> = loaded.iter().map(|o| (o.id.as_str(), o)).collect();
         for row in &rows {
             after = Some(row.clone());

@@ -396,14 +396,13 @@ pub async fn start(
         requests.clone(),
     ));
 
-    let mut conn = state.store.conn();
-    let created: Result<(), redis::RedisError> = conn
-        .xgroup_create_mkstream(state.store.keys().commands(), CONSUMER_GROUP, "$")
-        .await;
-    if let Err(e) = created {
-        if e.code() != Some("BUSYGROUP") {
-            return Err(e);
-        }
+    if let Err(e) = state.store.ensure_command_group(CONSUMER_GROUP, "$").await {
+        return Err(match e {
+            StoreError::Redis(e) => Arc::try_unwrap(e).unwrap_or_else(|e| {
+                redis::RedisError::from((redis::ErrorKind::Io, "redis", e.to_string()))
+            }),
+            other => redis::RedisError::from((redis::ErrorKind::Io, "redis", other.to_string())),
+        });
     }
     // A connection of its own (on a cluster, a cluster connection of its own): XREADGROUP
     // BLOCK would stall every command queued behind it.
@@ -500,6 +499,44 @@ fn channels(state: &AdminState) -> Vec<String> {
     ]
 }
 
+/// How many times a command-stream entry that keeps failing with a transient error (INTERNAL,
+/// UNAVAILABLE) is delivered before it is answered with its error, acknowledged and moved to
+/// `<prefix>:commands:dead`.
+pub const MAX_DELIVERIES: usize = 8;
+
+/// The pause before a failed entry is delivered again: doubling from 100 ms, at most 5 s (eight
+/// deliveries span about 11 s: long enough to ride out a Redis hiccup, short enough that the
+/// client gets its answer).
+pub fn redelivery_backoff(deliveries: usize) -> Duration {
+    let doublings = u32::try_from(deliveries.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(10);
+    Duration::from_millis(100u64 << doublings).min(Duration::from_secs(5))
+}
+
+/// What became of one entry of the command stream.
+enum Handled {
+    /// Answered and acknowledged (or dead-lettered and acknowledged).
+    Done,
+    /// Failed with a transient error; still pending, to be delivered again after a pause.
+    Failed,
+    /// Forwarded to another daemon, whose reply is not kept yet; still pending.
+    Waiting,
+}
+
+/// When each pending entry of this consumer may be delivered again.
+#[derive(Default)]
+struct Redeliveries {
+    due: HashMap<String, std::time::Instant>,
+}
+
+impl Redeliveries {
+    /// The next instant one is due, if any.
+    fn next(&self) -> Option<std::time::Instant> {
+        self.due.values().min().copied()
+    }
+}
+
 async fn consume_stream(
     state: Arc<AdminState>,
     mut reader: crate::store::RedisConn,
@@ -509,11 +546,15 @@ async fn consume_stream(
     let key = state.store.keys().commands();
     let consumer = state.ownership.daemon_id().to_string();
     let every = state.ownership.config().lease_ttl;
-    // First what this consumer holds pending (read before but not acknowledged), then new
-    // entries; every lease TTL, entries another consumer left pending that long (a daemon that
-    // died) are claimed, and the pending ones are read again.
-    let mut from = "0".to_string();
+    // New entries are read as they come (`>`), so one failing entry never holds back the
+    // others. Pending ones (left by a failure, a forward still waiting, a restart, or claimed
+    // from a daemon that died: every lease TTL, entries another consumer left pending that long
+    // are claimed) are delivered again each on its own backoff, and given up after
+    // MAX_DELIVERIES.
     let mut last_claim: Option<std::time::Instant> = None;
+    let mut retries = Redeliveries::default();
+    // Pending entries not seen by this process yet (start-up, a claim) are delivered at once.
+    let mut sweep_pending = true;
     let mut outage = Outage::counted("reading the command stream", state.health.metrics_handle());
     while !shutdown.is_triggered() {
         if last_claim.is_none_or(|t| t.elapsed() >= every) {
@@ -528,21 +569,39 @@ async fn consume_stream(
                         entries = claimed,
                         "claimed command entries another daemon left pending"
                     );
+                    sweep_pending = true;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot claim idle command entries"),
             }
-            from = "0".to_string();
         }
+        let now = std::time::Instant::now();
+        if sweep_pending || retries.next().is_some_and(|t| t <= now) {
+            match redeliver(&state, &consumer, &mut retries, sweep_pending, &requests).await {
+                Ok(()) => sweep_pending = false,
+                Err(e) => {
+                    let pause = outage.log_failure(&e);
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        // Block until a new entry comes, at most until the next redelivery is due.
+        let block = retries.next().map_or(Duration::from_millis(500), |t| {
+            t.saturating_duration_since(std::time::Instant::now())
+                .clamp(Duration::from_millis(1), Duration::from_millis(500))
+        });
         let opts = StreamReadOptions::default()
             .group(CONSUMER_GROUP, &consumer)
             .count(64)
-            .block(500);
+            .block(usize::try_from(block.as_millis()).unwrap_or(500));
         let keys = [key.as_str()];
-        let ids = [from.as_str()];
         let read: Result<Option<StreamReadReply>, _> = tokio::select! {
             _ = shutdown.wait() => return,
-            r = reader.xread_options(&keys, &ids, &opts) => r,
+            r = reader.xread_options(&keys, &[">"], &opts) => r,
         };
         let entries = match read {
             Ok(Some(reply)) => reply
@@ -551,6 +610,24 @@ async fn consume_stream(
                 .flat_map(|k| k.ids)
                 .collect::<Vec<_>>(),
             Ok(None) => Vec::new(),
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // Redis lost its data (restarted without persistence, or flushed): the group
+                // is made again, from the stream's start, so entries added since are read.
+                match state.store.ensure_command_group(CONSUMER_GROUP, "0").await {
+                    Ok(()) => tracing::warn!(
+                        "the command stream's consumer group was missing (Redis lost its data?); created it again"
+                    ),
+                    Err(e) => {
+                        let pause = outage.log_failure(&e);
+                        tokio::select! {
+                            _ = shutdown.wait() => return,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                }
+                retries.due.clear();
+                continue;
+            }
             Err(e) => {
                 let pause = outage.log_failure(&e);
                 tokio::select! {
@@ -562,23 +639,160 @@ async fn consume_stream(
         };
         outage.log_success();
         if entries.is_empty() {
-            if from == "0" {
-                from = ">".to_string();
-            }
             continue;
         }
-        let handled = entries.into_iter().map(|entry| {
-            let state = Arc::clone(&state);
-            async move { handle_entry(&state, entry).await }
-        });
-        let batch = futures_util::future::join_all(handled);
-        requests.spawn_local(batch).await.ok();
+        handle_all(&state, entries, &mut retries, &requests).await;
     }
 }
 
+/// Delivers again the pending entries whose pause is over (every pending entry when `all`),
+/// oldest first; gives up on those delivered MAX_DELIVERIES times already.
+async fn redeliver(
+    state: &Arc<AdminState>,
+    consumer: &str,
+    retries: &mut Redeliveries,
+    all: bool,
+    requests: &TaskTracker,
+) -> Result<(), StoreError> {
+    let pending = state
+        .store
+        .pending_commands(CONSUMER_GROUP, consumer, 1024)
+        .await?;
+    let now = std::time::Instant::now();
+    let known: std::collections::HashSet<&str> =
+        pending.iter().map(|(id, _)| id.as_str()).collect();
+    // Forget what is no longer pending (acknowledged elsewhere, the group made again).
+    retries.due.retain(|id, _| known.contains(id.as_str()));
+    let mut due = Vec::new();
+    for (id, deliveries) in &pending {
+        // One this process has not scheduled (start-up, claimed, or a pass that failed) is
+        // due at once.
+        let ready = all || retries.due.get(id).is_none_or(|at| *at <= now);
+        if !ready {
+            continue;
+        }
+        if *deliveries >= MAX_DELIVERIES {
+            give_up(state, id, *deliveries).await;
+            retries.due.remove(id);
+            continue;
+        }
+        due.push(id.clone());
+    }
+    let entries = state
+        .store
+        .redeliver_commands(CONSUMER_GROUP, consumer, &due)
+        .await?;
+    for id in &due {
+        retries.due.remove(id);
+    }
+    if !entries.is_empty() {
+        handle_all(state, entries, retries, requests).await;
+    }
+    Ok(())
+}
+
+/// Handles a batch of entries concurrently and schedules the redelivery of those left pending.
+async fn handle_all(
+    state: &Arc<AdminState>,
+    entries: Vec<redis::streams::StreamId>,
+    retries: &mut Redeliveries,
+    requests: &TaskTracker,
+) {
+    let handled = entries.into_iter().map(|entry| {
+        let state = Arc::clone(state);
+        async move {
+            let outcome = handle_entry(&state, &entry).await;
+            (entry.id, outcome)
+        }
+    });
+    let batch = futures_util::future::join_all(handled);
+    let Ok(outcomes) = requests.spawn_local(batch).await else {
+        return;
+    };
+    let pending: Vec<&String> = outcomes
+        .iter()
+        .filter(|(_, o)| !matches!(o, Handled::Done))
+        .map(|(id, _)| id)
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    // How often each was delivered decides its pause (a forward waiting for a new owner is
+    // tried again every second and never given up).
+    let counts: HashMap<String, usize> = match state
+        .store
+        .pending_commands(CONSUMER_GROUP, state.ownership.daemon_id(), 1024)
+        .await
+    {
+        Ok(p) => p.into_iter().collect(),
+        Err(_) => HashMap::new(),
+    };
+    let now = std::time::Instant::now();
+    for (id, outcome) in &outcomes {
+        let pause = match outcome {
+            Handled::Done => continue,
+            Handled::Waiting => Duration::from_secs(1),
+            Handled::Failed => redelivery_backoff(counts.get(id).copied().unwrap_or(1)),
+        };
+        retries.due.insert(id.clone(), now + pause);
+    }
+}
+
+/// An entry delivered MAX_DELIVERIES times without an answer other than a transient error: it
+/// is answered with that error once more (its final reply), copied to the dead-letter stream
+/// with the error, and acknowledged.
+async fn give_up(state: &AdminState, entry_id: &str, deliveries: usize) {
+    let store = &state.store;
+    let entries = match store.command_entry(entry_id).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, entry = %entry_id, "cannot read a failing command entry");
+            return;
+        }
+    };
+    let payload: Vec<u8> = entries
+        .and_then(|entry| entry.get::<Vec<u8>>("request"))
+        .unwrap_or_default();
+    let (reply_to, reply) = match handle_payload(state, &payload).await {
+        Some((reply_to, reply)) => (reply_to, reply),
+        None => (
+            sniff(&String::from_utf8_lossy(&payload), "replyTo"),
+            Reply::error(
+                sniff(&String::from_utf8_lossy(&payload), "id"),
+                ErrorCode::Unavailable,
+                "the request's partition has no owner",
+            ),
+        ),
+    };
+    if reply.error.as_ref().is_some_and(|e| !e.code.is_transient()) {
+        // It went through this time: an ordinary answer.
+        publish_reply(state, reply_to, &reply).await;
+        ack(store, entry_id).await;
+        return;
+    }
+    let error = reply.error.as_ref().map_or_else(String::new, |e| {
+        format!("{}: {}", e.code.as_str(), e.message)
+    });
+    let count = deliveries.to_string();
+    let dead = [
+        ("request", payload.as_slice()),
+        ("id", entry_id.as_bytes()),
+        ("error", error.as_bytes()),
+        ("deliveries", count.as_bytes()),
+    ];
+    if let Err(e) = store.dead_letter_command(&dead).await {
+        tracing::warn!(error = %e, entry = %entry_id, "cannot dead-letter a command entry");
+        return;
+    }
+    tracing::error!(entry = %entry_id, deliveries, error = %error, "a command entry kept failing; answered with its error and dead-lettered");
+    publish_reply(state, reply_to, &reply).await;
+    ack(store, entry_id).await;
+}
+
 /// Handles one entry of the command stream: runs it, dead-letters what cannot be read, replies,
-/// and acknowledges it (except after a transient error: then it is read again after a restart).
-async fn handle_entry(state: &AdminState, entry: redis::streams::StreamId) {
+/// and acknowledges it (except after a transient error: then it stays pending and is delivered
+/// again after a pause).
+async fn handle_entry(state: &AdminState, entry: &redis::streams::StreamId) -> Handled {
     let store = &state.store;
     let raw: Option<Vec<u8>> = entry.get("request");
     let Some(payload) = raw else {
@@ -590,17 +804,20 @@ async fn handle_entry(state: &AdminState, entry: redis::streams::StreamId) {
             tracing::warn!(error = %e, entry = %entry.id, "cannot dead-letter a command entry");
         }
         ack(store, &entry.id).await;
-        return;
+        return Handled::Done;
     };
     let Some((reply_to, reply)) = handle_payload(state, &payload).await else {
         // Another daemon's partition (or one in hand-over): forwarded to its owner.
-        forward(state, &entry.id, &payload).await;
-        return;
+        return if forward(state, &entry.id, &payload).await {
+            Handled::Done
+        } else {
+            Handled::Waiting
+        };
     };
     if reply.error.as_ref().is_some_and(|e| e.code.is_transient()) {
-        // Not acknowledged: it will be read again after a restart.
+        // Not acknowledged: delivered again after a pause.
         publish_reply(state, reply_to, &reply).await;
-        return;
+        return Handled::Failed;
     }
     let malformed = reply
         .error
@@ -615,6 +832,7 @@ async fn handle_entry(state: &AdminState, entry: redis::streams::StreamId) {
     }
     publish_reply(state, reply_to, &reply).await;
     ack(store, &entry.id).await;
+    Handled::Done
 }
 
 /// How long a forwarded command-stream entry waits for its owner's kept reply before it is
@@ -626,7 +844,7 @@ const FORWARD_WAIT: Duration = Duration::from_secs(5);
 /// once the owner's reply is kept. With no owner yet (a takeover), it stays pending and is read
 /// again. An entry that cannot be routed is dead-lettered here; partition 0's owner answers it
 /// from the admin channel.
-async fn forward(state: &AdminState, entry_id: &str, payload: &[u8]) {
+async fn forward(state: &AdminState, entry_id: &str, payload: &[u8]) -> bool {
     let store = &state.store;
     let routed = serde_json::from_slice::<Request>(payload)
         .ok()
@@ -644,7 +862,7 @@ async fn forward(state: &AdminState, entry_id: &str, payload: &[u8]) {
     if !resolved_here {
         if let Err(e) = store.publish(&store.keys().admin_channel(), &text).await {
             tracing::warn!(error = %e, entry = %entry_id, "cannot forward a command entry; it stays pending");
-            return;
+            return false;
         }
     }
     let Some((partition, request_id)) = routed else {
@@ -655,23 +873,24 @@ async fn forward(state: &AdminState, entry_id: &str, payload: &[u8]) {
             }
         }
         ack(store, entry_id).await;
-        return;
+        return true;
     };
     let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
     while tokio::time::Instant::now() < deadline {
         match forwarded_reply_kept(store, partition, &request_id).await {
             Ok(true) => {
                 ack(store, entry_id).await;
-                return;
+                return true;
             }
             Ok(false) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => {
                 tracing::debug!(error = %e, entry = %entry_id, "cannot read a forwarded entry's reply");
-                return;
+                return false;
             }
         }
     }
     tracing::debug!(entry = %entry_id, partition, "a forwarded command entry has no reply yet; it stays pending");
+    false
 }
 
 /// Whether the reply of a forwarded request is kept: in its routing partition, or (an

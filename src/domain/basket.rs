@@ -631,7 +631,7 @@ pub fn update(
     if req.refresh_basket {
         pricing(&mut change, rules).at(Stage::Pricing)?;
     }
-    let transition = change.finish();
+    let transition = change.finish().at(Stage::Fields)?;
     let reply = if req.return_model {
         serde_json::to_value(&transition.order).unwrap_or(Value::Null)
     } else {

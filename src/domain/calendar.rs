@@ -4,7 +4,7 @@
 use chrono::{Duration as Span, Months};
 use serde::{Deserialize, Serialize};
 
-use super::time::Instant;
+use super::time::{within_range, Instant};
 
 /// The unit of a cycle or plan duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,14 +42,15 @@ impl Duration {
     /// representable range.
     pub fn times_after(&self, anchor: Instant, n: u64) -> Option<Instant> {
         let steps = n.checked_mul(u64::from(self.count))?;
-        match self.unit {
+        let t = match self.unit {
             Unit::Day => anchor.checked_add_signed(days(steps)?),
             Unit::Week => anchor.checked_add_signed(days(steps.checked_mul(7)?)?),
             Unit::Month => anchor.checked_add_months(Months::new(u32::try_from(steps).ok()?)),
             Unit::Year => {
                 anchor.checked_add_months(Months::new(u32::try_from(steps.checked_mul(12)?).ok()?))
             }
-        }
+        }?;
+        within_range(t)
     }
 }
 
@@ -90,7 +91,7 @@ impl Zone {
     /// date and time of day of `start`, moved in one step (never chained), then turned back into
     /// an instant. A local time that does not exist (a spring-forward gap) moves forward by the
     /// length of the gap; one that exists twice (a fall-back overlap) is the earlier instant.
-    /// `None` past the representable range.
+    /// `None` past the representable range (year 9999, see [`within_range`]).
     pub fn calendar(
         &self,
         start: Instant,
@@ -102,7 +103,7 @@ impl Zone {
             let anchor = start.checked_add_signed(days(u64::from(extra_days))?)?;
             return match duration {
                 Some(d) => d.times_after(anchor, n),
-                None => Some(anchor),
+                None => within_range(anchor),
             };
         };
         use chrono::{Days, NaiveDateTime};
@@ -118,7 +119,7 @@ impl Zone {
                     .checked_add_months(Months::new(u32::try_from(steps.checked_mul(12)?).ok()?))?,
             };
         }
-        resolve(tz, local)
+        resolve(tz, local).and_then(within_range)
     }
 }
 

@@ -565,12 +565,49 @@ pub struct Order {
 }
 
 impl Order {
+    /// Every instant the order holds (for the check that all of them can be written as RFC
+    /// 3339 and read back).
+    pub fn instants(&self) -> impl Iterator<Item = Instant> + '_ {
+        let singles = [
+            Some(self.start_date),
+            self.end_date,
+            self.earliest_end_date,
+            Some(self.created_date),
+            Some(self.updated_date),
+            self.anchor,
+            self.current_cycle.as_ref().map(|c| c.started_date),
+            self.current_cycle.as_ref().and_then(|c| c.ended_date),
+            self.scheduled_change.as_ref().map(|c| c.effective_date),
+            self.cancellation.as_ref().map(|c| c.requested_date),
+        ];
+        let pauses = self
+            .pause_periods
+            .iter()
+            .flat_map(|p| [Some(p.pause_date), p.resume_date]);
+        let dues = self.payments_due.iter().flat_map(|d| {
+            [Some(d.requested_date), Some(d.deadline)]
+                .into_iter()
+                .chain(d.retries.iter().copied().map(Some))
+        });
+        singles
+            .into_iter()
+            .chain(pauses)
+            .chain(dues)
+            .chain(self.payments.iter().map(|p| Some(p.date)))
+            .flatten()
+    }
+
     /// The instant cycle 1 starts before any pause: startDate + freeTrialDays local days (the
     /// calendar's origin until a plan change to another duration sets the `anchor` field).
     pub fn anchor(&self) -> Instant {
         self.time_zone
             .calendar(self.start_date, self.free_trial_days, None, 0)
-            .unwrap_or(self.start_date + chrono::Duration::days(i64::from(self.free_trial_days)))
+            .unwrap_or_else(|| {
+                crate::domain::time::saturating_add(
+                    self.start_date,
+                    chrono::Duration::days(i64::from(self.free_trial_days)),
+                )
+            })
     }
 
     /// True while the order is in its free trial (cycle 0).

@@ -5,17 +5,65 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// A point in time. Always UTC, always truncated to whole milliseconds.
 pub type Instant = DateTime<Utc>;
 
+/// The earliest instant recur takes, stores and prints: `0000-01-01T00:00:00.000Z`.
+pub const MIN_MILLIS: i64 = -62_167_219_200_000;
+/// The latest: `9999-12-31T23:59:59.999Z`. RFC 3339 has four-digit years, so nothing later can
+/// be written as one and read back; every instant recur takes or computes stays in between.
+pub const MAX_MILLIS: i64 = 253_402_300_799_999;
+
+/// The latest instant recur represents (`9999-12-31T23:59:59.999Z`).
+pub fn max_instant() -> Instant {
+    DateTime::from_timestamp_millis(MAX_MILLIS).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The earliest instant recur represents (`0000-01-01T00:00:00.000Z`).
+pub fn min_instant() -> Instant {
+    DateTime::from_timestamp_millis(MIN_MILLIS).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// True when `t` lies within what RFC 3339 can write (years 0000 to 9999 in UTC).
+pub fn representable(t: &Instant) -> bool {
+    (MIN_MILLIS..=MAX_MILLIS).contains(&t.timestamp_millis())
+}
+
+/// `t` if representable, else None.
+pub fn within_range(t: Instant) -> Option<Instant> {
+    representable(&t).then_some(t)
+}
+
+/// `t + span`, held within the representable range: a computed deadline, retry or shifted end
+/// that would pass year 9999 is the last representable instant, never an unwritable date.
+pub fn saturating_add(t: Instant, span: chrono::Duration) -> Instant {
+    t.checked_add_signed(span)
+        .filter(representable)
+        .unwrap_or_else(|| {
+            if span < chrono::Duration::zero() {
+                min_instant()
+            } else {
+                max_instant()
+            }
+        })
+}
+
 /// Parses an RFC 3339 timestamp with any offset into a UTC instant truncated to milliseconds.
 ///
 /// # Errors
-/// Returns the parser's message when `s` is not RFC 3339.
+/// Returns the parser's message when `s` is not RFC 3339, or names the range when it is but
+/// falls outside 0000-01-01T00:00:00Z..9999-12-31T23:59:59.999Z in UTC (such an instant
+/// could not be written back as RFC 3339).
 pub fn parse_instant(s: &str) -> Result<Instant, String> {
     if let Some(t) = parse_canonical(s) {
         return Ok(t);
     }
-    DateTime::parse_from_rfc3339(s)
+    let t = DateTime::parse_from_rfc3339(s)
         .map(|t| truncate_ms(t.with_timezone(&Utc)))
-        .map_err(|e| format!("'{s}' is not an RFC 3339 timestamp ({e})"))
+        .map_err(|e| format!("'{s}' is not an RFC 3339 timestamp ({e})"))?;
+    within_range(t).ok_or_else(|| {
+        format!(
+            "'{s}' is outside the supported range (0000-01-01T00:00:00Z to \
+             9999-12-31T23:59:59.999Z in UTC)"
+        )
+    })
 }
 
 /// Formats an instant as RFC 3339 UTC with milliseconds (`2026-01-31T09:00:00.000Z`).
@@ -255,6 +303,31 @@ mod tests {
             format_instant(&parse_instant("2024-01-31T08:00:00.123Z").unwrap()),
             "2024-01-31T08:00:00.123Z"
         );
+    }
+
+    #[test]
+    fn refuses_instants_past_year_9999_in_utc() {
+        assert!(parse_instant("9999-12-31T23:59:59.999Z").is_ok());
+        assert!(parse_instant("0000-01-01T00:00:00Z").is_ok());
+        let late = parse_instant("9999-12-31T23:59:59.999-01:00").unwrap_err();
+        assert!(late.contains("outside the supported range"), "{late}");
+        assert!(parse_instant("0000-01-01T00:00:00+01:00").is_err());
+        assert_eq!(format_instant(&max_instant()), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_instant(&min_instant()), "0000-01-01T00:00:00.000Z");
+    }
+
+    proptest::proptest! {
+        /// Whatever a saturating addition gives can be written and read back unchanged.
+        #[test]
+        fn saturating_additions_round_trip(
+            ms in MIN_MILLIS..=MAX_MILLIS,
+            add in -400_000_000_000_000i64..400_000_000_000_000i64,
+        ) {
+            let t = from_millis(ms).unwrap();
+            let u = saturating_add(t, chrono::Duration::milliseconds(add));
+            proptest::prop_assert!(representable(&u));
+            proptest::prop_assert_eq!(parse_instant(&format_instant(&u)).unwrap(), u);
+        }
     }
 
     #[test]

@@ -127,6 +127,7 @@ pub struct Store {
     /// Webhook delivery's own connection (reads of the streams, progress writes), so that it
     /// never queues admin traffic behind it; `None`: the admin connection.
     hooks: Option<RedisConn>,
+    metrics: Arc<Metrics>,
 }
 
 /// How long the store waits for one reply: big pipelines (a burst's commits, bulk loads) take
@@ -180,8 +181,13 @@ impl Store {
             max_batch: bulk_max_batch.max(1),
             ..config
         };
-        let bulk_committer =
-            Committer::start(bulk.clone(), keys.clone(), sha, bulk_config, metrics);
+        let bulk_committer = Committer::start(
+            bulk.clone(),
+            keys.clone(),
+            sha,
+            bulk_config,
+            Arc::clone(&metrics),
+        );
         Ok(Store {
             conn,
             bulk,
@@ -190,6 +196,7 @@ impl Store {
             bulk_committer,
             legacy_replies_until: None,
             hooks: None,
+            metrics,
         })
     }
 
@@ -247,11 +254,35 @@ impl Store {
         self.load_many_on(self.conn.clone(), ids).await
     }
 
-    async fn load_many_on(
+    /// Reads many orders at once for a listing: missing ones and ones that cannot be read are
+    /// skipped, each unreadable one logged at error level and counted
+    /// (`recur_orders_unreadable_total`), so one damaged order never fails a listing of others
+    /// (reading it by id answers the error).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn load_readable(&self, ids: &[String]) -> Result<Vec<Order>, StoreError> {
+        let rows = self.rows(self.conn.clone(), ids).await?;
+        Ok(ids
+            .iter()
+            .zip(rows)
+            .filter_map(|(id, row)| {
+                let json = row?;
+                serde_json::from_str(&json)
+                    .inspect_err(|e| {
+                        self.metrics.order_unreadable();
+                        tracing::error!(order_id = %id, error = %e, "stored order cannot be read; skipped");
+                    })
+                    .ok()
+            })
+            .collect())
+    }
+
+    async fn rows(
         &self,
         mut conn: RedisConn,
         ids: &[String],
-    ) -> Result<Vec<Order>, StoreError> {
+    ) -> Result<Vec<Option<String>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -259,10 +290,22 @@ impl Store {
         for id in ids {
             pipe.hget(self.keys.order(id), "d");
         }
-        let rows: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        rows.into_iter()
-            .flatten()
-            .map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string())))
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    async fn load_many_on(
+        &self,
+        conn: RedisConn,
+        ids: &[String],
+    ) -> Result<Vec<Order>, StoreError> {
+        let rows = self.rows(conn, ids).await?;
+        ids.iter()
+            .zip(rows)
+            .filter_map(|(id, row)| row.map(|j| (id, j)))
+            .map(|(id, j)| {
+                serde_json::from_str(&j)
+                    .map_err(|e| StoreError::Corrupt(format!("order {id}: {e}")))
+            })
             .collect()
     }
 
@@ -732,6 +775,81 @@ return 1
                 return Ok(claimed);
             }
             start = next;
+        }
+    }
+
+    /// The command-stream entries `consumer` of `group` holds pending, oldest first, at most
+    /// `count`: each id with how many times it has been delivered (XPENDING; reading this
+    /// delivers nothing).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn pending_commands(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<(String, usize)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamPendingCountReply = conn
+            .xpending_consumer_count(self.keys.commands(), group, "-", "+", count, consumer)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|p| (p.id, p.times_delivered))
+            .collect())
+    }
+
+    /// Delivers the pending command-stream entries `ids` to `consumer` again (XCLAIM with no
+    /// idle minimum, which counts a delivery); entries deleted meanwhile are left out.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn redeliver_commands(
+        &self,
+        group: &str,
+        consumer: &str,
+        ids: &[String],
+    ) -> Result<Vec<redis::streams::StreamId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamClaimReply = conn
+            .xclaim(self.keys.commands(), group, consumer, 0, ids)
+            .await?;
+        Ok(reply.ids)
+    }
+
+    /// The command-stream entry `entry_id`, if the stream still has it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn command_entry(
+        &self,
+        entry_id: &str,
+    ) -> Result<Option<redis::streams::StreamId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrange_count(self.keys.commands(), entry_id, entry_id, 1)
+            .await?;
+        Ok(reply.ids.into_iter().next())
+    }
+
+    /// Creates the consumer group `group` of the command stream (and the stream) if it is
+    /// missing, reading from `from` (`$`: new entries only; `0`: every entry the stream has).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails (an existing group is not an error).
+    pub async fn ensure_command_group(&self, group: &str, from: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let created: Result<(), redis::RedisError> = conn
+            .xgroup_create_mkstream(self.keys.commands(), group, from)
+            .await;
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+            _ => Ok(()),
         }
     }
 

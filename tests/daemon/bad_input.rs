@@ -253,3 +253,184 @@ async fn a_reply_channel_of_recurs_own_is_refused() {
     let e = h.err("getOrder", json!({"orderId": "o0"})).await;
     assert_eq!(e.code.as_str(), "NOT_FOUND");
 }
+
+/// The clock the randomized testing ran on (issue: far-future dates, a jammed stream, a
+/// creditBalance without decimals).
+const FUZZ_START: &str = "2028-01-31T10:00:00Z";
+
+fn far_order(id: &str, start: &str) -> serde_json::Value {
+    json!({"orderId": id, "customerId": format!("c-{id}"), "type": "OFFLINE",
+        "plan": {"id": "monthly", "name": "Monthly"},
+        "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "MONTH"}, "cycleCount": 11}},
+        "prices": [{"cycleFrom": 1, "amount": "10.00"}], "currency": "USD", "startDate": start})
+}
+
+#[tokio::test]
+async fn dates_past_year_9999_are_refused_and_change_nothing() {
+    let mut h = Harness::start().await;
+    h.advance(FUZZ_START).await;
+    // A pending order and an active one to try changeStartDate and pauseOrder on.
+    h.ok("createOrder", far_order("pending", "2029-01-01T00:00:00Z"))
+        .await;
+    h.ok("createOrder", far_order("live", FUZZ_START)).await;
+    let before = h.snapshot().await;
+    let cases = [
+        ("createOrder", far_order("far", "9999-12-31T23:59:59Z")),
+        (
+            "changeStartDate",
+            json!({"orderId": "pending", "startDate": "9999-12-31T23:59:59Z"}),
+        ),
+        (
+            "pauseOrder",
+            json!({"orderId": "live", "resumeAt": "9999-12-31T23:59:59.999-01:00"}),
+        ),
+        (
+            "postponeEndDate",
+            json!({"orderId": "live", "endDate": "9999-12-31T23:30:00-01:00"}),
+        ),
+        (
+            "advanceClock",
+            json!({"to": "9999-12-31T23:59:59.999-01:00"}),
+        ),
+    ];
+    for (command, args) in cases {
+        let e = h.err(command, args.clone()).await;
+        assert_eq!(
+            e.code.as_str(),
+            "INVALID_REQUEST",
+            "{command} {args}: {e:?}"
+        );
+        assert!(
+            e.message.contains("9999") || e.message.contains("range"),
+            "{command}: the refusal names the range: {}",
+            e.message
+        );
+    }
+    assert_eq!(h.snapshot().await, before, "nothing changed");
+    // Every listing and read still works, also after a restart (orders read from Redis).
+    h.restart().await;
+    let all = h.ok("listOrders", json!({})).await;
+    assert_eq!(all["orders"].as_array().unwrap().len(), 2);
+    h.ok("getOrder", json!({"orderId": "live"})).await;
+    h.ok("recomputeCustomerStats", json!({"customerId": "c-live"}))
+        .await;
+    // A long pause whose shifted dates stay representable is taken.
+    let paused = h
+        .ok(
+            "pauseOrder",
+            json!({"orderId": "live", "resumeAt": "5000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(paused["status"], "PAUSED");
+}
+
+#[tokio::test]
+async fn an_unreadable_order_is_skipped_by_listings_and_its_failing_stream_entry_does_not_jam_the_stream(
+) {
+    let mut h = Harness::start().await;
+    h.advance(FUZZ_START).await;
+    h.ok("createOrder", far_order("good", FUZZ_START)).await;
+    h.ok("createOrder", far_order("bad", FUZZ_START)).await;
+    // Damage "bad" the way revision 2 stored far-future dates (year 10000 is not RFC 3339).
+    let keys = recur::store::Keys::new("t", partitions(&h.redis, "t").await);
+    let mut conn = h.redis.conn().await;
+    let stored: String = redis::AsyncCommands::hget(&mut conn, keys.order("bad"), "d")
+        .await
+        .unwrap();
+    let mut damaged: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    damaged["endDate"] = json!("+10000-11-30T23:59:59.000Z");
+    let _: () = redis::AsyncCommands::hset(&mut conn, keys.order("bad"), "d", damaged.to_string())
+        .await
+        .unwrap();
+    h.restart().await; // no actor holds it in memory any more
+
+    // Listings go on without it; the order itself answers a clear error.
+    let all = h.ok("listOrders", json!({})).await;
+    let ids: Vec<&str> = all["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["good"]);
+    let e = h.err("getOrder", json!({"orderId": "bad"})).await;
+    assert!(e.message.contains("bad"), "names the order: {}", e.message);
+    let m = h.ok("getMetrics", json!({})).await;
+    assert!(recur::metrics::total(&m["metrics"], "recur_orders_unreadable_total") >= 1.0);
+
+    // On the command stream: the failing entry, then a ping behind it.
+    let mut failing = h.client.new_request("getOrder", json!({"orderId": "bad"}));
+    failing.id = "L1".into();
+    h.client.enqueue(&failing).await.unwrap();
+    let mut ping = h.client.new_request("ping", json!({}));
+    ping.id = "after".into();
+    h.client.enqueue(&ping).await.unwrap();
+    let pong = h
+        .client
+        .wait_reply(Some("after"), Duration::from_secs(20))
+        .await
+        .expect("the ping behind a failing entry is answered");
+    assert!(pong.ok);
+    // The failing one is delivered a bounded number of times, then answered and dead-lettered.
+    let mut dead: Vec<(String, std::collections::HashMap<String, redis::Value>)> = Vec::new();
+    for _ in 0..600 {
+        let r: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut conn, "t:commands:dead")
+                .await
+                .unwrap();
+        dead = r.ids.into_iter().map(|s| (s.id, s.map)).collect();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead.len(), 1, "the failing entry is dead-lettered");
+    let field = |name: &str| -> String {
+        redis::from_redis_value(dead[0].1.get(name).cloned().unwrap()).unwrap()
+    };
+    assert!(field("request").contains("\"L1\""));
+    assert!(field("error").starts_with("INTERNAL"), "{}", field("error"));
+    assert_eq!(
+        field("deliveries"),
+        recur::admin::MAX_DELIVERIES.to_string()
+    );
+    let pending: redis::streams::StreamPendingReply =
+        redis::AsyncCommands::xpending(&mut conn, "t:commands", "recur")
+            .await
+            .unwrap();
+    assert_eq!(pending.count(), 0, "nothing left pending");
+}
+
+#[tokio::test]
+async fn credit_balance_keeps_the_currency_decimals_through_a_prorated_downgrade() {
+    let h = Harness::start().await;
+    h.advance(FUZZ_START).await;
+    for (id, currency, amount) in [("usd", "USD", "10.00"), ("kwd", "KWD", "10.000")] {
+        let mut args = far_order(id, FUZZ_START);
+        args["type"] = json!("EXTERNAL");
+        args["currency"] = json!(currency);
+        args["prices"] = json!([{"cycleFrom": 1, "amount": amount}]);
+        args["pricing"]["subscription"]["cycleCount"] = json!(0);
+        h.ok("createOrder", args).await;
+    }
+    h.advance("2028-02-10T10:00:00Z").await;
+    for (id, weekly, zero) in [("usd", "3.00", "0.00"), ("kwd", "3.000", "0.000")] {
+        let changed = h
+            .ok(
+                "changePlan",
+                json!({"orderId": id, "plan": {"id": "weekly", "name": "Weekly"},
+                    "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "WEEK"}, "cycleCount": 0}},
+                    "prices": [{"cycleFrom": 1, "amount": weekly}],
+                    "effectiveAt": "IMMEDIATELY", "proration": "PRORATE"}),
+            )
+            .await;
+        let order = if changed.get("order").is_some() {
+            changed["order"].clone()
+        } else {
+            changed
+        };
+        assert_eq!(order["creditBalance"], zero, "{id}: {order}");
+        let read = h.ok("getOrder", json!({"orderId": id})).await;
+        assert_eq!(read["creditBalance"], zero, "{id}");
+    }
+}

@@ -22,7 +22,7 @@ use super::order::{
     FinalAction, Order, OrderStatus, OrderType, PausePeriod, PauseStatus, Payment, PaymentDue,
     PaymentStatus, PriceDetails, PricingKind,
 };
-use super::time::{format_instant, Instant};
+use super::time::{format_instant, representable, saturating_add, Instant};
 
 /// The id of the payment that markAsPaid and `paid: true` record.
 pub const OFFLINE_PAYMENT_ID: &str = "offline-payment";
@@ -118,7 +118,7 @@ impl DunningRules {
 /// A new due for `cycle`, requested at `at`: its deadline and retry instants from the rules
 /// then in force (an offset at or after the deadline is skipped).
 fn request_due(o: &Order, cycle: u32, amount: Decimal, at: Instant, policy: &Policy) -> PaymentDue {
-    let deadline = at + policy.payment_grace;
+    let deadline = saturating_add(at, policy.payment_grace);
     let rules = DunningRules::of(o, policy);
     PaymentDue {
         cycle,
@@ -129,7 +129,7 @@ fn request_due(o: &Order, cycle: u32, amount: Decimal, at: Instant, policy: &Pol
         retries: rules
             .retries
             .iter()
-            .map(|off| at + *off)
+            .map(|off| saturating_add(at, *off))
             .filter(|t| *t < deadline)
             .collect(),
         attempts: 0,
@@ -187,6 +187,7 @@ impl Drafts {
 /// Closes one change: bumps the version, stamps it, numbers the events (appending
 /// orderUpdated when `updated`), and appends them to `out`.
 fn seal(order: &mut Order, at: Instant, drafts: Drafts, updated: bool, out: &mut Vec<Event>) {
+    with_currency_scale(order);
     let mut drafts = drafts.0;
     if updated {
         drafts.push((EventType::OrderUpdated, json!({})));
@@ -216,11 +217,83 @@ fn seal(order: &mut Order, at: Instant, drafts: Drafts, updated: bool, out: &mut
     );
 }
 
+/// Gives every money field of the order at least its currency's scale ("0" → "0.00"): a sum of
+/// nothing or a `min` that picks a bare `Decimal::ZERO` has no decimals, and it spreads.
+/// Values never change here, only how many decimals they show; every version goes through it.
+fn with_currency_scale(o: &mut Order) {
+    let scale = o.currency.minor_units();
+    let fix = |d: &mut Decimal| {
+        if d.scale() < scale {
+            d.rescale(scale);
+        }
+    };
+    fix(&mut o.credit_balance);
+    fix(&mut o.price_details.subtotal);
+    fix(&mut o.price_details.discount);
+    fix(&mut o.price_details.total);
+    if let Some(applied) = o
+        .current_cycle
+        .as_mut()
+        .and_then(|c| c.credit_applied.as_mut())
+    {
+        fix(applied);
+    }
+    for p in &mut o.payments {
+        fix(&mut p.amount);
+        fix(&mut p.refunded);
+    }
+    for due in &mut o.payments_due {
+        fix(&mut due.amount);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Dates
 
+/// Refuses a pause of `ms` whose resume would move a date of the order (endDate, a due's
+/// deadline or retry) past the last representable instant (year 9999): it could not be
+/// written as RFC 3339, so the command is refused rather than the date clamped.
+fn pause_fits(o: &Order, ms: i64, field: &str) -> Result<(), DomainError> {
+    let span = Span::milliseconds(ms);
+    let fits = |t: &Instant| {
+        t.checked_add_signed(span)
+            .is_some_and(|u| representable(&u))
+    };
+    let dues = o
+        .payments_due
+        .iter()
+        .flat_map(|due| std::iter::once(&due.deadline).chain(due.retries.iter()));
+    if o.end_date
+        .iter()
+        .chain(o.earliest_end_date.iter())
+        .chain(dues)
+        .all(fits)
+    {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            field,
+            "the pause would move the order's dates past 9999-12-31T23:59:59.999Z",
+        ))
+    }
+}
+
+/// Refuses a change that leaves any of the order's dates outside what RFC 3339 can write
+/// (years 0000-9999 in UTC): such an order could not be stored and read back.
+fn dates_fit(o: &Order) -> Result<(), DomainError> {
+    if o.instants().all(|t| representable(&t)) {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            "date",
+            "the order's dates would fall outside 0000-01-01T00:00:00Z..9999-12-31T23:59:59.999Z",
+        ))
+    }
+}
+
+/// `t` moved by `ms` (a pause's length), held within the representable range.
 fn shift(t: Instant, ms: i64) -> Instant {
-    t + Span::milliseconds(ms)
+    saturating_add(t, Span::milliseconds(ms))
 }
 
 /// endDate before any pause or postponement, from the start date.
@@ -928,6 +1001,7 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
         }
         OrderType::Offline | OrderType::External => purchase(&mut o, now, None, policy, &mut d),
     }
+    dates_fit(&o)?;
     let mut events = Vec::new();
     seal(&mut o, now, d, false, &mut events);
     Ok(Transition {
@@ -966,6 +1040,7 @@ pub fn apply(
         }
         Ran::Changed => {
             refresh_cycle_end(&mut o);
+            dates_fit(&o)?;
             seal(&mut o, now, d, true, &mut events);
             Ok(Transition {
                 order: o,
@@ -1095,6 +1170,9 @@ fn run_command(
             if resume_at.is_some_and(|r| r <= now) {
                 return Err(DomainError::invalid("resumeAt", "must be after now"));
             }
+            if let Some(r) = resume_at {
+                pause_fits(o, (*r - now).num_milliseconds(), "resumeAt")?;
+            }
             o.pause_periods.push(PausePeriod {
                 status: PauseStatus::Active,
                 pause_date: now,
@@ -1113,6 +1191,13 @@ fn run_command(
                     "only PAUSED orders can be resumed; this one is {}",
                     o.status.as_str()
                 )));
+            }
+            if let Some(pause) = o.active_pause() {
+                pause_fits(
+                    o,
+                    (now - pause.pause_date).num_milliseconds(),
+                    "resumeOrder",
+                )?;
             }
             resume(o, now, policy, d);
         }
@@ -1288,7 +1373,11 @@ impl Change {
 
     /// Closes the change: a no-op when nothing differs, else one new version whose events are
     /// the commands' followed by `orderUpdated`.
-    pub fn finish(self) -> Transition {
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidArgument`] when a date of the changed order falls outside the
+    /// representable range.
+    pub fn finish(self) -> Result<Transition, DomainError> {
         let Change {
             before,
             mut order,
@@ -1296,16 +1385,17 @@ impl Change {
             now,
         } = self;
         if drafts.0.is_empty() && order == before {
-            return unchanged(&before);
+            return Ok(unchanged(&before));
         }
         let mut events = Vec::new();
         refresh_cycle_end(&mut order);
+        dates_fit(&order)?;
         seal(&mut order, now, drafts, true, &mut events);
-        Transition {
+        Ok(Transition {
             order,
             events,
             deleted: false,
-        }
+        })
     }
 }
 

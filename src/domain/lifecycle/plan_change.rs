@@ -24,7 +24,7 @@ use crate::domain::order::{
     DueKind, EffectiveAt, Order, OrderStatus, OrderType, PaymentStatus, Plan, Pricing, PricingKind,
     ScheduledChange,
 };
-use crate::domain::time::Instant;
+use crate::domain::time::{saturating_add, Instant};
 
 /// A validated changePlan.
 pub(super) struct PlanChange<'a> {
@@ -337,7 +337,7 @@ fn recompute_end(o: &mut Order) -> Result<(), DomainError> {
             cycle_start(o, cycle_count + 1)
         }
         kind => scheduled_end(kind, o.start_date, o.free_trial_days, o.time_zone)?
-            .map(|e| e + chrono::Duration::milliseconds(o.paused_total)),
+            .map(|e| saturating_add(e, chrono::Duration::milliseconds(o.paused_total))),
     };
     o.end_date = end;
     o.earliest_end_date = end;
@@ -522,12 +522,12 @@ fn unused_fraction(o: &Order, t: Instant) -> Decimal {
 /// What was paid for cycle `k`: its payments and the credit applied to it. A credit is never
 /// more than this (a cycle bought by a payment below its charge is credited what was paid).
 fn paid_for(o: &Order, k: u32) -> Decimal {
+    // From the currency's zero, so that "nothing paid" is 0.00, not a bare 0.
     let paid: Decimal = o
         .payments
         .iter()
         .filter(|p| p.cycle == k)
-        .map(|p| p.amount)
-        .sum();
+        .fold(o.currency.zero(), |sum, p| sum + p.amount);
     let credited = o
         .current_cycle
         .as_ref()

@@ -73,6 +73,7 @@ struct Plan {
     created: Instant,
     cents: u32,
     zone: &'static str,
+    currency: &'static str,
 }
 
 fn start_instant() -> impl Strategy<Value = Instant> {
@@ -115,23 +116,27 @@ fn plan() -> impl Strategy<Value = Plan> {
             1 => Just("Australia/Sydney"),
             1 => Just("Asia/Kolkata"),
         ],
+        prop_oneof![3 => Just("USD"), 1 => Just("KWD")],
     )
-        .prop_map(|(kind, pricing, trial, start, lead, cents, zone)| {
-            let trial = if pricing.get("subscription").is_some() {
-                trial
-            } else {
-                0
-            };
-            Plan {
-                kind,
-                pricing,
-                trial,
-                start,
-                created: start - Span::minutes(lead),
-                cents,
-                zone,
-            }
-        })
+        .prop_map(
+            |(kind, pricing, trial, start, lead, cents, zone, currency)| {
+                let trial = if pricing.get("subscription").is_some() {
+                    trial
+                } else {
+                    0
+                };
+                Plan {
+                    kind,
+                    pricing,
+                    trial,
+                    start,
+                    created: start - Span::minutes(lead),
+                    cents,
+                    zone,
+                    currency,
+                }
+            },
+        )
 }
 
 fn create_plan(p: &Plan) -> Transition {
@@ -142,7 +147,7 @@ fn create_plan(p: &Plan) -> Transition {
             "type": p.kind,
             "pricing": p.pricing,
             "prices": [{"cycleFrom": 1, "amount": Decimal::new(i64::from(p.cents), 2)}],
-            "currency": "USD",
+            "currency": p.currency,
             "freeTrialDays": p.trial,
             "startDate": format_instant(&p.start),
             "timeZone": p.zone,
@@ -378,6 +383,38 @@ proptest! {
             prop_assert!(e.entity.credit_balance >= Decimal::ZERO);
         }
 
+        // Money always carries the currency's decimals ("0.00", "0.000"), in every version of
+        // the order and in every event's data.
+        for o in r.events.iter().map(|e| &*e.entity).chain([&r.order]) {
+            let scale = o.currency.minor_units();
+            let json = serde_json::to_value(o).unwrap();
+            let text = json["creditBalance"].as_str().unwrap();
+            let d: Decimal = text.parse().unwrap();
+            prop_assert_eq!(d.scale(), scale, "creditBalance = {}", text);
+            for (name, d) in [
+                ("subtotal", o.price_details.subtotal),
+                ("discount", o.price_details.discount),
+                ("total", o.price_details.total),
+            ] {
+                prop_assert_eq!(d.scale(), scale, "priceDetails.{} = {}", name, d);
+            }
+            for p in &o.payments {
+                prop_assert!(p.amount.scale() >= scale && p.refunded.scale() == scale, "{:?}", p);
+            }
+            for due in &o.payments_due {
+                prop_assert_eq!(due.amount.scale(), scale, "{:?}", due);
+            }
+        }
+        for e in &r.events {
+            let scale = e.entity.currency.minor_units();
+            for key in ["credit", "charge", "net"] {
+                if let Some(text) = e.data["proration"][key].as_str() {
+                    let d: Decimal = text.parse().unwrap();
+                    prop_assert_eq!(d.scale(), scale, "proration.{} = {}", key, text);
+                }
+            }
+        }
+
         // earliestEndDate = original end + pauses; endDate too unless postponed or canceled
         // (the rules of a plan change recompute them from its anchor instead).
         let o = &r.order;
@@ -517,5 +554,111 @@ proptest! {
         let tolerance = Decimal::new(1, 2) * Decimal::from(in_force.len() as u64);
         prop_assert!((asked - expected).abs() <= tolerance,
             "asked {} for an accounting of {} (changes {:?})", asked, expected, in_force);
+    }
+}
+
+/// An instant in the last years recur can represent, or just past the end in some offset.
+fn edge_text() -> impl Strategy<Value = String> {
+    (
+        9990i32..=9999,
+        1u32..=12,
+        1u32..=31,
+        0u32..24,
+        prop_oneof![Just("Z"), Just("-01:00"), Just("+14:00"), Just("-12:00")],
+    )
+        .prop_map(|(y, m, d, h, off)| {
+            let d = d.min(days_in_month(y, m));
+            format!("{y:04}-{m:02}-{d:02}T{h:02}:59:59.999{off}")
+        })
+}
+
+/// The order can be written as JSON and read back unchanged: every date is RFC 3339.
+fn round_trips(o: &Order) -> Result<(), TestCaseError> {
+    let json = serde_json::to_string(o).unwrap();
+    let back: Result<Order, _> = serde_json::from_str(&json);
+    prop_assert!(back.is_ok(), "unreadable: {:?}\n{}", back.err(), json);
+    prop_assert_eq!(&back.unwrap(), o);
+    let compact = crate::domain::order::compact_json(o).unwrap();
+    prop_assert!(
+        serde_json::from_str::<Order>(&compact).is_ok(),
+        "{}",
+        compact
+    );
+    Ok(())
+}
+
+/// A refusal is INVALID_REQUEST or INVALID_STATE; an acceptance leaves an order that round-trips, also after
+/// firing everything up to the last representable instant.
+fn accepted_or_refused(r: Result<Transition, DomainError>) -> Result<(), TestCaseError> {
+    match r {
+        Ok(t) => {
+            round_trips(&t.order)?;
+            let fired = fire(&t.order, crate::domain::time::max_instant(), &prop_policy());
+            round_trips(&fired.order)?;
+            for e in &fired.events {
+                prop_assert!(crate::domain::time::representable(&e.event_time));
+            }
+        }
+        // Refused for its dates (INVALID_REQUEST) or for the order's state (a canceled order
+        // cannot be paused): a refusal, never a corrupt order.
+        Err(e) => prop_assert!(
+            matches!(
+                e.code(),
+                crate::domain::ErrorCode::InvalidRequest | crate::domain::ErrorCode::InvalidState
+            ),
+            "{}",
+            e
+        ),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every date-taking command, given instants up to (and past, in some offset) the end of
+    /// year 9999, either refuses with INVALID_REQUEST or leaves an order that can be stored and
+    /// read back, before and after its timers fire.
+    #[test]
+    fn dates_at_the_edge_of_the_range_never_corrupt_an_order(
+        start in edge_text(),
+        other in edge_text(),
+        unit in prop_oneof![Just("DAY"), Just("MONTH"), Just("YEAR")],
+        cycles in 0u32..24,
+        kind in prop_oneof![Just("ONLINE"), Just("OFFLINE"), Just("EXTERNAL")],
+    ) {
+        let now = at("9989-06-15T00:00:00Z");
+        let args = |start: &str| json!({
+            "customerId": "c1",
+            "plan": {"id": "p", "name": "P"},
+            "type": kind,
+            "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": unit}, "cycleCount": cycles}},
+            "prices": [{"cycleFrom": 1, "amount": "10.00"}],
+            "currency": "USD",
+            "startDate": start,
+        });
+        // createOrder at the edge.
+        accepted_or_refused(try_new(args(&start), now))?;
+        // changeStartDate of a pending order to the edge.
+        // (A plan whose own dates pass year 9999 is refused at creation: nothing more to try.)
+        let Ok(pending) = try_new(args("9990-01-01T00:00:00Z"), now) else {
+            return Ok(());
+        };
+        accepted_or_refused(cmd(&pending.order, "changeStartDate", json!({"startDate": other}), now))?;
+        // An order started now, then paid, paused with resumeAt at the edge, postponed to it.
+        let live = new_order(args("9989-06-15T00:00:00Z"), now).order;
+        let live = match kind {
+            "ONLINE" => cmd(&live, "recordPayment", json!({"paymentId": "p1", "amount": "10.00"}), now).unwrap().order,
+            _ => live,
+        };
+        let later = now + Span::days(40);
+        let live = fire(&live, later, &prop_policy()).order;
+        accepted_or_refused(cmd(&live, "pauseOrder", json!({"resumeAt": other}), later))?;
+        accepted_or_refused(cmd(&live, "postponeEndDate", json!({"endDate": other}), later))?;
+        // An indefinite pause resumed at the edge of the clock.
+        if let Ok(paused) = cmd(&live, "pauseOrder", json!({}), later) {
+            let edge = crate::domain::time::parse_instant(&start).unwrap_or(later);
+            accepted_or_refused(cmd(&paused.order, "resumeOrder", json!({}), edge.max(later)))?;
+        }
     }
 }

@@ -2319,3 +2319,23 @@ fn payments_are_allocated_to_dues_by_amount_oldest_first() {
     .unwrap_err();
     assert!(e.to_string().contains("no CYCLE due for cycle 7"), "{e}");
 }
+
+#[test]
+fn credit_balance_keeps_the_currencys_decimals_after_a_prorated_downgrade() {
+    for (currency, amount, weekly, zero) in [
+        ("USD", "10.00", "3.00", "0.00"),
+        ("KWD", "10.000", "3.000", "0.000"),
+    ] {
+        let mut args = monthly("EXTERNAL", 0, amount, "2028-01-31T10:00:00Z");
+        args["currency"] = json!(currency);
+        let t = new_order(args, at("2028-01-31T10:00:00Z"));
+        let t = fire(&t.order, at("2028-02-10T10:00:00Z"), &policy());
+        let mut plan = plan_args(weekly, 1, "WEEK", 0);
+        plan["effectiveAt"] = json!("IMMEDIATELY");
+        plan["proration"] = json!("PRORATE");
+        let c = cmd(&t.order, "changePlan", plan, at("2028-02-10T10:00:00Z")).unwrap();
+        assert_eq!(c.order.credit_balance.to_string(), zero, "{currency}");
+        let json = serde_json::to_value(&c.order).unwrap();
+        assert_eq!(json["creditBalance"], json!(zero), "{currency}");
+    }
+}
