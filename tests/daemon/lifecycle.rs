@@ -735,3 +735,31 @@ async fn a_scheduled_plan_change_applies_at_the_next_payment_date_through_the_da
         "scheduled, canceled (null), scheduled again"
     );
 }
+
+#[tokio::test]
+async fn the_command_stream_works_again_after_redis_lost_its_data() {
+    let h = Harness::start().await;
+    h.ok("ping", json!({})).await;
+    // Redis restarted without its data: the stream and its consumer group are gone.
+    let mut conn = h.redis.conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let mut answered = false;
+    for attempt in 0..30 {
+        let mut req = h.client.new_request("ping", json!({}));
+        req.id = format!("after-loss-{attempt}");
+        h.client.enqueue(&req).await.unwrap();
+        if let Some(reply) = h
+            .client
+            .wait_reply(Some(&req.id), std::time::Duration::from_secs(2))
+            .await
+        {
+            // UNAVAILABLE while the daemon takes its leases again; then answered.
+            if reply.ok {
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    assert!(answered, "a stream request is answered after the data loss");
+}
