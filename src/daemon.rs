@@ -194,6 +194,7 @@ async fn serve(
             payment_restart_grace: settings.lifecycle.payment_restart_grace,
             reply_retention: settings.admin.reply_retention,
             webhook_endpoints: webhook_ids.clone(),
+            shutdown: shutdown.clone(),
         },
     );
 
@@ -231,7 +232,11 @@ async fn serve(
     }
 
     let requests = TaskTracker::new();
-    tasks.spawn_local(scheduler.clone().keep_leases(shutdown.clone()));
+    // The lease loop stops last, on a signal of its own: the leases stay renewed while the
+    // in-flight work of a stopping daemon lands, then they are released at once.
+    let leases_stop = Shutdown::new();
+    let lease_loop = TaskTracker::new();
+    lease_loop.spawn_local(scheduler.clone().keep_leases(leases_stop.clone()));
     tasks.spawn_local(scheduler.clone().keep_settled(shutdown.clone()));
     if clock.is_simulated() {
         tasks.spawn_local(scheduler.clone().follow_clock(shutdown.clone()));
@@ -281,14 +286,36 @@ async fn serve(
     shutdown.wait().await;
     tracing::info!("shutting down: no new requests; finishing what is in flight");
     tasks.close();
-    tasks.wait().await;
     requests.close();
-    requests.wait().await;
+    let in_flight = async {
+        tasks.wait().await;
+        requests.wait().await;
+    };
+    if tokio::time::timeout(STOP_GRACE, in_flight).await.is_err() {
+        // Whatever is still running is abandoned: its commits are fenced once the leases are
+        // released, so nothing is half-applied, and its clients retry the same request ids.
+        tracing::warn!(
+            grace = ?STOP_GRACE,
+            "in-flight work did not finish in time; abandoned (the next owners take it up)"
+        );
+    }
+    leases_stop.trigger();
+    lease_loop.close();
+    lease_loop.wait().await;
     // In-flight work is committed: hand the partitions over at once.
     let released = ownership.release_all().await;
-    tracing::info!(released, metrics = %metrics.json(), "stopped");
+    tracing::info!(
+        released,
+        transitions = metrics.transitions_total(),
+        "stopped"
+    );
     Ok(())
 }
+
+/// How long a stopping daemon waits for its in-flight work (requests, a round of an advance,
+/// webhook deliveries) before it releases its leases anyway: well inside the 30 s grace of
+/// systemd, compose and Kubernetes.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// Restores the clock: the mode must match the one the data was made with; a simulated clock
 /// goes on from the time kept in Redis (or starts at `clock.start`, else now).

@@ -327,6 +327,11 @@ impl Metrics {
         self.redis_errors.inc();
     }
 
+    /// Transitions committed so far (fired and commanded).
+    pub fn transitions_total(&self) -> u64 {
+        self.transitions_fire.get() + self.transitions_command.get()
+    }
+
     /// A listing skipped a stored order it could not read.
     pub fn order_unreadable(&self) {
         self.orders_unreadable.inc();

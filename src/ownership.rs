@@ -220,8 +220,26 @@ impl Ownership {
     /// [`StoreError`] when Redis fails; held leases stay trusted until their deadline.
     pub async fn tick(&self) -> Result<Tick, StoreError> {
         let result = self.step().await;
+        self.count(&result);
+        result
+    }
+
+    /// Renews the leases held, nothing more (no heartbeat, no acquisition, no hand-over): the
+    /// lease loop of a daemon that is stopping, so that its last commits land under live
+    /// leases before it releases them.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn renew_only(&self) -> Result<Tick, StoreError> {
+        let mut tick = Tick::default();
+        let result = self.renew(&mut tick).await.map(|()| tick);
+        self.count(&result);
+        result
+    }
+
+    fn count(&self, result: &Result<Tick, StoreError>) {
         let m = &self.shared.metrics;
-        if let Ok(tick) = &result {
+        if let Ok(tick) = result {
             m.lease_changes(LeaseChange::Acquired, tick.acquired.len());
             m.lease_changes(LeaseChange::Lost, tick.lost.len());
             m.lease_changes(LeaseChange::Released, tick.released.len());
@@ -229,7 +247,6 @@ impl Ownership {
             m.redis_error();
         }
         m.set_partitions_owned(self.owned().len());
-        result
     }
 
     async fn step(&self) -> Result<Tick, StoreError> {
@@ -238,40 +255,7 @@ impl Ownership {
         let mut tick = Tick::default();
         // Announce this daemon (operators see the standbys too: `<prefix>:daemons`).
         store.heartbeat(&config.daemon_id, config.ttl_ms()).await?;
-        let sent = Instant::now();
-        let held: Vec<LeaseToken> = self.held().values().map(|h| h.lease.clone()).collect();
-        let renewed = store.renew_leases(&held, config.ttl_ms()).await;
-        {
-            let mut map = self.held();
-            if let Ok(results) = &renewed {
-                for (lease, still) in held.iter().zip(results) {
-                    if *still {
-                        if let Some(h) = map.get_mut(&lease.partition) {
-                            h.trusted_until = sent + config.trusted_for();
-                        }
-                    } else if map.remove(&lease.partition).is_some() {
-                        tick.lost.push(lease.partition);
-                    }
-                }
-            }
-            // Leases not renewed in time are gone, whatever Redis says later.
-            let now = Instant::now();
-            let expired: Vec<u16> = map
-                .iter()
-                .filter(|(_, h)| h.trusted_until <= now)
-                .map(|(p, _)| *p)
-                .collect();
-            for p in expired {
-                map.remove(&p);
-                tick.lost.push(p);
-            }
-        }
-        renewed?;
-        *self
-            .shared
-            .renewed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(sent);
+        self.renew(&mut tick).await?;
         // Hand over what drained since the last step: its in-flight commits had one renewal
         // interval to land.
         let drained: Vec<LeaseToken> = {
@@ -326,6 +310,47 @@ impl Ownership {
             }
         }
         Ok(tick)
+    }
+
+    /// Renews every lease held; those refused or not renewed in time are lost.
+    async fn renew(&self, tick: &mut Tick) -> Result<(), StoreError> {
+        let config = &self.shared.config;
+        let store = &self.shared.store;
+        let sent = Instant::now();
+        let held: Vec<LeaseToken> = self.held().values().map(|h| h.lease.clone()).collect();
+        let renewed = store.renew_leases(&held, config.ttl_ms()).await;
+        {
+            let mut map = self.held();
+            if let Ok(results) = &renewed {
+                for (lease, still) in held.iter().zip(results) {
+                    if *still {
+                        if let Some(h) = map.get_mut(&lease.partition) {
+                            h.trusted_until = sent + config.trusted_for();
+                        }
+                    } else if map.remove(&lease.partition).is_some() {
+                        tick.lost.push(lease.partition);
+                    }
+                }
+            }
+            // Leases not renewed in time are gone, whatever Redis says later.
+            let now = Instant::now();
+            let expired: Vec<u16> = map
+                .iter()
+                .filter(|(_, h)| h.trusted_until <= now)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in expired {
+                map.remove(&p);
+                tick.lost.push(p);
+            }
+        }
+        renewed?;
+        *self
+            .shared
+            .renewed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(sent);
+        Ok(())
     }
 
     /// Tries to acquire partition `p`'s lease; whether it did.

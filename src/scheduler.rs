@@ -62,6 +62,10 @@ pub enum SchedulerError {
     /// A kept advance reply recur cannot read.
     #[error("the kept reply of the advance is corrupt: {0}")]
     CorruptReply(String),
+    /// The daemon is stopping: the advance goes on with partition 0's next owner; retry with
+    /// the same request id.
+    #[error("this daemon is stopping; the advance to {to} goes on with the next owner of partition 0: retry with the same request id")]
+    Stopping { to: String },
 }
 
 /// How long an advanceClock request waits for its advance to complete before answering
@@ -84,6 +88,9 @@ pub struct SchedulerConfig {
     pub reply_retention: Duration,
     /// The webhook endpoints' ids: the trim keeps what they have not delivered.
     pub webhook_endpoints: Vec<String>,
+    /// The daemon's shutdown: an advanceClock request waiting for its advance stops waiting
+    /// (UNAVAILABLE, retry the same id) and the clock follower stops between rounds.
+    pub shutdown: Shutdown,
 }
 
 /// The scheduler handle: fires due timers through the actors. Cheap to clone.
@@ -241,6 +248,11 @@ impl Scheduler {
                     }
                     self.clock_moved();
                     self.wait_advance(ADVANCE_POLL * 4).await;
+                    if s.config.shutdown.is_triggered() {
+                        return Err(SchedulerError::Stopping {
+                            to: format_instant(&to),
+                        });
+                    }
                     continue;
                 }
                 Some(_) => break,
@@ -277,7 +289,12 @@ impl Scheduler {
                     to: format_instant(&to),
                 });
             }
-            waited.await;
+            tokio::select! {
+                () = waited => {}
+                () = s.config.shutdown.wait() => {
+                    return Err(SchedulerError::Stopping { to: format_instant(&to) });
+                }
+            }
         }
     }
 
@@ -358,10 +375,12 @@ impl Scheduler {
                         Until::EachAtItsDue(target),
                         None,
                         OnStall::Fail,
-                        None,
+                        Some(shutdown),
                     )
                     .await
                 {
+                    // Stopping: what is left is fired by the partitions' next owners.
+                    Ok(_) if shutdown.is_triggered() => return Ok(()),
                     Ok(_) => {
                         self.settle_deltas().await?;
                         // Only partitions with nothing left due by the target count as fired:
@@ -397,6 +416,7 @@ impl Scheduler {
             tokio::select! {
                 _ = s.clock_kick.notified() => {}
                 _ = tokio::time::sleep(ADVANCE_POLL) => {}
+                _ = shutdown.wait() => {}
             }
         }
         Ok(())
@@ -535,6 +555,10 @@ impl Scheduler {
     /// The lease loop: every `cluster.renew_interval`, renews this daemon's leases and
     /// acquires free ones ([`Ownership::tick`]); forgets the actors of partitions it lost, and
     /// takes over those it acquired (their outbox, their overdue timers, the shared clock).
+    ///
+    /// `shutdown` is its own stop, given after the daemon's in-flight work has finished: the
+    /// leases stay renewed while the last commits land, then they are released at once. It
+    /// acquires nothing once the daemon is stopping.
     pub async fn keep_leases(self, shutdown: Shutdown) {
         let ownership = self.shared.ownership.clone();
         let every = ownership.config().renew_interval;
@@ -545,7 +569,12 @@ impl Scheduler {
                 _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            match ownership.tick().await {
+            let step = if self.shared.config.shutdown.is_triggered() {
+                ownership.renew_only().await
+            } else {
+                ownership.tick().await
+            };
+            match step {
                 Ok(tick) => {
                     outage.log_success();
                     self.apply_tick(&tick).await;

@@ -46,9 +46,9 @@ impl Shutdown {
         self.token.cancelled().await;
     }
 
-    /// Triggers this shutdown on the first SIGINT or SIGTERM. The handlers are installed before
-    /// this returns; the returned task ends on the signal or when shutdown is triggered
-    /// otherwise.
+    /// Triggers this shutdown on the first SIGINT or SIGTERM, and exits the process (code 130)
+    /// on a second one. The handlers are installed before this returns; the returned task ends
+    /// when shutdown is triggered otherwise.
     ///
     /// # Errors
     /// [`ShutdownError::Signal`] if a handler cannot be installed. Must be called inside a
@@ -73,8 +73,19 @@ impl Shutdown {
                 _ = terminate.recv() => "SIGTERM",
                 () = shutdown.wait() => return,
             };
-            tracing::info!(signal, "shutdown requested");
+            tracing::info!(
+                signal,
+                "shutdown requested (a second Ctrl-C or SIGTERM exits at once)"
+            );
             shutdown.trigger();
+            // A second signal: the operator wants out now. Nothing acknowledged is lost (every
+            // acknowledged change is in Redis); leases expire after their TTL.
+            let again = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            tracing::warn!(signal = again, "second signal: exiting now");
+            std::process::exit(130);
         }))
     }
 }

@@ -83,6 +83,7 @@ impl AdminError {
             | AdminError::Scheduler(
                 SchedulerError::NotClockOwner
                 | SchedulerError::AdvancePending { .. }
+                | SchedulerError::Stopping { .. }
                 | SchedulerError::Failed {
                     source: ActorError::NotOwner { .. },
                     ..
