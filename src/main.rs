@@ -47,8 +47,11 @@ async fn run_serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Runs `recur-bench` (built beside this binary by `cargo build --release`) with the same
-/// arguments, and exits as it does.
+/// arguments, and exits as it does. Its argv[0] is `recur bench`, so that its usage and errors
+/// name the command as typed.
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+
     let me = std::env::current_exe().context("cannot find the recur binary")?;
     let program = me.with_file_name(format!("recur-bench{}", std::env::consts::EXE_SUFFIX));
     if !program.exists() {
@@ -58,6 +61,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     let status = std::process::Command::new(&program)
+        .arg0("recur bench")
         .args(&args.args)
         .status()
         .with_context(|| format!("cannot run {}", program.display()))?;
