@@ -33,6 +33,7 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args.overrides()).context("cannot load settings")?;
+    telemetry::check_rust_log().map_err(anyhow::Error::msg)?;
     telemetry::init(settings.log.format, &settings.log.level);
     actix::System::new().block_on(run_serve(settings))
 }
