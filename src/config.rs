@@ -31,7 +31,24 @@ pub const ENV_NESTING: &str = "__";
 /// The order statuses a `[status_manager]` table may name.
 pub const ORDER_STATUSES: [&str; 6] = ["DRAFT", "PENDING", "ACTIVE", "PAUSED", "ENDED", "CANCELED"];
 
-/// Top-level keys; `RECUR_` variables outside them are ignored, not errors.
+/// `RECUR_` variables that are no settings, by prefix: the benchmarks' switches
+/// (`RECUR_BENCH_AUTO_AOF_REWRITE`, ..., which reach the daemons they start).
+pub const ENV_OTHER_PREFIXES: [&str; 1] = ["RECUR_BENCH_"];
+
+/// `RECUR_` variables that are no settings, by name: the CI script's promtool
+/// (`RECUR_PROMTOOL`, read by tests/deploy.rs).
+pub const ENV_OTHER_NAMES: [&str; 1] = ["RECUR_PROMTOOL"];
+
+/// Keys that are settings although config/default.toml leaves them out.
+const KEYS_NOT_IN_DEFAULTS: [&str; 1] = ["webhooks.endpoints"];
+
+/// Tables whose keys are names of the user's (channels, promotion codes): any key below them
+/// is accepted here and checked by their own rules.
+const FREE_FORM_TABLES: [&str; 2] = ["status_manager", "promo_codes"];
+
+/// Top-level keys; the environment layer reads only `RECUR_` variables under them (the others
+/// are refused by [`check_env`] unless they are among [`ENV_OTHER_PREFIXES`] and
+/// [`ENV_OTHER_NAMES`]).
 const TOP_LEVEL_KEYS: [&str; 16] = [
     "prefix",
     "http",
@@ -427,6 +444,21 @@ pub enum ConfigError {
         /// What went wrong.
         message: String,
     },
+    /// A `RECUR_` environment variable names no setting (a typo would otherwise be ignored).
+    #[error(
+        "unknown environment variable {variable}: {}",
+        match suggestion {
+            Some(s) => format!("did you mean {s}? (nested keys are joined with __)"),
+            None => "no setting is named like it (config/default.toml lists them; nested \
+                     keys are joined with __, as in RECUR_REDIS__URL)".to_string(),
+        }
+    )]
+    UnknownEnv {
+        /// The variable, as set.
+        variable: String,
+        /// The nearest variable that names a setting.
+        suggestion: Option<String>,
+    },
     /// One setting has a wrong type or value.
     #[error("invalid setting `{key}`: {message}")]
     Invalid {
@@ -735,12 +767,7 @@ impl Settings {
         if self.events.max_len == 0 {
             return Err(invalid("events.max_len", "must be at least 1"));
         }
-        if !telemetry::is_valid_level(&self.log.level) {
-            return Err(invalid(
-                "log.level",
-                format!("`{}` is not a tracing filter directive", self.log.level),
-            ));
-        }
+        telemetry::check_level(&self.log.level).map_err(|message| invalid("log.level", message))?;
         for (channel, transitions) in &self.status_manager {
             for (from, to) in transitions {
                 let key = format!("status_manager.{channel}.{from}");
@@ -782,6 +809,7 @@ impl Settings {
 
 /// The layers in precedence order, last wins.
 fn layers(overrides: &Overrides) -> Result<Figment, ConfigError> {
+    check_env(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
     let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
     if let Some(path) = &overrides.config_file {
         if !path.is_file() {
@@ -820,6 +848,136 @@ fn env_layer() -> Env {
     })
 }
 
+/// Every setting's dotted key (`redis.embedded.data_dir`), tables included (`redis`), from the
+/// built-in defaults.
+fn setting_keys() -> Vec<String> {
+    fn walk(prefix: &str, dict: &figment::value::Dict, keys: &mut Vec<String>) {
+        for (key, value) in dict {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if let figment::value::Value::Dict(_, inner) = value {
+                walk(&path, inner, keys);
+            }
+            keys.push(path);
+        }
+    }
+    let mut keys: Vec<String> = KEYS_NOT_IN_DEFAULTS.iter().map(|k| k.to_string()).collect();
+    // The defaults are compiled in and tested: they always parse.
+    let defaults: figment::value::Dict = Figment::from(Toml::string(DEFAULT_TOML))
+        .extract()
+        .unwrap_or_default();
+    walk("", &defaults, &mut keys);
+    keys
+}
+
+/// The environment variable that sets `key` (`redis.url` → `RECUR_REDIS__URL`).
+fn env_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.replace('.', ENV_NESTING).to_ascii_uppercase()
+    )
+}
+
+/// Refuses a `RECUR_` variable that names no setting (and is none of the variables recur reads
+/// besides settings), naming the nearest one: `RECUR_REDIS_URL` would otherwise be ignored and
+/// the daemon run on the embedded Redis.
+///
+/// # Errors
+/// [`ConfigError::UnknownEnv`] for the first such variable (in name order).
+pub fn check_env(names: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+    let mut names: Vec<String> = names
+        .into_iter()
+        .filter(|n| n.to_ascii_uppercase().starts_with(ENV_PREFIX))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let keys = setting_keys();
+    let known: Vec<String> = keys.iter().map(|k| env_name(k)).collect();
+    for name in names {
+        let upper = name.to_ascii_uppercase();
+        let other = ENV_OTHER_NAMES.contains(&upper.as_str())
+            || ENV_OTHER_PREFIXES.iter().any(|p| upper.starts_with(p));
+        let free_form = FREE_FORM_TABLES
+            .iter()
+            .any(|t| upper.starts_with(&format!("{}{ENV_NESTING}", env_name(t))));
+        if other || free_form || known.contains(&upper) {
+            continue;
+        }
+        let suggestion = nearest(&upper, known.iter().map(String::as_str))
+            .filter(|(_, distance)| *distance <= upper.len().saturating_sub(ENV_PREFIX.len()) / 2)
+            .map(|(s, _)| s.to_string());
+        return Err(ConfigError::UnknownEnv {
+            variable: name,
+            suggestion,
+        });
+    }
+    Ok(())
+}
+
+/// The candidate nearest to `word` (fewest single-character edits), with its distance.
+fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<(&'a str, usize)> {
+    candidates
+        .map(|c| (c, edit_distance(word, c)))
+        .min_by_key(|(_, d)| *d)
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// `a`, `a` or `b`, one of `a`, `b`, `c` (each once in backticks).
+fn one_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.as_slice() {
+        [] => "nothing".to_string(),
+        [one] => one.clone(),
+        [a, b] => format!("{a} or {b}"),
+        all => format!("one of {}", all.join(", ")),
+    }
+}
+
+/// figment's message for an error, without its nested backticks (`expected `one of `a``), and
+/// with the nearest name for an unknown key or value.
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    let hint = |found: &str, expected: &[&str]| match nearest(found, expected.iter().copied()) {
+        Some((near, d)) if d <= found.len().max(2) / 2 => format!(": did you mean `{near}`?"),
+        _ => String::new(),
+    };
+    match kind {
+        Kind::UnknownField(found, expected) => format!(
+            "unknown key `{found}`{} (expected {})",
+            hint(found, expected),
+            one_of(expected)
+        ),
+        Kind::UnknownVariant(found, expected) => format!(
+            "unknown value `{found}`{} (expected {})",
+            hint(found, expected),
+            one_of(expected)
+        ),
+        other => other.to_string(),
+    }
+}
+
 impl ConfigError {
     fn from_figment(error: figment::Error) -> ConfigError {
         let origin = match &error.metadata {
@@ -837,15 +995,13 @@ impl ConfigError {
             },
             None => "the command line".to_string(),
         };
+        let message = describe_kind(&error.kind);
         if error.path.is_empty() {
-            ConfigError::Unreadable {
-                origin,
-                message: error.kind.to_string(),
-            }
+            ConfigError::Unreadable { origin, message }
         } else {
             ConfigError::Invalid {
                 key: error.path.join("."),
-                message: format!("{} (from {origin})", error.kind),
+                message: format!("{message} (from {origin})"),
             }
         }
     }
@@ -1041,7 +1197,9 @@ mod tests {
             jail.set_env("RECUR_LIFECYCLE__PAYMENT_GRACE_PERIOD", "4d");
             jail.set_env("RECUR_LIFECYCLE__DUNNING__FINAL_ACTION", "PAUSE");
             jail.set_env("RECUR_LOG__FORMAT", "json");
-            jail.set_env("RECUR_UNRELATED_THING", "ignored");
+            // Read by the benchmarks and the CI script, not settings: allowed.
+            jail.set_env("RECUR_BENCH_AUTO_AOF_REWRITE", "off");
+            jail.set_env("RECUR_PROMTOOL", "/usr/bin/promtool");
             let s = Settings::load(&Overrides::default()).expect("valid");
             assert_eq!(s.redis.url.as_deref(), Some("redis://127.0.0.1:7000/0"));
             assert!(!s.uses_embedded_redis());
@@ -1248,7 +1406,8 @@ mod tests {
             ("RECUR_PARTITIONS", "1025", "partitions"),
             ("RECUR_PARTITIONS", "many", "partitions"),
             ("RECUR_REDIS__URL", "http://nope", "redis.url"),
-            ("RECUR_ADMIN__SURPRISE", "1", "admin.surprise"),
+            ("RECUR_LOG__LEVEL", "verbose", "log.level"),
+            ("RECUR_LOG__LEVEL", "warning", "log.level"),
         ];
         for (var, value, key) in cases {
             jailed(|jail| {
@@ -1257,6 +1416,105 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    fn unknown_env(names: &[&str]) -> (String, Option<String>) {
+        match check_env(names.iter().map(|n| n.to_string())) {
+            Err(ConfigError::UnknownEnv {
+                variable,
+                suggestion,
+            }) => (variable, suggestion),
+            other => panic!("{names:?}: expected an unknown variable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn environment_typos_are_refused_naming_the_nearest_variable() {
+        let cases = [
+            ("RECUR_REDIS_URL", Some("RECUR_REDIS__URL")),
+            ("RECUR_LOG_LEVEL", Some("RECUR_LOG__LEVEL")),
+            (
+                "RECUR_SCHEDULER__BATCHSIZE",
+                Some("RECUR_SCHEDULER__BATCH_SIZE"),
+            ),
+            (
+                "RECUR_REDIS__EMBEDDED_DATA_DIR",
+                Some("RECUR_REDIS__EMBEDDED__DATA_DIR"),
+            ),
+            ("recur_partition", Some("RECUR_PARTITIONS")),
+            ("RECUR_ADMIN__SURPRISE", None),
+            (
+                "RECUR_WEBHOOKS__ENDPOINTS__0__URL",
+                Some("RECUR_WEBHOOKS__ENDPOINTS"),
+            ),
+        ];
+        for (name, expected) in cases {
+            let (variable, suggestion) = unknown_env(&[name]);
+            assert_eq!(variable, name);
+            assert_eq!(suggestion.as_deref(), expected, "{name}");
+        }
+        let message = ConfigError::UnknownEnv {
+            variable: "RECUR_REDIS_URL".into(),
+            suggestion: Some("RECUR_REDIS__URL".into()),
+        }
+        .to_string();
+        assert_eq!(
+            message,
+            "unknown environment variable RECUR_REDIS_URL: did you mean RECUR_REDIS__URL? \
+             (nested keys are joined with __)"
+        );
+        // Settings (in any case), whole tables, free-form tables, and what recur reads besides.
+        let allowed = [
+            "RECUR_REDIS__URL",
+            "recur_redis__url",
+            "RECUR_REDIS",
+            "RECUR_PARTITIONS",
+            "RECUR_CLUSTER__RENEW_INTERVAL",
+            "RECUR_WEBHOOKS__ENDPOINTS",
+            "RECUR_LIFECYCLE__DUNNING__RETRIES",
+            "RECUR_STATUS_MANAGER__BACKOFFICE__ACTIVE",
+            "RECUR_PROMO_CODES__WELCOME10__KIND",
+            "RECUR_BENCH_AUTO_AOF_REWRITE",
+            "RECUR_BENCH_ANYTHING_NEW",
+            "RECUR_PROMTOOL",
+            "RUST_LOG",
+            "PATH",
+        ];
+        check_env(allowed.iter().map(|n| n.to_string())).expect("all allowed");
+    }
+
+    #[test]
+    fn an_environment_typo_stops_loading() {
+        jailed(|jail| {
+            jail.set_env("RECUR_REDIS_URL", "redis://127.0.0.1:6380");
+            let error = load_err(&Overrides::default());
+            assert!(
+                error.to_string().contains("did you mean RECUR_REDIS__URL?"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_values_say_what_was_meant_without_nested_backticks() {
+        jailed(|jail| {
+            jail.create_file("typo.toml", "[redis]\nurll = \"redis://x\"\n")?;
+            jail.create_file("mode.toml", "[clock]\nmode = \"simulate\"\n")?;
+            let with = |file: &str| Overrides {
+                config_file: Some(file.into()),
+                ..Overrides::default()
+            };
+            let error = load_err(&with("typo.toml"));
+            let message = error.to_string();
+            assert!(message.contains("did you mean `url`?"), "{message}");
+            assert!(message.contains("typo.toml"), "{message}");
+            assert!(!message.contains("``"), "nested backticks: {message}");
+            let message = load_err(&with("mode.toml")).to_string();
+            assert!(message.contains("did you mean `simulated`?"), "{message}");
+            assert!(!message.contains("``"), "nested backticks: {message}");
+            Ok(())
+        });
     }
 
     #[test]

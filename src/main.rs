@@ -33,6 +33,7 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args.overrides()).context("cannot load settings")?;
+    telemetry::check_rust_log().map_err(anyhow::Error::msg)?;
     telemetry::init(settings.log.format, &settings.log.level);
     actix::System::new().block_on(run_serve(settings))
 }
@@ -47,8 +48,11 @@ async fn run_serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Runs `recur-bench` (built beside this binary by `cargo build --release`) with the same
-/// arguments, and exits as it does.
+/// arguments, and exits as it does. Its argv[0] is `recur bench`, so that its usage and errors
+/// name the command as typed.
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+
     let me = std::env::current_exe().context("cannot find the recur binary")?;
     let program = me.with_file_name(format!("recur-bench{}", std::env::consts::EXE_SUFFIX));
     if !program.exists() {
@@ -58,6 +62,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     let status = std::process::Command::new(&program)
+        .arg0("recur bench")
         .args(&args.args)
         .status()
         .with_context(|| format!("cannot run {}", program.display()))?;

@@ -1,6 +1,8 @@
 //! tracing setup: human or JSON logs for the daemon, opt-in logs for tests.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::io::IsTerminal;
 
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
@@ -25,14 +27,24 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// Installs the global tracing subscriber writing to stderr.
+/// The levels a log filter may name.
+pub const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Installs the global tracing subscriber writing to stderr, in colour only when stderr is a
+/// terminal and `NO_COLOR` is not set ([`use_colour`]).
 ///
 /// `level` is an `EnvFilter` directive (`info`, `recur=debug,warn`); `RUST_LOG`, when set and
-/// valid, wins over it. An invalid `level` falls back to `info`. Only the first call in a
-/// process installs anything; later calls are ignored.
+/// valid, wins over it. An invalid `level` falls back to `info` (the settings refuse one, see
+/// [`check_level`]). Only the first call in a process installs anything; later calls are
+/// ignored.
 pub fn init(format: LogFormat, level: &str) {
+    let colour = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(level))
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Human => builder.try_init(),
@@ -64,9 +76,65 @@ pub fn init_for_tests() {
     installed.ok();
 }
 
-/// Whether `level` is a valid `EnvFilter` directive, for config validation.
-pub fn is_valid_level(level: &str) -> bool {
-    EnvFilter::try_new(level).is_ok()
+/// Whether log lines get colour codes: on a terminal only (never in a file, a pipe or
+/// journald), and not when `NO_COLOR` is set to anything but "" (<https://no-color.org>).
+pub fn use_colour(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
+/// Checks a log filter: comma-separated directives, each a level (`info`) or a target, span or
+/// field filter with one (`recur=debug`, `recur::store=trace`). `EnvFilter` itself would take
+/// `verbose` or `warning` as the name of a target and log nothing else at all.
+///
+/// # Errors
+/// What is wrong, naming the directive (and the nearest level for a misspelt one).
+pub fn check_level(filter: &str) -> Result<(), String> {
+    let is_level = |s: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s.trim()));
+    let directives: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err(format!(
+            "is empty: use a level ({}) or a filter such as recur=debug,warn",
+            LEVELS.join(", ")
+        ));
+    }
+    for directive in directives {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !is_level(level) {
+            let hint = LEVELS
+                .iter()
+                .find(|l| {
+                    let level = level.to_ascii_lowercase();
+                    level.starts_with(*l) || (l.starts_with(level.as_str()) && level.len() > 1)
+                })
+                .map(|l| format!("; did you mean `{l}`?"))
+                .unwrap_or_default();
+            return Err(format!(
+                "`{directive}` is neither a level ({}) nor a filter directive with one such as \
+                 recur=debug{hint}",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("`{filter}` is not a tracing filter: {e}"))
+}
+
+/// Checks `RUST_LOG`, which wins over `log.level` when set: a misspelt one would log nothing.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_rust_log() -> Result<(), String> {
+    match std::env::var("RUST_LOG") {
+        Ok(value) if !value.trim().is_empty() => {
+            check_level(&value).map_err(|message| format!("RUST_LOG: {message}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -86,9 +154,46 @@ mod tests {
 
     #[test]
     fn levels_are_checked() {
-        assert!(is_valid_level("info"));
-        assert!(is_valid_level("recur=debug,warn"));
-        assert!(!is_valid_level("recur=loud"));
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "recur=debug,warn",
+            "recur::store=trace, info",
+            "recur[commit{partition=3}]=debug",
+        ] {
+            assert_eq!(check_level(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "recur=loud",
+            "verbose",
+            "warning",
+            "",
+            " , ",
+            "recur",
+            "info,recur",
+        ] {
+            assert!(check_level(bad).is_err(), "{bad:?}");
+        }
+        let message = check_level("warning").unwrap_err();
+        assert!(
+            message.contains("`warning` is neither a level"),
+            "{message}"
+        );
+        assert!(message.contains("did you mean `warn`?"), "{message}");
+        assert!(
+            message.contains("trace, debug, info, warn, error, off"),
+            "{message}"
+        );
+        assert!(!check_level("verbose").unwrap_err().contains("did you mean"));
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
     }
 
     #[test]

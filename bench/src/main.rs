@@ -9,6 +9,8 @@ use clap::Parser;
 
 /// Measure recur: each scenario starts a private redis-server and the real `recur serve`, and
 /// prints one line of figures. docs/BENCHMARKS.md says what each measures.
+// The usage line names the program as it was called: `recur bench` runs this one with that
+// name as its argv[0].
 #[derive(Debug, Parser)]
 #[command(name = "recur-bench", version)]
 struct Args {
@@ -29,7 +31,7 @@ struct Args {
     /// (the daemon with --redis-cluster) instead of one redis-server.
     #[arg(long)]
     cluster: bool,
-    /// burst and burst-end: how many daemons share the partitions [default: 1].
+    /// burst and burst-end: how many daemons share the partitions.
     #[arg(long, value_name = "N", default_value_t = 1)]
     daemons: usize,
     /// burst: deliver every event to a local webhook receiver that answers 200 (`ok`), or to
@@ -77,4 +79,28 @@ fn run(args: &Args) -> anyhow::Result<String> {
         webhook: args.webhook,
     };
     Ok(runtime.block_on(recur_bench::run(&args.scenario, &opts))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_shows_each_default_once() {
+        Args::command().debug_assert();
+        let help = Args::command().render_help().to_string();
+        assert_eq!(help.matches("[default: 1]").count(), 1, "{help}");
+    }
+
+    #[test]
+    fn the_usage_names_the_program_as_called() {
+        let error = Args::try_parse_from(["recur bench", "--help"]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("Usage: recur bench [OPTIONS] <SCENARIO>"),
+            "{error}"
+        );
+    }
 }

@@ -28,6 +28,35 @@ pub const LIST_MAX_LIMIT: usize = 500;
 /// page (with a cursor) rather than scanning on.
 pub const LIST_MAX_SCANNED_PAGES: usize = 10;
 
+/// Every admin command [`AdminCommand::parse`] knows, by its wire name (the lifecycle commands
+/// of [`Command::NAMES`] included). `recur admin` has a subcommand for each (checked by its
+/// tests).
+pub const COMMAND_NAMES: [&str; 23] = [
+    "ping",
+    "getClock",
+    "getMetrics",
+    "advanceClock",
+    "createOrder",
+    "getOrder",
+    "updateOrder",
+    "getCustomerStats",
+    "recomputeCustomerStats",
+    "listOrders",
+    "retryDeadWebhooks",
+    "changePlan",
+    "cancelScheduledChange",
+    "recordPayment",
+    "paymentFailed",
+    "recordRefund",
+    "markAsPaid",
+    "pauseOrder",
+    "resumeOrder",
+    "postponeEndDate",
+    "changeStartDate",
+    "cancelOrder",
+    "deleteOrder",
+];
+
 /// One admin request, parsed and validated.
 #[derive(Debug)]
 pub enum AdminCommand {
@@ -538,6 +567,18 @@ mod tests {
         };
         let after = Some((1_767_225_600_000, "o:7".to_string()));
         assert_eq!((q.limit, q.after, q.status), (5, after, None));
+    }
+
+    #[test]
+    fn every_listed_command_is_known_and_every_order_command_listed() {
+        for name in COMMAND_NAMES {
+            if let Err(e) = AdminCommand::parse(&req(name, json!({}))) {
+                assert_ne!(e.code(), ErrorCode::UnknownCommand, "{name}");
+            }
+        }
+        for name in Command::NAMES {
+            assert!(COMMAND_NAMES.contains(&name), "{name} is not listed");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::health::Health;
 use crate::ownership::Ownership;
 use crate::scheduler::Scheduler;
 use crate::store::{RedisAddress, Store};
+pub use command::{COMMAND_NAMES, LIST_MAX_LIMIT};
 pub use server::{start, MAX_DELIVERIES};
 
 /// The admin settings the server uses.

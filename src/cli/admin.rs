@@ -7,18 +7,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::CommandFactory;
+use serde_json::Value;
 
 use recur::admin::client::{
     watch_streams_to, AdminClient, ClientError, RequestOptions, DEFAULT_ATTEMPT_TIMEOUT_MS,
 };
-use recur::config::{parse_duration, Settings};
+use recur::config::Settings;
 use recur::store::embedded::EmbeddedRedis;
 use recur::store::RedisAddress;
 
-use super::AdminArgs;
+use super::commands::{AdminArgsError, AdminCommand, Output};
+use super::output::{render_event, render_reply};
+use super::{AdminArgs, Cli};
 
-/// The pseudo-command that follows `<prefix>:events` instead of sending a request.
-pub const WATCH_COMMAND: &str = "watch";
 /// Exit code when the daemon answered with an error reply.
 pub const EXIT_REPLY_ERROR: u8 = 1;
 /// Exit code when there is no reply: bad arguments, no Redis, transport error or timeout.
@@ -26,19 +28,49 @@ pub const EXIT_NO_REPLY: u8 = 2;
 
 /// Runs `recur admin` and says how the process should exit: 0 for an `ok` reply,
 /// [`EXIT_REPLY_ERROR`] for an error reply (printed like any reply), [`EXIT_NO_REPLY`] when
-/// no reply could be had (the reason goes to stderr).
+/// no reply could be had (the reason goes to stderr). Arguments are checked first: a missing
+/// one exits as clap's own errors do (2, with the usage).
 pub fn run(args: &AdminArgs) -> ExitCode {
+    let request_args = match args.command.request_args() {
+        Ok(request_args) => request_args,
+        Err(AdminArgsError::Missing { command, missing }) => {
+            missing_error(command, &missing).exit()
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_NO_REPLY);
+        }
+    };
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")
-        .and_then(|runtime| runtime.block_on(run_async(args)));
+        .and_then(|runtime| runtime.block_on(run_async(args, request_args)));
     match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {}", describe(&error));
             ExitCode::from(EXIT_NO_REPLY)
         }
+    }
+}
+
+/// clap's error for required arguments given neither as flags nor in `--json`, with the
+/// subcommand's usage.
+fn missing_error(command: &str, missing: &[&str]) -> clap::Error {
+    let mut cli = Cli::command();
+    cli.build();
+    let message = format!(
+        "the following required arguments were not provided (as flags or in --json):\n  {}",
+        missing.join("\n  ")
+    );
+    let kind = clap::error::ErrorKind::MissingRequiredArgument;
+    match cli
+        .find_subcommand_mut("admin")
+        .and_then(|admin| admin.find_subcommand_mut(command))
+    {
+        Some(sub) => sub.error(kind, message),
+        None => cli.error(kind, message),
     }
 }
 
@@ -59,29 +91,25 @@ fn describe(error: &anyhow::Error) -> String {
     line
 }
 
-async fn run_async(args: &AdminArgs) -> anyhow::Result<ExitCode> {
+async fn run_async(args: &AdminArgs, request_args: Value) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&args.settings.overrides()).context("cannot load settings")?;
     let target = RedisTarget::resolve(&settings)?;
-    if args.command == WATCH_COMMAND {
-        return watch(&target, &settings.prefix, args.from_start).await;
+    let output = args.request.output;
+    if let AdminCommand::Watch(watch_args) = &args.command {
+        return watch(&target, &settings.prefix, watch_args.from_start, output).await;
     }
-
-    let request_args = args.request_args()?;
-    let total_timeout = parse_duration(&args.timeout)
-        .map_err(|message| anyhow::anyhow!("invalid --timeout `{}`: {message}", args.timeout))?;
+    let command = args.command.name();
+    let total_timeout = args.request.timeout;
     let options = RequestOptions {
-        id: args.request_id.clone(),
-        channel: args.channel.clone(),
+        id: args.request.request_id.clone(),
+        channel: args.request.channel.clone(),
         attempt_timeout: Duration::from_millis(DEFAULT_ATTEMPT_TIMEOUT_MS).min(total_timeout),
         total_timeout,
     };
     let client = AdminClient::connect_to(&target.address, &settings.prefix)
         .await
         .map_err(|e| target.connect_error(e))?;
-    let reply = match client
-        .request_with(options, &args.command, request_args)
-        .await
-    {
+    let reply = match client.request_with(options, command, request_args).await {
         Ok(reply) => reply,
         Err(error) => {
             let hint = match &error {
@@ -90,11 +118,11 @@ async fn run_async(args: &AdminArgs) -> anyhow::Result<ExitCode> {
                 }
                 _ => String::new(),
             };
-            let context = format!("cannot get a reply to `{}`{hint}", args.command);
+            let context = format!("cannot get a reply to `{command}`{hint}");
             return Err(anyhow::Error::new(error).context(context));
         }
     };
-    print_line(&serde_json::to_string_pretty(&reply)?)?;
+    print_line(&render_reply(&reply, output))?;
     Ok(if reply.ok {
         ExitCode::SUCCESS
     } else {
@@ -102,10 +130,15 @@ async fn run_async(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Prints every event of every partition's event stream as one JSON line (with its change's
-/// entity) until Ctrl-C (or until stdout is closed, e.g. by `| head`): from now, or from the
-/// oldest entry kept with `--from-start`.
-async fn watch(target: &RedisTarget, prefix: &str, from_start: bool) -> anyhow::Result<ExitCode> {
+/// Prints every event of every partition's event stream (with its change's entity) until
+/// Ctrl-C (or until stdout is closed, e.g. by `| head`): from now, or from the oldest entry
+/// kept with `--from-start`; one JSON line per event, or one table line with `--output table`.
+async fn watch(
+    target: &RedisTarget,
+    prefix: &str,
+    from_start: bool,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let mut events = watch_streams_to(&target.address, prefix, from_start)
         .await
         .map_err(|e| target.connect_error(e))?;
@@ -120,7 +153,7 @@ async fn watch(target: &RedisTarget, prefix: &str, from_start: bool) -> anyhow::
             }
             event = events.next() => {
                 let event = event.context("cannot read the event streams")?;
-                if !print_line(&event.to_string())? {
+                if !print_line(&render_event(&event, output))? {
                     return Ok(ExitCode::SUCCESS);
                 }
             }

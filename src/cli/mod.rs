@@ -2,15 +2,17 @@
 //! translation of flags into settings overrides and admin request arguments.
 
 pub mod admin;
+pub mod commands;
+pub mod output;
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::{Map, Value};
 
 use recur::clock::ClockMode;
 use recur::config::Overrides;
+
+pub use commands::AdminArgs;
 
 /// recur: a subscription order scheduler daemon.
 ///
@@ -37,47 +39,63 @@ pub enum Command {
     /// Redis URL, recur starts and owns a private redis-server (from PATH) whose data lives
     /// under redis.embedded.data_dir.
     Serve(ServeArgs),
-    /// Send one admin command to a running daemon and print its reply.
+    /// Send an admin command to a running daemon and print its reply; or watch the events.
     ///
-    /// Arguments come from --json (a JSON object, inline or @FILE) and the named flags, which
-    /// win over --json. The request is re-published with the same id until a reply comes or
-    /// --timeout passes. The reply is printed as JSON on stdout.
-    ///
-    /// `recur admin watch` instead prints every event of every partition's event stream
-    /// (<prefix>:{p<N>}:events), one JSON object per line with its change's entity, from now
-    /// (or --from-start) until Ctrl-C.
+    /// Each admin command is a subcommand with its arguments as flags (`recur admin getOrder
+    /// --help`), checked before anything is sent. Dates are 2026-05-01 (midnight UTC) or RFC
+    /// 3339 (2026-05-01T09:30:00Z); amounts are decimals (10.00). --json '{...}' (inline, @FILE
+    /// or @- for stdin) gives the arguments as one JSON object, for what no flag covers; the
+    /// flags win over it. The request is re-sent with the same id until a reply comes or
+    /// --timeout passes.
     ///
     /// Redis: --redis-url, else redis.url (config file or RECUR_REDIS__URL), else the embedded
     /// redis-server that `recur serve` runs under redis.embedded.data_dir. A Redis Cluster:
     /// --redis-cluster (or redis.cluster = true) with the seed nodes as the URL.
-    ///
-    /// Exit status: 0 ok reply, 1 error reply, 2 no reply (no Redis, timeout, bad arguments).
-    ///
-    /// Example: recur admin pauseOrder --order-id ord-1 --json '{"resumeAt":"2025-03-01T00:00:00Z"}'
+    #[command(after_long_help = ADMIN_AFTER_HELP)]
     Admin(AdminArgs),
     /// Run a load scenario against a private Redis and report throughput and latency (runs
     /// the recur-bench program built beside recur; `recur bench --help` lists the scenarios).
     Bench(BenchArgs),
 }
 
-/// Where settings come from; shared by every subcommand that talks to Redis.
+/// What `recur admin --help` ends with.
+const ADMIN_AFTER_HELP: &str = "\
+Output: the reply object as JSON on stdout (--output json, the default: the same in a terminal
+and in a pipe); --output table prints the result as key/value rows (listOrders: one row per
+order) and an error reply as one line.
+
+Exit status: 0 ok reply; 1 error reply (printed like any reply); 2 no reply: bad arguments
+(before anything is sent), no Redis, or --timeout passed (retrying with the same --request-id
+is safe).
+
+Examples:
+  recur admin getOrder --order-id ord-1
+  recur admin recordPayment --order-id ord-1 --payment-id pay-1 --amount 10.00
+  recur admin pauseOrder --order-id ord-1 --resume-at 2026-03-01
+  recur admin advanceClock --to 2026-02-01
+  recur admin listOrders --customer-id cus-1 --output table
+  recur admin send getOrder --json '{\"orderId\": \"ord-1\"}'";
+
+/// Where settings come from; shared by every subcommand that talks to Redis. Global: `recur
+/// admin` takes them before or after its command.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Settings")]
 pub struct SettingsArgs {
     /// A TOML file layered over the built-in defaults (config/default.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(global = true, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The Redis to use (redis://host:port/db or redis+unix:///path/redis.sock) instead of
     /// the embedded redis-server under redis.embedded.data_dir. With --redis-cluster, the
     /// seed nodes of a Redis Cluster, comma-separated (redis://h1:7000,redis://h2:7000).
-    #[arg(long, value_name = "URL")]
+    #[arg(global = true, long, value_name = "URL")]
     pub redis_url: Option<String>,
     /// The Redis URL names seed nodes of a Redis Cluster: use the cluster client
     /// (redis.cluster, RECUR_REDIS__CLUSTER=true). Needs a URL: the embedded Redis is a single
     /// server.
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub redis_cluster: bool,
     /// Prefix of every Redis key and channel, without the colon [default: recur].
-    #[arg(long, value_name = "P")]
+    #[arg(global = true, long, value_name = "P")]
     pub prefix: Option<String>,
 }
 
@@ -141,184 +159,6 @@ impl ServeArgs {
             ..self.settings.overrides()
         }
     }
-}
-
-/// `recur admin <command>`
-#[derive(Debug, Clone, Args)]
-pub struct AdminArgs {
-    /// The admin command, e.g. ping, getOrder, pauseOrder, advanceClock; or `watch` to print
-    /// every event as one JSON line until Ctrl-C.
-    pub command: String,
-    #[command(flatten)]
-    pub settings: SettingsArgs,
-    /// The command's arguments as a JSON object: inline, `@file.json`, or `@-` for stdin.
-    #[arg(long, value_name = "ARGS")]
-    pub json: Option<String>,
-    /// `watch` only: start at the oldest event kept instead of now.
-    #[arg(long)]
-    pub from_start: bool,
-    /// The request id (default: a new one). Retrying with the same id never repeats a change.
-    #[arg(long, value_name = "ID")]
-    pub request_id: Option<String>,
-    /// The application name sent as the request's `channel`.
-    #[arg(long, value_name = "NAME", default_value = "cli")]
-    pub channel: String,
-    /// How long to keep retrying before giving up, e.g. 10s.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub timeout: String,
-    /// args.orderId
-    #[arg(long, value_name = "ID")]
-    pub order_id: Option<String>,
-    /// args.customerId
-    #[arg(long, value_name = "ID")]
-    pub customer_id: Option<String>,
-    /// args.paymentId
-    #[arg(long, value_name = "ID")]
-    pub payment_id: Option<String>,
-    /// args.amount, a decimal string such as 9.90
-    #[arg(long, value_name = "DECIMAL")]
-    pub amount: Option<String>,
-    /// args.reason (paymentFailed)
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
-    /// args.effectiveAt (cancelOrder, changePlan): IMMEDIATELY or NEXT_PAYMENT_DATE
-    #[arg(long, value_name = "WHEN")]
-    pub effective_at: Option<String>,
-    /// args.cause (cancelOrder): OWNER_ACTION, MEMBER_ACTION or UNKNOWN
-    #[arg(long, value_name = "CAUSE")]
-    pub cause: Option<String>,
-    /// args.endDate (postponeEndDate), RFC 3339
-    #[arg(long, value_name = "RFC3339")]
-    pub end_date: Option<String>,
-    /// args.startDate (changeStartDate), RFC 3339
-    #[arg(long, value_name = "RFC3339")]
-    pub start_date: Option<String>,
-    /// args.resumeAt (pauseOrder), RFC 3339
-    #[arg(long, value_name = "RFC3339")]
-    pub resume_at: Option<String>,
-    /// args.to (advanceClock), RFC 3339
-    #[arg(long, value_name = "RFC3339")]
-    pub to: Option<String>,
-    /// args.status (listOrders)
-    #[arg(long, value_name = "STATUS")]
-    pub status: Option<String>,
-    /// args.limit (listOrders)
-    #[arg(long, value_name = "N")]
-    pub limit: Option<u32>,
-    /// args.cursor (listOrders)
-    #[arg(long, value_name = "CURSOR")]
-    pub cursor: Option<String>,
-    /// args.timeZone (createOrder): an IANA name such as Europe/Paris
-    #[arg(long, value_name = "ZONE")]
-    pub time_zone: Option<String>,
-    /// args.proration (changePlan): PRORATE or NONE
-    #[arg(long, value_name = "HOW")]
-    pub proration: Option<String>,
-    /// args.endpoint (retryDeadWebhooks): a webhook endpoint's id
-    #[arg(long, value_name = "ID")]
-    pub endpoint: Option<String>,
-    /// args.daemonId (getMetrics): the daemon that answers
-    #[arg(long, value_name = "ID")]
-    pub daemon_id: Option<String>,
-}
-
-/// Why admin arguments could not be assembled.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminArgsError {
-    /// `--json` is not valid JSON.
-    #[error("--json is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    /// The file named by `--json @FILE` is not valid JSON.
-    #[error("--json @{}: not valid JSON: {source}", path.display())]
-    JsonFile {
-        /// The file.
-        path: PathBuf,
-        /// Where the JSON is broken.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The file named by `--json @FILE` (or stdin, for `@-`) cannot be read.
-    #[error("--json @{}: cannot read it: {source}", path.display())]
-    Read {
-        /// The file (`-` for stdin).
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `--json` is valid JSON but not an object.
-    #[error("--json must be a JSON object, like '{{\"orderId\": \"o-1\"}}'")]
-    NotAnObject,
-}
-
-impl AdminArgs {
-    /// The request's `args` object: `--json` (inline, `@FILE` or `@-`), then every named flag
-    /// given (camelCase keys).
-    ///
-    /// # Errors
-    /// [`AdminArgsError`] when `--json` is not a JSON object or its file cannot be read.
-    pub fn request_args(&self) -> Result<Value, AdminArgsError> {
-        let mut args = match &self.json {
-            Some(text) => match parse_json_arg(text)? {
-                Value::Object(map) => map,
-                _ => return Err(AdminArgsError::NotAnObject),
-            },
-            None => Map::new(),
-        };
-        let strings = [
-            ("orderId", &self.order_id),
-            ("customerId", &self.customer_id),
-            ("paymentId", &self.payment_id),
-            ("amount", &self.amount),
-            ("reason", &self.reason),
-            ("effectiveAt", &self.effective_at),
-            ("cause", &self.cause),
-            ("endDate", &self.end_date),
-            ("startDate", &self.start_date),
-            ("timeZone", &self.time_zone),
-            ("proration", &self.proration),
-            ("endpoint", &self.endpoint),
-            ("daemonId", &self.daemon_id),
-            ("resumeAt", &self.resume_at),
-            ("to", &self.to),
-            ("status", &self.status),
-            ("cursor", &self.cursor),
-        ];
-        for (key, value) in strings {
-            if let Some(value) = value {
-                args.insert(key.to_string(), Value::String(value.clone()));
-            }
-        }
-        if let Some(limit) = self.limit {
-            args.insert("limit".to_string(), Value::from(limit));
-        }
-        Ok(Value::Object(args))
-    }
-}
-
-/// Parses `--json`: inline JSON, `@path` (a file) or `@-` (stdin).
-fn parse_json_arg(text: &str) -> Result<Value, AdminArgsError> {
-    let Some(path) = text.strip_prefix('@') else {
-        return Ok(serde_json::from_str(text)?);
-    };
-    let path = PathBuf::from(path);
-    let read_error = |source| AdminArgsError::Read {
-        path: path.clone(),
-        source,
-    };
-    let contents = if path.as_os_str() == "-" {
-        let mut contents = String::new();
-        std::io::stdin()
-            .read_to_string(&mut contents)
-            .map_err(read_error)?;
-        contents
-    } else {
-        std::fs::read_to_string(&path).map_err(read_error)?
-    };
-    serde_json::from_str(&contents).map_err(|source| AdminArgsError::JsonFile {
-        path: path.clone(),
-        source,
-    })
 }
 
 /// `recur bench <scenario> [flags]`: everything after `bench` goes to the `recur-bench`
@@ -404,40 +244,328 @@ mod tests {
         assert!(Cli::try_parse_from(["recur", "serve", "--clock", "sundial"]).is_err());
     }
 
-    #[test]
-    fn admin_flags_win_over_json() {
-        let cli = Cli::try_parse_from([
-            "recur",
-            "admin",
-            "pauseOrder",
-            "--json",
-            r#"{"orderId": "from-json", "resumeAt": "2025-03-01T00:00:00Z"}"#,
-            "--order-id",
-            "ord-1",
-            "--limit",
-            "5",
-        ])
-        .expect("valid");
-        let Command::Admin(args) = cli.command else {
-            panic!("expected admin");
-        };
-        assert_eq!(args.command, "pauseOrder");
-        assert_eq!(
-            args.request_args().expect("valid args"),
-            serde_json::json!({
-                "orderId": "ord-1",
-                "resumeAt": "2025-03-01T00:00:00Z",
-                "limit": 5,
-            })
-        );
+    use clap::error::ErrorKind;
+    use serde_json::json;
+
+    use commands::{AdminArgsError, AdminCommand, Output};
+
+    fn admin(argv: &[&str]) -> Result<AdminArgs, clap::Error> {
+        let argv = ["recur", "admin"].iter().chain(argv);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Admin(args) => Ok(args),
+            other => panic!("expected admin, got {other:?}"),
+        }
     }
 
     fn admin_args(extra: &[&str]) -> AdminArgs {
-        let argv = ["recur", "admin", "createOrder"].iter().chain(extra);
-        let Command::Admin(args) = Cli::try_parse_from(argv).expect("parses").command else {
-            panic!("expected admin");
+        let argv: Vec<&str> = ["createOrder"].iter().chain(extra).copied().collect();
+        admin(&argv).expect("parses")
+    }
+
+    /// The request `recur admin <argv>` sends: its command and args.
+    fn request(argv: &[&str]) -> (String, serde_json::Value) {
+        let args = admin(argv).expect("parses");
+        let body = args.command.request_args().expect("valid args");
+        (args.command.name().to_string(), body)
+    }
+
+    fn refused(argv: &[&str]) -> clap::Error {
+        admin(argv).expect_err("refused")
+    }
+
+    #[test]
+    fn every_admin_command_is_a_subcommand_listed_in_the_help() {
+        let mut cli = Cli::command();
+        let admin = cli.find_subcommand_mut("admin").expect("admin exists");
+        let help = admin.render_help().to_string();
+        for name in recur::admin::COMMAND_NAMES.iter().chain(&["watch", "send"]) {
+            let sub = admin
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no `recur admin {name}`"));
+            assert!(sub.get_about().is_some(), "{name} has no help");
+            assert!(
+                help.contains(&format!("  {name} ")),
+                "{name} not in:\n{help}"
+            );
+        }
+        assert_eq!(
+            admin
+                .get_subcommands()
+                .filter(|s| s.get_name() != "help")
+                .count(),
+            recur::admin::COMMAND_NAMES.len() + 2,
+            "a subcommand the daemon does not know"
+        );
+    }
+
+    #[test]
+    fn each_subcommand_sends_its_own_name() {
+        for name in recur::admin::COMMAND_NAMES {
+            let args = admin(&[name, "--json", "{}"]).expect(name);
+            assert_eq!(args.command.name(), name);
+            assert_eq!(args.command.subcommand(), name);
+        }
+        let args = admin(&["send", "createTestClock", "--json", "{}"]).unwrap();
+        assert_eq!(
+            (args.command.name(), args.command.subcommand()),
+            ("createTestClock", "send")
+        );
+    }
+
+    #[test]
+    fn typed_flags_become_the_request_args() {
+        assert_eq!(
+            request(&[
+                "recordPayment",
+                "--order-id",
+                "ord-1",
+                "--payment-id",
+                "pay-1",
+                "--amount",
+                "10.00",
+                "--due-cycle",
+                "2",
+                "--due-kind",
+                "proration",
+            ]),
+            (
+                "recordPayment".into(),
+                json!({"orderId": "ord-1", "paymentId": "pay-1", "amount": "10.00",
+                       "due": {"cycle": 2, "kind": "PRORATION"}})
+            )
+        );
+        assert_eq!(
+            request(&[
+                "cancelOrder",
+                "--order-id",
+                "ord-1",
+                "--effective-at",
+                "next_payment_date",
+                "--cause",
+                "MEMBER_ACTION"
+            ])
+            .1,
+            json!({"orderId": "ord-1", "effectiveAt": "NEXT_PAYMENT_DATE", "cause": "MEMBER_ACTION"})
+        );
+        assert_eq!(
+            request(&["listOrders", "--status", "active", "--limit", "5"]).1,
+            json!({"status": "ACTIVE", "limit": 5})
+        );
+        assert_eq!(
+            request(&[
+                "changePlan",
+                "--order-id",
+                "o",
+                "--effective-at",
+                "IMMEDIATELY",
+                "--plan-id",
+                "p",
+                "--plan-name",
+                "P",
+                "--proration",
+                "NONE",
+                "--json",
+                r#"{"pricing": {}, "prices": []}"#,
+            ])
+            .1["proration"],
+            "NONE"
+        );
+        assert_eq!(
+            request(&["updateOrder", "--customer-id", "c-1", "--order-id", "o-1"]).1,
+            json!({"customerId": "c-1", "id": "o-1"})
+        );
+        assert_eq!(request(&["ping"]), ("ping".into(), json!({})));
+    }
+
+    #[test]
+    fn dates_take_a_day_or_rfc_3339() {
+        let to = |d: &str| request(&["advanceClock", "--to", d]).1["to"].clone();
+        assert_eq!(to("2026-05-01"), "2026-05-01T00:00:00.000Z");
+        assert_eq!(to("2026-05-01T09:30:00+02:00"), "2026-05-01T07:30:00.000Z");
+        for bad in ["2026-05", "2026-13-01", "tomorrow", "2026-05-01 09:30"] {
+            let e = refused(&["advanceClock", "--to", bad]);
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad}");
+            let message = e.to_string();
+            assert!(message.contains("--to <DATE>"), "{message}");
+            assert!(message.contains("2026-05-01"), "an example: {message}");
+        }
+        let e = refused(&["pauseOrder", "--order-id", "o", "--resume-at", "soon"]);
+        assert!(e.to_string().contains("--resume-at <DATE>"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_flag() {
+        let cases: [(&[&str], &str); 7] = [
+            (
+                &[
+                    "recordPayment",
+                    "--order-id",
+                    "o",
+                    "--payment-id",
+                    "p",
+                    "--amount",
+                    "10,00",
+                ],
+                "--amount <DECIMAL>",
+            ),
+            (&["getOrder", "--order-id", "has space"], "--order-id <ID>"),
+            (
+                &["cancelOrder", "--order-id", "o", "--effective-at", "LATER"],
+                "--effective-at",
+            ),
+            (&["listOrders", "--limit", "501"], "--limit <N>"),
+            (&["listOrders", "--status", "SLEEPING"], "--status"),
+            (&["createOrder", "--currency", "XYZ"], "--currency <CODE>"),
+            (
+                &["createOrder", "--time-zone", "Mars/Olympus"],
+                "--time-zone <ZONE>",
+            ),
+        ];
+        for (argv, flag) in cases {
+            let e = refused(argv);
+            assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::ValueValidation | ErrorKind::InvalidValue
+                ),
+                "{argv:?}: {e}"
+            );
+            assert!(e.to_string().contains(flag), "{argv:?}: {e}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        let e = refused(&[
+            "recordPayment",
+            "--order-id",
+            "o",
+            "--payment-id",
+            "p",
+            "--amount",
+            "10,00",
+        ]);
+        assert!(e.to_string().contains("10.00"), "an example: {e}");
+    }
+
+    #[test]
+    fn missing_arguments_are_named_by_their_flags_all_at_once() {
+        let e = refused(&["recordPayment", "--order-id", "ord-1"]);
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        let message = e.to_string();
+        assert!(
+            message.contains("--payment-id <ID>") && message.contains("--amount <DECIMAL>"),
+            "{message}"
+        );
+        assert_eq!(e.exit_code(), 2);
+        // With --json, what neither gives is named once assembled.
+        let args = admin(&["recordPayment", "--json", r#"{"orderId": "o"}"#]).unwrap();
+        match args.command.request_args() {
+            Err(AdminArgsError::Missing { command, missing }) => {
+                assert_eq!(command, "recordPayment");
+                assert_eq!(missing, ["--payment-id <ID>", "--amount <DECIMAL>"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let args = admin(&["createOrder", "--customer-id", "c"]).unwrap();
+        let Err(AdminArgsError::Missing { missing, .. }) = args.command.request_args() else {
+            panic!("createOrder needs more");
         };
-        args
+        assert!(missing.contains(&"pricing (in --json)"), "{missing:?}");
+        assert!(missing.contains(&"--plan-id <ID>"), "{missing:?}");
+        let args = admin(&["updateOrder", "--customer-id", "c"]).unwrap();
+        let Err(AdminArgsError::Missing { missing, .. }) = args.command.request_args() else {
+            panic!("updateOrder needs a target");
+        };
+        assert_eq!(missing, ["--order-id <ID> or --name <TEXT>"]);
+    }
+
+    #[test]
+    fn typos_get_suggestions() {
+        let e = refused(&["getOrdr", "--order-id", "o"]);
+        assert_eq!(e.kind(), ErrorKind::InvalidSubcommand);
+        assert!(e.to_string().contains("getOrder"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = refused(&["getOrder", "--oder-id", "o"]);
+        assert_eq!(e.kind(), ErrorKind::UnknownArgument);
+        assert!(e.to_string().contains("--order-id"), "{e}");
+        // An argument of another command is no argument of this one.
+        assert_eq!(
+            refused(&["getOrder", "--order-id", "o", "--limit", "5"]).kind(),
+            ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn admin_without_a_command_prints_its_help() {
+        let e = refused(&[]);
+        assert_eq!(
+            e.kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn settings_and_request_options_go_before_or_after_the_command() {
+        let args = admin(&[
+            "--redis-url",
+            "redis://127.0.0.1:6380",
+            "getOrder",
+            "--order-id",
+            "o",
+            "--prefix",
+            "t",
+            "--timeout",
+            "2m",
+            "--output",
+            "table",
+            "--request-id",
+            "r-1",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.settings.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6380")
+        );
+        assert_eq!(args.settings.prefix.as_deref(), Some("t"));
+        assert_eq!(args.request.timeout, std::time::Duration::from_secs(120));
+        assert_eq!(args.request.output, Output::Table);
+        assert_eq!(args.request.request_id.as_deref(), Some("r-1"));
+        assert_eq!(args.request.channel, "cli");
+        let e = refused(&["ping", "--timeout", "soon"]);
+        assert!(e.to_string().contains("--timeout <DURATION>"), "{e}");
+        assert_eq!(admin(&["ping"]).unwrap().request.output, Output::Json);
+    }
+
+    #[test]
+    fn admin_flags_win_over_json() {
+        assert_eq!(
+            request(&[
+                "pauseOrder",
+                "--json",
+                r#"{"orderId": "from-json", "resumeAt": "2025-03-01T00:00:00Z"}"#,
+                "--order-id",
+                "ord-1",
+            ]),
+            (
+                "pauseOrder".into(),
+                json!({"orderId": "ord-1", "resumeAt": "2025-03-01T00:00:00Z"})
+            )
+        );
+        // Nested flags merge into the object --json gives.
+        let (_, body) = request(&[
+            "createOrder",
+            "--json",
+            r#"{"customerId": "c", "type": "ONLINE", "currency": "USD",
+                "plan": {"id": "from-json", "name": "Basic", "description": "kept"},
+                "pricing": {}, "prices": []}"#,
+            "--plan-id",
+            "basic",
+            "--paid",
+        ]);
+        assert_eq!(
+            body["plan"],
+            json!({"id": "basic", "name": "Basic", "description": "kept"})
+        );
+        assert_eq!(body["paid"], true);
     }
 
     #[test]
@@ -447,13 +575,15 @@ mod tests {
         std::fs::write(&file, r#"{"customerId": "c-1", "type": "ONLINE"}"#).expect("write");
         let at_file = format!("@{}", file.display());
         let args = admin_args(&["--json", &at_file, "--customer-id", "c-2"]);
-        assert_eq!(
-            args.request_args().expect("valid"),
-            serde_json::json!({"customerId": "c-2", "type": "ONLINE"})
-        );
+        let Err(AdminArgsError::Missing { missing, .. }) = args.command.request_args() else {
+            panic!("createOrder needs more");
+        };
+        assert!(!missing.contains(&"--customer-id <ID>"), "{missing:?}");
+        assert!(!missing.contains(&"--type <TYPE>"), "{missing:?}");
 
         std::fs::write(&file, "{broken").expect("write");
         let error = admin_args(&["--json", &at_file])
+            .command
             .request_args()
             .expect_err("broken file");
         assert!(
@@ -464,32 +594,107 @@ mod tests {
 
         let missing = format!("@{}", dir.path().join("nope.json").display());
         let error = admin_args(&["--json", &missing])
+            .command
             .request_args()
             .expect_err("missing file");
         assert!(matches!(error, AdminArgsError::Read { .. }), "{error:?}");
     }
 
     #[test]
-    fn admin_watch_and_exit_codes_are_documented() {
+    fn admin_watch_output_and_exit_codes_are_documented() {
         let mut command = Cli::command();
-        let help = command
-            .find_subcommand_mut("admin")
-            .expect("admin exists")
+        let admin = command.find_subcommand_mut("admin").expect("admin exists");
+        let help = admin.render_long_help().to_string();
+        assert!(help.contains("watch"), "{help}");
+        assert!(help.contains("Exit status"), "{help}");
+        assert!(help.contains("--output table"), "{help}");
+        let watch = admin
+            .find_subcommand_mut("watch")
+            .expect("watch")
             .render_long_help()
             .to_string();
-        assert!(help.contains("recur admin watch"), "{help}");
-        assert!(help.contains("Exit status"), "{help}");
+        assert!(watch.contains("--from-start"), "{watch}");
     }
 
     #[test]
     fn admin_json_must_be_an_object() {
-        let cli = Cli::try_parse_from(["recur", "admin", "ping", "--json", "[1]"]).expect("parses");
-        let Command::Admin(args) = cli.command else {
-            panic!("expected admin");
-        };
+        let args = admin(&["ping", "--json", "[1]"]).expect("parses");
         assert!(matches!(
-            args.request_args(),
+            args.command.request_args(),
             Err(AdminArgsError::NotAnObject)
         ));
+        assert!(matches!(
+            admin(&["watch", "--from-start"]).unwrap().command,
+            AdminCommand::Watch(commands::WatchArgs { from_start: true })
+        ));
+    }
+
+    /// Every `recur admin ...` line of the shell examples in the user-facing docs parses.
+    #[test]
+    fn the_documented_admin_examples_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut checked = 0;
+        for doc in [
+            "README.md",
+            "deploy/README.md",
+            "docs/OPERATIONS.md",
+            "docs/WEBHOOKS.md",
+        ] {
+            let text = std::fs::read_to_string(root.join(doc)).expect(doc);
+            let mut in_block = false;
+            for line in text.lines() {
+                if line.trim_start().starts_with("```") {
+                    in_block = !in_block;
+                    continue;
+                }
+                if !in_block {
+                    continue;
+                }
+                let words = shell_words(line);
+                let Some(at) = words
+                    .windows(2)
+                    .position(|w| (w[0].ends_with("recur") || w[0] == "$R") && w[1] == "admin")
+                else {
+                    continue;
+                };
+                let argv: Vec<&str> = std::iter::once("recur")
+                    .chain(words[at + 1..].iter().map(String::as_str))
+                    .collect();
+                let parsed = Cli::try_parse_from(&argv)
+                    .unwrap_or_else(|e| panic!("{doc}: `{line}` does not parse:\n{e}"));
+                if let Command::Admin(args) = parsed.command {
+                    args.command
+                        .request_args()
+                        .unwrap_or_else(|e| panic!("{doc}: `{line}`: {e}"));
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "only {checked} examples found");
+    }
+
+    /// A shell line's words, quotes removed, up to a comment or a `|`, `&`, `;` or `>`.
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word: Option<String> = None;
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' | '"' => {
+                    let w = word.get_or_insert_with(String::new);
+                    for q in chars.by_ref() {
+                        if q == c {
+                            break;
+                        }
+                        w.push(q);
+                    }
+                }
+                '#' | '|' | '&' | ';' | '>' if word.is_none() => break,
+                c if c.is_whitespace() => words.extend(word.take()),
+                c => word.get_or_insert_with(String::new).push(c),
+            }
+        }
+        words.extend(word);
+        words
     }
 }
