@@ -202,6 +202,40 @@ impl Health {
     }
 }
 
+/// At most one log line per `every`; the lines left out in between are counted and reported
+/// with the next one.
+#[derive(Debug, Clone)]
+pub struct LogLimit {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    pub fn new(every: Duration) -> LogLimit {
+        LogLimit {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log a line at `now`: `Some(n)` with the `n` lines left out since the last
+    /// one, or `None` (this one is left out and counted).
+    pub fn check(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,5 +475,18 @@ mod tests {
         let t = t + secs(5);
         h.record(&refused(), true, t);
         assert_eq!(h.resumes_at(t), Some(t + secs(40)));
+    }
+
+    #[test]
+    fn a_log_limit_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let t = Instant::now();
+        let mut l = LogLimit::new(secs(10));
+        assert_eq!(l.check(t), Some(0));
+        assert_eq!(l.check(t), None);
+        assert_eq!(l.check(t + secs(9)), None);
+        assert_eq!(l.check(t + secs(10)), Some(2));
+        assert_eq!(l.check(t + secs(11)), None);
+        assert_eq!(l.check(t + secs(30)), Some(1));
+        assert_eq!(l.check(t + secs(41)), Some(0));
     }
 }

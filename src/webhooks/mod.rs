@@ -37,7 +37,7 @@ use crate::shutdown::Shutdown;
 use crate::store::webhooks::Apply;
 use crate::store::{RedisAddress, Store, StoreError};
 
-use health::{Attempt, Change, Health};
+use health::{Attempt, Change, Health, LogLimit};
 
 /// How often the streams are read for new entries when the last read found none.
 const POLL: Duration = Duration::from_millis(200);
@@ -48,6 +48,9 @@ const READ_BATCH: usize = 256;
 /// or down.
 const PARTITION_QUEUE_CAP: usize = 256;
 const ENDPOINT_QUEUE_CAP: usize = 4096;
+/// At most one warning per endpoint per this long for failed attempts, and one for
+/// dead-lettered events (each saying how many were left out since the last).
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often retryDeadWebhooks requests are looked for.
 const REDELIVER_POLL: Duration = Duration::from_secs(1);
 /// How often each partition's backlog is compared with `events.max_len`.
@@ -246,6 +249,8 @@ async fn prepare(
                 config.settings.retry_max,
                 config.settings.max_in_flight,
             ),
+            failure_log: LogLimit::new(FAILURE_LOG_EVERY),
+            dead_log: LogLimit::new(FAILURE_LOG_EVERY),
         });
     }
     Ok(loops)
@@ -362,6 +367,9 @@ struct EndpointLoop {
     staged: BTreeMap<u16, Apply>,
     /// Down or not, paused by a `Retry-After` or not: how many attempts may be in flight.
     health: Health,
+    /// Rate limits of the warnings for failed attempts and for dead-lettered events.
+    failure_log: LogLimit,
+    dead_log: LogLimit,
 }
 
 impl EndpointLoop {
@@ -370,7 +378,7 @@ impl EndpointLoop {
         let mut next_read = Instant::now();
         let mut next_redeliver = Instant::now();
         let mut next_trim_check = Instant::now() + TRIM_CHECK;
-        tracing::info!(endpoint = %self.id, url = %self.ep.url, "delivering webhooks");
+        tracing::info!(endpoint = %self.id, url = %masked_url(&self.ep.url), "delivering webhooks");
         while !shutdown.is_triggered() {
             self.sync_partitions().await;
             let now = Instant::now();
@@ -924,7 +932,14 @@ impl EndpointLoop {
                     ),
                     _ => (false, None),
                 };
-                tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, "webhook delivery failed; retrying");
+                match self.failure_log.check(Instant::now().into_std()) {
+                    Some(suppressed) => {
+                        tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, retry_in_ms = pause.as_millis() as u64, suppressed, "webhook delivery failed; retrying (at most one such line per endpoint per 10 s: `suppressed` counts those left out)");
+                    }
+                    None => {
+                        tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, "webhook delivery failed; retrying");
+                    }
+                }
                 let state = RetryState {
                     attempts: d.attempts,
                     first_ms: first,
@@ -958,7 +973,14 @@ impl EndpointLoop {
             None => self.metrics.webhook_delivery(DeliveryOutcome::Delivered),
             Some(error) => {
                 self.metrics.webhook_delivery(DeliveryOutcome::Dead);
-                tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, "webhook delivery given up: dead-lettered");
+                match self.dead_log.check(Instant::now().into_std()) {
+                    Some(suppressed) => {
+                        tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, suppressed, "webhook delivery given up: dead-lettered (at most one such line per endpoint per 10 s: `suppressed` counts those left out)");
+                    }
+                    None => {
+                        tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, "webhook delivery given up: dead-lettered");
+                    }
+                }
                 apply.dead = vec![vec![
                     ("endpoint".into(), self.id.clone()),
                     ("eventId".into(), d.event_id.clone()),
@@ -1084,17 +1106,32 @@ fn event_body(event: &Value, entity: &str) -> String {
 
 /// A request that got no usable answer: a timeout or a transport failure (connection refused
 /// or reset, DNS, TLS: the endpoint's failure), or a redirect loop (3xx answers: the event's).
+/// The error names no URL (an endpoint's URL may hold credentials).
 fn send_failure(e: reqwest::Error) -> Attempt {
     if e.is_timeout() {
         return health::transport_failure("timeout".to_string());
     }
     let redirect = e.is_redirect();
-    let error = error_chain(&e);
+    let error = error_chain(&e.without_url());
     if redirect {
         Attempt::EventFailed { error }
     } else {
         health::transport_failure(error)
     }
+}
+
+/// An endpoint's URL for the logs: a password in it and its query (where tokens go) masked.
+fn masked_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "(unparsable URL)".to_string();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        parsed.set_query(Some("***"));
+    }
+    parsed.to_string()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -1154,6 +1191,19 @@ mod tests {
         let mut watch = crate::wire::change_events(&change);
         assert_eq!(parsed, watch.remove(0));
         assert_eq!(event_body(&serde_json::json!({}), "1"), r#"{"entity":1}"#);
+    }
+
+    #[test]
+    fn a_url_is_logged_without_its_password_or_query() {
+        assert_eq!(
+            masked_url("https://user:pw@hooks.example/h?token=abc"),
+            "https://user:***@hooks.example/h?***"
+        );
+        assert_eq!(
+            masked_url("http://127.0.0.1:8080/recur"),
+            "http://127.0.0.1:8080/recur"
+        );
+        assert_eq!(masked_url("not a url"), "(unparsable URL)");
     }
 
     #[test]

@@ -797,3 +797,112 @@ async fn retry_after_on_a_503_pauses_the_whole_endpoint_for_at_most_retry_max() 
         assert_eq!(seqs, expected, "order {order}");
     }
 }
+
+/// Issue 24: at the default log level (info) an endpoint's change of state is one warning
+/// each way (up to down, down to up), failed attempts are warned about at most once per
+/// endpoint per 10 s (saying how many lines were left out), and no line holds the secret.
+#[tokio::test]
+async fn an_endpoint_s_ups_and_downs_are_logged_once_each_and_failures_sparingly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let rx = Receiver::start(Behaviour {
+        down: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let redis = TestRedis::start().await;
+    let endpoints = format!(
+        r#"[{{id="rx", url="{}", secret="{SECRET}", events=["*"]}}]"#,
+        rx.url()
+    );
+    let mut daemon = ChildDaemon::start_logged(
+        &redis.url,
+        "t",
+        &[
+            ("RECUR_LOG__FORMAT", "json"),
+            ("RECUR_LOG__LEVEL", "info"),
+            ("RECUR_WEBHOOKS__ENDPOINTS", endpoints.as_str()),
+            ("RECUR_WEBHOOKS__RETRY_INITIAL", "50ms"),
+            ("RECUR_WEBHOOKS__RETRY_MAX", "200ms"),
+        ],
+    )
+    .await;
+    let stderr = daemon.child.stderr.take().expect("piped stderr");
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push(line);
+        }
+        out
+    });
+    let started = Instant::now();
+    let client = recur::admin::client::AdminClient::connect(&redis.url, "t")
+        .await
+        .expect("client");
+    for i in 0..10 {
+        let r = client
+            .request(
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+            )
+            .await
+            .expect("a reply");
+        assert!(r.ok, "{r:?}");
+    }
+    let events = stream_events(&redis, "t").await;
+    // Down (8 failures in a row), then probed a few times, then answering again.
+    for _ in 0..600 {
+        if rx.calls().len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rx.calls().len() >= 20, "{} attempts", rx.calls().len());
+    rx.behaviour.lock().unwrap().down = false;
+    rx.wait_accepted(events.len()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.kill().await;
+    let elapsed = started.elapsed();
+    let lines = reader.await.unwrap();
+    assert!(
+        lines.iter().all(|l| !l.contains(SECRET)),
+        "a log line holds the secret"
+    );
+    let logged: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["endpoint"] == "rx")
+        .collect();
+    let with = |prefix: &str| -> Vec<&Value> {
+        logged
+            .iter()
+            .filter(|v| {
+                v["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(prefix)
+            })
+            .collect()
+    };
+    let down = with("webhook endpoint is down");
+    let up = with("webhook endpoint answers again");
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(down[0]["level"], "WARN");
+    assert_eq!(up[0]["level"], "WARN");
+    assert_eq!(down[0]["failures"], 8, "{}", down[0]);
+    let failed = with("webhook delivery failed");
+    let refused = rx.calls().iter().filter(|c| !c.accepted).count();
+    let most = 1 + (elapsed.as_secs() / 10) as usize;
+    assert!(
+        !failed.is_empty() && failed.len() <= most,
+        "{} failure lines in {elapsed:?} for {refused} failed attempts",
+        failed.len()
+    );
+    assert!(failed.iter().all(|v| v["level"] == "WARN"));
+    let told: u64 = failed
+        .iter()
+        .map(|v| 1 + v["suppressed"].as_u64().unwrap())
+        .sum();
+    assert!(told as usize <= refused, "{told} of {refused}");
+}
