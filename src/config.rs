@@ -304,8 +304,8 @@ pub struct WebhookSettings {
     pub endpoints: Vec<EndpointSettings>,
 }
 
-/// One `[[webhooks.endpoints]]`.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+/// One `[[webhooks.endpoints]]` (its `Debug` leaves the secret out).
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSettings {
     /// The endpoint's name in Redis keys, dead letters and metrics; default: the URL.
@@ -317,6 +317,17 @@ pub struct EndpointSettings {
     pub secret: String,
     /// Event types to deliver (`orderCreated`, ...), or `["*"]` for every one.
     pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for EndpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSettings")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("secret", &"***")
+            .field("events", &self.events)
+            .finish()
+    }
 }
 
 impl EndpointSettings {
@@ -1071,6 +1082,19 @@ mod tests {
     /// goes through it, so tests setting `RECUR_` variables never affect each other.
     fn jailed(f: impl FnOnce(&mut Jail) -> Result<(), figment::Error>) {
         Jail::expect_with(f);
+    }
+
+    #[test]
+    fn an_endpoint_s_debug_form_leaves_its_secret_out() {
+        let ep = EndpointSettings {
+            id: Some("billing".into()),
+            url: "https://billing.example/recur".into(),
+            secret: "whsec_do_not_print".into(),
+            events: vec!["*".into()],
+        };
+        let printed = format!("{ep:?} {:?}", vec![ep.clone()]);
+        assert!(!printed.contains("whsec_do_not_print"), "{printed}");
+        assert!(printed.contains("billing.example") && printed.contains("***"));
     }
 
     #[test]

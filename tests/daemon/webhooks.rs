@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use hmac::{Hmac, Mac};
@@ -32,6 +33,10 @@ struct Call {
     signature_ok: bool,
     body: Value,
     accepted: bool,
+    /// When it arrived.
+    at: Instant,
+    /// What the receiver answered.
+    status: u16,
 }
 
 #[derive(Default)]
@@ -50,6 +55,9 @@ struct Behaviour {
     fail_suffixes: Vec<char>,
     /// Answer 503 to everything.
     down: bool,
+    /// Answer 503 with this `Retry-After` to the first `unavailable_first` calls.
+    unavailable_first: u32,
+    retry_after: String,
     /// Wait this long before answering.
     delay: Duration,
 }
@@ -91,7 +99,12 @@ fn valid_signature(header: &str, body: &[u8]) -> bool {
     expected == v1
 }
 
-async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// Every hex digit: with `fail_suffixes`, every event.
+const EVERY_EVENT: [char; 16] = [
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'a', 'b', 'c', 'd', 'e', 'f',
+];
+
+async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
     let h = |k: &str| {
         headers
             .get(k)
@@ -99,9 +112,16 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) ->
             .unwrap_or_default()
             .to_string()
     };
-    let (down, delay, fail_first, suffixes) = {
+    let (down, delay, fail_first, suffixes, unavailable_first, retry_after) = {
         let b = rx.behaviour.lock().unwrap();
-        (b.down, b.delay, b.fail_first, b.fail_suffixes.clone())
+        (
+            b.down,
+            b.delay,
+            b.fail_first,
+            b.fail_suffixes.clone(),
+            b.unavailable_first,
+            b.retry_after.clone(),
+        )
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -117,8 +137,15 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) ->
         .chars()
         .last()
         .is_some_and(|c| suffixes.contains(&c));
-    let refused = down || (flaky && attempt <= fail_first);
-    let accepted = !refused;
+    let unavailable = state.calls.len() < unavailable_first as usize;
+    let status = if down || unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if flaky && attempt <= fail_first {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    let accepted = status == StatusCode::OK;
     state.calls.push(Call {
         event_id,
         event_type: h("recur-event-type"),
@@ -127,13 +154,13 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) ->
             && h("content-type") == "application/json",
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         accepted,
+        at: Instant::now(),
+        status: status.as_u16(),
     });
-    if accepted {
-        StatusCode::OK
-    } else if down {
-        StatusCode::SERVICE_UNAVAILABLE
+    if unavailable && !retry_after.is_empty() {
+        (status, [("retry-after", retry_after)]).into_response()
     } else {
-        StatusCode::INTERNAL_SERVER_ERROR
+        status.into_response()
     }
 }
 
@@ -164,9 +191,15 @@ impl Receiver {
         self.calls().into_iter().filter(|c| c.accepted).collect()
     }
 
-    /// Waits until `want` distinct event ids were accepted.
+    /// Waits until `want` distinct event ids were accepted (30 s at most).
     async fn wait_accepted(&self, want: usize) -> Vec<Call> {
-        for _ in 0..600 {
+        self.wait_accepted_within(want, Duration::from_secs(30))
+            .await
+    }
+
+    async fn wait_accepted_within(&self, want: usize, deadline: Duration) -> Vec<Call> {
+        let polls = deadline.as_millis() / 50;
+        for _ in 0..polls {
             let accepted = self.accepted();
             let distinct: HashSet<&str> = accepted.iter().map(|c| c.event_id.as_str()).collect();
             if distinct.len() >= want {
@@ -652,4 +685,224 @@ async fn webhooks_are_delivered_in_order_on_a_redis_cluster() {
     }
     let r = h.ok("retryDeadWebhooks", json!({})).await;
     assert_eq!(r["requeued"], 0, "{r}");
+}
+
+/// SPEC 11.2: any non-2xx answer but 429, 502, 503 and 504 is that event's failure only. A
+/// receiver that answers 500 to the first two attempts of every event (so far more than 8
+/// attempts in a row fail) never makes the endpoint count as down: each event is retried on
+/// its own backoff, holding back only its order's later events, and every other order's go on
+/// at full speed. (Counted as down, the endpoint was probed one delivery at a time, after
+/// pauses growing to `retry_max`: 20 of 304 events in 30 s.)
+#[tokio::test]
+async fn a_receiver_refusing_every_event_twice_with_500_still_gets_everything_in_order() {
+    let rx = Receiver::start(Behaviour {
+        fail_first: 2,
+        fail_suffixes: EVERY_EVENT.to_vec(),
+        ..Behaviour::default()
+    })
+    .await;
+    let url = rx.url();
+    let h = Harness::start_with(move |s| {
+        fast_retries(s);
+        // A down endpoint's probe pauses would grow to this: seconds per event.
+        s.webhooks.retry_max = Duration::from_secs(5);
+        s.webhooks.endpoints = vec![endpoint("rx", &url, &["*"])];
+    })
+    .await;
+    let started = Instant::now();
+    some_activity(&h, 30).await;
+    let events = h.events().await;
+    assert!(events.len() > 250, "{} events", events.len());
+    let calls = rx
+        .wait_accepted_within(events.len(), Duration::from_secs(60))
+        .await;
+    let every = rx.calls();
+    eprintln!(
+        "flaky receiver: {} events made and delivered in {:.1} s ({} attempts)",
+        events.len(),
+        started.elapsed().as_secs_f64(),
+        every.len()
+    );
+    let ids: HashSet<&str> = calls.iter().map(|c| c.event_id.as_str()).collect();
+    let stream_ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, stream_ids, "every event, nothing else");
+    // Each event: refused twice, then accepted (no attempt after the acceptance).
+    let mut by_event: HashMap<&str, Vec<u16>> = HashMap::new();
+    for c in &every {
+        by_event.entry(&c.event_id).or_default().push(c.status);
+    }
+    for (id, statuses) in &by_event {
+        assert_eq!(statuses, &[500, 500, 200], "event {id}");
+    }
+    for (order, seqs) in per_order(&calls) {
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "order {order}");
+    }
+    let m = h.ok("getMetrics", json!({})).await;
+    let failed = metrics::series(
+        &m["metrics"],
+        "recur_webhook_deliveries_total",
+        &[("outcome", "failed")],
+    );
+    assert_eq!(failed as usize, 2 * events.len());
+    assert_eq!(metrics::total(&m["metrics"], "recur_webhook_pending"), 0.0);
+}
+
+/// SPEC 11.2: a 503 with `Retry-After` pauses the whole endpoint for that long, capped at
+/// `webhooks.retry_max`. With one delivery in flight at a time, nothing at all is sent during
+/// the pause (no retry of that event after `retry_initial`, no other order's event), and
+/// an hour's `Retry-After` is cut to `retry_max`, so everything arrives, in order per order.
+#[tokio::test]
+async fn retry_after_on_a_503_pauses_the_whole_endpoint_for_at_most_retry_max() {
+    let rx = Receiver::start(Behaviour {
+        unavailable_first: 1,
+        retry_after: "3600".to_string(),
+        ..Behaviour::default()
+    })
+    .await;
+    let url = rx.url();
+    let retry_max = Duration::from_secs(2);
+    let h = Harness::start_with(move |s| {
+        fast_retries(s);
+        s.webhooks.retry_max = retry_max;
+        s.webhooks.max_in_flight = 1;
+        s.webhooks.endpoints = vec![endpoint("rx", &url, &["*"])];
+    })
+    .await;
+    for i in 0..6 {
+        h.ok(
+            "createOrder",
+            monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+        )
+        .await;
+    }
+    let events = h.events().await;
+    let calls = rx
+        .wait_accepted_within(events.len(), Duration::from_secs(60))
+        .await;
+    let every = rx.calls();
+    assert_eq!(every[0].status, 503);
+    assert!(every[1..].iter().all(|c| c.status == 200));
+    let pause = every[1].at - every[0].at;
+    assert!(
+        pause >= retry_max - Duration::from_millis(100),
+        "the next attempt came {pause:?} after the 503"
+    );
+    let ids: HashSet<&str> = calls.iter().map(|c| c.event_id.as_str()).collect();
+    let stream_ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, stream_ids);
+    assert_eq!(calls.len(), events.len(), "each accepted once");
+    for (order, seqs) in per_order(&calls) {
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "order {order}");
+    }
+}
+
+/// Issue 24: at the default log level (info) an endpoint's change of state is one warning
+/// each way (up to down, down to up), failed attempts are warned about at most once per
+/// endpoint per 10 s (saying how many lines were left out), and no line holds the secret.
+#[tokio::test]
+async fn an_endpoint_s_ups_and_downs_are_logged_once_each_and_failures_sparingly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let rx = Receiver::start(Behaviour {
+        down: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let redis = TestRedis::start().await;
+    let endpoints = format!(
+        r#"[{{id="rx", url="{}", secret="{SECRET}", events=["*"]}}]"#,
+        rx.url()
+    );
+    let mut daemon = ChildDaemon::start_logged(
+        &redis.url,
+        "t",
+        &[
+            ("RECUR_LOG__FORMAT", "json"),
+            ("RECUR_LOG__LEVEL", "info"),
+            ("RECUR_WEBHOOKS__ENDPOINTS", endpoints.as_str()),
+            ("RECUR_WEBHOOKS__RETRY_INITIAL", "50ms"),
+            ("RECUR_WEBHOOKS__RETRY_MAX", "200ms"),
+        ],
+    )
+    .await;
+    let stderr = daemon.child.stderr.take().expect("piped stderr");
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push(line);
+        }
+        out
+    });
+    let started = Instant::now();
+    let client = recur::admin::client::AdminClient::connect(&redis.url, "t")
+        .await
+        .expect("client");
+    for i in 0..10 {
+        let r = client
+            .request(
+                "createOrder",
+                monthly(&format!("o{i}"), "OFFLINE", 3, "5.00"),
+            )
+            .await
+            .expect("a reply");
+        assert!(r.ok, "{r:?}");
+    }
+    let events = stream_events(&redis, "t").await;
+    // Down (8 failures in a row), then probed a few times, then answering again.
+    for _ in 0..600 {
+        if rx.calls().len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rx.calls().len() >= 20, "{} attempts", rx.calls().len());
+    rx.behaviour.lock().unwrap().down = false;
+    rx.wait_accepted(events.len()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.kill().await;
+    let elapsed = started.elapsed();
+    let lines = reader.await.unwrap();
+    assert!(
+        lines.iter().all(|l| !l.contains(SECRET)),
+        "a log line holds the secret"
+    );
+    let logged: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["endpoint"] == "rx")
+        .collect();
+    let with = |prefix: &str| -> Vec<&Value> {
+        logged
+            .iter()
+            .filter(|v| {
+                v["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(prefix)
+            })
+            .collect()
+    };
+    let down = with("webhook endpoint is down");
+    let up = with("webhook endpoint answers again");
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(down[0]["level"], "WARN");
+    assert_eq!(up[0]["level"], "WARN");
+    assert_eq!(down[0]["failures"], 8, "{}", down[0]);
+    let failed = with("webhook delivery failed");
+    let refused = rx.calls().iter().filter(|c| !c.accepted).count();
+    let most = 1 + (elapsed.as_secs() / 10) as usize;
+    assert!(
+        !failed.is_empty() && failed.len() <= most,
+        "{} failure lines in {elapsed:?} for {refused} failed attempts",
+        failed.len()
+    );
+    assert!(failed.iter().all(|v| v["level"] == "WARN"));
+    let told: u64 = failed
+        .iter()
+        .map(|v| 1 + v["suppressed"].as_u64().unwrap())
+        .sum();
+    assert!(told as usize <= refused, "{told} of {refused}");
 }

@@ -11,6 +11,11 @@
 //! Progress: `cursor` is the last stream entry whose deliveries are all finished; deliveries
 //! finished above it are marked `d:<key>` until the cursor passes them, so a restart redoes
 //! only what was in flight (at least once; receivers dedupe on `Recur-Event-Id`).
+//!
+//! What an answer means for the endpoint (down, paused by `Retry-After`) or only for the
+//! event (SPEC 11.2) is decided by [`health`], a pure state machine.
+
+pub mod health;
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +37,8 @@ use crate::shutdown::Shutdown;
 use crate::store::webhooks::Apply;
 use crate::store::{RedisAddress, Store, StoreError};
 
+use health::{Attempt, Change, Health, LogLimit};
+
 /// How often the streams are read for new entries when the last read found none.
 const POLL: Duration = Duration::from_millis(200);
 /// Entries read per partition per round trip.
@@ -41,10 +48,9 @@ const READ_BATCH: usize = 256;
 /// or down.
 const PARTITION_QUEUE_CAP: usize = 256;
 const ENDPOINT_QUEUE_CAP: usize = 4096;
-/// Failed attempts in a row (over all orders) after which the endpoint counts as down: one
-/// probe at a time then, after a pause that grows like a delivery's backoff, and no further
-/// reading of the streams until a probe succeeds.
-const DOWN_AFTER_FAILURES: u32 = 8;
+/// At most one warning per endpoint per this long for failed attempts, and one for
+/// dead-lettered events (each saying how many were left out since the last).
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often retryDeadWebhooks requests are looked for.
 const REDELIVER_POLL: Duration = Duration::from_secs(1);
 /// How often each partition's backlog is compared with `events.max_len`.
@@ -238,8 +244,13 @@ async fn prepare(
             redeliver_seen: "0-0".to_string(),
             last_request: None,
             staged: BTreeMap::new(),
-            failures_in_a_row: 0,
-            down_until: None,
+            health: Health::new(
+                config.settings.retry_initial,
+                config.settings.retry_max,
+                config.settings.max_in_flight,
+            ),
+            failure_log: LogLimit::new(FAILURE_LOG_EVERY),
+            dead_log: LogLimit::new(FAILURE_LOG_EVERY),
         });
     }
     Ok(loops)
@@ -325,7 +336,9 @@ struct Finished {
     queue: QueueKey,
     generation: u64,
     started_ms: i64,
-    result: Result<(), String>,
+    /// Sent while the endpoint was down (a probe).
+    probe: bool,
+    attempt: Attempt,
 }
 
 struct EndpointLoop {
@@ -352,10 +365,11 @@ struct EndpointLoop {
     last_request: Option<String>,
     /// Progress writes not sent yet, by partition (sent together by [`EndpointLoop::flush`]).
     staged: BTreeMap<u16, Apply>,
-    /// Failed attempts in a row, over every order.
-    failures_in_a_row: u32,
-    /// The endpoint counts as down: no attempt before this instant, then one at a time.
-    down_until: Option<Instant>,
+    /// Down or not, paused by a `Retry-After` or not: how many attempts may be in flight.
+    health: Health,
+    /// Rate limits of the warnings for failed attempts and for dead-lettered events.
+    failure_log: LogLimit,
+    dead_log: LogLimit,
 }
 
 impl EndpointLoop {
@@ -364,7 +378,7 @@ impl EndpointLoop {
         let mut next_read = Instant::now();
         let mut next_redeliver = Instant::now();
         let mut next_trim_check = Instant::now() + TRIM_CHECK;
-        tracing::info!(endpoint = %self.id, url = %self.ep.url, "delivering webhooks");
+        tracing::info!(endpoint = %self.id, url = %masked_url(&self.ep.url), "delivering webhooks");
         while !shutdown.is_triggered() {
             self.sync_partitions().await;
             let now = Instant::now();
@@ -384,8 +398,8 @@ impl EndpointLoop {
             self.dispatch(&tx);
             let retry_at = self.waiting.peek().map(|w| w.0 .0);
             let mut wake = retry_at.map_or(next_read, |r| r.min(next_read));
-            if let Some(until) = self.down_until {
-                wake = wake.min(until.max(Instant::now() + POLL));
+            if let Some(resume) = self.health.resumes_at(Instant::now().into_std()) {
+                wake = wake.min(Instant::from_std(resume));
             }
             tokio::select! {
                 _ = shutdown.wait() => break,
@@ -538,7 +552,7 @@ impl EndpointLoop {
     /// has more to read at once.
     async fn read_new(&mut self) -> bool {
         let mut more = false;
-        if self.down_until.is_some() {
+        if self.health.is_down() {
             // What is queued already waits for the endpoint; the rest stays in Redis.
             return false;
         }
@@ -816,14 +830,11 @@ impl EndpointLoop {
         }
     }
 
-    /// Sends the heads of ready queues, up to `max_in_flight` at once.
+    /// Sends the heads of ready queues, up to `max_in_flight` at once; none during a pause,
+    /// one probe at a time while the endpoint is down.
     fn dispatch(&mut self, tx: &mpsc::UnboundedSender<Finished>) {
-        // Down: nothing before the pause ends, then one probe at a time.
-        let limit = match self.down_until {
-            Some(until) if Instant::now() < until => return,
-            Some(_) => 1,
-            None => self.config.settings.max_in_flight,
-        };
+        let limit = self.health.limit(Instant::now().into_std());
+        let probe = self.health.is_down();
         while self.in_flight < limit {
             let Some(queue) = self.ready.pop_front() else {
                 return;
@@ -855,24 +866,45 @@ impl EndpointLoop {
                     .body(body.to_string())
                     .send()
                     .await;
-                let result = match result {
-                    Ok(r) if r.status().is_success() => Ok(()),
-                    Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
-                    Err(e) if e.is_timeout() => Err("timeout".to_string()),
-                    Err(e) => Err(error_chain(&e)),
+                let attempt = match result {
+                    Ok(r) => {
+                        let retry_after = r
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok());
+                        health::classify(r.status().as_u16(), retry_after, SystemTime::now())
+                    }
+                    Err(e) => send_failure(e),
                 };
                 let _ = tx.send(Finished {
                     queue,
                     generation,
                     started_ms,
-                    result,
+                    probe,
+                    attempt,
                 });
             });
         }
     }
 
+    /// Feeds an attempt's outcome to the endpoint's health; one warning per change of state.
+    fn record_health(&mut self, f: &Finished) {
+        let now = Instant::now().into_std();
+        match self.health.record(&f.attempt, f.probe, now) {
+            Some(Change::WentDown { failures }) => {
+                tracing::warn!(endpoint = %self.id, failures, error = f.attempt.error().unwrap_or_default(), "webhook endpoint is down: {failures} attempts in a row got no answer or a 429, 502, 503 or 504; probing it one delivery at a time, with growing pauses");
+            }
+            Some(Change::CameUp) => {
+                tracing::warn!(endpoint = %self.id, "webhook endpoint answers again: delivering at full speed");
+            }
+            None => {}
+        }
+    }
+
     fn finish(&mut self, f: Finished) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        // The endpoint's health counts every answer, also of a partition lost meanwhile.
+        self.record_health(&f);
         let p = f.queue.0;
         let current = self.parts.get(&p).map(|part| part.generation);
         if current != Some(f.generation) {
@@ -880,47 +912,34 @@ impl EndpointLoop {
             return;
         }
         let settings = &self.config.settings;
-        let Some(queue) = self.queues.get_mut(&f.queue) else {
-            return;
-        };
-        let Some(d) = queue.front_mut() else {
-            return;
-        };
-        d.in_flight = false;
-        let error = f.result.err();
-        match &error {
-            Some(_) => {
-                self.failures_in_a_row += 1;
-                if self.failures_in_a_row >= DOWN_AFTER_FAILURES {
-                    let pause = backoff(
-                        self.failures_in_a_row - DOWN_AFTER_FAILURES + 1,
-                        settings.retry_initial,
-                        settings.retry_max,
-                    );
-                    if self.down_until.is_none() {
-                        tracing::warn!(endpoint = %self.id, failures = self.failures_in_a_row, "webhook endpoint is failing: probing it one delivery at a time");
-                    }
-                    self.down_until = Some(Instant::now() + pause);
-                }
-            }
-            None => {
-                if self.down_until.take().is_some() {
-                    tracing::info!(endpoint = %self.id, "webhook endpoint answers again");
-                }
-                self.failures_in_a_row = 0;
-            }
-        }
         let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::front_mut) else {
             return;
         };
+        d.in_flight = false;
+        let error = f.attempt.error().map(str::to_string);
         if let Some(error) = &error {
             d.attempts += 1;
             let first = *d.first_ms.get_or_insert(f.started_ms);
             let age = Duration::from_millis(u64::try_from(now_ms() - first).unwrap_or(0));
             if age < settings.max_age {
                 self.metrics.webhook_delivery(DeliveryOutcome::Failed);
+                // The event's own backoff; a Retry-After pauses the whole endpoint besides.
                 let pause = backoff(d.attempts, settings.retry_initial, settings.retry_max);
-                tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, "webhook delivery failed; retrying");
+                let (endpoint_failure, paused_ms) = match &f.attempt {
+                    Attempt::EndpointFailed { retry_after, .. } => (
+                        true,
+                        retry_after.map(|r| r.min(settings.retry_max).as_millis() as u64),
+                    ),
+                    _ => (false, None),
+                };
+                match self.failure_log.check(Instant::now().into_std()) {
+                    Some(suppressed) => {
+                        tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, retry_in_ms = pause.as_millis() as u64, suppressed, "webhook delivery failed; retrying (at most one such line per endpoint per 10 s: `suppressed` counts those left out)");
+                    }
+                    None => {
+                        tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, "webhook delivery failed; retrying");
+                    }
+                }
                 let state = RetryState {
                     attempts: d.attempts,
                     first_ms: first,
@@ -954,7 +973,14 @@ impl EndpointLoop {
             None => self.metrics.webhook_delivery(DeliveryOutcome::Delivered),
             Some(error) => {
                 self.metrics.webhook_delivery(DeliveryOutcome::Dead);
-                tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, "webhook delivery given up: dead-lettered");
+                match self.dead_log.check(Instant::now().into_std()) {
+                    Some(suppressed) => {
+                        tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, suppressed, "webhook delivery given up: dead-lettered (at most one such line per endpoint per 10 s: `suppressed` counts those left out)");
+                    }
+                    None => {
+                        tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, "webhook delivery given up: dead-lettered");
+                    }
+                }
                 apply.dead = vec![vec![
                     ("endpoint".into(), self.id.clone()),
                     ("eventId".into(), d.event_id.clone()),
@@ -1078,6 +1104,36 @@ fn event_body(event: &Value, entity: &str) -> String {
     body
 }
 
+/// A request that got no usable answer: a timeout or a transport failure (connection refused
+/// or reset, DNS, TLS: the endpoint's failure), or a redirect loop (3xx answers: the event's).
+/// The error names no URL (an endpoint's URL may hold credentials).
+fn send_failure(e: reqwest::Error) -> Attempt {
+    if e.is_timeout() {
+        return health::transport_failure("timeout".to_string());
+    }
+    let redirect = e.is_redirect();
+    let error = error_chain(&e.without_url());
+    if redirect {
+        Attempt::EventFailed { error }
+    } else {
+        health::transport_failure(error)
+    }
+}
+
+/// An endpoint's URL for the logs: a password in it and its query (where tokens go) masked.
+fn masked_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "(unparsable URL)".to_string();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        parsed.set_query(Some("***"));
+    }
+    parsed.to_string()
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -1135,6 +1191,19 @@ mod tests {
         let mut watch = crate::wire::change_events(&change);
         assert_eq!(parsed, watch.remove(0));
         assert_eq!(event_body(&serde_json::json!({}), "1"), r#"{"entity":1}"#);
+    }
+
+    #[test]
+    fn a_url_is_logged_without_its_password_or_query() {
+        assert_eq!(
+            masked_url("https://user:pw@hooks.example/h?token=abc"),
+            "https://user:***@hooks.example/h?***"
+        );
+        assert_eq!(
+            masked_url("http://127.0.0.1:8080/recur"),
+            "http://127.0.0.1:8080/recur"
+        );
+        assert_eq!(masked_url("not a url"), "(unparsable URL)");
     }
 
     #[test]
