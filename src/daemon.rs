@@ -10,7 +10,7 @@ use crate::actors::{Actors, ActorsConfig};
 use crate::admin::{self, AdminConfig, AdminState};
 use crate::clock::{Clock, ClockMode, TimerWake};
 use crate::config::Settings;
-use crate::domain::time::truncate_ms;
+use crate::domain::time::{format_instant, truncate_ms};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::ownership::{Ownership, OwnershipConfig};
@@ -349,6 +349,20 @@ async fn open_clock(store: &Store, settings: &Settings) -> Result<Clock, RunErro
             .await?;
     }
     let (_, stored_now) = store.clock_record().await?;
+    if let Some(asked) = settings.clock.start {
+        match (configured, stored_now) {
+            (ClockMode::System, _) => tracing::warn!(
+                clock_start = %format_instant(&asked),
+                "clock.start (--clock-start) is ignored: the clock is the system clock (use --clock simulated)"
+            ),
+            (ClockMode::Simulated, Some(kept)) if kept != asked => tracing::warn!(
+                clock_start = %format_instant(&asked),
+                now = %format_instant(&kept),
+                "clock.start (--clock-start) is ignored: this data's simulated clock is kept in Redis and goes on from its now; start afresh with another --prefix or Redis (or data directory)"
+            ),
+            _ => {}
+        }
+    }
     match configured {
         ClockMode::Simulated => Ok(Clock::simulated(
             stored_now

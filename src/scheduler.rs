@@ -358,6 +358,8 @@ impl Scheduler {
         }
         let _exclusive = s.gate.write().await;
         let mut settling_since: Option<tokio::time::Instant> = None;
+        // An advance is never silent: its start here and its progress every 5 s are logged.
+        let mut reported: Option<tokio::time::Instant> = None;
         while !shutdown.is_triggered() {
             let record = s.store.clock_state().await?;
             let Some(advance) = record.advance else {
@@ -366,19 +368,42 @@ impl Scheduler {
                 return Ok(());
             };
             let target = advance.target;
+            if reported.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                tracing::info!(
+                    to = %format_instant(&target),
+                    reached = %format_instant(&s.clock.now()),
+                    request_id = %advance.request_id,
+                    "advance under way"
+                );
+                reported = Some(tokio::time::Instant::now());
+            }
             let owned = s.ownership.owned();
             let behind = s.store.not_fired(&owned, target).await?;
             if !behind.is_empty() {
-                match self
-                    .drain(
-                        &behind,
-                        Until::EachAtItsDue(target),
-                        None,
-                        OnStall::Fail,
-                        Some(shutdown),
-                    )
-                    .await
-                {
+                let drain = self.drain(
+                    &behind,
+                    Until::EachAtItsDue(target),
+                    None,
+                    OnStall::Fail,
+                    Some(shutdown),
+                );
+                // Progress every 5 s while the partitions fire (a long advance, or one a
+                // restarted daemon finishes, is never silent).
+                let progress = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        tracing::info!(
+                            to = %format_instant(&target),
+                            reached = %format_instant(&s.clock.now()),
+                            "advance under way"
+                        );
+                    }
+                };
+                let drained = tokio::select! {
+                    r = drain => r,
+                    () = progress => unreachable!("the progress loop never ends"),
+                };
+                match drained {
                     // Stopping: what is left is fired by the partitions' next owners.
                     Ok(_) if shutdown.is_triggered() => return Ok(()),
                     Ok(_) => {

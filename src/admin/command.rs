@@ -282,9 +282,20 @@ impl AdminCommand {
     }
 
     /// Whether the command waits while an advance runs: all but advanceClock itself (whose
-    /// completion the clock follower, which holds commands back, works towards).
+    /// completion the clock follower, which holds commands back, works towards) and the reads
+    /// that fire nothing (ping, getClock, getMetrics, listOrders, getCustomerStats), which are
+    /// answered during an advance with what is committed so far. getOrder waits: it fires the
+    /// order up to now first, like any order command.
     pub fn waits_for_advance(&self) -> bool {
-        !matches!(self, AdminCommand::AdvanceClock { .. })
+        !matches!(
+            self,
+            AdminCommand::AdvanceClock { .. }
+                | AdminCommand::Ping
+                | AdminCommand::GetClock
+                | AdminCommand::GetMetrics { .. }
+                | AdminCommand::ListOrders(_)
+                | AdminCommand::GetCustomerStats { .. }
+        )
     }
 
     /// Runs the command.
@@ -311,7 +322,19 @@ impl AdminCommand {
                 v["pong"] = json!(true);
                 Ok(Outcome::Answer(v))
             }
-            AdminCommand::GetClock => Ok(Outcome::Answer(now())),
+            AdminCommand::GetClock => {
+                // During an advance: its target and how far this daemon's lanes have got.
+                let mut reply = now();
+                if let Some(advance) = state.store.clock_state().await?.advance {
+                    reply["advance"] = json!({
+                        "to": format_instant(&advance.target),
+                        "requestId": advance.request_id,
+                        "reached": format_instant(&state.clock.now()),
+                        "transitions": state.health.metrics().transitions_total(),
+                    });
+                }
+                Ok(Outcome::Answer(reply))
+            }
             AdminCommand::GetMetrics { .. } => {
                 // The same registry /metrics renders (SPEC 10's JSON shape), with the gauges
                 // read off Redis refreshed first.
@@ -323,6 +346,7 @@ impl AdminCommand {
                 Ok(Outcome::Answer(json!({
                     "daemonId": ownership.daemon_id(),
                     "metrics": state.health.metrics().json(),
+                    "partitionsOwned": ownership.owned().len(),
                     "partitions": ownership.partitions(),
                     "liveDaemons": live.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
                     "registryResident": state.actors.resident_orders(),

@@ -100,8 +100,14 @@ async fn run_async(args: &AdminArgs, request_args: Value) -> anyhow::Result<Exit
     }
     let command = args.command.name();
     let total_timeout = args.request.timeout;
+    // The id is chosen here, so that an interrupted request can be retried with it.
+    let id = args
+        .request
+        .request_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let options = RequestOptions {
-        id: args.request.request_id.clone(),
+        id: Some(id.clone()),
         channel: args.request.channel.clone(),
         attempt_timeout: Duration::from_millis(DEFAULT_ATTEMPT_TIMEOUT_MS).min(total_timeout),
         total_timeout,
@@ -109,7 +115,47 @@ async fn run_async(args: &AdminArgs, request_args: Value) -> anyhow::Result<Exit
     let client = AdminClient::connect_to(&target.address, &settings.prefix)
         .await
         .map_err(|e| target.connect_error(e))?;
-    let reply = match client.request_with(options, command, request_args).await {
+    let advancing = command == "advanceClock";
+    // advanceClock waits as long as the advance moves (progress on stderr); `--timeout` bounds
+    // a wait without progress.
+    let progress = if advancing {
+        let second = AdminClient::connect_to(&target.address, &settings.prefix)
+            .await
+            .map_err(|e| target.connect_error(e))?;
+        Some(Progress::watch(second))
+    } else {
+        None
+    };
+    let exchange = async {
+        loop {
+            let result = client
+                .request_with(options.clone(), command, request_args.clone())
+                .await;
+            let moving = progress
+                .as_ref()
+                .is_some_and(|p| p.moved_within(total_timeout));
+            match result {
+                Ok(reply)
+                    if moving && reply.error.as_ref().is_some_and(|e| e.code.is_transient()) => {}
+                Err(ClientError::Timeout { .. }) if moving => {}
+                other => return other,
+            }
+        }
+    };
+    let ctrl_c = tokio::signal::ctrl_c();
+    let reply = tokio::select! {
+        result = exchange => result,
+        _ = ctrl_c => {
+            eprintln!(
+                "interrupted: `{command}` may still be applied by the daemon; retrying with --request-id {id} is safe (it is applied at most once)"
+            );
+            return Ok(ExitCode::from(130));
+        }
+    };
+    if let Some(p) = &progress {
+        p.stop();
+    }
+    let reply = match reply {
         Ok(reply) => reply,
         Err(error) => {
             let hint = match &error {
@@ -128,6 +174,70 @@ async fn run_async(args: &AdminArgs, request_args: Value) -> anyhow::Result<Exit
     } else {
         ExitCode::from(EXIT_REPLY_ERROR)
     })
+}
+
+/// Follows an advance while its request waits: every second, getClock says how far the
+/// simulated clock has got; each move is printed on stderr and remembered.
+struct Progress {
+    last_move: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn watch(client: AdminClient) -> Progress {
+        let last_move = std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+        let moved = std::sync::Arc::clone(&last_move);
+        let task = tokio::spawn(async move {
+            let mut seen: Option<String> = None;
+            let mut first_transitions: Option<u64> = None;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let options = RequestOptions {
+                    attempt_timeout: Duration::from_secs(2),
+                    total_timeout: Duration::from_secs(2),
+                    ..RequestOptions::default()
+                };
+                let Ok(reply) = client
+                    .request_with(options, "getClock", serde_json::json!({}))
+                    .await
+                else {
+                    continue;
+                };
+                let Some(advance) = reply.result.as_ref().and_then(|r| r.get("advance")) else {
+                    continue;
+                };
+                let reached = advance["reached"].as_str().unwrap_or_default().to_string();
+                let transitions = advance["transitions"].as_u64().unwrap_or(0);
+                let base = *first_transitions.get_or_insert(transitions);
+                if seen.as_deref() != Some(reached.as_str()) {
+                    *moved
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        std::time::Instant::now();
+                    eprintln!(
+                        "advancing to {}: reached {reached}, {} transitions on partition 0's daemon",
+                        advance["to"].as_str().unwrap_or_default(),
+                        transitions.saturating_sub(base),
+                    );
+                    seen = Some(reached);
+                }
+            }
+        });
+        Progress { last_move, task }
+    }
+
+    /// Whether the clock moved within `window`.
+    fn moved_within(&self, window: Duration) -> bool {
+        self.last_move
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+            < window
+    }
+
+    fn stop(&self) {
+        self.task.abort();
+    }
 }
 
 /// Prints every event of every partition's event stream (with its change's entity) until

@@ -164,3 +164,66 @@ fn collect_stderr(d: &mut ChildDaemon) -> tokio::task::JoinHandle<String> {
         out
     })
 }
+
+/// A long advance: `recur admin advanceClock` waits as long as the clock moves (beyond its
+/// `--timeout`), printing progress on stderr; getClock is answered meanwhile.
+#[tokio::test]
+async fn a_long_advance_is_waited_for_with_progress_and_reads_are_answered_meanwhile() {
+    let redis = TestRedis::start().await;
+    seed(&redis.url, ORDERS, &SeedOptions::simulated(), |i| {
+        let mut args = monthly_args(&format!("c{}", i % 97), "OFFLINE", 0);
+        args["pricing"]["subscription"]["cycleDuration"] = json!({"count": 1, "unit": "DAY"});
+        SeedOrder {
+            id: order_id(i),
+            args,
+            created: at(recur_bench::BENCH_START),
+            payment: None,
+        }
+    })
+    .await
+    .unwrap();
+    let daemon = Daemon::start(settings(&redis.url, PREFIX)).await;
+    let client = AdminClient::connect(&redis.url, PREFIX).await.unwrap();
+    let target = at(recur_bench::BENCH_START) + chrono::Duration::days(DAYS);
+    let to = recur::domain::time::format_instant(&target);
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["admin", "--redis-url", &redis.url, "--prefix", PREFIX])
+        .args(["advanceClock", "--to", &to, "--timeout", "2s"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // getClock answers during the advance, with how far it has got.
+    let mut seen_advance = None;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let options = RequestOptions {
+            total_timeout: Duration::from_secs(5),
+            ..RequestOptions::default()
+        };
+        let reply = client
+            .request_with(options, "getClock", json!({}))
+            .await
+            .expect("getClock is answered during the advance");
+        if let Some(a) = reply.result.as_ref().and_then(|r| r.get("advance")) {
+            seen_advance = Some(a.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let advance = seen_advance.expect("an advance seen by getClock");
+    assert_eq!(advance["to"], to.as_str());
+    let out = cli.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains(&to), "{stdout}");
+    assert!(
+        stderr.contains("advancing to"),
+        "progress on stderr: {stderr}"
+    );
+    daemon.stop().await;
+}
