@@ -113,6 +113,11 @@ impl Actors {
         &self.config().metrics
     }
 
+    /// The lifecycle rules orders run by (previews compute with the same).
+    pub fn policy(&self) -> &Policy {
+        &self.shared.config.policy
+    }
+
     fn config(&self) -> &ActorsConfig {
         &self.shared.config
     }

@@ -31,13 +31,14 @@ pub const LIST_MAX_SCANNED_PAGES: usize = 10;
 /// Every admin command [`AdminCommand::parse`] knows, by its wire name (the lifecycle commands
 /// of [`Command::NAMES`] included). `recur admin` has a subcommand for each (checked by its
 /// tests).
-pub const COMMAND_NAMES: [&str; 23] = [
+pub const COMMAND_NAMES: [&str; 24] = [
     "ping",
     "getClock",
     "getMetrics",
     "advanceClock",
     "createOrder",
     "getOrder",
+    "previewOrder",
     "updateOrder",
     "getCustomerStats",
     "recomputeCustomerStats",
@@ -75,6 +76,16 @@ pub enum AdminCommand {
     },
     /// A lifecycle command of one order (markAsPaid, pauseOrder, ...).
     Lifecycle {
+        order_id: String,
+        command: Command,
+    },
+    /// previewOrder: what the order does until `until` if no command arrives.
+    PreviewOrder {
+        order_id: String,
+        until: Instant,
+    },
+    /// changePlan, cancelOrder or pauseOrder with `preview: true`: what it would do now.
+    PreviewCommand {
         order_id: String,
         command: Command,
     },
@@ -162,6 +173,16 @@ impl AdminCommand {
     /// updateOrder refusal with its stage).
     pub fn parse(req: &Request) -> Result<AdminCommand, AdminError> {
         let name = req.command.as_str();
+        if let Some((args, preview)) = preview_flag(name, &req.args)? {
+            if let Some(parsed) = Command::parse(name, &args) {
+                let (order_id, command) = parsed?;
+                return Ok(if preview {
+                    AdminCommand::PreviewCommand { order_id, command }
+                } else {
+                    AdminCommand::Lifecycle { order_id, command }
+                });
+            }
+        }
         if let Some(parsed) = Command::parse(name, &req.args) {
             let (order_id, command) = parsed?;
             return Ok(AdminCommand::Lifecycle { order_id, command });
@@ -174,6 +195,16 @@ impl AdminCommand {
         Ok(match name {
             "ping" => AdminCommand::Ping,
             "getClock" => AdminCommand::GetClock,
+            "previewOrder" => {
+                let a: PreviewArgs = parse_args(&req.args)?;
+                check_id("orderId", &a.order_id)?;
+                let until =
+                    parse_instant(&a.until).map_err(|e| DomainError::invalid("until", e))?;
+                AdminCommand::PreviewOrder {
+                    order_id: a.order_id,
+                    until,
+                }
+            }
             "getMetrics" => {
                 let a: MetricsArgs = parse_args(&req.args)?;
                 if let Some(id) = &a.daemon_id {
@@ -232,9 +263,10 @@ impl AdminCommand {
     pub fn order_id(&self) -> Option<&str> {
         match self {
             AdminCommand::CreateOrder(new) => Some(&new.id),
-            AdminCommand::GetOrder { order_id } | AdminCommand::Lifecycle { order_id, .. } => {
-                Some(order_id)
-            }
+            AdminCommand::GetOrder { order_id }
+            | AdminCommand::Lifecycle { order_id, .. }
+            | AdminCommand::PreviewOrder { order_id, .. }
+            | AdminCommand::PreviewCommand { order_id, .. } => Some(order_id),
             AdminCommand::UpdateOrder { update, resolved } => {
                 match (&update.criteria.target, resolved) {
                     (Target::Id(id), _) | (Target::Name(_), Some(id)) => Some(id),
@@ -250,9 +282,10 @@ impl AdminCommand {
     pub fn routing_partition(&self, keys: &Keys) -> u16 {
         match self {
             AdminCommand::CreateOrder(new) => keys.partition(&new.id),
-            AdminCommand::GetOrder { order_id } | AdminCommand::Lifecycle { order_id, .. } => {
-                keys.partition(order_id)
-            }
+            AdminCommand::GetOrder { order_id }
+            | AdminCommand::Lifecycle { order_id, .. }
+            | AdminCommand::PreviewOrder { order_id, .. }
+            | AdminCommand::PreviewCommand { order_id, .. } => keys.partition(order_id),
             AdminCommand::UpdateOrder { update, resolved } => {
                 match (&update.criteria.target, resolved) {
                     (Target::Id(id), _) | (Target::Name(_), Some(id)) => keys.partition(id),
@@ -379,6 +412,12 @@ impl AdminCommand {
             AdminCommand::Lifecycle { order_id, command } => {
                 order(order_id, OrderOp::Command(command), request).await
             }
+            AdminCommand::PreviewOrder { order_id, until } => Ok(Outcome::Answer(
+                preview_order(state, &order_id, until).await?,
+            )),
+            AdminCommand::PreviewCommand { order_id, command } => Ok(Outcome::Answer(
+                preview_command(state, &order_id, &command).await?,
+            )),
             AdminCommand::UpdateOrder { update, resolved } => {
                 carts::update_order(state, update, resolved, request, raw).await
             }
@@ -472,6 +511,85 @@ impl ListQuery {
             None => o.status != OrderStatus::Draft,
         }
     }
+}
+
+/// previewOrder's arguments.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PreviewArgs {
+    order_id: String,
+    until: String,
+}
+
+/// The commands that take `preview: true` (SPEC 11.6): their args without the flag, and the
+/// flag. None for other commands (their args are parsed as they are).
+fn preview_flag(name: &str, args: &Value) -> Result<Option<(Value, bool)>, DomainError> {
+    if !matches!(name, "changePlan" | "cancelOrder" | "pauseOrder") {
+        return Ok(None);
+    }
+    let Some(map) = args.as_object() else {
+        return Ok(None);
+    };
+    let Some(flag) = map.get("preview") else {
+        return Ok(None);
+    };
+    let preview = flag
+        .as_bool()
+        .ok_or_else(|| DomainError::invalid("preview", "must be true or false"))?;
+    let mut rest = map.clone();
+    rest.remove("preview");
+    Ok(Some((Value::Object(rest), preview)))
+}
+
+/// The order as it stands (read from Redis; its owner commits before it answers) and the time
+/// a command on it would see: the clock, never before the order's last change.
+async fn order_now(state: &AdminState, order_id: &str) -> Result<(Order, Instant), AdminError> {
+    match state.store.load(order_id).await? {
+        crate::store::Loaded::Present(o) => {
+            let now = state.clock.now().max(o.updated_date);
+            Ok((*o, now))
+        }
+        _ => Err(DomainError::NotFound(format!("order {order_id} not found")).into()),
+    }
+}
+
+/// previewOrder: `{order, events, dues}` as of `until`, written nowhere.
+async fn preview_order(
+    state: &AdminState,
+    order_id: &str,
+    until: Instant,
+) -> Result<Value, AdminError> {
+    use crate::domain::lifecycle::preview;
+    let (order, now) = order_now(state, order_id).await?;
+    let t = preview::preview_until(&order, now, until, state.actors.policy())?;
+    Ok(json!({
+        "order": t.order,
+        "events": t.events.iter().map(preview::event_json).collect::<Vec<_>>(),
+        "dues": preview::requested_dues(&order, &t),
+    }))
+}
+
+/// A command with `preview: true`: `{order, events}` it would give now (the order after it;
+/// a plan change's proration is in its orderPlanChanged event), written nowhere.
+async fn preview_command(
+    state: &AdminState,
+    order_id: &str,
+    command: &Command,
+) -> Result<Value, AdminError> {
+    use crate::domain::lifecycle::preview;
+    let (order, now) = order_now(state, order_id).await?;
+    let t = preview::preview_command(&order, command, now, state.actors.policy())?;
+    let proration = t
+        .events
+        .iter()
+        .find_map(|e| e.data.get("proration").cloned())
+        .unwrap_or(Value::Null);
+    Ok(json!({
+        "preview": true,
+        "order": t.order,
+        "proration": proration,
+        "events": t.events.iter().map(preview::event_json).collect::<Vec<_>>(),
+    }))
 }
 
 /// listOrders: newest first (ties by id, descending); DRAFT orders only when `status` asks for

@@ -83,6 +83,8 @@ pub enum AdminCommand {
     CreateOrder(CreateOrderArgs),
     /// Print an order.
     GetOrder(OrderArgs),
+    /// Show what an order will do until --until if no command arrives (nothing is applied).
+    PreviewOrder(PreviewOrderArgs),
     /// List orders, newest first (every status but DRAFT unless --status says).
     ListOrders(ListOrdersArgs),
     /// Change a cart's items, addresses, promotion codes, or an order's dates and status.
@@ -318,6 +320,19 @@ pub struct PaymentFailedArgs {
     pub json: JsonArg,
 }
 
+/// previewOrder
+#[derive(Debug, Clone, Args)]
+pub struct PreviewOrderArgs {
+    /// The order's id.
+    #[arg(long, value_name = "ID", value_parser = id_arg, required_unless_present = "json")]
+    pub order_id: Option<String>,
+    /// How far to look: 2026-05-01 (midnight UTC) or RFC 3339, at most 10 years ahead.
+    #[arg(long, value_name = "DATE", value_parser = date_arg, required_unless_present = "json")]
+    pub until: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
 /// pauseOrder
 #[derive(Debug, Clone, Args)]
 pub struct PauseOrderArgs {
@@ -327,6 +342,10 @@ pub struct PauseOrderArgs {
     /// When it resumes by itself: 2026-05-01 (midnight UTC) or RFC 3339 [default: never].
     #[arg(long, value_name = "DATE", value_parser = date_arg)]
     pub resume_at: Option<String>,
+    /// Show what it would do now (the order after it, its events, a plan change's proration)
+    /// without applying it.
+    #[arg(long)]
+    pub preview: bool,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -375,6 +394,10 @@ pub struct CancelOrderArgs {
     /// Who asked [default: OWNER_ACTION].
     #[arg(long, value_enum, value_name = "CAUSE", ignore_case = true)]
     pub cause: Option<CancelCause>,
+    /// Show what it would do now (the order after it, its events, a plan change's proration)
+    /// without applying it.
+    #[arg(long)]
+    pub preview: bool,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -403,6 +426,10 @@ pub struct ChangePlanArgs {
     /// plan.description
     #[arg(long, value_name = "TEXT")]
     pub plan_description: Option<String>,
+    /// Show what it would do now (the order after it, its events, a plan change's proration)
+    /// without applying it.
+    #[arg(long)]
+    pub preview: bool,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -660,6 +687,7 @@ impl AdminCommand {
         match self {
             AdminCommand::CreateOrder(_) => "createOrder",
             AdminCommand::GetOrder(_) => "getOrder",
+            AdminCommand::PreviewOrder(_) => "previewOrder",
             AdminCommand::ListOrders(_) => "listOrders",
             AdminCommand::UpdateOrder(_) => "updateOrder",
             AdminCommand::DeleteOrder(_) => "deleteOrder",
@@ -777,10 +805,17 @@ impl AdminCommand {
                     .put("reason", text(&a.reason));
                 f.require(name, &[ORDER_ID, PAYMENT_ID])
             }
+            AdminCommand::PreviewOrder(a) => {
+                let mut f = Fields::new(&a.json)?;
+                f.put("orderId", text(&a.order_id))
+                    .put("until", text(&a.until));
+                f.require(name, &[ORDER_ID, ("until", "--until <DATE>")])
+            }
             AdminCommand::PauseOrder(a) => {
                 let mut f = Fields::new(&a.json)?;
                 f.put("orderId", text(&a.order_id))
-                    .put("resumeAt", text(&a.resume_at));
+                    .put("resumeAt", text(&a.resume_at))
+                    .put("preview", a.preview.then_some(Value::Bool(true)));
                 f.require(name, &[ORDER_ID])
             }
             AdminCommand::PostponeEndDate(a) => {
@@ -799,7 +834,8 @@ impl AdminCommand {
                 let mut f = Fields::new(&a.json)?;
                 f.put("orderId", text(&a.order_id))
                     .put("effectiveAt", wire(&a.effective_at))
-                    .put("cause", wire(&a.cause));
+                    .put("cause", wire(&a.cause))
+                    .put("preview", a.preview.then_some(Value::Bool(true)));
                 f.require(name, &[ORDER_ID, EFFECTIVE_AT])
             }
             AdminCommand::ChangePlan(a) => {
@@ -810,7 +846,8 @@ impl AdminCommand {
                     .put("currency", text(&a.currency))
                     .put("plan.id", text(&a.plan_id))
                     .put("plan.name", text(&a.plan_name))
-                    .put("plan.description", text(&a.plan_description));
+                    .put("plan.description", text(&a.plan_description))
+                    .put("preview", a.preview.then_some(Value::Bool(true)));
                 f.require(
                     name,
                     &[ORDER_ID, EFFECTIVE_AT, PLAN_ID, PLAN_NAME, PRICING, PRICES],

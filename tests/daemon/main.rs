@@ -8,6 +8,7 @@ mod durability;
 mod http;
 mod lifecycle;
 mod partitions;
+mod previews;
 mod replicas;
 mod shutdown;
 mod stats;

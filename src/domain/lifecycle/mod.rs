@@ -1566,6 +1566,7 @@ fn cancel(
 }
 
 mod plan_change;
+pub mod preview;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

@@ -1,0 +1,229 @@
+//! Previews write nothing and say exactly what happens: previewOrder equals what an advance to
+//! `until` then writes, event for event, over varied orders and command histories; a command
+//! with `preview: true` answers what the command then does.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// A small deterministic generator: the histories vary with the seed, and a failure names it.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn order_args(id: &str, rng: &mut Rng) -> Value {
+    let kind = ["ONLINE", "OFFLINE", "EXTERNAL"][rng.next(3) as usize];
+    let unit = ["DAY", "WEEK", "MONTH", "YEAR"][rng.next(4) as usize];
+    let count = 1 + rng.next(2);
+    let cycles = rng.next(6);
+    let mut args = monthly(id, kind, cycles as u32, "12.50");
+    args["customerId"] = json!(format!("cust-{id}"));
+    args["pricing"]["subscription"]["cycleDuration"] = json!({"count": count, "unit": unit});
+    if rng.next(3) == 0 {
+        args["freeTrialDays"] = json!(1 + rng.next(10));
+    }
+    args
+}
+
+/// The events of `order_id` after `after` (its sequence then), as a preview shows them.
+async fn written_after(h: &Harness, order_id: &str, after: u64) -> Vec<Value> {
+    h.events()
+        .await
+        .into_iter()
+        .filter(|e| e["entityId"] == order_id && e["sequence"].as_u64().unwrap() > after)
+        .map(|e| {
+            json!({"type": e["type"], "eventTime": e["eventTime"], "sequence": e["sequence"], "data": e["data"]})
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn previews_equal_what_the_advance_then_writes_and_change_nothing() {
+    for seed in 1..=3u64 {
+        let h = Harness::start().await;
+        let mut rng = Rng(seed);
+        let ids: Vec<String> = (0..8).map(|i| format!("o{seed}-{i}")).collect();
+        for id in &ids {
+            h.ok("createOrder", order_args(id, &mut rng)).await;
+        }
+        // A history: payments, pauses, cancellations, plan changes, time passing.
+        h.advance("2026-01-05T00:00:00Z").await;
+        for id in &ids {
+            let when = ["IMMEDIATELY", "NEXT_PAYMENT_DATE"][rng.next(2) as usize];
+            let (command, args) = match rng.next(6) {
+                0 => (
+                    "recordPayment",
+                    json!({"orderId": id, "paymentId": "p1", "amount": "12.50"}),
+                ),
+                1 => (
+                    "pauseOrder",
+                    json!({"orderId": id, "resumeAt": "2026-02-10T00:00:00Z"}),
+                ),
+                2 => (
+                    "cancelOrder",
+                    json!({"orderId": id, "effectiveAt": "NEXT_PAYMENT_DATE"}),
+                ),
+                3 => (
+                    "changePlan",
+                    json!({"orderId": id, "plan": {"id": "w", "name": "Weekly"},
+                        "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "WEEK"}, "cycleCount": 0}},
+                        "prices": [{"cycleFrom": 1, "amount": "3.00"}],
+                        "effectiveAt": when}),
+                ),
+                4 => ("markAsPaid", json!({"orderId": id})),
+                _ => ("getOrder", json!({"orderId": id})),
+            };
+            // Refusals (a state that does not allow it) are part of a history too.
+            let _ = h.reply(command, args).await;
+        }
+        let until = [
+            "2026-03-01T00:00:00Z",
+            "2026-07-15T12:00:00Z",
+            "2027-02-01T00:00:00Z",
+        ][seed as usize - 1];
+        let before = h.snapshot().await;
+        let mut previews = Vec::new();
+        for id in &ids {
+            let p = h
+                .ok("previewOrder", json!({"orderId": id, "until": until}))
+                .await;
+            let now = h.ok("getOrder", json!({"orderId": id})).await;
+            previews.push((id.clone(), now["sequence"].as_u64().unwrap(), p));
+        }
+        assert_eq!(
+            h.snapshot()
+                .await
+                .into_iter()
+                .filter(|(k, _)| k.contains(":order:"))
+                .collect::<Vec<_>>(),
+            before
+                .into_iter()
+                .filter(|(k, _)| k.contains(":order:"))
+                .collect::<Vec<_>>(),
+            "seed {seed}: a preview changes no order"
+        );
+        h.advance(until).await;
+        let previewed: usize = previews
+            .iter()
+            .map(|(_, _, p)| p["events"].as_array().unwrap().len())
+            .sum();
+        assert!(
+            previewed >= 8,
+            "seed {seed}: the previews foresee changes ({previewed})"
+        );
+        for (id, seq, p) in previews {
+            let written = written_after(&h, &id, seq).await;
+            assert_eq!(
+                p["events"].as_array().unwrap(),
+                &written,
+                "seed {seed}, order {id}: the preview's events are the advance's"
+            );
+            let after = h.ok("getOrder", json!({"orderId": id})).await;
+            assert_eq!(
+                p["order"], after,
+                "seed {seed}, order {id}: the order as of until"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_command_with_preview_true_answers_what_the_command_then_does() {
+    let h = Harness::start().await;
+    h.ok("createOrder", monthly("o1", "ONLINE", 12, "30.00"))
+        .await;
+    h.ok(
+        "recordPayment",
+        json!({"orderId": "o1", "paymentId": "p1", "amount": "30.00"}),
+    )
+    .await;
+    h.advance("2026-01-16T00:00:00Z").await;
+    let change = json!({"orderId": "o1", "plan": {"id": "small", "name": "Small"},
+        "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "MONTH"}, "cycleCount": 12}},
+        "prices": [{"cycleFrom": 1, "amount": "10.00"}], "effectiveAt": "IMMEDIATELY"});
+    let cases = [
+        ("changePlan", change),
+        (
+            "pauseOrder",
+            json!({"orderId": "o1", "resumeAt": "2026-02-01T00:00:00Z"}),
+        ),
+        (
+            "cancelOrder",
+            json!({"orderId": "o1", "effectiveAt": "IMMEDIATELY"}),
+        ),
+    ];
+    for (command, args) in cases {
+        let before = h.snapshot().await;
+        let mut previewed = args.clone();
+        previewed["preview"] = json!(true);
+        let p = h.ok(command, previewed).await;
+        assert_eq!(h.snapshot().await.len(), before.len());
+        let order_key_before: Vec<_> = before
+            .iter()
+            .filter(|(k, _)| k.contains(":order:"))
+            .collect();
+        let now = h.snapshot().await;
+        let order_key_after: Vec<_> = now.iter().filter(|(k, _)| k.contains(":order:")).collect();
+        assert_eq!(
+            order_key_before, order_key_after,
+            "{command}: nothing applied"
+        );
+        assert_eq!(p["preview"], true);
+        let seq = h.ok("getOrder", json!({"orderId": "o1"})).await["sequence"]
+            .as_u64()
+            .unwrap();
+        let done = h.ok(command, args).await;
+        assert_eq!(
+            p["order"], done,
+            "{command}: the order the command then gives"
+        );
+        assert_eq!(
+            p["events"].as_array().unwrap(),
+            &written_after(&h, "o1", seq).await,
+            "{command}: its events"
+        );
+        if command == "changePlan" {
+            // A downgrade half way through a paid cycle: a credit, shown before it is applied.
+            assert!(
+                p["proration"]["net"].as_str().unwrap().starts_with('-'),
+                "{p}"
+            );
+            assert_eq!(p["proration"], p["events"][0]["data"]["proration"]);
+        }
+        // Back to a state the next case can run on.
+        if command == "pauseOrder" {
+            h.ok("resumeOrder", json!({"orderId": "o1"})).await;
+        }
+    }
+    // A preview is refused like the command.
+    let e = h
+        .err("pauseOrder", json!({"orderId": "o1", "preview": true}))
+        .await;
+    assert_eq!(e.code.as_str(), "INVALID_STATE");
+    let e = h
+        .err("pauseOrder", json!({"orderId": "o1", "preview": "yes"}))
+        .await;
+    assert_eq!(e.code.as_str(), "INVALID_REQUEST");
+    let e = h
+        .err(
+            "previewOrder",
+            json!({"orderId": "o1", "until": "2040-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(e.code.as_str(), "INVALID_REQUEST");
+    let e = h
+        .err(
+            "previewOrder",
+            json!({"orderId": "nope", "until": "2027-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(e.code.as_str(), "NOT_FOUND");
+}
