@@ -31,7 +31,7 @@ pub const LIST_MAX_SCANNED_PAGES: usize = 10;
 /// Every admin command [`AdminCommand::parse`] knows, by its wire name (the lifecycle commands
 /// of [`Command::NAMES`] included). `recur admin` has a subcommand for each (checked by its
 /// tests).
-pub const COMMAND_NAMES: [&str; 24] = [
+pub const COMMAND_NAMES: [&str; 25] = [
     "ping",
     "getClock",
     "getMetrics",
@@ -39,6 +39,7 @@ pub const COMMAND_NAMES: [&str; 24] = [
     "createOrder",
     "getOrder",
     "previewOrder",
+    "forecast",
     "updateOrder",
     "getCustomerStats",
     "recomputeCustomerStats",
@@ -83,6 +84,12 @@ pub enum AdminCommand {
     PreviewOrder {
         order_id: String,
         until: Instant,
+    },
+    /// forecast: the book's figures per month (UTC) and currency.
+    Forecast {
+        from: Instant,
+        to: Instant,
+        currency: Option<String>,
     },
     /// changePlan, cancelOrder or pauseOrder with `preview: true`: what it would do now.
     PreviewCommand {
@@ -195,6 +202,32 @@ impl AdminCommand {
         Ok(match name {
             "ping" => AdminCommand::Ping,
             "getClock" => AdminCommand::GetClock,
+            "forecast" => {
+                use crate::domain::lifecycle::forecast::{month_of, MAX_MONTHS};
+                let a: ForecastArgs = parse_args(&req.args)?;
+                let from = parse_instant(&a.from).map_err(|e| DomainError::invalid("from", e))?;
+                let to = parse_instant(&a.to).map_err(|e| DomainError::invalid("to", e))?;
+                if to < from {
+                    return Err(DomainError::invalid("to", "must not be before from").into());
+                }
+                let months = month_of(&to) - month_of(&from) + 1;
+                if usize::try_from(months).unwrap_or(usize::MAX) > MAX_MONTHS {
+                    return Err(DomainError::invalid(
+                        "to",
+                        format!("a forecast covers at most {MAX_MONTHS} months ({months} asked)"),
+                    )
+                    .into());
+                }
+                let currency = a
+                    .currency
+                    .map(|c| {
+                        crate::domain::money::Currency::parse(&c)
+                            .map(|_| c)
+                            .map_err(|e| DomainError::invalid("currency", e.to_string()))
+                    })
+                    .transpose()?;
+                AdminCommand::Forecast { from, to, currency }
+            }
             "previewOrder" => {
                 let a: PreviewArgs = parse_args(&req.args)?;
                 check_id("orderId", &a.order_id)?;
@@ -298,6 +331,7 @@ impl AdminCommand {
                 q.customer_id.as_deref().map_or(0, |c| keys.partition(c))
             }
             AdminCommand::Ping
+            | AdminCommand::Forecast { .. }
             | AdminCommand::GetClock
             | AdminCommand::GetMetrics { .. }
             | AdminCommand::AdvanceClock { .. }
@@ -412,6 +446,9 @@ impl AdminCommand {
             AdminCommand::Lifecycle { order_id, command } => {
                 order(order_id, OrderOp::Command(command), request).await
             }
+            AdminCommand::Forecast { from, to, currency } => Ok(Outcome::Answer(
+                forecast(state, from, to, currency.as_deref()).await?,
+            )),
             AdminCommand::PreviewOrder { order_id, until } => Ok(Outcome::Answer(
                 preview_order(state, &order_id, until).await?,
             )),
@@ -511,6 +548,67 @@ impl ListQuery {
             None => o.status != OrderStatus::Draft,
         }
     }
+}
+
+/// forecast's arguments.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ForecastArgs {
+    from: String,
+    to: String,
+    #[serde(default)]
+    currency: Option<String>,
+}
+
+/// How many orders a forecast reads and computes at a time.
+const FORECAST_CHUNK: usize = 2_000;
+
+/// forecast: every order of every partition walked forward from now (each due paid), counted
+/// per month. The computing runs on the blocking pool, a chunk of orders at a time, so the
+/// daemon's own thread goes on serving.
+async fn forecast(
+    state: &AdminState,
+    from: Instant,
+    to: Instant,
+    currency: Option<&str>,
+) -> Result<Value, AdminError> {
+    use crate::domain::lifecycle::forecast::{add_order, month_of, Forecast};
+    let now = state.clock.now();
+    let start = from.max(now);
+    let mut total = Forecast::default();
+    let policy = std::sync::Arc::new(state.actors.policy().clone());
+    for p in 0..state.store.partitions() {
+        let mut rank = 0;
+        loop {
+            let ids = state
+                .store
+                .partition_order_ids(p, rank, FORECAST_CHUNK)
+                .await?;
+            rank += ids.len();
+            let orders = state.store.load_readable(&ids).await?;
+            let only = currency.map(str::to_string);
+            let policy = std::sync::Arc::clone(&policy);
+            let part = tokio::task::spawn_blocking(move || {
+                let mut f = Forecast::default();
+                for o in &orders {
+                    if only.as_deref().is_some_and(|c| c != o.currency.code()) {
+                        continue;
+                    }
+                    if start <= to {
+                        add_order(&mut f, o, now.max(o.updated_date), start, to, &policy);
+                    }
+                }
+                f
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("forecast worker: {e}")))?;
+            total.merge(&part);
+            if ids.len() < FORECAST_CHUNK {
+                break;
+            }
+        }
+    }
+    Ok(total.to_json(month_of(&from), month_of(&to), currency))
 }
 
 /// previewOrder's arguments.

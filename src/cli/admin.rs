@@ -169,6 +169,12 @@ async fn run_async(args: &AdminArgs, request_args: Value) -> anyhow::Result<Exit
         }
     };
     print_line(&render_reply(&reply, output))?;
+    if let (AdminCommand::Forecast(f), Some(result)) = (&args.command, &reply.result) {
+        if f.chart {
+            eprintln!();
+            print_line(&super::output::forecast_chart(result, 50))?;
+        }
+    }
     Ok(if reply.ok {
         ExitCode::SUCCESS
     } else {

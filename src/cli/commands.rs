@@ -85,6 +85,8 @@ pub enum AdminCommand {
     GetOrder(OrderArgs),
     /// Show what an order will do until --until if no command arrives (nothing is applied).
     PreviewOrder(PreviewOrderArgs),
+    /// Forecast the book per month: charges per currency, cycle starts, ends, cancellations.
+    Forecast(ForecastArgs),
     /// List orders, newest first (every status but DRAFT unless --status says).
     ListOrders(ListOrdersArgs),
     /// Change a cart's items, addresses, promotion codes, or an order's dates and status.
@@ -316,6 +318,25 @@ pub struct PaymentFailedArgs {
     /// Why it failed (at most 1024 characters).
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// forecast
+#[derive(Debug, Clone, Args)]
+pub struct ForecastArgs {
+    /// The first month (its date): 2026-05-01 or RFC 3339.
+    #[arg(long, value_name = "DATE", value_parser = date_arg, required_unless_present = "json")]
+    pub from: Option<String>,
+    /// The last month (its date), at most 36 months after --from's.
+    #[arg(long, value_name = "DATE", value_parser = date_arg, required_unless_present = "json")]
+    pub to: Option<String>,
+    /// Only this currency (ISO 4217 code).
+    #[arg(long, value_name = "CODE")]
+    pub currency: Option<String>,
+    /// Also draw the charges and cycle starts per month as bars in the terminal.
+    #[arg(long)]
+    pub chart: bool,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -688,6 +709,7 @@ impl AdminCommand {
             AdminCommand::CreateOrder(_) => "createOrder",
             AdminCommand::GetOrder(_) => "getOrder",
             AdminCommand::PreviewOrder(_) => "previewOrder",
+            AdminCommand::Forecast(_) => "forecast",
             AdminCommand::ListOrders(_) => "listOrders",
             AdminCommand::UpdateOrder(_) => "updateOrder",
             AdminCommand::DeleteOrder(_) => "deleteOrder",
@@ -804,6 +826,13 @@ impl AdminCommand {
                     .put("paymentId", text(&a.payment_id))
                     .put("reason", text(&a.reason));
                 f.require(name, &[ORDER_ID, PAYMENT_ID])
+            }
+            AdminCommand::Forecast(a) => {
+                let mut f = Fields::new(&a.json)?;
+                f.put("from", text(&a.from))
+                    .put("to", text(&a.to))
+                    .put("currency", text(&a.currency));
+                f.require(name, &[("from", "--from <DATE>"), ("to", "--to <DATE>")])
             }
             AdminCommand::PreviewOrder(a) => {
                 let mut f = Fields::new(&a.json)?;

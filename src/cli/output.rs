@@ -1,6 +1,7 @@
 //! How `recur admin` prints: the reply as JSON (the default, for scripts and `jq`), or its
 //! result as a table for reading by eye (`--output table`).
 
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 use recur::wire::Reply;
@@ -43,6 +44,9 @@ pub fn render_event(event: &Value, output: Output) -> String {
 /// A result as a table: listOrders' orders one per row (then the next cursor), anything else
 /// as `key  value` rows, nested keys dotted (`plan.id`, `payments[0].amount`).
 fn render_result(result: &Value) -> String {
+    if let Some(months) = result.get("months").and_then(Value::as_array) {
+        return render_forecast(months);
+    }
     if let Some(orders) = result.get("orders").and_then(Value::as_array) {
         let columns = [
             ("ID", "/id"),
@@ -72,6 +76,95 @@ fn render_result(result: &Value) -> String {
     let mut rows = Vec::new();
     flatten("", result, &mut rows);
     align(&rows)
+}
+
+/// The currencies a forecast's months charge in, sorted.
+fn currencies(months: &[Value]) -> Vec<String> {
+    let mut out: Vec<String> = months
+        .iter()
+        .filter_map(|m| m["charges"].as_object())
+        .flat_map(|c| c.keys().cloned())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A forecast as one row per month: cycle starts, ends, cancellations and the charges per
+/// currency.
+fn render_forecast(months: &[Value]) -> String {
+    let codes = currencies(months);
+    let mut header: Vec<String> = ["MONTH", "CYCLE STARTS", "ENDS", "CANCELLATIONS"]
+        .iter()
+        .map(|h| (*h).to_string())
+        .collect();
+    header.extend(codes.iter().cloned());
+    let mut rows = vec![header];
+    for m in months {
+        let mut row = vec![
+            cell(&m["month"]),
+            cell(&m["cycleStarts"]),
+            cell(&m["ends"]),
+            cell(&m["cancellations"]),
+        ];
+        for c in &codes {
+            row.push(m["charges"].get(c).map_or_else(|| "0".to_string(), cell));
+        }
+        rows.push(row);
+    }
+    align(&rows)
+}
+
+/// A forecast's charges as a bar chart in the terminal, one bar per month and currency, scaled
+/// to `width` characters for the largest month.
+pub fn forecast_chart(result: &Value, width: usize) -> String {
+    let Some(months) = result.get("months").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for code in currencies(months) {
+        let amounts: Vec<(String, Decimal, String)> = months
+            .iter()
+            .map(|m| {
+                let text = m["charges"]
+                    .get(&code)
+                    .and_then(Value::as_str)
+                    .unwrap_or("0");
+                (
+                    cell(&m["month"]),
+                    text.parse().unwrap_or_default(),
+                    text.to_string(),
+                )
+            })
+            .collect();
+        let max = amounts.iter().map(|a| a.1).max().unwrap_or_default();
+        out.push_str(&format!("charges in {code}\n"));
+        for (month, amount, text) in amounts {
+            let len = if max.is_zero() {
+                0
+            } else {
+                (amount * Decimal::from(width) / max)
+                    .round()
+                    .to_string()
+                    .parse()
+                    .unwrap_or(0)
+            };
+            out.push_str(&format!("{month}  {:<width$}  {text}\n", "█".repeat(len)));
+        }
+    }
+    let starts: Vec<(String, u64)> = months
+        .iter()
+        .map(|m| (cell(&m["month"]), m["cycleStarts"].as_u64().unwrap_or(0)))
+        .collect();
+    let max = starts.iter().map(|s| s.1).max().unwrap_or(0);
+    out.push_str("cycle starts\n");
+    for (month, n) in starts {
+        let len = (n * width as u64)
+            .checked_div(max)
+            .map_or(0, |l| usize::try_from(l).unwrap_or(width));
+        out.push_str(&format!("{month}  {:<width$}  {n}\n", "█".repeat(len)));
+    }
+    out.trim_end().to_string()
 }
 
 /// `value`'s leaves as `[path, value]` rows.

@@ -254,6 +254,23 @@ impl Store {
         self.load_many_on(self.conn.clone(), ids).await
     }
 
+    /// Ids of partition `partition`'s orders, oldest first, from rank `start`, at most `count`
+    /// (a walk over every order, e.g. a forecast).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn partition_order_ids(
+        &self,
+        partition: u16,
+        start: usize,
+        count: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.bulk.clone();
+        let end = isize::try_from(start + count).unwrap_or(isize::MAX) - 1;
+        let start = isize::try_from(start).unwrap_or(isize::MAX);
+        Ok(conn.zrange(self.keys.orders(partition), start, end).await?)
+    }
+
     /// Reads many orders at once for a listing: missing ones and ones that cannot be read are
     /// skipped, each unreadable one logged at error level and counted
     /// (`recur_orders_unreadable_total`), so one damaged order never fails a listing of others

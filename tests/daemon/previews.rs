@@ -227,3 +227,135 @@ async fn a_command_with_preview_true_answers_what_the_command_then_does() {
         .await;
     assert_eq!(e.code.as_str(), "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn the_forecast_counts_what_the_book_will_do_month_by_month() {
+    let h = Harness::start().await;
+    // Paid ONLINE monthly, 12 cycles at 10.00 USD: cycles 2..12 bill Feb..Dec.
+    h.ok("createOrder", monthly("online", "ONLINE", 12, "10.00"))
+        .await;
+    h.ok(
+        "recordPayment",
+        json!({"orderId": "online", "paymentId": "p1", "amount": "10.00"}),
+    )
+    .await;
+    // EXTERNAL weekly at 3.000 KWD, unlimited.
+    let mut weekly = monthly("kwd", "EXTERNAL", 0, "3.000");
+    weekly["currency"] = json!("KWD");
+    weekly["customerId"] = json!("c2");
+    weekly["pricing"]["subscription"]["cycleDuration"] = json!({"count": 1, "unit": "WEEK"});
+    h.ok("createOrder", weekly).await;
+    // OFFLINE monthly for 3 cycles: starts but bills nothing, ends in April.
+    let mut offline = monthly("offline", "OFFLINE", 3, "99.00");
+    offline["customerId"] = json!("c3");
+    h.ok("createOrder", offline).await;
+    // EXTERNAL monthly canceled at the next payment date: one cancellation in February.
+    let mut leaving = monthly("leaving", "EXTERNAL", 0, "5.00");
+    leaving["customerId"] = json!("c4");
+    h.ok("createOrder", leaving).await;
+    h.ok(
+        "cancelOrder",
+        json!({"orderId": "leaving", "effectiveAt": "NEXT_PAYMENT_DATE"}),
+    )
+    .await;
+
+    let f = h
+        .ok(
+            "forecast",
+            json!({"from": "2026-01-01T00:00:00Z", "to": "2026-12-31T00:00:00Z"}),
+        )
+        .await;
+    let months = f["months"].as_array().unwrap();
+    assert_eq!(months.len(), 12);
+    assert_eq!(months[0]["month"], "2026-01");
+    assert_eq!(months[11]["month"], "2026-12");
+    assert_eq!(months[1]["charges"]["USD"], "10.00", "{}", months[1]);
+    assert_eq!(months[11]["charges"]["USD"], "10.00");
+    let usd: rust_decimal::Decimal = months
+        .iter()
+        .filter_map(|m| m["charges"]["USD"].as_str())
+        .map(|a| a.parse::<rust_decimal::Decimal>().unwrap())
+        .sum();
+    assert_eq!(usd.to_string(), "110.00", "cycles 2 to 12");
+    assert_eq!(
+        months[3]["ends"], 1,
+        "the OFFLINE order ends on Apr 1: {}",
+        months[3]
+    );
+    assert_eq!(months[1]["cancellations"], 1, "{}", months[1]);
+    assert!(months[5]["charges"]["KWD"]
+        .as_str()
+        .unwrap()
+        .ends_with(".000"));
+    let only_kwd = h
+        .ok(
+            "forecast",
+            json!({"from": "2026-01-01T00:00:00Z", "to": "2026-03-31T00:00:00Z", "currency": "KWD"}),
+        )
+        .await;
+    assert!(only_kwd["months"][1]["charges"].get("USD").is_none());
+    assert_eq!(
+        h.err(
+            "forecast",
+            json!({"from": "2026-01-01T00:00:00Z", "to": "2029-02-01T00:00:00Z"})
+        )
+        .await
+        .code
+        .as_str(),
+        "INVALID_REQUEST",
+        "37 months"
+    );
+
+    // What the forecast says of the orders without dunning is what the timers then do.
+    h.advance("2026-12-31T00:00:00Z").await;
+    let events = h.events().await;
+    for (i, m) in months.iter().enumerate() {
+        let month = m["month"].as_str().unwrap();
+        let starts = events
+            .iter()
+            .filter(|e| {
+                // (The cycle starts of the creations, at the forecast's now, had happened.)
+                e["type"] == "orderCycleStarted"
+                    && e["entityId"] != "online"
+                    && e["eventTime"] != "2026-01-01T00:00:00.000Z"
+                    && e["eventTime"].as_str().unwrap().starts_with(month)
+            })
+            .count() as u64;
+        let online = u64::from((1..=11).contains(&i));
+        assert_eq!(
+            m["cycleStarts"].as_u64().unwrap(),
+            starts + online,
+            "{month}"
+        );
+    }
+
+    // The CLI prints it as a table and a chart.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["admin", "--redis-url", &h.redis.url, "--prefix", "t"])
+        .args([
+            "forecast",
+            "--from",
+            "2027-01-01",
+            "--to",
+            "2027-03-01",
+            "--output",
+            "table",
+            "--chart",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("MONTH") && stdout.contains("2027-02") && stdout.contains("KWD"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("charges in KWD") && stdout.contains('█'),
+        "{stdout}"
+    );
+}

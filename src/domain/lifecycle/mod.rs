@@ -1565,6 +1565,7 @@ fn cancel(
     }
 }
 
+pub mod forecast;
 mod plan_change;
 pub mod preview;
 #[cfg(test)]

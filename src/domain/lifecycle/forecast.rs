@@ -1,0 +1,300 @@
+//! The forecast of a book of orders (SPEC 11.6): per calendar month (UTC) and currency, the
+//! charges of the cycle starts that bill, the cycle starts, the orders reaching their end and
+//! those canceled at a scheduled date. Pure: each order is walked forward by the timers' own
+//! `fire`, every due paid as it is requested, so its plan changes, pauses, cancellations and
+//! ends count exactly as they will happen.
+
+use std::collections::BTreeMap;
+
+use chrono::Datelike;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use super::{apply, cycle_charge, fire, next_due, Policy};
+use crate::domain::command::Command;
+use crate::domain::event::EventType;
+use crate::domain::order::{CancelCause, Order, OrderType};
+use crate::domain::time::Instant;
+
+/// At most this many months per forecast.
+pub const MAX_MONTHS: usize = 36;
+
+/// A month as `year * 12 + month0`.
+pub type MonthKey = i32;
+
+/// The month of an instant (UTC).
+pub fn month_of(t: &Instant) -> MonthKey {
+    t.year() * 12 + i32::try_from(t.month0()).unwrap_or(0)
+}
+
+/// `2031-01` for a month key.
+pub fn month_label(m: MonthKey) -> String {
+    format!("{:04}-{:02}", m.div_euclid(12), m.rem_euclid(12) + 1)
+}
+
+/// One month's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonthFigures {
+    /// Per currency code.
+    pub charges: BTreeMap<String, Decimal>,
+    pub cycle_starts: u64,
+    pub ends: u64,
+    pub cancellations: u64,
+}
+
+impl MonthFigures {
+    fn add(&mut self, other: &MonthFigures) {
+        for (c, a) in &other.charges {
+            *self.charges.entry(c.clone()).or_default() += *a;
+        }
+        self.cycle_starts += other.cycle_starts;
+        self.ends += other.ends;
+        self.cancellations += other.cancellations;
+    }
+}
+
+/// The figures of many orders, by month; merging is adding (so partitions, computed apart,
+/// merge in any order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forecast {
+    pub months: BTreeMap<MonthKey, MonthFigures>,
+}
+
+impl Forecast {
+    /// Adds another forecast's figures.
+    pub fn merge(&mut self, other: &Forecast) {
+        for (m, f) in &other.months {
+            self.months.entry(*m).or_default().add(f);
+        }
+    }
+
+    /// The reply: one entry per month from `from` to `to` inclusive, zeros included; charges
+    /// at each currency's scale, only `currency` when given.
+    pub fn to_json(&self, from: MonthKey, to: MonthKey, currency: Option<&str>) -> Value {
+        let zero = MonthFigures::default();
+        let months: Vec<Value> = (from..=to)
+            .map(|m| {
+                let f = self.months.get(&m).unwrap_or(&zero);
+                let charges: serde_json::Map<String, Value> = f
+                    .charges
+                    .iter()
+                    .filter(|(c, _)| currency.is_none_or(|only| only == c.as_str()))
+                    .map(|(c, a)| (c.clone(), json!(a.to_string())))
+                    .collect();
+                json!({
+                    "month": month_label(m),
+                    "charges": charges,
+                    "cycleStarts": f.cycle_starts,
+                    "ends": f.ends,
+                    "cancellations": f.cancellations,
+                })
+            })
+            .collect();
+        json!({ "months": months })
+    }
+}
+
+/// Adds one order's figures between `from` and `to` (instants; `from` at or after `now`) to
+/// `into`. Walks the order from its state at `now`, due by due, paying each due as it is
+/// requested (ONLINE orders; the others are not dunned).
+pub fn add_order(
+    into: &mut Forecast,
+    order: &Order,
+    now: Instant,
+    from: Instant,
+    to: Instant,
+    policy: &Policy,
+) {
+    let currency = order.currency.code().to_string();
+    let mut o = fire(order, now, policy).order;
+    let mut paid = 0u64;
+    // A walk ends when nothing is due any more, or past `to`; the bound is a guard only.
+    for _ in 0..100_000 {
+        let Some(due) = next_due(&o) else { break };
+        if due > to {
+            break;
+        }
+        let t = fire(&o, due, policy);
+        for e in &t.events {
+            if e.event_time < from || e.event_time > to {
+                continue;
+            }
+            let month = into.months.entry(month_of(&e.event_time)).or_default();
+            match e.event_type {
+                EventType::OrderCycleStarted => {
+                    month.cycle_starts += 1;
+                    let k = e.data["cycleNumber"]
+                        .as_u64()
+                        .and_then(|k| u32::try_from(k).ok())
+                        .unwrap_or(0);
+                    if order.order_type != OrderType::Offline {
+                        let entity = &e.entity;
+                        let credit = entity
+                            .current_cycle
+                            .as_ref()
+                            .filter(|c| c.index == k)
+                            .and_then(|c| c.credit_applied)
+                            .unwrap_or_default();
+                        let amount = cycle_charge(entity, k) - credit;
+                        if amount > Decimal::ZERO {
+                            *month.charges.entry(currency.clone()).or_default() += amount;
+                        }
+                    }
+                }
+                EventType::OrderEnded => month.ends += 1,
+                EventType::OrderCanceled
+                    if e.entity
+                        .cancellation
+                        .as_ref()
+                        .is_some_and(|c| c.cause != CancelCause::PaymentFailure) =>
+                {
+                    month.cancellations += 1;
+                }
+                _ => {}
+            }
+        }
+        o = t.order;
+        // As if every due is paid when it is requested.
+        let dues: Vec<_> = o
+            .payments_due
+            .iter()
+            .map(|d| (d.cycle, d.kind, d.amount))
+            .collect();
+        for (cycle, kind, amount) in dues {
+            paid += 1;
+            let pay = Command::RecordPayment {
+                payment_id: format!("forecast-{paid}"),
+                amount,
+                due: Some((cycle, kind)),
+            };
+            if let Ok(t) = apply(&o, &pay, due, policy) {
+                o = t.order;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lifecycle::test_support::*;
+    use serde_json::json;
+
+    fn forecast_of(order: &Order, now: &str, from: &str, to: &str) -> Forecast {
+        let mut f = Forecast::default();
+        add_order(&mut f, order, at(now), at(from), at(to), &policy());
+        f
+    }
+
+    #[test]
+    fn a_paid_monthly_online_order_bills_every_month_until_its_end() {
+        let o = new_order(
+            monthly("ONLINE", 6, "10.00", "2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:00Z"),
+        );
+        let o = cmd(
+            &o.order,
+            "recordPayment",
+            json!({"paymentId": "p1", "amount": "10.00"}),
+            at("2026-01-01T00:00:00Z"),
+        )
+        .unwrap()
+        .order;
+        let f = forecast_of(
+            &o,
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Z",
+            "2026-12-31T23:59:59Z",
+        );
+        let v = f.to_json(
+            month_of(&at("2026-01-01T00:00:00Z")),
+            month_of(&at("2026-12-01T00:00:00Z")),
+            None,
+        );
+        let months = v["months"].as_array().unwrap();
+        assert_eq!(months.len(), 12);
+        // Cycles 2..=6 start Feb..Jun (cycle 1 started before the forecast): 5 charges.
+        let starts: Vec<u64> = months
+            .iter()
+            .map(|m| m["cycleStarts"].as_u64().unwrap())
+            .collect();
+        assert_eq!(starts, [0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(months[1]["charges"], json!({"USD": "10.00"}));
+        assert_eq!(months[0]["charges"], json!({}));
+        // It ends on Jul 1.
+        assert_eq!(months[6]["ends"], 1);
+    }
+
+    #[test]
+    fn offline_orders_count_cycle_starts_but_bill_nothing_and_cancellations_count() {
+        let o = new_order(
+            monthly("OFFLINE", 0, "10.00", "2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:00Z"),
+        );
+        let f = forecast_of(
+            &o.order,
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Z",
+            "2026-06-30T00:00:00Z",
+        );
+        let total: u64 = f.months.values().map(|m| m.cycle_starts).sum();
+        assert_eq!(total, 5);
+        assert!(f.months.values().all(|m| m.charges.is_empty()));
+        let c = cmd(
+            &o.order,
+            "cancelOrder",
+            json!({"effectiveAt": "NEXT_PAYMENT_DATE"}),
+            at("2026-01-10T00:00:00Z"),
+        )
+        .unwrap()
+        .order;
+        let f = forecast_of(
+            &c,
+            "2026-01-10T00:00:00Z",
+            "2026-01-10T00:00:00Z",
+            "2026-06-30T00:00:00Z",
+        );
+        let cancellations: u64 = f.months.values().map(|m| m.cancellations).sum();
+        assert_eq!(cancellations, 1);
+        assert_eq!(f.months.values().map(|m| m.cycle_starts).sum::<u64>(), 0);
+    }
+
+    proptest::proptest! {
+        /// Forecasts merge by adding: one over two books is the sum of the two, in any order,
+        /// and a forecast split at a month boundary adds up to the whole.
+        #[test]
+        fn forecasts_merge_and_split_by_adding(cycles in 0u32..14, amount in 1u32..10_000, months in 1i64..30) {
+            let price = Decimal::new(i64::from(amount), 2).to_string();
+            let a = new_order(monthly("EXTERNAL", cycles, &price, "2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z")).order;
+            let b = new_order(monthly("OFFLINE", cycles, &price, "2026-02-15T00:00:00Z"), at("2026-01-01T00:00:00Z")).order;
+            let now = at("2026-01-01T00:00:00Z");
+            let end = now + chrono::Duration::days(30 * months);
+            let mid = at("2026-07-01T00:00:00Z").min(end);
+            let mut whole = Forecast::default();
+            add_order(&mut whole, &a, now, now, end, &policy());
+            add_order(&mut whole, &b, now, now, end, &policy());
+            let mut fa = Forecast::default();
+            add_order(&mut fa, &a, now, now, end, &policy());
+            let mut fb = Forecast::default();
+            add_order(&mut fb, &b, now, now, end, &policy());
+            let mut merged = fb.clone();
+            merged.merge(&fa);
+            proptest::prop_assert_eq!(&merged, &whole);
+            let mut first = Forecast::default();
+            add_order(&mut first, &a, now, now, mid - chrono::Duration::milliseconds(1), &policy());
+            let mut second = Forecast::default();
+            add_order(&mut second, &a, now, mid, end, &policy());
+            first.merge(&second);
+            proptest::prop_assert_eq!(&first, &fa);
+            // Without dunning (EXTERNAL, OFFLINE), the starts and ends are those the timers
+            // make when they fire up to the end.
+            for (o, f) in [(&a, &fa), (&b, &fb)] {
+                let fired = fire(o, end, &policy());
+                let starts = fired.events.iter().filter(|e| e.event_type == EventType::OrderCycleStarted && e.event_time >= now).count() as u64;
+                let ends = fired.events.iter().filter(|e| e.event_type == EventType::OrderEnded).count() as u64;
+                proptest::prop_assert_eq!(f.months.values().map(|m| m.cycle_starts).sum::<u64>(), starts);
+                proptest::prop_assert_eq!(f.months.values().map(|m| m.ends).sum::<u64>(), ends);
+            }
+        }
+    }
+}
