@@ -1074,202 +1074,23 @@ fn run_command(
             payment_id,
             amount,
             due,
-        } => {
-            let amount = o
-                .currency
-                .check_amount(*amount)
-                .map_err(|e| DomainError::invalid("amount", e.to_string()))?;
-            if let Some(p) = o.payment(payment_id) {
-                return if p.amount == amount {
-                    Ok(Ran::Unchanged)
-                } else {
-                    Err(DomainError::Conflict(format!(
-                        "payment {payment_id} was recorded with amount {}, not {amount}",
-                        p.amount
-                    )))
-                };
-            }
-            record_payment(o, payment_id, amount, *due, now, policy, d)?;
-        }
-        Command::PaymentFailed { payment_id, .. } => {
-            if o.payment(payment_id).is_some() {
-                return Err(DomainError::state(format!(
-                    "payment {payment_id} has already succeeded"
-                )));
-            }
-            o.last_payment_status = PaymentStatus::Failed;
-        }
-        Command::RecordRefund { payment_id, amount } => {
-            let amount = o
-                .currency
-                .check_amount(*amount)
-                .map_err(|e| DomainError::invalid("amount", e.to_string()))?;
-            if amount.is_zero() {
-                return Err(DomainError::invalid("amount", "must be greater than zero"));
-            }
-            let p = o
-                .payments
-                .iter_mut()
-                .find(|p| &p.id == payment_id)
-                .ok_or_else(|| {
-                    DomainError::NotFound(format!(
-                        "payment {payment_id} not found on order {}",
-                        o.id
-                    ))
-                })?;
-            let refundable = p.amount - p.refunded;
-            if amount > refundable {
-                return Err(DomainError::invalid(
-                    "amount",
-                    format!("exceeds what payment {payment_id} has left to refund ({refundable})"),
-                ));
-            }
-            p.refunded += amount;
-            if p.refunded == p.amount {
-                o.last_payment_status = PaymentStatus::Refunded;
-            }
-        }
-        Command::MarkAsPaid => {
-            if o.order_type != OrderType::Offline {
-                return Err(DomainError::state("markAsPaid is only for OFFLINE orders"));
-            }
-            if !o.payments.is_empty() || o.last_payment_status == PaymentStatus::Paid {
-                return Err(DomainError::state("the order is already paid"));
-            }
-            let amount = o.price_details.total;
-            if amount.is_zero() {
-                return Err(DomainError::state(
-                    "the order is free: there is nothing to pay",
-                ));
-            }
-            o.payments.push(Payment {
-                id: OFFLINE_PAYMENT_ID.to_string(),
-                amount,
-                date: now,
-                cycle: 1,
-                refunded: o.currency.zero(),
-            });
-            o.last_payment_status = PaymentStatus::Paid;
-            d.emit(
-                EventType::OrderMarkedAsPaid,
-                json!({ "paymentId": OFFLINE_PAYMENT_ID, "amount": amount }),
-            );
-        }
-        Command::Pause { resume_at } => {
-            if o.status != OrderStatus::Active {
-                return Err(DomainError::state(format!(
-                    "only ACTIVE orders can be paused; this one is {}",
-                    o.status.as_str()
-                )));
-            }
-            if o.in_trial() {
-                return Err(DomainError::state(
-                    "an order cannot be paused during its free trial",
-                ));
-            }
-            if resume_at.is_some_and(|r| r <= now) {
-                return Err(DomainError::invalid("resumeAt", "must be after now"));
-            }
-            if let Some(r) = resume_at {
-                pause_fits(o, (*r - now).num_milliseconds(), "resumeAt")?;
-            }
-            o.pause_periods.push(PausePeriod {
-                status: PauseStatus::Active,
-                pause_date: now,
-                resume_date: *resume_at,
-                cause: None,
-            });
-            o.status = OrderStatus::Paused;
-            d.emit(
-                EventType::OrderPaused,
-                json!({ "pauseDate": format_instant(&now), "resumeAt": resume_at.as_ref().map(format_instant) }),
-            );
-        }
-        Command::Resume => {
-            if o.status != OrderStatus::Paused {
-                return Err(DomainError::state(format!(
-                    "only PAUSED orders can be resumed; this one is {}",
-                    o.status.as_str()
-                )));
-            }
-            if let Some(pause) = o.active_pause() {
-                pause_fits(
-                    o,
-                    (now - pause.pause_date).num_milliseconds(),
-                    "resumeOrder",
-                )?;
-            }
-            resume(o, now, policy, d);
-        }
-        Command::PostponeEndDate { end_date } => {
-            if !matches!(o.status, OrderStatus::Pending | OrderStatus::Active) {
-                return Err(DomainError::state(format!(
-                    "the end date of a {} order cannot change",
-                    o.status.as_str()
-                )));
-            }
-            if o.auto_renew_canceled {
-                return Err(DomainError::state("the order's auto-renewal is canceled"));
-            }
-            let Some(previous) = o.end_date else {
-                return Err(DomainError::state(
-                    "the order has no end date (it renews until canceled)",
-                ));
-            };
-            if *end_date <= now {
-                return Err(DomainError::invalid("endDate", "must be after now"));
-            }
-            if *end_date <= o.start_date {
-                return Err(DomainError::invalid(
-                    "endDate",
-                    "must be after the start date",
-                ));
-            }
-            if *end_date == previous {
-                return Err(DomainError::invalid("endDate", "is the current end date"));
-            }
-            o.end_date = Some(*end_date);
-            d.emit(
-                EventType::OrderEndDatePostponed,
-                json!({ "endDate": format_instant(end_date), "previousEndDate": format_instant(&previous) }),
-            );
-        }
+        } => record_payment_command(o, payment_id, *amount, *due, now, policy, d),
+        Command::PaymentFailed { payment_id, .. } => payment_failed(o, payment_id),
+        Command::RecordRefund { payment_id, amount } => record_refund(o, payment_id, *amount),
+        Command::MarkAsPaid => mark_as_paid(o, now, d),
+        Command::Pause { resume_at } => pause(o, *resume_at, now, d),
+        Command::Resume => resume_command(o, now, policy, d),
+        Command::PostponeEndDate { end_date } => postpone_end_date(o, *end_date, now, d),
         Command::ChangeStartDate { start_date } => {
-            if !matches!(o.status, OrderStatus::Draft | OrderStatus::Pending) {
-                return Err(DomainError::state(format!(
-                    "the start date can change only before the order starts; this one is {}",
-                    o.status.as_str()
-                )));
-            }
-            if *start_date < now {
-                return Err(DomainError::invalid("startDate", "must not be in the past"));
-            }
-            if *start_date == o.start_date {
-                return Err(DomainError::invalid(
-                    "startDate",
-                    "is the current start date",
-                ));
-            }
-            let previous = o.start_date;
-            let end = scheduled_end(o.pricing.kind, *start_date, o.free_trial_days, o.time_zone)?;
-            o.start_date = *start_date;
-            o.end_date = end;
-            o.earliest_end_date = end;
-            d.emit(
-                EventType::OrderStartDateChanged,
-                json!({ "startDate": format_instant(start_date), "previousStartDate": format_instant(&previous) }),
-            );
-            if o.status == OrderStatus::Pending && o.start_date <= now {
-                start(o, now, policy, d);
-            }
+            change_start_date(o, *start_date, now, policy, d)
         }
         Command::Cancel {
             effective_at,
             cause,
-        } => cancel(o, *effective_at, *cause, now, d)?,
+        } => cancel(o, *effective_at, *cause, now, d).map(|()| Ran::Changed),
         Command::Delete => {
             d.emit(EventType::OrderDeleted, json!({}));
-            return Ok(Ran::Deleted);
+            Ok(Ran::Deleted)
         }
         Command::ChangePlan {
             plan,
@@ -1287,9 +1108,249 @@ fn run_command(
                 effective_at: *effective_at,
                 prorate: *prorate,
             };
-            plan_change::change_plan(o, &change, now, policy, d)?;
+            plan_change::change_plan(o, &change, now, policy, d).map(|()| Ran::Changed)
         }
-        Command::CancelScheduledChange => plan_change::cancel_scheduled(o, d)?,
+        Command::CancelScheduledChange => {
+            plan_change::cancel_scheduled(o, d).map(|()| Ran::Changed)
+        }
+    }
+}
+
+/// recordPayment: idempotent by payment id (the same amount again changes nothing; another amount is a CONFLICT).
+fn record_payment_command(
+    o: &mut Order,
+    payment_id: &str,
+    amount: Decimal,
+    due: Option<(u32, DueKind)>,
+    now: Instant,
+    policy: &Policy,
+    d: &mut Drafts,
+) -> Result<Ran, DomainError> {
+    let amount = o
+        .currency
+        .check_amount(amount)
+        .map_err(|e| DomainError::invalid("amount", e.to_string()))?;
+    if let Some(p) = o.payment(payment_id) {
+        return if p.amount == amount {
+            Ok(Ran::Unchanged)
+        } else {
+            Err(DomainError::Conflict(format!(
+                "payment {payment_id} was recorded with amount {}, not {amount}",
+                p.amount
+            )))
+        };
+    }
+    record_payment(o, payment_id, amount, due, now, policy, d)?;
+    Ok(Ran::Changed)
+}
+
+/// paymentFailed: the last attempt failed (refused for a payment that succeeded).
+fn payment_failed(o: &mut Order, payment_id: &str) -> Result<Ran, DomainError> {
+    if o.payment(payment_id).is_some() {
+        return Err(DomainError::state(format!(
+            "payment {payment_id} has already succeeded"
+        )));
+    }
+    o.last_payment_status = PaymentStatus::Failed;
+    Ok(Ran::Changed)
+}
+
+/// recordRefund: up to what the payment has left to refund.
+fn record_refund(o: &mut Order, payment_id: &str, amount: Decimal) -> Result<Ran, DomainError> {
+    let amount = o
+        .currency
+        .check_amount(amount)
+        .map_err(|e| DomainError::invalid("amount", e.to_string()))?;
+    if amount.is_zero() {
+        return Err(DomainError::invalid("amount", "must be greater than zero"));
+    }
+    let p = o
+        .payments
+        .iter_mut()
+        .find(|p| p.id == payment_id)
+        .ok_or_else(|| {
+            DomainError::NotFound(format!("payment {payment_id} not found on order {}", o.id))
+        })?;
+    let refundable = p.amount - p.refunded;
+    if amount > refundable {
+        return Err(DomainError::invalid(
+            "amount",
+            format!("exceeds what payment {payment_id} has left to refund ({refundable})"),
+        ));
+    }
+    p.refunded += amount;
+    if p.refunded == p.amount {
+        o.last_payment_status = PaymentStatus::Refunded;
+    }
+    Ok(Ran::Changed)
+}
+
+/// markAsPaid: the OFFLINE order's one payment.
+fn mark_as_paid(o: &mut Order, now: Instant, d: &mut Drafts) -> Result<Ran, DomainError> {
+    if o.order_type != OrderType::Offline {
+        return Err(DomainError::state("markAsPaid is only for OFFLINE orders"));
+    }
+    if !o.payments.is_empty() || o.last_payment_status == PaymentStatus::Paid {
+        return Err(DomainError::state("the order is already paid"));
+    }
+    let amount = o.price_details.total;
+    if amount.is_zero() {
+        return Err(DomainError::state(
+            "the order is free: there is nothing to pay",
+        ));
+    }
+    o.payments.push(Payment {
+        id: OFFLINE_PAYMENT_ID.to_string(),
+        amount,
+        date: now,
+        cycle: 1,
+        refunded: o.currency.zero(),
+    });
+    o.last_payment_status = PaymentStatus::Paid;
+    d.emit(
+        EventType::OrderMarkedAsPaid,
+        json!({ "paymentId": OFFLINE_PAYMENT_ID, "amount": amount }),
+    );
+    Ok(Ran::Changed)
+}
+
+/// pauseOrder: ACTIVE orders out of their trial, until `resume_at` or a resumeOrder.
+fn pause(
+    o: &mut Order,
+    resume_at: Option<Instant>,
+    now: Instant,
+    d: &mut Drafts,
+) -> Result<Ran, DomainError> {
+    if o.status != OrderStatus::Active {
+        return Err(DomainError::state(format!(
+            "only ACTIVE orders can be paused; this one is {}",
+            o.status.as_str()
+        )));
+    }
+    if o.in_trial() {
+        return Err(DomainError::state(
+            "an order cannot be paused during its free trial",
+        ));
+    }
+    if resume_at.is_some_and(|r| r <= now) {
+        return Err(DomainError::invalid("resumeAt", "must be after now"));
+    }
+    if let Some(r) = resume_at {
+        pause_fits(o, (r - now).num_milliseconds(), "resumeAt")?;
+    }
+    o.pause_periods.push(PausePeriod {
+        status: PauseStatus::Active,
+        pause_date: now,
+        resume_date: resume_at,
+        cause: None,
+    });
+    o.status = OrderStatus::Paused;
+    d.emit(
+        EventType::OrderPaused,
+        json!({ "pauseDate": format_instant(&now), "resumeAt": resume_at.as_ref().map(format_instant) }),
+    );
+    Ok(Ran::Changed)
+}
+
+/// resumeOrder: PAUSED orders; every later date moves by the pause.
+fn resume_command(
+    o: &mut Order,
+    now: Instant,
+    policy: &Policy,
+    d: &mut Drafts,
+) -> Result<Ran, DomainError> {
+    if o.status != OrderStatus::Paused {
+        return Err(DomainError::state(format!(
+            "only PAUSED orders can be resumed; this one is {}",
+            o.status.as_str()
+        )));
+    }
+    if let Some(pause) = o.active_pause() {
+        pause_fits(
+            o,
+            (now - pause.pause_date).num_milliseconds(),
+            "resumeOrder",
+        )?;
+    }
+    resume(o, now, policy, d);
+    Ok(Ran::Changed)
+}
+
+/// postponeEndDate: the end of a PENDING or ACTIVE order that still renews moves.
+fn postpone_end_date(
+    o: &mut Order,
+    end_date: Instant,
+    now: Instant,
+    d: &mut Drafts,
+) -> Result<Ran, DomainError> {
+    if !matches!(o.status, OrderStatus::Pending | OrderStatus::Active) {
+        return Err(DomainError::state(format!(
+            "the end date of a {} order cannot change",
+            o.status.as_str()
+        )));
+    }
+    if o.auto_renew_canceled {
+        return Err(DomainError::state("the order's auto-renewal is canceled"));
+    }
+    let Some(previous) = o.end_date else {
+        return Err(DomainError::state(
+            "the order has no end date (it renews until canceled)",
+        ));
+    };
+    if end_date <= now {
+        return Err(DomainError::invalid("endDate", "must be after now"));
+    }
+    if end_date <= o.start_date {
+        return Err(DomainError::invalid(
+            "endDate",
+            "must be after the start date",
+        ));
+    }
+    if end_date == previous {
+        return Err(DomainError::invalid("endDate", "is the current end date"));
+    }
+    o.end_date = Some(end_date);
+    d.emit(
+        EventType::OrderEndDatePostponed,
+        json!({ "endDate": format_instant(&end_date), "previousEndDate": format_instant(&previous) }),
+    );
+    Ok(Ran::Changed)
+}
+
+/// changeStartDate: before the order starts; its end dates follow.
+fn change_start_date(
+    o: &mut Order,
+    start_date: Instant,
+    now: Instant,
+    policy: &Policy,
+    d: &mut Drafts,
+) -> Result<Ran, DomainError> {
+    if !matches!(o.status, OrderStatus::Draft | OrderStatus::Pending) {
+        return Err(DomainError::state(format!(
+            "the start date can change only before the order starts; this one is {}",
+            o.status.as_str()
+        )));
+    }
+    if start_date < now {
+        return Err(DomainError::invalid("startDate", "must not be in the past"));
+    }
+    if start_date == o.start_date {
+        return Err(DomainError::invalid(
+            "startDate",
+            "is the current start date",
+        ));
+    }
+    let previous = o.start_date;
+    let end = scheduled_end(o.pricing.kind, start_date, o.free_trial_days, o.time_zone)?;
+    o.start_date = start_date;
+    o.end_date = end;
+    o.earliest_end_date = end;
+    d.emit(
+        EventType::OrderStartDateChanged,
+        json!({ "startDate": format_instant(&start_date), "previousStartDate": format_instant(&previous) }),
+    );
+    if o.status == OrderStatus::Pending && o.start_date <= now {
+        start(o, now, policy, d);
     }
     Ok(Ran::Changed)
 }
