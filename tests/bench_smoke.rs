@@ -140,6 +140,17 @@ async fn bullmq_compare_when_the_peer_is_installed() {
     assert!(!line.contains("skipped"), "{line}");
 }
 
+#[tokio::test]
+async fn forecast_counts_every_cycle_start_of_a_small_book() {
+    let r = bench::forecast::run(&bench::forecast::ForecastOptions::new(N, binary()))
+        .await
+        .unwrap();
+    println!("{}", r.line());
+    // Half the orders have 12 cycles (11 more starts), half are unlimited (36 more, to the end
+    // of 2028): every order is paid or not dunned, so each starts them all.
+    assert_eq!(r.cycle_starts, (N as u64 / 2) * 11 + (N as u64 / 2) * 35);
+}
+
 #[test]
 fn every_scenario_is_listed() {
     for s in [
@@ -149,6 +160,7 @@ fn every_scenario_is_listed() {
         "recovery",
         "admin",
         "memory",
+        "forecast",
         "bullmq",
     ] {
         assert!(bench::SCENARIOS.contains(&s));

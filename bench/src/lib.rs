@@ -12,6 +12,7 @@ pub mod admin;
 pub mod bullmq;
 pub mod burst;
 pub mod cluster;
+pub mod forecast;
 pub mod memory;
 pub mod recovery;
 pub mod steady;
@@ -43,13 +44,14 @@ pub const BENCH_START: &str = "2026-01-01T00:00:00Z";
 /// Key prefix of every bench.
 pub const PREFIX: &str = "bench";
 /// The scenarios [`run`] knows.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "burst",
     "burst-end",
     "steady",
     "recovery",
     "admin",
     "memory",
+    "forecast",
     "bullmq",
 ];
 
@@ -132,6 +134,12 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
                 .await?
                 .line(),
         ),
+        "forecast" => Ok(forecast::run(&forecast::ForecastOptions::new(
+            n(1_000_000),
+            &opts.binary,
+        ))
+        .await?
+        .line()),
         "bullmq" | "compare" => {
             let mut o = bullmq::CompareOptions::new(n(100_000), &opts.binary);
             if let Some(c) = opts.peer_concurrency {

@@ -1,0 +1,131 @@
+//! `forecast`: a 36-month forecast over N orders (default 1,000,000): how long the daemon takes
+//! to answer and how much memory it uses doing it.
+//!
+//! N monthly orders are seeded (no events), a mix of paid ONLINE, EXTERNAL and OFFLINE in USD
+//! and EUR, unlimited and 12-cycle. The daemon starts (simulated clock) and answers one
+//! `forecast` of 36 months; its VmRSS before and its peak (VmHWM) after are read from /proc.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant as WallInstant};
+
+use serde_json::json;
+
+use super::{
+    mb, monthly_args, order_id, ready_client, seed, settle_aof, setup, BenchError, BenchRedis,
+    DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir, BENCH_START,
+};
+use recur::admin::client::RequestOptions;
+use recur::domain::time::parse_instant;
+
+/// Options of the forecast scenario.
+#[derive(Debug, Clone)]
+pub struct ForecastOptions {
+    pub orders: usize,
+    pub binary: PathBuf,
+}
+
+impl ForecastOptions {
+    pub fn new(orders: usize, binary: &Path) -> ForecastOptions {
+        ForecastOptions {
+            orders,
+            binary: binary.to_path_buf(),
+        }
+    }
+}
+
+/// What the forecast scenario measured.
+#[derive(Debug, Clone)]
+pub struct ForecastReport {
+    pub orders: usize,
+    pub elapsed: Duration,
+    pub rss_before_kb: Option<u64>,
+    pub peak_rss_kb: Option<u64>,
+    pub cycle_starts: u64,
+    pub seed_elapsed: Duration,
+}
+
+impl ForecastReport {
+    /// The one line the bench prints.
+    pub fn line(&self) -> String {
+        format!(
+            "forecast orders={} months=36 took_s={:.2} orders_per_s={:.0} cycle_starts={} daemon_rss_before_mb={} daemon_peak_rss_mb={} (seeding took {:.1}s)",
+            self.orders,
+            self.elapsed.as_secs_f64(),
+            self.orders as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            self.cycle_starts,
+            mb(self.rss_before_kb),
+            mb(self.peak_rss_kb),
+            self.seed_elapsed.as_secs_f64(),
+        )
+    }
+}
+
+/// Runs the forecast scenario.
+///
+/// # Errors
+/// [`BenchError`] when any step fails.
+pub async fn run(opts: &ForecastOptions) -> Result<ForecastReport, BenchError> {
+    let temp = TempDir::new()?;
+    let redis = BenchRedis::start(&temp.redis_dir(), false).await?;
+    let url = redis.url();
+    let start = parse_instant(BENCH_START).map_err(setup("start"))?;
+    let seeded = WallInstant::now();
+    let options = SeedOptions {
+        events: false,
+        ..SeedOptions::simulated()
+    };
+    seed(&url, opts.orders, &options, move |i| {
+        let kind = ["ONLINE", "EXTERNAL", "OFFLINE"][i % 3];
+        let mut args = monthly_args(&format!("c{}", i % 100_000), kind, [0, 12][i % 2]);
+        if i % 4 == 0 {
+            args["currency"] = json!("EUR");
+        }
+        SeedOrder {
+            id: order_id(i),
+            args,
+            created: start,
+            payment: (kind == "ONLINE").then(|| "9.99".to_string()),
+        }
+    })
+    .await?;
+    settle_aof(&url).await?;
+    let seed_elapsed = seeded.elapsed();
+
+    let daemon = DaemonProcess::start_with(&opts.binary, &url, DaemonClock::Simulated, &[])?;
+    let client = ready_client(&url).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before_kb = daemon.rss_kb();
+    let options = RequestOptions {
+        attempt_timeout: Duration::from_secs(600),
+        total_timeout: Duration::from_secs(1800),
+        ..RequestOptions::default()
+    };
+    let asked = WallInstant::now();
+    let reply = client
+        .request_with(
+            options,
+            "forecast",
+            json!({"from": "2026-01-01T00:00:00Z", "to": "2028-12-31T00:00:00Z"}),
+        )
+        .await
+        .map_err(|e| BenchError::Setup(format!("forecast: {e}")))?;
+    let elapsed = asked.elapsed();
+    let result = reply
+        .result
+        .ok_or_else(|| BenchError::Setup(format!("forecast refused: {:?}", reply.error)))?;
+    let cycle_starts = result["months"].as_array().map_or(0, |m| {
+        m.iter().filter_map(|m| m["cycleStarts"].as_u64()).sum()
+    });
+    let peak_rss_kb = daemon.peak_rss_kb();
+    drop(client);
+    daemon.stop().await;
+    redis.stop().await;
+    Ok(ForecastReport {
+        orders: opts.orders,
+        elapsed,
+        rss_before_kb,
+        peak_rss_kb,
+        cycle_starts,
+        seed_elapsed,
+    })
+}
