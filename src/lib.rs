@@ -27,6 +27,7 @@ pub mod actors;
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod console;
 mod daemon;
 pub mod domain;
 pub mod health;
