@@ -31,7 +31,7 @@ pub const LIST_MAX_SCANNED_PAGES: usize = 10;
 /// Every admin command [`AdminCommand::parse`] knows, by its wire name (the lifecycle commands
 /// of [`Command::NAMES`] included). `recur admin` has a subcommand for each (checked by its
 /// tests).
-pub const COMMAND_NAMES: [&str; 25] = [
+pub const COMMAND_NAMES: [&str; 26] = [
     "ping",
     "getClock",
     "getMetrics",
@@ -45,6 +45,7 @@ pub const COMMAND_NAMES: [&str; 25] = [
     "recomputeCustomerStats",
     "listOrders",
     "retryDeadWebhooks",
+    "getWebhookEndpoints",
     "changePlan",
     "cancelScheduledChange",
     "recordPayment",
@@ -109,6 +110,8 @@ pub enum AdminCommand {
         customer_id: String,
     },
     ListOrders(ListQuery),
+    /// Every configured webhook endpoint with what waits and what is dead-lettered.
+    GetWebhookEndpoints,
     /// Deliver the dead-lettered webhooks of one endpoint (or of every one) again.
     RetryDeadWebhooks {
         endpoint: Option<String>,
@@ -202,6 +205,10 @@ impl AdminCommand {
         Ok(match name {
             "ping" => AdminCommand::Ping,
             "getClock" => AdminCommand::GetClock,
+            "getWebhookEndpoints" => {
+                let _: NoArgs = parse_args(&req.args)?;
+                AdminCommand::GetWebhookEndpoints
+            }
             "forecast" => {
                 use crate::domain::lifecycle::forecast::{month_of, MAX_MONTHS};
                 let a: ForecastArgs = parse_args(&req.args)?;
@@ -332,6 +339,7 @@ impl AdminCommand {
             }
             AdminCommand::Ping
             | AdminCommand::Forecast { .. }
+            | AdminCommand::GetWebhookEndpoints
             | AdminCommand::GetClock
             | AdminCommand::GetMetrics { .. }
             | AdminCommand::AdvanceClock { .. }
@@ -446,6 +454,9 @@ impl AdminCommand {
             AdminCommand::Lifecycle { order_id, command } => {
                 order(order_id, OrderOp::Command(command), request).await
             }
+            AdminCommand::GetWebhookEndpoints => {
+                Ok(Outcome::Answer(webhook_endpoints(state).await?))
+            }
             AdminCommand::Forecast { from, to, currency } => Ok(Outcome::Answer(
                 forecast(state, from, to, currency.as_deref()).await?,
             )),
@@ -548,6 +559,46 @@ impl ListQuery {
             None => o.status != OrderStatus::Draft,
         }
     }
+}
+
+/// A command without arguments (`{}`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+/// getWebhookEndpoints: per configured endpoint, the change entries its cursors have not passed
+/// yet (`pending`, over every partition), the events waiting for a retry (`retrying`) and the
+/// dead letters (`dead`).
+async fn webhook_endpoints(state: &AdminState) -> Result<Value, AdminError> {
+    let ids: Vec<&str> = state
+        .config
+        .webhook_endpoints
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let dead = state.store.count_dead(&ids).await?;
+    let mut ends = Vec::new();
+    for p in 0..state.store.partitions() {
+        ends.push(state.store.stream_end(p).await?.added);
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let (mut pending, mut retrying) = (0u64, 0usize);
+        for (p, added) in ends.iter().enumerate() {
+            let partition = u16::try_from(p).unwrap_or(u16::MAX);
+            let progress = state.store.webhook_progress(partition, id).await?;
+            let passed = progress.cursor.as_ref().map_or(*added, |(_, n)| *n);
+            pending += added.saturating_sub(passed);
+            retrying += progress.retrying.len();
+        }
+        out.push(json!({
+            "id": id,
+            "pending": pending,
+            "retrying": retrying,
+            "dead": dead.get(id).copied().unwrap_or(0),
+        }));
+    }
+    Ok(json!({ "endpoints": out }))
 }
 
 /// forecast's arguments.

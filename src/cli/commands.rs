@@ -131,6 +131,8 @@ pub enum AdminCommand {
     Ping(NoArgs),
     /// Print a daemon's metrics, partitions and the live daemons.
     GetMetrics(GetMetricsArgs),
+    /// List the webhook endpoints with what waits (pending, retrying) and what is dead-lettered.
+    GetWebhookEndpoints(NoArgs),
     /// Deliver dead-lettered webhooks again.
     RetryDeadWebhooks(RetryDeadWebhooksArgs),
     /// Print every event as it is committed (one JSON line each) until Ctrl-C.
@@ -731,6 +733,7 @@ impl AdminCommand {
             AdminCommand::Ping(_) => "ping",
             AdminCommand::GetMetrics(_) => "getMetrics",
             AdminCommand::RetryDeadWebhooks(_) => "retryDeadWebhooks",
+            AdminCommand::GetWebhookEndpoints(_) => "getWebhookEndpoints",
             AdminCommand::Watch(_) => "watch",
             AdminCommand::Send(_) => "send",
         }
@@ -887,9 +890,9 @@ impl AdminCommand {
                 f.put("customerId", text(&a.customer_id));
                 f.require(name, &[CUSTOMER_ID])
             }
-            AdminCommand::GetClock(a) | AdminCommand::Ping(a) => {
-                Fields::new(&a.json)?.require(name, &[])
-            }
+            AdminCommand::GetClock(a)
+            | AdminCommand::Ping(a)
+            | AdminCommand::GetWebhookEndpoints(a) => Fields::new(&a.json)?.require(name, &[]),
             AdminCommand::AdvanceClock(a) => {
                 let mut f = Fields::new(&a.json)?;
                 f.put("to", text(&a.to));

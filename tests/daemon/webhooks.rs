@@ -406,6 +406,11 @@ async fn a_dead_endpoint_dead_letters_and_retry_dead_webhooks_delivers_after_it_
         assert_eq!(body["id"], d["eventId"].as_str());
     }
     assert!(rx.accepted().is_empty());
+    // getWebhookEndpoints counts them (what the console shows).
+    let listed = h.ok("getWebhookEndpoints", json!({})).await;
+    assert_eq!(listed["endpoints"][0]["id"], "rx", "{listed}");
+    assert_eq!(listed["endpoints"][0]["dead"], events.len(), "{listed}");
+    assert_eq!(listed["endpoints"][0]["pending"], 0, "{listed}");
     let e = h
         .err("retryDeadWebhooks", json!({"endpoint": "nope"}))
         .await;
@@ -431,6 +436,8 @@ async fn a_dead_endpoint_dead_letters_and_retry_dead_webhooks_delivers_after_it_
     // A second request finds nothing left to deliver.
     let again = h.ok("retryDeadWebhooks", json!({})).await;
     assert_eq!(again["requeued"], 0, "{again}");
+    let listed = h.ok("getWebhookEndpoints", json!({})).await;
+    assert_eq!(listed["endpoints"][0]["dead"], 0, "{listed}");
 }
 
 #[tokio::test]

@@ -445,8 +445,8 @@ async function webhooks() {
   const rows = (r.endpoints || []).map((e) =>
     h("tr", { testid: "webhook-endpoint-row" },
       h("td", {}, e.id),
-      h("td", { class: "hide-narrow" }, e.url),
       h("td", {}, String(e.pending)),
+      h("td", { class: "hide-narrow" }, String(e.retrying)),
       h("td", {}, String(e.dead)),
       h("td", {}, can("admin") ? h("button", { testid: "retry-dead", disabled: !e.dead, onclick: async () => {
         const done = await attempt(() => command("retryDeadWebhooks", { endpoint: e.id }, newKey()));
@@ -455,7 +455,7 @@ async function webhooks() {
   render(
     h("h1", {}, "Webhooks"),
     h("div", { class: "card" }, rows.length
-      ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "endpoint"), h("th", { class: "hide-narrow" }, "url"), h("th", {}, "pending"), h("th", {}, "dead"), h("th", {}, ""))), h("tbody", {}, rows))
+      ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "endpoint"), h("th", {}, "pending"), h("th", { class: "hide-narrow" }, "retrying"), h("th", {}, "dead"), h("th", {}, ""))), h("tbody", {}, rows))
       : h("p", { class: "muted" }, "No webhook endpoints are configured.")),
   );
 }
