@@ -14,6 +14,7 @@ pub mod burst;
 pub mod cluster;
 pub mod memory;
 pub mod recovery;
+pub mod sizing;
 pub mod steady;
 
 use std::net::TcpListener;
@@ -43,13 +44,14 @@ pub const BENCH_START: &str = "2026-01-01T00:00:00Z";
 /// Key prefix of every bench.
 pub const PREFIX: &str = "bench";
 /// The scenarios [`run`] knows.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "burst",
     "burst-end",
     "steady",
     "recovery",
     "admin",
     "memory",
+    "sizing",
     "bullmq",
 ];
 
@@ -129,6 +131,11 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
         ),
         "memory" => Ok(
             memory::run(&memory::MemoryOptions::new(n(1_000_000), &opts.binary))
+                .await?
+                .line(),
+        ),
+        "sizing" => Ok(
+            sizing::run(&sizing::SizingOptions::new(n(10_000), &opts.binary))
                 .await?
                 .line(),
         ),
