@@ -19,8 +19,9 @@
 //! settings the new configuration changed. The price is one reload of the data.
 //!
 //! # Dying with recur
-//! The server is spawned with `PR_SET_PDEATHSIG = SIGTERM`, so when recur dies (even by
-//! `kill -9`) Linux sends it SIGTERM and it flushes and exits on its own. The kernel sends that
+//! On Linux the server is spawned with `PR_SET_PDEATHSIG = SIGTERM`, so when recur dies (even
+//! by `kill -9`) the kernel sends it SIGTERM and it flushes and exits on its own (elsewhere the
+//! next start stops it, as above). The kernel sends that
 //! signal when the *thread* that forked the child exits, not the process: every server is
 //! therefore spawned from one dedicated thread that never returns (`recur-redis-spawner`),
 //! never from a runtime thread that may be parked and retired (tokio's blocking pool) or a
@@ -141,21 +142,23 @@ pub enum EmbeddedError {
         /// The pid of the recur holding the lock, if readable.
         owner: Option<u32>,
     },
-    /// A server answers on this data directory's socket but keeps its data elsewhere: not ours,
-    /// left alone.
+    /// A server answers on this data directory's socket but does not keep its data there: not
+    /// ours, left alone.
     #[error(
-        "a redis-server{} of another directory (`{}`) answers on `{}`: it is not recur's \
-         embedded Redis of `{}` and is left alone; stop it or move its socket, then retry",
+        "a redis-server{} answers on `{}` but keeps its data {}, not in `{}`: it is not recur's \
+         embedded Redis of that directory and is left alone; stop it or move its socket, then \
+         retry",
         pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-        dir.display(),
         socket.display(),
+        dir.as_ref().map_or("somewhere it does not tell (CONFIG GET dir refused)".to_string(),
+            |d| format!("in `{}`", d.display())),
         data_dir.display()
     )]
     NotOurs {
         /// The socket it answers on.
         socket: PathBuf,
-        /// Its `dir`.
-        dir: PathBuf,
+        /// Its `dir`, if it told.
+        dir: Option<PathBuf>,
         /// The data directory.
         data_dir: PathBuf,
         /// Its pid, from `INFO server`.
@@ -630,7 +633,7 @@ async fn stop_leftover(data_dir: &Path) -> Result<(), EmbeddedError> {
             dir => {
                 return Err(EmbeddedError::NotOurs {
                     socket: socket.clone(),
-                    dir: dir.unwrap_or_else(|| PathBuf::from("?")),
+                    dir,
                     data_dir: data_dir.to_path_buf(),
                     pid,
                 })
@@ -663,28 +666,28 @@ async fn stop_leftover(data_dir: &Path) -> Result<(), EmbeddedError> {
         tracing::info!(pid, "the left-behind redis-server stopped");
         return Ok(());
     }
-    // No socket answers: one still starting, stopped or hung is known only by its pid file.
-    let Some(pid) = read_pid(data_dir) else {
-        return Ok(());
-    };
-    if !is_our_server(pid, data_dir, &sockets) {
-        // Dead, or a pid reused by a process that is not ours: left alone.
-        return Ok(());
+    // No socket answers: one still starting, stopped or hung is known only by its pid file;
+    // a dead or reused pid (a process that is not ours) is left alone.
+    if let Some(pid) = read_pid(data_dir).filter(|&p| is_our_server(p, data_dir, &sockets)) {
+        tracing::warn!(
+            pid,
+            data_dir = %data_dir.display(),
+            "a redis-server left behind by a recur that ended without stopping it runs on this \
+             data directory but does not answer; sending it SIGTERM to start a fresh one"
+        );
+        send_sigterm(pid).map_err(|e| not_stopped(Some(pid), format!("SIGTERM failed: {e}")))?;
+        if !wait_gone(Some(pid), None).await {
+            return Err(not_stopped(
+                Some(pid),
+                format!("still running {STOP_TIMEOUT_MS} ms after SIGTERM"),
+            ));
+        }
+        tracing::info!(pid, "the left-behind redis-server stopped");
     }
-    tracing::warn!(
-        pid,
-        data_dir = %data_dir.display(),
-        "a redis-server left behind by a recur that ended without stopping it runs on this data \
-         directory but does not answer; sending it SIGTERM to start a fresh one"
-    );
-    send_sigterm(pid).map_err(|e| not_stopped(Some(pid), format!("SIGTERM failed: {e}")))?;
-    if !wait_gone(Some(pid), None).await {
-        return Err(not_stopped(
-            Some(pid),
-            format!("still running {STOP_TIMEOUT_MS} ms after SIGTERM"),
-        ));
+    // A server killed outright left its socket; nothing answers on it any more.
+    for socket in &sockets {
+        remove_leftover_socket_dir(socket, data_dir);
     }
-    tracing::info!(pid, "the left-behind redis-server stopped");
     Ok(())
 }
 
@@ -742,15 +745,17 @@ async fn wait_gone(pid: Option<u32>, socket: Option<&Path>) -> bool {
     }
 }
 
-/// Removes the temp directory a left-behind server's socket was in (when the data directory's
-/// path was too long for a socket), if it is one of ours and now empty.
+/// Removes the temp directory a stopped server's socket was in (when the data directory's
+/// path was too long for a socket), if it is one of ours: its socket file, which nothing
+/// answers on any more, then the directory if that leaves it empty.
 fn remove_leftover_socket_dir(socket: &Path, data_dir: &Path) {
     let Some(dir) = socket.parent() else { return };
     let ours = dir
         .file_name()
         .is_some_and(|n| n.as_bytes().starts_with(SOCKET_DIR_PREFIX.as_bytes()));
     if ours && dir != data_dir {
-        // Only when empty: Redis removed its socket as it stopped.
+        // Best effort: a leftover directory in the temp dir costs nothing but a name.
+        let _ = fs::remove_file(socket);
         let _ = fs::remove_dir(dir);
     }
 }
@@ -800,6 +805,39 @@ fn data_size(data_dir: &Path, appendonly: bool) -> u64 {
         size(data_dir.join("dump.rdb"))
     }
 }
+
+/// Linux: the server gets SIGTERM (Redis flushes its append-only file and exits) when the
+/// thread that spawned it, the spawner thread, hence recur, is gone, however recur ended.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn die_with_recur(command: &mut Command) {
+    let recur_pid = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: runs in the forked child before exec, where only async-signal-safe calls are
+    // allowed: prctl(2) and getppid(2) are plain system calls, and nothing here allocates.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // recur died between the fork and the prctl: no signal would ever come.
+            if libc::getppid() != recur_pid {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere there is no death signal: a server left behind by a killed recur is stopped by
+/// the next start (see the module docs).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn die_with_recur(_command: &mut Command) {}
 
 type SpawnJob = Box<dyn FnOnce() + Send>;
 
@@ -885,30 +923,7 @@ fn spawn(
         .stdout(Stdio::from(log_file))
         .stderr(Stdio::from(stderr))
         .process_group(0);
-    let recur_pid = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-    // SAFETY: runs in the forked child before exec, where only async-signal-safe calls are
-    // allowed: prctl(2) and getppid(2) are plain system calls, and nothing here allocates.
-    unsafe {
-        command.pre_exec(move || {
-            // SIGTERM (Redis flushes its append-only file and exits) when the spawner thread,
-            // hence recur, is gone, however recur ended.
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // recur died between the fork and the prctl: no signal would ever come.
-            if libc::getppid() != recur_pid {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
+    die_with_recur(&mut command);
     spawn_on_spawner(command).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             EmbeddedError::BinaryNotFound {
@@ -1268,6 +1283,28 @@ mod tests {
             "the left-behind server {left} was stopped"
         );
         assert!(!socket_dir.exists(), "its temp socket dir removed");
+        second.stop().await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn the_temp_socket_dir_of_a_server_killed_outright_is_removed() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let deep = tmp.path().join("d".repeat(60)).join("e".repeat(60));
+        let opts = EmbeddedOptions {
+            data_dir: deep,
+            ..options(tmp.path())
+        };
+        let first = EmbeddedRedis::start(&opts).await.expect("starts");
+        let socket_dir = first.socket_path().parent().expect("dir").to_path_buf();
+        let left = first.abandon();
+        // SAFETY: kill(2) on the server this test started.
+        assert_eq!(unsafe { libc::kill(left as libc::pid_t, libc::SIGKILL) }, 0);
+        while process_alive(left) {
+            sleep(Duration::from_millis(10)).await;
+        }
+        assert!(socket_dir.join(SOCKET_FILE).exists(), "a stale socket");
+        let second = EmbeddedRedis::start(&opts).await.expect("starts afresh");
+        assert!(!socket_dir.exists(), "the stale temp socket dir removed");
         second.stop().await.expect("stops");
     }
 
