@@ -266,7 +266,8 @@ impl ClusterSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventSettings {
-    /// How many change entries each partition's event stream is trimmed to.
+    /// How many change entries each partition's event stream is trimmed to (so up to
+    /// `partitions` x this many in all: 1,024,000 by default).
     pub max_len: u64,
     /// Whether changes are also published on the events channel.
     pub publish: bool,
@@ -1195,7 +1196,12 @@ mod tests {
             assert_eq!(s.scheduler.lanes, 16);
             assert_eq!(s.admin.reply_retention, Duration::from_secs(24 * 3600));
             assert_eq!(s.admin.max_request_bytes, 1_048_576);
-            assert_eq!(s.events.max_len, 100_000);
+            assert_eq!(s.events.max_len, 16_000);
+            assert_eq!(
+                u64::from(s.partitions) * s.events.max_len,
+                1_024_000,
+                "about a million changes retained by default (docs/DECISIONS.md)"
+            );
             assert!(s.events.publish);
             assert_eq!(s.cron.trim_events.to_string(), "0 */5 * * * *");
             assert_eq!(s.cron.reconcile_stats.to_string(), "0 0 * * * *");

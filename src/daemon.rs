@@ -80,17 +80,56 @@ pub async fn run_with(
     shutdown: Shutdown,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), RunError> {
+    // The HTTP listener answers from the start: /healthz while the embedded redis-server
+    // loads a large data set (seconds), /readyz as "starting" (see crate::http).
+    let metrics = Arc::new(Metrics::default());
+    let probes = crate::http::Probes::starting(Arc::clone(&metrics));
+    let http_stop = shutdown.child();
+    let http_task = TaskTracker::new();
+    let http = crate::http::start(
+        settings.http.listen(),
+        probes.clone(),
+        &http_stop,
+        &http_task,
+    )
+    .await?;
+    let started = Started {
+        metrics,
+        probes,
+        http,
+    };
     // A cluster always has a URL (settings refuse `redis.cluster` without one), so it never
     // gets here without an address.
     let (embedded, redis) = match settings.redis_address() {
         Some(address) => (None, address),
         None => {
-            let server = EmbeddedRedis::start(&settings.redis.embedded.options()).await?;
-            let address = RedisAddress::Single(server.url());
-            (Some(server), address)
+            let options = settings.redis.embedded.options();
+            let starting = EmbeddedRedis::start(&options);
+            let started = tokio::select! {
+                started = starting => started,
+                // Asked to stop while the server loads its data: dropping the start sends it
+                // SIGTERM (Redis stops loading and exits); nothing of ours ran yet.
+                () = shutdown.wait() => {
+                    tracing::info!("shutdown requested while the embedded redis-server was starting");
+                    stop_http(&http_stop, &http_task).await;
+                    return Ok(());
+                }
+            };
+            match started {
+                Ok(server) => {
+                    let address = RedisAddress::Single(server.url());
+                    (Some(server), address)
+                }
+                Err(e) => {
+                    stop_http(&http_stop, &http_task).await;
+                    return Err(e.into());
+                }
+            }
         }
     };
-    let result = serve(settings, redis, shutdown, on_ready).await;
+    let result = serve(settings, redis, shutdown, started, on_ready).await;
+    // Its last requests may read Redis: it stops before the embedded server.
+    stop_http(&http_stop, &http_task).await;
     if let Some(server) = embedded {
         if let Err(e) = server.stop().await {
             tracing::warn!(error = %e, "embedded redis-server did not stop cleanly");
@@ -99,12 +138,39 @@ pub async fn run_with(
     result
 }
 
+/// What `run_with` set up before Redis: the daemon's figures and the HTTP listener.
+struct Started {
+    metrics: Arc<Metrics>,
+    probes: crate::http::Probes,
+    http: Option<std::net::SocketAddr>,
+}
+
+/// How long a stopping daemon waits for the HTTP requests in flight.
+const HTTP_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn stop_http(stop: &Shutdown, task: &TaskTracker) {
+    stop.trigger();
+    task.close();
+    if tokio::time::timeout(HTTP_STOP_GRACE, task.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?HTTP_STOP_GRACE, "HTTP requests still in flight; abandoned");
+    }
+}
+
 async fn serve(
     settings: Settings,
     redis: RedisAddress,
     shutdown: Shutdown,
+    started: Started,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), RunError> {
+    let Started {
+        metrics,
+        probes,
+        http,
+    } = started;
     let redis_url = redis.to_string();
     let connect = || async {
         store::connect_to(&redis)
@@ -121,7 +187,6 @@ async fn serve(
     let keys = Keys::new(&settings.prefix, partitions);
     let legacy_replies =
         store::upgrade_layout(&mut conn, &keys, settings.admin.reply_retention).await?;
-    let metrics = Arc::new(Metrics::default());
     let committer = CommitterConfig {
         max_batch: settings.scheduler.batch_size.max(1),
         max_in_flight: 4,
@@ -198,7 +263,7 @@ async fn serve(
         },
     );
 
-    // Probes answer from here on: /healthz at once, /readyz once start-up is done.
+    // The probes ask Redis from here on; /readyz answers 200 once start-up is done.
     let tasks = TaskTracker::new();
     let health = Health::new(
         store.clone(),
@@ -207,8 +272,7 @@ async fn serve(
         scheduler.clone(),
         Arc::clone(&metrics),
     );
-    let http =
-        crate::http::start(settings.http.listen(), health.clone(), &shutdown, &tasks).await?;
+    probes.serve(health.clone());
 
     // Take the free leases (all of them, when no other daemon leads), and pick up their
     // partitions as the last owner left them.

@@ -36,6 +36,13 @@ impl Shutdown {
         self.token.cancel();
     }
 
+    /// A shutdown triggered with this one, or on its own (triggering it leaves this one be).
+    pub fn child(&self) -> Shutdown {
+        Shutdown {
+            token: self.token.child_token(),
+        }
+    }
+
     /// Whether shutdown has been asked for.
     pub fn is_triggered(&self) -> bool {
         self.token.is_cancelled()
@@ -102,6 +109,17 @@ mod tests {
         assert!(!other.is_triggered());
         shutdown.trigger();
         shutdown.trigger();
+        assert!(other.is_triggered());
+    }
+
+    #[test]
+    fn a_child_follows_its_parent_but_not_the_other_way() {
+        let parent = Shutdown::new();
+        let child = parent.child();
+        child.trigger();
+        assert!(!parent.is_triggered());
+        let other = parent.child();
+        parent.trigger();
         assert!(other.is_triggered());
     }
 

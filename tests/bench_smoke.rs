@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use recur_bench::{self as bench, admin, bullmq, memory, recovery, steady, BurstOptions};
+use recur_bench::{self as bench, admin, bullmq, memory, recovery, sizing, steady, BurstOptions};
 
 const N: usize = 200;
 
@@ -151,6 +151,21 @@ async fn forecast_counts_every_cycle_start_of_a_small_book() {
     assert_eq!(r.cycle_starts, (N as u64 / 2) * 11 + (N as u64 / 2) * 35);
 }
 
+#[tokio::test]
+async fn sizing_counts_an_entry_per_change_and_weighs_them() {
+    let o = sizing::SizingOptions {
+        months: 2,
+        ..sizing::SizingOptions::new(N, binary())
+    };
+    let r = sizing::run(&o).await.unwrap();
+    println!("{}", r.line());
+    // A creation entry per order, then one per order for each month's new cycle.
+    assert_eq!(r.seeded_entries, N as u64, "{}", r.line());
+    assert_eq!(r.entries, 2 * N as u64, "{}", r.line());
+    assert!(r.bytes_per_entry() > 100.0, "{}", r.line());
+    assert!(r.bytes_per_order() > 100.0, "{}", r.line());
+}
+
 #[test]
 fn every_scenario_is_listed() {
     for s in [
@@ -161,6 +176,7 @@ fn every_scenario_is_listed() {
         "admin",
         "memory",
         "forecast",
+        "sizing",
         "bullmq",
     ] {
         assert!(bench::SCENARIOS.contains(&s));

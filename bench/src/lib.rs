@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod forecast;
 pub mod memory;
 pub mod recovery;
+pub mod sizing;
 pub mod steady;
 
 use std::net::TcpListener;
@@ -44,7 +45,7 @@ pub const BENCH_START: &str = "2026-01-01T00:00:00Z";
 /// Key prefix of every bench.
 pub const PREFIX: &str = "bench";
 /// The scenarios [`run`] knows.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "burst",
     "burst-end",
     "steady",
@@ -52,6 +53,7 @@ pub const SCENARIOS: [&str; 8] = [
     "admin",
     "memory",
     "forecast",
+    "sizing",
     "bullmq",
 ];
 
@@ -140,6 +142,11 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
         ))
         .await?
         .line()),
+        "sizing" => Ok(
+            sizing::run(&sizing::SizingOptions::new(n(10_000), &opts.binary))
+                .await?
+                .line(),
+        ),
         "bullmq" | "compare" => {
             let mut o = bullmq::CompareOptions::new(n(100_000), &opts.binary);
             if let Some(c) = opts.peer_concurrency {

@@ -5,6 +5,7 @@ mod bad_input;
 mod baskets;
 mod cluster;
 mod durability;
+mod embedded;
 mod http;
 mod lifecycle;
 mod partitions;
