@@ -207,8 +207,18 @@ async fn serve(
         scheduler.clone(),
         Arc::clone(&metrics),
     );
-    let http =
-        crate::http::start(settings.http.listen(), health.clone(), &shutdown, &tasks).await?;
+    let http = crate::http::start(
+        crate::http::HttpConfig {
+            listen: settings.http.listen(),
+            tokens: settings.http.tokens.clone(),
+            lease_ttl: settings.cluster.lease_ttl,
+        },
+        health.clone(),
+        store.clone(),
+        &shutdown,
+        &tasks,
+    )
+    .await?;
 
     // Take the free leases (all of them, when no other daemon leads), and pick up their
     // partitions as the last owner left them.
@@ -238,6 +248,11 @@ async fn serve(
     let lease_loop = TaskTracker::new();
     lease_loop.spawn_local(scheduler.clone().keep_leases(leases_stop.clone()));
     tasks.spawn_local(scheduler.clone().keep_settled(shutdown.clone()));
+    tasks.spawn_local(
+        health
+            .clone()
+            .keep_announced(settings.cluster.renew_interval(), shutdown.clone()),
+    );
     if clock.is_simulated() {
         tasks.spawn_local(scheduler.clone().follow_clock(shutdown.clone()));
     } else {
@@ -274,13 +289,20 @@ async fn serve(
             max_request_bytes: settings.admin.max_request_bytes,
             basket_rules: Arc::new(settings.basket_rules()),
             webhook_endpoints: webhook_ids.clone(),
+            identity: settings.admin.identity,
+            channels: settings.admin.channels.clone(),
+            allowed: settings.admin.commands.clone(),
         },
     );
-    admin::start(Arc::new(admin), &shutdown, &tasks, &requests)
+    let admin = admin::start(Arc::new(admin), &shutdown, &tasks, &requests)
         .await
         .map_err(RunError::Admin)?;
+    http.serve_api(admin);
     health.started();
-    on_ready(&Ready { redis_url, http });
+    on_ready(&Ready {
+        redis_url,
+        http: http.addr,
+    });
     tracing::info!("recur ready");
 
     shutdown.wait().await;

@@ -6,6 +6,7 @@ pub mod carts;
 pub mod clock;
 pub mod commit;
 pub mod conn;
+pub mod daemons;
 pub mod embedded;
 pub mod keys;
 pub mod lease;
@@ -737,9 +738,14 @@ return 1
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
-    pub async fn ack_command(&self, group: &str, entry_id: &str) -> Result<(), StoreError> {
+    pub async fn ack_command(
+        &self,
+        stream: &str,
+        group: &str,
+        entry_id: &str,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _acked: u64 = conn.xack(self.keys.commands(), group, &[entry_id]).await?;
+        let _acked: u64 = conn.xack(stream, group, &[entry_id]).await?;
         Ok(())
     }
 
@@ -750,6 +756,7 @@ return 1
     /// [`StoreError`] when Redis fails.
     pub async fn claim_idle_commands(
         &self,
+        stream: &str,
         group: &str,
         consumer: &str,
         idle: Duration,
@@ -760,7 +767,7 @@ return 1
         loop {
             let (next, entries, _deleted): (String, Vec<redis::Value>, redis::Value) =
                 redis::cmd("XAUTOCLAIM")
-                    .arg(self.keys.commands())
+                    .arg(stream)
                     .arg(group)
                     .arg(consumer)
                     .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
@@ -786,13 +793,14 @@ return 1
     /// [`StoreError`] when Redis fails.
     pub async fn pending_commands(
         &self,
+        stream: &str,
         group: &str,
         consumer: &str,
         count: usize,
     ) -> Result<Vec<(String, usize)>, StoreError> {
         let mut conn = self.conn.clone();
         let reply: redis::streams::StreamPendingCountReply = conn
-            .xpending_consumer_count(self.keys.commands(), group, "-", "+", count, consumer)
+            .xpending_consumer_count(stream, group, "-", "+", count, consumer)
             .await?;
         Ok(reply
             .ids
@@ -808,6 +816,7 @@ return 1
     /// [`StoreError`] when Redis fails.
     pub async fn redeliver_commands(
         &self,
+        stream: &str,
         group: &str,
         consumer: &str,
         ids: &[String],
@@ -816,9 +825,8 @@ return 1
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
-        let reply: redis::streams::StreamClaimReply = conn
-            .xclaim(self.keys.commands(), group, consumer, 0, ids)
-            .await?;
+        let reply: redis::streams::StreamClaimReply =
+            conn.xclaim(stream, group, consumer, 0, ids).await?;
         Ok(reply.ids)
     }
 
@@ -828,12 +836,12 @@ return 1
     /// [`StoreError`] when Redis fails.
     pub async fn command_entry(
         &self,
+        stream: &str,
         entry_id: &str,
     ) -> Result<Option<redis::streams::StreamId>, StoreError> {
         let mut conn = self.conn.clone();
-        let reply: redis::streams::StreamRangeReply = conn
-            .xrange_count(self.keys.commands(), entry_id, entry_id, 1)
-            .await?;
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrange_count(stream, entry_id, entry_id, 1).await?;
         Ok(reply.ids.into_iter().next())
     }
 
@@ -842,11 +850,15 @@ return 1
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails (an existing group is not an error).
-    pub async fn ensure_command_group(&self, group: &str, from: &str) -> Result<(), StoreError> {
+    pub async fn ensure_command_group(
+        &self,
+        stream: &str,
+        group: &str,
+        from: &str,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let created: Result<(), redis::RedisError> = conn
-            .xgroup_create_mkstream(self.keys.commands(), group, from)
-            .await;
+        let created: Result<(), redis::RedisError> =
+            conn.xgroup_create_mkstream(stream, group, from).await;
         match created {
             Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
             _ => Ok(()),
