@@ -126,13 +126,33 @@ fn respond(status: StatusCode, reply: &Reply) -> Response {
     response
 }
 
+/// A request refused before (or instead of) running a command: answered as an error reply
+/// with its status.
+struct Refusal {
+    id: Option<String>,
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        respond(self.status, &Reply::error(self.id, self.code, self.message))
+    }
+}
+
 fn refuse(
     id: Option<&str>,
     status: StatusCode,
     code: ErrorCode,
     message: impl Into<String>,
-) -> Response {
-    respond(status, &Reply::error(id.map(str::to_string), code, message))
+) -> Refusal {
+    Refusal {
+        id: id.map(str::to_string),
+        status,
+        code,
+        message: message.into(),
+    }
 }
 
 /// A request admitted: who makes it, and its id.
@@ -143,7 +163,7 @@ struct Admitted {
 
 /// Authenticates the caller (401), checks its scope covers `scope` (403), and reads the
 /// request id from `Idempotency-Key` (400 when it is not an id; a fresh one without it).
-fn admit(api: &Api, headers: &HeaderMap, scope: Scope, what: &str) -> Result<Admitted, Response> {
+fn admit(api: &Api, headers: &HeaderMap, scope: Scope, what: &str) -> Result<Admitted, Refusal> {
     let caller = api.access.authenticate(headers).map_err(|e| {
         let code = ErrorCode::Unauthenticated;
         if e != AuthError::Missing {
@@ -199,7 +219,8 @@ async fn run(api: &Api, admitted: Admitted, command: &str, args: Value) -> Respo
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "the daemon is starting; retry",
-        );
+        )
+        .into_response();
     };
     let request = Request {
         id: admitted.id,
@@ -227,14 +248,14 @@ async fn run(api: &Api, admitted: Admitted, command: &str, args: Value) -> Respo
 async fn admit_and_run(api: &Api, headers: &HeaderMap, command: &str, args: Value) -> Response {
     match admit(api, headers, required_scope(command), command) {
         Ok(admitted) => run(api, admitted, command, args).await,
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
 /// A JSON body as the command's args: at most [`MAX_BODY_BYTES`] (413), `application/json`
 /// when not empty (415), a JSON object (400); empty = `{}`. A `channel` field is ignored (the
 /// channel is the token's, SPEC 11.3).
-async fn read_args(headers: &HeaderMap, body: Body) -> Result<Value, Response> {
+async fn read_args(headers: &HeaderMap, body: Body) -> Result<Value, Refusal> {
     let too_large = || {
         refuse(
             None,
@@ -317,11 +338,11 @@ pub async fn command(
 ) -> Response {
     let admitted = match admit(&api, &headers, required_scope(&command), &command) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     match read_args(&headers, body).await {
         Ok(args) => run(&api, admitted, &command, args).await,
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -337,11 +358,11 @@ pub async fn command(
 pub async fn create_order(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
     let admitted = match admit(&api, &headers, Scope::Write, "createOrder") {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     match read_args(&headers, body).await {
         Ok(args) => run(&api, admitted, "createOrder", args).await,
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -384,7 +405,7 @@ pub async fn delete_order(
 fn query_args(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     known: &[&str],
-) -> Result<BTreeMap<String, String>, Response> {
+) -> Result<BTreeMap<String, String>, Refusal> {
     let bad = |message: String| {
         refuse(
             None,
@@ -436,11 +457,11 @@ pub async fn list_orders(
 ) -> Response {
     let admitted = match admit(&api, &headers, Scope::Read, "listOrders") {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let params = match query_args(query, &["customerId", "status", "limit", "cursor"]) {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let mut args = Map::new();
     for (k, v) in params {
@@ -474,7 +495,7 @@ pub async fn order_events(
 ) -> Response {
     let admitted = match admit(&api, &headers, Scope::Read, "the order's events") {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let id = admitted.id.as_str();
     let bad = |message: String| {
@@ -484,10 +505,11 @@ pub async fn order_events(
             ErrorCode::InvalidRequest,
             message,
         )
+        .into_response()
     };
     let params = match query_args(query, &["limit"]) {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     if let Err(e) = check_id("orderId", &order_id) {
         return bad(e.to_string());
@@ -504,6 +526,7 @@ pub async fn order_events(
             ErrorCode::Internal,
             e.to_string(),
         )
+        .into_response()
     };
     let changes = match api
         .store
@@ -526,6 +549,7 @@ pub async fn order_events(
                     ErrorCode::NotFound,
                     format!("order {order_id} not found"),
                 )
+                .into_response()
             }
             Ok(_) => {}
             Err(e) => return internal(e),
@@ -597,7 +621,7 @@ pub async fn whoami(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response
             });
             respond(StatusCode::OK, &Reply::ok(Some(a.id), result))
         }
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -613,7 +637,7 @@ pub async fn whoami(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response
 pub async fn daemons(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     let admitted = match admit(&api, &headers, Scope::Read, "the daemons") {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     match daemons_result(&api).await {
         Ok(result) => respond(StatusCode::OK, &Reply::ok(Some(admitted.id), result)),
@@ -622,7 +646,8 @@ pub async fn daemons(State(api): State<Arc<Api>>, headers: HeaderMap) -> Respons
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
             e.to_string(),
-        ),
+        )
+        .into_response(),
     }
 }
 
@@ -690,6 +715,7 @@ async fn no_route() -> Response {
         ErrorCode::NotFound,
         "no such route (GET /v1/openapi.json lists them)",
     )
+    .into_response()
 }
 
 #[cfg(test)]
