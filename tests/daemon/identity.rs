@@ -188,6 +188,42 @@ async fn enforced_identities_come_from_the_redis_name() {
         .await
         .expect("a reply");
     assert_eq!(code(&reply), Some("FORBIDDEN"), "{reply:?}");
+
+    // `recur admin --channel web` sends on web's own names when the settings say enforced,
+    // and gets no answer on the plain names otherwise.
+    let admin = |identity: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args([
+                "admin",
+                "getOrder",
+                "--order-id",
+                "o-id-1",
+                "--channel",
+                "web",
+            ])
+            .args([
+                "--redis-url",
+                &h.redis.url,
+                "--prefix",
+                "t",
+                "--timeout",
+                "3s",
+            ])
+            .env_remove("RUST_LOG")
+            .env("RECUR_ADMIN__IDENTITY", identity)
+            .env("RECUR_ADMIN__CHANNELS", "[\"web\", \"backoffice\"]")
+            .output()
+            .expect("recur admin runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (status, out) = admin("enforced");
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains("o-id-1"), "{out}");
+    let (status, _) = admin("declared");
+    assert_eq!(status, Some(2), "plain recur:admin is not read");
 }
 
 /// A private redis-server started with deploy/redis/users.acl (prefix `recur`), on a unix
