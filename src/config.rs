@@ -40,11 +40,11 @@ pub const ENV_OTHER_PREFIXES: [&str; 1] = ["RECUR_BENCH_"];
 pub const ENV_OTHER_NAMES: [&str; 1] = ["RECUR_PROMTOOL"];
 
 /// Keys that are settings although config/default.toml leaves them out.
-const KEYS_NOT_IN_DEFAULTS: [&str; 1] = ["webhooks.endpoints"];
+const KEYS_NOT_IN_DEFAULTS: [&str; 2] = ["webhooks.endpoints", "http.tokens"];
 
 /// Tables whose keys are names of the user's (channels, promotion codes): any key below them
 /// is accepted here and checked by their own rules.
-const FREE_FORM_TABLES: [&str; 2] = ["status_manager", "promo_codes"];
+const FREE_FORM_TABLES: [&str; 3] = ["status_manager", "promo_codes", "admin.commands"];
 
 /// Top-level keys; the environment layer reads only `RECUR_` variables under them (the others
 /// are refused by [`check_env`] unless they are among [`ENV_OTHER_PREFIXES`] and
@@ -237,6 +237,48 @@ pub struct AdminSettings {
     pub reply_retention: Duration,
     /// Largest accepted request, in bytes.
     pub max_request_bytes: usize,
+    /// Where a request's channel (its application) comes from (SPEC 11.4).
+    pub identity: Identity,
+    /// With `identity = "enforced"`: the channels whose own request channel and stream are
+    /// read (`<prefix>:admin:<channel>`, `<prefix>:commands:<channel>`).
+    pub channels: Vec<String>,
+    /// Per channel, the only commands it may run (`web = ["createOrder", "getOrder"]`),
+    /// whichever way its requests come in; a channel not listed may run any.
+    #[serde(default)]
+    pub commands: BTreeMap<String, Vec<String>>,
+}
+
+/// `admin.identity` (SPEC 11.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Identity {
+    /// The request's own `channel` field, as in revision 2 (whoever can publish can claim any
+    /// channel).
+    Declared,
+    /// The channel is the one in the Redis name the request was taken from; Redis ACL users
+    /// make it unforgeable.
+    Enforced,
+}
+
+impl Identity {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Identity::Declared => "declared",
+            Identity::Enforced => "enforced",
+        }
+    }
+}
+
+/// Whether `name` can be a channel (an application) in Redis names and ACL patterns: letters,
+/// digits, `_`, `-` and `.`; not `dead` (`<prefix>:commands:dead` is the dead-letter stream).
+pub fn valid_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "dead"
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// `[cluster]`: partition leases (SPEC 6).
@@ -280,6 +322,59 @@ pub struct HttpSettings {
     /// `host:port` of the listener (an IP address and a port; port 0 picks a free one); empty
     /// = off.
     pub listen: String,
+    /// The API's bearer tokens (SPEC 11.3), stored as their SHA-256.
+    #[serde(default)]
+    pub tokens: Vec<TokenSettings>,
+}
+
+/// What an API token may do (SPEC 11.3): each scope covers the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Reads: orders, listings, events, statistics, the clock, metrics.
+    Read,
+    /// Reads, and the order and customer commands.
+    Write,
+    /// Everything, the clock and webhook dead letters included.
+    Admin,
+}
+
+impl Scope {
+    /// The config and `/v1/whoami` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[http.tokens]]` (its `Debug` shows the name, channel and scope only).
+#[derive(Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Who the token is (logs, `/v1/whoami`).
+    pub name: String,
+    /// Hex SHA-256 of the bearer token (`printf %s "$TOKEN" | sha256sum`); the token itself
+    /// is never in the configuration.
+    pub sha256: String,
+    /// The application the token's requests come from (updateOrder's status manager,
+    /// `[admin.commands]`).
+    pub channel: String,
+    /// What the token may do.
+    pub scope: Scope,
+}
+
+impl std::fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("name", &self.name)
+            .field("sha256", &"***")
+            .field("channel", &self.channel)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// `[webhooks]` and its `[[webhooks.endpoints]]`.
@@ -685,6 +780,83 @@ impl Settings {
         Ok(())
     }
 
+    /// `admin.identity`, `admin.channels`, `[admin.commands]` and `[[http.tokens]]`.
+    fn validate_identities(&self) -> Result<(), ConfigError> {
+        let channel_rule = "a channel name is letters, digits, '_', '-' and '.' (at most 64), \
+                            and not 'dead'";
+        let a = &self.admin;
+        for (i, c) in a.channels.iter().enumerate() {
+            if !valid_channel_name(c) {
+                return Err(invalid(
+                    &format!("admin.channels[{i}]"),
+                    format!("'{c}': {channel_rule}"),
+                ));
+            }
+            if a.channels[..i].contains(c) {
+                return Err(invalid(
+                    &format!("admin.channels[{i}]"),
+                    format!("'{c}' is listed twice"),
+                ));
+            }
+        }
+        if a.identity == Identity::Enforced && a.channels.is_empty() {
+            return Err(invalid(
+                "admin.channels",
+                "admin.identity = \"enforced\" reads only the channels listed here; \
+                 name at least one (e.g. [\"web\", \"backoffice\"])",
+            ));
+        }
+        for (channel, commands) in &a.commands {
+            if !valid_channel_name(channel) {
+                return Err(invalid(
+                    &format!("admin.commands.{channel}"),
+                    channel_rule.to_string(),
+                ));
+            }
+            if let Some(bad) = commands
+                .iter()
+                .find(|c| !crate::wire::COMMAND_NAMES.contains(&c.as_str()))
+            {
+                return Err(invalid(
+                    &format!("admin.commands.{channel}"),
+                    format!("'{bad}' is not an admin command"),
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut digests = std::collections::BTreeSet::new();
+        for (i, t) in self.http.tokens.iter().enumerate() {
+            let key = |k: &str| format!("http.tokens[{i}].{k}");
+            if t.name.trim().is_empty() {
+                return Err(invalid(&key("name"), "must not be empty"));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("'{}' names two tokens", t.name),
+                ));
+            }
+            // The digest is not echoed: it is no secret, but it is not the reader's business.
+            if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    &key("sha256"),
+                    "must be the 64 hex digits of the token's SHA-256 \
+                     (printf %s \"$TOKEN\" | sha256sum)",
+                ));
+            }
+            if !digests.insert(t.sha256.to_ascii_lowercase()) {
+                return Err(invalid(
+                    &key("sha256"),
+                    "another token has the same SHA-256",
+                ));
+            }
+            if !valid_channel_name(&t.channel) {
+                return Err(invalid(&key("channel"), channel_rule.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.prefix.is_empty()
             || self.prefix.ends_with(':')
@@ -776,6 +948,7 @@ impl Settings {
         if self.admin.max_request_bytes == 0 {
             return Err(invalid("admin.max_request_bytes", "must be at least 1"));
         }
+        self.validate_identities()?;
         if self.events.max_len == 0 {
             return Err(invalid("events.max_len", "must be at least 1"));
         }
@@ -1472,7 +1645,7 @@ mod tests {
                 Some("RECUR_REDIS__EMBEDDED__DATA_DIR"),
             ),
             ("recur_partition", Some("RECUR_PARTITIONS")),
-            ("RECUR_ADMIN__SURPRISE", None),
+            ("RECUR_ADMIN__XYZZY_QUUX", None),
             (
                 "RECUR_WEBHOOKS__ENDPOINTS__0__URL",
                 Some("RECUR_WEBHOOKS__ENDPOINTS"),

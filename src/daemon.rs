@@ -87,7 +87,11 @@ pub async fn run_with(
     let http_stop = shutdown.child();
     let http_task = TaskTracker::new();
     let http = crate::http::start(
-        settings.http.listen(),
+        crate::http::HttpConfig {
+            listen: settings.http.listen(),
+            tokens: settings.http.tokens.clone(),
+            lease_ttl: settings.cluster.lease_ttl,
+        },
         probes.clone(),
         &http_stop,
         &http_task,
@@ -142,7 +146,7 @@ pub async fn run_with(
 struct Started {
     metrics: Arc<Metrics>,
     probes: crate::http::Probes,
-    http: Option<std::net::SocketAddr>,
+    http: crate::http::Http,
 }
 
 /// How long a stopping daemon waits for the HTTP requests in flight.
@@ -302,6 +306,11 @@ async fn serve(
     let lease_loop = TaskTracker::new();
     lease_loop.spawn_local(scheduler.clone().keep_leases(leases_stop.clone()));
     tasks.spawn_local(scheduler.clone().keep_settled(shutdown.clone()));
+    tasks.spawn_local(
+        health
+            .clone()
+            .keep_announced(settings.cluster.renew_interval(), shutdown.clone()),
+    );
     if clock.is_simulated() {
         tasks.spawn_local(scheduler.clone().follow_clock(shutdown.clone()));
     } else {
@@ -325,6 +334,7 @@ async fn serve(
         )
         .await?;
     }
+    let api_store = store.clone();
     let admin = AdminState::new(
         actors,
         scheduler,
@@ -338,13 +348,20 @@ async fn serve(
             max_request_bytes: settings.admin.max_request_bytes,
             basket_rules: Arc::new(settings.basket_rules()),
             webhook_endpoints: webhook_ids.clone(),
+            identity: settings.admin.identity,
+            channels: settings.admin.channels.clone(),
+            allowed: settings.admin.commands.clone(),
         },
     );
-    admin::start(Arc::new(admin), &shutdown, &tasks, &requests)
+    let admin = admin::start(Arc::new(admin), &shutdown, &tasks, &requests)
         .await
         .map_err(RunError::Admin)?;
+    http.serve_api(admin, api_store);
     health.started();
-    on_ready(&Ready { redis_url, http });
+    on_ready(&Ready {
+        redis_url,
+        http: http.addr,
+    });
     tracing::info!("recur ready");
 
     shutdown.wait().await;

@@ -12,10 +12,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
-use crate::domain::time::to_millis;
+use crate::domain::time::{format_instant, to_millis};
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
 use crate::scheduler::Scheduler;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// How long a readiness PING may take before Redis counts as not answering.
@@ -34,6 +35,8 @@ struct Shared {
     scheduler: Scheduler,
     metrics: Arc<Metrics>,
     started: AtomicBool,
+    /// When this process started (its status record, `/v1/daemons`).
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Why the daemon is not ready: short reasons, one per failed check.
@@ -66,6 +69,7 @@ impl Health {
                 scheduler,
                 metrics,
                 started: AtomicBool::new(false),
+                started_at: chrono::Utc::now(),
             }),
         }
     }
@@ -132,6 +136,35 @@ impl Health {
             }))
         } else {
             Err(NotReady { reasons })
+        }
+    }
+
+    /// Writes this daemon's status record beside its heartbeat (`<prefix>:daemon:<id>`:
+    /// `{started, ready, reasons}`, read by `GET /v1/daemons`) every `every` until `shutdown`;
+    /// the record lapses `lease_ttl` after the last write, as the heartbeat does.
+    pub async fn keep_announced(self, every: Duration, shutdown: Shutdown) {
+        let s = &self.shared;
+        let ttl = s.ownership.config().lease_ttl + every;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let started = format_instant(&s.started_at);
+        loop {
+            let (ready, reasons) = match self.readiness().await {
+                Ok(_) => (true, Vec::new()),
+                Err(not) => (false, not.reasons),
+            };
+            let status = json!({"started": started, "ready": ready, "reasons": reasons});
+            let written = s
+                .store
+                .announce_status(s.ownership.daemon_id(), &status.to_string(), ttl_ms)
+                .await;
+            if let Err(e) = written {
+                s.metrics.redis_error();
+                tracing::debug!(error = %e, "cannot write this daemon's status record");
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
         }
     }
 

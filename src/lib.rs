@@ -19,7 +19,8 @@
 //! - [`webhooks`]: signed, retried, ordered deliveries of the partitions' events to HTTP
 //!   endpoints.
 //! - [`admin`]: typed admin commands, the pub/sub and stream server, and the client.
-//! - [`http`]: `/healthz`, `/readyz` and `/metrics` (axum).
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics` and the `/v1` API with its tokens and OpenAPI
+//!   document (axum).
 //! - `daemon`: [`run`], which builds the handles bottom-up and runs them (private: only the
 //!   entry points call it, through [`run`] and [`run_with`]).
 

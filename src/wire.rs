@@ -7,6 +7,38 @@ use uuid::Uuid;
 
 use crate::domain::ErrorCode;
 
+/// Every admin command the daemon knows, by its wire name (the lifecycle commands of
+/// `domain::command::Command::NAMES` included). `recur admin` has a subcommand for each and the
+/// HTTP API a route (`POST /v1/commands/{command}`), both checked by their tests.
+pub const COMMAND_NAMES: [&str; 26] = [
+    "ping",
+    "getClock",
+    "getMetrics",
+    "advanceClock",
+    "createOrder",
+    "getOrder",
+    "previewOrder",
+    "forecast",
+    "updateOrder",
+    "getCustomerStats",
+    "recomputeCustomerStats",
+    "listOrders",
+    "retryDeadWebhooks",
+    "getWebhookEndpoints",
+    "changePlan",
+    "cancelScheduledChange",
+    "recordPayment",
+    "paymentFailed",
+    "recordRefund",
+    "markAsPaid",
+    "pauseOrder",
+    "resumeOrder",
+    "postponeEndDate",
+    "changeStartDate",
+    "cancelOrder",
+    "deleteOrder",
+];
+
 /// A request as published on `<prefix>:admin` or appended to `<prefix>:commands`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,7 +73,7 @@ impl Request {
 }
 
 /// The error part of a failed reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplyError {
     pub code: ErrorCode,
     pub message: String,
@@ -50,13 +82,16 @@ pub struct ReplyError {
     pub stage: Option<String>,
 }
 
-/// A reply, published on the request's `replyTo` and kept at `<prefix>:reply:<id>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A reply, published on the request's `replyTo` and kept at `<prefix>:reply:<id>`; the body
+/// of every HTTP API answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reply {
     /// The request id, or null when it could not be read.
     pub id: Option<String>,
     pub ok: bool,
+    /// The command's result (when `ok`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ReplyError>,

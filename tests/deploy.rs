@@ -241,7 +241,7 @@ fn the_compose_stack_scrapes_recur_and_mounts_files_that_exist() {
         services["recur"]["environment"]["RECUR_HTTP__LISTEN"], "0.0.0.0:9464",
         "Prometheus reaches the replicas"
     );
-    for s in ["prometheus", "grafana"] {
+    for s in ["prometheus", "grafana", "redis"] {
         for volume in services[s]["volumes"].as_array().expect("volumes") {
             let source = volume.as_str().unwrap().split(':').next().unwrap();
             if let Some(file) = source.strip_prefix("./") {

@@ -67,7 +67,7 @@ pub async fn update_order(
                     staged(Stage::Load, DomainError::invalid("request", e.to_string()))
                 })?;
                 store
-                    .publish(&store.keys().admin_channel(), &json)
+                    .publish(&store.keys().forward_channel(), &json)
                     .await
                     .map_err(at_stage(Stage::Load))?;
                 return Ok(Outcome::Forwarded);

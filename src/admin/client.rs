@@ -103,6 +103,19 @@ pub enum ClientError {
     Closed,
 }
 
+/// Which names a client sends its requests on and takes its replies from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// `<prefix>:admin` and `<prefix>:commands`; replies on `<prefix>:replies:<uuid>`
+    /// (`admin.identity = "declared"`).
+    Admin,
+    /// The channel's own names, `<prefix>:admin:<channel>` and `<prefix>:commands:<channel>`;
+    /// replies on `<prefix>:reply:<channel>:<uuid>` (`admin.identity = "enforced"`).
+    Channel(String),
+    /// `<prefix>:forward`, where daemons hand requests to each other (a daemon's own use).
+    Forward,
+}
+
 /// How [`AdminClient::request_with`] sends one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestOptions {
@@ -134,6 +147,10 @@ impl Default for RequestOptions {
 pub struct AdminClient {
     keys: Keys,
     reply_channel: String,
+    /// Where requests are published (`<prefix>:admin`, or a channel's own name).
+    requests_channel: String,
+    /// Where [`AdminClient::enqueue`] appends (`<prefix>:commands`, or a channel's own).
+    commands_stream: String,
     conn: RedisConn,
     router: Arc<Mutex<ReplyRouter>>,
     reader: JoinHandle<()>,
@@ -173,9 +190,38 @@ impl AdminClient {
         redis: &RedisAddress,
         prefix: &str,
     ) -> Result<AdminClient, ClientError> {
+        Self::connect_via(redis, prefix, &Via::Admin).await
+    }
+
+    /// [`AdminClient::connect_to`], sending on the names `via` says (SPEC 11.4: an
+    /// application's own names when identities are enforced).
+    ///
+    /// # Errors
+    /// As [`AdminClient::connect`].
+    pub async fn connect_via(
+        redis: &RedisAddress,
+        prefix: &str,
+        via: &Via,
+    ) -> Result<AdminClient, ClientError> {
         check_urls(redis)?;
         let keys = Keys::new(prefix, DEFAULT_PARTITIONS);
-        let reply_channel = format!("{prefix}:replies:{}", Uuid::new_v4());
+        let (reply_channel, requests_channel, commands_stream) = match via {
+            Via::Admin => (
+                format!("{prefix}:replies:{}", Uuid::new_v4()),
+                keys.admin_channel(),
+                keys.commands(),
+            ),
+            Via::Channel(channel) => (
+                format!("{}{}", keys.reply_namespace(channel), Uuid::new_v4()),
+                keys.admin_channel_of(channel),
+                keys.commands_of(channel),
+            ),
+            Via::Forward => (
+                format!("{prefix}:replies:{}", Uuid::new_v4()),
+                keys.forward_channel(),
+                keys.commands(),
+            ),
+        };
         let connect = async {
             let conn = command_conn(redis).await?;
             let replies = subscribe(redis, &reply_channel).await?;
@@ -193,6 +239,8 @@ impl AdminClient {
         Ok(AdminClient {
             keys,
             reply_channel,
+            requests_channel,
+            commands_stream,
             conn,
             router,
             reader,
@@ -356,14 +404,14 @@ impl AdminClient {
         let payload = serde_json::to_string(request)?;
         let mut conn = self.conn.clone();
         let entry_id: String = conn
-            .xadd(self.keys.commands(), "*", &[("request", payload)])
+            .xadd(&self.commands_stream, "*", &[("request", payload)])
             .await?;
         Ok(entry_id)
     }
 
     async fn publish(&self, payload: &str) -> redis::RedisResult<usize> {
         let mut conn = self.conn.clone();
-        conn.publish(self.keys.admin_channel(), payload).await
+        conn.publish(&self.requests_channel, payload).await
     }
 
     fn lock_router(&self) -> std::sync::MutexGuard<'_, ReplyRouter> {

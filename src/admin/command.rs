@@ -28,37 +28,7 @@ pub const LIST_MAX_LIMIT: usize = 500;
 /// page (with a cursor) rather than scanning on.
 pub const LIST_MAX_SCANNED_PAGES: usize = 10;
 
-/// Every admin command [`AdminCommand::parse`] knows, by its wire name (the lifecycle commands
-/// of [`Command::NAMES`] included). `recur admin` has a subcommand for each (checked by its
-/// tests).
-pub const COMMAND_NAMES: [&str; 26] = [
-    "ping",
-    "getClock",
-    "getMetrics",
-    "advanceClock",
-    "createOrder",
-    "getOrder",
-    "previewOrder",
-    "forecast",
-    "updateOrder",
-    "getCustomerStats",
-    "recomputeCustomerStats",
-    "listOrders",
-    "retryDeadWebhooks",
-    "getWebhookEndpoints",
-    "changePlan",
-    "cancelScheduledChange",
-    "recordPayment",
-    "paymentFailed",
-    "recordRefund",
-    "markAsPaid",
-    "pauseOrder",
-    "resumeOrder",
-    "postponeEndDate",
-    "changeStartDate",
-    "cancelOrder",
-    "deleteOrder",
-];
+pub use crate::wire::COMMAND_NAMES;
 
 /// One admin request, parsed and validated.
 #[derive(Debug)]
@@ -130,41 +100,41 @@ pub struct ListQuery {
     pub after: Option<(i64, String)>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct OrderIdArgs {
+pub(crate) struct OrderIdArgs {
     order_id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CustomerArgs {
+pub(crate) struct CustomerArgs {
     customer_id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RetryDeadArgs {
+pub(crate) struct RetryDeadArgs {
     #[serde(default)]
     endpoint: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MetricsArgs {
+pub(crate) struct MetricsArgs {
     #[serde(default)]
     daemon_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AdvanceArgs {
+pub(crate) struct AdvanceArgs {
     to: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ListArgs {
+pub(crate) struct ListArgs {
     #[serde(default)]
     customer_id: Option<String>,
     #[serde(default)]
@@ -173,6 +143,57 @@ struct ListArgs {
     limit: Option<i64>,
     #[serde(default)]
     cursor: Option<String>,
+}
+
+/// One schema and the named schemas it refers to, for the HTTP API's OpenAPI document.
+pub type ArgsSchema = (
+    utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    Vec<(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )>,
+);
+
+fn args_schema_of<T: utoipa::ToSchema>() -> ArgsSchema {
+    let mut named = vec![(T::name().into_owned(), T::schema())];
+    T::schemas(&mut named);
+    let reference = utoipa::openapi::Ref::from_schema_name(T::name());
+    (utoipa::openapi::RefOr::Ref(reference), named)
+}
+
+/// The schema of `command`'s args, from the types its arguments are read into (the HTTP
+/// API's OpenAPI document, SPEC 11.3); `None` for a command without a fixed shape (updateOrder,
+/// whose related items are read by its pipeline) or one this daemon does not know.
+pub fn args_schema(command: &str) -> Option<ArgsSchema> {
+    use crate::domain::command as c;
+    Some(match command {
+        "ping" | "getClock" => {
+            let empty = utoipa::openapi::ObjectBuilder::new()
+                .additional_properties(Some(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ))
+                .build();
+            (empty.into(), Vec::new())
+        }
+        "getMetrics" => args_schema_of::<MetricsArgs>(),
+        "advanceClock" => args_schema_of::<AdvanceArgs>(),
+        "createOrder" => args_schema_of::<c::CreateOrderArgs>(),
+        "getOrder" => args_schema_of::<OrderIdArgs>(),
+        "getCustomerStats" | "recomputeCustomerStats" => args_schema_of::<CustomerArgs>(),
+        "listOrders" => args_schema_of::<ListArgs>(),
+        "retryDeadWebhooks" => args_schema_of::<RetryDeadArgs>(),
+        "changePlan" => args_schema_of::<c::ChangePlanArgs>(),
+        "recordPayment" | "recordRefund" => args_schema_of::<c::PaymentArgs>(),
+        "paymentFailed" => args_schema_of::<c::FailureArgs>(),
+        "markAsPaid" | "resumeOrder" | "deleteOrder" | "cancelScheduledChange" => {
+            args_schema_of::<c::OrderOnlyArgs>()
+        }
+        "pauseOrder" => args_schema_of::<c::PauseArgs>(),
+        "postponeEndDate" => args_schema_of::<c::EndDateArgs>(),
+        "changeStartDate" => args_schema_of::<c::StartDateArgs>(),
+        "cancelOrder" => args_schema_of::<c::CancelArgs>(),
+        _ => return None,
+    })
 }
 
 impl AdminCommand {

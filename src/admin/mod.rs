@@ -1,6 +1,7 @@
 //! The admin interface: the client (used by `recur admin`, the benchmarks and the tests), and
 //! the server side: typed commands parsed once ([`command`]), carts ([`carts`]), and the
-//! listeners on pub/sub and the command stream with idempotent replies ([`server`]).
+//! listeners on pub/sub and the command stream with idempotent replies ([`server`]), and the
+//! [`AdminHandle`] through which the HTTP API runs the same requests from its own tasks.
 //!
 //! The server reaches the rest of the daemon only through [`AdminState`]: the actors, the
 //! scheduler (for advanceClock), the store (kept replies, listings), the clock and
@@ -9,21 +10,25 @@
 mod carts;
 pub mod client;
 mod command;
+mod handle;
 mod reply;
 mod server;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actors::Actors;
 use crate::clock::Clock;
+use crate::config::Identity;
 use crate::domain::basket::BasketRules;
 use crate::health::Health;
 use crate::ownership::Ownership;
 use crate::scheduler::Scheduler;
 use crate::store::{RedisAddress, Store};
-pub use command::{COMMAND_NAMES, LIST_MAX_LIMIT};
-pub use server::{start, MAX_DELIVERIES};
+pub use command::{args_schema, ArgsSchema, COMMAND_NAMES, LIST_MAX_LIMIT};
+pub use handle::AdminHandle;
+pub use server::{start, Source, MAX_DELIVERIES};
 
 /// The admin settings the server uses.
 #[derive(Debug, Clone)]
@@ -38,6 +43,12 @@ pub struct AdminConfig {
     pub basket_rules: Arc<BasketRules>,
     /// The webhook endpoints' ids (retryDeadWebhooks).
     pub webhook_endpoints: Vec<String>,
+    /// Where requests are read and what their channel is (SPEC 11.4).
+    pub identity: Identity,
+    /// With [`Identity::Enforced`]: the channels whose own names are read.
+    pub channels: Vec<String>,
+    /// Per channel, the only commands it may run (`[admin.commands]`).
+    pub allowed: BTreeMap<String, Vec<String>>,
 }
 
 /// What the admin server holds: one handle per dependency, shared by every request.
@@ -86,6 +97,7 @@ impl AdminState {
         let keys = self.store.keys();
         [
             keys.admin_channel(),
+            keys.forward_channel(),
             keys.events_channel(),
             keys.inbox_channel(),
             keys.clock_channel(),
@@ -93,5 +105,28 @@ impl AdminState {
         ]
         .iter()
         .any(|c| c == channel)
+            || channel.starts_with(&keys.admin_channel_of(""))
+    }
+
+    /// Whether `channel` may run `command` (`[admin.commands]`: a channel listed there runs
+    /// only the commands listed for it; a request without a channel is channel `admin`).
+    ///
+    /// # Errors
+    /// [`reply::AdminError::Forbidden`] naming the channel and the command.
+    fn check_allowed(&self, channel: &str, command: &str) -> Result<(), reply::AdminError> {
+        let channel = if channel.is_empty() { "admin" } else { channel };
+        match self.config.allowed.get(channel) {
+            Some(list) if !list.iter().any(|c| c == command) => {
+                Err(reply::AdminError::Forbidden(format!(
+                    "channel '{channel}' may not run {command} (admin.commands.{channel} lists {})",
+                    if list.is_empty() {
+                        "none".to_string()
+                    } else {
+                        list.join(", ")
+                    }
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }

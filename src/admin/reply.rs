@@ -38,6 +38,9 @@ pub enum AdminError {
     },
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    /// The request's channel may not run this command (`[admin.commands]`).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<ActorError> for AdminError {
@@ -65,6 +68,7 @@ impl AdminError {
             AdminError::Refused(e) => e.code(),
             AdminError::Staged(e) => e.code(),
             AdminError::UnknownCommand(_) => ErrorCode::UnknownCommand,
+            AdminError::Forbidden(_) => ErrorCode::Forbidden,
             AdminError::Scheduler(SchedulerError::Clock(ClockError::NotSimulated)) => {
                 ErrorCode::ClockNotSimulated
             }

@@ -1,6 +1,9 @@
-//! The server side of the admin protocol: the pub/sub listener on `<prefix>:admin`, the
-//! consumer-group reader of `<prefix>:commands`, idempotency by request id (kept replies and
-//! in-flight duplicates), and publishing replies on `replyTo`.
+//! The server side of the admin protocol: the pub/sub listener on `<prefix>:admin` (or, with
+//! enforced identities, each channel's `<prefix>:admin:<channel>`) and on the daemons'
+//! `<prefix>:forward`, the consumer-group readers of the command streams, where a request's
+//! channel comes from (SPEC 11.4), idempotency by request id (kept replies and in-flight
+//! duplicates), and publishing replies on `replyTo`. [`handle`] is the one way a request is
+//! run, whichever way it came in (pub/sub, a stream, the HTTP API).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,13 +13,16 @@ use futures_util::StreamExt;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
+use super::client::{AdminClient, ClientError, Via};
 use super::command::AdminCommand;
+use super::handle::{AdminHandle, Job, QUEUE_DEPTH};
 use super::reply::{reply_of, AdminError, Routed};
 use super::AdminState;
 use crate::actors::order::RequestMeta;
+use crate::config::Identity;
 use crate::domain::command::check_id;
 use crate::domain::ErrorCode;
 use crate::shutdown::Shutdown;
@@ -86,7 +92,7 @@ fn conflict(id: &str) -> Reply {
 ///
 /// Only the owner of the request's routing partition answers (SPEC 6): `None` when that is
 /// another daemon, or nobody right now (a takeover; the client retries with the same id).
-async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
+pub(super) async fn handle(state: &AdminState, req: Request) -> Option<Reply> {
     let parsed = AdminCommand::parse(&req);
     // Names recur does not know are one label, so a stray client cannot grow the series.
     let command = match &parsed {
@@ -270,6 +276,9 @@ async fn route(
         Ok(c) => c,
         Err(e) => return reply_of(&req.id, Err(e)),
     };
+    if let Err(e) = state.check_allowed(&req.channel, &req.command) {
+        return reply_of(&req.id, Err(e));
+    }
     let meta = RequestMeta {
         id: req.id.clone(),
         body_hash: body_hash.to_string(),
@@ -295,21 +304,58 @@ fn sniff(text: &str, key: &str) -> Option<String> {
         .ok()
 }
 
-/// Turns a raw payload into (reply channel, reply). Never fails: bad input gets an error reply.
-///
-/// `None` when the request is not this daemon's to answer (see [`handle`]); a request that
-/// cannot be routed is answered by partition 0's owner.
-async fn handle_payload(state: &AdminState, payload: &[u8]) -> Option<(Option<String>, Reply)> {
-    let unroutable = |reply_to: Option<String>, reply: Reply| {
-        state.ownership.owns(0).then_some((reply_to, reply))
+/// Where a request came in, which says what its channel (its application) is (SPEC 11.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `<prefix>:admin` or `<prefix>:commands` (`admin.identity = "declared"`): the body's own
+    /// `channel` field.
+    Declared,
+    /// `<prefix>:admin:<channel>` or `<prefix>:commands:<channel>` (`"enforced"`): that
+    /// channel, whatever the body says; a body naming another is FORBIDDEN and `replyTo` must
+    /// be in the channel's reply namespace.
+    Channel(String),
+    /// `<prefix>:forward`, or the HTTP API: a daemon took the request and established its
+    /// channel (from the Redis name or the API token) before handing it on.
+    Trusted,
+}
+
+/// What a raw payload is, once read.
+enum Intake {
+    /// A request with its channel established: handle it.
+    Request(Request),
+    /// Bad input or a forged channel: this reply (on this channel, if any), not kept.
+    Refused(Option<String>, Reply),
+    /// Nothing may be published for it (a `replyTo` outside its channel's namespace): logged
+    /// and dropped.
+    Dropped,
+}
+
+/// Reads a raw payload from `source` into a request whose channel is established, or the
+/// refusal it gets. Never fails: bad input gets an error reply.
+fn intake(state: &AdminState, payload: &[u8], source: &Source) -> Intake {
+    let namespace = match source {
+        Source::Channel(c) => Some(state.store.keys().reply_namespace(c)),
+        Source::Declared | Source::Trusted => None,
+    };
+    // Where a refusal may be published: nowhere outside the channel's namespace.
+    let refuse = |reply_to: Option<String>, reply: Reply| match (&namespace, &reply_to) {
+        (Some(ns), Some(to)) if !to.starts_with(ns.as_str()) => {
+            tracing::warn!(reply_to = %to, namespace = %ns, request_id = ?reply.id, "request dropped: its replyTo is outside its channel's reply namespace");
+            Intake::Dropped
+        }
+        _ => Intake::Refused(reply_to, reply),
     };
     let max = state.config.max_request_bytes;
     let text = String::from_utf8_lossy(payload);
     if payload.len() > max {
-        let reply_to = sniff(&text[..text.len().min(4096)], "replyTo");
-        let id = sniff(&text[..text.len().min(4096)], "id");
+        let mut cut = text.len().min(4096);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let head = &text[..cut];
         let msg = format!("request is {} bytes; the limit is {max}", payload.len());
-        return unroutable(reply_to, Reply::error(id, ErrorCode::InvalidRequest, msg));
+        let reply = Reply::error(sniff(head, "id"), ErrorCode::InvalidRequest, msg);
+        return refuse(sniff(head, "replyTo"), reply);
     }
     let value: Value = match serde_json::from_str(&text) {
         Ok(v) => v,
@@ -319,7 +365,7 @@ async fn handle_payload(state: &AdminState, payload: &[u8]) -> Option<(Option<St
                 ErrorCode::InvalidRequest,
                 format!("malformed JSON: {e}"),
             );
-            return unroutable(sniff(&text, "replyTo"), reply);
+            return refuse(sniff(&text, "replyTo"), reply);
         }
     };
     let reply_to = value
@@ -327,35 +373,65 @@ async fn handle_payload(state: &AdminState, payload: &[u8]) -> Option<(Option<St
         .and_then(Value::as_str)
         .map(str::to_string);
     let id = value.get("id").and_then(Value::as_str).map(str::to_string);
-    match serde_json::from_value::<Request>(value) {
-        Ok(req)
-            if req
-                .reply_to
-                .as_deref()
-                .is_some_and(|c| state.is_own_channel(c)) =>
-        {
-            // Replies on the admin or events channel would reach recur itself or every event
-            // subscriber: refuse, and publish nothing there (the refusal is logged).
-            let to = req.reply_to.unwrap_or_default();
-            let msg =
-                format!("replyTo may not be recur's own channel '{to}'; use a channel of your own");
-            unroutable(
-                None,
-                Reply::error(Some(req.id), ErrorCode::InvalidRequest, msg),
-            )
-        }
-        Ok(req) => {
-            let reply_to = req.reply_to.clone();
-            handle(state, req).await.map(|reply| (reply_to, reply))
-        }
-        Err(e) => unroutable(
-            reply_to,
-            Reply::error(
+    let mut req = match serde_json::from_value::<Request>(value) {
+        Ok(req) => req,
+        Err(e) => {
+            let reply = Reply::error(
                 id,
                 ErrorCode::InvalidRequest,
                 format!("invalid request envelope: {e}"),
-            ),
-        ),
+            );
+            return refuse(reply_to, reply);
+        }
+    };
+    if let Some(to) = req.reply_to.as_deref() {
+        if let Some(ns) = namespace.as_deref().filter(|ns| !to.starts_with(ns)) {
+            tracing::warn!(reply_to = %to, namespace = %ns, request_id = %req.id, "request dropped: its replyTo is outside its channel's reply namespace");
+            return Intake::Dropped;
+        }
+        if state.is_own_channel(to) {
+            // Replies on the admin or events channel would reach recur itself or every event
+            // subscriber: refuse, and publish nothing there (the refusal is logged).
+            let msg =
+                format!("replyTo may not be recur's own channel '{to}'; use a channel of your own");
+            return Intake::Refused(
+                None,
+                Reply::error(Some(req.id), ErrorCode::InvalidRequest, msg),
+            );
+        }
+    }
+    if let Source::Channel(channel) = source {
+        if !req.channel.is_empty() && req.channel != *channel {
+            let msg = format!(
+                "this request came in on channel '{channel}' and may not speak for channel '{}'",
+                req.channel
+            );
+            let reply = Reply::error(Some(req.id), ErrorCode::Forbidden, msg);
+            return Intake::Refused(req.reply_to, reply);
+        }
+        req.channel.clone_from(channel);
+    }
+    Intake::Request(req)
+}
+
+/// Turns a raw pub/sub payload into (reply channel, reply). Never fails: bad input gets an
+/// error reply.
+///
+/// `None` when the request is not this daemon's to answer (see [`handle`]) or is dropped; a
+/// request that cannot be routed is answered by partition 0's owner (every daemon reads every
+/// pub/sub message: one of them answers).
+async fn handle_payload(
+    state: &AdminState,
+    payload: &[u8],
+    source: &Source,
+) -> Option<(Option<String>, Reply)> {
+    match intake(state, payload, source) {
+        Intake::Request(req) => {
+            let reply_to = req.reply_to.clone();
+            handle(state, req).await.map(|reply| (reply_to, reply))
+        }
+        Intake::Refused(reply_to, reply) => state.ownership.owns(0).then_some((reply_to, reply)),
+        Intake::Dropped => None,
     }
 }
 
@@ -378,7 +454,36 @@ async fn publish_reply(state: &AdminState, reply_to: Option<String>, reply: &Rep
     }
 }
 
-/// Starts the pub/sub listener and the stream consumer.
+/// A command stream read by the consumer group, and where its entries' channel comes from.
+#[derive(Debug, Clone)]
+struct CommandStream {
+    key: String,
+    source: Source,
+}
+
+/// The command streams this daemon reads: `<prefix>:commands` (declared identities), or each
+/// enforced channel's `<prefix>:commands:<channel>`.
+fn command_streams(state: &AdminState) -> Vec<CommandStream> {
+    let keys = state.store.keys();
+    match state.config.identity {
+        Identity::Declared => vec![CommandStream {
+            key: keys.commands(),
+            source: Source::Declared,
+        }],
+        Identity::Enforced => state
+            .config
+            .channels
+            .iter()
+            .map(|c| CommandStream {
+                key: keys.commands_of(c),
+                source: Source::Channel(c.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// Starts the pub/sub listener, a consumer of each command stream, and the way in for other
+/// threads (the HTTP API): the returned [`AdminHandle`].
 ///
 /// # Errors
 /// The Redis error when the listeners cannot subscribe.
@@ -387,7 +492,25 @@ pub async fn start(
     shutdown: &Shutdown,
     tasks: &TaskTracker,
     requests: &TaskTracker,
-) -> Result<(), redis::RedisError> {
+) -> Result<AdminHandle, redis::RedisError> {
+    let forwarder = AdminClient::connect_via(
+        &state.config.redis,
+        state.store.keys().prefix(),
+        &Via::Forward,
+    )
+    .await
+    .map_err(|e| match e {
+        ClientError::Redis(e) => e,
+        other => redis::RedisError::from((redis::ErrorKind::Io, "redis", other.to_string())),
+    })?;
+    let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
+    tasks.spawn_local(take_jobs(
+        Arc::clone(&state),
+        jobs_rx,
+        shutdown.clone(),
+        requests.clone(),
+    ));
+
     let pubsub = subscribe(&state).await?;
     tasks.spawn_local(listen_pubsub(
         Arc::clone(&state),
@@ -396,24 +519,59 @@ pub async fn start(
         requests.clone(),
     ));
 
-    if let Err(e) = state.store.ensure_command_group(CONSUMER_GROUP, "$").await {
-        return Err(match e {
-            StoreError::Redis(e) => Arc::try_unwrap(e).unwrap_or_else(|e| {
-                redis::RedisError::from((redis::ErrorKind::Io, "redis", e.to_string()))
-            }),
-            other => redis::RedisError::from((redis::ErrorKind::Io, "redis", other.to_string())),
+    for stream in command_streams(&state) {
+        if let Err(e) = state
+            .store
+            .ensure_command_group(&stream.key, CONSUMER_GROUP, "$")
+            .await
+        {
+            return Err(match e {
+                StoreError::Redis(e) => Arc::try_unwrap(e).unwrap_or_else(|e| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "redis", e.to_string()))
+                }),
+                other => {
+                    redis::RedisError::from((redis::ErrorKind::Io, "redis", other.to_string()))
+                }
+            });
+        }
+        // A connection of its own (on a cluster, a cluster connection of its own): XREADGROUP
+        // BLOCK would stall every command queued behind it.
+        let reader = state.config.redis.connect(Duration::from_secs(10)).await?;
+        tasks.spawn_local(consume_stream(
+            Arc::clone(&state),
+            stream,
+            reader,
+            shutdown.clone(),
+            requests.clone(),
+        ));
+    }
+    Ok(AdminHandle::new(jobs_tx, forwarder))
+}
+
+/// Runs the requests other threads hand over (see [`AdminHandle`]) on this thread, each as
+/// its own task, until shutdown; a request still waiting then is dropped (its caller answers
+/// UNAVAILABLE).
+async fn take_jobs(
+    state: Arc<AdminState>,
+    mut jobs_rx: mpsc::Receiver<Job>,
+    shutdown: Shutdown,
+    requests: TaskTracker,
+) {
+    loop {
+        let job = tokio::select! {
+            _ = shutdown.wait() => return,
+            job = jobs_rx.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let state = Arc::clone(&state);
+        requests.spawn_local(async move {
+            let reply = handle(&state, job.request).await;
+            // The caller may have gone (a client that hung up): nothing to do.
+            let _ = job.reply_tx.send(reply);
         });
     }
-    // A connection of its own (on a cluster, a cluster connection of its own): XREADGROUP
-    // BLOCK would stall every command queued behind it.
-    let reader = state.config.redis.connect(Duration::from_secs(10)).await?;
-    tasks.spawn_local(consume_stream(
-        state,
-        reader,
-        shutdown.clone(),
-        requests.clone(),
-    ));
-    Ok(())
 }
 
 async fn listen_pubsub(
@@ -423,9 +581,12 @@ async fn listen_pubsub(
     requests: TaskTracker,
 ) {
     let mut pubsub = pubsub;
-    let inbox_channel = state.store.keys().inbox_channel();
-    let clock_channel = state.store.keys().clock_channel();
-    let cron_channel = state.store.keys().cron_channel();
+    let keys = state.store.keys();
+    let inbox_channel = keys.inbox_channel();
+    let clock_channel = keys.clock_channel();
+    let cron_channel = keys.cron_channel();
+    // Where each request channel's requests get their channel from.
+    let sources: HashMap<String, Source> = request_channels(&state).into_iter().collect();
     loop {
         {
             let mut messages = pubsub.on_message();
@@ -447,10 +608,13 @@ async fn listen_pubsub(
                             }
                         }
                         Some(msg) => {
+                            let Some(source) = sources.get(msg.get_channel_name()).cloned() else {
+                                continue;
+                            };
                             let payload = msg.get_payload_bytes().to_vec();
                             let state = Arc::clone(&state);
                             requests.spawn_local(async move {
-                                if let Some((reply_to, reply)) = handle_payload(&state, &payload).await {
+                                if let Some((reply_to, reply)) = handle_payload(&state, &payload, &source).await {
                                     publish_reply(&state, reply_to, &reply).await;
                                 }
                             });
@@ -487,16 +651,40 @@ async fn subscribe(state: &AdminState) -> Result<redis::aio::PubSub, redis::Redi
     Ok(p)
 }
 
+/// The channels requests are read from, each with where its requests' channel comes from:
+/// `<prefix>:admin` (declared) or each enforced channel's `<prefix>:admin:<channel>`, and
+/// the daemons' `<prefix>:forward`. With enforced identities plain `<prefix>:admin` is not
+/// read (SPEC 11.4).
+fn request_channels(state: &AdminState) -> Vec<(String, Source)> {
+    let keys = state.store.keys();
+    let mut out = vec![(keys.forward_channel(), Source::Trusted)];
+    match state.config.identity {
+        Identity::Declared => out.push((keys.admin_channel(), Source::Declared)),
+        Identity::Enforced => out.extend(
+            state
+                .config
+                .channels
+                .iter()
+                .map(|c| (keys.admin_channel_of(c), Source::Channel(c.clone()))),
+        ),
+    }
+    out
+}
+
 /// What the daemon listens to: admin requests, and the announcements of other daemons (a
 /// customer partition's inbox has entries; the shared clock moved).
 fn channels(state: &AdminState) -> Vec<String> {
     let keys = state.store.keys();
-    vec![
-        keys.admin_channel(),
+    let mut out: Vec<String> = request_channels(state)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    out.extend([
         keys.inbox_channel(),
         keys.clock_channel(),
         keys.cron_channel(),
-    ]
+    ]);
+    out
 }
 
 /// How many times a command-stream entry that keeps failing with a transient error (INTERNAL,
@@ -539,11 +727,12 @@ impl Redeliveries {
 
 async fn consume_stream(
     state: Arc<AdminState>,
+    stream: CommandStream,
     mut reader: crate::store::RedisConn,
     shutdown: Shutdown,
     requests: TaskTracker,
 ) {
-    let key = state.store.keys().commands();
+    let key = stream.key.clone();
     let consumer = state.ownership.daemon_id().to_string();
     let every = state.ownership.config().lease_ttl;
     // New entries are read as they come (`>`), so one failing entry never holds back the
@@ -561,7 +750,7 @@ async fn consume_stream(
             last_claim = Some(std::time::Instant::now());
             match state
                 .store
-                .claim_idle_commands(CONSUMER_GROUP, &consumer, every)
+                .claim_idle_commands(&key, CONSUMER_GROUP, &consumer, every)
                 .await
             {
                 Ok(claimed) if claimed > 0 => {
@@ -577,7 +766,16 @@ async fn consume_stream(
         }
         let now = std::time::Instant::now();
         if sweep_pending || retries.next().is_some_and(|t| t <= now) {
-            match redeliver(&state, &consumer, &mut retries, sweep_pending, &requests).await {
+            match redeliver(
+                &state,
+                &stream,
+                &consumer,
+                &mut retries,
+                sweep_pending,
+                &requests,
+            )
+            .await
+            {
                 Ok(()) => sweep_pending = false,
                 Err(e) => {
                     let pause = outage.log_failure(&e);
@@ -613,7 +811,7 @@ async fn consume_stream(
             Err(e) if e.code() == Some("NOGROUP") => {
                 // Redis lost its data (restarted without persistence, or flushed): the group
                 // is made again, from the stream's start, so entries added since are read.
-                match state.store.ensure_command_group(CONSUMER_GROUP, "0").await {
+                match state.store.ensure_command_group(&key, CONSUMER_GROUP, "0").await {
                     Ok(()) => tracing::warn!(
                         "the command stream's consumer group was missing (Redis lost its data?); created it again"
                     ),
@@ -641,7 +839,7 @@ async fn consume_stream(
         if entries.is_empty() {
             continue;
         }
-        handle_all(&state, entries, &mut retries, &requests).await;
+        handle_all(&state, &stream, entries, &mut retries, &requests).await;
     }
 }
 
@@ -649,6 +847,7 @@ async fn consume_stream(
 /// oldest first; gives up on those delivered MAX_DELIVERIES times already.
 async fn redeliver(
     state: &Arc<AdminState>,
+    stream: &CommandStream,
     consumer: &str,
     retries: &mut Redeliveries,
     all: bool,
@@ -656,7 +855,7 @@ async fn redeliver(
 ) -> Result<(), StoreError> {
     let pending = state
         .store
-        .pending_commands(CONSUMER_GROUP, consumer, 1024)
+        .pending_commands(&stream.key, CONSUMER_GROUP, consumer, 1024)
         .await?;
     let now = std::time::Instant::now();
     let known: std::collections::HashSet<&str> =
@@ -672,7 +871,7 @@ async fn redeliver(
             continue;
         }
         if *deliveries >= MAX_DELIVERIES {
-            give_up(state, id, *deliveries).await;
+            give_up(state, stream, id, *deliveries).await;
             retries.due.remove(id);
             continue;
         }
@@ -680,13 +879,13 @@ async fn redeliver(
     }
     let entries = state
         .store
-        .redeliver_commands(CONSUMER_GROUP, consumer, &due)
+        .redeliver_commands(&stream.key, CONSUMER_GROUP, consumer, &due)
         .await?;
     for id in &due {
         retries.due.remove(id);
     }
     if !entries.is_empty() {
-        handle_all(state, entries, retries, requests).await;
+        handle_all(state, stream, entries, retries, requests).await;
     }
     Ok(())
 }
@@ -694,14 +893,16 @@ async fn redeliver(
 /// Handles a batch of entries concurrently and schedules the redelivery of those left pending.
 async fn handle_all(
     state: &Arc<AdminState>,
+    stream: &CommandStream,
     entries: Vec<redis::streams::StreamId>,
     retries: &mut Redeliveries,
     requests: &TaskTracker,
 ) {
     let handled = entries.into_iter().map(|entry| {
         let state = Arc::clone(state);
+        let stream = stream.clone();
         async move {
-            let outcome = handle_entry(&state, &entry).await;
+            let outcome = handle_entry(&state, &stream, &entry).await;
             (entry.id, outcome)
         }
     });
@@ -721,7 +922,12 @@ async fn handle_all(
     // tried again every second and never given up).
     let counts: HashMap<String, usize> = match state
         .store
-        .pending_commands(CONSUMER_GROUP, state.ownership.daemon_id(), 1024)
+        .pending_commands(
+            &stream.key,
+            CONSUMER_GROUP,
+            state.ownership.daemon_id(),
+            1024,
+        )
         .await
     {
         Ok(p) => p.into_iter().collect(),
@@ -738,12 +944,51 @@ async fn handle_all(
     }
 }
 
+/// What one command-stream entry comes to.
+enum EntryOutcome {
+    /// This reply, on this channel; `malformed` when the entry is no request at all (it is
+    /// dead-lettered too).
+    Answer {
+        reply_to: Option<String>,
+        reply: Reply,
+        malformed: bool,
+    },
+    /// A request another daemon answers (its partition's owner): forward it.
+    Elsewhere(Request),
+    /// Nothing may be published for it (a `replyTo` outside its channel's namespace).
+    Dropped,
+}
+
+/// Reads and runs one entry's payload. Only this daemon reads the entry (the consumer group
+/// hands it to one consumer), so a refusal is answered here, whoever owns partition 0.
+async fn answer_entry(state: &AdminState, stream: &CommandStream, payload: &[u8]) -> EntryOutcome {
+    match intake(state, payload, &stream.source) {
+        Intake::Request(req) => {
+            let reply_to = req.reply_to.clone();
+            match handle(state, req.clone()).await {
+                Some(reply) => EntryOutcome::Answer {
+                    reply_to,
+                    reply,
+                    malformed: false,
+                },
+                None => EntryOutcome::Elsewhere(req),
+            }
+        }
+        Intake::Refused(reply_to, reply) => EntryOutcome::Answer {
+            reply_to,
+            reply,
+            malformed: serde_json::from_slice::<Request>(payload).is_err(),
+        },
+        Intake::Dropped => EntryOutcome::Dropped,
+    }
+}
+
 /// An entry delivered MAX_DELIVERIES times without an answer other than a transient error: it
 /// is answered with that error once more (its final reply), copied to the dead-letter stream
 /// with the error, and acknowledged.
-async fn give_up(state: &AdminState, entry_id: &str, deliveries: usize) {
+async fn give_up(state: &AdminState, stream: &CommandStream, entry_id: &str, deliveries: usize) {
     let store = &state.store;
-    let entries = match store.command_entry(entry_id).await {
+    let entries = match store.command_entry(&stream.key, entry_id).await {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, entry = %entry_id, "cannot read a failing command entry");
@@ -753,21 +998,35 @@ async fn give_up(state: &AdminState, entry_id: &str, deliveries: usize) {
     let payload: Vec<u8> = entries
         .and_then(|entry| entry.get::<Vec<u8>>("request"))
         .unwrap_or_default();
-    let (reply_to, reply) = match handle_payload(state, &payload).await {
-        Some((reply_to, reply)) => (reply_to, reply),
-        None => (
-            sniff(&String::from_utf8_lossy(&payload), "replyTo"),
+    let (reply_to, reply) = match answer_entry(state, stream, &payload).await {
+        EntryOutcome::Answer {
+            reply_to, reply, ..
+        } => (reply_to, reply),
+        EntryOutcome::Elsewhere(req) => (
+            req.reply_to,
             Reply::error(
-                sniff(&String::from_utf8_lossy(&payload), "id"),
+                Some(req.id),
                 ErrorCode::Unavailable,
                 "the request's partition has no owner",
             ),
         ),
+        EntryOutcome::Dropped => {
+            dead_letter(
+                state,
+                stream,
+                entry_id,
+                &payload,
+                "dropped: replyTo outside the channel's reply namespace",
+            )
+            .await;
+            ack(store, stream, entry_id).await;
+            return;
+        }
     };
     if reply.error.as_ref().is_some_and(|e| !e.code.is_transient()) {
         // It went through this time: an ordinary answer.
         publish_reply(state, reply_to, &reply).await;
-        ack(store, entry_id).await;
+        ack(store, stream, entry_id).await;
         return;
     }
     let error = reply.error.as_ref().map_or_else(String::new, |e| {
@@ -777,6 +1036,7 @@ async fn give_up(state: &AdminState, entry_id: &str, deliveries: usize) {
     let dead = [
         ("request", payload.as_slice()),
         ("id", entry_id.as_bytes()),
+        ("stream", stream.key.as_bytes()),
         ("error", error.as_bytes()),
         ("deliveries", count.as_bytes()),
     ];
@@ -786,100 +1046,123 @@ async fn give_up(state: &AdminState, entry_id: &str, deliveries: usize) {
     }
     tracing::error!(entry = %entry_id, deliveries, error = %error, "a command entry kept failing; answered with its error and dead-lettered");
     publish_reply(state, reply_to, &reply).await;
-    ack(store, entry_id).await;
+    ack(store, stream, entry_id).await;
 }
 
-/// Handles one entry of the command stream: runs it, dead-letters what cannot be read, replies,
+/// Copies an entry to `<prefix>:commands:dead` with why (logged when it cannot be).
+async fn dead_letter(
+    state: &AdminState,
+    stream: &CommandStream,
+    entry_id: &str,
+    payload: &[u8],
+    error: &str,
+) {
+    let dead = [
+        ("request", payload),
+        ("id", entry_id.as_bytes()),
+        ("stream", stream.key.as_bytes()),
+        ("error", error.as_bytes()),
+    ];
+    if let Err(e) = state.store.dead_letter_command(&dead).await {
+        tracing::warn!(error = %e, entry = %entry_id, "cannot dead-letter a command entry");
+    }
+}
+
+/// Handles one entry of a command stream: runs it, dead-letters what cannot be read, replies,
 /// and acknowledges it (except after a transient error: then it stays pending and is delivered
 /// again after a pause).
-async fn handle_entry(state: &AdminState, entry: &redis::streams::StreamId) -> Handled {
+async fn handle_entry(
+    state: &AdminState,
+    stream: &CommandStream,
+    entry: &redis::streams::StreamId,
+) -> Handled {
     let store = &state.store;
     let raw: Option<Vec<u8>> = entry.get("request");
     let Some(payload) = raw else {
-        let dead = [
-            ("id", entry.id.as_bytes()),
-            ("error", b"no request field".as_slice()),
-        ];
-        if let Err(e) = store.dead_letter_command(&dead).await {
-            tracing::warn!(error = %e, entry = %entry.id, "cannot dead-letter a command entry");
-        }
-        ack(store, &entry.id).await;
+        dead_letter(state, stream, &entry.id, b"", "no request field").await;
+        ack(store, stream, &entry.id).await;
         return Handled::Done;
     };
-    let Some((reply_to, reply)) = handle_payload(state, &payload).await else {
-        // Another daemon's partition (or one in hand-over): forwarded to its owner.
-        return if forward(state, &entry.id, &payload).await {
+    match answer_entry(state, stream, &payload).await {
+        EntryOutcome::Dropped => {
+            let why = "dropped: replyTo outside the channel's reply namespace";
+            dead_letter(state, stream, &entry.id, &payload, why).await;
+            ack(store, stream, &entry.id).await;
             Handled::Done
-        } else {
-            Handled::Waiting
-        };
-    };
-    if reply.error.as_ref().is_some_and(|e| e.code.is_transient()) {
-        // Not acknowledged: delivered again after a pause.
-        publish_reply(state, reply_to, &reply).await;
-        return Handled::Failed;
-    }
-    let malformed = reply
-        .error
-        .as_ref()
-        .is_some_and(|e| e.code == ErrorCode::InvalidRequest)
-        && serde_json::from_slice::<Request>(&payload).is_err();
-    if malformed {
-        let dead = [("request", payload.as_slice()), ("id", entry.id.as_bytes())];
-        if let Err(e) = store.dead_letter_command(&dead).await {
-            tracing::warn!(error = %e, entry = %entry.id, "cannot dead-letter a command entry");
+        }
+        // Another daemon's partition (or one in hand-over): forwarded to its owner.
+        EntryOutcome::Elsewhere(req) => {
+            if forward(state, stream, &entry.id, &req).await {
+                Handled::Done
+            } else {
+                Handled::Waiting
+            }
+        }
+        EntryOutcome::Answer {
+            reply_to,
+            reply,
+            malformed,
+        } => {
+            if reply.error.as_ref().is_some_and(|e| e.code.is_transient()) {
+                // Not acknowledged: delivered again after a pause.
+                publish_reply(state, reply_to, &reply).await;
+                return Handled::Failed;
+            }
+            if malformed {
+                dead_letter(state, stream, &entry.id, &payload, "malformed").await;
+            }
+            publish_reply(state, reply_to, &reply).await;
+            ack(store, stream, &entry.id).await;
+            Handled::Done
         }
     }
-    publish_reply(state, reply_to, &reply).await;
-    ack(store, &entry.id).await;
-    Handled::Done
 }
 
 /// How long a forwarded command-stream entry waits for its owner's kept reply before it is
 /// left pending (and read again later).
 const FORWARD_WAIT: Duration = Duration::from_secs(5);
 
-/// Forwards a command-stream entry whose routing partition another daemon owns (SPEC 10): it is
-/// published on the admin channel, where its owner applies it and replies, and acknowledged
-/// once the owner's reply is kept. With no owner yet (a takeover), it stays pending and is read
-/// again. An entry that cannot be routed is dead-lettered here; partition 0's owner answers it
-/// from the admin channel.
-async fn forward(state: &AdminState, entry_id: &str, payload: &[u8]) -> bool {
+/// Forwards a command-stream request whose routing partition another daemon owns (SPEC 10): it
+/// is published, with the channel this daemon established, on `<prefix>:forward`, where its
+/// owner applies it and replies, and the entry is acknowledged once the owner's reply is kept.
+/// With no owner yet (a takeover), it stays pending and is read again.
+async fn forward(
+    state: &AdminState,
+    stream: &CommandStream,
+    entry_id: &str,
+    req: &Request,
+) -> bool {
     let store = &state.store;
-    let routed = serde_json::from_slice::<Request>(payload)
+    let routed = AdminCommand::parse(req)
         .ok()
-        .and_then(|req| {
-            let command = AdminCommand::parse(&req).ok()?;
-            check_id("id", &req.id).ok()?;
-            Some((command.routing_partition(store.keys()), req.id))
-        });
+        .filter(|_| check_id("id", &req.id).is_ok())
+        .map(|command| command.routing_partition(store.keys()));
     // This daemon owns the routing partition when it resolved a cart name and forwarded the
     // request to the order's owner itself.
-    let resolved_here = routed
-        .as_ref()
-        .is_some_and(|(p, _)| state.ownership.owns(*p));
-    let text = String::from_utf8_lossy(payload);
+    let resolved_here = routed.is_some_and(|p| state.ownership.owns(p));
     if !resolved_here {
-        if let Err(e) = store.publish(&store.keys().admin_channel(), &text).await {
+        let json = match serde_json::to_string(req) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::warn!(error = %e, entry = %entry_id, "cannot encode a command entry to forward it");
+                return false;
+            }
+        };
+        if let Err(e) = store.publish(&store.keys().forward_channel(), &json).await {
             tracing::warn!(error = %e, entry = %entry_id, "cannot forward a command entry; it stays pending");
             return false;
         }
     }
-    let Some((partition, request_id)) = routed else {
-        if serde_json::from_slice::<Request>(payload).is_err() {
-            let dead = [("request", payload), ("id", entry_id.as_bytes())];
-            if let Err(e) = store.dead_letter_command(&dead).await {
-                tracing::warn!(error = %e, entry = %entry_id, "cannot dead-letter a command entry");
-            }
-        }
-        ack(store, entry_id).await;
+    let Some(partition) = routed else {
+        // Unroutable: partition 0's owner answers it from the forward channel.
+        ack(store, stream, entry_id).await;
         return true;
     };
     let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
     while tokio::time::Instant::now() < deadline {
-        match forwarded_reply_kept(store, partition, &request_id).await {
+        match forwarded_reply_kept(store, partition, &req.id).await {
             Ok(true) => {
-                ack(store, entry_id).await;
+                ack(store, stream, entry_id).await;
                 return true;
             }
             Ok(false) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -912,8 +1195,11 @@ async fn forwarded_reply_kept(
     }
 }
 
-async fn ack(store: &crate::store::Store, entry_id: &str) {
-    if let Err(e) = store.ack_command(CONSUMER_GROUP, entry_id).await {
+async fn ack(store: &crate::store::Store, stream: &CommandStream, entry_id: &str) {
+    if let Err(e) = store
+        .ack_command(&stream.key, CONSUMER_GROUP, entry_id)
+        .await
+    {
         // Read again after a restart, and answered from its kept reply.
         tracing::warn!(error = %e, entry = %entry_id, "cannot acknowledge a command entry");
     }

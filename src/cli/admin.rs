@@ -11,9 +11,9 @@ use clap::CommandFactory;
 use serde_json::Value;
 
 use recur::admin::client::{
-    watch_streams_to, AdminClient, ClientError, RequestOptions, DEFAULT_ATTEMPT_TIMEOUT_MS,
+    watch_streams_to, AdminClient, ClientError, RequestOptions, Via, DEFAULT_ATTEMPT_TIMEOUT_MS,
 };
-use recur::config::Settings;
+use recur::config::{Identity, Settings};
 use recur::store::embedded::EmbeddedRedis;
 use recur::store::RedisAddress;
 
@@ -112,14 +112,19 @@ async fn run_async(args: &AdminArgs, request_args: Value) -> anyhow::Result<Exit
         attempt_timeout: Duration::from_millis(DEFAULT_ATTEMPT_TIMEOUT_MS).min(total_timeout),
         total_timeout,
     };
-    let client = AdminClient::connect_to(&target.address, &settings.prefix)
+    // With enforced identities the request goes on the channel's own names (SPEC 11.4).
+    let via = match settings.admin.identity {
+        Identity::Declared => Via::Admin,
+        Identity::Enforced => Via::Channel(args.request.channel.clone()),
+    };
+    let client = AdminClient::connect_via(&target.address, &settings.prefix, &via)
         .await
         .map_err(|e| target.connect_error(e))?;
     let advancing = command == "advanceClock";
     // advanceClock waits as long as the advance moves (progress on stderr); `--timeout` bounds
     // a wait without progress.
     let progress = if advancing {
-        let second = AdminClient::connect_to(&target.address, &settings.prefix)
+        let second = AdminClient::connect_via(&target.address, &settings.prefix, &via)
             .await
             .map_err(|e| target.connect_error(e))?;
         Some(Progress::watch(second))

@@ -41,7 +41,9 @@ pub struct RequestArgs {
     /// The request id (default: a new one). Retrying with the same id never repeats a change.
     #[arg(long, value_name = "ID", global = true)]
     pub request_id: Option<String>,
-    /// The application name sent as the request's `channel` (updateOrder's status manager).
+    /// The application name sent as the request's `channel` (updateOrder's status manager);
+    /// with admin.identity = "enforced", the request goes on that channel's own names
+    /// (<prefix>:admin:<NAME>, replies on <prefix>:reply:<NAME>:...).
     #[arg(long, value_name = "NAME", default_value = "cli", global = true)]
     pub channel: String,
     /// How long to keep re-sending before giving up, e.g. 10s, 2m.

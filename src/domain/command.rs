@@ -79,7 +79,7 @@ fn instant(field: &str, s: &str) -> Result<Instant, DomainError> {
 }
 
 /// createOrder's arguments as they arrive.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrderArgs {
     pub customer_id: String,
@@ -109,7 +109,7 @@ pub struct CreateOrderArgs {
 }
 
 /// `dunning` as it arrives: both parts optional (the defaults fill in).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DunningArgs {
     #[serde(default)]
@@ -119,7 +119,7 @@ pub struct DunningArgs {
 }
 
 /// `plan` as it arrives.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlanArgs {
     pub id: String,
@@ -129,7 +129,7 @@ pub struct PlanArgs {
 }
 
 /// `pricing` as it arrives (exactly one of the three is checked later).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PricingArgs {
     #[serde(default)]
@@ -144,7 +144,7 @@ pub struct PricingArgs {
 }
 
 /// `pricing.subscription` as it arrives.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionArgs {
     pub cycle_duration: DurationArgs,
@@ -152,7 +152,7 @@ pub struct SubscriptionArgs {
 }
 
 /// A duration as it arrives.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DurationArgs {
     pub count: i64,
@@ -160,12 +160,13 @@ pub struct DurationArgs {
 }
 
 /// One `prices[]` entry as it arrives.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PriceArgs {
     pub cycle_from: i64,
     #[serde(default)]
     pub number_of_cycles: Option<i64>,
+    #[schema(value_type = String, example = "9.99")]
     pub amount: Decimal,
 }
 
@@ -533,9 +534,9 @@ pub enum Command {
     CancelScheduledChange,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ChangePlanArgs {
+pub(crate) struct ChangePlanArgs {
     order_id: String,
     plan: PlanArgs,
     pricing: PricingArgs,
@@ -549,64 +550,66 @@ struct ChangePlanArgs {
     proration: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PaymentArgs {
+pub(crate) struct PaymentArgs {
     order_id: String,
     payment_id: String,
+    #[schema(value_type = String, example = "9.99")]
     amount: Decimal,
     #[serde(default)]
     due: Option<DueArgs>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DueArgs {
+pub(crate) struct DueArgs {
     cycle: u32,
     #[serde(default)]
+    #[schema(value_type = Option<String>, example = "CYCLE")]
     kind: DueKind,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FailureArgs {
+pub(crate) struct FailureArgs {
     order_id: String,
     payment_id: String,
     #[serde(default)]
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct OrderOnlyArgs {
+pub(crate) struct OrderOnlyArgs {
     order_id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PauseArgs {
+pub(crate) struct PauseArgs {
     order_id: String,
     #[serde(default)]
     resume_at: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EndDateArgs {
+pub(crate) struct EndDateArgs {
     order_id: String,
     end_date: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StartDateArgs {
+pub(crate) struct StartDateArgs {
     order_id: String,
     start_date: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CancelArgs {
+pub(crate) struct CancelArgs {
     order_id: String,
     #[serde(default)]
     effective_at: Option<String>,

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The error codes of the admin protocol (SPEC section 4 and 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The error codes of the admin protocol (SPEC section 4, 7 and 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     InvalidRequest,
@@ -15,6 +15,11 @@ pub enum ErrorCode {
     ClockNotSimulated,
     Unavailable,
     Internal,
+    /// No credentials, or unknown ones (the HTTP API's bearer token, SPEC 11.3).
+    Unauthenticated,
+    /// The caller may not run this command: a token's scope, a channel's allow-list
+    /// (`[admin.commands]`), or a body naming another channel than its own (SPEC 11.3, 11.4).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -30,6 +35,8 @@ impl ErrorCode {
             ErrorCode::ClockNotSimulated => "CLOCK_NOT_SIMULATED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
         }
     }
 

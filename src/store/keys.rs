@@ -209,6 +209,37 @@ impl Keys {
         format!("{}:commands", self.prefix)
     }
 
+    /// An application's own request channel when identities are enforced (SPEC 11.4): the
+    /// requests read there are that channel's.
+    pub fn admin_channel_of(&self, channel: &str) -> String {
+        format!("{}:admin:{channel}", self.prefix)
+    }
+
+    /// An application's own request stream when identities are enforced (SPEC 11.4).
+    pub fn commands_of(&self, channel: &str) -> String {
+        format!("{}:commands:{channel}", self.prefix)
+    }
+
+    /// What the `replyTo` of an application's requests must begin with when identities are
+    /// enforced (SPEC 11.4): `<prefix>:reply:<channel>:`.
+    pub fn reply_namespace(&self, channel: &str) -> String {
+        format!("{}:reply:{channel}:", self.prefix)
+    }
+
+    /// The channel daemons forward requests to each other on (a request taken by a daemon that
+    /// does not own its partition: the command stream's entries, the HTTP API's requests, an
+    /// updateOrder by cart name). Its requests carry the channel the taking daemon established;
+    /// only daemons may publish here (deploy/redis/users.acl).
+    pub fn forward_channel(&self) -> String {
+        format!("{}:forward", self.prefix)
+    }
+
+    /// Hash of a daemon's status for `GET /v1/daemons` (`started`, `ready`, `reasons`),
+    /// written with its heartbeat and expiring with it.
+    pub fn daemon_status(&self, daemon_id: &str) -> String {
+        format!("{}:daemon:{daemon_id}", self.prefix)
+    }
+
     /// Where malformed stream requests are copied.
     pub fn commands_dead(&self) -> String {
         format!("{}:commands:dead", self.prefix)

@@ -6,6 +6,7 @@ pub mod carts;
 pub mod clock;
 pub mod commit;
 pub mod conn;
+pub mod daemons;
 pub mod embedded;
 pub mod keys;
 pub mod lease;
@@ -754,9 +755,14 @@ return 1
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
-    pub async fn ack_command(&self, group: &str, entry_id: &str) -> Result<(), StoreError> {
+    pub async fn ack_command(
+        &self,
+        stream: &str,
+        group: &str,
+        entry_id: &str,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _acked: u64 = conn.xack(self.keys.commands(), group, &[entry_id]).await?;
+        let _acked: u64 = conn.xack(stream, group, &[entry_id]).await?;
         Ok(())
     }
 
@@ -767,6 +773,7 @@ return 1
     /// [`StoreError`] when Redis fails.
     pub async fn claim_idle_commands(
         &self,
+        stream: &str,
         group: &str,
         consumer: &str,
         idle: Duration,
@@ -777,7 +784,7 @@ return 1
         loop {
             let (next, entries, _deleted): (String, Vec<redis::Value>, redis::Value) =
                 redis::cmd("XAUTOCLAIM")
-                    .arg(self.keys.commands())
+                    .arg(stream)
                     .arg(group)
                     .arg(consumer)
                     .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
@@ -803,13 +810,14 @@ return 1
     /// [`StoreError`] when Redis fails.
     pub async fn pending_commands(
         &self,
+        stream: &str,
         group: &str,
         consumer: &str,
         count: usize,
     ) -> Result<Vec<(String, usize)>, StoreError> {
         let mut conn = self.conn.clone();
         let reply: redis::streams::StreamPendingCountReply = conn
-            .xpending_consumer_count(self.keys.commands(), group, "-", "+", count, consumer)
+            .xpending_consumer_count(stream, group, "-", "+", count, consumer)
             .await?;
         Ok(reply
             .ids
@@ -825,6 +833,7 @@ return 1
     /// [`StoreError`] when Redis fails.
     pub async fn redeliver_commands(
         &self,
+        stream: &str,
         group: &str,
         consumer: &str,
         ids: &[String],
@@ -833,9 +842,8 @@ return 1
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
-        let reply: redis::streams::StreamClaimReply = conn
-            .xclaim(self.keys.commands(), group, consumer, 0, ids)
-            .await?;
+        let reply: redis::streams::StreamClaimReply =
+            conn.xclaim(stream, group, consumer, 0, ids).await?;
         Ok(reply.ids)
     }
 
@@ -845,12 +853,12 @@ return 1
     /// [`StoreError`] when Redis fails.
     pub async fn command_entry(
         &self,
+        stream: &str,
         entry_id: &str,
     ) -> Result<Option<redis::streams::StreamId>, StoreError> {
         let mut conn = self.conn.clone();
-        let reply: redis::streams::StreamRangeReply = conn
-            .xrange_count(self.keys.commands(), entry_id, entry_id, 1)
-            .await?;
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrange_count(stream, entry_id, entry_id, 1).await?;
         Ok(reply.ids.into_iter().next())
     }
 
@@ -859,11 +867,15 @@ return 1
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails (an existing group is not an error).
-    pub async fn ensure_command_group(&self, group: &str, from: &str) -> Result<(), StoreError> {
+    pub async fn ensure_command_group(
+        &self,
+        stream: &str,
+        group: &str,
+        from: &str,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let created: Result<(), redis::RedisError> = conn
-            .xgroup_create_mkstream(self.keys.commands(), group, from)
-            .await;
+        let created: Result<(), redis::RedisError> =
+            conn.xgroup_create_mkstream(stream, group, from).await;
         match created {
             Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
             _ => Ok(()),

@@ -1,12 +1,14 @@
 //! Integration tests: the real daemon over a private Redis, driven through the admin protocol
 //! with the simulated clock.
 
+mod api;
 mod bad_input;
 mod baskets;
 mod cluster;
 mod durability;
 mod embedded;
 mod http;
+mod identity;
 mod lifecycle;
 mod partitions;
 mod previews;
