@@ -90,7 +90,7 @@ impl LocalCluster {
 
     /// The cluster as recur's address.
     pub fn address(&self) -> RedisAddress {
-        RedisAddress::Cluster(self.node_urls())
+        RedisAddress::cluster(self.node_urls())
     }
 
     /// Each node's own URL (for per-node commands: INFO, BGREWRITEAOF, CONFIG).

@@ -14,6 +14,7 @@ use recur::admin::client::{
 use recur::config::{parse_duration, Settings};
 use recur::store::embedded::EmbeddedRedis;
 use recur::store::RedisAddress;
+use recur::telemetry::mask_secrets;
 
 use super::AdminArgs;
 
@@ -36,7 +37,7 @@ pub fn run(args: &AdminArgs) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", describe(&error));
+            eprintln!("error: {}", mask_secrets(&describe(&error)));
             ExitCode::from(EXIT_NO_REPLY)
         }
     }
@@ -62,6 +63,11 @@ fn describe(error: &anyhow::Error) -> String {
 async fn run_async(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&args.settings.overrides()).context("cannot load settings")?;
     let target = RedisTarget::resolve(&settings)?;
+    if target.address.access().tls.insecure {
+        eprintln!(
+            "warning: redis.tls.insecure = true: the Redis server's TLS certificate is not verified"
+        );
+    }
     if args.command == WATCH_COMMAND {
         return watch(&target, &settings.prefix, args.from_start).await;
     }
@@ -172,7 +178,7 @@ impl RedisTarget {
         let data_dir = &settings.redis.embedded.data_dir;
         match running_url(data_dir) {
             Some(url) => Ok(RedisTarget {
-                address: RedisAddress::Single(url),
+                address: RedisAddress::single(url),
                 embedded: true,
             }),
             None => anyhow::bail!(
@@ -184,12 +190,16 @@ impl RedisTarget {
     }
 
     fn connect_error(&self, error: ClientError) -> anyhow::Error {
+        // A failed first connection names the server and what failed already.
+        let named = matches!(error, ClientError::Connect(_));
         let error = anyhow::Error::new(error);
         if self.embedded {
             error.context(format!(
                 "cannot reach the embedded Redis at {}: is `recur serve` still running?",
                 self.address
             ))
+        } else if named {
+            error
         } else {
             error.context(format!("cannot reach Redis at {}", self.address))
         }
@@ -215,7 +225,7 @@ mod tests {
         .expect("resolves");
         assert_eq!(
             target.address,
-            RedisAddress::Single("redis://10.0.0.1:6380".into())
+            RedisAddress::single("redis://10.0.0.1:6380")
         );
         assert!(!target.embedded);
     }
@@ -229,7 +239,7 @@ mod tests {
         .expect("resolves");
         assert_eq!(
             target.address,
-            RedisAddress::Single("redis+unix:///data/redis/redis.sock".into())
+            RedisAddress::single("redis+unix:///data/redis/redis.sock")
         );
         assert!(target.embedded);
     }
@@ -242,7 +252,7 @@ mod tests {
             .expect("resolves");
         assert_eq!(
             target.address,
-            RedisAddress::Cluster(vec![
+            RedisAddress::cluster(vec![
                 "redis://10.0.0.1:7000".into(),
                 "redis://10.0.0.2:7000".into()
             ])

@@ -150,7 +150,7 @@ pub trait TestStore {
 
 impl TestStore for TestRedis {
     fn address(&self) -> RedisAddress {
-        RedisAddress::Single(self.url.clone())
+        RedisAddress::single(self.url.clone())
     }
 
     fn settings(&self, prefix: &str) -> Settings {
