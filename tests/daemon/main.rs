@@ -11,4 +11,5 @@ mod partitions;
 mod replicas;
 mod stats;
 mod support;
+mod tls;
 mod webhooks;
