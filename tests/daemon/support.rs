@@ -812,17 +812,15 @@ impl TlsRedis {
             .expect("a TLS connection")
     }
 
-    /// Adds the ACL user `name` with `password` and every right.
-    pub async fn add_user(&self, name: &str, password: &str) {
+    /// Adds the ACL user `name` with `password` and the `rules` (`~t:*`, `+@all`, ...).
+    pub async fn add_user(&self, name: &str, password: &str, rules: &[&str]) {
         let mut conn = self.admin_conn().await;
         let _: () = redis::cmd("ACL")
             .arg("SETUSER")
             .arg(name)
             .arg("on")
             .arg(format!(">{password}"))
-            .arg("~*")
-            .arg("&*")
-            .arg("+@all")
+            .arg(rules)
             .query_async(&mut conn)
             .await
             .expect("ACL SETUSER");

@@ -200,7 +200,15 @@ async fn an_acl_user_gets_in_with_the_password_from_the_environment_and_no_log_s
     const PASSWORD: &str = "s3cret-Pa55word";
     const URL_PASSWORD: &str = "url-Pa55word-overridden";
     let redis = TlsRedis::start(false).await;
-    redis.add_user("recur-app", PASSWORD).await;
+    // The rights docs/OPERATIONS.md recommends: recur's keys and channels, no dangerous
+    // command.
+    redis
+        .add_user(
+            "recur-app",
+            PASSWORD,
+            &["~t:*", "&t:*", "+@all", "-@dangerous"],
+        )
+        .await;
     // The URL's password is wrong: RECUR_REDIS__PASSWORD wins over it.
     let url = format!("rediss://recur-app:{URL_PASSWORD}@127.0.0.1:{}", redis.port);
     let tls = redis.env();
@@ -249,6 +257,8 @@ async fn an_acl_user_gets_in_with_the_password_from_the_environment_and_no_log_s
         log.contains(&format!("rediss://recur-app:***@127.0.0.1:{}", redis.port)),
         "{log}"
     );
+    // The restricted user was enough for everything the daemon did.
+    assert!(!log.contains("NOPERM"), "{log}");
     for printed in [&log, &stdout, &stderr_admin, &metrics] {
         assert!(!printed.contains(PASSWORD), "{printed}");
         assert!(!printed.contains(URL_PASSWORD), "{printed}");
@@ -259,7 +269,9 @@ async fn an_acl_user_gets_in_with_the_password_from_the_environment_and_no_log_s
 async fn a_wrong_password_is_refused_clearly() {
     const WRONG: &str = "not-the-Pa55word";
     let redis = TlsRedis::start(false).await;
-    redis.add_user("recur-app", "the-right-Pa55word").await;
+    redis
+        .add_user("recur-app", "the-right-Pa55word", &["~*", "&*", "+@all"])
+        .await;
     let url = format!("rediss://recur-app@127.0.0.1:{}", redis.port);
     let tls = redis.env();
     let mut env = env_of(&tls);
@@ -309,4 +321,20 @@ async fn a_tls_cluster_serves_orders_on_every_master() {
         assert_eq!(cycles, 2, "{id}");
     }
     h.stop().await;
+}
+
+#[tokio::test]
+async fn help_shows_no_configured_secret() {
+    for args in [&["--help"][..], &["serve", "--help"], &["admin", "--help"]] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args(args)
+            .env("RECUR_REDIS__PASSWORD", "s3cret-in-env")
+            .env("RECUR_REDIS__URL", "rediss://app:s3cret-in-url@127.0.0.1:1")
+            .output()
+            .await
+            .expect("recur runs");
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("s3cret"), "{args:?}: {text}");
+    }
 }
