@@ -844,6 +844,8 @@ impl DaemonProcess {
     }
 
     /// [`DaemonProcess::start_with`] on one server or a Redis Cluster (`--redis-cluster`).
+    /// Only the URL is passed on: a password or TLS files of `redis` go in `env`
+    /// (`RECUR_REDIS__PASSWORD`, `RECUR_REDIS__TLS__CA_FILE`).
     ///
     /// # Errors
     /// [`BenchError`] when it cannot be spawned.
