@@ -16,7 +16,7 @@ use crate::clock::ClockMode;
 use crate::domain::basket::{BasketRules, Promotion};
 use crate::domain::order::{DiscountKind, OrderStatus};
 use crate::store::embedded::EmbeddedOptions;
-use crate::store::{RedisAddress, MAX_PARTITIONS};
+use crate::store::{RedisAccess, RedisAddress, TlsOptions, MAX_PARTITIONS};
 use crate::telemetry::{self, LogFormat};
 
 /// The built-in defaults, embedded so the binary works from any directory.
@@ -114,7 +114,7 @@ pub struct Settings {
 pub type StatusManager = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 
 /// `[redis]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// URL of an existing Redis; `None` (empty in config) runs the embedded one. With
@@ -123,8 +123,76 @@ pub struct RedisSettings {
     pub url: Option<String>,
     /// `url` names seed nodes of a Redis Cluster: recur uses the cluster client (SPEC 6).
     pub cluster: bool,
+    /// The ACL user; wins over the URL's. `None` (empty): the URL's, else `default`.
+    #[serde(default, deserialize_with = "secret_as_option")]
+    pub username: Option<String>,
+    /// The password; wins over the URL's. `None` (empty): the URL's, if any. Never printed.
+    #[serde(default, deserialize_with = "secret_as_option")]
+    pub password: Option<String>,
+    /// TLS for `rediss://` URLs.
+    #[serde(default)]
+    pub tls: RedisTlsSettings,
     /// How to run the embedded Redis.
     pub embedded: EmbeddedRedisSettings,
+}
+
+/// The URL and the password masked.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url.as_deref().map(telemetry::mask_secrets))
+            .field("cluster", &self.cluster)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| telemetry::MASK))
+            .field("tls", &self.tls)
+            .field("embedded", &self.embedded)
+            .finish()
+    }
+}
+
+/// `[redis.tls]`: TLS for `rediss://` URLs (SPEC 11.1).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsSettings {
+    /// PEM file of the CA that signed the server's certificate; empty = the bundled Mozilla
+    /// roots.
+    #[serde(default, deserialize_with = "empty_as_none_path")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of a client certificate (servers with `tls-auth-clients yes`), with `key_file`.
+    #[serde(default, deserialize_with = "empty_as_none_path")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default, deserialize_with = "empty_as_none_path")]
+    pub key_file: Option<PathBuf>,
+    /// Skip verifying the server's certificate (a warning is logged at start).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+impl RedisTlsSettings {
+    /// Whether any TLS setting is made.
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.insecure
+    }
+}
+
+impl RedisSettings {
+    /// The user, password and TLS settings connections use.
+    pub fn access(&self) -> RedisAccess {
+        RedisAccess {
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: TlsOptions {
+                ca_file: self.tls.ca_file.clone(),
+                cert_file: self.tls.cert_file.clone(),
+                key_file: self.tls.key_file.clone(),
+                insecure: self.tls.insecure,
+            },
+        }
+    }
 }
 
 /// `[redis.embedded]`
@@ -415,19 +483,21 @@ pub struct EndpointSettings {
     pub events: Vec<String>,
 }
 
+/// The secret and the URL's password masked.
 impl std::fmt::Debug for EndpointSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EndpointSettings")
             .field("id", &self.id)
-            .field("url", &self.url)
-            .field("secret", &"***")
+            .field("url", &telemetry::mask_secrets(&self.url))
+            .field("secret", &telemetry::MASK)
             .field("events", &self.events)
             .finish()
     }
 }
 
 impl EndpointSettings {
-    /// The endpoint's id: `id`, else the URL.
+    /// The endpoint's id: `id`, else the URL (with a password in it masked: set when the
+    /// settings load).
     pub fn id(&self) -> &str {
         self.id.as_deref().unwrap_or(&self.url)
     }
@@ -689,20 +759,29 @@ impl Settings {
     pub fn redis_address(&self) -> Option<RedisAddress> {
         let url = self.redis.url.as_deref()?;
         // Checked by `validate`; a URL that changed since is used as given.
-        Some(
-            RedisAddress::parse(url, self.redis.cluster).unwrap_or_else(|_| {
-                if self.redis.cluster {
-                    RedisAddress::Cluster(url.split(',').map(str::to_string).collect())
-                } else {
-                    RedisAddress::Single(url.to_string())
-                }
-            }),
-        )
+        let address = RedisAddress::parse(url, self.redis.cluster).unwrap_or_else(|_| {
+            if self.redis.cluster {
+                RedisAddress::cluster(url.split(',').map(str::to_string).collect())
+            } else {
+                RedisAddress::single(url.to_string())
+            }
+        });
+        Some(address.with_access(self.redis.access()))
     }
 
     /// Status names in `[status_manager]` are upper-case; environment variables arrive
     /// lower-cased, so accept any case.
     fn normalize(&mut self) {
+        // An endpoint's id names it in Redis keys, metrics and logs: without an `id`, a URL
+        // with a password (`https://user:pass@host`) gives its masked form.
+        for e in &mut self.webhooks.endpoints {
+            if e.id.is_none() {
+                let masked = telemetry::mask_secrets(&e.url);
+                if masked != e.url {
+                    e.id = Some(masked.into_owned());
+                }
+            }
+        }
         for transitions in self.status_manager.values_mut() {
             *transitions = std::mem::take(transitions)
                 .into_iter()
@@ -739,7 +818,10 @@ impl Settings {
             {
                 return Err(invalid(
                     &key("url"),
-                    format!("'{}' is not an http:// or https:// URL", e.url),
+                    format!(
+                        "'{}' is not an http:// or https:// URL",
+                        telemetry::mask_secrets(&e.url)
+                    ),
                 ));
             }
             if e.secret.is_empty() {
@@ -857,6 +939,31 @@ impl Settings {
         Ok(())
     }
 
+    /// `[redis.tls]` goes with `rediss://` URLs, a client certificate with its key.
+    fn validate_redis_tls(&self, address: &RedisAddress) -> Result<(), ConfigError> {
+        let tls = &self.redis.tls;
+        if tls.is_set() && !address.uses_tls() {
+            return Err(invalid(
+                "redis.tls",
+                "is set but redis.url is not a rediss:// URL: use rediss:// for TLS (or \
+                 remove the redis.tls settings)",
+            ));
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            let key = if tls.cert_file.is_some() {
+                "redis.tls.key_file"
+            } else {
+                "redis.tls.cert_file"
+            };
+            return Err(invalid(
+                key,
+                "redis.tls.cert_file and redis.tls.key_file go together (a client certificate \
+                 and its private key)",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.prefix.is_empty()
             || self.prefix.ends_with(':')
@@ -881,8 +988,28 @@ impl Settings {
         }
         match &self.redis.url {
             Some(url) => {
-                RedisAddress::parse(url, self.redis.cluster)
+                let address = RedisAddress::parse(url, self.redis.cluster)
                     .map_err(|message| invalid("redis.url", message))?;
+                self.validate_redis_tls(&address)?;
+            }
+            None if self.redis.password.is_some() || self.redis.username.is_some() => {
+                let key = if self.redis.password.is_some() {
+                    "redis.password"
+                } else {
+                    "redis.username"
+                };
+                return Err(invalid(
+                    key,
+                    "needs redis.url: the embedded Redis (empty redis.url) listens on a private \
+                     unix socket without a password",
+                ));
+            }
+            None if self.redis.tls.is_set() => {
+                return Err(invalid(
+                    "redis.tls",
+                    "needs a rediss:// redis.url: the embedded Redis (empty redis.url) does \
+                     not use TLS",
+                ));
             }
             None if self.redis.cluster => {
                 return Err(invalid(
@@ -1003,6 +1130,11 @@ fn layers(overrides: &Overrides) -> Result<Figment, ConfigError> {
         figment = figment.merge(Toml::file_exact(path));
     }
     figment = figment.merge(env_layer());
+    // Secrets as they are written: the environment layer reads values as TOML-like
+    // (`123` a number, `1.50` the float 1.5), which would change a password.
+    for (key, value) in raw_env_secrets() {
+        figment = figment.merge(Serialized::default(&key, value));
+    }
     if let Some(url) = &overrides.redis_url {
         figment = figment.merge(Serialized::default("redis.url", url));
     }
@@ -1024,12 +1156,19 @@ fn layers(overrides: &Overrides) -> Result<Figment, ConfigError> {
     Ok(figment)
 }
 
+/// Settings read from the environment as raw strings ([`raw_env_secrets`]), not by
+/// [`env_layer`].
+const RAW_ENV_KEYS: [&str; 2] = ["redis.password", "redis.username"];
+
 /// `RECUR_SECTION__KEY=value`, limited to recur's own top-level keys.
 fn env_layer() -> Env {
     Env::prefixed(ENV_PREFIX).split(ENV_NESTING).filter(|key| {
         let top = key.as_str().split('.').next().unwrap_or_default();
         // Keys keep the variable's case here; Env lower-cases them later.
         TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+            && !RAW_ENV_KEYS
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(key.as_str()))
     })
 }
 
@@ -1163,6 +1302,23 @@ fn describe_kind(kind: &figment::error::Kind) -> String {
     }
 }
 
+/// `RECUR_REDIS__PASSWORD` and `RECUR_REDIS__USERNAME` as (key, the value unchanged).
+fn raw_env_secrets() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| {
+            let name = name.to_str()?;
+            let rest = name
+                .get(..ENV_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+                .map(|_| &name[ENV_PREFIX.len()..])?;
+            let key = rest.replace(ENV_NESTING, ".").to_ascii_lowercase();
+            RAW_ENV_KEYS
+                .contains(&key.as_str())
+                .then(|| (key, value.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
 impl ConfigError {
     fn from_figment(error: figment::Error) -> ConfigError {
         let origin = match &error.metadata {
@@ -1221,6 +1377,32 @@ fn optional_duration<'de, D: Deserializer<'de>>(
 fn empty_as_none<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(deserializer)?;
     Ok(Some(text).filter(|t| !t.trim().is_empty()))
+}
+
+fn empty_as_none_path<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PathBuf>, D::Error> {
+    Ok(empty_as_none(deserializer)?.map(PathBuf::from))
+}
+
+/// A user name or password: any string, `None` when empty (spaces are kept: they may be part
+/// of a password). Anything but a string is refused without repeating the value.
+fn secret_as_option<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    struct Secret;
+    impl serde::de::Visitor<'_> for Secret {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()).filter(|v| !v.is_empty()))
+        }
+    }
+    deserializer
+        .deserialize_str(Secret)
+        .map_err(|_: D::Error| serde::de::Error::custom("must be a string (quote it)"))
 }
 
 fn empty_as_none_instant<'de, D: Deserializer<'de>>(
@@ -1505,7 +1687,7 @@ mod tests {
             assert!(s.redis.cluster && !s.uses_embedded_redis());
             assert_eq!(
                 s.redis_address(),
-                Some(RedisAddress::Cluster(vec![
+                Some(RedisAddress::cluster(vec![
                     "redis://127.0.0.1:7000".into(),
                     "redis://127.0.0.1:7001".into()
                 ]))
@@ -1540,6 +1722,124 @@ mod tests {
             assert_invalid_key(load_err(&Overrides::default()), "redis.url");
             jail.set_env("RECUR_REDIS__CLUSTER", "yes please");
             assert_invalid_key(load_err(&Overrides::default()), "redis.cluster");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redis_credentials_come_from_settings_over_the_url_and_stay_as_written() {
+        jailed(|jail| {
+            jail.set_env(
+                "RECUR_REDIS__URL",
+                "rediss://url-user:url-pass@127.0.0.1:7000",
+            );
+            // Read as written: the environment layer would make these a number or a float.
+            for password in ["0123", "1.50", "true", "[x]", " spaced "] {
+                jail.set_env("RECUR_REDIS__PASSWORD", password);
+                let s = Settings::load(&Overrides::default()).expect("valid");
+                assert_eq!(s.redis.password.as_deref(), Some(password));
+            }
+            jail.set_env("RECUR_REDIS__PASSWORD", "s3cret-env");
+            jail.set_env("RECUR_REDIS__USERNAME", "app");
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            let address = s.redis_address().expect("configured");
+            assert_eq!(address.access().password.as_deref(), Some("s3cret-env"));
+            assert_eq!(address.access().username.as_deref(), Some("app"));
+            let info = address
+                .access()
+                .connection_info(address.urls()[0])
+                .expect("a url");
+            assert_eq!(info.redis_settings().password(), Some("s3cret-env"));
+            assert_eq!(info.redis_settings().username(), Some("app"));
+            // Nothing printed holds a password.
+            for printed in [
+                format!("{s:?}"),
+                format!("{address:?}"),
+                address.to_string(),
+            ] {
+                assert!(!printed.contains("s3cret-env"), "{printed}");
+                assert!(!printed.contains("url-pass"), "{printed}");
+            }
+            assert_eq!(address.to_string(), "rediss://url-user:***@127.0.0.1:7000");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_password_that_is_not_a_string_is_refused_without_repeating_it() {
+        jailed(|jail| {
+            jail.create_file(
+                "recur.toml",
+                "[redis]\nurl = \"redis://127.0.0.1:7000\"\npassword = 98765432\n",
+            )?;
+            let error = load_err(&Overrides {
+                config_file: Some("recur.toml".into()),
+                ..Overrides::default()
+            });
+            assert!(!error.to_string().contains("98765432"), "{error}");
+            assert!(error.to_string().contains("quote it"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redis_secrets_and_tls_need_a_url_that_fits() {
+        jailed(|jail| {
+            // The embedded Redis has no password and no TLS.
+            jail.set_env("RECUR_REDIS__PASSWORD", "p");
+            assert_invalid_key(load_err(&Overrides::default()), "redis.password");
+            jail.set_env("RECUR_REDIS__PASSWORD", "");
+            jail.set_env("RECUR_REDIS__TLS__INSECURE", "true");
+            assert_invalid_key(load_err(&Overrides::default()), "redis.tls");
+            // TLS settings with a plain URL would silently not be used.
+            jail.set_env("RECUR_REDIS__URL", "redis://127.0.0.1:7000");
+            let error = load_err(&Overrides::default());
+            assert!(error.to_string().contains("rediss://"), "{error}");
+            assert_invalid_key(error, "redis.tls");
+            jail.set_env("RECUR_REDIS__TLS__INSECURE", "false");
+            jail.set_env("RECUR_REDIS__URL", "rediss://127.0.0.1:7000");
+            jail.set_env("RECUR_REDIS__TLS__CERT_FILE", "client.pem");
+            assert_invalid_key(load_err(&Overrides::default()), "redis.tls.key_file");
+            jail.set_env("RECUR_REDIS__TLS__KEY_FILE", "client.key");
+            jail.set_env("RECUR_REDIS__TLS__CA_FILE", "ca.pem");
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            let address = s.redis_address().unwrap();
+            let tls = &address.access().tls;
+            assert_eq!(tls.ca_file, Some(PathBuf::from("ca.pem")));
+            assert_eq!(tls.cert_file, Some(PathBuf::from("client.pem")));
+            assert_eq!(tls.key_file, Some(PathBuf::from("client.key")));
+            assert!(!tls.insecure);
+            // Every seed of a TLS cluster is rediss://.
+            jail.set_env("RECUR_REDIS__CLUSTER", "true");
+            jail.set_env(
+                "RECUR_REDIS__URL",
+                "rediss://127.0.0.1:7000,redis://127.0.0.1:7001",
+            );
+            assert_invalid_key(load_err(&Overrides::default()), "redis.url");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn webhook_secrets_and_url_passwords_are_not_printed() {
+        jailed(|jail| {
+            jail.set_env(
+                "RECUR_WEBHOOKS__ENDPOINTS",
+                r#"[{url="https://hook:tok3n@x.example/h", secret="whsec_s3cret", events=["*"]}]"#,
+            );
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            let ep = &s.webhooks.endpoints[0];
+            // The id (Redis keys, metrics, logs) is the URL masked.
+            assert_eq!(ep.id(), "https://hook:***@x.example/h");
+            let printed = format!("{s:?}");
+            assert!(!printed.contains("whsec_s3cret"), "{printed}");
+            assert!(!printed.contains("tok3n"), "{printed}");
+            jail.set_env(
+                "RECUR_WEBHOOKS__ENDPOINTS",
+                r#"[{url="ftp://u:tok3n@x", secret="s", events=["*"]}]"#,
+            );
+            let error = load_err(&Overrides::default());
+            assert!(!error.to_string().contains("tok3n"), "{error}");
             Ok(())
         });
     }

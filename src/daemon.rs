@@ -17,15 +17,22 @@ use crate::ownership::{Ownership, OwnershipConfig};
 use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError};
 use crate::shutdown::Shutdown;
 use crate::store::embedded::{EmbeddedError, EmbeddedRedis};
-use crate::store::{self, CommitterConfig, Keys, PartitionsError, RedisAddress, Store, StoreError};
+use crate::store::{
+    self, CommitterConfig, ConnectError, Keys, PartitionsError, RedisAddress, Store, StoreError,
+};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Embedded(#[from] EmbeddedError),
+    /// The first connection failed: which server (masked) and what (certificate, handshake,
+    /// NOAUTH / WRONGPASS, unreachable), on one line.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("cannot use redis at {url}")]
     Redis {
+        /// The address, passwords masked.
         url: String,
         #[source]
         source: StoreError,
@@ -56,7 +63,7 @@ pub enum RunError {
 /// What `run` reports once it is ready to take requests.
 #[derive(Debug, Clone)]
 pub struct Ready {
-    /// The Redis URL (`cluster <seeds>` for a cluster).
+    /// The Redis URL (`cluster <seeds>` for a cluster), passwords masked.
     pub redis_url: String,
     /// The address the HTTP listener bound (`None`: off, or the default address was taken).
     pub http: Option<std::net::SocketAddr>,
@@ -121,7 +128,7 @@ pub async fn run_with(
             };
             match started {
                 Ok(server) => {
-                    let address = RedisAddress::Single(server.url());
+                    let address = RedisAddress::single(server.url());
                     (Some(server), address)
                 }
                 Err(e) => {
@@ -175,7 +182,14 @@ async fn serve(
         probes,
         http,
     } = started;
+    // Masked: it is logged and reported.
     let redis_url = redis.to_string();
+    if redis.access().tls.insecure {
+        tracing::warn!(redis_url = %redis_url, "redis.tls.insecure = true: the Redis server's TLS certificate and name are NOT verified; anyone on the network path can read and change recur's data (never use it in production)");
+    }
+    // One attempt first, so that a wrong address, certificate or password stops start-up with
+    // one clear line rather than the reconnecting connections' retries.
+    redis.check().await?;
     let connect = || async {
         store::connect_to(&redis)
             .await

@@ -2,13 +2,14 @@
 //!
 //! # Layout
 //! Listed bottom-up: each module imports only those above it in this list.
+//! - [`telemetry`]: tracing setup, and the masking of passwords in printed URLs that every
+//!   log line, error and reply goes through (SPEC 11.1). Imports nothing of recur.
 //! - [`domain`]: the pure order lifecycle — model, money, calendar, `apply` / `fire` /
 //!   `next_due`. No I/O, no clock source, no actors, no Redis.
 //! - [`wire`]: the admin protocol's wire types (requests, replies, kept replies), shared by the
 //!   actors that keep replies and the admin side that sends them.
 //! - [`clock`]: the `Clock` (system or simulated) and the scheduler's `TimerWake`.
-//! - [`metrics`], [`shutdown`], [`telemetry`]: the Prometheus registry, graceful shutdown,
-//!   tracing setup.
+//! - [`metrics`], [`shutdown`]: the Prometheus registry, graceful shutdown.
 //! - [`store`]: Redis keys, commits, loading, and the embedded `redis-server` launcher.
 //! - [`config`]: layered settings (config/default.toml, file, `RECUR_` env, flags).
 //! - [`ownership`]: the partition leases this daemon holds, with their fencing tokens.

@@ -24,8 +24,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // The cause chain on one line, without anyhow's backtrace.
-            eprintln!("error: {error:#}");
+            // The cause chain on one line, without anyhow's backtrace; a URL's password
+            // masked, should a cause print one.
+            eprintln!("error: {}", telemetry::mask_secrets(&format!("{error:#}")));
             ExitCode::FAILURE
         }
     }

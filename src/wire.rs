@@ -116,7 +116,8 @@ impl Reply {
             result: None,
             error: Some(ReplyError {
                 code,
-                message: message.into(),
+                // A library's error text may name a URL with its password (SPEC 11.1).
+                message: crate::telemetry::mask_secrets(&message.into()).into_owned(),
                 stage: None,
             }),
         }
@@ -198,6 +199,20 @@ mod tests {
         b.reply_to = Some("other".into());
         assert_eq!(a.body_hash(), b.body_hash());
         assert_ne!(a.body_hash(), req(json!({"orderId": "o2"})).body_hash());
+    }
+
+    #[test]
+    fn error_replies_never_carry_a_url_password() {
+        let r = Reply::error(
+            None,
+            ErrorCode::Internal,
+            "error sending request for url (https://hook:tok3n@x.example/h)",
+        );
+        let message = r.error.unwrap().message;
+        assert_eq!(
+            message,
+            "error sending request for url (https://hook:***@x.example/h)"
+        );
     }
 
     #[test]

@@ -160,6 +160,7 @@ fn python_module_installed(module: &str) -> bool {
 #[test]
 fn the_kubernetes_manifests_pass_the_schema_validator() {
     let manifests = [
+        "secret.yaml",
         "configmap.yaml",
         "deployment.yaml",
         "pdb.yaml",
@@ -264,5 +265,77 @@ fn the_compose_stack_scrapes_recur_and_mounts_files_that_exist() {
     assert_eq!(
         datasources["datasources"][0]["uid"], "prometheus",
         "the dashboard's data source"
+    );
+}
+
+/// The lines of the `- name: <var>` entry of an env list, up to the next entry.
+fn env_entry<'a>(text: &'a str, var: &str) -> Vec<&'a str> {
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.trim() != format!("- name: {var}"));
+    let Some(first) = lines.next() else {
+        return Vec::new();
+    };
+    let indent = first.len() - first.trim_start().len();
+    // The entry's other lines are indented deeper than its dash.
+    std::iter::once(first)
+        .chain(lines.take_while(|l| l.len() - l.trim_start().len() > indent))
+        .collect()
+}
+
+#[test]
+fn the_redis_password_comes_from_a_secret_never_from_a_file_in_git() {
+    // Kubernetes: recur and Redis read it from the Secret's key.
+    for (manifest, var) in [
+        ("kubernetes/deployment.yaml", "RECUR_REDIS__PASSWORD"),
+        ("kubernetes/redis.yaml", "REDIS_PASSWORD"),
+        ("kubernetes/redis.yaml", "REDISCLI_AUTH"),
+    ] {
+        let entry = env_entry(&read(manifest), var).join("\n");
+        assert!(
+            entry.contains("secretKeyRef:")
+                && entry.contains("name: recur-redis")
+                && entry.contains("key: password")
+                && !entry.contains("value:"),
+            "{manifest}: {var} from the Secret:\n{entry}"
+        );
+    }
+    let secret = read("kubernetes/secret.yaml");
+    assert!(secret.contains("kind: Secret") && secret.contains("name: recur-redis"));
+    assert!(read("kubernetes/redis.yaml").contains("$(REDIS_PASSWORD)"));
+    // Nothing else carries a password: not the URL, not the ConfigMap.
+    for file in ["kubernetes/deployment.yaml", "kubernetes/configmap.yaml"] {
+        let text = read(file);
+        assert!(!text.contains("password ="), "{file}");
+        assert!(
+            !text.contains(":6379@") && !text.contains("redis://:"),
+            "{file}"
+        );
+    }
+    // Compose: from the environment (deploy/.env), required, not written in the file.
+    let compose = read("docker-compose.yml");
+    assert!(
+        compose.contains("RECUR_REDIS__PASSWORD: ${REDIS_PASSWORD:?"),
+        "compose passes the password through"
+    );
+    assert!(
+        compose.contains("--aclfile"),
+        "the compose Redis wants it (its users from the ACL file)"
+    );
+    for line in compose.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        assert!(
+            !line.contains("change-me") && !line.contains(":change"),
+            "no password written in the file: {line}"
+        );
+    }
+    let ignored = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitignore"))
+        .expect(".gitignore");
+    assert!(
+        ignored.lines().any(|l| l == "/deploy/.env"),
+        "deploy/.env is not committed"
+    );
+    assert!(
+        read("Dockerfile.dockerignore").contains(".env"),
+        "nor built into the image"
     );
 }

@@ -1,7 +1,8 @@
 //! A private Redis Cluster on loopback: `masters` redis-servers started with
 //! `--cluster-enabled yes` on free ports (never 6379), joined with
 //! `redis-cli --cluster create`, ready once every node says `cluster_state:ok`. Killed on drop.
-//! The benchmarks (`recur-bench burst --cluster`) and the integration tests use it.
+//! The benchmarks (`recur-bench burst --cluster`) and the integration tests use it; the tests
+//! also start it TLS-only ([`LocalCluster::start_tls`]).
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use recur::store::RedisAddress;
+use recur::store::{RedisAccess, RedisAddress, TlsOptions};
 
 use super::{setup, BenchError};
 
@@ -28,6 +29,32 @@ const ATTEMPTS: usize = 5;
 /// A running cluster of masters without replicas.
 pub struct LocalCluster {
     nodes: Vec<Node>,
+    tls: Option<ClusterTls>,
+}
+
+/// TLS for every node of a local cluster (clients, and the cluster bus with `tls-cluster yes`):
+/// PEM files. Clients need no certificate of their own (`tls-auth-clients no`).
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    /// The nodes' certificate (valid for 127.0.0.1).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that signed it.
+    pub ca: PathBuf,
+}
+
+impl ClusterTls {
+    /// How a client gets in: the CA.
+    pub fn access(&self) -> RedisAccess {
+        RedisAccess {
+            tls: TlsOptions {
+                ca_file: Some(self.ca.clone()),
+                ..TlsOptions::default()
+            },
+            ..RedisAccess::default()
+        }
+    }
 }
 
 struct Node {
@@ -44,6 +71,27 @@ impl LocalCluster {
     /// [`BenchError`] when redis-server or redis-cli cannot be run, or the cluster does not
     /// come up.
     pub async fn start(dir: &Path, masters: usize) -> Result<LocalCluster, BenchError> {
+        Self::start_with(dir, masters, None).await
+    }
+
+    /// [`LocalCluster::start`] with TLS-only nodes (`--port 0 --tls-port P --tls-cluster yes`):
+    /// its URLs are `rediss://`, its address carries the CA.
+    ///
+    /// # Errors
+    /// As [`LocalCluster::start`].
+    pub async fn start_tls(
+        dir: &Path,
+        masters: usize,
+        tls: ClusterTls,
+    ) -> Result<LocalCluster, BenchError> {
+        Self::start_with(dir, masters, Some(tls)).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        masters: usize,
+        tls: Option<ClusterTls>,
+    ) -> Result<LocalCluster, BenchError> {
         if masters < 3 {
             return Err(BenchError::Setup(format!(
                 "a Redis Cluster needs at least 3 masters, not {masters}"
@@ -52,11 +100,14 @@ impl LocalCluster {
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             let ports = free_ports(masters)?;
-            let mut cluster = LocalCluster { nodes: Vec::new() };
+            let mut cluster = LocalCluster {
+                nodes: Vec::new(),
+                tls: tls.clone(),
+            };
             let mut started = true;
             for (i, &port) in ports.iter().enumerate() {
                 let node_dir = dir.join(format!("node-{attempt}-{i}"));
-                match Node::spawn(&node_dir, port) {
+                match Node::spawn(&node_dir, port, tls.as_ref()) {
                     Ok(node) => cluster.nodes.push(node),
                     Err(e) => {
                         last = e.to_string();
@@ -88,16 +139,30 @@ impl LocalCluster {
         self.node_urls().join(",")
     }
 
-    /// The cluster as recur's address.
+    /// The cluster as recur's address (with the CA when it is TLS-only).
     pub fn address(&self) -> RedisAddress {
-        RedisAddress::Cluster(self.node_urls())
+        RedisAddress::cluster(self.node_urls()).with_access(self.access())
     }
 
-    /// Each node's own URL (for per-node commands: INFO, BGREWRITEAOF, CONFIG).
+    /// How a client gets in: nothing needed, or the CA of a TLS-only cluster.
+    pub fn access(&self) -> RedisAccess {
+        self.tls
+            .as_ref()
+            .map(ClusterTls::access)
+            .unwrap_or_default()
+    }
+
+    /// Each node's own URL (for per-node commands: INFO, BGREWRITEAOF, CONFIG); `rediss://`
+    /// when TLS-only (connect with [`LocalCluster::access`]).
     pub fn node_urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(|n| format!("{scheme}://127.0.0.1:{}", n.port))
             .collect()
     }
 
@@ -121,8 +186,14 @@ impl LocalCluster {
     }
 
     async fn wait_nodes(&mut self) -> Result<(), BenchError> {
+        let access = self.access();
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         for node in &mut self.nodes {
-            node.wait_answering().await?;
+            node.wait_answering(&access, scheme).await?;
         }
         Ok(())
     }
@@ -133,11 +204,23 @@ impl LocalCluster {
         for n in &self.nodes {
             cmd.arg(format!("127.0.0.1:{}", n.port));
         }
-        let out = cmd
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        // redis-cli waits for the nodes to meet for as long as it takes: bounded here (nodes
+        // whose cluster bus cannot connect would never meet).
+        let run = cmd
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdin(Stdio::null())
-            .output()
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(CLUSTER_READY, run)
             .await
+            .map_err(|_| {
+                BenchError::Setup(format!(
+                    "redis-cli --cluster create did not finish within {CLUSTER_READY:?}"
+                ))
+            })?
             .map_err(setup(
                 "run redis-cli --cluster create (is redis-cli installed?)",
             ))?;
@@ -156,9 +239,10 @@ impl LocalCluster {
     async fn wait_ready(&self) -> Result<(), BenchError> {
         let deadline = Instant::now() + CLUSTER_READY;
         let want_nodes = format!("cluster_known_nodes:{}", self.nodes.len());
+        let access = self.access();
         for url in self.node_urls() {
             loop {
-                let info = cluster_info(&url).await.unwrap_or_default();
+                let info = cluster_info(&access, &url).await.unwrap_or_default();
                 let ok = [
                     "cluster_state:ok",
                     "cluster_slots_assigned:16384",
@@ -193,10 +277,29 @@ impl Drop for LocalCluster {
 }
 
 impl Node {
-    fn spawn(dir: &Path, port: u16) -> Result<Node, BenchError> {
+    fn spawn(dir: &Path, port: u16, tls: Option<&ClusterTls>) -> Result<Node, BenchError> {
         std::fs::create_dir_all(dir).map_err(setup("cluster node dir"))?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        match tls {
+            None => {
+                cmd.args(["--port", &port.to_string()]);
+            }
+            // The cluster bus (port + 10000) speaks TLS too, and the nodes announce their TLS
+            // port in the slot map and in redirects.
+            Some(tls) => {
+                cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                    .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
             .arg("--cluster-config-file")
             .arg(dir.join("nodes.conf"))
@@ -218,8 +321,12 @@ impl Node {
         })
     }
 
-    async fn wait_answering(&mut self) -> Result<(), BenchError> {
-        let url = format!("redis://127.0.0.1:{}", self.port);
+    async fn wait_answering(
+        &mut self,
+        access: &RedisAccess,
+        scheme: &str,
+    ) -> Result<(), BenchError> {
+        let url = format!("{scheme}://127.0.0.1:{}", self.port);
         let deadline = Instant::now() + NODE_START;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -231,7 +338,7 @@ impl Node {
                     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
                 )));
             }
-            if let Ok(client) = redis::Client::open(url.as_str()) {
+            if let Ok(client) = access.client(&url) {
                 if let Ok(mut c) = client.get_multiplexed_async_connection().await {
                     let pong: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
                     if pong.is_ok() {
@@ -248,8 +355,8 @@ impl Node {
     }
 }
 
-async fn cluster_info(url: &str) -> Option<String> {
-    let client = redis::Client::open(url).ok()?;
+async fn cluster_info(access: &RedisAccess, url: &str) -> Option<String> {
+    let client = access.client(url).ok()?;
     let mut c = client.get_multiplexed_async_connection().await.ok()?;
     redis::cmd("CLUSTER")
         .arg("INFO")

@@ -35,7 +35,8 @@ use recur::metrics::Metrics;
 use recur::store::embedded::{EmbeddedOptions, EmbeddedRedis};
 use recur::store::stats::Delta;
 use recur::store::{
-    self, Commit, CommitterConfig, Keys, OrderWrite, RedisAddress, Store, DEFAULT_PARTITIONS,
+    self, Commit, CommitterConfig, Keys, OrderWrite, RedisAddress, RedisNodes, Store,
+    DEFAULT_PARTITIONS,
 };
 
 pub use burst::{burst, burst_end, BurstOptions, BurstReport};
@@ -223,7 +224,7 @@ impl BenchRedis {
     pub fn address(&self) -> RedisAddress {
         match self {
             BenchRedis::Cluster(c) => c.address(),
-            other => RedisAddress::Single(other.url()),
+            other => RedisAddress::single(other.url()),
         }
     }
 
@@ -584,7 +585,7 @@ pub async fn seed<F>(url: &str, n: usize, opts: &SeedOptions, make: F) -> Result
 where
     F: Fn(usize) -> SeedOrder + Send + 'static,
 {
-    seed_to(&RedisAddress::Single(url.to_string()), n, opts, make).await
+    seed_to(&RedisAddress::single(url.to_string()), n, opts, make).await
 }
 
 /// [`seed`] on one server or a Redis Cluster.
@@ -778,7 +779,7 @@ pub fn order_id(i: usize) -> String {
 /// # Errors
 /// [`BenchError`] when Redis fails.
 pub async fn seed_monthly(url: &str, n: usize) -> Result<(), BenchError> {
-    seed_monthly_to(&RedisAddress::Single(url.to_string()), n).await
+    seed_monthly_to(&RedisAddress::single(url.to_string()), n).await
 }
 
 /// [`seed_monthly`] on one server or a Redis Cluster.
@@ -854,10 +855,12 @@ impl DaemonProcess {
         clock: DaemonClock,
         env: &[(&str, &str)],
     ) -> Result<DaemonProcess, BenchError> {
-        Self::start_on(binary, &RedisAddress::Single(url.to_string()), clock, env)
+        Self::start_on(binary, &RedisAddress::single(url.to_string()), clock, env)
     }
 
     /// [`DaemonProcess::start_with`] on one server or a Redis Cluster (`--redis-cluster`).
+    /// Only the URL is passed on: a password or TLS files of `redis` go in `env`
+    /// (`RECUR_REDIS__PASSWORD`, `RECUR_REDIS__TLS__CA_FILE`).
     ///
     /// # Errors
     /// [`BenchError`] when it cannot be spawned.
@@ -869,9 +872,9 @@ impl DaemonProcess {
     ) -> Result<DaemonProcess, BenchError> {
         let mut cmd = tokio::process::Command::new(binary);
         cmd.arg("serve");
-        let url = match redis {
-            RedisAddress::Single(url) => url.clone(),
-            RedisAddress::Cluster(seeds) => {
+        let url = match redis.nodes() {
+            RedisNodes::Single(url) => url.clone(),
+            RedisNodes::Cluster(seeds) => {
                 cmd.arg("--redis-cluster");
                 seeds.join(",")
             }
@@ -943,7 +946,7 @@ impl DaemonProcess {
 /// # Errors
 /// [`BenchError`] when it cannot connect or the daemon does not answer in time.
 pub async fn ready_client(url: &str) -> Result<AdminClient, BenchError> {
-    ready_client_to(&RedisAddress::Single(url.to_string())).await
+    ready_client_to(&RedisAddress::single(url.to_string())).await
 }
 
 /// [`ready_client`] on one server or a Redis Cluster.

@@ -26,7 +26,8 @@ use tokio::time::{sleep, timeout, Instant};
 use uuid::Uuid;
 
 use crate::store::keys::{Keys, DEFAULT_PARTITIONS};
-use crate::store::{RedisAddress, RedisConn};
+use crate::store::{ConnectError, RedisAddress, RedisConn, RedisNodes};
+use crate::telemetry::mask_secrets;
 use crate::wire::{Reply, Request};
 
 /// How long one attempt waits for a reply before the request is published again.
@@ -57,24 +58,28 @@ const CLUSTER_POLL_MS: u64 = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The Redis URL cannot be parsed.
-    #[error("invalid Redis URL `{url}`: {source}")]
+    #[error("invalid Redis URL `{}`: {source}", mask_secrets(url))]
     InvalidUrl {
-        /// The URL given.
+        /// The URL given (printed masked).
         url: String,
         /// What the redis crate said.
         #[source]
         source: redis::RedisError,
     },
+    /// Connecting to Redis failed at the first attempt: which server (masked), and what
+    /// (certificate, handshake, NOAUTH / WRONGPASS, unreachable).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// Connecting or subscribing did not finish in time.
     #[error("cannot connect to Redis at `{url}` within {waited:?}")]
     ConnectTimeout {
-        /// The URL.
+        /// The URL (masked).
         url: String,
         /// How long it was given.
         waited: Duration,
     },
     /// A Redis command failed (connection refused or lost, or an error reply).
-    #[error("redis error: {0}")]
+    #[error("redis error: {}", mask_secrets(&.0.to_string()))]
     Redis(#[from] redis::RedisError),
     /// No reply came before the total timeout.
     #[error(
@@ -176,10 +181,12 @@ impl AdminClient {
     /// Returns once the subscription is confirmed, so no reply can be missed.
     ///
     /// # Errors
-    /// [`ClientError::InvalidUrl`] for a malformed URL, [`ClientError::Redis`] when Redis
-    /// refuses the connection, [`ClientError::ConnectTimeout`] when it does not answer.
+    /// [`ClientError::InvalidUrl`] for a malformed URL, [`ClientError::Connect`] when the first
+    /// connection fails (refused, TLS, authentication: said on one line, the URL masked),
+    /// [`ClientError::Redis`] when Redis fails after that, [`ClientError::ConnectTimeout`]
+    /// when it does not answer.
     pub async fn connect(redis_url: &str, prefix: &str) -> Result<AdminClient, ClientError> {
-        Self::connect_to(&RedisAddress::Single(redis_url.to_string()), prefix).await
+        Self::connect_to(&RedisAddress::single(redis_url.to_string()), prefix).await
     }
 
     /// [`AdminClient::connect`] to one server or a Redis Cluster.
@@ -204,6 +211,7 @@ impl AdminClient {
         via: &Via,
     ) -> Result<AdminClient, ClientError> {
         check_urls(redis)?;
+        redis.check().await?;
         let keys = Keys::new(prefix, DEFAULT_PARTITIONS);
         let (reply_channel, requests_channel, commands_stream) = match via {
             Via::Admin => (
@@ -432,7 +440,7 @@ pub async fn subscribe_events(
     redis_url: &str,
     prefix: &str,
 ) -> Result<EventSubscriber, ClientError> {
-    subscribe_events_to(&RedisAddress::Single(redis_url.to_string()), prefix).await
+    subscribe_events_to(&RedisAddress::single(redis_url.to_string()), prefix).await
 }
 
 /// [`subscribe_events`] on one server or a Redis Cluster.
@@ -444,6 +452,7 @@ pub async fn subscribe_events_to(
     prefix: &str,
 ) -> Result<EventSubscriber, ClientError> {
     check_urls(redis)?;
+    redis.check().await?;
     let channel = Keys::new(prefix, DEFAULT_PARTITIONS).events_channel();
     let messages = with_connect_timeout(redis, subscribe(redis, &channel)).await?;
     Ok(EventSubscriber {
@@ -466,7 +475,7 @@ pub async fn watch_streams(
     from_start: bool,
 ) -> Result<StreamWatcher, ClientError> {
     watch_streams_to(
-        &RedisAddress::Single(redis_url.to_string()),
+        &RedisAddress::single(redis_url.to_string()),
         prefix,
         from_start,
     )
@@ -484,6 +493,7 @@ pub async fn watch_streams_to(
     from_start: bool,
 ) -> Result<StreamWatcher, ClientError> {
     check_urls(redis)?;
+    redis.check().await?;
     // XREAD BLOCK waits up to a second: the reply may take longer than a normal command's.
     let mut conn = with_connect_timeout(redis, redis.connect(Duration::from_secs(10))).await?;
     // The data's partition count (none recorded yet: new data gets the default).
@@ -730,19 +740,19 @@ fn check_urls(redis: &RedisAddress) -> Result<(), ClientError> {
 /// The connection requests are published and enqueued on: short timeouts, few reconnection
 /// attempts (a client that cannot reach Redis says so quickly).
 async fn command_conn(redis: &RedisAddress) -> redis::RedisResult<RedisConn> {
-    match redis {
-        RedisAddress::Single(url) => {
+    match redis.nodes() {
+        RedisNodes::Single(url) => {
             let config = ConnectionManagerConfig::new()
                 .set_number_of_retries(RECONNECT_RETRIES)
                 .set_max_delay(Duration::from_millis(RESUBSCRIBE_MAX_DELAY_MS))
                 .set_connection_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
                 .set_response_timeout(Some(Duration::from_millis(COMMAND_TIMEOUT_MS)));
-            let client = redis::Client::open(url.as_str())?;
+            let client = redis.client(url)?;
             Ok(RedisConn::new(
                 client.get_connection_manager_with_config(config).await?,
             ))
         }
-        RedisAddress::Cluster(_) => {
+        RedisNodes::Cluster(_) => {
             redis
                 .connect(Duration::from_millis(COMMAND_TIMEOUT_MS))
                 .await
@@ -839,7 +849,7 @@ mod tests {
     {
         let client = redis::Client::open(url).expect("url");
         let mut requests = subscribe(
-            &RedisAddress::Single(url.to_string()),
+            &RedisAddress::single(url.to_string()),
             &Keys::new(PREFIX, DEFAULT_PARTITIONS).admin_channel(),
         )
         .await
@@ -1063,7 +1073,7 @@ mod tests {
         let server = {
             let client = redis::Client::open(url.as_str()).expect("url");
             let mut requests = subscribe(
-                &RedisAddress::Single(url.clone()),
+                &RedisAddress::single(url.clone()),
                 &Keys::new(PREFIX, DEFAULT_PARTITIONS).admin_channel(),
             )
             .await
@@ -1183,7 +1193,16 @@ mod tests {
         let error = AdminClient::connect(&url, PREFIX)
             .await
             .expect_err("no server");
-        assert!(matches!(error, ClientError::Redis(_)), "{error:?}");
+        assert!(
+            matches!(
+                &error,
+                ClientError::Connect(ConnectError {
+                    problem: crate::store::access::Problem::Unreachable(_),
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
         assert!(matches!(
             AdminClient::connect("http://nope", PREFIX).await,
             Err(ClientError::InvalidUrl { .. })

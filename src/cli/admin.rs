@@ -16,6 +16,7 @@ use recur::admin::client::{
 use recur::config::{Identity, Settings};
 use recur::store::embedded::EmbeddedRedis;
 use recur::store::RedisAddress;
+use recur::telemetry::mask_secrets;
 
 use super::commands::{AdminArgsError, AdminCommand, Output};
 use super::output::{render_event, render_reply};
@@ -49,7 +50,7 @@ pub fn run(args: &AdminArgs) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", describe(&error));
+            eprintln!("error: {}", mask_secrets(&describe(&error)));
             ExitCode::from(EXIT_NO_REPLY)
         }
     }
@@ -94,6 +95,11 @@ fn describe(error: &anyhow::Error) -> String {
 async fn run_async(args: &AdminArgs, request_args: Value) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&args.settings.overrides()).context("cannot load settings")?;
     let target = RedisTarget::resolve(&settings)?;
+    if target.address.access().tls.insecure {
+        eprintln!(
+            "warning: redis.tls.insecure = true: the Redis server's TLS certificate is not verified"
+        );
+    }
     let output = args.request.output;
     if let AdminCommand::Watch(watch_args) = &args.command {
         return watch(&target, &settings.prefix, watch_args.from_start, output).await;
@@ -326,7 +332,7 @@ impl RedisTarget {
         let data_dir = &settings.redis.embedded.data_dir;
         match running_url(data_dir) {
             Some(url) => Ok(RedisTarget {
-                address: RedisAddress::Single(url),
+                address: RedisAddress::single(url),
                 embedded: true,
             }),
             None => anyhow::bail!(
@@ -338,12 +344,16 @@ impl RedisTarget {
     }
 
     fn connect_error(&self, error: ClientError) -> anyhow::Error {
+        // A failed first connection names the server and what failed already.
+        let named = matches!(error, ClientError::Connect(_));
         let error = anyhow::Error::new(error);
         if self.embedded {
             error.context(format!(
                 "cannot reach the embedded Redis at {}: is `recur serve` still running?",
                 self.address
             ))
+        } else if named {
+            error
         } else {
             error.context(format!("cannot reach Redis at {}", self.address))
         }
@@ -369,7 +379,7 @@ mod tests {
         .expect("resolves");
         assert_eq!(
             target.address,
-            RedisAddress::Single("redis://10.0.0.1:6380".into())
+            RedisAddress::single("redis://10.0.0.1:6380")
         );
         assert!(!target.embedded);
     }
@@ -383,7 +393,7 @@ mod tests {
         .expect("resolves");
         assert_eq!(
             target.address,
-            RedisAddress::Single("redis+unix:///data/redis/redis.sock".into())
+            RedisAddress::single("redis+unix:///data/redis/redis.sock")
         );
         assert!(target.embedded);
     }
@@ -396,7 +406,7 @@ mod tests {
             .expect("resolves");
         assert_eq!(
             target.address,
-            RedisAddress::Cluster(vec![
+            RedisAddress::cluster(vec![
                 "redis://10.0.0.1:7000".into(),
                 "redis://10.0.0.2:7000".into()
             ])

@@ -84,9 +84,12 @@ pub struct SettingsArgs {
     /// A TOML file layered over the built-in defaults (config/default.toml).
     #[arg(global = true, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The Redis to use (redis://host:port/db or redis+unix:///path/redis.sock) instead of
-    /// the embedded redis-server under redis.embedded.data_dir. With --redis-cluster, the
-    /// seed nodes of a Redis Cluster, comma-separated (redis://h1:7000,redis://h2:7000).
+    /// The Redis to use (redis://host:port/db, rediss://host:port for TLS, or
+    /// redis+unix:///path/redis.sock) instead of the embedded redis-server under
+    /// redis.embedded.data_dir. With --redis-cluster, the seed nodes of a Redis Cluster,
+    /// comma-separated (redis://h1:7000,redis://h2:7000). Give a password in
+    /// RECUR_REDIS__PASSWORD (and a user in RECUR_REDIS__USERNAME), not on the command line,
+    /// where other users of the machine can read it; TLS files are set under [redis.tls].
     #[arg(global = true, long, value_name = "URL")]
     pub redis_url: Option<String>,
     /// The Redis URL names seed nodes of a Redis Cluster: use the cluster client

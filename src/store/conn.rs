@@ -25,6 +25,9 @@ use redis::cluster_routing::{
 };
 use redis::{Arg, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
+pub use super::access::{ConnectError, Problem, RedisAccess, TlsOptions};
+use crate::telemetry::mask_secrets;
+
 /// The first pause before a retry; each further one doubles, up to [`RETRY_LAST_MS`].
 pub const RETRY_FIRST_MS: u64 = 50;
 /// The longest pause: with 50 ms doubling, a call is tried 6 times over about 1.5 s.
@@ -32,10 +35,18 @@ pub const RETRY_LAST_MS: u64 = 800;
 /// How long connecting to a server (or to each node of a cluster) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where Redis is: `redis.url`, read with `redis.cluster`.
+/// Where Redis is (`redis.url`, read with `redis.cluster`) and how to get in (the ACL user and
+/// password, TLS: [`RedisAccess`]). Printed (`Display`, `Debug`) with passwords masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisAddress {
+    nodes: RedisNodes,
+    access: RedisAccess,
+}
+
+/// The URL of one server, or the seed nodes of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisAddress {
-    /// One server (`redis://host:port/db`, `redis+unix:///path`, ...).
+pub enum RedisNodes {
+    /// One server (`redis://host:port/db`, `rediss://...`, `redis+unix:///path`, ...).
     Single(String),
     /// A Redis Cluster: the URLs of some of its nodes (seeds); the client learns the others
     /// from them.
@@ -43,11 +54,45 @@ pub enum RedisAddress {
 }
 
 impl RedisAddress {
+    /// One server, reached with the URL's credentials alone.
+    pub fn single(url: impl Into<String>) -> RedisAddress {
+        RedisAddress {
+            nodes: RedisNodes::Single(url.into()),
+            access: RedisAccess::default(),
+        }
+    }
+
+    /// A Redis Cluster through these seed nodes, reached with the URLs' credentials alone.
+    pub fn cluster(seeds: Vec<String>) -> RedisAddress {
+        RedisAddress {
+            nodes: RedisNodes::Cluster(seeds),
+            access: RedisAccess::default(),
+        }
+    }
+
+    /// The same Redis, reached with `access` (user, password, TLS).
+    #[must_use]
+    pub fn with_access(mut self, access: RedisAccess) -> RedisAddress {
+        self.access = access;
+        self
+    }
+
+    /// The server's URL or the cluster's seeds.
+    pub fn nodes(&self) -> &RedisNodes {
+        &self.nodes
+    }
+
+    /// The user, password and TLS settings.
+    pub fn access(&self) -> &RedisAccess {
+        &self.access
+    }
+
     /// `url` as one server's URL, or with `cluster` as a comma-separated list of seed nodes.
     ///
     /// # Errors
-    /// What is wrong with it, in a sentence: not a Redis URL, an empty seed, a seed that is not
-    /// TCP (a cluster's nodes talk TCP), or a list of nodes without `cluster`.
+    /// What is wrong with it, in a sentence (the URL masked): not a Redis URL, an empty seed,
+    /// a seed that is not TCP (a cluster's nodes talk TCP), seeds of which some use TLS and
+    /// some not, or a list of nodes without `cluster`.
     pub fn parse(url: &str, cluster: bool) -> Result<RedisAddress, String> {
         if !cluster {
             if url.contains(',') {
@@ -58,7 +103,7 @@ impl RedisAddress {
                 );
             }
             check_url(url)?;
-            return Ok(RedisAddress::Single(url.to_string()));
+            return Ok(RedisAddress::single(url));
         }
         let seeds: Vec<String> = url.split(',').map(|s| s.trim().to_string()).collect();
         if seeds.iter().any(String::is_empty) {
@@ -72,25 +117,75 @@ impl RedisAddress {
             check_url(seed)?;
             if !(seed.starts_with("redis://") || seed.starts_with("rediss://")) {
                 return Err(format!(
-                    "seed `{seed}` is not a redis:// or rediss:// URL: the nodes of a Redis \
-                     Cluster are reached over TCP"
+                    "seed `{}` is not a redis:// or rediss:// URL: the nodes of a Redis \
+                     Cluster are reached over TCP",
+                    mask_secrets(seed)
                 ));
             }
         }
-        Ok(RedisAddress::Cluster(seeds))
+        let tls = seeds.iter().filter(|s| s.starts_with("rediss://")).count();
+        if tls != 0 && tls != seeds.len() {
+            return Err(
+                "mixes rediss:// and redis:// seeds: a cluster's nodes all use TLS or none does"
+                    .to_string(),
+            );
+        }
+        Ok(RedisAddress::cluster(seeds))
     }
 
     /// Whether this is a cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self, RedisAddress::Cluster(_))
+        matches!(self.nodes, RedisNodes::Cluster(_))
     }
 
     /// The URLs to try, in order: the server's, or each seed's.
     pub fn urls(&self) -> Vec<&str> {
-        match self {
-            RedisAddress::Single(url) => vec![url.as_str()],
-            RedisAddress::Cluster(seeds) => seeds.iter().map(String::as_str).collect(),
+        match &self.nodes {
+            RedisNodes::Single(url) => vec![url.as_str()],
+            RedisNodes::Cluster(seeds) => seeds.iter().map(String::as_str).collect(),
         }
+    }
+
+    /// Whether the URLs are `rediss://` (TLS).
+    pub fn uses_tls(&self) -> bool {
+        self.urls().iter().any(|u| u.starts_with("rediss://"))
+    }
+
+    /// A client for one server's URL (of this address), with the credentials and certificates.
+    ///
+    /// # Errors
+    /// The redis crate's error when the URL is invalid or a certificate file cannot be used.
+    pub fn client(&self, url: &str) -> RedisResult<redis::Client> {
+        self.access.client(url).map_err(|problem| {
+            RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cannot set up the connection",
+                problem.to_string(),
+            ))
+        })
+    }
+
+    /// Connects once to the server (to each seed of a cluster in turn, until one answers) and
+    /// PINGs, without retrying: start-up and `recur admin` call this first, so that a wrong
+    /// certificate, password or address stops them with one clear line.
+    ///
+    /// # Errors
+    /// The [`ConnectError`] of the server, or of the first seed when no seed answers.
+    pub async fn check(&self) -> Result<(), ConnectError> {
+        let mut first = None;
+        for url in self.urls() {
+            match self.access.check(url, CONNECT_TIMEOUT).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if self.is_cluster() {
+                        tracing::debug!(seed = %mask_secrets(url), error = %e, "seed node does not answer; trying the next");
+                    }
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first
+            .unwrap_or_else(|| ConnectError::new("", Problem::Config("no Redis URL".to_string()))))
     }
 
     /// A reconnecting connection for the store: `response_timeout` bounds one reply (big
@@ -99,9 +194,9 @@ impl RedisAddress {
     /// # Errors
     /// The Redis error when a URL is invalid or Redis (no seed of a cluster) does not answer.
     pub async fn connect(&self, response_timeout: Duration) -> RedisResult<RedisConn> {
-        match self {
-            RedisAddress::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+        match &self.nodes {
+            RedisNodes::Single(url) => {
+                let client = self.client(url)?;
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(response_timeout))
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -110,14 +205,40 @@ impl RedisAddress {
                     ConnectionManager::new_with_config(client, config).await?,
                 ))
             }
-            RedisAddress::Cluster(seeds) => {
-                let client = ClusterClient::builder(seeds.iter().map(String::as_str))
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(response_timeout)
-                    .build()?;
+            RedisNodes::Cluster(_) => {
+                let client = self.cluster_client(response_timeout)?;
                 Ok(RedisConn::cluster(client.get_async_connection().await?))
             }
         }
+    }
+
+    /// The cluster client: every node, including those learned from the slot map and from
+    /// redirects, is reached with the same user, password and TLS settings.
+    fn cluster_client(&self, response_timeout: Duration) -> RedisResult<ClusterClient> {
+        let problem = |p: Problem| {
+            RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cannot set up the connection",
+                p.to_string(),
+            ))
+        };
+        let infos = self
+            .urls()
+            .into_iter()
+            .map(|url| self.access.connection_info(url))
+            .collect::<RedisResult<Vec<_>>>()?;
+        let mut builder = ClusterClient::builder(infos)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(response_timeout);
+        if self.uses_tls() {
+            if let Some(certificates) = self.access.certificates().map_err(problem)? {
+                builder = builder.certs(certificates);
+            }
+            if self.access.tls.insecure {
+                builder = builder.tls(redis::TlsMode::Insecure);
+            }
+        }
+        builder.build()
     }
 
     /// A pub/sub connection. On a cluster, to the first seed that answers: a classic PUBLISH on
@@ -129,13 +250,16 @@ impl RedisAddress {
         let mut last = None;
         for url in self.urls() {
             let attempt = async {
-                let client = redis::Client::open(url)?;
+                let client = self.client(url)?;
                 tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
                     .await
                     .map_err(|_| {
                         RedisError::from(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
-                            format!("no answer from {url} within {CONNECT_TIMEOUT:?}"),
+                            format!(
+                                "no answer from {} within {CONNECT_TIMEOUT:?}",
+                                mask_secrets(url)
+                            ),
                         ))
                     })?
             };
@@ -143,7 +267,7 @@ impl RedisAddress {
                 Ok(p) => return Ok(p),
                 Err(e) => {
                     if self.is_cluster() {
-                        tracing::debug!(seed = %url, error = %e, "seed node does not answer; trying the next");
+                        tracing::debug!(seed = %mask_secrets(url), error = %e, "seed node does not answer; trying the next");
                     }
                     last = Some(e);
                 }
@@ -153,19 +277,29 @@ impl RedisAddress {
     }
 }
 
+/// The URL (or `cluster` and the seeds), passwords masked.
 impl fmt::Display for RedisAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RedisAddress::Single(url) => f.write_str(url),
-            RedisAddress::Cluster(seeds) => write!(f, "cluster {}", seeds.join(",")),
+        match &self.nodes {
+            RedisNodes::Single(url) => f.write_str(&mask_secrets(url)),
+            RedisNodes::Cluster(seeds) => write!(f, "cluster {}", mask_secrets(&seeds.join(","))),
         }
+    }
+}
+
+impl fmt::Debug for RedisAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisAddress")
+            .field("nodes", &self.to_string())
+            .field("access", &self.access)
+            .finish()
     }
 }
 
 fn check_url(url: &str) -> Result<(), String> {
     redis::IntoConnectionInfo::into_connection_info(url)
         .map(|_| ())
-        .map_err(|e| format!("`{url}` is not a Redis URL: {e}"))
+        .map_err(|e| format!("`{}` is not a Redis URL: {e}", mask_secrets(url)))
 }
 
 /// A connection whose calls survive a dropped connection, to one server or a cluster. Cheap to
@@ -481,15 +615,26 @@ mod tests {
     fn addresses_parse_with_and_without_cluster() {
         assert_eq!(
             RedisAddress::parse("redis://127.0.0.1:6380/0", false),
-            Ok(RedisAddress::Single("redis://127.0.0.1:6380/0".into()))
+            Ok(RedisAddress::single("redis://127.0.0.1:6380/0"))
         );
         assert_eq!(
             RedisAddress::parse("redis://a:7000, redis://b:7001", true),
-            Ok(RedisAddress::Cluster(vec![
+            Ok(RedisAddress::cluster(vec![
                 "redis://a:7000".into(),
                 "redis://b:7001".into()
             ]))
         );
+        let mixed = RedisAddress::parse("rediss://a:7000,redis://b:7001", true).unwrap_err();
+        assert!(mixed.contains("all use TLS or none"), "{mixed}");
+        let secret =
+            RedisAddress::parse("redis://u:s3cret@a:7000,redis://u:s3cret@b:7000", true).unwrap();
+        assert_eq!(
+            secret.to_string(),
+            "cluster redis://u:***@a:7000,redis://u:***@b:7000"
+        );
+        assert!(!format!("{secret:?}").contains("s3cret"));
+        let bad = RedisAddress::parse("http://u:s3cret@a", false).unwrap_err();
+        assert!(!bad.contains("s3cret"), "{bad}");
         let one = RedisAddress::parse("redis://a:7000", true).unwrap();
         assert!(one.is_cluster());
         assert_eq!(one.to_string(), "cluster redis://a:7000");

@@ -2,6 +2,7 @@
 //! kept replies, the persisted clock and the timer sets. Nothing here knows the lifecycle
 //! rules; it stores what the domain decided.
 
+pub mod access;
 pub mod carts;
 pub mod clock;
 pub mod commit;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-pub use conn::{RedisAddress, RedisConn};
+pub use conn::{ConnectError, RedisAccess, RedisAddress, RedisConn, RedisNodes, TlsOptions};
 
 use crate::domain::time::{from_millis, to_millis, Instant};
 use crate::domain::Order;
@@ -140,7 +141,7 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// # Errors
 /// The Redis error when the URL is invalid or Redis does not answer.
 pub async fn connect(url: &str) -> Result<RedisConn, StoreError> {
-    connect_to(&RedisAddress::Single(url.to_string())).await
+    connect_to(&RedisAddress::single(url.to_string())).await
 }
 
 /// Opens a connection to one Redis server or to a Redis Cluster, with timeouts fit for big

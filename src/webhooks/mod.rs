@@ -1142,7 +1142,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         out.push_str(&s.to_string());
         source = s.source();
     }
-    out
+    // The error names the URL, which may hold credentials (`https://user:pass@host`): the
+    // text goes into dead letters and logs.
+    crate::telemetry::mask_secrets(&out).into_owned()
 }
 
 #[cfg(test)]

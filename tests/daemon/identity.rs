@@ -63,7 +63,7 @@ async fn enforced_identities_come_from_the_redis_name() {
         );
     })
     .await;
-    let address = RedisAddress::Single(h.redis.url.clone());
+    let address = RedisAddress::single(h.redis.url.clone());
     let web = AdminClient::connect_via(&address, "t", &Via::Channel("web".into()))
         .await
         .unwrap();
@@ -295,7 +295,7 @@ async fn the_acl_file_keeps_each_application_on_its_own_channel() {
 
     let web_url = redis.url(Some(("web", "change-me-web")));
     let web = AdminClient::connect_via(
-        &RedisAddress::Single(web_url.clone()),
+        &RedisAddress::single(web_url.clone()),
         "recur",
         &Via::Channel("web".into()),
     )

@@ -16,4 +16,5 @@ mod replicas;
 mod shutdown;
 mod stats;
 mod support;
+mod tls;
 mod webhooks;

@@ -105,6 +105,8 @@ pub struct TestCluster {
     /// The seed nodes, comma-separated (`redis.url` with `redis.cluster = true`).
     pub seeds: String,
     pub dir: TempDir,
+    /// The certificates of a TLS-only cluster.
+    pub certs: Option<TestCerts>,
 }
 
 impl TestCluster {
@@ -119,6 +121,30 @@ impl TestCluster {
             cluster,
             seeds,
             dir,
+            certs: None,
+        }
+    }
+
+    /// A TLS-only cluster (clients, redirects and the cluster bus all over TLS), with the
+    /// certificates of [`TestCerts`]: its seeds are `rediss://` URLs.
+    pub async fn start_tls() -> TestCluster {
+        recur::telemetry::init_for_tests();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs = TestCerts::generate();
+        let tls = recur_bench::cluster::ClusterTls {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            ca: certs.ca.clone(),
+        };
+        let cluster = LocalCluster::start_tls(dir.path(), 3, tls)
+            .await
+            .expect("a 3-master TLS Redis Cluster starts");
+        let seeds = cluster.seeds();
+        TestCluster {
+            cluster,
+            seeds,
+            dir,
+            certs: Some(certs),
         }
     }
 
@@ -150,7 +176,7 @@ pub trait TestStore {
 
 impl TestStore for TestRedis {
     fn address(&self) -> RedisAddress {
-        RedisAddress::Single(self.url.clone())
+        RedisAddress::single(self.url.clone())
     }
 
     fn settings(&self, prefix: &str) -> Settings {
@@ -164,7 +190,9 @@ impl TestStore for TestCluster {
     }
 
     fn settings(&self, prefix: &str) -> Settings {
-        cluster_settings(&self.seeds, prefix)
+        let mut s = cluster_settings(&self.seeds, prefix);
+        s.redis.tls.ca_file = self.certs.as_ref().map(|c| c.ca.clone());
+        s
     }
 }
 
@@ -276,7 +304,9 @@ impl ChildDaemon {
         ChildDaemon { child }
     }
 
-    fn command(
+    /// The `recur serve` command these start (simulated clock from [`START`], warn logs, no
+    /// HTTP listener, 2 s leases), with `extra_env` last.
+    pub fn command(
         url: &str,
         prefix: &str,
         extra_args: &[&str],
@@ -627,4 +657,250 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         body.to_string()
     };
     (status, body)
+}
+
+/// A CA, a server certificate for 127.0.0.1 / localhost and a client certificate signed by it,
+/// and a second CA that signed neither (for refusals); PEM files in a temp dir.
+pub struct TestCerts {
+    pub dir: TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here.
+    pub other_ca: PathBuf,
+}
+
+impl TestCerts {
+    pub fn generate() -> TestCerts {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair,
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write a PEM file");
+            path
+        };
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), Issuer::new(params, key))
+        };
+        let (ca_pem, issuer) = ca("recur test CA");
+        let (other_ca_pem, _) = ca("another CA");
+        let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>, cn: &str| {
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = usages;
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_pem, server_key) = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            // The nodes of a TLS cluster present it to each other as clients too.
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            "redis",
+        );
+        let (client_pem, client_key) = leaf(
+            vec!["recur".into()],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+            "recur",
+        );
+        TestCerts {
+            ca: write("ca.pem", ca_pem),
+            server_cert: write("server.pem", server_pem),
+            server_key: write("server.key", server_key),
+            client_cert: write("client.pem", client_pem),
+            client_key: write("client.key", client_key),
+            other_ca: write("other-ca.pem", other_ca_pem),
+            dir,
+        }
+    }
+}
+
+/// A private TLS-only redis-server (`--port 0 --tls-port P`) on a free loopback port (never
+/// 6379), with the certificates of [`TestCerts`]; killed on drop. With `client_certs`, it
+/// requires a client certificate (`tls-auth-clients yes`).
+pub struct TlsRedis {
+    child: std::process::Child,
+    pub port: u16,
+    /// `rediss://127.0.0.1:<port>`.
+    pub url: String,
+    pub certs: TestCerts,
+    pub client_certs: bool,
+    pub dir: TempDir,
+}
+
+impl TlsRedis {
+    pub async fn start(client_certs: bool) -> TlsRedis {
+        recur::telemetry::init_for_tests();
+        let certs = TestCerts::generate();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = std::process::Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .arg("--tls-cert-file")
+                .arg(&certs.server_cert)
+                .arg("--tls-key-file")
+                .arg(&certs.server_key)
+                .arg("--tls-ca-cert-file")
+                .arg(&certs.ca)
+                .args([
+                    "--tls-auth-clients",
+                    if client_certs { "yes" } else { "no" },
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--logfile")
+                .arg(dir.path().join("redis.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server runs (is it installed?)");
+            let url = format!("rediss://127.0.0.1:{port}");
+            let access = tls_access(&certs, client_certs);
+            match wait_tls_ready(&mut child, &url, access, &dir.path().join("redis.log")).await {
+                Ok(()) => {
+                    return TlsRedis {
+                        child,
+                        port,
+                        url,
+                        certs,
+                        client_certs,
+                        dir,
+                    }
+                }
+                Err(e) => {
+                    // The port was taken meanwhile, say: try another.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last = e;
+                }
+            }
+        }
+        panic!("the TLS redis-server did not start: {last}");
+    }
+
+    /// What a client needs to get in: the CA, and the client certificate when required.
+    pub fn access(&self) -> recur::store::RedisAccess {
+        tls_access(&self.certs, self.client_certs)
+    }
+
+    /// A connection as the default user (no password), through recur's TLS set-up.
+    pub async fn admin_conn(&self) -> redis::aio::MultiplexedConnection {
+        RedisAddress::single(self.url.clone())
+            .with_access(self.access())
+            .client(&self.url)
+            .expect("a client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a TLS connection")
+    }
+
+    /// Adds the ACL user `name` with `password` and the `rules` (`~t:*`, `+@all`, ...).
+    pub async fn add_user(&self, name: &str, password: &str, rules: &[&str]) {
+        let mut conn = self.admin_conn().await;
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(name)
+            .arg("on")
+            .arg(format!(">{password}"))
+            .arg(rules)
+            .query_async(&mut conn)
+            .await
+            .expect("ACL SETUSER");
+    }
+
+    /// The `serve` environment for these TLS settings (`RECUR_REDIS__TLS__...`).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &PathBuf| p.display().to_string();
+        let mut env = vec![("RECUR_REDIS__TLS__CA_FILE", path(&self.certs.ca))];
+        if self.client_certs {
+            env.push(("RECUR_REDIS__TLS__CERT_FILE", path(&self.certs.client_cert)));
+            env.push(("RECUR_REDIS__TLS__KEY_FILE", path(&self.certs.client_key)));
+        }
+        env
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestStore for TlsRedis {
+    fn address(&self) -> RedisAddress {
+        RedisAddress::single(self.url.clone()).with_access(self.access())
+    }
+
+    fn settings(&self, prefix: &str) -> Settings {
+        let mut s = settings(&self.url, prefix);
+        let access = self.access();
+        s.redis.tls.ca_file = access.tls.ca_file;
+        s.redis.tls.cert_file = access.tls.cert_file;
+        s.redis.tls.key_file = access.tls.key_file;
+        s
+    }
+}
+
+/// A free loopback TCP port, never 6379.
+pub fn free_port() -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("its address").port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+fn tls_access(certs: &TestCerts, client_certs: bool) -> recur::store::RedisAccess {
+    let mut access = recur::store::RedisAccess::default();
+    access.tls.ca_file = Some(certs.ca.clone());
+    if client_certs {
+        access.tls.cert_file = Some(certs.client_cert.clone());
+        access.tls.key_file = Some(certs.client_key.clone());
+    }
+    access
+}
+
+/// Waits until the TLS server answers PING (through recur's own check).
+async fn wait_tls_ready(
+    child: &mut std::process::Child,
+    url: &str,
+    access: recur::store::RedisAccess,
+    log: &std::path::Path,
+) -> Result<(), String> {
+    let address = RedisAddress::single(url).with_access(access);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("redis-server exited ({status}): {log}"));
+        }
+        match address.check().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(format!("no answer within 10 s: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
