@@ -132,8 +132,37 @@ pub struct RedisSettings {
     /// TLS for `rediss://` URLs.
     #[serde(default)]
     pub tls: RedisTlsSettings,
+    /// Sentinel mode: `master` names the monitored master, `url` lists the Sentinels.
+    #[serde(default)]
+    pub sentinel: SentinelSettings,
     /// How to run the embedded Redis.
     pub embedded: EmbeddedRedisSettings,
+}
+
+/// `[redis.sentinel]` (SPEC 11.1): a non-empty `master` is Sentinel mode.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelSettings {
+    /// The master's name as the Sentinels know it (`sentinel monitor <name> ...`).
+    #[serde(default)]
+    pub master: String,
+    /// The Sentinels' own ACL user, when they need one (`RECUR_REDIS__SENTINEL__USERNAME`).
+    #[serde(default, deserialize_with = "secret_as_option")]
+    pub username: Option<String>,
+    /// The Sentinels' own password (`RECUR_REDIS__SENTINEL__PASSWORD`). Never printed.
+    #[serde(default, deserialize_with = "secret_as_option")]
+    pub password: Option<String>,
+}
+
+/// The password masked.
+impl std::fmt::Debug for SentinelSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelSettings")
+            .field("master", &self.master)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| telemetry::MASK))
+            .finish()
+    }
 }
 
 /// The URL and the password masked.
@@ -145,6 +174,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| telemetry::MASK))
             .field("tls", &self.tls)
+            .field("sentinel", &self.sentinel)
             .field("embedded", &self.embedded)
             .finish()
     }
@@ -758,6 +788,19 @@ impl Settings {
     /// Validated when the settings loaded.
     pub fn redis_address(&self) -> Option<RedisAddress> {
         let url = self.redis.url.as_deref()?;
+        if !self.redis.sentinel.master.is_empty() {
+            let sentinels = url.split(',').map(|u| u.trim().to_string()).collect();
+            let s = &self.redis.sentinel;
+            return Some(
+                RedisAddress::sentinel(
+                    &s.master,
+                    sentinels,
+                    s.username.clone(),
+                    s.password.clone(),
+                )
+                .with_access(self.redis.access()),
+            );
+        }
         // Checked by `validate`; a URL that changed since is used as given.
         let address = RedisAddress::parse(url, self.redis.cluster).unwrap_or_else(|_| {
             if self.redis.cluster {
@@ -986,7 +1029,33 @@ impl Settings {
                 format!("must be between 1 and {MAX_PARTITIONS}"),
             ));
         }
+        let sentinel = !self.redis.sentinel.master.is_empty();
+        if sentinel && self.redis.cluster {
+            return Err(invalid(
+                "redis.sentinel.master",
+                "Sentinel mode and redis.cluster = true are exclusive: a Redis Cluster fails \
+                 over by itself",
+            ));
+        }
+        if sentinel && self.redis.url.is_none() {
+            return Err(invalid(
+                "redis.sentinel.master",
+                "Sentinel mode needs redis.url to list the Sentinels \
+                 (redis://s1:26379,redis://s2:26379)",
+            ));
+        }
         match &self.redis.url {
+            Some(url) if sentinel => {
+                for (i, u) in url.split(',').enumerate() {
+                    RedisAddress::parse(u.trim(), false).map_err(|message| {
+                        invalid("redis.url", format!("Sentinel {}: {message}", i + 1))
+                    })?;
+                }
+                let address = self
+                    .redis_address()
+                    .ok_or_else(|| invalid("redis.url", "is empty"))?;
+                self.validate_redis_tls(&address)?;
+            }
             Some(url) => {
                 let address = RedisAddress::parse(url, self.redis.cluster)
                     .map_err(|message| invalid("redis.url", message))?;
@@ -1158,7 +1227,12 @@ fn layers(overrides: &Overrides) -> Result<Figment, ConfigError> {
 
 /// Settings read from the environment as raw strings ([`raw_env_secrets`]), not by
 /// [`env_layer`].
-const RAW_ENV_KEYS: [&str; 2] = ["redis.password", "redis.username"];
+const RAW_ENV_KEYS: [&str; 4] = [
+    "redis.password",
+    "redis.username",
+    "redis.sentinel.password",
+    "redis.sentinel.username",
+];
 
 /// `RECUR_SECTION__KEY=value`, limited to recur's own top-level keys.
 fn env_layer() -> Env {

@@ -191,7 +191,7 @@ fn an_environment_typo_is_refused_naming_the_nearest_variable() {
         ],
     );
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+    assert!(stderr.contains("cannot connect to Redis"), "{stderr}");
 }
 
 /// Every `RECUR_` variable the docs, the deploy files, the CI script, the benchmarks and the

@@ -878,6 +878,10 @@ impl DaemonProcess {
                 cmd.arg("--redis-cluster");
                 seeds.join(",")
             }
+            RedisNodes::Sentinel(s) => {
+                cmd.env("RECUR_REDIS__SENTINEL__MASTER", &s.master);
+                s.sentinels.join(",")
+            }
         };
         cmd.args(["--redis-url", &url, "--prefix", PREFIX]);
         match clock {

@@ -752,7 +752,7 @@ async fn command_conn(redis: &RedisAddress) -> redis::RedisResult<RedisConn> {
                 client.get_connection_manager_with_config(config).await?,
             ))
         }
-        RedisNodes::Cluster(_) => {
+        RedisNodes::Cluster(_) | RedisNodes::Sentinel(_) => {
             redis
                 .connect(Duration::from_millis(COMMAND_TIMEOUT_MS))
                 .await

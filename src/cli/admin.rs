@@ -142,9 +142,11 @@ async fn run_async(args: &AdminArgs, request_args: Value) -> anyhow::Result<Exit
             let result = client
                 .request_with(options.clone(), command, request_args.clone())
                 .await;
+            // A busy machine may leave the clock still for a while between two looks: a wait
+            // without progress ends after --timeout, but never less than half a minute.
             let moving = progress
                 .as_ref()
-                .is_some_and(|p| p.moved_within(total_timeout));
+                .is_some_and(|p| p.moved_within(total_timeout.max(Duration::from_secs(30))));
             match result {
                 Ok(reply)
                     if moving && reply.error.as_ref().is_some_and(|e| e.code.is_transient()) => {}

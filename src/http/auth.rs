@@ -235,6 +235,6 @@ mod tests {
             .iter()
             .filter(|c| required_scope(c) == Scope::Read)
             .count();
-        assert_eq!(reads, 6);
+        assert_eq!(reads, 9, "ping, getClock, getMetrics, getOrder, listOrders, getCustomerStats, previewOrder, forecast, getWebhookEndpoints");
     }
 }

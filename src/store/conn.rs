@@ -6,6 +6,13 @@
 //! not the caller's problem; retrying is safe because every commit is guarded by the order's
 //! version and the request id, and every other call is a read or an idempotent write.
 //!
+//! Through Sentinel ([`RedisNodes::Sentinel`]), the connection is to the master the Sentinels
+//! name; when a call fails because the master went away, went read-only (a demoted master) or
+//! is down (`READONLY`, `MASTERDOWN`, a dropped connection, a timeout), the Sentinels are asked
+//! again and the call retried on the promoted replica, with a longer backoff (a failover takes
+//! seconds). Scripts are reloaded on NOSCRIPT by their callers, leases re-verified by the
+//! lease loop (a lease that did not reach the promoted replica is simply not held there).
+//!
 //! On a cluster, a pipeline that is not a transaction may hold commands of many hash slots (the
 //! commit batcher sends many partitions' commits at once): it is sent as one sub-pipeline per
 //! slot, all at once, and the replies are put back in the pipeline's order. Commands of one slot
@@ -15,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -43,7 +51,7 @@ pub struct RedisAddress {
     access: RedisAccess,
 }
 
-/// The URL of one server, or the seed nodes of a cluster.
+/// The URL of one server, or the seed nodes of a cluster, or the Sentinels of a master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisNodes {
     /// One server (`redis://host:port/db`, `rediss://...`, `redis+unix:///path`, ...).
@@ -51,6 +59,41 @@ pub enum RedisNodes {
     /// A Redis Cluster: the URLs of some of its nodes (seeds); the client learns the others
     /// from them.
     Cluster(Vec<String>),
+    /// A master found through its Sentinels.
+    Sentinel(SentinelNodes),
+}
+
+/// The Sentinels of one master, and their own credentials. `Debug` masks the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelNodes {
+    /// The master's name as the Sentinels monitor it.
+    pub master: String,
+    /// The Sentinels' URLs (`redis://s1:26379`, `rediss://...`).
+    pub sentinels: Vec<String>,
+    /// The Sentinels' ACL user and password, when they need their own.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SentinelNodes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelNodes")
+            .field("master", &self.master)
+            .field(
+                "sentinels",
+                &self
+                    .sentinels
+                    .iter()
+                    .map(|u| mask_secrets(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("username", &self.username)
+            .field(
+                "password",
+                &self.password.as_ref().map(|_| crate::telemetry::MASK),
+            )
+            .finish()
+    }
 }
 
 impl RedisAddress {
@@ -68,6 +111,118 @@ impl RedisAddress {
             nodes: RedisNodes::Cluster(seeds),
             access: RedisAccess::default(),
         }
+    }
+
+    /// The master `master` of these Sentinels (reached with the Sentinels' own user and
+    /// password, if any, and the same TLS settings as the master).
+    pub fn sentinel(
+        master: &str,
+        sentinels: Vec<String>,
+        username: Option<String>,
+        password: Option<String>,
+    ) -> RedisAddress {
+        RedisAddress {
+            nodes: RedisNodes::Sentinel(SentinelNodes {
+                master: master.to_string(),
+                sentinels,
+                username,
+                password,
+            }),
+            access: RedisAccess::default(),
+        }
+    }
+
+    /// Whether the master is found through Sentinels.
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.nodes, RedisNodes::Sentinel(_))
+    }
+
+    /// The master's URL, as the Sentinels name it now: each Sentinel is asked in turn
+    /// (`SENTINEL get-master-addr-by-name`), and the server it names must say it is a master
+    /// (`ROLE`), so a Sentinel that has not seen a failover yet is passed over.
+    ///
+    /// # Errors
+    /// The last error when no Sentinel names a master that answers as one.
+    pub async fn sentinel_master(&self) -> RedisResult<String> {
+        let RedisNodes::Sentinel(nodes) = &self.nodes else {
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "not a Sentinel address",
+            )));
+        };
+        let asking = RedisAccess {
+            username: nodes.username.clone(),
+            password: nodes.password.clone(),
+            tls: self.access.tls.clone(),
+        };
+        let mut last: Option<RedisError> = None;
+        for sentinel in &nodes.sentinels {
+            let attempt = async {
+                let client = asking.client(sentinel).map_err(config_error)?;
+                let mut conn = client
+                    .get_multiplexed_async_connection_with_config(
+                        &redis::AsyncConnectionConfig::new()
+                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                            .set_response_timeout(Some(CONNECT_TIMEOUT)),
+                    )
+                    .await?;
+                let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&nodes.master)
+                    .query_async(&mut conn)
+                    .await?;
+                let (host, port) = addr.ok_or_else(|| {
+                    RedisError::from((
+                        redis::ErrorKind::Client,
+                        "the Sentinel does not know the master",
+                        nodes.master.clone(),
+                    ))
+                })?;
+                let scheme = if sentinel.starts_with("rediss://") {
+                    "rediss"
+                } else {
+                    "redis"
+                };
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                let url = format!("{scheme}://{host}:{port}");
+                let client = self.client(&url)?;
+                let mut master = client
+                    .get_multiplexed_async_connection_with_config(
+                        &redis::AsyncConnectionConfig::new()
+                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                            .set_response_timeout(Some(CONNECT_TIMEOUT)),
+                    )
+                    .await?;
+                let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut master).await?;
+                let role: String = role
+                    .into_iter()
+                    .next()
+                    .map(redis::from_redis_value)
+                    .transpose()?
+                    .unwrap_or_default();
+                if role == "master" {
+                    Ok(url)
+                } else {
+                    Err(RedisError::from((
+                        redis::ErrorKind::Client,
+                        "the server the Sentinel names is not a master (a failover under way)",
+                        url,
+                    )))
+                }
+            };
+            match attempt.await {
+                Ok(url) => return Ok(url),
+                Err(e) => {
+                    tracing::debug!(sentinel = %mask_secrets(sentinel), error = %e, "no master from this Sentinel; trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RedisError::from((redis::ErrorKind::Client, "no Sentinel URL"))))
     }
 
     /// The same Redis, reached with `access` (user, password, TLS).
@@ -143,6 +298,7 @@ impl RedisAddress {
         match &self.nodes {
             RedisNodes::Single(url) => vec![url.as_str()],
             RedisNodes::Cluster(seeds) => seeds.iter().map(String::as_str).collect(),
+            RedisNodes::Sentinel(s) => s.sentinels.iter().map(String::as_str).collect(),
         }
     }
 
@@ -172,6 +328,19 @@ impl RedisAddress {
     /// # Errors
     /// The [`ConnectError`] of the server, or of the first seed when no seed answers.
     pub async fn check(&self) -> Result<(), ConnectError> {
+        if self.is_sentinel() {
+            // The Sentinels name the master; then the master itself is checked like a server.
+            let master = self.sentinel_master().await.map_err(|e| {
+                ConnectError::new(
+                    &self.urls().join(","),
+                    Problem::Config(format!(
+                        "no Sentinel names a master that answers: {}",
+                        mask_secrets(&e.to_string())
+                    )),
+                )
+            })?;
+            return self.access.check(&master, CONNECT_TIMEOUT).await;
+        }
         let mut first = None;
         for url in self.urls() {
             match self.access.check(url, CONNECT_TIMEOUT).await {
@@ -208,6 +377,20 @@ impl RedisAddress {
             RedisNodes::Cluster(_) => {
                 let client = self.cluster_client(response_timeout)?;
                 Ok(RedisConn::cluster(client.get_async_connection().await?))
+            }
+            RedisNodes::Sentinel(_) => {
+                let conn = SentinelConn {
+                    shared: Arc::new(SentinelShared {
+                        address: self.clone(),
+                        response_timeout,
+                        current: tokio::sync::Mutex::new(None),
+                    }),
+                };
+                // Connected now, so that start-up fails if no master can be found.
+                conn.connection().await?;
+                Ok(RedisConn {
+                    inner: Inner::Sentinel(conn),
+                })
             }
         }
     }
@@ -247,6 +430,21 @@ impl RedisAddress {
     /// # Errors
     /// The last seed's error when none answers.
     pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        if self.is_sentinel() {
+            let master = self.sentinel_master().await?;
+            let client = self.client(&master)?;
+            return tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+                .await
+                .map_err(|_| {
+                    RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no answer from {} within {CONNECT_TIMEOUT:?}",
+                            mask_secrets(&master)
+                        ),
+                    ))
+                })?;
+        }
         let mut last = None;
         for url in self.urls() {
             let attempt = async {
@@ -283,6 +481,12 @@ impl fmt::Display for RedisAddress {
         match &self.nodes {
             RedisNodes::Single(url) => f.write_str(&mask_secrets(url)),
             RedisNodes::Cluster(seeds) => write!(f, "cluster {}", mask_secrets(&seeds.join(","))),
+            RedisNodes::Sentinel(s) => write!(
+                f,
+                "master {} of Sentinels {}",
+                s.master,
+                mask_secrets(&s.sentinels.join(","))
+            ),
         }
     }
 }
@@ -294,6 +498,14 @@ impl fmt::Debug for RedisAddress {
             .field("access", &self.access)
             .finish()
     }
+}
+
+fn config_error(problem: Problem) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "cannot set up the connection",
+        problem.to_string(),
+    ))
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -313,6 +525,89 @@ pub struct RedisConn {
 enum Inner {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConn),
+}
+
+/// A connection to the master the Sentinels name, found again after a failover.
+#[derive(Clone)]
+struct SentinelConn {
+    shared: Arc<SentinelShared>,
+}
+
+struct SentinelShared {
+    address: RedisAddress,
+    response_timeout: Duration,
+    /// The master's URL and the connection to it; `None` after a failure: the next call asks
+    /// the Sentinels again.
+    current: tokio::sync::Mutex<Option<(String, redis::aio::MultiplexedConnection)>>,
+}
+
+/// The pauses between attempts through Sentinel: a failover takes seconds (the Sentinels'
+/// `down-after-milliseconds`, then an election), so 100 ms doubling up to 3.2 s, 6.3 s in all.
+fn sentinel_pauses() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(100u64), |ms| Some(ms * 2))
+        .take_while(|ms| *ms <= 3_200)
+        .map(Duration::from_millis)
+}
+
+/// Whether a failure through Sentinel means the master went away (then ask the Sentinels
+/// again): a dropped or refused connection, a timeout, or a server that is no master any more.
+fn is_failover(e: &RedisError) -> bool {
+    is_reconnectable(e)
+        || e.is_timeout()
+        || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+}
+
+impl SentinelConn {
+    /// The connection to the current master, asking the Sentinels when there is none.
+    async fn connection(&self) -> RedisResult<redis::aio::MultiplexedConnection> {
+        let mut current = self.shared.current.lock().await;
+        if let Some((_, conn)) = current.as_ref() {
+            return Ok(conn.clone());
+        }
+        let url = self.shared.address.sentinel_master().await?;
+        let client = self.shared.address.client(&url)?;
+        let conn = client
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(self.shared.response_timeout)),
+            )
+            .await?;
+        tracing::info!(master = %mask_secrets(&url), "connected to the master the Sentinels name");
+        *current = Some((url, conn.clone()));
+        Ok(conn)
+    }
+
+    /// Forgets the connection after a failure that means the master went away.
+    async fn forget(&self) {
+        *self.shared.current.lock().await = None;
+    }
+}
+
+/// Runs `$call` on the Sentinel connection's master until it succeeds, fails for another
+/// reason than a failover, or the pauses run out; the Sentinels are asked again after each
+/// failover-like failure.
+macro_rules! through_sentinel {
+    ($sentinel:expr, |$conn:ident| $call:expr) => {{
+        let mut pauses = sentinel_pauses();
+        loop {
+            let result = match $sentinel.connection().await {
+                Ok(mut $conn) => $call.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if is_failover(&e) => {
+                    $sentinel.forget().await;
+                    match pauses.next() {
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => break Err(e),
+                    }
+                }
+                result => break result,
+            }
+        }
+    }};
 }
 
 impl RedisConn {
@@ -358,7 +653,7 @@ impl RedisConn {
         let mut found = Vec::new();
         let mut next = Vec::new();
         let cluster = match &self.inner {
-            Inner::Single(_) => None,
+            Inner::Single(_) | Inner::Sentinel(_) => None,
             Inner::Cluster(conn) => Some(conn.clone()),
         };
         match cluster {
@@ -460,6 +755,7 @@ impl ConnectionLike for RedisConn {
             match &mut self.inner {
                 Inner::Single(c) => with_retry!(c.req_packed_command(cmd)),
                 Inner::Cluster(c) => with_retry!(c.req_packed_command(cmd)),
+                Inner::Sentinel(s) => through_sentinel!(s, |c| c.req_packed_command(cmd)),
             }
         })
     }
@@ -473,6 +769,9 @@ impl ConnectionLike for RedisConn {
         Box::pin(async move {
             match &mut self.inner {
                 Inner::Single(c) => with_retry!(c.req_packed_commands(pipeline, offset, count)),
+                Inner::Sentinel(s) => {
+                    through_sentinel!(s, |c| c.req_packed_commands(pipeline, offset, count))
+                }
                 Inner::Cluster(c) if pipeline.is_transaction() => {
                     with_retry!(c.req_packed_commands(pipeline, offset, count))
                 }
@@ -485,6 +784,7 @@ impl ConnectionLike for RedisConn {
         match &self.inner {
             Inner::Single(c) => c.get_db(),
             Inner::Cluster(c) => c.get_db(),
+            Inner::Sentinel(_) => 0,
         }
     }
 }

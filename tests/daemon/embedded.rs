@@ -57,7 +57,16 @@ async fn client_when_ready(data_dir: &Path) -> AdminClient {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let client = AdminClient::connect(&url, PREFIX).await.expect("client");
+    // The socket may not answer yet (a restart reloads the data): connect until it does.
+    let client = loop {
+        match AdminClient::connect(&url, PREFIX).await {
+            Ok(client) => break client,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "client: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     let pong = client.request("ping", json!({})).await.expect("a reply");
     assert!(pong.ok, "{:?}", pong.error);
     client

@@ -13,6 +13,7 @@ mod lifecycle;
 mod partitions;
 mod previews;
 mod replicas;
+mod sentinel;
 mod shutdown;
 mod stats;
 mod support;

@@ -826,7 +826,7 @@ impl TlsRedis {
             .expect("ACL SETUSER");
     }
 
-    /// The `serve` environment for these TLS settings (`RECUR_REDIS__TLS__...`).
+    /// The `serve` environment for these TLS settings (`RECUR_REDIS__TLS__CA_FILE` and the others of `[redis.tls]`).
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let path = |p: &PathBuf| p.display().to_string();
         let mut env = vec![("RECUR_REDIS__TLS__CA_FILE", path(&self.certs.ca))];
