@@ -3,6 +3,11 @@
 // #/clocks, #/webhooks. Errors from the API are shown in [data-testid=error], never swallowed.
 
 const TOKEN_KEY = "recur.token";
+
+// Script errors of the page, kept for whoever looks (the browser tests check it stays empty).
+window.__recurErrors = [];
+window.addEventListener("error", (e) => window.__recurErrors.push(String(e.message || e)));
+window.addEventListener("unhandledrejection", (e) => window.__recurErrors.push(String(e.reason)));
 const SCOPES = { read: 1, write: 2, admin: 3 };
 let me = null; // {name, channel, scope} from /v1/whoami
 
