@@ -238,6 +238,8 @@ async fn serve(
     let lease_loop = TaskTracker::new();
     lease_loop.spawn_local(scheduler.clone().keep_leases(leases_stop.clone()));
     tasks.spawn_local(scheduler.clone().keep_settled(shutdown.clone()));
+    // Test clocks advance on either clock, beside it (SPEC 11.5).
+    tasks.spawn_local(scheduler.clone().follow_test_clocks(shutdown.clone()));
     if clock.is_simulated() {
         tasks.spawn_local(scheduler.clone().follow_clock(shutdown.clone()));
     } else {

@@ -8,6 +8,8 @@
 //! [`Scheduler::drain`] is the one loop of passes; start-up catch-up, `advanceClock` and the
 //! system-clock loop only differ in how far they drain and what a stalled round means.
 
+mod test_clocks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +64,9 @@ pub enum SchedulerError {
     /// A kept advance reply recur cannot read.
     #[error("the kept reply of the advance is corrupt: {0}")]
     CorruptReply(String),
+    /// A test clock command refused (SPEC 11.5): the domain error says the code.
+    #[error(transparent)]
+    Refused(#[from] crate::domain::DomainError),
     /// The daemon is stopping: the advance goes on with partition 0's next owner; retry with
     /// the same request id.
     #[error("this daemon is stopping; the advance to {to} goes on with the next owner of partition 0: retry with the same request id")]
@@ -122,6 +127,14 @@ struct Shared {
     /// Partitions taken over after a long time without an owner, whose overdue timers a
     /// catch-up of their own fires (with the restart grace); the system-clock loop leaves them.
     catching_up: std::sync::Mutex<std::collections::BTreeSet<u16>>,
+    /// Wakes the test clock follower (a job began or completed somewhere).
+    test_clock_kick: tokio::sync::Notify,
+    /// Wakes the tasks driving test clock jobs (a partition did its part somewhere).
+    test_clock_step: tokio::sync::Notify,
+    /// Wakes requests waiting for a test clock job this daemon completed.
+    test_clock_done: tokio::sync::Notify,
+    /// The test clocks a task of this daemon drives now.
+    test_clocks_driven: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How far a pass fires.
@@ -189,6 +202,10 @@ impl Scheduler {
                 clock_kick: tokio::sync::Notify::new(),
                 advance_done: tokio::sync::Notify::new(),
                 catching_up: std::sync::Mutex::default(),
+                test_clock_kick: tokio::sync::Notify::new(),
+                test_clock_step: tokio::sync::Notify::new(),
+                test_clock_done: tokio::sync::Notify::new(),
+                test_clocks_driven: std::sync::Mutex::default(),
             }),
         }
     }
@@ -411,7 +428,10 @@ impl Scheduler {
                         // Only partitions with nothing left due by the target count as fired:
                         // a lane that ended early (one of its partitions moved to another
                         // daemon) leaves its other partitions' timers for the next look.
-                        let drained = s.store.without_due(&behind, to_millis(&target)).await?;
+                        let drained = s
+                            .store
+                            .without_due(&behind, None, to_millis(&target))
+                            .await?;
                         let held = s.ownership.tokens(&drained);
                         for p in s.store.mark_fired(&held, target).await? {
                             s.ownership.fenced(p);
@@ -746,11 +766,27 @@ impl Scheduler {
         on_stall: OnStall,
         shutdown: Option<&Shutdown>,
     ) -> Result<usize, SchedulerError> {
+        self.drain_on(partitions, None, until, defer, on_stall, shutdown)
+            .await
+    }
+
+    /// [`Scheduler::drain`] over the timers of the live orders (`test_clock` None) or of one
+    /// test clock's orders (SPEC 11.5: each fired at its own due instant, the daemon's clock
+    /// left alone).
+    async fn drain_on(
+        &self,
+        partitions: &[u16],
+        test_clock: Option<&str>,
+        until: Until,
+        defer: Option<Instant>,
+        on_stall: OnStall,
+        shutdown: Option<&Shutdown>,
+    ) -> Result<usize, SchedulerError> {
         let lanes = lanes(&self.shared.config.settings, partitions);
         let drained = join_all(lanes.iter().map(|lane| async move {
             let mut total = 0;
             loop {
-                let (fired, failed) = match self.pass(lane, until, defer).await? {
+                let (fired, failed) = match self.pass(lane, test_clock, until, defer).await? {
                     Pass::Idle => return Ok(total),
                     Pass::Fired { fired, failed } => (fired, failed),
                 };
@@ -783,6 +819,7 @@ impl Scheduler {
     async fn pass(
         &self,
         lane: &[u16],
+        test_clock: Option<&str>,
         until: Until,
         defer: Option<Instant>,
     ) -> Result<Pass, SchedulerError> {
@@ -791,13 +828,13 @@ impl Scheduler {
         let per_partition = (size / lane.len().max(1)).max(16);
         let mut round = s
             .store
-            .due_in(lane, to_millis(&until.instant()), per_partition)
+            .due_in(lane, test_clock, to_millis(&until.instant()), per_partition)
             .await?;
         round.truncate(size);
         let Some(&(last_due, _)) = round.last() else {
             return Ok(Pass::Idle);
         };
-        if let Until::EachAtItsDue(_) = until {
+        if let (Until::EachAtItsDue(_), None) = (until, test_clock) {
             if let Some(last) = from_millis(last_due) {
                 let _step = s.clock_step.lock().await;
                 if last > s.clock.now() {
@@ -805,13 +842,14 @@ impl Scheduler {
                 }
             }
         }
-        Ok(self.fire_round(&round, until, defer).await)
+        Ok(self.fire_round(&round, test_clock, until, defer).await)
     }
 
     /// Fires one round, every `(due, id)` entry at once.
     async fn fire_round(
         &self,
         round: &[(i64, String)],
+        test_clock: Option<&str>,
         until: Until,
         defer: Option<Instant>,
     ) -> Pass {
@@ -835,6 +873,7 @@ impl Scheduler {
                 until,
                 defer_grace_to: defer,
                 preloaded: preloaded.remove(id).map(Box::new),
+                test_clock: test_clock.map(str::to_string),
             };
             s.actors.fire(id, fire)
         });

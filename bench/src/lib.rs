@@ -742,6 +742,7 @@ fn build_seed(
         reply: None,
         // Set to the seeder's lease token when committed.
         lease: String::new(),
+        test_clock: None,
     };
     Ok((commit, delta))
 }

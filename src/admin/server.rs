@@ -439,7 +439,11 @@ async fn listen_pubsub(
                             }
                         }
                         Some(msg) if msg.get_channel_name() == clock_channel => {
-                            state.scheduler.clock_moved();
+                            if msg.get_payload_bytes() == b"tc" {
+                                state.scheduler.test_clocks_moved();
+                            } else {
+                                state.scheduler.clock_moved();
+                            }
                         }
                         Some(msg) if msg.get_channel_name() == cron_channel => {
                             if let Ok(job) = msg.get_payload::<String>() {

@@ -12,6 +12,7 @@ pub mod lease;
 pub mod meta;
 pub mod outage;
 pub mod stats;
+pub mod test_clock;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -262,13 +263,15 @@ impl Store {
     pub async fn partition_order_ids(
         &self,
         partition: u16,
+        test_clock: Option<&str>,
         start: usize,
         count: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.bulk.clone();
         let end = isize::try_from(start + count).unwrap_or(isize::MAX) - 1;
         let start = isize::try_from(start).unwrap_or(isize::MAX);
-        Ok(conn.zrange(self.keys.orders(partition), start, end).await?)
+        let key = self.keys.orders_of(partition, test_clock);
+        Ok(conn.zrange(key, start, end).await?)
     }
 
     /// Reads many orders at once for a listing: missing ones and ones that cannot be read are
@@ -543,6 +546,7 @@ impl Store {
     pub async fn without_due(
         &self,
         partitions: &[u16],
+        test_clock: Option<&str>,
         until_ms: i64,
     ) -> Result<Vec<u16>, StoreError> {
         if partitions.is_empty() {
@@ -551,7 +555,7 @@ impl Store {
         let mut conn = self.bulk.clone();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.zcount(self.keys.timers(p), "-inf", until_ms);
+            pipe.zcount(self.keys.timers_of(p, test_clock), "-inf", until_ms);
         }
         let due: Vec<u64> = pipe.query_async(&mut conn).await?;
         Ok(partitions
@@ -581,6 +585,7 @@ impl Store {
     pub async fn due_in(
         &self,
         partitions: &[u16],
+        test_clock: Option<&str>,
         until_ms: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, StoreError> {
@@ -588,7 +593,7 @@ impl Store {
         let mut pipe = redis::pipe();
         for &p in partitions {
             pipe.cmd("ZRANGE")
-                .arg(self.keys.timers(p))
+                .arg(self.keys.timers_of(p, test_clock))
                 .arg("-inf")
                 .arg(until_ms)
                 .arg("BYSCORE")
@@ -623,6 +628,7 @@ impl Store {
     pub async fn set_timer(
         &self,
         order_id: &str,
+        test_clock: Option<&str>,
         due_ms: Option<i64>,
         lease: &str,
     ) -> Result<(), StoreError> {
@@ -639,7 +645,7 @@ return 1
         let mut conn = self.conn.clone();
         let p = self.keys.partition(order_id);
         let done: i64 = SET_TIMER
-            .key(self.keys.timers(p))
+            .key(self.keys.timers_of(p, test_clock))
             .key(self.keys.lease(p))
             .arg(lease)
             .arg(order_id)
@@ -678,15 +684,31 @@ return 1
     pub async fn orders_before(
         &self,
         customer_id: Option<&str>,
+        test_clock: Option<&str>,
         cursor: Option<&(i64, String)>,
         count: usize,
     ) -> Result<(Vec<(i64, String)>, bool), StoreError> {
         let keys: Vec<String> = match customer_id {
             Some(c) => vec![self.keys.customer_orders(c)],
             None => (0..self.keys.partitions())
-                .map(|p| self.keys.orders(p))
+                .map(|p| self.keys.orders_of(p, test_clock))
                 .collect(),
         };
+        self.index_before(keys, cursor, count).await
+    }
+
+    /// Up to `count` members of the sorted sets `keys` (scored by creation ms), merged newest
+    /// first (ties by member, descending), strictly after `cursor`. The bool says whether the
+    /// sets may hold more.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn index_before(
+        &self,
+        keys: Vec<String>,
+        cursor: Option<&(i64, String)>,
+        count: usize,
+    ) -> Result<(Vec<(i64, String)>, bool), StoreError> {
         let mut conn = self.conn.clone();
         // Entries created in the cursor's millisecond may sort before or after it: read them
         // all, on top of `count`.

@@ -218,6 +218,7 @@ fn endpoint(id: &str, url: &str, events: &[&str]) -> EndpointSettings {
         url: url.to_string(),
         secret: SECRET.to_string(),
         events: events.iter().map(|e| e.to_string()).collect(),
+        test_clocks: false,
     }
 }
 
