@@ -13,4 +13,5 @@ mod replicas;
 mod shutdown;
 mod stats;
 mod support;
+mod test_clocks;
 mod webhooks;
