@@ -388,9 +388,9 @@ fn test_clock_of(loaded: &Loaded, op: &OrderOp) -> Option<String> {
 /// are being fired; reads go on).
 fn clock_refusal(id: &str, clock: Option<&TestClock>, op: &OrderOp) -> Option<DomainError> {
     match (clock, op) {
-        (None, OrderOp::Create(_)) => Some(DomainError::NotFound(format!(
-            "test clock {id} not found"
-        ))),
+        (None, OrderOp::Create(_)) => {
+            Some(DomainError::NotFound(format!("test clock {id} not found")))
+        }
         (Some(c), OrderOp::Create(_)) if c.job.is_some() => Some(DomainError::InvalidState(
             format!("test clock {id} is advancing or being deleted; retry when it is READY"),
         )),

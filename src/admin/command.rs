@@ -730,7 +730,11 @@ fn derived_order_id(request_id: &str) -> String {
 
 /// An id derived from the request id under `kind` (a retry makes the same one).
 fn derived_id(kind: &str, request_id: &str) -> String {
-    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{kind}:{request_id}").as_bytes()).to_string()
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("{kind}:{request_id}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// A page size: default [`LIST_DEFAULT_LIMIT`], at most [`LIST_MAX_LIMIT`].

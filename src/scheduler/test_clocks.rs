@@ -194,7 +194,10 @@ impl Scheduler {
         let s = &self.shared;
         let mut settling_since = None;
         loop {
-            match self.test_clock_round(clock, shutdown, &mut settling_since).await {
+            match self
+                .test_clock_round(clock, shutdown, &mut settling_since)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -326,10 +329,8 @@ impl Scheduler {
                 });
                 let mut progressed = false;
                 for (id, result) in ids.iter().zip(join_all(deletes).await) {
-                    let reply = result.map_err(|source| SchedulerError::Failed {
-                        failed: 1,
-                        source,
-                    })?;
+                    let reply =
+                        result.map_err(|source| SchedulerError::Failed { failed: 1, source })?;
                     match reply.error {
                         None => progressed = true,
                         // An index entry without its order: dropped.

@@ -284,11 +284,7 @@ impl Keys {
     /// Hash of a test clock (`name`, `frozen`, `created` ms; while a job runs: `job`, `target`,
     /// `req`, `hash`, `seq`, and for a deletion `orders`, `customers`), in the clock's partition.
     pub fn test_clock(&self, clock: &str) -> String {
-        format!(
-            "{}:{{p{}}}:tc:{clock}",
-            self.prefix,
-            self.partition(clock)
-        )
+        format!("{}:{{p{}}}:tc:{clock}", self.prefix, self.partition(clock))
     }
 
     /// Sorted set of a partition's test clocks by creation time (listTestClocks).

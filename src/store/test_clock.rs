@@ -261,7 +261,9 @@ impl Store {
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HMGET").arg(self.keys().test_clock(id)).arg(&FIELDS);
+            pipe.cmd("HMGET")
+                .arg(self.keys().test_clock(id))
+                .arg(&FIELDS);
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
         ids.iter()
