@@ -647,3 +647,55 @@ async fn a_sigkill_mid_advance_is_finished_by_the_retried_request_id() {
     second.kill().await;
     third.kill().await;
 }
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_clock_advances_and_is_deleted() {
+    let h = Harness::start_on_cluster(|_| {}).await;
+    h.ok(
+        "createTestClock",
+        json!({"testClockId": "cl", "frozenTime": START}),
+    )
+    .await;
+    let n = 16;
+    for i in 0..n {
+        let mut on_clock = varied(&format!("t{i}"), &format!("tc-{i}"), i);
+        on_clock["testClockId"] = json!("cl");
+        h.ok("createOrder", on_clock).await;
+        h.ok(
+            "createOrder",
+            varied(&format!("l{i}"), &format!("lc-{i}"), i),
+        )
+        .await;
+    }
+    // A preview of a test clock's order starts from the clock's time, like its twin's.
+    let until = "2026-06-01T00:00:00Z";
+    let preview = |id: &str| json!({"orderId": id, "until": until});
+    assert_eq!(
+        h.ok("previewOrder", preview("t1")).await["events"],
+        h.ok("previewOrder", preview("l1")).await["events"]
+    );
+    h.ok(
+        "advanceTestClock",
+        json!({"testClockId": "cl", "to": YEAR_LATER}),
+    )
+    .await;
+    h.advance(YEAR_LATER).await;
+    let events = h.events().await;
+    let mut fired = 0;
+    for i in 0..n {
+        let on_clock = history(&events, &format!("t{i}"));
+        fired += on_clock.len() - 1;
+        assert_eq!(on_clock, history(&events, &format!("l{i}")), "order {i}");
+    }
+    assert!(fired > 50, "{fired}");
+    let deleted = h.ok("deleteTestClock", json!({"testClockId": "cl"})).await;
+    assert_eq!(deleted["deletedOrders"], n);
+    assert_eq!(deleted["deletedCustomers"], n);
+    assert_eq!(
+        h.err("getOrder", json!({"orderId": "t3"}))
+            .await
+            .code
+            .as_str(),
+        "NOT_FOUND"
+    );
+}
