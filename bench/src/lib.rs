@@ -16,6 +16,7 @@ pub mod forecast;
 pub mod memory;
 pub mod recovery;
 pub mod steady;
+pub mod testclock;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -136,6 +137,12 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
         ),
         "forecast" => Ok(forecast::run(&forecast::ForecastOptions::new(
             n(1_000_000),
+            &opts.binary,
+        ))
+        .await?
+        .line()),
+        "testclock" => Ok(testclock::run(&testclock::TestClockOptions::new(
+            n(10_000),
             &opts.binary,
         ))
         .await?
@@ -742,7 +749,8 @@ fn build_seed(
         reply: None,
         // Set to the seeder's lease token when committed.
         lease: String::new(),
-        test_clock: None,
+        // A test clock's order (args `testClockId`) keeps its timer in the clock's set.
+        test_clock: t.order.test_clock_id.clone(),
     };
     Ok((commit, delta))
 }
