@@ -131,6 +131,11 @@ async fn serve(
     // The scheduler's pipelines hold two rounds: when one comes back, the actix thread settles
     // that many commits in a row while admin commands wait, so they stay small (docs/BENCHMARKS.md).
     let bulk_max_batch = 2 * scheduler::round_size(&settings.scheduler);
+    // Test clock advances get a connection and a batcher of their own (SPEC 11.5).
+    let test_clocks = CommitterConfig {
+        max_batch: bulk_max_batch,
+        ..committer.clone()
+    };
     let store = Store::open(
         conn,
         bulk,
@@ -140,7 +145,8 @@ async fn serve(
         Arc::clone(&metrics),
     )
     .await?
-    .with_legacy_replies(legacy_replies);
+    .with_legacy_replies(legacy_replies)
+    .with_test_clock_conn(connect().await?, test_clocks);
     let lease_ttl_ms = u64::try_from(settings.cluster.lease_ttl.as_millis()).unwrap_or(u64::MAX);
     if let Some(before) = store
         .settle_behaviour(&settings.behaviour_fingerprint(), lease_ttl_ms)

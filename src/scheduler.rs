@@ -27,6 +27,11 @@ use crate::store::clock::{Advance, Begun};
 use crate::store::{Store, StoreError};
 use crate::wire::{Reply, StoredReply};
 
+/// At most this many lanes fire a test clock's advance (each with the live lanes' round size).
+const TEST_CLOCK_LANES: usize = 2;
+/// On the system clock a test clock's lanes start no round while the live loop fires, or when
+/// it is due to within this many ms (about one round of theirs): live timers go first.
+const LIVE_FIRST_MS: i64 = 10;
 /// How long a lane waits before retrying a round of which nothing could be fired.
 const STALLED_ROUND_PAUSE_MS: u64 = 200;
 /// Outbox entries read per partition per round trip of a sweep.
@@ -135,6 +140,9 @@ struct Shared {
     test_clock_done: tokio::sync::Notify,
     /// The test clocks a task of this daemon drives now.
     test_clocks_driven: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Whether the system-clock loop is firing, and its end (test clock rounds wait for it).
+    live_ticking: std::sync::atomic::AtomicBool,
+    live_idle: tokio::sync::Notify,
 }
 
 /// How far a pass fires.
@@ -206,6 +214,8 @@ impl Scheduler {
                 test_clock_step: tokio::sync::Notify::new(),
                 test_clock_done: tokio::sync::Notify::new(),
                 test_clocks_driven: std::sync::Mutex::default(),
+                live_ticking: std::sync::atomic::AtomicBool::new(false),
+                live_idle: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -526,7 +536,13 @@ impl Scheduler {
         let window = s.config.settings.window;
         while !shutdown.is_triggered() {
             let now = s.clock.now();
-            let next_due = match self.tick(now, &shutdown).await {
+            s.live_ticking
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let ticked = self.tick(now, &shutdown).await;
+            s.live_ticking
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            s.live_idle.notify_waiters();
+            let next_due = match ticked {
                 Ok(next) => next,
                 Err(e) => {
                     s.actors.metrics().redis_error();
@@ -782,7 +798,16 @@ impl Scheduler {
         on_stall: OnStall,
         shutdown: Option<&Shutdown>,
     ) -> Result<usize, SchedulerError> {
-        let lanes = lanes(&self.shared.config.settings, partitions);
+        // A test clock's advance runs in fewer lanes than the live scheduler: it shares the
+        // daemon's thread with the live timers, which must stay on time (SPEC 11.5).
+        let settings = match test_clock {
+            None => self.shared.config.settings.clone(),
+            Some(_) => SchedulerSettings {
+                lanes: self.shared.config.settings.lanes.min(TEST_CLOCK_LANES),
+                ..self.shared.config.settings.clone()
+            },
+        };
+        let lanes = lanes(&settings, partitions);
         let drained = join_all(lanes.iter().map(|lane| async move {
             let mut total = 0;
             loop {
@@ -824,6 +849,9 @@ impl Scheduler {
         defer: Option<Instant>,
     ) -> Result<Pass, SchedulerError> {
         let s = &self.shared;
+        if test_clock.is_some() {
+            self.live_first().await;
+        }
         let size = round_size(&s.config.settings);
         let per_partition = (size / lane.len().max(1)).max(16);
         let mut round = s
@@ -845,6 +873,26 @@ impl Scheduler {
         Ok(self.fire_round(&round, test_clock, until, defer).await)
     }
 
+    /// On the system clock, a test clock's round waits while the live loop fires or is about
+    /// to (at most 10 looks of 2 ms, so a busy live book slows an advance but never stops it).
+    async fn live_first(&self) {
+        let s = &self.shared;
+        if s.clock.is_simulated() {
+            return;
+        }
+        for _ in 0..10 {
+            let soon = s.wake.planned() <= to_millis(&s.clock.now()) + LIVE_FIRST_MS;
+            if !soon && !s.live_ticking.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let idle = s.live_idle.notified();
+            tokio::select! {
+                _ = idle => {}
+                _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+        }
+    }
+
     /// Fires one round, every `(due, id)` entry at once.
     async fn fire_round(
         &self,
@@ -857,7 +905,7 @@ impl Scheduler {
         // One pipeline reads every order of the round; actors that are not resident start
         // from it.
         let ids: Vec<String> = round.iter().map(|(_, id)| id.clone()).collect();
-        let mut preloaded = match s.store.load_map(&ids).await {
+        let mut preloaded = match s.store.load_map_for(&ids, test_clock).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "bulk load failed; actors load one by one");

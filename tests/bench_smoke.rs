@@ -151,6 +151,17 @@ async fn forecast_counts_every_cycle_start_of_a_small_book() {
     assert_eq!(r.cycle_starts, (N as u64 / 2) * 11 + (N as u64 / 2) * 35);
 }
 
+#[tokio::test]
+async fn testclock_fires_a_year_of_a_small_clock_while_live_orders_come_due() {
+    let r = bench::testclock::run(&bench::testclock::TestClockOptions::new(N, binary()))
+        .await
+        .unwrap();
+    println!("{}", r.line());
+    // 11 more cycle starts and the end of each 12-cycle order in the year.
+    assert_eq!(r.changes, N * 12);
+    assert!(r.alone.samples > 0 && r.during.samples > 0, "{}", r.line());
+}
+
 #[test]
 fn every_scenario_is_listed() {
     for s in [
@@ -161,6 +172,7 @@ fn every_scenario_is_listed() {
         "admin",
         "memory",
         "forecast",
+        "testclock",
         "bullmq",
     ] {
         assert!(bench::SCENARIOS.contains(&s));

@@ -45,7 +45,7 @@ pub const BENCH_START: &str = "2026-01-01T00:00:00Z";
 /// Key prefix of every bench.
 pub const PREFIX: &str = "bench";
 /// The scenarios [`run`] knows.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "burst",
     "burst-end",
     "steady",
@@ -53,6 +53,7 @@ pub const SCENARIOS: [&str; 8] = [
     "admin",
     "memory",
     "forecast",
+    "testclock",
     "bullmq",
 ];
 

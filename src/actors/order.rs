@@ -545,10 +545,12 @@ async fn commit_and_settle(
         _ => None,
     };
     let test_clock = commit.test_clock.clone();
-    let outcome = if bulk {
-        config.store.commit_bulk(commit).await?
-    } else {
-        config.store.commit(commit).await?
+    // A test clock's fired timers go over the test clocks' own connection, so its advance
+    // never holds up the live timers' commits.
+    let outcome = match (bulk, &test_clock) {
+        (true, Some(_)) => config.store.commit_test_clock(commit).await?,
+        (true, None) => config.store.commit_bulk(commit).await?,
+        (false, _) => config.store.commit(commit).await?,
     };
     if outcome == CommitOutcome::Fenced {
         config.ownership.fenced(partition);

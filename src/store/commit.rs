@@ -232,6 +232,15 @@ fn is_noscript(v: &Value) -> bool {
     matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
 
+/// The SHAs of the commit scripts, computed (what [`load_script`] returns once loaded; a
+/// batcher loads them on NOSCRIPT).
+pub fn script_hashes() -> Scripts {
+    Scripts {
+        commit: redis::Script::new(COMMIT_SCRIPT).get_hash().to_string(),
+        fire: redis::Script::new(FIRE_SCRIPT).get_hash().to_string(),
+    }
+}
+
 /// Loads the commit scripts into Redis and returns their SHAs.
 ///
 /// # Errors

@@ -123,6 +123,10 @@ pub struct Store {
     keys: Keys,
     committer: Committer,
     bulk_committer: Committer,
+    /// The test clocks' own connection and batcher (SPEC 11.5): an advance of a test clock
+    /// never queues the live scheduler's reads and commits behind its pipelines. `None`: the
+    /// bulk ones.
+    test_clocks: Option<(RedisConn, Committer)>,
     /// Until when (Unix ms) replies kept by revision 1 are read too.
     legacy_replies_until: Option<i64>,
     /// Webhook delivery's own connection (reads of the streams, progress writes), so that it
@@ -195,6 +199,7 @@ impl Store {
             keys,
             committer,
             bulk_committer,
+            test_clocks: None,
             legacy_replies_until: None,
             hooks: None,
             metrics,
@@ -351,6 +356,58 @@ impl Store {
     pub fn with_legacy_replies(mut self, until_ms: Option<i64>) -> Store {
         self.legacy_replies_until = until_ms;
         self
+    }
+
+    /// This store with `conn` and a batcher of its own (`config`) for test clock advances'
+    /// reads and commits (starts the batcher on the current local set).
+    pub fn with_test_clock_conn(mut self, conn: RedisConn, config: CommitterConfig) -> Store {
+        let committer = Committer::start(
+            conn.clone(),
+            self.keys.clone(),
+            commit::script_hashes(),
+            config,
+            Arc::clone(&self.metrics),
+        );
+        self.test_clocks = Some((conn, committer));
+        self
+    }
+
+    /// [`Store::commit`] for a fired timer of a test clock's order: over the test clocks' own
+    /// connection (the bulk one when there is none).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn commit_test_clock(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        match &self.test_clocks {
+            Some((_, committer)) => committer.commit(commit).await,
+            None => self.bulk_committer.commit(commit).await,
+        }
+    }
+
+    /// The connection a scheduler lane reads over: the test clocks' own for a test clock's
+    /// timers, else the bulk one.
+    fn lane_conn(&self, test_clock: Option<&str>) -> RedisConn {
+        match (&self.test_clocks, test_clock) {
+            (Some((conn, _)), Some(_)) => conn.clone(),
+            _ => self.bulk.clone(),
+        }
+    }
+
+    /// [`Store::load_map`] over the connection of `test_clock`'s lane.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or stored JSON does not parse.
+    pub async fn load_map_for(
+        &self,
+        ids: &[String],
+        test_clock: Option<&str>,
+    ) -> Result<std::collections::HashMap<String, Order>, StoreError> {
+        Ok(self
+            .load_many_on(self.lane_conn(test_clock), ids)
+            .await?
+            .into_iter()
+            .map(|o| (o.id.clone(), o))
+            .collect())
     }
 
     /// This store with `conn` for webhook delivery's reads and writes.
@@ -552,7 +609,7 @@ impl Store {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.bulk.clone();
+        let mut conn = self.lane_conn(test_clock);
         let mut pipe = redis::pipe();
         for &p in partitions {
             pipe.zcount(self.keys.timers_of(p, test_clock), "-inf", until_ms);
@@ -589,7 +646,7 @@ impl Store {
         until_ms: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut conn = self.bulk.clone();
+        let mut conn = self.lane_conn(test_clock);
         let mut pipe = redis::pipe();
         for &p in partitions {
             pipe.cmd("ZRANGE")
