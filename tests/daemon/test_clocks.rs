@@ -454,18 +454,42 @@ async fn test_clocks_advance_with_the_daemon_on_the_system_clock() {
     args["testClockId"] = json!("sys");
     let created = h.ok("createOrder", args).await;
     assert_eq!(created["createdDate"], "2020-01-01T00:00:00.000Z");
+    // A live order whose start comes due during the advance, on the system clock.
+    let due = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    let due = recur::domain::time::format_instant(&recur::clock::truncate_to_millis(due));
+    let mut live = monthly("live1", "OFFLINE", 3, "5.00");
+    live["customerId"] = json!("lc");
+    live["paid"] = json!(true);
+    live["startDate"] = json!(due);
+    h.ok("createOrder", live).await;
     h.ok(
         "advanceTestClock",
         json!({"testClockId": "sys", "to": "2021-01-01T00:00:00Z"}),
     )
     .await;
+    let mut started = Vec::new();
+    for _ in 0..100 {
+        started = h.timeline("live1").await;
+        if started.iter().any(|(_, at)| *at == due) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.iter().any(|(_, at)| *at == due),
+        "the live order started at its own due instant: {started:?}"
+    );
+    assert!(
+        started.iter().all(|(_, at)| at.as_str() > "2026"),
+        "nothing stamped with the test clock's time: {started:?}"
+    );
     let t = h.timeline("s1").await;
     let cycles = t.iter().filter(|(ty, _)| ty == "orderCycleStarted").count();
     assert_eq!(cycles, 13, "{t:?}");
     assert!(t
         .iter()
         .all(|(_, at)| at.as_str() <= "2021-01-01T00:00:00.000Z"));
-    // The system clock's live timers are not the test clock's: nothing of it in the live set.
+    // The system clock's live timers are not the test clock's: only live1 is in the live sets.
     let prefix = &h.settings.prefix;
     let mut conn = h.redis.conn().await;
     let mut live = 0;
@@ -475,7 +499,7 @@ async fn test_clocks_advance_with_the_daemon_on_the_system_clock() {
             live += n;
         }
     }
-    assert_eq!(live, 0);
+    assert_eq!(live, 1);
     assert_eq!(
         h.err("advanceClock", json!({"to": "2099-01-01T00:00:00Z"}))
             .await
