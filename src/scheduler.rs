@@ -348,6 +348,11 @@ impl Scheduler {
         self.shared.gate.read().await
     }
 
+    /// The command gate if it is free now (no advance under way), without waiting.
+    pub fn try_command_gate(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
+        self.shared.gate.try_read().ok()
+    }
+
     /// The clock follower (simulated clock only): whenever the shared clock has an advance
     /// under way, holds commands back, fires the partitions this daemon owns up to its target
     /// (each order at its own due instant) and records how far each has fired; partition 0's

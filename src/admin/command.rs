@@ -475,7 +475,8 @@ impl AdminCommand {
     /// order up to now first, like any order command.
     ///
     /// Test clocks live beside the daemon's clock (SPEC 11.5): their commands and the
-    /// creation of their orders never wait for its advance.
+    /// creation of their orders never wait for its advance (and commands on their orders do
+    /// not either: `server::route` tells them apart while an advance runs).
     pub fn waits_for_advance(&self) -> bool {
         match self {
             AdminCommand::CreateOrder(new) => new.test_clock_id.is_none(),

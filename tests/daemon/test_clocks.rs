@@ -723,3 +723,69 @@ async fn on_a_redis_cluster_a_clock_advances_and_is_deleted() {
         "NOT_FOUND"
     );
 }
+
+#[tokio::test]
+async fn a_test_clock_s_orders_never_wait_for_an_advance_of_the_daemon_s_clock() {
+    let h = Harness::start().await;
+    h.ok(
+        "createTestClock",
+        json!({"testClockId": "free", "frozenTime": START}),
+    )
+    .await;
+    let mut args = monthly("t1", "OFFLINE", 0, "5.00");
+    args["customerId"] = json!("tc1");
+    args["testClockId"] = json!("free");
+    h.ok("createOrder", args).await;
+    // A long advance of the daemon's clock: daily cycles of many live orders over a year.
+    for i in 0..150 {
+        let mut args = monthly(&format!("l{i}"), "OFFLINE", 0, "5.00");
+        args["customerId"] = json!(format!("lc{i}"));
+        args["pricing"]["subscription"]["cycleDuration"] = json!({"count": 1, "unit": "DAY"});
+        h.ok("createOrder", args).await;
+    }
+    let client = AdminClient::connect_to(&h.redis.address(), &h.settings.prefix)
+        .await
+        .unwrap();
+    let live = tokio::spawn(async move {
+        let options = RequestOptions {
+            total_timeout: Duration::from_secs(300),
+            ..RequestOptions::default()
+        };
+        client
+            .request_with(options, "advanceClock", json!({"to": YEAR_LATER}))
+            .await
+            .unwrap()
+    });
+    let mut running = false;
+    for _ in 0..200 {
+        if h.ok("getClock", json!({})).await.get("advance").is_some() {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(running, "the daemon's clock is advancing");
+    // Meanwhile the test clock's order takes commands and its clock advances.
+    let paused = h
+        .ok(
+            "pauseOrder",
+            json!({"orderId": "t1", "resumeAt": "2026-03-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(paused["status"], "PAUSED");
+    h.ok(
+        "advanceTestClock",
+        json!({"testClockId": "free", "to": "2026-06-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(
+        h.ok("getOrder", json!({"orderId": "t1"})).await["status"],
+        "ACTIVE"
+    );
+    assert!(
+        h.ok("getClock", json!({})).await.get("advance").is_some(),
+        "all of it while the daemon's clock was still advancing"
+    );
+    let done = live.await.unwrap();
+    assert!(done.ok, "{:?}", done.error);
+}
