@@ -184,6 +184,12 @@ impl TimerWake {
         self.shared.planned_ms.store(wake_ms, Ordering::Relaxed);
     }
 
+    /// When the scheduler plans to wake (Unix ms): test clock advances pause for the live
+    /// timers around it.
+    pub fn planned(&self) -> i64 {
+        self.shared.planned_ms.load(Ordering::Relaxed)
+    }
+
     /// Waits until a timer earlier than the planned wake is committed.
     pub async fn woken(&self) {
         self.shared.notify.notified().await;

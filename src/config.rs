@@ -511,6 +511,9 @@ pub struct EndpointSettings {
     pub secret: String,
     /// Event types to deliver (`orderCreated`, ...), or `["*"]` for every one.
     pub events: Vec<String>,
+    /// Also deliver the events of test-clock orders (SPEC 11.2, 11.5); default false.
+    #[serde(default)]
+    pub test_clocks: bool,
 }
 
 /// The secret and the URL's password masked.
@@ -521,6 +524,7 @@ impl std::fmt::Debug for EndpointSettings {
             .field("url", &telemetry::mask_secrets(&self.url))
             .field("secret", &telemetry::MASK)
             .field("events", &self.events)
+            .field("test_clocks", &self.test_clocks)
             .finish()
     }
 }
@@ -1521,6 +1525,7 @@ mod tests {
             url: "https://billing.example/recur".into(),
             secret: "whsec_do_not_print".into(),
             events: vec!["*".into()],
+            test_clocks: false,
         };
         let printed = format!("{ep:?} {:?}", vec![ep.clone()]);
         assert!(!printed.contains("whsec_do_not_print"), "{printed}");

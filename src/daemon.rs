@@ -214,6 +214,11 @@ async fn serve(
     // The scheduler's pipelines hold two rounds: when one comes back, the actix thread settles
     // that many commits in a row while admin commands wait, so they stay small (docs/BENCHMARKS.md).
     let bulk_max_batch = 2 * scheduler::round_size(&settings.scheduler);
+    // Test clock advances get a connection and a batcher of their own (SPEC 11.5).
+    let test_clocks = CommitterConfig {
+        max_batch: bulk_max_batch,
+        ..committer.clone()
+    };
     let store = Store::open(
         conn,
         bulk,
@@ -223,7 +228,8 @@ async fn serve(
         Arc::clone(&metrics),
     )
     .await?
-    .with_legacy_replies(legacy_replies);
+    .with_legacy_replies(legacy_replies)
+    .with_test_clock_conn(connect().await?, test_clocks);
     let lease_ttl_ms = u64::try_from(settings.cluster.lease_ttl.as_millis()).unwrap_or(u64::MAX);
     if let Some(before) = store
         .settle_behaviour(&settings.behaviour_fingerprint(), lease_ttl_ms)
@@ -325,6 +331,8 @@ async fn serve(
             .clone()
             .keep_announced(settings.cluster.renew_interval(), shutdown.clone()),
     );
+    // Test clocks advance on either clock, beside it (SPEC 11.5).
+    tasks.spawn_local(scheduler.clone().follow_test_clocks(shutdown.clone()));
     if clock.is_simulated() {
         tasks.spawn_local(scheduler.clone().follow_clock(shutdown.clone()));
     } else {

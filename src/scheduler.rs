@@ -8,6 +8,8 @@
 //! [`Scheduler::drain`] is the one loop of passes; start-up catch-up, `advanceClock` and the
 //! system-clock loop only differ in how far they drain and what a stalled round means.
 
+mod test_clocks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +27,11 @@ use crate::store::clock::{Advance, Begun};
 use crate::store::{Store, StoreError};
 use crate::wire::{Reply, StoredReply};
 
+/// At most this many lanes fire a test clock's advance (each with the live lanes' round size).
+const TEST_CLOCK_LANES: usize = 2;
+/// On the system clock a test clock's lanes start no round while the live loop fires, or when
+/// it is due to within this many ms (about one round of theirs): live timers go first.
+const LIVE_FIRST_MS: i64 = 10;
 /// How long a lane waits before retrying a round of which nothing could be fired.
 const STALLED_ROUND_PAUSE_MS: u64 = 200;
 /// Outbox entries read per partition per round trip of a sweep.
@@ -62,6 +69,9 @@ pub enum SchedulerError {
     /// A kept advance reply recur cannot read.
     #[error("the kept reply of the advance is corrupt: {0}")]
     CorruptReply(String),
+    /// A test clock command refused (SPEC 11.5): the domain error says the code.
+    #[error(transparent)]
+    Refused(#[from] crate::domain::DomainError),
     /// The daemon is stopping: the advance goes on with partition 0's next owner; retry with
     /// the same request id.
     #[error("this daemon is stopping; the advance to {to} goes on with the next owner of partition 0: retry with the same request id")]
@@ -122,6 +132,17 @@ struct Shared {
     /// Partitions taken over after a long time without an owner, whose overdue timers a
     /// catch-up of their own fires (with the restart grace); the system-clock loop leaves them.
     catching_up: std::sync::Mutex<std::collections::BTreeSet<u16>>,
+    /// Wakes the test clock follower (a job began or completed somewhere).
+    test_clock_kick: tokio::sync::Notify,
+    /// Wakes the tasks driving test clock jobs (a partition did its part somewhere).
+    test_clock_step: tokio::sync::Notify,
+    /// Wakes requests waiting for a test clock job this daemon completed.
+    test_clock_done: tokio::sync::Notify,
+    /// The test clocks a task of this daemon drives now.
+    test_clocks_driven: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Whether the system-clock loop is firing, and its end (test clock rounds wait for it).
+    live_ticking: std::sync::atomic::AtomicBool,
+    live_idle: tokio::sync::Notify,
 }
 
 /// How far a pass fires.
@@ -189,6 +210,12 @@ impl Scheduler {
                 clock_kick: tokio::sync::Notify::new(),
                 advance_done: tokio::sync::Notify::new(),
                 catching_up: std::sync::Mutex::default(),
+                test_clock_kick: tokio::sync::Notify::new(),
+                test_clock_step: tokio::sync::Notify::new(),
+                test_clock_done: tokio::sync::Notify::new(),
+                test_clocks_driven: std::sync::Mutex::default(),
+                live_ticking: std::sync::atomic::AtomicBool::new(false),
+                live_idle: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -321,6 +348,11 @@ impl Scheduler {
         self.shared.gate.read().await
     }
 
+    /// The command gate if it is free now (no advance under way), without waiting.
+    pub fn try_command_gate(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
+        self.shared.gate.try_read().ok()
+    }
+
     /// The clock follower (simulated clock only): whenever the shared clock has an advance
     /// under way, holds commands back, fires the partitions this daemon owns up to its target
     /// (each order at its own due instant) and records how far each has fired; partition 0's
@@ -411,7 +443,10 @@ impl Scheduler {
                         // Only partitions with nothing left due by the target count as fired:
                         // a lane that ended early (one of its partitions moved to another
                         // daemon) leaves its other partitions' timers for the next look.
-                        let drained = s.store.without_due(&behind, to_millis(&target)).await?;
+                        let drained = s
+                            .store
+                            .without_due(&behind, None, to_millis(&target))
+                            .await?;
                         let held = s.ownership.tokens(&drained);
                         for p in s.store.mark_fired(&held, target).await? {
                             s.ownership.fenced(p);
@@ -506,7 +541,13 @@ impl Scheduler {
         let window = s.config.settings.window;
         while !shutdown.is_triggered() {
             let now = s.clock.now();
-            let next_due = match self.tick(now, &shutdown).await {
+            s.live_ticking
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let ticked = self.tick(now, &shutdown).await;
+            s.live_ticking
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            s.live_idle.notify_waiters();
+            let next_due = match ticked {
                 Ok(next) => next,
                 Err(e) => {
                     s.actors.metrics().redis_error();
@@ -746,11 +787,36 @@ impl Scheduler {
         on_stall: OnStall,
         shutdown: Option<&Shutdown>,
     ) -> Result<usize, SchedulerError> {
-        let lanes = lanes(&self.shared.config.settings, partitions);
+        self.drain_on(partitions, None, until, defer, on_stall, shutdown)
+            .await
+    }
+
+    /// [`Scheduler::drain`] over the timers of the live orders (`test_clock` None) or of one
+    /// test clock's orders (SPEC 11.5: each fired at its own due instant, the daemon's clock
+    /// left alone).
+    async fn drain_on(
+        &self,
+        partitions: &[u16],
+        test_clock: Option<&str>,
+        until: Until,
+        defer: Option<Instant>,
+        on_stall: OnStall,
+        shutdown: Option<&Shutdown>,
+    ) -> Result<usize, SchedulerError> {
+        // A test clock's advance runs in fewer lanes than the live scheduler: it shares the
+        // daemon's thread with the live timers, which must stay on time (SPEC 11.5).
+        let settings = match test_clock {
+            None => self.shared.config.settings.clone(),
+            Some(_) => SchedulerSettings {
+                lanes: self.shared.config.settings.lanes.min(TEST_CLOCK_LANES),
+                ..self.shared.config.settings.clone()
+            },
+        };
+        let lanes = lanes(&settings, partitions);
         let drained = join_all(lanes.iter().map(|lane| async move {
             let mut total = 0;
             loop {
-                let (fired, failed) = match self.pass(lane, until, defer).await? {
+                let (fired, failed) = match self.pass(lane, test_clock, until, defer).await? {
                     Pass::Idle => return Ok(total),
                     Pass::Fired { fired, failed } => (fired, failed),
                 };
@@ -783,21 +849,25 @@ impl Scheduler {
     async fn pass(
         &self,
         lane: &[u16],
+        test_clock: Option<&str>,
         until: Until,
         defer: Option<Instant>,
     ) -> Result<Pass, SchedulerError> {
         let s = &self.shared;
+        if test_clock.is_some() {
+            self.live_first().await;
+        }
         let size = round_size(&s.config.settings);
         let per_partition = (size / lane.len().max(1)).max(16);
         let mut round = s
             .store
-            .due_in(lane, to_millis(&until.instant()), per_partition)
+            .due_in(lane, test_clock, to_millis(&until.instant()), per_partition)
             .await?;
         round.truncate(size);
         let Some(&(last_due, _)) = round.last() else {
             return Ok(Pass::Idle);
         };
-        if let Until::EachAtItsDue(_) = until {
+        if let (Until::EachAtItsDue(_), None) = (until, test_clock) {
             if let Some(last) = from_millis(last_due) {
                 let _step = s.clock_step.lock().await;
                 if last > s.clock.now() {
@@ -805,13 +875,34 @@ impl Scheduler {
                 }
             }
         }
-        Ok(self.fire_round(&round, until, defer).await)
+        Ok(self.fire_round(&round, test_clock, until, defer).await)
+    }
+
+    /// On the system clock, a test clock's round waits while the live loop fires or is about
+    /// to (at most 10 looks of 2 ms, so a busy live book slows an advance but never stops it).
+    async fn live_first(&self) {
+        let s = &self.shared;
+        if s.clock.is_simulated() {
+            return;
+        }
+        for _ in 0..10 {
+            let soon = s.wake.planned() <= to_millis(&s.clock.now()) + LIVE_FIRST_MS;
+            if !soon && !s.live_ticking.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let idle = s.live_idle.notified();
+            tokio::select! {
+                _ = idle => {}
+                _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+        }
     }
 
     /// Fires one round, every `(due, id)` entry at once.
     async fn fire_round(
         &self,
         round: &[(i64, String)],
+        test_clock: Option<&str>,
         until: Until,
         defer: Option<Instant>,
     ) -> Pass {
@@ -819,7 +910,7 @@ impl Scheduler {
         // One pipeline reads every order of the round; actors that are not resident start
         // from it.
         let ids: Vec<String> = round.iter().map(|(_, id)| id.clone()).collect();
-        let mut preloaded = match s.store.load_map(&ids).await {
+        let mut preloaded = match s.store.load_map_for(&ids, test_clock).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "bulk load failed; actors load one by one");
@@ -835,6 +926,7 @@ impl Scheduler {
                 until,
                 defer_grace_to: defer,
                 preloaded: preloaded.remove(id).map(Box::new),
+                test_clock: test_clock.map(str::to_string),
             };
             s.actors.fire(id, fire)
         });

@@ -10,7 +10,7 @@ use crate::domain::ErrorCode;
 /// Every admin command the daemon knows, by its wire name (the lifecycle commands of
 /// `domain::command::Command::NAMES` included). `recur admin` has a subcommand for each and the
 /// HTTP API a route (`POST /v1/commands/{command}`), both checked by their tests.
-pub const COMMAND_NAMES: [&str; 26] = [
+pub const COMMAND_NAMES: [&str; 31] = [
     "ping",
     "getClock",
     "getMetrics",
@@ -25,6 +25,11 @@ pub const COMMAND_NAMES: [&str; 26] = [
     "listOrders",
     "retryDeadWebhooks",
     "getWebhookEndpoints",
+    "createTestClock",
+    "getTestClock",
+    "listTestClocks",
+    "advanceTestClock",
+    "deleteTestClock",
     "changePlan",
     "cancelScheduledChange",
     "recordPayment",

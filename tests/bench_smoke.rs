@@ -166,6 +166,17 @@ async fn sizing_counts_an_entry_per_change_and_weighs_them() {
     assert!(r.bytes_per_order() > 100.0, "{}", r.line());
 }
 
+#[tokio::test]
+async fn testclock_fires_a_year_of_a_small_clock_while_live_orders_come_due() {
+    let r = bench::testclock::run(&bench::testclock::TestClockOptions::new(N, binary()))
+        .await
+        .unwrap();
+    println!("{}", r.line());
+    // 11 more cycle starts and the end of each 12-cycle order in the year.
+    assert_eq!(r.changes, N * 12);
+    assert!(r.alone.samples > 0 && r.during.samples > 0, "{}", r.line());
+}
+
 #[test]
 fn every_scenario_is_listed() {
     for s in [
@@ -177,6 +188,7 @@ fn every_scenario_is_listed() {
         "memory",
         "forecast",
         "sizing",
+        "testclock",
         "bullmq",
     ] {
         assert!(bench::SCENARIOS.contains(&s));

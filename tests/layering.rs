@@ -35,7 +35,8 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
             }
         }
         used.retain(|m| !m.is_empty() && *m != name);
-        graph.insert(name, used);
+        // A module file and its directory of submodules are one module.
+        graph.entry(name).or_insert_with(BTreeSet::new).extend(used);
     }
     graph
 }

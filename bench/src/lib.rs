@@ -17,6 +17,7 @@ pub mod memory;
 pub mod recovery;
 pub mod sizing;
 pub mod steady;
+pub mod testclock;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -46,7 +47,7 @@ pub const BENCH_START: &str = "2026-01-01T00:00:00Z";
 /// Key prefix of every bench.
 pub const PREFIX: &str = "bench";
 /// The scenarios [`run`] knows.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "burst",
     "burst-end",
     "steady",
@@ -55,6 +56,7 @@ pub const SCENARIOS: [&str; 9] = [
     "memory",
     "forecast",
     "sizing",
+    "testclock",
     "bullmq",
 ];
 
@@ -148,6 +150,12 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
                 .await?
                 .line(),
         ),
+        "testclock" => Ok(testclock::run(&testclock::TestClockOptions::new(
+            n(10_000),
+            &opts.binary,
+        ))
+        .await?
+        .line()),
         "bullmq" | "compare" => {
             let mut o = bullmq::CompareOptions::new(n(100_000), &opts.binary);
             if let Some(c) = opts.peer_concurrency {
@@ -750,6 +758,8 @@ fn build_seed(
         reply: None,
         // Set to the seeder's lease token when committed.
         lease: String::new(),
+        // A test clock's order (args `testClockId`) keeps its timer in the clock's set.
+        test_clock: t.order.test_clock_id.clone(),
     };
     Ok((commit, delta))
 }

@@ -14,11 +14,11 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "recur-bench", version)]
 struct Args {
-    /// The scenario to run: burst, burst-end, steady, recovery, admin, memory, sizing, bullmq
-    /// (alias compare).
+    /// The scenario to run: burst, burst-end, steady, recovery, admin, memory, forecast,
+    /// sizing, testclock, bullmq (alias compare).
     scenario: String,
-    /// How many orders the scenario uses [default: 100000; steady and sizing 10000; memory
-    /// 1000000].
+    /// How many orders the scenario uses [default: 100000; steady, sizing and testclock 10000;
+    /// memory and forecast 1000000].
     #[arg(long)]
     orders: Option<usize>,
     /// The bullmq scenario: only this BullMQ worker concurrency [default: the best of 50, 100

@@ -94,6 +94,8 @@ pub struct FireOrder {
     /// The order as the scheduler read it in bulk for this round (saves a round trip for an
     /// actor that is not resident; a stale copy fails its version check and is reloaded).
     pub preloaded: Option<Box<Order>>,
+    /// The test clock whose timer set this timer was read from (None: the live timers).
+    pub test_clock: Option<String>,
 }
 
 impl Actors {
@@ -143,11 +145,13 @@ impl Actors {
             until,
             defer_grace_to,
             mut preloaded,
+            test_clock,
         } = fire;
         let msg = move || Fire {
             until,
             defer_grace_to,
             preloaded: preloaded.take(),
+            test_clock: test_clock.clone(),
         };
         let start = self.order_actor(order_id);
         deliver(&self.shared.orders, "order", order_id, start, msg).await?

@@ -21,6 +21,7 @@ use crate::domain::stats::contribution;
 use crate::domain::time::{to_millis, Instant};
 use crate::domain::{self, change_head_json, DomainError, Order, Policy, Transition};
 use crate::store::stats::Delta;
+use crate::store::test_clock::{JobKind, TestClock};
 use crate::store::{Commit, CommitOutcome, Loaded, OrderWrite, StoreError};
 use crate::wire::{Reply, StoredReply};
 
@@ -68,6 +69,9 @@ pub(super) struct Fire {
     pub preloaded: Option<Box<Order>>,
     /// System-clock start-up only: overdue grace expiries move to this instant.
     pub defer_grace_to: Option<Instant>,
+    /// The test clock whose timer this is (None: a live timer), so a timer without an order
+    /// is dropped from the set it is in.
+    pub test_clock: Option<String>,
 }
 
 /// One order's actor.
@@ -161,7 +165,7 @@ impl Handler<Fire> for OrderActor {
         if !woken_by_timer {
             self.ensure_idle_check(ctx);
         }
-        let (until, defer) = (msg.until, msg.defer_grace_to);
+        let (until, defer, clock) = (msg.until, msg.defer_grace_to, msg.test_clock);
         // Debug level: a span per fired timer is measurable at a burst's rate (warnings on
         // this path name the order themselves).
         let span = tracing::debug_span!(
@@ -170,7 +174,7 @@ impl Handler<Fire> for OrderActor {
             partition = actors.config().store.keys().partition(&id),
         );
         AtomicResponse::new(Box::pin(
-            async move { fire(&actors, &id, state, until, defer).await }
+            async move { fire(&actors, &id, state, until, defer, clock).await }
                 .instrument(span)
                 .into_actor(self)
                 .map(move |(state, result), act, ctx| {
@@ -311,12 +315,44 @@ async fn execute(
     msg: Execute,
 ) -> (Option<Loaded>, Result<Reply, ActorError>) {
     let config = actors.config();
+    let state = match state {
+        Some(s) => s,
+        None => match config.store.load(id).await {
+            Ok(l) => l,
+            Err(e) => return (None, Err(e.into())),
+        },
+    };
+    // A test-clock order sees its clock's time (SPEC 11.5).
+    let clock = match test_clock_of(&state, &msg.op) {
+        Some(c) => match config.store.test_clock(&c).await {
+            Ok(found) => Some((c, found)),
+            Err(e) => return (Some(state), Err(e.into())),
+        },
+        None => None,
+    };
+    let refusal = clock
+        .as_ref()
+        .and_then(|(id, found)| clock_refusal(id, found.as_ref(), &msg.op));
     let plan = |loaded: &Loaded| {
+        if let Some(e) = &refusal {
+            let reply = Reply::error(Some(msg.request.id.clone()), e.code(), e.to_string());
+            return Plan::Commit {
+                transition: None,
+                kept: Some((msg.request.clone(), reply.clone())),
+                answer: reply,
+            };
+        }
+        let base = match (&clock, loaded) {
+            (Some((_, Some(c))), _) => c.frozen,
+            // The clock is being deleted with its orders: the order's own last instant.
+            (Some((_, None)), Loaded::Present(o)) => o.updated_date,
+            _ => config.clock.now(),
+        };
         // Never before the order's last change, so its times do not go backwards after a
         // takeover by a daemon whose wall clock is slightly behind (SPEC 10).
         let now = match loaded {
-            Loaded::Present(o) => config.clock.now().max(o.updated_date),
-            _ => config.clock.now(),
+            Loaded::Present(o) => base.max(o.updated_date),
+            _ => base,
         };
         let d = decide(id, loaded, &msg.op, &msg.request, now, &config.policy);
         Plan::Commit {
@@ -325,7 +361,7 @@ async fn execute(
             answer: d.reply,
         }
     };
-    match commit_with_retry(actors, id, state, plan).await {
+    match commit_with_retry(actors, id, Some(state), None, plan).await {
         (state, Ok(Settled::Answered(reply))) => (state, Ok(reply)),
         // Another attempt of this request id won: answer with its reply.
         (state, Ok(Settled::AlreadyReplied(json))) => {
@@ -338,6 +374,37 @@ async fn execute(
     }
 }
 
+/// The test clock an operation runs on: the order's, or a createOrder's.
+fn test_clock_of(loaded: &Loaded, op: &OrderOp) -> Option<String> {
+    match (loaded, op) {
+        (Loaded::Present(o), _) => o.test_clock_id.clone(),
+        (Loaded::Missing, OrderOp::Create(new)) => new.test_clock_id.clone(),
+        _ => None,
+    }
+}
+
+/// Why an operation on a test clock's order is refused, if it is: a createOrder on a clock
+/// that does not exist or has a job under way, a change while the clock advances (its orders
+/// are being fired; reads go on).
+fn clock_refusal(id: &str, clock: Option<&TestClock>, op: &OrderOp) -> Option<DomainError> {
+    match (clock, op) {
+        (None, OrderOp::Create(_)) => {
+            Some(DomainError::NotFound(format!("test clock {id} not found")))
+        }
+        (Some(c), OrderOp::Create(_)) if c.job.is_some() => Some(DomainError::InvalidState(
+            format!("test clock {id} is advancing or being deleted; retry when it is READY"),
+        )),
+        (Some(c), OrderOp::Command(_) | OrderOp::Update { .. })
+            if c.job.as_ref().is_some_and(|j| j.kind == JobKind::Advance) =>
+        {
+            Some(DomainError::InvalidState(format!(
+                "test clock {id} is advancing; retry when it is READY"
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// The body of [`Fire`].
 async fn fire(
     actors: &Actors,
@@ -345,6 +412,7 @@ async fn fire(
     state: Option<Loaded>,
     until: Instant,
     defer_grace_to: Option<Instant>,
+    test_clock: Option<String>,
 ) -> (Option<Loaded>, Result<(), ActorError>) {
     let config = actors.config();
     config.metrics.timer_fired();
@@ -356,7 +424,7 @@ async fn fire(
         },
         FireDecision::RepairTimer(due) => Plan::RepairTimer(due, ()),
     };
-    let (state, result) = commit_with_retry(actors, id, state, plan).await;
+    let (state, result) = commit_with_retry(actors, id, state, test_clock.as_deref(), plan).await;
     (state, result.map(|_| ()))
 }
 
@@ -385,11 +453,13 @@ enum Settled<T> {
 
 /// Loads the order (unless cached), asks `plan` what to do with it, and commits that; after a
 /// version conflict it reloads and asks again, up to [`MAX_COMMIT_ATTEMPTS`] times. Returns the
-/// state to cache (None = reload next time) and how it ended.
+/// state to cache (None = reload next time) and how it ended. `timer_clock` is the timer set
+/// a timer repair of a missing order writes to (an existing order's is its own).
 async fn commit_with_retry<T>(
     actors: &Actors,
     id: &str,
     state: Option<Loaded>,
+    timer_clock: Option<&str>,
     mut plan: impl FnMut(&Loaded) -> Plan<T>,
 ) -> (Option<Loaded>, Result<Settled<T>, ActorError>) {
     let store = &actors.config().store;
@@ -408,7 +478,11 @@ async fn commit_with_retry<T>(
                 let Some(lease) = actors.config().ownership.token(partition) else {
                     return (None, Err(ActorError::NotOwner { partition }));
                 };
-                let r = store.set_timer(id, due, &lease).await;
+                let clock = match &loaded {
+                    Loaded::Present(o) => o.test_clock_id.as_deref(),
+                    _ => timer_clock,
+                };
+                let r = store.set_timer(id, clock, due, &lease).await;
                 return (
                     Some(loaded),
                     r.map(|()| Settled::Answered(answer)).map_err(Into::into),
@@ -470,17 +544,21 @@ async fn commit_and_settle(
         OrderWrite::Save { due_ms, .. } => *due_ms,
         _ => None,
     };
-    let outcome = if bulk {
-        config.store.commit_bulk(commit).await?
-    } else {
-        config.store.commit(commit).await?
+    let test_clock = commit.test_clock.clone();
+    // A test clock's fired timers go over the test clocks' own connection, so its advance
+    // never holds up the live timers' commits.
+    let outcome = match (bulk, &test_clock) {
+        (true, Some(_)) => config.store.commit_test_clock(commit).await?,
+        (true, None) => config.store.commit_bulk(commit).await?,
+        (false, _) => config.store.commit(commit).await?,
     };
     if outcome == CommitOutcome::Fenced {
         config.ownership.fenced(partition);
         return Err(ActorError::NotOwner { partition });
     }
     if let CommitOutcome::Committed { outbox_ids } = &outcome {
-        if let Some(due) = due {
+        // A test clock's timers are fired by its advances, not by the scheduler's loop.
+        if let (Some(due), None) = (due, &test_clock) {
             config.wake.timer_committed(due);
         }
         if let (Some(delta), Some(entry_id)) = (delta, outbox_ids.first()) {
@@ -556,6 +634,10 @@ fn commit_of(
         deltas: delta.map(encode).transpose()?.into_iter().collect(),
         reply,
         lease,
+        test_clock: t
+            .map(|t| &t.order)
+            .or(before)
+            .and_then(|o| o.test_clock_id.clone()),
     })
 }
 

@@ -18,6 +18,7 @@ use crate::domain::command::{check_id, parse_args, Command, CreateOrderArgs, New
 use crate::domain::order::OrderStatus;
 use crate::domain::time::{format_instant, parse_instant, Instant};
 use crate::domain::{DomainError, Order};
+use crate::store::test_clock::{JobKind, TestClock};
 use crate::store::{Keys, StoreError};
 use crate::wire::Request;
 
@@ -56,11 +57,13 @@ pub enum AdminCommand {
         order_id: String,
         until: Instant,
     },
-    /// forecast: the book's figures per month (UTC) and currency.
+    /// forecast: the book's figures per month (UTC) and currency (of one test clock's orders,
+    /// from its time, when `test_clock` names one).
     Forecast {
         from: Instant,
         to: Instant,
         currency: Option<String>,
+        test_clock: Option<String>,
     },
     /// changePlan, cancelOrder or pauseOrder with `preview: true`: what it would do now.
     PreviewCommand {
@@ -86,6 +89,26 @@ pub enum AdminCommand {
     RetryDeadWebhooks {
         endpoint: Option<String>,
     },
+    /// createTestClock (SPEC 11.5); the id is the client's or derived from the request id.
+    CreateTestClock {
+        test_clock_id: String,
+        frozen: Instant,
+        name: Option<String>,
+    },
+    GetTestClock {
+        test_clock_id: String,
+    },
+    ListTestClocks {
+        limit: usize,
+        after: Option<(i64, String)>,
+    },
+    AdvanceTestClock {
+        test_clock_id: String,
+        to: Instant,
+    },
+    DeleteTestClock {
+        test_clock_id: String,
+    },
 }
 
 /// listOrders' arguments.
@@ -98,6 +121,8 @@ pub struct ListQuery {
     /// After this row (creation ms, order id) of the newest-first listing; the cursor is
     /// `<ms>:<id>`, opaque to clients.
     pub after: Option<(i64, String)>,
+    /// Only this test clock's orders (SPEC 11.5); None: only live orders.
+    pub test_clock: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -139,6 +164,40 @@ pub(crate) struct ListArgs {
     customer_id: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    test_clock_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateTestClockArgs {
+    #[serde(default)]
+    test_clock_id: Option<String>,
+    frozen_time: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TestClockArgs {
+    test_clock_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AdvanceTestClockArgs {
+    test_clock_id: String,
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PageArgs {
     #[serde(default)]
     limit: Option<i64>,
     #[serde(default)]
@@ -254,7 +313,15 @@ impl AdminCommand {
                             .map_err(|e| DomainError::invalid("currency", e.to_string()))
                     })
                     .transpose()?;
-                AdminCommand::Forecast { from, to, currency }
+                if let Some(c) = &a.test_clock_id {
+                    check_id("testClockId", c)?;
+                }
+                AdminCommand::Forecast {
+                    from,
+                    to,
+                    currency,
+                    test_clock: a.test_clock_id,
+                }
             }
             "previewOrder" => {
                 let a: PreviewArgs = parse_args(&req.args)?;
@@ -316,6 +383,49 @@ impl AdminCommand {
                     endpoint: a.endpoint,
                 }
             }
+            "createTestClock" => {
+                let a: CreateTestClockArgs = parse_args(&req.args)?;
+                let test_clock_id = a
+                    .test_clock_id
+                    .unwrap_or_else(|| derived_id("recur-test-clock", &req.id));
+                check_id("testClockId", &test_clock_id)?;
+                let frozen = parse_instant(&a.frozen_time)
+                    .map_err(|e| DomainError::invalid("frozenTime", e))?;
+                if let Some(name) = &a.name {
+                    crate::domain::command::check_text("name", name, 200)?;
+                }
+                AdminCommand::CreateTestClock {
+                    test_clock_id,
+                    frozen,
+                    name: a.name,
+                }
+            }
+            "getTestClock" | "deleteTestClock" => {
+                let a: TestClockArgs = parse_args(&req.args)?;
+                check_id("testClockId", &a.test_clock_id)?;
+                let test_clock_id = a.test_clock_id;
+                if name == "getTestClock" {
+                    AdminCommand::GetTestClock { test_clock_id }
+                } else {
+                    AdminCommand::DeleteTestClock { test_clock_id }
+                }
+            }
+            "advanceTestClock" => {
+                let a: AdvanceTestClockArgs = parse_args(&req.args)?;
+                check_id("testClockId", &a.test_clock_id)?;
+                let to = parse_instant(&a.to).map_err(|e| DomainError::invalid("to", e))?;
+                AdminCommand::AdvanceTestClock {
+                    test_clock_id: a.test_clock_id,
+                    to,
+                }
+            }
+            "listTestClocks" => {
+                let a: PageArgs = parse_args(&req.args)?;
+                AdminCommand::ListTestClocks {
+                    limit: page_limit(a.limit)?,
+                    after: page_cursor(a.cursor.as_deref())?,
+                }
+            }
             other => return Err(AdminError::UnknownCommand(other.to_string())),
         })
     }
@@ -355,6 +465,10 @@ impl AdminCommand {
             }
             AdminCommand::GetCustomerStats { customer_id }
             | AdminCommand::RecomputeCustomerStats { customer_id } => keys.partition(customer_id),
+            AdminCommand::CreateTestClock { test_clock_id, .. }
+            | AdminCommand::GetTestClock { test_clock_id }
+            | AdminCommand::AdvanceTestClock { test_clock_id, .. }
+            | AdminCommand::DeleteTestClock { test_clock_id } => keys.partition(test_clock_id),
             AdminCommand::ListOrders(q) => {
                 q.customer_id.as_deref().map_or(0, |c| keys.partition(c))
             }
@@ -364,7 +478,8 @@ impl AdminCommand {
             | AdminCommand::GetClock
             | AdminCommand::GetMetrics { .. }
             | AdminCommand::AdvanceClock { .. }
-            | AdminCommand::RetryDeadWebhooks { .. } => 0,
+            | AdminCommand::RetryDeadWebhooks { .. }
+            | AdminCommand::ListTestClocks { .. } => 0,
         }
     }
 
@@ -382,16 +497,29 @@ impl AdminCommand {
     /// that fire nothing (ping, getClock, getMetrics, listOrders, getCustomerStats), which are
     /// answered during an advance with what is committed so far. getOrder waits: it fires the
     /// order up to now first, like any order command.
+    ///
+    /// Test clocks live beside the daemon's clock (SPEC 11.5): their commands and the
+    /// creation of their orders never wait for its advance (and commands on their orders do
+    /// not either: `server::route` tells them apart while an advance runs).
     pub fn waits_for_advance(&self) -> bool {
-        !matches!(
-            self,
-            AdminCommand::AdvanceClock { .. }
-                | AdminCommand::Ping
-                | AdminCommand::GetClock
-                | AdminCommand::GetMetrics { .. }
-                | AdminCommand::ListOrders(_)
-                | AdminCommand::GetCustomerStats { .. }
-        )
+        match self {
+            AdminCommand::CreateOrder(new) => new.test_clock_id.is_none(),
+            AdminCommand::Forecast { test_clock, .. } => test_clock.is_none(),
+            _ => !matches!(
+                self,
+                AdminCommand::AdvanceClock { .. }
+                    | AdminCommand::Ping
+                    | AdminCommand::GetClock
+                    | AdminCommand::GetMetrics { .. }
+                    | AdminCommand::ListOrders(_)
+                    | AdminCommand::GetCustomerStats { .. }
+                    | AdminCommand::CreateTestClock { .. }
+                    | AdminCommand::GetTestClock { .. }
+                    | AdminCommand::ListTestClocks { .. }
+                    | AdminCommand::AdvanceTestClock { .. }
+                    | AdminCommand::DeleteTestClock { .. }
+            ),
+        }
     }
 
     /// Runs the command.
@@ -457,6 +585,7 @@ impl AdminCommand {
                 Ok(Outcome::Kept(reply))
             }
             AdminCommand::CreateOrder(new) => {
+                check_customer_clock(state, &new).await?;
                 // A named cart keeps its customer's cart names until it is committed.
                 let _cart_name = carts::claim_cart_name(state, &new).await?;
                 let id = new.id.clone();
@@ -478,8 +607,13 @@ impl AdminCommand {
             AdminCommand::GetWebhookEndpoints => {
                 Ok(Outcome::Answer(webhook_endpoints(state).await?))
             }
-            AdminCommand::Forecast { from, to, currency } => Ok(Outcome::Answer(
-                forecast(state, from, to, currency.as_deref()).await?,
+            AdminCommand::Forecast {
+                from,
+                to,
+                currency,
+                test_clock,
+            } => Ok(Outcome::Answer(
+                forecast(state, from, to, currency.as_deref(), test_clock.as_deref()).await?,
             )),
             AdminCommand::PreviewOrder { order_id, until } => Ok(Outcome::Answer(
                 preview_order(state, &order_id, until).await?,
@@ -504,6 +638,114 @@ impl AdminCommand {
             AdminCommand::RetryDeadWebhooks { endpoint } => {
                 retry_dead_webhooks(state, endpoint.as_deref()).await
             }
+            AdminCommand::CreateTestClock {
+                test_clock_id,
+                frozen,
+                name,
+            } => create_test_clock(state, test_clock_id, frozen, name).await,
+            AdminCommand::GetTestClock { test_clock_id } => {
+                match state.store.test_clock(&test_clock_id).await? {
+                    Some(c) => Ok(Outcome::Answer(c.json())),
+                    None => Err(clock_not_found(&test_clock_id)),
+                }
+            }
+            AdminCommand::ListTestClocks { limit, after } => {
+                let (clocks, next) = state.store.list_test_clocks(after.as_ref(), limit).await?;
+                let next = next.map_or(Value::Null, |(ms, id)| json!(format!("{ms}:{id}")));
+                Ok(Outcome::Answer(json!({
+                    "testClocks": clocks.iter().map(TestClock::json).collect::<Vec<_>>(),
+                    "nextCursor": next,
+                })))
+            }
+            AdminCommand::AdvanceTestClock { test_clock_id, to } => {
+                let reply = state
+                    .scheduler
+                    .test_clock_job(
+                        &test_clock_id,
+                        JobKind::Advance,
+                        Some(to),
+                        &request.id,
+                        &request.body_hash,
+                    )
+                    .await?;
+                Ok(Outcome::Kept(reply))
+            }
+            AdminCommand::DeleteTestClock { test_clock_id } => {
+                let reply = state
+                    .scheduler
+                    .test_clock_job(
+                        &test_clock_id,
+                        JobKind::Delete,
+                        None,
+                        &request.id,
+                        &request.body_hash,
+                    )
+                    .await?;
+                Ok(Outcome::Kept(reply))
+            }
+        }
+    }
+}
+
+fn clock_not_found(id: &str) -> AdminError {
+    DomainError::NotFound(format!("test clock {id} not found")).into()
+}
+
+/// createTestClock: the clock, READY at `frozen` (CONFLICT when the id exists).
+async fn create_test_clock(
+    state: &AdminState,
+    id: String,
+    frozen: Instant,
+    name: Option<String>,
+) -> Result<Outcome, AdminError> {
+    let p = state.store.keys().partition(&id);
+    let token = state
+        .ownership
+        .token(p)
+        .ok_or(StoreError::Fenced { partition: p })?;
+    let clock = TestClock {
+        id,
+        name,
+        frozen,
+        created: state.clock.now(),
+        job: None,
+    };
+    if !state.store.create_test_clock(&token, &clock).await? {
+        return Err(
+            DomainError::Conflict(format!("test clock {} already exists", clock.id)).into(),
+        );
+    }
+    Ok(Outcome::Answer(clock.json()))
+}
+
+/// A customer belongs to the test clock of its first order (SPEC 11.5): an order on another
+/// clock, or on none, is refused, and so is a test-clock order for a customer with live
+/// orders (INVALID_STATE). A test-clock order binds its customer to the clock.
+async fn check_customer_clock(state: &AdminState, new: &NewOrder) -> Result<(), AdminError> {
+    let customer = &new.customer_id;
+    match &new.test_clock_id {
+        None => match state.store.customer_clock(customer).await? {
+            None => Ok(()),
+            Some(clock) => Err(DomainError::InvalidState(format!(
+                "customer {customer} belongs to test clock {clock}: its orders live on that clock"
+            ))
+            .into()),
+        },
+        Some(clock) => {
+            if state.store.test_clock(clock).await?.is_none() {
+                return Err(clock_not_found(clock));
+            }
+            match state.store.bind_customer_clock(customer, clock).await? {
+                None => Ok(()),
+                Some(live) if live == "LIVE" => Err(DomainError::InvalidState(format!(
+                    "customer {customer} has live orders: a test clock's customers have orders on that clock only"
+                ))
+                .into()),
+                Some(other) => Err(DomainError::InvalidState(format!(
+                    "customer {customer} belongs to test clock {other}"
+                ))
+                .into()),
+            }
         }
     }
 }
@@ -511,11 +753,40 @@ impl AdminCommand {
 /// The order id of a createOrder: the client's `orderId`, or one derived from the request id
 /// (so a retried createOrder creates one order).
 fn derived_order_id(request_id: &str) -> String {
+    derived_id("recur-order", request_id)
+}
+
+/// An id derived from the request id under `kind` (a retry makes the same one).
+fn derived_id(kind: &str, request_id: &str) -> String {
     Uuid::new_v5(
         &Uuid::NAMESPACE_OID,
-        format!("recur-order:{request_id}").as_bytes(),
+        format!("{kind}:{request_id}").as_bytes(),
     )
     .to_string()
+}
+
+/// A page size: default [`LIST_DEFAULT_LIMIT`], at most [`LIST_MAX_LIMIT`].
+fn page_limit(limit: Option<i64>) -> Result<usize, DomainError> {
+    match limit {
+        None => Ok(LIST_DEFAULT_LIMIT),
+        Some(l) if (1..=LIST_MAX_LIMIT as i64).contains(&l) => Ok(l as usize),
+        Some(_) => Err(DomainError::invalid(
+            "limit",
+            format!("must be between 1 and {LIST_MAX_LIMIT}"),
+        )),
+    }
+}
+
+/// A listing's cursor, `<ms>:<id>`.
+fn page_cursor(cursor: Option<&str>) -> Result<Option<(i64, String)>, DomainError> {
+    cursor
+        .map(|c| {
+            c.split_once(':')
+                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_string())))
+                .filter(|(_, id)| !id.is_empty())
+                .ok_or_else(|| DomainError::invalid("cursor", "is not a cursor from a listing"))
+        })
+        .transpose()
 }
 
 fn parse_create(req: &Request) -> Result<NewOrder, DomainError> {
@@ -545,40 +816,26 @@ impl ListQuery {
                     DomainError::invalid("status", format!("unknown status '{s}'"))
                 })?),
             };
-        let limit = match a.limit {
-            None => LIST_DEFAULT_LIMIT,
-            Some(l) if (1..=LIST_MAX_LIMIT as i64).contains(&l) => l as usize,
-            Some(_) => {
-                return Err(DomainError::invalid(
-                    "limit",
-                    format!("must be between 1 and {LIST_MAX_LIMIT}"),
-                ))
-            }
-        };
-        let after = match a.cursor.as_deref() {
-            None => None,
-            Some(c) => Some(
-                c.split_once(':')
-                    .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_string())))
-                    .filter(|(_, id)| !id.is_empty())
-                    .ok_or_else(|| {
-                        DomainError::invalid("cursor", "is not a cursor from listOrders")
-                    })?,
-            ),
-        };
+        let limit = page_limit(a.limit)?;
+        let after = page_cursor(a.cursor.as_deref())?;
+        if let Some(c) = &a.test_clock_id {
+            check_id("testClockId", c)?;
+        }
         Ok(ListQuery {
             customer_id: a.customer_id,
             status,
             limit,
             after,
+            test_clock: a.test_clock_id,
         })
     }
 
     fn wants(&self, o: &Order) -> bool {
-        match self.status {
+        let status = match self.status {
             Some(s) => o.status == s,
             None => o.status != OrderStatus::Draft,
-        }
+        };
+        status && o.test_clock_id == self.test_clock
     }
 }
 
@@ -630,6 +887,8 @@ struct ForecastArgs {
     to: String,
     #[serde(default)]
     currency: Option<String>,
+    #[serde(default)]
+    test_clock_id: Option<String>,
 }
 
 /// How many orders a forecast reads and computes at a time.
@@ -643,9 +902,17 @@ async fn forecast(
     from: Instant,
     to: Instant,
     currency: Option<&str>,
+    test_clock: Option<&str>,
 ) -> Result<Value, AdminError> {
     use crate::domain::lifecycle::forecast::{add_order, month_of, Forecast};
-    let now = state.clock.now();
+    // A test clock's orders are walked from the clock's time.
+    let now = match test_clock {
+        None => state.clock.now(),
+        Some(c) => match state.store.test_clock(c).await? {
+            Some(tc) => tc.frozen,
+            None => return Err(clock_not_found(c)),
+        },
+    };
     let start = from.max(now);
     let mut total = Forecast::default();
     let policy = std::sync::Arc::new(state.actors.policy().clone());
@@ -654,7 +921,7 @@ async fn forecast(
         loop {
             let ids = state
                 .store
-                .partition_order_ids(p, rank, FORECAST_CHUNK)
+                .partition_order_ids(p, test_clock, rank, FORECAST_CHUNK)
                 .await?;
             rank += ids.len();
             let orders = state.store.load_readable(&ids).await?;
@@ -716,7 +983,17 @@ fn preview_flag(name: &str, args: &Value) -> Result<Option<(Value, bool)>, Domai
 async fn order_now(state: &AdminState, order_id: &str) -> Result<(Order, Instant), AdminError> {
     match state.store.load(order_id).await? {
         crate::store::Loaded::Present(o) => {
-            let now = state.clock.now().max(o.updated_date);
+            // A test clock's order sees the clock's time (its last change's, if the clock is
+            // being deleted).
+            let base = match &o.test_clock_id {
+                None => state.clock.now(),
+                Some(c) => state
+                    .store
+                    .test_clock(c)
+                    .await?
+                    .map_or(o.updated_date, |tc| tc.frozen),
+            };
+            let now = base.max(o.updated_date);
             Ok((*o, now))
         }
         _ => Err(DomainError::NotFound(format!("order {order_id} not found")).into()),
@@ -773,7 +1050,12 @@ async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreErr
     for _ in 0..LIST_MAX_SCANNED_PAGES {
         let (rows, more) = state
             .store
-            .orders_before(q.customer_id.as_deref(), after.as_ref(), q.limit)
+            .orders_before(
+                q.customer_id.as_deref(),
+                q.test_clock.as_deref(),
+                after.as_ref(),
+                q.limit,
+            )
             .await?;
         let ids: Vec<String> = rows.iter().map(|(_, id)| id.clone()).collect();
         let loaded = state.store.load_readable(&ids).await?;

@@ -65,7 +65,7 @@ impl AdminError {
     /// The admin error code (SPEC section 4), derived here only.
     pub fn code(&self) -> ErrorCode {
         match self {
-            AdminError::Refused(e) => e.code(),
+            AdminError::Refused(e) | AdminError::Scheduler(SchedulerError::Refused(e)) => e.code(),
             AdminError::Staged(e) => e.code(),
             AdminError::UnknownCommand(_) => ErrorCode::UnknownCommand,
             AdminError::Forbidden(_) => ErrorCode::Forbidden,

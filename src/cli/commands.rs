@@ -137,6 +137,17 @@ pub enum AdminCommand {
     GetWebhookEndpoints(NoArgs),
     /// Deliver dead-lettered webhooks again.
     RetryDeadWebhooks(RetryDeadWebhooksArgs),
+    /// Create a test clock: a simulated clock of its own for a few customers' orders, beside
+    /// the live ones (createOrder --test-clock-id puts an order on it).
+    CreateTestClock(CreateTestClockArgs),
+    /// Print a test clock (its frozenTime and whether it is advancing).
+    GetTestClock(TestClockArgs),
+    /// List test clocks, newest first.
+    ListTestClocks(ListTestClocksArgs),
+    /// Move a test clock forward, firing every timer of its orders due on the way.
+    AdvanceTestClock(AdvanceTestClockArgs),
+    /// Delete a test clock with its orders and customers.
+    DeleteTestClock(TestClockArgs),
     /// Print every event as it is committed (one JSON line each) until Ctrl-C.
     ///
     /// Reads every partition's event stream (<prefix>:{p<N>}:events), each event with its
@@ -212,6 +223,9 @@ pub struct CreateOrderArgs {
     /// Created paid (OFFLINE orders).
     #[arg(long)]
     pub paid: bool,
+    /// Put the order on this test clock (its time, its advances).
+    #[arg(long, value_name = "ID", value_parser = id_arg)]
+    pub test_clock_id: Option<String>,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -262,6 +276,9 @@ pub struct ListOrdersArgs {
     /// The nextCursor of the previous page.
     #[arg(long, value_name = "CURSOR")]
     pub cursor: Option<String>,
+    /// Only this test clock's orders (they are listed only when asked for).
+    #[arg(long, value_name = "ID", value_parser = id_arg)]
+    pub test_clock_id: Option<String>,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -338,6 +355,9 @@ pub struct ForecastArgs {
     /// Only this currency (ISO 4217 code).
     #[arg(long, value_name = "CODE")]
     pub currency: Option<String>,
+    /// Only this test clock's orders, from its time.
+    #[arg(long, value_name = "ID", value_parser = id_arg)]
+    pub test_clock_id: Option<String>,
     /// Also draw the charges and cycle starts per month as bars in the terminal.
     #[arg(long)]
     pub chart: bool,
@@ -475,6 +495,58 @@ pub struct GetMetricsArgs {
     /// The daemon that answers [default: partition 0's owner].
     #[arg(long, value_name = "ID", value_parser = id_arg)]
     pub daemon_id: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// createTestClock
+#[derive(Debug, Clone, Args)]
+pub struct CreateTestClockArgs {
+    /// The clock's id [default: derived from the request id].
+    #[arg(long, value_name = "ID", value_parser = id_arg)]
+    pub test_clock_id: Option<String>,
+    /// The clock's time: 2026-05-01 (midnight UTC) or RFC 3339.
+    #[arg(long, value_name = "DATE", value_parser = date_arg, required_unless_present = "json")]
+    pub frozen_time: Option<String>,
+    /// A name to tell it by.
+    #[arg(long, value_name = "TEXT")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// `--test-clock-id` alone.
+#[derive(Debug, Clone, Args)]
+pub struct TestClockArgs {
+    /// The test clock's id.
+    #[arg(long, value_name = "ID", value_parser = id_arg, required_unless_present = "json")]
+    pub test_clock_id: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// listTestClocks
+#[derive(Debug, Clone, Args)]
+pub struct ListTestClocksArgs {
+    /// Page size [default: 50].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=LIST_MAX_LIMIT as i64))]
+    pub limit: Option<u32>,
+    /// The nextCursor of the previous page.
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// advanceTestClock
+#[derive(Debug, Clone, Args)]
+pub struct AdvanceTestClockArgs {
+    /// The test clock's id.
+    #[arg(long, value_name = "ID", value_parser = id_arg, required_unless_present = "json")]
+    pub test_clock_id: Option<String>,
+    /// Where to move it: 2026-05-01 (midnight UTC) or RFC 3339.
+    #[arg(long, value_name = "DATE", value_parser = date_arg, required_unless_present = "json")]
+    pub to: Option<String>,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -694,6 +766,7 @@ const PAYMENT_ID: (&str, &str) = ("paymentId", "--payment-id <ID>");
 const AMOUNT: (&str, &str) = ("amount", "--amount <DECIMAL>");
 const EFFECTIVE_AT: (&str, &str) = ("effectiveAt", "--effective-at <WHEN>");
 const PLAN_ID: (&str, &str) = ("plan.id", "--plan-id <ID>");
+const TEST_CLOCK_ID: (&str, &str) = ("testClockId", "--test-clock-id <ID>");
 const PLAN_NAME: (&str, &str) = ("plan.name", "--plan-name <TEXT>");
 const PRICING: (&str, &str) = ("pricing", "pricing (in --json)");
 const PRICES: (&str, &str) = ("prices|pricing.prices", "prices (in --json)");
@@ -736,6 +809,11 @@ impl AdminCommand {
             AdminCommand::GetMetrics(_) => "getMetrics",
             AdminCommand::RetryDeadWebhooks(_) => "retryDeadWebhooks",
             AdminCommand::GetWebhookEndpoints(_) => "getWebhookEndpoints",
+            AdminCommand::CreateTestClock(_) => "createTestClock",
+            AdminCommand::GetTestClock(_) => "getTestClock",
+            AdminCommand::ListTestClocks(_) => "listTestClocks",
+            AdminCommand::AdvanceTestClock(_) => "advanceTestClock",
+            AdminCommand::DeleteTestClock(_) => "deleteTestClock",
             AdminCommand::Watch(_) => "watch",
             AdminCommand::Send(_) => "send",
         }
@@ -763,7 +841,8 @@ impl AdminCommand {
                     .put("freeTrialDays", number(a.free_trial_days))
                     .put("timeZone", text(&a.time_zone))
                     .put("name", text(&a.name))
-                    .put("paid", a.paid.then_some(Value::Bool(true)));
+                    .put("paid", a.paid.then_some(Value::Bool(true)))
+                    .put("testClockId", text(&a.test_clock_id));
                 f.require(
                     name,
                     &[
@@ -806,7 +885,8 @@ impl AdminCommand {
                 f.put("customerId", text(&a.customer_id))
                     .put("status", wire(&a.status))
                     .put("limit", number(a.limit))
-                    .put("cursor", text(&a.cursor));
+                    .put("cursor", text(&a.cursor))
+                    .put("testClockId", text(&a.test_clock_id));
                 f.require(name, &[])
             }
             AdminCommand::RecordPayment(a) => {
@@ -836,7 +916,8 @@ impl AdminCommand {
                 let mut f = Fields::new(&a.json)?;
                 f.put("from", text(&a.from))
                     .put("to", text(&a.to))
-                    .put("currency", text(&a.currency));
+                    .put("currency", text(&a.currency))
+                    .put("testClockId", text(&a.test_clock_id));
                 f.require(name, &[("from", "--from <DATE>"), ("to", "--to <DATE>")])
             }
             AdminCommand::PreviewOrder(a) => {
@@ -909,6 +990,30 @@ impl AdminCommand {
                 let mut f = Fields::new(&a.json)?;
                 f.put("endpoint", text(&a.endpoint));
                 f.require(name, &[])
+            }
+            AdminCommand::CreateTestClock(a) => {
+                let mut f = Fields::new(&a.json)?;
+                f.put("testClockId", text(&a.test_clock_id))
+                    .put("frozenTime", text(&a.frozen_time))
+                    .put("name", text(&a.name));
+                f.require(name, &[("frozenTime", "--frozen-time <DATE>")])
+            }
+            AdminCommand::GetTestClock(a) | AdminCommand::DeleteTestClock(a) => {
+                let mut f = Fields::new(&a.json)?;
+                f.put("testClockId", text(&a.test_clock_id));
+                f.require(name, &[TEST_CLOCK_ID])
+            }
+            AdminCommand::ListTestClocks(a) => {
+                let mut f = Fields::new(&a.json)?;
+                f.put("limit", number(a.limit))
+                    .put("cursor", text(&a.cursor));
+                f.require(name, &[])
+            }
+            AdminCommand::AdvanceTestClock(a) => {
+                let mut f = Fields::new(&a.json)?;
+                f.put("testClockId", text(&a.test_clock_id))
+                    .put("to", text(&a.to));
+                f.require(name, &[TEST_CLOCK_ID, ("to", "--to <DATE>")])
             }
             AdminCommand::Send(a) => Fields::new(&a.json)?.require(name, &[]),
             AdminCommand::Watch(_) => Ok(Value::Object(Map::new())),

@@ -106,6 +106,9 @@ pub struct CreateOrderArgs {
     /// This order's dunning (SPEC 8), overriding `[lifecycle.dunning]`.
     #[serde(default)]
     pub dunning: Option<DunningArgs>,
+    /// The test clock the order lives on (SPEC 11.5).
+    #[serde(default)]
+    pub test_clock_id: Option<String>,
 }
 
 /// `dunning` as it arrives: both parts optional (the defaults fill in).
@@ -187,6 +190,9 @@ pub struct NewOrder {
     pub time_zone: Zone,
     /// The order's own dunning; retries left out are the defaults' (`["1d", "2d"]`).
     pub dunning: Option<Dunning>,
+    /// The test clock the order lives on (SPEC 11.5): its time, and its timers fire only
+    /// when that clock advances.
+    pub test_clock_id: Option<String>,
 }
 
 impl NewOrder {
@@ -291,6 +297,9 @@ impl NewOrder {
                 })
             }
         };
+        if let Some(clock) = &args.test_clock_id {
+            check_id("testClockId", clock)?;
+        }
         let paid = args.paid.unwrap_or(false);
         if paid && order_type != OrderType::Offline {
             return Err(DomainError::invalid(
@@ -316,6 +325,7 @@ impl NewOrder {
             paid,
             time_zone,
             dunning,
+            test_clock_id: args.test_clock_id,
         })
     }
 }

@@ -101,6 +101,9 @@ struct ChangeHead<'a> {
     order_id: &'a str,
     customer_id: &'a str,
     version: u64,
+    /// The order's test clock (SPEC 11.5): webhooks and listings tell its changes apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_clock_id: Option<&'a str>,
     events: Vec<EventHead<'a>>,
 }
 
@@ -116,6 +119,7 @@ pub fn change_head_json(order: &Order, events: &[Event]) -> Result<String, serde
         order_id: &order.id,
         customer_id: &order.customer_id,
         version: order.version,
+        test_clock_id: order.test_clock_id.as_deref(),
         events: events.iter().map(Event::head).collect(),
     };
     let mut json = serde_json::to_string(&head)?;

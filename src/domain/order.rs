@@ -562,6 +562,9 @@ pub struct Order {
     pub anchor: Option<Instant>,
     #[serde(default)]
     pub anchor_cycle: u32,
+    /// The test clock the order lives on (SPEC 11.5); absent for live orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_clock_id: Option<String>,
 }
 
 impl Order {
@@ -795,6 +798,8 @@ mod compact {
         anchor: Option<Instant>,
         #[serde(skip_serializing_if = "is_zero_u32")]
         anchor_cycle: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        test_clock_id: Option<&'a str>,
     }
 
     impl<'a> CompactOrder<'a> {
@@ -841,6 +846,7 @@ mod compact {
                 scheduled_change: o.scheduled_change.as_ref(),
                 anchor: o.anchor,
                 anchor_cycle: o.anchor_cycle,
+                test_clock_id: o.test_clock_id.as_deref(),
             }
         }
     }

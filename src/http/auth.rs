@@ -144,7 +144,9 @@ pub fn required_scope(command: &str) -> Scope {
         | "previewOrder"
         | "forecast"
         | "getWebhookEndpoints" => Scope::Read,
-        "advanceClock" | "retryDeadWebhooks" => Scope::Admin,
+        // SPEC 11.3: admin is "clocks, test clocks, retryDeadWebhooks".
+        "advanceClock" | "retryDeadWebhooks" | "createTestClock" | "getTestClock"
+        | "listTestClocks" | "advanceTestClock" | "deleteTestClock" => Scope::Admin,
         known if crate::wire::COMMAND_NAMES.contains(&known) => Scope::Write,
         _ => Scope::Read,
     }

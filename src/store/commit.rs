@@ -62,6 +62,9 @@ pub struct Commit {
     /// The writer's lease token for the order's partition (fencing: the script refuses the
     /// commit unless the lease still holds it).
     pub lease: String,
+    /// The test clock of the order (SPEC 11.5): its timer and index entry go to that clock's
+    /// keys of the partition, which only the clock's advances read. None for a live order.
+    pub test_clock: Option<String>,
 }
 
 /// How a commit ended.
@@ -229,6 +232,15 @@ fn is_noscript(v: &Value) -> bool {
     matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
 
+/// The SHAs of the commit scripts, computed (what [`load_script`] returns once loaded; a
+/// batcher loads them on NOSCRIPT).
+pub fn script_hashes() -> Scripts {
+    Scripts {
+        commit: redis::Script::new(COMMIT_SCRIPT).get_hash().to_string(),
+        fire: redis::Script::new(FIRE_SCRIPT).get_hash().to_string(),
+    }
+}
+
 /// Loads the commit scripts into Redis and returns their SHAs.
 ///
 /// # Errors
@@ -257,6 +269,7 @@ async fn run_pipeline(
     for p in batch {
         let c = &p.commit;
         let partition = keys.partition(&c.order_id);
+        let clock = c.test_clock.as_deref();
         // An existing order saved with a change and no reply (a timer firing): the lean script.
         if let (
             OrderWrite::Save {
@@ -272,7 +285,7 @@ async fn run_pipeline(
             if c.expected_version > 0 {
                 let cmd = pipe.cmd("EVALSHA").arg(&sha.fire).arg(5);
                 cmd.arg(keys.order(&c.order_id))
-                    .arg(keys.timers(partition))
+                    .arg(keys.timers_of(partition, clock))
                     .arg(keys.events(partition))
                     .arg(keys.outbox(partition))
                     .arg(keys.lease(partition));
@@ -323,11 +336,11 @@ async fn run_pipeline(
             .map_or(("-", ""), |(id, json)| (id.as_str(), json.as_str()));
         let cmd = pipe.cmd("EVALSHA").arg(&sha.commit).arg(8);
         cmd.arg(keys.order(&c.order_id))
-            .arg(keys.timers(partition))
+            .arg(keys.timers_of(partition, clock))
             .arg(keys.events(partition))
             .arg(keys.reply(partition, request_id))
             .arg(keys.deleted(partition))
-            .arg(keys.orders(partition))
+            .arg(keys.orders_of(partition, clock))
             .arg(keys.outbox(partition))
             .arg(keys.lease(partition));
         cmd.arg(c.expected_version)

@@ -294,6 +294,55 @@ impl Keys {
         format!("{}:{{p0}}:cron", self.prefix)
     }
 
+    /// Sorted set of the pending timers of a partition's orders: the live ones, or those of
+    /// one test clock (SPEC 11.5), which only that clock's advances fire.
+    pub fn timers_of(&self, partition: u16, test_clock: Option<&str>) -> String {
+        match test_clock {
+            None => self.timers(partition),
+            Some(c) => format!("{}:{{p{partition}}}:tc:{c}:timers", self.prefix),
+        }
+    }
+
+    /// Sorted set of a partition's order ids by creation time: the live ones, or those of one
+    /// test clock (listOrders shows a clock's orders only when asked).
+    pub fn orders_of(&self, partition: u16, test_clock: Option<&str>) -> String {
+        match test_clock {
+            None => self.orders(partition),
+            Some(c) => format!("{}:{{p{partition}}}:tc:{c}:orders", self.prefix),
+        }
+    }
+
+    /// Hash of a test clock (`name`, `frozen`, `created` ms; while a job runs: `job`, `target`,
+    /// `req`, `hash`, `seq`, and for a deletion `orders`, `customers`), in the clock's partition.
+    pub fn test_clock(&self, clock: &str) -> String {
+        format!("{}:{{p{}}}:tc:{clock}", self.prefix, self.partition(clock))
+    }
+
+    /// Sorted set of a partition's test clocks by creation time (listTestClocks).
+    pub fn test_clocks(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:testclocks", self.prefix)
+    }
+
+    /// Set of a partition's test clocks with a job (advance or deletion) under way.
+    pub fn test_clock_jobs(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:tc:jobs", self.prefix)
+    }
+
+    /// The last job of a test clock that partition `p`'s owner has done there (its `seq`).
+    pub fn test_clock_done(&self, partition: u16, clock: &str) -> String {
+        format!("{}:{{p{partition}}}:tc:{clock}:done", self.prefix)
+    }
+
+    /// Set of a test clock's customers whose keys are in partition `p`.
+    pub fn test_clock_customers(&self, partition: u16, clock: &str) -> String {
+        format!("{}:{{p{partition}}}:tc:{clock}:customers", self.prefix)
+    }
+
+    /// The test clock a customer belongs to (in the customer's partition), if any.
+    pub fn customer_clock(&self, customer_id: &str) -> String {
+        self.customer_key(customer_id, "testClock")
+    }
+
     /// Where data made before revision 2 kept the clock and the cron bookkeeping.
     pub fn legacy_clock_and_cron(&self) -> (String, String) {
         (

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod meta;
 pub mod outage;
 pub mod stats;
+pub mod test_clock;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -124,6 +125,10 @@ pub struct Store {
     keys: Keys,
     committer: Committer,
     bulk_committer: Committer,
+    /// The test clocks' own connection and batcher (SPEC 11.5): an advance of a test clock
+    /// never queues the live scheduler's reads and commits behind its pipelines. `None`: the
+    /// bulk ones.
+    test_clocks: Option<(RedisConn, Committer)>,
     /// Until when (Unix ms) replies kept by revision 1 are read too.
     legacy_replies_until: Option<i64>,
     /// Webhook delivery's own connection (reads of the streams, progress writes), so that it
@@ -196,6 +201,7 @@ impl Store {
             keys,
             committer,
             bulk_committer,
+            test_clocks: None,
             legacy_replies_until: None,
             hooks: None,
             metrics,
@@ -264,13 +270,15 @@ impl Store {
     pub async fn partition_order_ids(
         &self,
         partition: u16,
+        test_clock: Option<&str>,
         start: usize,
         count: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.bulk.clone();
         let end = isize::try_from(start + count).unwrap_or(isize::MAX) - 1;
         let start = isize::try_from(start).unwrap_or(isize::MAX);
-        Ok(conn.zrange(self.keys.orders(partition), start, end).await?)
+        let key = self.keys.orders_of(partition, test_clock);
+        Ok(conn.zrange(key, start, end).await?)
     }
 
     /// Reads many orders at once for a listing: missing ones and ones that cannot be read are
@@ -350,6 +358,58 @@ impl Store {
     pub fn with_legacy_replies(mut self, until_ms: Option<i64>) -> Store {
         self.legacy_replies_until = until_ms;
         self
+    }
+
+    /// This store with `conn` and a batcher of its own (`config`) for test clock advances'
+    /// reads and commits (starts the batcher on the current local set).
+    pub fn with_test_clock_conn(mut self, conn: RedisConn, config: CommitterConfig) -> Store {
+        let committer = Committer::start(
+            conn.clone(),
+            self.keys.clone(),
+            commit::script_hashes(),
+            config,
+            Arc::clone(&self.metrics),
+        );
+        self.test_clocks = Some((conn, committer));
+        self
+    }
+
+    /// [`Store::commit`] for a fired timer of a test clock's order: over the test clocks' own
+    /// connection (the bulk one when there is none).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn commit_test_clock(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        match &self.test_clocks {
+            Some((_, committer)) => committer.commit(commit).await,
+            None => self.bulk_committer.commit(commit).await,
+        }
+    }
+
+    /// The connection a scheduler lane reads over: the test clocks' own for a test clock's
+    /// timers, else the bulk one.
+    fn lane_conn(&self, test_clock: Option<&str>) -> RedisConn {
+        match (&self.test_clocks, test_clock) {
+            (Some((conn, _)), Some(_)) => conn.clone(),
+            _ => self.bulk.clone(),
+        }
+    }
+
+    /// [`Store::load_map`] over the connection of `test_clock`'s lane.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or stored JSON does not parse.
+    pub async fn load_map_for(
+        &self,
+        ids: &[String],
+        test_clock: Option<&str>,
+    ) -> Result<std::collections::HashMap<String, Order>, StoreError> {
+        Ok(self
+            .load_many_on(self.lane_conn(test_clock), ids)
+            .await?
+            .into_iter()
+            .map(|o| (o.id.clone(), o))
+            .collect())
     }
 
     /// This store with `conn` for webhook delivery's reads and writes.
@@ -545,15 +605,16 @@ impl Store {
     pub async fn without_due(
         &self,
         partitions: &[u16],
+        test_clock: Option<&str>,
         until_ms: i64,
     ) -> Result<Vec<u16>, StoreError> {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.bulk.clone();
+        let mut conn = self.lane_conn(test_clock);
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.zcount(self.keys.timers(p), "-inf", until_ms);
+            pipe.zcount(self.keys.timers_of(p, test_clock), "-inf", until_ms);
         }
         let due: Vec<u64> = pipe.query_async(&mut conn).await?;
         Ok(partitions
@@ -583,14 +644,15 @@ impl Store {
     pub async fn due_in(
         &self,
         partitions: &[u16],
+        test_clock: Option<&str>,
         until_ms: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut conn = self.bulk.clone();
+        let mut conn = self.lane_conn(test_clock);
         let mut pipe = redis::pipe();
         for &p in partitions {
             pipe.cmd("ZRANGE")
-                .arg(self.keys.timers(p))
+                .arg(self.keys.timers_of(p, test_clock))
                 .arg("-inf")
                 .arg(until_ms)
                 .arg("BYSCORE")
@@ -625,6 +687,7 @@ impl Store {
     pub async fn set_timer(
         &self,
         order_id: &str,
+        test_clock: Option<&str>,
         due_ms: Option<i64>,
         lease: &str,
     ) -> Result<(), StoreError> {
@@ -641,7 +704,7 @@ return 1
         let mut conn = self.conn.clone();
         let p = self.keys.partition(order_id);
         let done: i64 = SET_TIMER
-            .key(self.keys.timers(p))
+            .key(self.keys.timers_of(p, test_clock))
             .key(self.keys.lease(p))
             .arg(lease)
             .arg(order_id)
@@ -680,15 +743,31 @@ return 1
     pub async fn orders_before(
         &self,
         customer_id: Option<&str>,
+        test_clock: Option<&str>,
         cursor: Option<&(i64, String)>,
         count: usize,
     ) -> Result<(Vec<(i64, String)>, bool), StoreError> {
         let keys: Vec<String> = match customer_id {
             Some(c) => vec![self.keys.customer_orders(c)],
             None => (0..self.keys.partitions())
-                .map(|p| self.keys.orders(p))
+                .map(|p| self.keys.orders_of(p, test_clock))
                 .collect(),
         };
+        self.index_before(keys, cursor, count).await
+    }
+
+    /// Up to `count` members of the sorted sets `keys` (scored by creation ms), merged newest
+    /// first (ties by member, descending), strictly after `cursor`. The bool says whether the
+    /// sets may hold more.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn index_before(
+        &self,
+        keys: Vec<String>,
+        cursor: Option<&(i64, String)>,
+        count: usize,
+    ) -> Result<(Vec<(i64, String)>, bool), StoreError> {
         let mut conn = self.conn.clone();
         // Entries created in the cursor's millisecond may sort before or after it: read them
         // all, on top of `count`.

@@ -719,7 +719,12 @@ impl EndpointLoop {
         let n = part.read_n;
         let change: Value = serde_json::from_str(change).unwrap_or(Value::Null);
         let no_events = Vec::new();
-        let events = change["events"].as_array().unwrap_or(&no_events);
+        // A test clock's changes go only to endpoints that ask for them (SPEC 11.2).
+        let skipped = change.get("testClockId").is_some() && !self.ep.test_clocks;
+        let events = match change["events"].as_array() {
+            Some(events) if !skipped => events,
+            _ => &no_events,
+        };
         // The entity in its whole form, built once per change and only if some event is sent.
         let mut entity: Option<String> = None;
         let mut entry = EntryState {

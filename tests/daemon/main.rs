@@ -17,5 +17,6 @@ mod sentinel;
 mod shutdown;
 mod stats;
 mod support;
+mod test_clocks;
 mod tls;
 mod webhooks;

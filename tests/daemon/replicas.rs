@@ -409,6 +409,7 @@ async fn stale_token_is_fenced() {
         deltas: vec!["{}".into()],
         reply: Some(("r1".into(), "{}".into())),
         lease: lease.to_string(),
+        test_clock: None,
     };
     // a loses the lease (released here as if it expired) and b takes it: a is fenced.
     assert!(store.release_lease(&a).await.unwrap());

@@ -218,6 +218,7 @@ fn endpoint(id: &str, url: &str, events: &[&str]) -> EndpointSettings {
         url: url.to_string(),
         secret: SECRET.to_string(),
         events: events.iter().map(|e| e.to_string()).collect(),
+        test_clocks: false,
     }
 }
 
@@ -912,4 +913,58 @@ async fn an_endpoint_s_ups_and_downs_are_logged_once_each_and_failures_sparingly
         .map(|v| 1 + v["suppressed"].as_u64().unwrap())
         .sum();
     assert!(told as usize <= refused, "{told} of {refused}");
+}
+
+#[tokio::test]
+async fn test_clock_events_go_only_to_endpoints_that_ask_for_them() {
+    let live_only = Receiver::start(Behaviour::default()).await;
+    let with_clocks = Receiver::start(Behaviour::default()).await;
+    let (live_url, clocks_url) = (live_only.url(), with_clocks.url());
+    let h = Harness::start_with(move |s| {
+        fast_retries(s);
+        let mut qa = endpoint("qa", &clocks_url, &["*"]);
+        qa.test_clocks = true;
+        s.webhooks.endpoints = vec![endpoint("live", &live_url, &["*"]), qa];
+    })
+    .await;
+    h.ok(
+        "createTestClock",
+        json!({"testClockId": "qa", "frozenTime": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    for i in 0..6 {
+        let mut args = monthly(&format!("t{i}"), "OFFLINE", 3, "5.00");
+        args["customerId"] = json!(format!("tc{i}"));
+        args["testClockId"] = json!("qa");
+        h.ok("createOrder", args).await;
+        let mut args = monthly(&format!("l{i}"), "OFFLINE", 3, "5.00");
+        args["customerId"] = json!(format!("lc{i}"));
+        h.ok("createOrder", args).await;
+    }
+    h.ok(
+        "advanceTestClock",
+        json!({"testClockId": "qa", "to": "2026-03-15T00:00:00Z"}),
+    )
+    .await;
+    h.advance("2026-03-15T00:00:00Z").await;
+    let events = h.events().await;
+    let of = |prefix: char| -> HashSet<String> {
+        events
+            .iter()
+            .filter(|e| e["entityId"].as_str().unwrap().starts_with(prefix))
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (clock_events, live_events) = (of('t'), of('l'));
+    assert!(clock_events.len() >= 18 && live_events.len() >= 18);
+    let everything: HashSet<String> = clock_events.union(&live_events).cloned().collect();
+    let got = with_clocks.wait_accepted(everything.len()).await;
+    let got: HashSet<String> = got.into_iter().map(|c| c.event_id).collect();
+    assert_eq!(got, everything, "test_clocks = true: both");
+    live_only.wait_accepted(live_events.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got: HashSet<String> = live_only.calls().into_iter().map(|c| c.event_id).collect();
+    assert_eq!(got, live_events, "by default: the live orders' only");
+    let m = h.ok("getMetrics", json!({})).await;
+    assert_eq!(metrics::total(&m["metrics"], "recur_webhook_pending"), 0.0);
 }

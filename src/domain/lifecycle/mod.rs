@@ -967,6 +967,7 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
         paused_total: 0,
         payments_due: Vec::new(),
         sequence: 0,
+        test_clock_id: new.test_clock_id,
     };
     o.price_details = price_details(&o);
     let nothing_due = purchase_due(&o).is_zero();
