@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod baskets;
+mod console;
 mod cluster;
 mod durability;
 mod embedded;

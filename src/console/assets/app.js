@@ -77,7 +77,7 @@ function h(tag, attrs, ...children) {
 
 function render(...nodes) {
   const main = document.getElementById("main");
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
 }
 
 function showError(e) {
@@ -154,7 +154,7 @@ function signInView(message) {
 // ------------------------------------------------------------------------------------------
 // Views
 
-async function overview() {
+async function overview(show) {
   const [daemons, m, clock] = await Promise.all([
     get("/v1/daemons"),
     command("getMetrics", {}),
@@ -170,7 +170,7 @@ async function overview() {
       h("td", { class: "hide-narrow" }, fmtTime(d.started || d.startedAt))));
   const stat = (k, v, testid) => h("div", { class: "stat" }, h("div", { class: "v", testid }, v), h("div", { class: "k" }, k));
   const lag = metric(metrics, "recur_timer_lag_seconds");
-  render(
+  show(
     h("h1", {}, "Overview"),
     h("div", { class: "grid" },
       stat("timers due", String(metric(metrics, "recur_timers_due")), "timers-due"),
@@ -187,7 +187,7 @@ async function overview() {
   );
 }
 
-async function orders(params) {
+async function orders(params, show) {
   const search = h("input", { testid: "order-search", placeholder: "order id or customer id", value: params.get("q") || "" });
   const status = h("select", { testid: "status-filter" },
     ["", "DRAFT", "PENDING", "ACTIVE", "PAUSED", "CANCELED", "ENDED"].map((s) =>
@@ -231,7 +231,7 @@ async function orders(params) {
       h("td", {}, badge(o.status)),
       h("td", { class: "hide-narrow" }, o.plan ? o.plan.name : ""),
       h("td", { class: "hide-narrow" }, fmtTime(o.createdDate))));
-  render(
+  show(
     h("h1", {}, "Orders"),
     form,
     h("p", { class: "muted" }, note),
@@ -248,7 +248,7 @@ function timelineItem(e) {
     e.data && Object.keys(e.data).length ? h("pre", {}, JSON.stringify(e.data)) : null);
 }
 
-async function orderView(id) {
+async function orderView(id, show) {
   const [o, ev] = await Promise.all([
     get(`/v1/orders/${encodeURIComponent(id)}`),
     get(`/v1/orders/${encodeURIComponent(id)}/events?limit=100`),
@@ -262,7 +262,7 @@ async function orderView(id) {
   const pauses = (o.pausePeriods || []).map((p) => `${fmtTime(p.pauseDate)} → ${fmtTime(p.resumeDate)} (${p.status})`);
   const next = nextTimer(o);
   const actions = h("div", { class: "card" }, h("h2", {}, "Actions"), actionsFor(o));
-  render(
+  show(
     h("h1", {}, `Order ${o.id} `, badge(o.status)),
     h("div", { class: "card" },
       kv([
@@ -360,23 +360,23 @@ function changePlanForm(o, done) {
   return h("div", {}, h("h2", {}, "Change plan"), h("div", { class: "row" }, planId, planName, price, unit, when, previewBtn), out);
 }
 
-async function customers(params) {
+async function customers(params, show) {
   const input = h("input", { placeholder: "customer id", value: params.get("q") || "" });
-  render(
+  show(
     h("h1", {}, "Customers"),
     h("form", { class: "row", onsubmit: (ev) => { ev.preventDefault(); if (input.value.trim()) location.hash = `#/customers/${encodeURIComponent(input.value.trim())}`; } },
       input, h("button", { type: "submit" }, "Open")),
   );
 }
 
-async function customerView(id) {
+async function customerView(id, show) {
   const [stats, list] = await Promise.all([
     get(`/v1/customers/${encodeURIComponent(id)}/stats`),
     get(`/v1/orders?customerId=${encodeURIComponent(id)}&limit=100`),
   ]);
   const money = Object.entries(stats.money || {}).map(([c, m]) =>
     h("tr", {}, h("td", {}, c), h("td", {}, m.paid), h("td", {}, m.refunded)));
-  render(
+  show(
     h("h1", {}, `Customer ${id}`),
     h("div", { class: "card" }, kv([
       ["orders", String(stats.ordersCount)],
@@ -391,7 +391,7 @@ async function customerView(id) {
   );
 }
 
-async function clocks() {
+async function clocks(show) {
   const clock = await get("/v1/clock");
   let list = null;
   let listError = null;
@@ -435,7 +435,7 @@ async function clocks() {
     } }, name, at, h("button", { type: "submit" }, "Create test clock"));
   })() : null;
   if (listError) showError(listError);
-  render(
+  show(
     h("h1", {}, "Clocks"),
     sim,
     h("div", { class: "card" }, h("h2", {}, "Test clocks"),
@@ -445,7 +445,7 @@ async function clocks() {
   );
 }
 
-async function webhooks() {
+async function webhooks(show) {
   const r = await command("getWebhookEndpoints", {});
   const rows = (r.endpoints || []).map((e) =>
     h("tr", { testid: "webhook-endpoint-row" },
@@ -457,7 +457,7 @@ async function webhooks() {
         const done = await attempt(() => command("retryDeadWebhooks", { endpoint: e.id }, newKey()));
         if (done) route();
       } }, "Retry dead") : "")));
-  render(
+  show(
     h("h1", {}, "Webhooks"),
     h("div", { class: "card" }, rows.length
       ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "endpoint"), h("th", {}, "pending"), h("th", { class: "hide-narrow" }, "retrying"), h("th", {}, "dead"), h("th", {}, ""))), h("tbody", {}, rows))
@@ -468,7 +468,14 @@ async function webhooks() {
 // ------------------------------------------------------------------------------------------
 // Routing
 
+let routeSeq = 0;
+
 async function route() {
+  // Only the latest route may draw: a slow view finishing after the next one began draws nothing.
+  const mine = ++routeSeq;
+  const show = (...nodes) => {
+    if (mine === routeSeq) render(...nodes);
+  };
   const [path, query] = (location.hash.replace(/^#/, "") || "/overview").split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
@@ -476,17 +483,18 @@ async function route() {
   try {
     switch (parts[0]) {
       case "orders":
-        return parts[1] ? await orderView(parts[1]) : await orders(params);
+        return parts[1] ? await orderView(parts[1], show) : await orders(params, show);
       case "customers":
-        return parts[1] ? await customerView(parts[1]) : await customers(params);
+        return parts[1] ? await customerView(parts[1], show) : await customers(params, show);
       case "clocks":
-        return await clocks();
+        return await clocks(show);
       case "webhooks":
-        return await webhooks();
+        return await webhooks(show);
       default:
-        return await overview();
+        return await overview(show);
     }
   } catch (e) {
+    if (mine !== routeSeq) return;
     if (e instanceof ApiError && e.status === 401) return signInView(e.message);
     showError(e);
     render(h("p", { class: "muted" }, "This view could not be loaded."));
