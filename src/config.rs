@@ -123,6 +123,12 @@ pub struct RedisSettings {
     pub url: Option<String>,
     /// `url` names seed nodes of a Redis Cluster: recur uses the cluster client (SPEC 6).
     pub cluster: bool,
+    /// How many replicas must confirm a write (`WAIT n timeout`) before it is acknowledged
+    /// (SPEC 11.1); 0 = none (a failover may lose what was acknowledged).
+    pub wait_replicas: u32,
+    /// How long a WAIT waits for them; a WAIT that falls short answers UNAVAILABLE.
+    #[serde(deserialize_with = "humane_duration")]
+    pub wait_timeout: Duration,
     /// How to run the embedded Redis.
     pub embedded: EmbeddedRedisSettings,
 }
@@ -588,6 +594,17 @@ impl Settings {
         self.redis.url.is_none()
     }
 
+    /// What commits wait for (`redis.wait_replicas` and `redis.wait_timeout`); `None` when
+    /// `wait_replicas` is 0.
+    pub fn redis_wait(&self) -> Option<crate::store::WaitFor> {
+        (self.redis.wait_replicas > 0).then(|| crate::store::WaitFor {
+            replicas: self.redis.wait_replicas,
+            timeout_ms: u64::try_from(self.redis.wait_timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        })
+    }
+
     /// The configured Redis (`redis.url` read with `redis.cluster`); `None` = the embedded one.
     /// Validated when the settings loaded.
     pub fn redis_address(&self) -> Option<RedisAddress> {
@@ -720,6 +737,21 @@ impl Settings {
                 ));
             }
             None => {}
+        }
+        if self.redis.wait_replicas > 0 {
+            if self.redis.url.is_none() {
+                return Err(invalid(
+                    "redis.wait_replicas",
+                    "needs redis.url: the embedded Redis has no replicas, so every write would \
+                     wait for replicas that never come (0 = do not wait)",
+                ));
+            }
+            if self.redis.wait_timeout.is_zero() {
+                return Err(invalid(
+                    "redis.wait_timeout",
+                    "must be longer than zero (a WAIT without a timeout would block forever)",
+                ));
+            }
         }
         self.validate_webhooks()?;
         let listen = self.http.listen.trim();

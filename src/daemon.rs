@@ -127,13 +127,23 @@ async fn serve(
         max_in_flight: 4,
         reply_ttl_secs: settings.admin.reply_retention.as_secs().max(1),
         publish_events: settings.events.publish,
+        wait: settings.redis_wait(),
+    };
+    // A WAIT blocks its connection until the replicas answer: the commit batchers then get
+    // connections of their own, so reads, lease renewals and replies never queue behind one.
+    let commits = match committer.wait {
+        Some(_) => Some((connect().await?, connect().await?)),
+        None => None,
     };
     // The scheduler's pipelines hold two rounds: when one comes back, the actix thread settles
     // that many commits in a row while admin commands wait, so they stay small (docs/BENCHMARKS.md).
     let bulk_max_batch = 2 * scheduler::round_size(&settings.scheduler);
-    let store = Store::open(
-        conn,
-        bulk,
+    let store = Store::open_with(
+        store::StoreConns {
+            admin: conn,
+            bulk,
+            commits,
+        },
         keys.clone(),
         committer,
         bulk_max_batch,
@@ -162,7 +172,7 @@ async fn serve(
         },
         Arc::clone(&metrics),
     );
-    tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, partitions, daemon_id = %ownership.daemon_id(), clock = %clock.mode(), now = %clock.now(), "recur starting");
+    tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, partitions, daemon_id = %ownership.daemon_id(), clock = %clock.mode(), now = %clock.now(), wait_replicas = settings.redis.wait_replicas, "recur starting");
 
     let webhook_ids: Vec<String> = settings
         .webhooks

@@ -621,6 +621,7 @@ where
                 max_in_flight: 4,
                 reply_ttl_secs: 60,
                 publish_events: false,
+                wait: None,
             };
             let store = Store::open(
                 conn.clone(),
