@@ -281,6 +281,13 @@ impl AdminCommand {
         }
     }
 
+    /// Whether its reply reports what Redis holds (SPEC 11.1: confirmed by the replicas before
+    /// it is sent). ping and getMetrics report this daemon only: answered even while no
+    /// replica confirms, so an operator can still look.
+    pub fn reports_data(&self) -> bool {
+        !matches!(self, AdminCommand::Ping | AdminCommand::GetMetrics { .. })
+    }
+
     /// Whether the command waits while an advance runs: all but advanceClock itself (whose
     /// completion the clock follower, which holds commands back, works towards) and the reads
     /// that fire nothing (ping, getClock, getMetrics, listOrders, getCustomerStats), which are
@@ -358,7 +365,7 @@ impl AdminCommand {
                     .scheduler
                     .advance(to, &request.id, &request.body_hash)
                     .await?;
-                Ok(Outcome::Kept(reply))
+                Ok(Outcome::Found(reply))
             }
             AdminCommand::CreateOrder(new) => {
                 // A named cart keeps its customer's cart names until it is committed.
