@@ -9,6 +9,7 @@ mod http;
 mod lifecycle;
 mod partitions;
 mod replicas;
+mod replication;
 mod shutdown;
 mod stats;
 mod support;
