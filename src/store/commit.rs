@@ -296,8 +296,10 @@ async fn send_batch(
                 shared.replication.record(-1);
             }
             let e = StoreError::from(e);
-            if let Some(mine) = turn.mine {
-                let _ = mine.await;
+            if shared.publisher.is_some() {
+                if let Some(mine) = turn.mine {
+                    let _ = mine.await;
+                }
             }
             let _ = turn.next.send(());
             for job in batch {
@@ -329,6 +331,7 @@ async fn send_batch(
         let r = replicas.get(i).copied().unwrap_or(-1);
         match job {
             Job::Commit(commit, done) => {
+                let entry = shared.publisher.as_ref().and_then(|_| change_entry(&v));
                 let outcome = parse_outcome(v);
                 let written = matches!(outcome, Ok(CommitOutcome::Committed { .. }));
                 // A version written is a transition: with a reply to keep, an admin
@@ -350,10 +353,8 @@ async fn send_batch(
                 } else {
                     outcome
                 };
-                if written && ok && shared.publisher.is_some() {
-                    if let Some(message) = change_message(&commit) {
-                        publish.push(message);
-                    }
+                if let (true, true, Some(entry)) = (written, ok, entry) {
+                    publish.push((keys.partition(&commit.order_id), entry));
                 }
                 outcomes.push(Done::Commit(done, outcome));
             }
@@ -380,11 +381,11 @@ async fn send_batch(
     }
     // Confirmed changes are handed to the publisher before any of their commits is
     // acknowledged (so an order's next change is published after this one), in the order the
-    // pipelines were sent.
-    if let Some(mine) = turn.mine {
-        let _ = mine.await;
-    }
+    // pipelines were sent. Without a publisher nothing waits for its turn.
     if let Some(publisher) = &shared.publisher {
+        if let Some(mine) = turn.mine {
+            let _ = mine.await;
+        }
         publisher.send(publish);
     }
     let _ = turn.next.send(());
@@ -434,15 +435,16 @@ fn fail(job: Job, e: StoreError) {
     }
 }
 
-/// The change entry a commit appended, as the script wrote it (the head, the order JSON and
-/// `}`): what the events channel carries.
-fn change_message(commit: &Commit) -> Option<String> {
-    let head = commit.change.as_deref()?;
-    let json = match &commit.write {
-        OrderWrite::Save { json, .. } | OrderWrite::Delete { json, .. } => json.as_str(),
-        OrderWrite::None => "",
+/// The id of the change entry a commit script appended (the second item of its `OK`).
+fn change_entry(v: &Value) -> Option<String> {
+    let Value::Array(items) = v else {
+        return None;
     };
-    Some(format!("{head}{json}}}"))
+    match items.get(1)? {
+        Value::BulkString(b) if !b.is_empty() => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
 }
 
 fn is_noscript(v: &Value) -> bool {

@@ -229,7 +229,7 @@ impl Store {
         // With a WAIT, confirmed changes are published by one publisher for both batchers,
         // over the admin connection (no WAIT ever blocks it).
         let publisher = (config.wait.is_some() && config.publish_events)
-            .then(|| replication::Publisher::start(conn.clone(), keys.events_channel()));
+            .then(|| replication::Publisher::start(conn.clone(), keys.clone()));
         let shared = commit::Shared {
             metrics: Arc::clone(&metrics),
             replication: Arc::clone(&replication),

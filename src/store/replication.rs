@@ -5,7 +5,8 @@
 //!   metrics, and the error a short WAIT gives).
 //! - [`Publisher`] publishes change entries on the events channel once their commits are
 //!   confirmed (the commit scripts publish themselves only when nothing waits), in the order
-//!   the commit batchers hand them over.
+//!   the commit batchers hand them over, by their stream entry ids (a script on the master
+//!   publishes the entry as the stream holds it).
 //!
 //! How a WAIT is made to cover what it confirms: WAIT counts the replicas that acknowledged
 //! every write *of its own connection* so far, so it is sent on the connection of the writes,
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::conn::WaitFor;
+use super::keys::Keys;
 use super::RedisConn;
 use crate::metrics::Metrics;
 
@@ -99,53 +101,97 @@ impl Replication {
     }
 }
 
-/// Publishes change entries on the events channel, in the order they are handed over, each
-/// handful in one pipeline (best effort, as the channel always was: a failure is logged).
+/// Publishes confirmed change entries on the events channel, in the order they are handed
+/// over, each handful in one pipeline (best effort, as the channel always was: a failure is
+/// logged). A change is named by its partition and stream entry id, and a small script on the
+/// partition's master publishes the entry as the stream holds it ([`PUBLISH_SCRIPT`]): the
+/// change (the order's whole JSON) is not sent to Redis a second time.
 #[derive(Clone)]
 pub struct Publisher {
-    tx: mpsc::UnboundedSender<Vec<String>>,
+    tx: mpsc::UnboundedSender<Vec<(u16, String)>>,
 }
 
+/// Publishes one change entry of a partition's stream on the events channel. KEYS: 1 the
+/// stream. ARGV: 1 the entry id, 2 the channel. 1, or 0 when the entry is gone (trimmed).
+pub const PUBLISH_SCRIPT: &str = "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) \
+if e[1] then redis.call('PUBLISH', ARGV[2], e[1][2][2]) return 1 end return 0";
+
 impl Publisher {
-    /// Starts the publishing task (on the current local task set) over `conn`, to `channel`.
-    /// It stops when every handle is dropped, after publishing what it was given.
-    pub fn start(conn: RedisConn, channel: String) -> Publisher {
+    /// Starts the publishing task (on the current local task set) over `conn`. It stops when
+    /// every handle is dropped, after publishing what it was given.
+    pub fn start(conn: RedisConn, keys: Keys) -> Publisher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::task::spawn_local(publish_all(rx, conn, channel));
+        tokio::task::spawn_local(publish_all(rx, conn, keys));
         Publisher { tx }
     }
 
-    /// Queues `messages` after everything queued before.
-    pub fn send(&self, messages: Vec<String>) {
-        if !messages.is_empty() && self.tx.send(messages).is_err() {
+    /// Queues the change entries `entries` (partition, stream entry id) after everything
+    /// queued before.
+    pub fn send(&self, entries: Vec<(u16, String)>) {
+        if !entries.is_empty() && self.tx.send(entries).is_err() {
             tracing::debug!("the events publisher has stopped; change entries not published");
         }
     }
 }
 
-/// At most this many messages go in one PUBLISH pipeline.
+/// At most this many changes go in one pipeline.
 const PUBLISH_BATCH: usize = 4096;
 
 async fn publish_all(
-    mut rx: mpsc::UnboundedReceiver<Vec<String>>,
+    mut rx: mpsc::UnboundedReceiver<Vec<(u16, String)>>,
     mut conn: RedisConn,
-    channel: String,
+    keys: Keys,
 ) {
+    let sha = redis::Script::new(PUBLISH_SCRIPT).get_hash().to_string();
+    let channel = keys.events_channel();
     while let Some(first) = rx.recv().await {
-        let mut messages = first;
-        while messages.len() < PUBLISH_BATCH {
+        let mut entries = first;
+        while entries.len() < PUBLISH_BATCH {
             match rx.try_recv() {
-                Ok(more) => messages.extend(more),
+                Ok(more) => entries.extend(more),
                 Err(_) => break,
             }
         }
-        let mut pipe = redis::pipe();
-        for m in &messages {
-            pipe.cmd("PUBLISH").arg(&channel).arg(m).ignore();
-        }
-        let sent: Result<(), redis::RedisError> = pipe.query_async(&mut conn).await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, changes = messages.len(), "cannot publish confirmed changes on the events channel");
+        let pipeline = |by_sha: bool, entries: &[&(u16, String)]| {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for (p, id) in entries {
+                let cmd = if by_sha {
+                    pipe.cmd("EVALSHA").arg(&sha)
+                } else {
+                    pipe.cmd("EVAL").arg(PUBLISH_SCRIPT)
+                };
+                cmd.arg(1).arg(keys.events(*p)).arg(id).arg(&channel);
+            }
+            pipe
+        };
+        let all: Vec<&(u16, String)> = entries.iter().collect();
+        let sent: Result<Vec<redis::Value>, redis::RedisError> =
+            pipeline(true, &all).query_async(&mut conn).await;
+        let result = match sent {
+            // A master that does not know the script (restarted, promoted): the text once.
+            Ok(values) => {
+                let missing: Vec<&(u16, String)> = all
+                    .iter()
+                    .zip(&values)
+                    .filter(|(_, v)| {
+                        matches!(v, redis::Value::ServerError(e) if e.code() == "NOSCRIPT")
+                    })
+                    .map(|(e, _)| *e)
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    pipeline(false, &missing)
+                        .query_async::<Vec<redis::Value>>(&mut conn)
+                        .await
+                        .map(|_| ())
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, changes = entries.len(), "cannot publish confirmed changes on the events channel");
         }
     }
 }
