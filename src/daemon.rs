@@ -122,12 +122,17 @@ async fn serve(
     let legacy_replies =
         store::upgrade_layout(&mut conn, &keys, settings.admin.reply_retention).await?;
     let metrics = Arc::new(Metrics::default());
+    let wait = settings.redis_wait();
     let committer = CommitterConfig {
         max_batch: settings.scheduler.batch_size.max(1),
-        max_in_flight: 4,
+        // A WAIT blocks its connection until the replicas answer, so pipelines behind it only
+        // queue there: two in flight keep the connection busy (the next one runs as soon as a
+        // WAIT returns), and everything else merges into the next pipeline (one WAIT for all,
+        // and a shorter wait for an UNAVAILABLE when the replicas are gone).
+        max_in_flight: if wait.is_some() { 2 } else { 4 },
         reply_ttl_secs: settings.admin.reply_retention.as_secs().max(1),
         publish_events: settings.events.publish,
-        wait: settings.redis_wait(),
+        wait,
     };
     // A WAIT blocks its connection until the replicas answer: the commit batchers then get
     // connections of their own, so reads, lease renewals and replies never queue behind one.
