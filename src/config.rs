@@ -1382,6 +1382,35 @@ mod tests {
     }
 
     #[test]
+    fn replication_waits_need_a_redis_with_replicas_and_a_timeout() {
+        jailed(|jail| {
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            assert_eq!(s.redis.wait_replicas, 0, "off by default");
+            assert_eq!(s.redis.wait_timeout, Duration::from_secs(1));
+            assert_eq!(s.redis_wait(), None);
+            // The embedded Redis has no replica to wait for.
+            jail.set_env("RECUR_REDIS__WAIT_REPLICAS", "1");
+            let error = load_err(&Overrides::default());
+            assert!(error.to_string().contains("embedded Redis"), "{error}");
+            assert_invalid_key(error, "redis.wait_replicas");
+            jail.set_env("RECUR_REDIS__URL", "redis://127.0.0.1:7000");
+            jail.set_env("RECUR_REDIS__WAIT_TIMEOUT", "250ms");
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            assert_eq!(
+                s.redis_wait(),
+                Some(crate::store::WaitFor {
+                    replicas: 1,
+                    timeout_ms: 250
+                })
+            );
+            // WAIT n 0 would block forever.
+            jail.set_env("RECUR_REDIS__WAIT_TIMEOUT", "0s");
+            assert_invalid_key(load_err(&Overrides::default()), "redis.wait_timeout");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_cluster_without_seed_nodes_is_refused_not_embedded() {
         jailed(|jail| {
             jail.set_env("RECUR_REDIS__CLUSTER", "true");
