@@ -604,12 +604,20 @@ mod tests {
         );
         assert_eq!(total(&json, "recur_timer_lag_seconds"), 1.5);
         assert_eq!(total(&json, "recur_timers_due"), 4.0);
-        assert_eq!(total(&json, "recur_replication_replicas"), -1.0, "no WAIT yet");
+        assert_eq!(
+            total(&json, "recur_replication_replicas"),
+            -1.0,
+            "no WAIT yet"
+        );
         m.replication_wait(1, true);
         m.replication_wait(0, false);
         let json = m.json();
         assert_eq!(
-            series(&json, "recur_replication_waits_total", &[("outcome", "short")]),
+            series(
+                &json,
+                "recur_replication_waits_total",
+                &[("outcome", "short")]
+            ),
             1.0
         );
         assert_eq!(total(&json, "recur_replication_waits_total"), 2.0);

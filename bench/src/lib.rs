@@ -171,7 +171,10 @@ pub enum BenchRedis {
     Tcp(TcpRedis),
     Cluster(cluster::LocalCluster),
     /// A TCP master and its replica (`--replica`).
-    Replicated { master: TcpRedis, replica: TcpRedis },
+    Replicated {
+        master: TcpRedis,
+        replica: TcpRedis,
+    },
 }
 
 impl BenchRedis {
