@@ -13,6 +13,7 @@ use super::reply::{AdminError, Outcome};
 use super::{carts, AdminState};
 use crate::actors::customer::{GetStats, Recompute};
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
+use crate::actors::ActorError;
 use crate::domain::basket::{Target, UpdateOrder};
 use crate::domain::command::{check_id, parse_args, Command, CreateOrderArgs, NewOrder};
 use crate::domain::order::OrderStatus;
@@ -375,6 +376,13 @@ impl AdminCommand {
                 let created = order(id, OrderOp::Create(new), request).await;
                 let refused = match &created {
                     Ok(Outcome::Kept(reply)) => !reply.ok,
+                    // Committed but not confirmed by the replicas (redis.wait_replicas): the
+                    // order may well stand, and its retry is answered from the kept reply; the
+                    // claim stays (one whose order is gone is taken over anyway).
+                    Err(AdminError::Actor {
+                        source: ActorError::Store(StoreError::Unconfirmed { .. }),
+                        ..
+                    }) => false,
                     _ => true,
                 };
                 if let (true, Some(new)) = (refused, named) {
