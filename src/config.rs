@@ -135,6 +135,12 @@ pub struct RedisSettings {
     /// Sentinel mode: `master` names the monitored master, `url` lists the Sentinels.
     #[serde(default)]
     pub sentinel: SentinelSettings,
+    /// How many replicas must confirm a write (`WAIT n timeout`) before it is acknowledged
+    /// (SPEC 11.1); 0 = none (a failover may lose what was acknowledged).
+    pub wait_replicas: u32,
+    /// How long a WAIT waits for them; a WAIT that falls short answers UNAVAILABLE.
+    #[serde(deserialize_with = "humane_duration")]
+    pub wait_timeout: Duration,
     /// How to run the embedded Redis.
     pub embedded: EmbeddedRedisSettings,
 }
@@ -788,6 +794,17 @@ impl Settings {
         self.redis.url.is_none()
     }
 
+    /// What commits wait for (`redis.wait_replicas` and `redis.wait_timeout`); `None` when
+    /// `wait_replicas` is 0.
+    pub fn redis_wait(&self) -> Option<crate::store::WaitFor> {
+        (self.redis.wait_replicas > 0).then(|| crate::store::WaitFor {
+            replicas: self.redis.wait_replicas,
+            timeout_ms: u64::try_from(self.redis.wait_timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        })
+    }
+
     /// The configured Redis (`redis.url` read with `redis.cluster`); `None` = the embedded one.
     /// Validated when the settings loaded.
     pub fn redis_address(&self) -> Option<RedisAddress> {
@@ -1093,6 +1110,21 @@ impl Settings {
                 ));
             }
             None => {}
+        }
+        if self.redis.wait_replicas > 0 {
+            if self.redis.url.is_none() {
+                return Err(invalid(
+                    "redis.wait_replicas",
+                    "needs redis.url: the embedded Redis has no replicas, so every write would \
+                     wait for replicas that never come (0 = do not wait)",
+                ));
+            }
+            if self.redis.wait_timeout.is_zero() {
+                return Err(invalid(
+                    "redis.wait_timeout",
+                    "must be longer than zero (a WAIT without a timeout would block forever)",
+                ));
+            }
         }
         self.validate_webhooks()?;
         let listen = self.http.listen.trim();
@@ -1785,6 +1817,35 @@ mod tests {
                 ..Overrides::default()
             };
             assert!(Settings::load(&flag).expect("valid").redis.cluster);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn replication_waits_need_a_redis_with_replicas_and_a_timeout() {
+        jailed(|jail| {
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            assert_eq!(s.redis.wait_replicas, 0, "off by default");
+            assert_eq!(s.redis.wait_timeout, Duration::from_secs(1));
+            assert_eq!(s.redis_wait(), None);
+            // The embedded Redis has no replica to wait for.
+            jail.set_env("RECUR_REDIS__WAIT_REPLICAS", "1");
+            let error = load_err(&Overrides::default());
+            assert!(error.to_string().contains("embedded Redis"), "{error}");
+            assert_invalid_key(error, "redis.wait_replicas");
+            jail.set_env("RECUR_REDIS__URL", "redis://127.0.0.1:7000");
+            jail.set_env("RECUR_REDIS__WAIT_TIMEOUT", "250ms");
+            let s = Settings::load(&Overrides::default()).expect("valid");
+            assert_eq!(
+                s.redis_wait(),
+                Some(crate::store::WaitFor {
+                    replicas: 1,
+                    timeout_ms: 250
+                })
+            );
+            // WAIT n 0 would block forever.
+            jail.set_env("RECUR_REDIS__WAIT_TIMEOUT", "0s");
+            assert_invalid_key(load_err(&Overrides::default()), "redis.wait_timeout");
             Ok(())
         });
     }

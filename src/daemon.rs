@@ -205,11 +205,23 @@ async fn serve(
     let keys = Keys::new(&settings.prefix, partitions);
     let legacy_replies =
         store::upgrade_layout(&mut conn, &keys, settings.admin.reply_retention).await?;
+    let wait = settings.redis_wait();
     let committer = CommitterConfig {
         max_batch: settings.scheduler.batch_size.max(1),
-        max_in_flight: 4,
+        // A WAIT blocks its connection until the replicas answer, so pipelines behind it only
+        // queue there: two in flight keep the connection busy (the next one runs as soon as a
+        // WAIT returns), and everything else merges into the next pipeline (one WAIT for all,
+        // and a shorter wait for an UNAVAILABLE when the replicas are gone).
+        max_in_flight: if wait.is_some() { 2 } else { 4 },
         reply_ttl_secs: settings.admin.reply_retention.as_secs().max(1),
         publish_events: settings.events.publish,
+        wait,
+    };
+    // A WAIT blocks its connection until the replicas answer: the commit batchers then get
+    // connections of their own, so reads, lease renewals and replies never queue behind one.
+    let commits = match committer.wait {
+        Some(_) => Some((connect().await?, connect().await?)),
+        None => None,
     };
     // The scheduler's pipelines hold two rounds: when one comes back, the actix thread settles
     // that many commits in a row while admin commands wait, so they stay small (docs/BENCHMARKS.md).
@@ -219,9 +231,12 @@ async fn serve(
         max_batch: bulk_max_batch,
         ..committer.clone()
     };
-    let store = Store::open(
-        conn,
-        bulk,
+    let store = Store::open_with(
+        store::StoreConns {
+            admin: conn,
+            bulk,
+            commits,
+        },
         keys.clone(),
         committer,
         bulk_max_batch,
@@ -251,7 +266,7 @@ async fn serve(
         },
         Arc::clone(&metrics),
     );
-    tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, partitions, daemon_id = %ownership.daemon_id(), clock = %clock.mode(), now = %clock.now(), "recur starting");
+    tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, partitions, daemon_id = %ownership.daemon_id(), clock = %clock.mode(), now = %clock.now(), wait_replicas = settings.redis.wait_replicas, "recur starting");
 
     let webhook_ids: Vec<String> = settings
         .webhooks

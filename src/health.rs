@@ -2,8 +2,10 @@
 //! before the metrics are rendered. `/readyz`, `/metrics` and `getMetrics` ask here.
 //!
 //! Ready means: Redis answers a PING, start-up's catch-up is done and no taken-over
-//! partition is still catching up, and the lease loop renewed through Redis within the lease
-//! TTL (a daemon may hold no partition at all when there are more daemons than partitions).
+//! partition is still catching up, the lease loop renewed through Redis within the lease
+//! TTL (a daemon may hold no partition at all when there are more daemons than partitions),
+//! and, with `redis.wait_replicas` > 0, the last WAIT was confirmed by enough replicas
+//! (SPEC 11.1: without them every write is answered UNAVAILABLE).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -127,6 +129,9 @@ impl Health {
             )),
             Some(_) => {}
         }
+        if let Some(reason) = self.replication().await {
+            reasons.push(reason);
+        }
         s.metrics.set_ready(reasons.is_empty());
         if reasons.is_empty() {
             Ok(json!({
@@ -166,6 +171,31 @@ impl Health {
                 _ = tokio::time::sleep(every) => {}
             }
         }
+    }
+
+    /// With `redis.wait_replicas` > 0: why writes are not confirmed now, if they are not. When
+    /// the last WAIT fell short, or none came back for a renewal interval (an idle daemon), the
+    /// partitions held are confirmed first (one pipeline: a probe whose WAIT says how many
+    /// replicas answer now), so a replica that came back, or went away, shows here without
+    /// waiting for the next write.
+    async fn replication(&self) -> Option<String> {
+        let s = &self.shared;
+        let replication = s.store.replication();
+        let wait = replication.wait()?;
+        let stale = replication.stale(s.ownership.config().renew_interval);
+        if stale || replication.shortfall().is_some() {
+            let held = s.ownership.tokens(&s.ownership.owned());
+            if !held.is_empty() {
+                let probe = Duration::from_millis(wait.timeout_ms) + PING_TIMEOUT;
+                if tokio::time::timeout(probe, s.store.confirm_many(&held))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!("the replication probe did not come back in time");
+                }
+            }
+        }
+        replication.shortfall()
     }
 
     /// Sets the gauges read off Redis and the ownership (readiness, timers due, timer lag,

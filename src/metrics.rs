@@ -98,6 +98,9 @@ pub struct Metrics {
     webhook_pending: IntGauge,
     webhook_trimmed: IntCounter,
     ready: IntGauge,
+    replication_confirmed: IntCounter,
+    replication_short: IntCounter,
+    replication_replicas: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -194,7 +197,13 @@ impl Metrics {
         for change in ["acquired", "lost", "released"] {
             lease_changes.with_label_values(&[change]);
         }
-        Metrics {
+        let replication_waits = counter_vec(
+            &r,
+            "recur_replication_waits_total",
+            "WAITs sent after commits, lease acquisitions and confirmations (redis.wait_replicas > 0), by outcome: confirmed by enough replicas, or short",
+            &["outcome"],
+        );
+        let metrics = Metrics {
             transitions_fire: transitions.with_label_values(&["fire"]),
             transitions_command: transitions.with_label_values(&["command"]),
             events: counter(
@@ -270,14 +279,34 @@ impl Metrics {
                 "recur_ready",
                 "1 when /readyz would answer 200 (as of the last scrape or probe), else 0",
             ),
+            replication_confirmed: replication_waits.with_label_values(&["confirmed"]),
+            replication_short: replication_waits.with_label_values(&["short"]),
+            replication_replicas: gauge(
+                &r,
+                "recur_replication_replicas",
+                "How many replicas the last WAIT confirmed (the fewest over the masters of its pipeline; -1 before the first, or when redis.wait_replicas is 0)",
+            ),
             registry: r,
-        }
+        };
+        metrics.replication_replicas.set(-1);
+        metrics
     }
 
     /// One pipeline of `size` commits took `elapsed`.
     pub fn commit_batch(&self, size: usize, elapsed: Duration) {
         self.commit_duration.observe(elapsed.as_secs_f64());
         self.commits.inc_by(size as u64);
+    }
+
+    /// One WAIT (one pipeline's, over every master it went to) answered: how many replicas
+    /// confirmed it (the fewest of its masters), and whether that was enough.
+    pub fn replication_wait(&self, replicas: i64, enough: bool) {
+        if enough {
+            self.replication_confirmed.inc();
+        } else {
+            self.replication_short.inc();
+        }
+        self.replication_replicas.set(replicas);
     }
 
     /// One order version committed with `events` events.
@@ -533,6 +562,8 @@ mod tests {
             "recur_redis_errors_total",
             "recur_webhook_deliveries_total",
             "recur_webhook_pending",
+            "recur_replication_waits_total",
+            "recur_replication_replicas",
         ] {
             assert!(json.get(name).is_some(), "{name} missing from {json}");
             assert!(
@@ -573,6 +604,24 @@ mod tests {
         );
         assert_eq!(total(&json, "recur_timer_lag_seconds"), 1.5);
         assert_eq!(total(&json, "recur_timers_due"), 4.0);
+        assert_eq!(
+            total(&json, "recur_replication_replicas"),
+            -1.0,
+            "no WAIT yet"
+        );
+        m.replication_wait(1, true);
+        m.replication_wait(0, false);
+        let json = m.json();
+        assert_eq!(
+            series(
+                &json,
+                "recur_replication_waits_total",
+                &[("outcome", "short")]
+            ),
+            1.0
+        );
+        assert_eq!(total(&json, "recur_replication_waits_total"), 2.0);
+        assert_eq!(total(&json, "recur_replication_replicas"), 0.0);
     }
 
     #[test]

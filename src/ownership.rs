@@ -301,15 +301,80 @@ impl Ownership {
                 .filter(|p| !map.contains_key(p))
                 .collect()
         };
+        let mut acquired = Vec::new();
         for p in store.free_leases(&candidates).await? {
             if missing == 0 {
                 break;
             }
-            if self.acquire(p, &mut tick).await? {
+            let sent = Instant::now();
+            if let Some(lease) = store
+                .acquire_lease(p, &config.daemon_id, config.ttl_ms())
+                .await?
+            {
+                acquired.push((lease, sent));
                 missing -= 1;
             }
         }
+        let confirmed = self.confirm_acquired(acquired).await;
+        for (lease, sent) in confirmed {
+            self.hold(lease, sent, &mut tick);
+        }
         Ok(tick)
+    }
+
+    /// Of leases just acquired, those whose acquisition `redis.wait_replicas` replicas
+    /// confirmed (SPEC 11.1: before the partition is used), all at once; the others are
+    /// released again (a failover would forget them). All of them when nothing waits.
+    async fn confirm_acquired(
+        &self,
+        acquired: Vec<(LeaseToken, Instant)>,
+    ) -> Vec<(LeaseToken, Instant)> {
+        let store = &self.shared.store;
+        if acquired.is_empty() || !store.waits() {
+            return acquired;
+        }
+        let held: Vec<(u16, String)> = acquired
+            .iter()
+            .map(|(l, _)| (l.partition, l.token.clone()))
+            .collect();
+        // Held leases were renewed before: a WAIT that waits for absent replicas may hold
+        // this step up for at most half a renewal interval.
+        let wait = self.shared.config.renew_interval / 2;
+        let results = tokio::time::timeout(wait, store.confirm_many(&held))
+            .await
+            .unwrap_or_else(|_| {
+                let w = store.replication().wait();
+                held.iter()
+                    .map(|_| {
+                        Err(StoreError::Unconfirmed {
+                            replicas: 0,
+                            wanted: w.map_or(0, |w| w.replicas),
+                            timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        })
+                    })
+                    .collect()
+            });
+        let mut confirmed = Vec::new();
+        let mut refused = Vec::new();
+        for ((lease, sent), result) in acquired.into_iter().zip(results) {
+            match result {
+                Ok(()) => confirmed.push((lease, sent)),
+                Err(e) => refused.push((lease, e)),
+            }
+        }
+        if let Some((_, e)) = refused.first() {
+            tracing::warn!(
+                partitions = ?refused.iter().map(|(l, _)| l.partition).collect::<Vec<_>>(),
+                error = %e,
+                "lease acquisitions not confirmed by the replicas (redis.wait_replicas); released, tried again next step"
+            );
+        }
+        for (lease, _) in refused {
+            if let Err(e) = store.release_lease(&lease).await {
+                tracing::debug!(partition = lease.partition, error = %e, "cannot release an unconfirmed lease; it expires on its own");
+            }
+        }
+        confirmed
     }
 
     /// Renews every lease held; those refused or not renewed in time are lost.
@@ -353,18 +418,10 @@ impl Ownership {
         Ok(())
     }
 
-    /// Tries to acquire partition `p`'s lease; whether it did.
-    async fn acquire(&self, p: u16, tick: &mut Tick) -> Result<bool, StoreError> {
+    /// Holds a lease acquired (and confirmed) in this step, sent at `sent`.
+    fn hold(&self, lease: LeaseToken, sent: Instant, tick: &mut Tick) {
         let config = &self.shared.config;
-        let sent = Instant::now();
-        let Some(lease) = self
-            .shared
-            .store
-            .acquire_lease(p, &config.daemon_id, config.ttl_ms())
-            .await?
-        else {
-            return Ok(false);
-        };
+        let p = lease.partition;
         let trusted_until = sent + config.trusted_for();
         let gap_ms = u64::try_from((config.lease_ttl + config.renew_interval).as_millis())
             .unwrap_or(u64::MAX);
@@ -383,7 +440,6 @@ impl Ownership {
             },
         );
         tick.acquired.push(p);
-        Ok(true)
     }
 
     /// Releases every held lease at once (SIGTERM): another daemon takes over without waiting

@@ -37,6 +37,8 @@ pub struct BurstOptions {
     pub tcp: bool,
     /// Run Redis as a private 3-master Redis Cluster on loopback TCP ports (`--cluster`).
     pub cluster: bool,
+    /// Run Redis on a loopback TCP port with one local replica (`--replica`).
+    pub replica: bool,
     /// How many daemons share the partitions (`--daemons`, default 1).
     pub daemons: usize,
     /// Redis append-only (`appendfsync everysec`, the default) or not.
@@ -102,6 +104,7 @@ impl BurstOptions {
             binary: binary.to_path_buf(),
             tcp: false,
             cluster: false,
+            replica: false,
             daemons: 1,
             aof: true,
             webhook: None,
@@ -123,6 +126,8 @@ pub struct BurstReport {
     pub seed_elapsed: Duration,
     /// How Redis was reached: unix, tcp or cluster3.
     pub redis: &'static str,
+    /// `redis.wait_replicas` of the daemons (`RECUR_REDIS__WAIT_REPLICAS`, 0 when unset).
+    pub wait_replicas: String,
     /// How many daemons shared the work.
     pub daemons: usize,
     /// Whether Redis was append-only.
@@ -152,7 +157,7 @@ impl BurstReport {
             String::new()
         };
         format!(
-            "{} orders={} daemons={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} aof={}{} (seeding took {:.1}s)",
+            "{} orders={} daemons={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} wait_replicas={} aof={}{} (seeding took {:.1}s)",
             self.scenario,
             self.orders,
             self.daemons,
@@ -165,6 +170,7 @@ impl BurstReport {
             mb(self.peak_rss_kb),
             self.cpu,
             self.redis,
+            self.wait_replicas,
             if self.aof { "on" } else { "off" },
             self.webhook,
             self.seed_elapsed.as_secs_f64(),
@@ -194,6 +200,8 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     let temp = TempDir::new()?;
     let redis = if opts.cluster {
         BenchRedis::start_cluster(&temp.redis_dir()).await?
+    } else if opts.replica {
+        BenchRedis::start_replicated(&temp.redis_dir(), opts.aof).await?
     } else {
         BenchRedis::start_with(&temp.redis_dir(), opts.tcp, opts.aof).await?
     };
@@ -222,6 +230,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
             settle_aof(url).await?;
         }
     }
+    redis.wait_replica_caught_up().await?;
     let seed_elapsed = seeded.elapsed();
 
     let n = opts.daemons.max(1);
@@ -324,6 +333,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         peak_rss_kb,
         seed_elapsed,
         redis: redis_kind,
+        wait_replicas: std::env::var("RECUR_REDIS__WAIT_REPLICAS").unwrap_or_else(|_| "0".into()),
         daemons: n,
         aof: opts.aof,
         cpu,

@@ -2,7 +2,10 @@
 //! `--cluster-enabled yes` on free ports (never 6379), joined with
 //! `redis-cli --cluster create`, ready once every node says `cluster_state:ok`. Killed on drop.
 //! The benchmarks (`recur-bench burst --cluster`) and the integration tests use it; the tests
-//! also start it TLS-only ([`LocalCluster::start_tls`]).
+//! also start it TLS-only ([`LocalCluster::start_tls`]). With replicas
+//! ([`LocalCluster::start_with_replicas`]) a node can be SIGKILLed, its replica promoted
+//! (`CLUSTER FAILOVER TAKEOVER`) and the killed node started again (it rejoins as a replica of
+//! the promoted one): the failover tests of `redis.wait_replicas` (SPEC 11.1).
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -26,10 +29,11 @@ const CLUSTER_READY: Duration = Duration::from_secs(30);
 /// it between the check and the start).
 const ATTEMPTS: usize = 5;
 
-/// A running cluster of masters without replicas.
+/// A running cluster of masters, with or without replicas.
 pub struct LocalCluster {
     nodes: Vec<Node>,
     tls: Option<ClusterTls>,
+    replicas: usize,
 }
 
 /// TLS for every node of a local cluster (clients, and the cluster bus with `tls-cluster yes`):
@@ -58,9 +62,23 @@ impl ClusterTls {
 }
 
 struct Node {
-    child: Child,
+    /// `None` while it is killed ([`LocalCluster::kill_node`]).
+    child: Option<Child>,
     port: u16,
     dir: PathBuf,
+}
+
+/// One node as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    pub master: bool,
+    /// A replica's master's id.
+    pub master_id: Option<String>,
+    /// Whether the cluster counts it failed (`fail`, `fail?`) or it is not connected.
+    pub failed: bool,
 }
 
 impl LocalCluster {
@@ -71,7 +89,7 @@ impl LocalCluster {
     /// [`BenchError`] when redis-server or redis-cli cannot be run, or the cluster does not
     /// come up.
     pub async fn start(dir: &Path, masters: usize) -> Result<LocalCluster, BenchError> {
-        Self::start_with(dir, masters, None).await
+        Self::start_with(dir, masters, 0, None).await
     }
 
     /// [`LocalCluster::start`] with TLS-only nodes (`--port 0 --tls-port P --tls-cluster yes`):
@@ -84,12 +102,26 @@ impl LocalCluster {
         masters: usize,
         tls: ClusterTls,
     ) -> Result<LocalCluster, BenchError> {
-        Self::start_with(dir, masters, Some(tls)).await
+        Self::start_with(dir, masters, 0, Some(tls)).await
+    }
+
+    /// [`LocalCluster::start`] with `replicas` replicas per master (`--cluster-replicas`),
+    /// ready once every replica is synchronized.
+    ///
+    /// # Errors
+    /// As [`LocalCluster::start`].
+    pub async fn start_with_replicas(
+        dir: &Path,
+        masters: usize,
+        replicas: usize,
+    ) -> Result<LocalCluster, BenchError> {
+        Self::start_with(dir, masters, replicas, None).await
     }
 
     async fn start_with(
         dir: &Path,
         masters: usize,
+        replicas: usize,
         tls: Option<ClusterTls>,
     ) -> Result<LocalCluster, BenchError> {
         if masters < 3 {
@@ -99,10 +131,11 @@ impl LocalCluster {
         }
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
-            let ports = free_ports(masters)?;
+            let ports = free_ports(masters * (1 + replicas))?;
             let mut cluster = LocalCluster {
                 nodes: Vec::new(),
                 tls: tls.clone(),
+                replicas,
             };
             let mut started = true;
             for (i, &port) in ports.iter().enumerate() {
@@ -121,6 +154,7 @@ impl LocalCluster {
                     Ok(()) => {
                         cluster.create().await?;
                         cluster.wait_ready().await?;
+                        cluster.wait_replicas_online().await?;
                         return Ok(cluster);
                     }
                     Err(e) => last = e.to_string(),
@@ -166,23 +200,184 @@ impl LocalCluster {
             .collect()
     }
 
-    /// The nodes' process ids.
+    /// The running nodes' process ids.
     pub fn pids(&self) -> Vec<u32> {
-        self.nodes.iter().map(|n| n.child.id()).collect()
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// Each node's process id, in [`LocalCluster::node_urls`]' order (`None`: killed).
+    pub fn pids_by_node(&self) -> Vec<Option<u32>> {
+        self.nodes
+            .iter()
+            .map(|n| n.child.as_ref().map(Child::id))
+            .collect()
     }
 
     /// Stops every node (SIGTERM: each flushes its append-only file) and waits.
     pub async fn stop(mut self) {
         for node in &self.nodes {
-            signal(node.child.id(), libc::SIGTERM);
+            if let Some(child) = &node.child {
+                signal(child.id(), libc::SIGTERM);
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in &mut self.nodes {
-            while Instant::now() < deadline && matches!(node.child.try_wait(), Ok(None)) {
+            while let Some(child) = &mut node.child {
+                if Instant::now() >= deadline || !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         // Drop kills what is left.
+    }
+
+    /// Every node as the first running node's `CLUSTER NODES` describes it.
+    ///
+    /// # Errors
+    /// [`BenchError`] when no running node answers.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BenchError> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.child.is_none() {
+                continue;
+            }
+            let url = &self.node_urls()[i];
+            if let Some(text) = cluster_command(&RedisAccess::default(), url, "NODES").await {
+                return Ok(text.lines().filter_map(parse_node).collect());
+            }
+        }
+        Err(BenchError::Setup(
+            "no cluster node answers CLUSTER NODES".into(),
+        ))
+    }
+
+    /// The index (in [`LocalCluster::node_urls`]) of the node at `addr` (`127.0.0.1:<port>`).
+    pub fn index_of(&self, addr: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| format!("127.0.0.1:{}", n.port) == addr)
+    }
+
+    /// SIGKILLs node `i` (it stays down until [`LocalCluster::restart_node`]).
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts killed node `i` again on its port and data dir (its `nodes.conf`: it rejoins
+    /// the cluster; a master that was failed over meanwhile comes back as a replica of the
+    /// one promoted in its place).
+    ///
+    /// # Errors
+    /// [`BenchError`] when it cannot be started or does not answer.
+    pub async fn restart_node(&mut self, i: usize) -> Result<(), BenchError> {
+        let (dir, port) = (self.nodes[i].dir.clone(), self.nodes[i].port);
+        let mut node = Node::spawn(&dir, port, self.tls.as_ref())?;
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        node.wait_answering(&self.access(), scheme).await?;
+        self.nodes[i] = node;
+        Ok(())
+    }
+
+    /// Promotes replica node `i` in place of its master at once (`CLUSTER FAILOVER
+    /// TAKEOVER`: no agreement of the other masters needed, for a master that is dead), and
+    /// waits until it is a master that every running node sees and the cluster is `ok`.
+    ///
+    /// # Errors
+    /// [`BenchError`] when the failover is refused or does not settle within 30 s.
+    pub async fn takeover(&self, i: usize) -> Result<(), BenchError> {
+        let url = self.node_urls()[i].clone();
+        let client = redis::Client::open(url.as_str()).map_err(setup("node URL"))?;
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(setup("connect to the replica"))?;
+        let () = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .arg("TAKEOVER")
+            .query_async(&mut c)
+            .await
+            .map_err(setup("CLUSTER FAILOVER TAKEOVER"))?;
+        let addr = format!("127.0.0.1:{}", self.nodes[i].port);
+        let deadline = Instant::now() + CLUSTER_READY;
+        loop {
+            let mut settled = true;
+            for (j, node) in self.nodes.iter().enumerate() {
+                if node.child.is_none() {
+                    continue;
+                }
+                let url = &self.node_urls()[j];
+                let promoted = cluster_command(&RedisAccess::default(), url, "NODES")
+                    .await
+                    .map(|t| {
+                        t.lines()
+                            .filter_map(parse_node)
+                            .any(|n| n.addr == addr && n.master)
+                    })
+                    .unwrap_or(false);
+                let ok = cluster_info(&RedisAccess::default(), url)
+                    .await
+                    .is_some_and(|info| info.lines().any(|l| l.trim() == "cluster_state:ok"));
+                settled &= promoted && ok;
+            }
+            if settled {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Setup(format!(
+                    "{addr} did not become a master every node sees within {CLUSTER_READY:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Until every master has its replicas online (`INFO replication`), 30 s at most.
+    ///
+    /// # Errors
+    /// [`BenchError`] when they are not.
+    pub async fn wait_replicas_online(&self) -> Result<(), BenchError> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let deadline = Instant::now() + CLUSTER_READY;
+        loop {
+            let masters: Vec<NodeInfo> = self
+                .nodes()
+                .await?
+                .into_iter()
+                .filter(|n| n.master && !n.failed)
+                .collect();
+            let mut all = true;
+            for m in &masters {
+                let online = replication_info(&format!("redis://{}", m.addr))
+                    .await
+                    .map_or(0, |info| {
+                        info.lines()
+                            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                            .count()
+                    });
+                all &= online >= self.replicas;
+            }
+            if all && !masters.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Setup(format!(
+                    "the cluster's replicas are not all online after {CLUSTER_READY:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_nodes(&mut self) -> Result<(), BenchError> {
@@ -209,8 +404,9 @@ impl LocalCluster {
         }
         // redis-cli waits for the nodes to meet for as long as it takes: bounded here (nodes
         // whose cluster bus cannot connect would never meet).
+        let replicas = self.replicas.to_string();
         let run = cmd
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", replicas.as_str(), "--cluster-yes"])
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();
@@ -268,9 +464,11 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            if matches!(node.child.try_wait(), Ok(None)) {
-                let _ = node.child.kill();
-                let _ = node.child.wait();
+            if let Some(child) = &mut node.child {
+                if matches!(child.try_wait(), Ok(None)) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
             }
         }
     }
@@ -304,6 +502,8 @@ impl Node {
             .arg("--cluster-config-file")
             .arg(dir.join("nodes.conf"))
             .args(["--cluster-node-timeout", "5000"])
+            // A replica synchronizes at once (the default waits 5 s for more replicas).
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(dir)
             .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
@@ -315,7 +515,7 @@ impl Node {
             .spawn()
             .map_err(setup("spawn redis-server (is it installed?)"))?;
         Ok(Node {
-            child,
+            child: Some(child),
             port,
             dir: dir.to_path_buf(),
         })
@@ -329,7 +529,11 @@ impl Node {
         let url = format!("{scheme}://127.0.0.1:{}", self.port);
         let deadline = Instant::now() + NODE_START;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            let exited = match &mut self.child {
+                Some(child) => child.try_wait().ok().flatten(),
+                None => None,
+            };
+            if let Some(status) = exited {
                 let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 return Err(BenchError::Setup(format!(
@@ -356,13 +560,58 @@ impl Node {
 }
 
 async fn cluster_info(access: &RedisAccess, url: &str) -> Option<String> {
+    cluster_command(access, url, "INFO").await
+}
+
+async fn cluster_command(access: &RedisAccess, url: &str, sub: &str) -> Option<String> {
     let client = access.client(url).ok()?;
-    let mut c = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("CLUSTER")
-        .arg("INFO")
+    let mut c = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        redis::cmd("CLUSTER").arg(sub).query_async(&mut c),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+async fn replication_info(url: &str) -> Option<String> {
+    let client = redis::Client::open(url).ok()?;
+    let mut c = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    redis::cmd("INFO")
+        .arg("replication")
         .query_async(&mut c)
         .await
         .ok()
+}
+
+/// One line of `CLUSTER NODES`: `<id> <ip:port@bus> <flags> <master> ...`.
+fn parse_node(line: &str) -> Option<NodeInfo> {
+    let mut fields = line.split_whitespace();
+    let id = fields.next()?.to_string();
+    let addr = fields.next()?.split('@').next()?.to_string();
+    let flags: Vec<&str> = fields.next()?.split(',').collect();
+    let master_id = fields.next()?;
+    let link = line.split_whitespace().nth(7).unwrap_or("connected");
+    Some(NodeInfo {
+        id,
+        addr,
+        master: flags.contains(&"master"),
+        master_id: (master_id != "-").then(|| master_id.to_string()),
+        failed: flags.iter().any(|f| f.starts_with("fail")) || link != "connected",
+    })
 }
 
 /// `n` distinct loopback ports below 55535, none 6379, each with its bus port (+10000) free too

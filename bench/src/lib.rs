@@ -87,6 +87,9 @@ pub struct RunOptions {
     /// `burst`: deliver every event to a webhook endpoint that answers 200, or to one that is
     /// down.
     pub webhook: Option<burst::WebhookTarget>,
+    /// Run Redis on a loopback TCP port with one local replica (`burst`, `burst-end`): what
+    /// `redis.wait_replicas` waits for (`RECUR_REDIS__WAIT_REPLICAS=1` in the environment).
+    pub replica: bool,
 }
 
 /// Runs the scenario `name` and returns its line of figures.
@@ -97,6 +100,7 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
     let n = |default: usize| opts.orders.unwrap_or(default);
     let bursts = |orders: usize| BurstOptions {
         cluster: opts.cluster,
+        replica: opts.replica,
         daemons: opts.daemons.max(1),
         webhook: opts.webhook,
         ..BurstOptions::new(orders, &opts.binary)
@@ -115,6 +119,16 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
         return Err(BenchError::Setup(format!(
             "--cluster runs burst and burst-end only, not `{name}`"
         )));
+    }
+    if opts.replica && !matches!(name, "burst" | "burst-end") {
+        return Err(BenchError::Setup(format!(
+            "--replica runs burst and burst-end only, not `{name}`"
+        )));
+    }
+    if opts.replica && opts.cluster {
+        return Err(BenchError::Setup(
+            "--replica is one server with a replica; --cluster has none".into(),
+        ));
     }
     match name {
         "burst" => Ok(burst(&bursts(n(100_000))).await?.line()),
@@ -180,6 +194,11 @@ pub enum BenchRedis {
     Unix(EmbeddedRedis),
     Tcp(TcpRedis),
     Cluster(cluster::LocalCluster),
+    /// A TCP master and its replica (`--replica`).
+    Replicated {
+        master: TcpRedis,
+        replica: TcpRedis,
+    },
 }
 
 impl BenchRedis {
@@ -209,6 +228,29 @@ impl BenchRedis {
         Ok(BenchRedis::Unix(server))
     }
 
+    /// A TCP master with its data under `dir/master` and one replica of it under
+    /// `dir/replica`, once the replica is synchronized.
+    ///
+    /// # Errors
+    /// [`BenchError`] when either cannot be started.
+    pub async fn start_replicated(dir: &Path, aof: bool) -> Result<BenchRedis, BenchError> {
+        let master = TcpRedis::start_with(&dir.join("master"), aof).await?;
+        let replica = TcpRedis::start_replica(&dir.join("replica"), &master, aof).await?;
+        Ok(BenchRedis::Replicated { master, replica })
+    }
+
+    /// With a replica: until it has everything the master has (after seeding, so that the
+    /// measurement does not share the replica with its catching up).
+    ///
+    /// # Errors
+    /// [`BenchError`] when it does not catch up within 10 minutes.
+    pub async fn wait_replica_caught_up(&self) -> Result<(), BenchError> {
+        match self {
+            BenchRedis::Replicated { master, .. } => master.wait_replicas_caught_up().await,
+            _ => Ok(()),
+        }
+    }
+
     /// Starts a private 3-master Redis Cluster with its nodes' data under `dir`.
     ///
     /// # Errors
@@ -223,7 +265,7 @@ impl BenchRedis {
     pub fn url(&self) -> String {
         match self {
             BenchRedis::Unix(s) => s.url(),
-            BenchRedis::Tcp(s) => s.url(),
+            BenchRedis::Tcp(s) | BenchRedis::Replicated { master: s, .. } => s.url(),
             BenchRedis::Cluster(c) => c.seeds(),
         }
     }
@@ -255,6 +297,7 @@ impl BenchRedis {
             BenchRedis::Unix(s) => vec![s.pid()],
             BenchRedis::Tcp(s) => vec![s.pid],
             BenchRedis::Cluster(c) => c.pids(),
+            BenchRedis::Replicated { master, replica } => vec![master.pid, replica.pid],
         }
     }
 
@@ -264,6 +307,7 @@ impl BenchRedis {
             BenchRedis::Unix(_) => "unix",
             BenchRedis::Tcp(_) => "tcp",
             BenchRedis::Cluster(_) => "cluster3",
+            BenchRedis::Replicated { .. } => "tcp+replica",
         }
     }
 
@@ -275,6 +319,10 @@ impl BenchRedis {
             }
             BenchRedis::Tcp(s) => s.stop().await,
             BenchRedis::Cluster(c) => c.stop().await,
+            BenchRedis::Replicated { master, replica } => {
+                replica.stop().await;
+                master.stop().await;
+            }
         }
     }
 }
@@ -300,14 +348,148 @@ impl TcpRedis {
     /// # Errors
     /// [`BenchError`] when it cannot be started.
     pub async fn start_with(dir: &Path, aof: bool) -> Result<TcpRedis, BenchError> {
+        TcpRedis::spawn(dir, aof, None, None).await
+    }
+
+    /// A replica of `master` (`--replicaof`), with its data and log under `dir`, once it has
+    /// synchronized (the master lists it `online`).
+    ///
+    /// # Errors
+    /// [`BenchError`] when it cannot be started or does not synchronize within 30 s.
+    pub async fn start_replica(
+        dir: &Path,
+        master: &TcpRedis,
+        aof: bool,
+    ) -> Result<TcpRedis, BenchError> {
+        let replica = TcpRedis::spawn(dir, aof, None, Some(master.port)).await?;
+        master.wait_replicas_online(1).await?;
+        Ok(replica)
+    }
+
+    /// Starts a replica of `master` again on `port` (a replica killed before), with its data
+    /// under `dir`, and waits until it is synchronized.
+    ///
+    /// # Errors
+    /// As [`TcpRedis::start_replica`].
+    pub async fn restart_replica(
+        dir: &Path,
+        port: u16,
+        master: &TcpRedis,
+        aof: bool,
+    ) -> Result<TcpRedis, BenchError> {
+        let replica = TcpRedis::spawn(dir, aof, Some(port), Some(master.port)).await?;
+        master.wait_replicas_online(1).await?;
+        Ok(replica)
+    }
+
+    /// Until every replica has acknowledged the master's whole replication stream (10 minutes
+    /// at most).
+    ///
+    /// # Errors
+    /// [`BenchError`] when they do not.
+    pub async fn wait_replicas_caught_up(&self) -> Result<(), BenchError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            let caught_up = async {
+                let client = redis::Client::open(self.url().as_str()).ok()?;
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut c)
+                    .await
+                    .ok()?;
+                let master: u64 = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("master_repl_offset:"))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                let replicas: Vec<u64> = info
+                    .lines()
+                    .filter(|l| l.starts_with("slave"))
+                    .filter_map(|l| {
+                        l.split(',')
+                            .find_map(|kv| kv.strip_prefix("offset="))?
+                            .parse()
+                            .ok()
+                    })
+                    .collect();
+                Some(!replicas.is_empty() && replicas.iter().all(|&r| r >= master))
+            }
+            .await
+            .unwrap_or(false);
+            if caught_up {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(BenchError::Setup(format!(
+                    "the replicas of {} did not catch up within 10 minutes",
+                    self.addr()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Until `INFO replication` lists at least `n` replicas `online` (30 s at most).
+    ///
+    /// # Errors
+    /// [`BenchError`] when they do not come.
+    pub async fn wait_replicas_online(&self, n: usize) -> Result<(), BenchError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let online = async {
+                let client = redis::Client::open(self.url().as_str()).ok()?;
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut c)
+                    .await
+                    .ok()?;
+                Some(
+                    info.lines()
+                        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                        .count(),
+                )
+            }
+            .await
+            .unwrap_or(0);
+            if online >= n {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(BenchError::Setup(format!(
+                    "{} has {online} replicas online, not {n}, after 30 s",
+                    self.addr()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn spawn(
+        dir: &Path,
+        aof: bool,
+        port: Option<u16>,
+        replica_of: Option<u16>,
+    ) -> Result<TcpRedis, BenchError> {
         std::fs::create_dir_all(dir).map_err(setup("redis dir"))?;
-        let port = free_port()?;
-        let child = tokio::process::Command::new("redis-server")
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let mut command = tokio::process::Command::new("redis-server");
+        if let Some(master) = replica_of {
+            command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        }
+        let child = command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(dir)
             .args(["--appendonly", if aof { "yes" } else { "no" }])
             .args(["--save", "", "--daemonize", "no"])
+            // A replica synchronizes at once (the default waits 5 s for more replicas).
+            .args(["--repl-diskless-sync-delay", "0"])
             // The embedded server's settings, for recur and its peer alike.
             .args(
                 recur::store::embedded::EMBEDDED_SETTINGS
@@ -343,6 +525,22 @@ impl TcpRedis {
     /// `host:port`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -645,6 +843,7 @@ where
                 max_in_flight: 4,
                 reply_ttl_secs: 60,
                 publish_events: false,
+                wait: None,
             };
             let store = Store::open(
                 conn.clone(),

@@ -32,6 +32,10 @@ struct Args {
     /// (the daemon with --redis-cluster) instead of one redis-server.
     #[arg(long)]
     cluster: bool,
+    /// burst and burst-end: run Redis on a loopback TCP port with one local replica
+    /// (--replicaof); with RECUR_REDIS__WAIT_REPLICAS=1 every commit waits for it.
+    #[arg(long)]
+    replica: bool,
     /// burst and burst-end: how many daemons share the partitions.
     #[arg(long, value_name = "N", default_value_t = 1)]
     daemons: usize,
@@ -76,6 +80,7 @@ fn run(args: &Args) -> anyhow::Result<String> {
         binary,
         peer_concurrency: args.peer_concurrency,
         cluster: args.cluster,
+        replica: args.replica,
         daemons: args.daemons,
         webhook: args.webhook,
     };

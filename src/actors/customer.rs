@@ -108,8 +108,18 @@ impl Handler<ApplyDelta> for CustomerStatsActor {
                 if applied == Applied::Changed {
                     config.metrics.stats_delta_applied();
                 }
-                // An outbox entry is in the order's partition (another slot): removed after.
+                // An outbox entry is in the order's partition (another slot): removed after,
+                // once the apply is confirmed (redis.wait_replicas; on a cluster the two
+                // partitions may be on two masters, and a failover of the customer's must not
+                // lose an apply whose outbox entry is gone).
                 if let DeltaSource::Outbox(entry) = &msg.from {
+                    match store.confirm(partition, &token).await {
+                        Err(StoreError::Fenced { partition }) => {
+                            config.ownership.fenced(partition);
+                            return Err(ActorError::NotOwner { partition });
+                        }
+                        other => other?,
+                    }
                     let order_partition = store.keys().partition(&msg.delta.o);
                     store.remove_outbox_entry(order_partition, entry).await?;
                 }

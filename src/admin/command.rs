@@ -13,6 +13,7 @@ use super::reply::{AdminError, Outcome};
 use super::{carts, AdminState};
 use crate::actors::customer::{GetStats, Recompute};
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
+use crate::actors::ActorError;
 use crate::domain::basket::{Target, UpdateOrder};
 use crate::domain::command::{check_id, parse_args, Command, CreateOrderArgs, NewOrder};
 use crate::domain::order::OrderStatus;
@@ -492,6 +493,13 @@ impl AdminCommand {
         }
     }
 
+    /// Whether its reply reports what Redis holds (SPEC 11.1: confirmed by the replicas before
+    /// it is sent). ping and getMetrics report this daemon only: answered even while no
+    /// replica confirms, so an operator can still look.
+    pub fn reports_data(&self) -> bool {
+        !matches!(self, AdminCommand::Ping | AdminCommand::GetMetrics { .. })
+    }
+
     /// Whether the command waits while an advance runs: all but advanceClock itself (whose
     /// completion the clock follower, which holds commands back, works towards) and the reads
     /// that fire nothing (ping, getClock, getMetrics, listOrders, getCustomerStats), which are
@@ -582,7 +590,7 @@ impl AdminCommand {
                     .scheduler
                     .advance(to, &request.id, &request.body_hash)
                     .await?;
-                Ok(Outcome::Kept(reply))
+                Ok(Outcome::Found(reply))
             }
             AdminCommand::CreateOrder(new) => {
                 check_customer_clock(state, &new).await?;
@@ -593,6 +601,13 @@ impl AdminCommand {
                 let created = order(id, OrderOp::Create(new), request).await;
                 let refused = match &created {
                     Ok(Outcome::Kept(reply)) => !reply.ok,
+                    // Committed but not confirmed by the replicas (redis.wait_replicas): the
+                    // order may well stand, and its retry is answered from the kept reply; the
+                    // claim stays (one whose order is gone is taken over anyway).
+                    Err(AdminError::Actor {
+                        source: ActorError::Store(StoreError::Unconfirmed { .. }),
+                        ..
+                    }) => false,
                     _ => true,
                 };
                 if let (true, Some(new)) = (refused, named) {

@@ -81,7 +81,11 @@ impl AdminError {
                 ..
             }
             | AdminError::Store {
-                source: StoreError::Fenced { .. },
+                source: StoreError::Fenced { .. } | StoreError::Unconfirmed { .. },
+                ..
+            }
+            | AdminError::Actor {
+                source: ActorError::Store(StoreError::Unconfirmed { .. }),
                 ..
             }
             | AdminError::Scheduler(
@@ -127,19 +131,25 @@ impl AdminError {
 
 /// What a command that was done answers.
 pub enum Outcome {
-    /// A reply an order's commit already kept in Redis (with the change it reports).
+    /// A reply an order's commit already kept in Redis (with the change it reports), confirmed
+    /// by that commit's WAIT (`redis.wait_replicas`).
     Kept(Reply),
+    /// A reply kept in Redis by other means and read back (advanceClock's, kept by whichever
+    /// daemon completed the advance): confirmed before it is sent.
+    Found(Reply),
     /// A result to reply with (and keep, as the server decides).
     Answer(Value),
     /// Handed to the daemon that owns the order (an updateOrder by cart name): it replies.
     Forwarded,
 }
 
-/// A reply, and whether an order commit already kept it; no reply when the request was
-/// forwarded to the daemon that answers it.
+/// A reply, whether it is kept in Redis already, and whether an order commit's WAIT confirmed
+/// it (`redis.wait_replicas`); no reply when the request was forwarded to the daemon that
+/// answers it.
 pub struct Routed {
     pub reply: Option<Reply>,
     pub kept: bool,
+    pub confirmed: bool,
 }
 
 /// The one place where outcomes and errors become replies.
@@ -149,20 +159,29 @@ pub fn reply_of(request_id: &str, result: Result<Outcome, AdminError>) -> Routed
         Ok(Outcome::Kept(reply)) => Routed {
             reply: Some(reply),
             kept: true,
+            confirmed: true,
+        },
+        Ok(Outcome::Found(reply)) => Routed {
+            reply: Some(reply),
+            kept: true,
+            confirmed: false,
         },
         Ok(Outcome::Answer(v)) => Routed {
             reply: Some(Reply::ok(id, v)),
             kept: false,
+            confirmed: false,
         },
         Ok(Outcome::Forwarded) => Routed {
             reply: None,
             kept: false,
+            confirmed: false,
         },
         Err(e) => Routed {
             reply: Some(
                 Reply::error(id, e.code(), e.message()).with_stage(e.stage().map(Stage::as_str)),
             ),
             kept: false,
+            confirmed: false,
         },
     }
 }

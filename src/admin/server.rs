@@ -185,6 +185,7 @@ async fn handle_owned(
 ) -> Option<Reply> {
     let hash = req.body_hash();
     let ttl = state.config.reply_retention.as_secs().max(1);
+    let reports_data = parsed.as_ref().map_or(true, AdminCommand::reports_data);
     // The id's first body, wherever it routed (another body is a CONFLICT), and its kept
     // reply, in one round trip.
     let kept = match state
@@ -203,6 +204,13 @@ async fn handle_owned(
         }
     };
     if let Some(json) = kept {
+        // Another connection (a daemon that died before its WAIT came back) may have kept it:
+        // confirmed before it is sent (redis.wait_replicas).
+        if reports_data {
+            if let Err(reply) = confirm(state, partition, &req.id).await {
+                return Some(reply);
+            }
+        }
         return Some(match serde_json::from_str::<StoredReply>(&json) {
             Ok(s) if s.body_hash == hash => s.reply,
             Ok(_) => conflict(&req.id),
@@ -260,8 +268,38 @@ async fn handle_owned(
             reply = Reply::error(Some(req.id.clone()), code, e);
         }
     }
+    // What an order commit did not confirm (a reply kept here, or by another daemon) is
+    // confirmed before it is sent: the reply kept, and everything it read.
+    if !routed.confirmed && reply.is_kept() && reports_data {
+        if let Err(refused) = confirm(state, partition, &req.id).await {
+            reply = refused;
+        }
+    }
     state.inflight.finish(&req.id, Some(&reply));
     Some(reply)
+}
+
+/// Confirms (redis.wait_replicas) everything the routing partition's master held before a
+/// reply is sent; the UNAVAILABLE or INTERNAL reply when it cannot be (the reply stays kept:
+/// the retry gets it once it is confirmed).
+async fn confirm(state: &AdminState, partition: u16, request_id: &str) -> Result<(), Reply> {
+    if !state.store.waits() {
+        return Ok(());
+    }
+    let refused = |code, message: String| Reply::error(Some(request_id.to_string()), code, message);
+    let Some(token) = state.ownership.token(partition) else {
+        return Err(refused(
+            ErrorCode::Unavailable,
+            format!("partition {partition} moved to another daemon; retry"),
+        ));
+    };
+    match state.store.confirm(partition, &token).await {
+        Ok(()) => Ok(()),
+        Err(e @ (StoreError::Unconfirmed { .. } | StoreError::Fenced { .. })) => {
+            Err(refused(ErrorCode::Unavailable, e.to_string()))
+        }
+        Err(e) => Err(refused(ErrorCode::Internal, e.to_string())),
+    }
 }
 
 /// Parses the request once and runs it: every command but advanceClock waits while an advance

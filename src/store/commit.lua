@@ -5,9 +5,10 @@
 -- (statistics, order index) follows through the outbox. fire.lua repeats the 'save' of an
 -- existing order for timer firings: a change to these writes is made in both.
 --
--- Returns {'OK', '', outbox entry ids...} or {'FENCED' | 'REPLIED' | 'VERSION' | 'DELETED',
--- detail}. FENCED: the writer's lease token is not the partition's lease (it lost the lease),
--- and nothing was written.
+-- Returns {'OK', change entry id ('' = none), outbox entry ids...} or {'FENCED' | 'REPLIED' |
+-- 'VERSION' | 'DELETED', detail}. FENCED: the writer's lease token is not the partition's lease
+-- (it lost the lease), and nothing was written. REPLIED writes only the lease back as it was
+-- (see below).
 --
 -- KEYS: 1 order hash, 2 timers zset, 3 the partition's event stream, 4 reply key,
 --       5 deleted set, 6 the partition's orders zset, 7 outbox stream, 8 the partition's lease
@@ -21,7 +22,12 @@
 if redis.call('GET', KEYS[8]) ~= ARGV[13] then return {'FENCED', ''} end
 if ARGV[8] ~= '' then
   local kept = redis.call('GET', KEYS[4])
-  if kept then return {'REPLIED', kept} end
+  if kept then
+    -- The lease written back unchanged: a write after the read, so that a WAIT after this
+    -- script confirms the kept reply too (it may have been written over another connection).
+    redis.call('SET', KEYS[8], ARGV[13], 'KEEPTTL')
+    return {'REPLIED', kept}
+  end
 end
 if ARGV[2] ~= 'none' then
   local cur = redis.call('HGET', KEYS[1], 'v')
@@ -48,13 +54,14 @@ if ARGV[2] ~= 'none' then
     redis.call('SADD', KEYS[5], ARGV[6])
   end
 end
+local entry = ''
 if ARGV[11] ~= '' then
   local change = ARGV[11] .. ARGV[4] .. '}'
-  redis.call('XADD', KEYS[3], '*', 'change', change)
+  entry = redis.call('XADD', KEYS[3], '*', 'change', change)
   if ARGV[10] == '1' then redis.call('PUBLISH', ARGV[14], change) end
 end
 local m = tonumber(ARGV[12])
-local result = {'OK', ''}
+local result = {'OK', entry}
 for i = 1, m do
   result[2 + i] = redis.call('XADD', KEYS[7], '*', 'delta', ARGV[14 + i])
 end

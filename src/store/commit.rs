@@ -1,5 +1,9 @@
 //! The commit batcher: many orders' commits go to Redis in one pipeline of EVALSHA calls, each
-//! one atomic for its order (`commit.lua`). A commit is acknowledged only after Redis answered.
+//! one atomic for its order (`commit.lua`). A commit is acknowledged only after Redis answered
+//! and, with `redis.wait_replicas` n > 0 (SPEC 11.1), after the one `WAIT n timeout` that ends
+//! the pipeline confirmed it (on a cluster, one WAIT per hash slot of the pipeline, each sent
+//! with that slot's commits). The same pipelines carry confirmations of reads and single
+//! writes that must be confirmed before their callers go on (see [`super::replication`]).
 
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
@@ -7,7 +11,9 @@ use std::time::Instant as WallInstant;
 use redis::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::conn::WaitFor;
 use super::keys::Keys;
+use super::replication::{Publisher, Replication};
 use super::RedisConn;
 use super::StoreError;
 use crate::metrics::{Metrics, TransitionKind};
@@ -17,12 +23,18 @@ pub const COMMIT_SCRIPT: &str = include_str!("commit.lua");
 /// The Lua source of the lean commit of an existing order with a change and no reply (a timer
 /// firing): the same writes as [`COMMIT_SCRIPT`]'s, with fewer keys and arguments.
 pub const FIRE_SCRIPT: &str = include_str!("fire.lua");
+/// The Lua source of a confirmation's write: the partition's lease written back unchanged
+/// (`SET <lease> <token> KEEPTTL`) if the writer still holds it; 1, or 0 when it does not.
+/// KEYS: 1 the lease. ARGV: 1 the writer's token.
+pub const TOUCH_SCRIPT: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL') return 1";
 
-/// The SHAs of the two commit scripts, as loaded into Redis.
+/// The SHAs of the commit scripts, as loaded into Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scripts {
     pub commit: String,
     pub fire: String,
+    pub touch: String,
 }
 
 /// What a commit does to the order's key.
@@ -82,15 +94,26 @@ pub enum CommitOutcome {
     Fenced,
 }
 
-struct Pending {
-    commit: Commit,
-    done: oneshot::Sender<Result<CommitOutcome, StoreError>>,
+/// One piece of work for the batcher.
+enum Job {
+    /// An order's commit.
+    Commit(Commit, oneshot::Sender<Result<CommitOutcome, StoreError>>),
+    /// A confirmation of everything the partition's master held before it: the lease written
+    /// back unchanged under the lease check ([`TOUCH_SCRIPT`]), then the pipeline's WAIT.
+    Confirm {
+        partition: u16,
+        lease: String,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A write of one key that must be confirmed before its caller goes on (a stats delta
+    /// relayed to another partition's inbox).
+    Write(redis::Cmd, oneshot::Sender<Result<Value, StoreError>>),
 }
 
 /// Handle to the batcher task.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Job>,
 }
 
 /// Settings of the batcher.
@@ -100,6 +123,20 @@ pub struct CommitterConfig {
     pub max_in_flight: usize,
     pub reply_ttl_secs: u64,
     pub publish_events: bool,
+    /// `redis.wait_replicas` / `redis.wait_timeout`: every pipeline ends with this WAIT, and
+    /// nothing in it is acknowledged unless it confirms (`None`: no WAIT).
+    pub wait: Option<WaitFor>,
+}
+
+/// What a batcher shares with the rest of the store.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    /// The WAIT outcomes (readiness, metrics).
+    pub replication: Arc<Replication>,
+    /// Publishes confirmed changes on the events channel when a WAIT comes between the commit
+    /// and the publication (the scripts publish when nothing waits).
+    pub publisher: Option<Publisher>,
 }
 
 impl Committer {
@@ -110,39 +147,74 @@ impl Committer {
         keys: Keys,
         sha: Scripts,
         config: CommitterConfig,
-        metrics: Arc<Metrics>,
+        shared: Shared,
     ) -> Committer {
         let (tx, rx) = mpsc::channel(config.max_batch * 4);
-        tokio::task::spawn_local(run_batcher(rx, conn, keys, sha, config, metrics));
+        tokio::task::spawn_local(run_batcher(rx, conn, keys, sha, config, shared));
         Committer { tx }
     }
 
-    /// Commits and waits until Redis has it.
+    /// Commits and waits until Redis has it (and, with `redis.wait_replicas`, its replicas).
     ///
     /// # Errors
-    /// [`StoreError`] when Redis fails or the batcher is gone.
+    /// [`StoreError`] when Redis fails or the batcher is gone; [`StoreError::Unconfirmed`]
+    /// when the commit was written (or its kept reply found) but not confirmed by enough
+    /// replicas: nothing may be acknowledged, the client retries.
     pub async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Pending { commit, done })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.send(Job::Commit(commit, done)).await?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Confirms everything partition `partition`'s master held before this call (a read's
+    /// source, a lease just acquired, a reply kept by another connection): the lease written
+    /// back unchanged, then the WAIT of the pipeline it goes in.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when `lease` is not the partition's lease any more;
+    /// [`StoreError::Unconfirmed`] when the WAIT fell short; [`StoreError`] when Redis fails.
+    pub async fn confirm(&self, partition: u16, lease: String) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Job::Confirm {
+            partition,
+            lease,
+            done,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Sends one write command in the next pipeline and returns its reply once it is
+    /// confirmed (at once when nothing waits).
+    ///
+    /// # Errors
+    /// As [`Committer::confirm`], or the command's own error.
+    pub async fn write(&self, cmd: redis::Cmd) -> Result<Value, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Job::Write(cmd, done)).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.tx.send(job).await.map_err(|_| StoreError::Closed)
     }
 }
 
 async fn run_batcher(
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Job>,
     conn: RedisConn,
     keys: Keys,
     sha: Scripts,
     config: CommitterConfig,
-    metrics: Arc<Metrics>,
+    shared: Shared,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
     let config = Arc::new(config);
     let keys = Arc::new(keys);
     let sha = Arc::new(sha);
+    // Pipelines publish their confirmed changes in the order they were sent: each waits for
+    // the turn the one before it hands on.
+    let mut turn: Option<oneshot::Receiver<()>> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < config.max_batch {
@@ -154,15 +226,20 @@ async fn run_batcher(
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             break; // never: the semaphore is not closed
         };
-        let (conn, keys, sha, config, metrics) = (
+        let (next_tx, next_rx) = oneshot::channel();
+        let order = Turn {
+            mine: turn.replace(next_rx),
+            next: next_tx,
+        };
+        let (conn, keys, sha, config, shared) = (
             conn.clone(),
             Arc::clone(&keys),
             Arc::clone(&sha),
             Arc::clone(&config),
-            Arc::clone(&metrics),
+            shared.clone(),
         );
         tokio::task::spawn_local(async move {
-            send_batch(batch, conn, &keys, &sha, &config, &metrics).await;
+            send_batch(batch, conn, &keys, &sha, &config, &shared, order).await;
             drop(permit);
         });
     }
@@ -173,18 +250,28 @@ async fn run_batcher(
     }
 }
 
+/// A batch's place in the order of publication: it waits for `mine` (the batch before it
+/// handed over its changes) and hands on `next` once its own are handed over.
+struct Turn {
+    mine: Option<oneshot::Receiver<()>>,
+    next: oneshot::Sender<()>,
+}
+
 async fn send_batch(
-    batch: Vec<Pending>,
+    batch: Vec<Job>,
     mut conn: RedisConn,
     keys: &Keys,
     sha: &Scripts,
     config: &CommitterConfig,
-    metrics: &Metrics,
+    shared: &Shared,
+    turn: Turn,
 ) {
     let started = WallInstant::now();
     let mut results = run_pipeline(&batch, &mut conn, keys, sha, config).await;
     // A restarted Redis forgets scripts: load it again and retry once.
-    if results.as_ref().is_ok_and(|r| r.iter().any(is_noscript))
+    if results
+        .as_ref()
+        .is_ok_and(|(r, _)| r.iter().any(is_noscript))
         || results
             .as_ref()
             .is_err_and(|e| e.code() == Some("NOSCRIPT"))
@@ -196,35 +283,170 @@ async fn send_batch(
         }
     }
     let elapsed = started.elapsed();
-    metrics.commit_batch(batch.len(), elapsed);
-    match results {
-        Ok(values) => {
-            for (p, v) in batch.into_iter().zip(values) {
+    let commits = batch
+        .iter()
+        .filter(|j| matches!(j, Job::Commit(..)))
+        .count();
+    let metrics = &shared.metrics;
+    metrics.commit_batch(commits, elapsed);
+    let (values, replicas) = match results {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, size = batch.len(), "commit batch failed");
+            metrics.redis_error();
+            if config.wait.is_some() {
+                // Nothing could be confirmed: readiness says so until a WAIT is enough.
+                shared.replication.record(-1);
+            }
+            let e = StoreError::from(e);
+            if shared.publisher.is_some() {
+                if let Some(mine) = turn.mine {
+                    let _ = mine.await;
+                }
+            }
+            let _ = turn.next.send(());
+            for job in batch {
+                fail(job, e.clone());
+            }
+            return;
+        }
+    };
+    // Whether each job's WAIT confirmed it (always, when nothing waits).
+    let wanted = config.wait.map_or(0, |w| i64::from(w.replicas));
+    if config.wait.is_some() {
+        // One outcome per pipeline: the fewest replicas over the masters it went to.
+        let fewest = replicas.iter().copied().min().unwrap_or(-1);
+        shared.replication.record(fewest);
+    }
+    let confirmed: Vec<bool> = replicas
+        .iter()
+        .map(|&r| config.wait.is_none() || r >= wanted)
+        .collect();
+    let unconfirmed = |r: i64| StoreError::Unconfirmed {
+        replicas: r.max(0),
+        wanted: config.wait.map_or(0, |w| w.replicas),
+        timeout_ms: config.wait.map_or(0, |w| w.timeout_ms),
+    };
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut publish = Vec::new();
+    for (i, (job, v)) in batch.into_iter().zip(values).enumerate() {
+        let ok = confirmed.get(i).copied().unwrap_or(false);
+        let r = replicas.get(i).copied().unwrap_or(-1);
+        match job {
+            Job::Commit(commit, done) => {
+                let entry = shared.publisher.as_ref().and_then(|_| change_entry(&v));
                 let outcome = parse_outcome(v);
+                let written = matches!(outcome, Ok(CommitOutcome::Committed { .. }));
                 // A version written is a transition: with a reply to keep, an admin
                 // command's; without, a fired timer's.
-                if p.commit.change.is_some()
-                    && matches!(outcome, Ok(CommitOutcome::Committed { .. }))
-                {
-                    let kind = if p.commit.reply.is_some() {
+                if commit.change.is_some() && written {
+                    let kind = if commit.reply.is_some() {
                         TransitionKind::Command
                     } else {
                         TransitionKind::Fire
                     };
-                    metrics.committed(kind, p.commit.event_count);
+                    metrics.committed(kind, commit.event_count);
                 }
-                // A caller that stopped waiting learns the outcome on its next load.
-                p.done.send(outcome).ok();
+                let acknowledged = matches!(
+                    outcome,
+                    Ok(CommitOutcome::Committed { .. } | CommitOutcome::AlreadyReplied(_))
+                );
+                let outcome = if acknowledged && !ok {
+                    Err(unconfirmed(r))
+                } else {
+                    outcome
+                };
+                if let (true, true, Some(entry)) = (written, ok, entry) {
+                    publish.push((keys.partition(&commit.order_id), entry));
+                }
+                outcomes.push(Done::Commit(done, outcome));
+            }
+            Job::Confirm {
+                partition, done, ..
+            } => {
+                let result = match v {
+                    Value::Int(1) if ok => Ok(()),
+                    Value::Int(1) => Err(unconfirmed(r)),
+                    Value::Int(_) => Err(StoreError::Fenced { partition }),
+                    other => Err(StoreError::UnexpectedReply(format!("{other:?}"))),
+                };
+                outcomes.push(Done::Confirm(done, result));
+            }
+            Job::Write(_, done) => {
+                let result = match v {
+                    Value::ServerError(e) => Err(StoreError::from(redis::RedisError::from(e))),
+                    v if ok => Ok(v),
+                    _ => Err(unconfirmed(r)),
+                };
+                outcomes.push(Done::Write(done, result));
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, size = batch.len(), "commit batch failed");
-            metrics.redis_error();
-            let e = StoreError::from(e);
-            for p in batch {
-                p.done.send(Err(e.clone())).ok();
+    }
+    // Confirmed changes are handed to the publisher before any of their commits is
+    // acknowledged (so an order's next change is published after this one), in the order the
+    // pipelines were sent. Without a publisher nothing waits for its turn.
+    if let Some(publisher) = &shared.publisher {
+        if let Some(mine) = turn.mine {
+            let _ = mine.await;
+        }
+        publisher.send(publish);
+    }
+    let _ = turn.next.send(());
+    for done in outcomes {
+        // A caller that stopped waiting learns the outcome on its next load.
+        match done {
+            Done::Commit(tx, r) => {
+                tx.send(r).ok();
+            }
+            Done::Confirm(tx, r) => {
+                tx.send(r).ok();
+            }
+            Done::Write(tx, r) => {
+                tx.send(r).ok();
             }
         }
+    }
+}
+
+/// A job's outcome, to hand back once the batch's changes are handed to the publisher.
+enum Done {
+    Commit(
+        oneshot::Sender<Result<CommitOutcome, StoreError>>,
+        Result<CommitOutcome, StoreError>,
+    ),
+    Confirm(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
+    Write(
+        oneshot::Sender<Result<Value, StoreError>>,
+        Result<Value, StoreError>,
+    ),
+}
+
+fn fail(job: Job, e: StoreError) {
+    match job {
+        Job::Commit(_, done) => {
+            done.send(Err(e)).ok();
+        }
+        Job::Confirm { done, .. } => {
+            done.send(Err(e)).ok();
+        }
+        Job::Write(_, done) => {
+            done.send(Err(e)).ok();
+        }
+    }
+}
+
+/// The id of the change entry a commit script appended (the second item of its `OK`).
+fn change_entry(v: &Value) -> Option<String> {
+    let Value::Array(items) = v else {
+        return None;
+    };
+    match items.get(1)? {
+        Value::BulkString(b) if !b.is_empty() => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
     }
 }
 
@@ -238,6 +460,7 @@ pub fn script_hashes() -> Scripts {
     Scripts {
         commit: redis::Script::new(COMMIT_SCRIPT).get_hash().to_string(),
         fire: redis::Script::new(FIRE_SCRIPT).get_hash().to_string(),
+        touch: redis::Script::new(TOUCH_SCRIPT).get_hash().to_string(),
     }
 }
 
@@ -254,20 +477,58 @@ pub async fn load_script(conn: &mut RedisConn) -> Result<Scripts, redis::RedisEr
     Ok(Scripts {
         commit: load(COMMIT_SCRIPT).query_async(conn).await?,
         fire: load(FIRE_SCRIPT).query_async(conn).await?,
+        touch: load(TOUCH_SCRIPT).query_async(conn).await?,
     })
 }
 
+/// Sends the batch's pipeline (with its WAIT, when one is configured): each job's reply and
+/// how many replicas confirmed it (`i64::MAX` when nothing waits).
 async fn run_pipeline(
-    batch: &[Pending],
+    batch: &[Job],
     conn: &mut RedisConn,
     keys: &Keys,
     sha: &Scripts,
     config: &CommitterConfig,
-) -> Result<Vec<Value>, redis::RedisError> {
+) -> Result<(Vec<Value>, Vec<i64>), redis::RedisError> {
+    let pipe = build_pipeline(batch, keys, sha, config);
+    match config.wait {
+        Some(wait) => conn.query_waited(&pipe, wait).await,
+        None => {
+            let values: Vec<Value> = pipe.query_async(conn).await?;
+            let n = values.len();
+            Ok((values, vec![i64::MAX; n]))
+        }
+    }
+}
+
+fn build_pipeline(
+    batch: &[Job],
+    keys: &Keys,
+    sha: &Scripts,
+    config: &CommitterConfig,
+) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    for p in batch {
-        let c = &p.commit;
+    // With a WAIT, the change is published once confirmed (by the batcher), not by the script.
+    let publish = config.publish_events && config.wait.is_none();
+    for job in batch {
+        let c = match job {
+            Job::Commit(c, _) => c,
+            Job::Confirm {
+                partition, lease, ..
+            } => {
+                pipe.cmd("EVALSHA")
+                    .arg(&sha.touch)
+                    .arg(1)
+                    .arg(keys.lease(*partition))
+                    .arg(lease);
+                continue;
+            }
+            Job::Write(cmd, _) => {
+                pipe.add_command(cmd.clone());
+                continue;
+            }
+        };
         let partition = keys.partition(&c.order_id);
         let clock = c.test_clock.as_deref();
         // An existing order saved with a change and no reply (a timer firing): the lean script.
@@ -296,7 +557,7 @@ async fn run_pipeline(
                     .arg(due_ms.map(|d| d.to_string()).unwrap_or_default())
                     .arg(&c.order_id)
                     .arg(change.as_str())
-                    .arg(if config.publish_events {
+                    .arg(if publish {
                         keys.events_channel()
                     } else {
                         String::new()
@@ -352,7 +613,7 @@ async fn run_pipeline(
             .arg(created)
             .arg(reply)
             .arg(config.reply_ttl_secs)
-            .arg(if config.publish_events { "1" } else { "0" })
+            .arg(if publish { "1" } else { "0" })
             .arg(c.change.as_deref().unwrap_or(""))
             .arg(c.deltas.len())
             .arg(&c.lease)
@@ -361,7 +622,7 @@ async fn run_pipeline(
             cmd.arg(d);
         }
     }
-    pipe.query_async(conn).await
+    pipe
 }
 
 fn parse_outcome(v: Value) -> Result<CommitOutcome, StoreError> {

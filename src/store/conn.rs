@@ -43,6 +43,32 @@ pub const RETRY_LAST_MS: u64 = 800;
 /// How long connecting to a server (or to each node of a cluster) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `WAIT <replicas> <timeout_ms>` sent after a pipeline's commands (`redis.wait_replicas`,
+/// `redis.wait_timeout`): how many replicas must have the writes before they count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitFor {
+    /// How many replicas must confirm (at least 1).
+    pub replicas: u32,
+    /// How long Redis waits for them, in ms (at least 1: `WAIT n 0` would block forever).
+    pub timeout_ms: u64,
+}
+
+impl WaitFor {
+    fn cmd(self) -> Cmd {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.replicas).arg(self.timeout_ms.max(1));
+        wait
+    }
+}
+
+/// How many replicas a WAIT answered (`-1`: it answered an error, e.g. on a replica).
+fn replicas_of(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        _ => -1,
+    }
+}
+
 /// Where Redis is (`redis.url`, read with `redis.cluster`) and how to get in (the ACL user and
 /// password, TLS: [`RedisAccess`]). Printed (`Display`, `Debug`) with passwords masked.
 #[derive(Clone, PartialEq, Eq)]
@@ -749,6 +775,47 @@ macro_rules! with_retry {
     }};
 }
 
+impl RedisConn {
+    /// Sends `pipeline` (not a transaction) followed by `WAIT`: on one server one WAIT after
+    /// every command; on a cluster one after the commands of each hash slot, in the same
+    /// sub-pipeline, so it reaches the master those commands went to over the same connection
+    /// (WAIT counts the replicas that have every write of its connection so far). Returns each
+    /// command's reply and, for each command, how many replicas the WAIT after it answered
+    /// (`-1` for a command sent alone, which no WAIT follows: a keyless or multi-slot command).
+    ///
+    /// A WAIT confirms the writes *of its connection* only; a command that only read (a kept
+    /// reply found, a version refused) is confirmed by it only if a write of the same connection
+    /// follows the read (recur's scripts write their lease back, `SET ... KEEPTTL`, for that).
+    ///
+    /// # Errors
+    /// The Redis error when the pipeline fails as a whole.
+    pub async fn query_waited(
+        &mut self,
+        pipeline: &Pipeline,
+        wait: WaitFor,
+    ) -> RedisResult<(Vec<Value>, Vec<i64>)> {
+        match &mut self.inner {
+            Inner::Single(c) => {
+                let mut waited = pipeline.clone();
+                waited.add_command(wait.cmd());
+                let n = waited.len();
+                let mut values = with_retry!(c.req_packed_commands(&waited, 0, n))?;
+                let replicas = values.pop().as_ref().map_or(-1, replicas_of);
+                Ok((values, vec![replicas; pipeline.len()]))
+            }
+            Inner::Sentinel(s) => {
+                let mut waited = pipeline.clone();
+                waited.add_command(wait.cmd());
+                let n = waited.len();
+                let mut values = through_sentinel!(s, |c| c.req_packed_commands(&waited, 0, n))?;
+                let replicas = values.pop().as_ref().map_or(-1, replicas_of);
+                Ok((values, vec![replicas; pipeline.len()]))
+            }
+            Inner::Cluster(c) => per_slot(c, pipeline, Some(wait)).await,
+        }
+    }
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
@@ -775,7 +842,7 @@ impl ConnectionLike for RedisConn {
                 Inner::Cluster(c) if pipeline.is_transaction() => {
                     with_retry!(c.req_packed_commands(pipeline, offset, count))
                 }
-                Inner::Cluster(c) => per_slot(c, pipeline).await,
+                Inner::Cluster(c) => per_slot(c, pipeline, None).await.map(|(values, _)| values),
             }
         })
     }
@@ -799,8 +866,15 @@ struct Part {
 }
 
 /// Sends a non-transaction pipeline over a cluster: one sub-pipeline per hash slot, all at once,
-/// each retried on its own after a lost connection; the replies in the pipeline's order.
-async fn per_slot(conn: &ClusterConnection, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+/// each retried on its own after a lost connection; the replies in the pipeline's order. With
+/// `wait`, each slot's sub-pipeline ends with that WAIT (sent with it, so to the same master
+/// over the same connection): the second vector says, per command, how many replicas the
+/// WAIT of its sub-pipeline answered (`-1` for a command sent alone).
+async fn per_slot(
+    conn: &ClusterConnection,
+    pipeline: &Pipeline,
+    wait: Option<WaitFor>,
+) -> RedisResult<(Vec<Value>, Vec<i64>)> {
     let mut parts: Vec<Part> = Vec::new();
     let mut by_slot: HashMap<Route, usize> = HashMap::new();
     for (i, cmd) in pipeline.cmd_iter().enumerate() {
@@ -826,6 +900,11 @@ async fn per_slot(conn: &ClusterConnection, pipeline: &Pipeline) -> RedisResult<
         parts[part].at.push(i);
         parts[part].pipeline.add_command(cmd.clone());
     }
+    if let Some(wait) = wait {
+        for part in parts.iter_mut().filter(|p| !p.single) {
+            part.pipeline.add_command(wait.cmd());
+        }
+    }
     let sent = parts.iter().map(|part| {
         let mut conn = conn.clone();
         async move {
@@ -840,8 +919,17 @@ async fn per_slot(conn: &ClusterConnection, pipeline: &Pipeline) -> RedisResult<
     });
     let replies = futures_util::future::join_all(sent).await;
     let mut out = vec![Value::Nil; pipeline.len()];
+    let mut confirmed = vec![-1; pipeline.len()];
     for (part, values) in parts.iter().zip(replies) {
-        let values = values?;
+        let mut values = values?;
+        let replicas = if wait.is_some() && !part.single {
+            values.pop().as_ref().map_or(-1, replicas_of)
+        } else {
+            -1
+        };
+        for &i in &part.at {
+            confirmed[i] = replicas;
+        }
         if values.len() != part.at.len() {
             return Err(RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
@@ -852,7 +940,7 @@ async fn per_slot(conn: &ClusterConnection, pipeline: &Pipeline) -> RedisResult<
             out[i] = v;
         }
     }
-    Ok(out)
+    Ok((out, confirmed))
 }
 
 /// The key a command's hash slot comes from (only to group a pipeline by slot; the cluster

@@ -2,7 +2,7 @@
 -- change and no kept reply — a timer firing, the bulk of all commits. The same writes as
 -- commit.lua's 'save' of an existing order, with three keys and six arguments fewer.
 --
--- Returns {'OK', '', outbox entry ids...} or {'FENCED' | 'VERSION', detail}, as commit.lua.
+-- Returns {'OK', change entry id, outbox entry ids...} or {'FENCED' | 'VERSION', detail}, as commit.lua.
 --
 -- KEYS: 1 order hash, 2 timers zset, 3 the partition's event stream, 4 outbox stream,
 --       5 the partition's lease
@@ -19,9 +19,9 @@ else
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 end
 local change = ARGV[7] .. ARGV[4] .. '}'
-redis.call('XADD', KEYS[3], '*', 'change', change)
+local entry = redis.call('XADD', KEYS[3], '*', 'change', change)
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], change) end
-local result = {'OK', ''}
+local result = {'OK', entry}
 for i = 9, #ARGV do
   result[i - 6] = redis.call('XADD', KEYS[4], '*', 'delta', ARGV[i])
 end

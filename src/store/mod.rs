@@ -13,6 +13,7 @@ pub mod keys;
 pub mod lease;
 pub mod meta;
 pub mod outage;
+pub mod replication;
 pub mod stats;
 pub mod test_clock;
 pub mod webhooks;
@@ -22,7 +23,9 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-pub use conn::{ConnectError, RedisAccess, RedisAddress, RedisConn, RedisNodes, TlsOptions};
+pub use conn::{
+    ConnectError, RedisAccess, RedisAddress, RedisConn, RedisNodes, TlsOptions, WaitFor,
+};
 
 use crate::domain::time::{from_millis, to_millis, Instant};
 use crate::domain::Order;
@@ -32,6 +35,7 @@ pub use keys::{Keys, DEFAULT_PARTITIONS, MAX_PARTITIONS};
 pub use lease::LeaseToken;
 pub use meta::{settle_partitions, upgrade_layout, PartitionsError};
 pub use outage::Outage;
+pub use replication::Replication;
 
 /// Why a storage operation failed. Transient: the caller replies INTERNAL and the client
 /// retries with the same request id.
@@ -51,6 +55,18 @@ pub enum StoreError {
     /// The writer does not hold the partition's lease; nothing was written.
     #[error("partition {partition}'s lease is held by another daemon; nothing was written")]
     Fenced { partition: u16 },
+    /// A write (or what a reply read) was not confirmed by `redis.wait_replicas` replicas
+    /// within `redis.wait_timeout` (SPEC 11.1): it may be in Redis, but nothing may be
+    /// acknowledged; the client retries with the same request id.
+    #[error(
+        "replication: {replicas} of {wanted} replicas confirmed the write within {timeout_ms} ms \
+         (redis.wait_replicas); retry with the same request id"
+    )]
+    Unconfirmed {
+        replicas: i64,
+        wanted: u32,
+        timeout_ms: u64,
+    },
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -129,12 +145,28 @@ pub struct Store {
     /// never queues the live scheduler's reads and commits behind its pipelines. `None`: the
     /// bulk ones.
     test_clocks: Option<(RedisConn, Committer)>,
+    /// What every batcher shares (metrics, WAIT outcomes, the confirmed-change publisher).
+    commit_shared: commit::Shared,
     /// Until when (Unix ms) replies kept by revision 1 are read too.
     legacy_replies_until: Option<i64>,
     /// Webhook delivery's own connection (reads of the streams, progress writes), so that it
     /// never queues admin traffic behind it; `None`: the admin connection.
     hooks: Option<RedisConn>,
     metrics: Arc<Metrics>,
+    /// `redis.wait_replicas` and what the last WAIT said.
+    replication: Arc<Replication>,
+}
+
+/// The connections a [`Store`] is opened with.
+pub struct StoreConns {
+    /// Admin commands, reads, leases, stats.
+    pub admin: RedisConn,
+    /// The scheduler's rounds (timer reads, bulk loads; may be a clone of `admin`).
+    pub bulk: RedisConn,
+    /// The two commit batchers' own connections (admin, bulk), when their pipelines end with
+    /// a WAIT: a WAIT blocks its connection until the replicas answer, which must not hold up
+    /// the reads, renewals and replies of the others. `None`: `admin` and `bulk`.
+    pub commits: Option<(RedisConn, RedisConn)>,
 }
 
 /// How long the store waits for one reply: big pipelines (a burst's commits, bulk loads) take
@@ -169,31 +201,68 @@ impl Store {
     /// # Errors
     /// The Redis error when the script cannot be loaded.
     pub async fn open(
-        mut conn: RedisConn,
+        conn: RedisConn,
         bulk: RedisConn,
         keys: Keys,
         config: CommitterConfig,
         bulk_max_batch: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
+        let conns = StoreConns {
+            admin: conn,
+            bulk,
+            commits: None,
+        };
+        Store::open_with(conns, keys, config, bulk_max_batch, metrics).await
+    }
+
+    /// [`Store::open`] with the commit batchers on connections of their own (see
+    /// [`StoreConns`]).
+    ///
+    /// # Errors
+    /// The Redis error when the scripts cannot be loaded.
+    pub async fn open_with(
+        conns: StoreConns,
+        keys: Keys,
+        config: CommitterConfig,
+        bulk_max_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        let StoreConns {
+            admin: mut conn,
+            bulk,
+            commits,
+        } = conns;
         let sha = commit::load_script(&mut conn).await?;
+        let (commit_conn, bulk_commit_conn) =
+            commits.unwrap_or_else(|| (conn.clone(), bulk.clone()));
+        let replication = Replication::new(config.wait, Arc::clone(&metrics));
+        // With a WAIT, confirmed changes are published by one publisher for both batchers,
+        // over the admin connection (no WAIT ever blocks it).
+        let publisher = (config.wait.is_some() && config.publish_events)
+            .then(|| replication::Publisher::start(conn.clone(), keys.clone()));
+        let shared = commit::Shared {
+            metrics: Arc::clone(&metrics),
+            replication: Arc::clone(&replication),
+            publisher,
+        };
         let committer = Committer::start(
-            conn.clone(),
+            commit_conn,
             keys.clone(),
             sha.clone(),
             config.clone(),
-            Arc::clone(&metrics),
+            shared.clone(),
         );
         let bulk_config = CommitterConfig {
             max_batch: bulk_max_batch.max(1),
             ..config
         };
         let bulk_committer = Committer::start(
-            bulk.clone(),
+            bulk_commit_conn,
             keys.clone(),
             sha,
             bulk_config,
-            Arc::clone(&metrics),
+            shared.clone(),
         );
         Ok(Store {
             conn,
@@ -205,7 +274,53 @@ impl Store {
             legacy_replies_until: None,
             hooks: None,
             metrics,
+            replication,
+            commit_shared: shared,
         })
+    }
+
+    /// `redis.wait_replicas` and what the last WAIT said.
+    pub fn replication(&self) -> &Arc<Replication> {
+        &self.replication
+    }
+
+    /// Whether acknowledgements wait for replicas (`redis.wait_replicas` > 0).
+    pub fn waits(&self) -> bool {
+        self.replication.wait().is_some()
+    }
+
+    /// Confirms everything partition `partition`'s master held before this call (what a reply
+    /// read, a lease just acquired): the lease written back under the lease check and a WAIT,
+    /// batched with the admin commits. Nothing to do (`Ok`) when `redis.wait_replicas` is 0.
+    ///
+    /// # Errors
+    /// [`StoreError::Unconfirmed`] when the WAIT fell short; [`StoreError::Fenced`] when
+    /// `token` no longer holds the partition; [`StoreError`] when Redis fails.
+    pub async fn confirm(&self, partition: u16, token: &str) -> Result<(), StoreError> {
+        if !self.waits() {
+            return Ok(());
+        }
+        self.committer.confirm(partition, token.to_string()).await
+    }
+
+    /// [`Store::confirm`] for many partitions at once (they share the WAIT of one pipeline):
+    /// each one's outcome, in order.
+    pub async fn confirm_many(&self, held: &[(u16, String)]) -> Vec<Result<(), StoreError>> {
+        futures_util::future::join_all(held.iter().map(|(p, token)| self.confirm(*p, token))).await
+    }
+
+    /// Sends one write command through the admin batcher and returns its reply once
+    /// `redis.wait_replicas` replicas have it (at once when that is 0).
+    ///
+    /// # Errors
+    /// [`StoreError::Unconfirmed`] when the WAIT fell short; [`StoreError`] when Redis fails
+    /// or the command is refused.
+    pub async fn write_confirmed(&self, cmd: redis::Cmd) -> Result<redis::Value, StoreError> {
+        if !self.waits() {
+            let mut conn = self.conn.clone();
+            return Ok(cmd.query_async(&mut conn).await?);
+        }
+        self.committer.write(cmd).await
     }
 
     /// The key names.
@@ -368,7 +483,7 @@ impl Store {
             self.keys.clone(),
             commit::script_hashes(),
             config,
-            Arc::clone(&self.metrics),
+            self.commit_shared.clone(),
         );
         self.test_clocks = Some((conn, committer));
         self

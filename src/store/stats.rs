@@ -90,9 +90,10 @@ impl Store {
     }
 
     /// Relays a delta whose customer lives in a partition another daemon owns: appends it to
-    /// that partition's inbox, then removes it from the order partition's outbox and tells the
-    /// customer's owner (`<prefix>:inbox`, payload = the partition). A crash between the two
-    /// relays it again; the stats apply ignores the versions it has seen.
+    /// that partition's inbox (confirmed by `redis.wait_replicas` replicas first), then removes
+    /// it from the order partition's outbox and tells the customer's owner (`<prefix>:inbox`,
+    /// payload = the partition). A crash between the two relays it again; the stats apply
+    /// ignores the versions it has seen.
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails (the outbox entry stays for the next sweep).
@@ -101,9 +102,14 @@ impl Store {
         let keys = self.keys();
         let json = serde_json::to_string(d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let customer_partition = keys.partition(&d.c);
-        let _id: String = conn
-            .xadd(keys.inbox(customer_partition), "*", &[("delta", json)])
-            .await?;
+        // Confirmed (redis.wait_replicas) before the outbox entry goes: on a cluster the inbox
+        // is on another master, whose failover must not lose the delta the outbox let go of.
+        let mut add = redis::cmd("XADD");
+        add.arg(keys.inbox(customer_partition))
+            .arg("*")
+            .arg("delta")
+            .arg(json);
+        self.write_confirmed(add).await?;
         let _: (i64, i64) = redis::pipe()
             .xdel(keys.outbox(keys.partition(&d.o)), &[outbox_entry])
             .publish(keys.inbox_channel(), customer_partition)

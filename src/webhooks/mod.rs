@@ -557,6 +557,7 @@ impl EndpointLoop {
             return false;
         }
         let partitions: Vec<u16> = self.parts.keys().copied().collect();
+        let mut read = Vec::new();
         for p in partitions {
             let Some(part) = self.parts.get(&p) else {
                 continue;
@@ -574,6 +575,19 @@ impl EndpointLoop {
                 }
             };
             more |= rows.len() == READ_BATCH;
+            read.push((p, rows));
+        }
+        // SPEC 11.1: nothing is delivered before its commit is confirmed by the replicas. The
+        // entries read may come from commits whose WAIT has not come back (or fell short, or
+        // a previous owner's): they are all confirmed once the partition's master is, after
+        // the read (one pipeline for every partition read). Unconfirmed entries are read
+        // again next time.
+        let confirmed = self.confirm_read(&read).await;
+        for ((p, rows), ok) in read.into_iter().zip(confirmed) {
+            if !ok {
+                more = false;
+                continue;
+            }
             for (id, change) in rows {
                 self.take_entry(p, id, &change);
             }
@@ -583,6 +597,38 @@ impl EndpointLoop {
         }
         self.flush().await;
         more
+    }
+
+    /// Whether the entries read from each partition are confirmed by `redis.wait_replicas`
+    /// replicas (always, when that is 0 or nothing was read).
+    async fn confirm_read(&self, read: &[(u16, Vec<(String, String)>)]) -> Vec<bool> {
+        if !self.store.waits() {
+            return vec![true; read.len()];
+        }
+        let mut held = Vec::new();
+        let mut at = Vec::with_capacity(read.len());
+        for (p, rows) in read {
+            let token = if rows.is_empty() {
+                None
+            } else {
+                self.ownership.token(*p)
+            };
+            at.push(token.as_ref().map(|_| held.len()));
+            if let Some(token) = token {
+                held.push((*p, token));
+            }
+        }
+        let results = self.store.confirm_many(&held).await;
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            tracing::debug!(endpoint = %self.id, error = %e, "events read are not confirmed yet; read again later");
+        }
+        read.iter()
+            .zip(at)
+            .map(|((_, rows), i)| match i {
+                Some(i) => results.get(i).is_some_and(Result::is_ok),
+                None => rows.is_empty(),
+            })
+            .collect()
     }
 
     /// SPEC 10: the stream trim keeps `events.max_len` entries; undelivered events older than
@@ -643,6 +689,10 @@ impl EndpointLoop {
             let rows = self.store.entries_after(p, &after, want).await?;
             if rows.is_empty() {
                 return Ok(());
+            }
+            // Taken entries may be sent before they are dead-lettered: confirmed first.
+            if let Some(token) = self.ownership.token(p) {
+                self.store.confirm(p, &token).await?;
             }
             for (id, change) in rows {
                 self.take_entry(p, id, &change);
@@ -1063,7 +1113,13 @@ impl EndpointLoop {
                         Ok(0) => {}
                         Ok(moved) => {
                             tracing::info!(endpoint = %self.id, partition = p, moved, "dead letters queued for delivery again");
-                            match self.store.webhook_progress(p, &self.id).await {
+                            // Delivered only once what was read is confirmed (SPEC 11.1); if
+                            // it is not, they go after the next load of the partition.
+                            let progress = match self.store.confirm(p, &token).await {
+                                Ok(()) => self.store.webhook_progress(p, &self.id).await,
+                                Err(e) => Err(e),
+                            };
+                            match progress {
                                 Ok(progress) => self.queue_requeued(p, progress.requeued),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot read requeued dead letters; they go after a restart")

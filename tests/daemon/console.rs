@@ -48,7 +48,10 @@ impl Driver {
             .spawn()
             .ok()?;
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Some(Driver {
                     _child: child,
                     port,
@@ -105,11 +108,12 @@ async fn find(c: &Client, css: &str) -> fantoccini::elements::Element {
     {
         Ok(el) => el,
         Err(e) => {
-            let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
-            let body = c
-                .find(Locator::Css("body"))
+            let url = c
+                .current_url()
                 .await
-                .ok();
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let body = c.find(Locator::Css("body")).await.ok();
             let text = match body {
                 Some(b) => b.text().await.unwrap_or_default(),
                 None => String::new(),
@@ -186,7 +190,9 @@ async fn goto(c: &Client, base: &str, hash: &str) {
 async fn the_console_works_in_a_real_browser() {
     let Some(driver) = Driver::start().await else {
         // .ci/run installs chromium and chromium-driver; a machine without them says so.
-        eprintln!("SKIPPED: no chromium/chromedriver on PATH (apt-get install chromium chromium-driver)");
+        eprintln!(
+            "SKIPPED: no chromium/chromedriver on PATH (apt-get install chromium chromium-driver)"
+        );
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must have Chromium (see .ci/run)"
@@ -263,46 +269,110 @@ async fn the_console_works_in_a_real_browser() {
         .send_keys("ord-1")
         .await
         .unwrap();
-    find(&c, "form.row button[type=submit]").await.click().await.unwrap();
+    find(&c, "form.row button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
     let row = find(&c, &testid("order-row")).await;
     assert!(row.text().await.unwrap().contains("ord-1"));
     shoot(&c, &shots, "orders").await;
-    row.find(Locator::Css("a")).await.unwrap().click().await.unwrap();
+    row.find(Locator::Css("a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(text_of(&c, &testid("order-status")).await, "ACTIVE");
     assert!(text_of(&c, &testid("order-cycle")).await.starts_with('1'));
     find(&c, &testid("timeline-item")).await;
     let items = count(&c, &testid("timeline-item")).await;
-    let events: usize = h.events().await.iter().filter(|e| e["entityId"] == "ord-1").count();
+    let events: usize = h
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["entityId"] == "ord-1")
+        .count();
     assert_eq!(items, events, "one item per event");
     let first = text_of(&c, &format!("{} li", testid("timeline"))).await;
-    assert!(first.contains("orderStarted") || first.contains("orderCycleStarted") || first.contains("orderUpdated"), "newest first: {first}");
+    assert!(
+        first.contains("orderStarted")
+            || first.contains("orderCycleStarted")
+            || first.contains("orderUpdated"),
+        "newest first: {first}"
+    );
     let page = text_of(&c, "main").await;
-    assert!(!page.contains("null") && !page.contains("undefined"), "{page}");
+    assert!(
+        !page.contains("null") && !page.contains("undefined"),
+        "{page}"
+    );
     shoot(&c, &shots, "order").await;
 
     // Change the plan through its preview.
-    find(&c, "input[placeholder='new plan id']").await.send_keys("small").await.unwrap();
-    find(&c, "input[placeholder='plan name']").await.send_keys("Small").await.unwrap();
-    find(&c, "input[placeholder^='price']").await.send_keys("10.00").await.unwrap();
-    find(&c, &testid("action-change-plan")).await.click().await.unwrap();
+    find(&c, "input[placeholder='new plan id']")
+        .await
+        .send_keys("small")
+        .await
+        .unwrap();
+    find(&c, "input[placeholder='plan name']")
+        .await
+        .send_keys("Small")
+        .await
+        .unwrap();
+    find(&c, "input[placeholder^='price']")
+        .await
+        .send_keys("10.00")
+        .await
+        .unwrap();
+    find(&c, &testid("action-change-plan"))
+        .await
+        .click()
+        .await
+        .unwrap();
     let preview = text_of(&c, &testid("change-plan-preview")).await;
     assert!(preview.contains("net -"), "a credit previewed: {preview}");
     let before = h.ok("getOrder", json!({"orderId": "ord-1"})).await;
-    assert_eq!(before["plan"]["id"], "monthly", "the preview applied nothing");
+    assert_eq!(
+        before["plan"]["id"], "monthly",
+        "the preview applied nothing"
+    );
     shoot(&c, &shots, "change-plan-preview").await;
-    find(&c, &testid("change-plan-apply")).await.click().await.unwrap();
+    find(&c, &testid("change-plan-apply"))
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, &testid("timeline"), |t| t.contains("orderPlanChanged")).await;
-    assert_eq!(h.ok("getOrder", json!({"orderId": "ord-1"})).await["plan"]["id"], "small");
+    assert_eq!(
+        h.ok("getOrder", json!({"orderId": "ord-1"})).await["plan"]["id"],
+        "small"
+    );
 
     // Pause, then resume.
-    find(&c, &testid("action-pause")).await.click().await.unwrap();
+    find(&c, &testid("action-pause"))
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, &testid("order-status"), |t| t == "PAUSED").await;
-    find(&c, &testid("action-resume")).await.click().await.unwrap();
+    find(&c, &testid("action-resume"))
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, &testid("order-status"), |t| t == "ACTIVE").await;
 
     // Record a payment with a bad amount: the API's refusal is shown.
-    find(&c, "input[placeholder^='amount']").await.send_keys("ten").await.unwrap();
-    find(&c, &testid("action-record-payment")).await.click().await.unwrap();
+    find(&c, "input[placeholder^='amount']")
+        .await
+        .send_keys("ten")
+        .await
+        .unwrap();
+    find(&c, &testid("action-record-payment"))
+        .await
+        .click()
+        .await
+        .unwrap();
     assert!(error_text(&c).await.contains("INVALID_REQUEST"));
 
     // Test clocks: advance one with the date picker.
@@ -317,9 +387,15 @@ async fn the_console_works_in_a_real_browser() {
     )
     .await
     .unwrap();
-    find(&c, &testid("test-clock-advance")).await.click().await.unwrap();
+    find(&c, &testid("test-clock-advance"))
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, &testid("test-clock-row"), |t| t.contains("2026-03-01")).await;
-    let clock = h.ok("getTestClock", json!({"testClockId": "qa-clock"})).await;
+    let clock = h
+        .ok("getTestClock", json!({"testClockId": "qa-clock"}))
+        .await;
     assert_eq!(clock["frozenTime"], "2026-03-01T00:00:00.000Z");
 
     // Webhooks: the dead letters of the endpoint that never answers, retried.
@@ -345,7 +421,11 @@ async fn the_console_works_in_a_real_browser() {
     find(&c, &testid("order-row")).await;
     shoot(&c, &shots, "customer").await;
 
-    assert_eq!(script_errors(&c).await, Vec::<Value>::new(), "no script error");
+    assert_eq!(
+        script_errors(&c).await,
+        Vec::<Value>::new(),
+        "no script error"
+    );
 
     // A read token: no actions offered, and an admin view answers 403.
     c.execute("sessionStorage.clear();", vec![]).await.unwrap();
@@ -355,11 +435,19 @@ async fn the_console_works_in_a_real_browser() {
     input.send_keys(READER).await.unwrap();
     find(&c, &testid("sign-in")).await.click().await.unwrap();
     find(&c, &testid("timeline")).await;
-    assert_eq!(count(&c, &testid("action-pause")).await, 0, "nothing a read token cannot do");
+    assert_eq!(
+        count(&c, &testid("action-pause")).await,
+        0,
+        "nothing a read token cannot do"
+    );
     assert_eq!(count(&c, &testid("action-change-plan")).await, 0);
     goto(&c, &base, "/clocks").await;
     assert!(error_text(&c).await.contains("FORBIDDEN"), "a 403 is shown");
     shoot(&c, &shots, "read-token-403").await;
-    assert_eq!(script_errors(&c).await, Vec::<Value>::new(), "no script error");
+    assert_eq!(
+        script_errors(&c).await,
+        Vec::<Value>::new(),
+        "no script error"
+    );
     c.close().await.unwrap();
 }

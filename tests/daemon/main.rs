@@ -4,8 +4,8 @@
 mod api;
 mod bad_input;
 mod baskets;
-mod console;
 mod cluster;
+mod console;
 mod durability;
 mod embedded;
 mod http;
@@ -14,6 +14,7 @@ mod lifecycle;
 mod partitions;
 mod previews;
 mod replicas;
+mod replication;
 mod sentinel;
 mod shutdown;
 mod stats;

@@ -378,6 +378,7 @@ async fn stale_token_is_fenced() {
         max_in_flight: 1,
         reply_ttl_secs: 60,
         publish_events: false,
+        wait: None,
     };
     let metrics = std::sync::Arc::new(recur::metrics::Metrics::default());
     let keys = Keys::new("t", 4);

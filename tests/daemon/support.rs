@@ -157,6 +157,99 @@ impl TestCluster {
     }
 }
 
+/// A master and one replica (`--replicaof`), each a `redis-server` on a free loopback port
+/// (never 6379) with its data in a temp dir; killed on drop. The daemon is pointed at the
+/// master (SPEC 11.1's `redis.wait_replicas` needs a replica to wait for).
+pub struct ReplicatedRedis {
+    pub master: recur_bench::TcpRedis,
+    /// `None` while it is killed.
+    pub replica: Option<recur_bench::TcpRedis>,
+    replica_port: u16,
+    pub dir: TempDir,
+}
+
+impl ReplicatedRedis {
+    /// Both servers, once the replica is synchronized.
+    pub async fn start() -> ReplicatedRedis {
+        recur::telemetry::init_for_tests();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let master = recur_bench::TcpRedis::start_with(&dir.path().join("master"), true)
+            .await
+            .expect("the master starts (is redis-server installed?)");
+        let replica =
+            recur_bench::TcpRedis::start_replica(&dir.path().join("replica"), &master, true)
+                .await
+                .expect("the replica starts and synchronizes");
+        ReplicatedRedis {
+            master,
+            replica_port: replica.port(),
+            replica: Some(replica),
+            dir,
+        }
+    }
+
+    /// Stops the replica (SIGSTOP): the master still counts it connected, but it confirms
+    /// nothing until [`ReplicatedRedis::resume_replica`].
+    pub fn pause_replica(&self) {
+        signal(self.replica.as_ref().expect("a replica").pid(), "-STOP");
+    }
+
+    /// SIGCONT for a paused replica.
+    pub fn resume_replica(&self) {
+        signal(self.replica.as_ref().expect("a replica").pid(), "-CONT");
+    }
+
+    /// SIGKILLs the replica.
+    pub async fn kill_replica(&mut self) {
+        self.replica.take().expect("a replica").kill().await;
+    }
+
+    /// Starts the killed replica again (same port and data dir) and waits until it is
+    /// synchronized.
+    pub async fn restart_replica(&mut self) {
+        assert!(self.replica.is_none(), "killed first");
+        let replica = recur_bench::TcpRedis::restart_replica(
+            &self.dir.path().join("replica"),
+            self.replica_port,
+            &self.master,
+            true,
+        )
+        .await
+        .expect("the replica starts again and synchronizes");
+        self.replica = Some(replica);
+    }
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`, `-KILL`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+impl Drop for ReplicatedRedis {
+    fn drop(&mut self) {
+        // A paused replica would not die of the SIGKILL its drop sends until resumed.
+        if let Some(r) = &self.replica {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &r.pid().to_string()])
+                .status();
+        }
+    }
+}
+
+impl TestStore for ReplicatedRedis {
+    fn address(&self) -> RedisAddress {
+        RedisAddress::single(self.master.url())
+    }
+
+    fn settings(&self, prefix: &str) -> Settings {
+        settings(&self.master.url(), prefix)
+    }
+}
+
 /// What a test's Redis is: one server or a cluster. The helpers below read either.
 pub trait TestStore {
     /// recur's address of it.
