@@ -177,6 +177,9 @@ pub async fn start(
         }
     };
     tracing::info!(addr = %bound, serves = %serves, "HTTP listening");
+    if api.is_some() {
+        tracing::info!("console: http://{bound}/console");
+    }
     Ok(Http {
         addr: Some(bound),
         api,

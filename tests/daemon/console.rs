@@ -2,7 +2,7 @@
 //! WebDriver: sign in, find an order, read its timeline, change its plan through the preview,
 //! pause and resume, advance a test clock, retry dead webhooks, see a 403 with a read token; no
 //! script error in the page. Screenshots of every view at 1280 and 390 px are taken (written to
-//! `$RECUR_CONSOLE_SCREENSHOTS` when set, which is how docs/console/ is made).
+//! `$CONSOLE_SCREENSHOTS` when set, which is how docs/console/ is made).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -152,6 +152,42 @@ async fn wait_text(c: &Client, css: &str, f: impl Fn(&str) -> bool) -> String {
     panic!("{css}: text never matched (last: {last:?})");
 }
 
+/// Clicks `css` once it is there, finding it again if the view re-rendered under the click.
+async fn click(c: &Client, css: &str) {
+    for _ in 0..50 {
+        if let Ok(()) = find(c, css).await.click().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: could not be clicked");
+}
+
+/// Types `text` into `css` once it is there (again, if the view re-rendered meanwhile).
+async fn type_into(c: &Client, css: &str, text: &str) {
+    for _ in 0..50 {
+        if let Ok(()) = find(c, css).await.send_keys(text).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: could not type into it");
+}
+
+/// Waits until the page's URL contains `part` (a route has been taken).
+async fn wait_url(c: &Client, part: &str) {
+    for _ in 0..200 {
+        if c.current_url()
+            .await
+            .is_ok_and(|u| u.as_str().contains(part))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the URL never contained {part}");
+}
+
 async fn count(c: &Client, css: &str) -> usize {
     c.find_all(Locator::Css(css)).await.map_or(0, |v| v.len())
 }
@@ -232,7 +268,7 @@ async fn the_console_works_in_a_real_browser() {
         json!({"testClockId": "qa-clock", "name": "QA", "frozenTime": "2026-01-01T00:00:00Z"}),
     )
     .await;
-    let shots = match std::env::var_os("RECUR_CONSOLE_SCREENSHOTS") {
+    let shots = match std::env::var_os("CONSOLE_SCREENSHOTS") {
         Some(d) => PathBuf::from(d),
         None => tempfile::tempdir().unwrap().keep(),
     };
@@ -241,19 +277,15 @@ async fn the_console_works_in_a_real_browser() {
     let c = driver.browser().await;
     // Sign-in: a wrong token is refused on the page, the admin token gets in.
     goto(&c, &base, "/overview").await;
-    find(&c, &testid("token-input"))
-        .await
-        .send_keys("not-a-token")
-        .await
-        .unwrap();
-    find(&c, &testid("sign-in")).await.click().await.unwrap();
+    type_into(&c, &testid("token-input"), "not-a-token").await;
+    click(&c, &testid("sign-in")).await;
     let refused = wait_text(&c, &testid("sign-in-error"), |t| !t.is_empty()).await;
     assert!(refused.contains("UNAUTHENTICATED"), "{refused}");
     shoot(&c, &shots, "sign-in").await;
     let input = find(&c, &testid("token-input")).await;
     input.clear().await.unwrap();
     input.send_keys(OPS).await.unwrap();
-    find(&c, &testid("sign-in")).await.click().await.unwrap();
+    click(&c, &testid("sign-in")).await;
 
     // Overview: daemons, timers due, timer lag.
     find(&c, &testid("daemon-row")).await;
@@ -264,25 +296,14 @@ async fn the_console_works_in_a_real_browser() {
 
     // Orders: search by id, open it.
     goto(&c, &base, "/orders").await;
-    find(&c, &testid("order-search"))
-        .await
-        .send_keys("ord-1")
-        .await
-        .unwrap();
-    find(&c, "form.row button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    let row = find(&c, &testid("order-row")).await;
-    assert!(row.text().await.unwrap().contains("ord-1"));
+    type_into(&c, &testid("order-search"), "ord-1").await;
+    click(&c, "form.row button[type=submit]").await;
+    wait_url(&c, "q=ord-1").await;
+    wait_text(&c, &testid("order-row"), |t| t.contains("ord-1")).await;
     shoot(&c, &shots, "orders").await;
-    row.find(Locator::Css("a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("{} a", testid("order-row"))).await;
+    wait_url(&c, "#/orders/ord-1").await;
+    find(&c, &testid("timeline")).await;
     assert_eq!(text_of(&c, &testid("order-status")).await, "ACTIVE");
     assert!(text_of(&c, &testid("order-cycle")).await.starts_with('1'));
     find(&c, &testid("timeline-item")).await;
@@ -309,26 +330,10 @@ async fn the_console_works_in_a_real_browser() {
     shoot(&c, &shots, "order").await;
 
     // Change the plan through its preview.
-    find(&c, "input[placeholder='new plan id']")
-        .await
-        .send_keys("small")
-        .await
-        .unwrap();
-    find(&c, "input[placeholder='plan name']")
-        .await
-        .send_keys("Small")
-        .await
-        .unwrap();
-    find(&c, "input[placeholder^='price']")
-        .await
-        .send_keys("10.00")
-        .await
-        .unwrap();
-    find(&c, &testid("action-change-plan"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "input[placeholder='new plan id']", "small").await;
+    type_into(&c, "input[placeholder='plan name']", "Small").await;
+    type_into(&c, "input[placeholder^='price']", "10.00").await;
+    click(&c, &testid("action-change-plan")).await;
     let preview = text_of(&c, &testid("change-plan-preview")).await;
     assert!(preview.contains("net -"), "a credit previewed: {preview}");
     let before = h.ok("getOrder", json!({"orderId": "ord-1"})).await;
@@ -337,11 +342,7 @@ async fn the_console_works_in_a_real_browser() {
         "the preview applied nothing"
     );
     shoot(&c, &shots, "change-plan-preview").await;
-    find(&c, &testid("change-plan-apply"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, &testid("change-plan-apply")).await;
     wait_text(&c, &testid("timeline"), |t| t.contains("orderPlanChanged")).await;
     assert_eq!(
         h.ok("getOrder", json!({"orderId": "ord-1"})).await["plan"]["id"],
@@ -349,49 +350,29 @@ async fn the_console_works_in_a_real_browser() {
     );
 
     // Pause, then resume.
-    find(&c, &testid("action-pause"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, &testid("action-pause")).await;
     wait_text(&c, &testid("order-status"), |t| t == "PAUSED").await;
-    find(&c, &testid("action-resume"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, &testid("action-resume")).await;
     wait_text(&c, &testid("order-status"), |t| t == "ACTIVE").await;
 
     // Record a payment with a bad amount: the API's refusal is shown.
-    find(&c, "input[placeholder^='amount']")
-        .await
-        .send_keys("ten")
-        .await
-        .unwrap();
-    find(&c, &testid("action-record-payment"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "input[placeholder^='amount']", "ten").await;
+    click(&c, &testid("action-record-payment")).await;
     assert!(error_text(&c).await.contains("INVALID_REQUEST"));
 
     // Test clocks: advance one with the date picker.
     goto(&c, &base, "/clocks").await;
-    let clock_row = find(&c, &testid("test-clock-row")).await;
-    assert!(clock_row.text().await.unwrap().contains("qa-clock"));
+    wait_text(&c, &testid("test-clock-row"), |t| t.contains("qa-clock")).await;
     shoot(&c, &shots, "clocks").await;
-    let date = find(&c, &testid("test-clock-advance-input")).await;
+    find(&c, &testid("test-clock-advance-input")).await;
     c.execute(
-        "arguments[0].value = '2026-03-01'; arguments[0].dispatchEvent(new Event('input'));",
-        vec![serde_json::to_value(&date).unwrap()],
+        "const i = document.querySelector('[data-testid=\"test-clock-advance-input\"]'); \
+         i.value = '2026-03-01'; i.dispatchEvent(new Event('input'));",
+        vec![],
     )
     .await
     .unwrap();
-    find(&c, &testid("test-clock-advance"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, &testid("test-clock-advance")).await;
     wait_text(&c, &testid("test-clock-row"), |t| t.contains("2026-03-01")).await;
     let clock = h
         .ok("getTestClock", json!({"testClockId": "qa-clock"}))
@@ -410,10 +391,12 @@ async fn the_console_works_in_a_real_browser() {
     }
     assert!(dead > 0, "dead letters to retry");
     goto(&c, &base, "/webhooks").await;
-    let row = find(&c, &testid("webhook-endpoint-row")).await;
-    assert!(row.text().await.unwrap().contains("billing"));
+    wait_text(&c, &testid("webhook-endpoint-row"), |t| {
+        t.contains("billing")
+    })
+    .await;
     shoot(&c, &shots, "webhooks").await;
-    find(&c, &testid("retry-dead")).await.click().await.unwrap();
+    click(&c, &testid("retry-dead")).await;
     wait_text(&c, &testid("webhook-endpoint-row"), |t| !t.is_empty()).await;
 
     // Customers.
@@ -433,7 +416,7 @@ async fn the_console_works_in_a_real_browser() {
     c.refresh().await.unwrap();
     let input = find(&c, &testid("token-input")).await;
     input.send_keys(READER).await.unwrap();
-    find(&c, &testid("sign-in")).await.click().await.unwrap();
+    click(&c, &testid("sign-in")).await;
     find(&c, &testid("timeline")).await;
     assert_eq!(
         count(&c, &testid("action-pause")).await,
