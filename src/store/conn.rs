@@ -186,11 +186,7 @@ impl RedisAddress {
             let attempt = async {
                 let client = asking.client(sentinel).map_err(config_error)?;
                 let mut conn = client
-                    .get_multiplexed_async_connection_with_config(
-                        &redis::AsyncConnectionConfig::new()
-                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                            .set_response_timeout(Some(CONNECT_TIMEOUT)),
-                    )
+                    .get_multiplexed_async_connection_with_config(&short_config())
                     .await?;
                 let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
                     .arg("get-master-addr-by-name")
@@ -217,11 +213,7 @@ impl RedisAddress {
                 let url = format!("{scheme}://{host}:{port}");
                 let client = self.client(&url)?;
                 let mut master = client
-                    .get_multiplexed_async_connection_with_config(
-                        &redis::AsyncConnectionConfig::new()
-                            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                            .set_response_timeout(Some(CONNECT_TIMEOUT)),
-                    )
+                    .get_multiplexed_async_connection_with_config(&short_config())
                     .await?;
                 let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut master).await?;
                 let role: String = role
@@ -524,6 +516,13 @@ impl fmt::Debug for RedisAddress {
             .field("access", &self.access)
             .finish()
     }
+}
+
+/// A connection that gives up quickly: asking a Sentinel, checking a master's role.
+fn short_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(CONNECT_TIMEOUT))
 }
 
 fn config_error(problem: Problem) -> RedisError {

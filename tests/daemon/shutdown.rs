@@ -20,18 +20,7 @@ async fn sigterm_during_an_advance_stops_promptly_and_the_next_owner_finishes_it
     // Daily OFFLINE orders (paid at purchase, never asked again): 90 days are 180,000 cycle
     // starts, seconds of work for a debug build, so the advance is under way when the signal
     // comes.
-    seed(&redis.url, ORDERS, &SeedOptions::simulated(), |i| {
-        let mut args = monthly_args(&format!("c{}", i % 97), "OFFLINE", 0);
-        args["pricing"]["subscription"]["cycleDuration"] = json!({"count": 1, "unit": "DAY"});
-        SeedOrder {
-            id: order_id(i),
-            args,
-            created: at(recur_bench::BENCH_START),
-            payment: None,
-        }
-    })
-    .await
-    .unwrap();
+    seed_daily_book(&redis).await;
     // Leases live 30 s: released leases are gone at once, expired ones would take 30 s.
     let env = [
         ("RECUR_CLUSTER__LEASE_TTL", "30s"),
@@ -123,6 +112,22 @@ async fn sigterm_during_an_advance_stops_promptly_and_the_next_owner_finishes_it
 }
 
 /// Change entries in every partition's stream (creation included).
+/// ORDERS daily OFFLINE orders bought at the bench's start.
+async fn seed_daily_book(redis: &TestRedis) {
+    seed(&redis.url, ORDERS, &SeedOptions::simulated(), |i| {
+        let mut args = monthly_args(&format!("c{}", i % 97), "OFFLINE", 0);
+        args["pricing"]["subscription"]["cycleDuration"] = json!({"count": 1, "unit": "DAY"});
+        SeedOrder {
+            id: order_id(i),
+            args,
+            created: at(recur_bench::BENCH_START),
+            payment: None,
+        }
+    })
+    .await
+    .unwrap();
+}
+
 async fn events_len(redis: &TestRedis) -> usize {
     stream_len(redis, PREFIX).await
 }
@@ -170,18 +175,7 @@ fn collect_stderr(d: &mut ChildDaemon) -> tokio::task::JoinHandle<String> {
 #[tokio::test]
 async fn a_long_advance_is_waited_for_with_progress_and_reads_are_answered_meanwhile() {
     let redis = TestRedis::start().await;
-    seed(&redis.url, ORDERS, &SeedOptions::simulated(), |i| {
-        let mut args = monthly_args(&format!("c{}", i % 97), "OFFLINE", 0);
-        args["pricing"]["subscription"]["cycleDuration"] = json!({"count": 1, "unit": "DAY"});
-        SeedOrder {
-            id: order_id(i),
-            args,
-            created: at(recur_bench::BENCH_START),
-            payment: None,
-        }
-    })
-    .await
-    .unwrap();
+    seed_daily_book(&redis).await;
     let daemon = Daemon::start(settings(&redis.url, PREFIX)).await;
     let client = AdminClient::connect(&redis.url, PREFIX).await.unwrap();
     let target = at(recur_bench::BENCH_START) + chrono::Duration::days(DAYS);
