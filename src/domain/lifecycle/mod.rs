@@ -1346,6 +1346,21 @@ fn change_start_date(
     o.start_date = start_date;
     o.end_date = end;
     o.earliest_end_date = end;
+    // A due asked "at the start" (a PENDING order's plan-change proration) moves with it: its
+    // deadline and retries count from the new start, not from one that no longer comes.
+    let moved: Vec<PaymentDue> = std::mem::take(&mut o.payments_due)
+        .into_iter()
+        .map(|due| {
+            if due.requested_date == previous && due.attempts == 0 {
+                let mut again = request_due(o, due.cycle, due.amount, start_date, policy);
+                again.kind = due.kind;
+                again
+            } else {
+                due
+            }
+        })
+        .collect();
+    o.payments_due = moved;
     d.emit(
         EventType::OrderStartDateChanged,
         json!({ "startDate": format_instant(&start_date), "previousStartDate": format_instant(&previous) }),

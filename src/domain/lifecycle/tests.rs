@@ -2339,3 +2339,42 @@ fn credit_balance_keeps_the_currencys_decimals_after_a_prorated_downgrade() {
         assert_eq!(json["creditBalance"], json!(zero), "{currency}");
     }
 }
+
+#[test]
+fn a_due_asked_at_the_start_moves_with_a_changed_start_date() {
+    // A free PENDING order (paid 5.00 ahead) moved to a priced plan is asked its proration at
+    // its start; the
+    // start then moves three days later: the due's deadline counts from the new start, so the
+    // order starts and is not canceled for a deadline of a start that never came.
+    let mut args = monthly("ONLINE", 0, "0.00", "2023-01-28T00:00:00Z");
+    args["pricing"]["subscription"]["cycleDuration"] = json!({"count": 1, "unit": "DAY"});
+    let now = at("2023-01-23T14:43:00Z");
+    let o = new_order(args, now).order;
+    let o = cmd(
+        &o,
+        "recordPayment",
+        json!({"paymentId": "p0", "amount": "5.00"}),
+        now,
+    )
+    .unwrap()
+    .order;
+    let o = cmd(&o, "changePlan", json!({"plan": {"id": "c500", "name": "Changed"},
+        "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "DAY"}, "cycleCount": 0}},
+        "prices": [{"cycleFrom": 1, "amount": "5.00"}], "effectiveAt": "IMMEDIATELY"}), now)
+    .unwrap()
+    .order;
+    assert_eq!(o.payments_due[0].requested_date, at("2023-01-28T00:00:00Z"));
+    let o = cmd(
+        &o,
+        "changeStartDate",
+        json!({"startDate": "2023-01-31T00:00:00Z"}),
+        now,
+    )
+    .unwrap()
+    .order;
+    assert_eq!(o.payments_due[0].requested_date, at("2023-01-31T00:00:00Z"));
+    assert_eq!(o.payments_due[0].deadline, at("2023-02-03T00:00:00Z"));
+    let started = fire(&o, at("2023-01-31T00:01:00Z"), &policy());
+    assert_eq!(started.order.status, OrderStatus::Active);
+    assert!(started.order.cancellation.is_none());
+}
