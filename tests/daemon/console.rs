@@ -86,6 +86,17 @@ impl Driver {
     }
 }
 
+/// A test that fails leaves its browser behind (chromedriver is killed, Chromium is not its
+/// child any more): everything started on this test's own profile directory is stopped.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let profile = format!("--user-data-dir={}", self._profile.path().display());
+        let _ = std::process::Command::new("pkill")
+            .args(["-f", &profile])
+            .status();
+    }
+}
+
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
