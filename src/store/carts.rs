@@ -3,37 +3,7 @@
 //! `{pC}:resolve:<request id>` records which order an updateOrder by name was resolved to, so
 //! its retries reach the same order. Both keys are in the customer's partition.
 
-use std::sync::LazyLock;
-
-use super::{Store, StoreError};
-
-/// Claims the name for ARGV[1] (value `<order id>|<claimed ms>`, ARGV[3] = now ms) unless
-/// another order holds it; a claim of ARGV[2] (an order the caller found no longer has the
-/// name) is taken over. Returns nil when claimed, else the value holding it.
-static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local holder = string.match(cur, '^(.*)|') or cur
-  if holder ~= ARGV[1] and holder ~= ARGV[2] then return cur end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[3])
-return false
-",
-    )
-});
-
-/// Deletes the claim if it is ARGV[1]'s (a create that failed).
-static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local cur = redis.call('GET', KEYS[1])
-if cur and (string.match(cur, '^(.*)|') or cur) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
+use super::{scripts, Store, StoreError};
 
 /// Who holds a cart name: the order, and since when (Unix ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,19 +27,6 @@ impl NameClaim {
     }
 }
 
-/// Records the resolution of a request (SET NX EX) if the writer holds the customer
-/// partition's lease, and returns the recorded order id (this one, or the first one);
-/// 'FENCED' when the lease is not the writer's.
-static RESOLVE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'FENCED' end
-redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3])
-return redis.call('GET', KEYS[1])
-",
-    )
-});
-
 impl Store {
     /// Claims cart name `name` of `customer` for `order_id`; `stale` is an order the caller
     /// checked no longer holds the name (its claim may be taken over). Ok(None) when claimed,
@@ -85,7 +42,8 @@ impl Store {
         stale: Option<&str>,
     ) -> Result<Option<NameClaim>, StoreError> {
         let mut conn = self.conn();
-        let held: Option<String> = CLAIM
+        let held: Option<String> = scripts::CART_CLAIM
+            .script()
             .key(self.keys().cart_name(customer, name))
             .arg(order_id)
             .arg(stale.unwrap_or(""))
@@ -106,7 +64,8 @@ impl Store {
         order_id: &str,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let _: i64 = RELEASE
+        let _: i64 = scripts::CART_RELEASE
+            .script()
             .key(self.keys().cart_name(customer, name))
             .arg(order_id)
             .invoke_async(&mut conn)
@@ -144,7 +103,8 @@ impl Store {
     ) -> Result<String, StoreError> {
         let mut conn = self.conn();
         let partition = self.keys().partition(customer);
-        let recorded: String = RESOLVE
+        let recorded: String = scripts::CART_RESOLVE
+            .script()
             .key(self.keys().resolution(partition, request_id))
             .key(self.keys().lease(partition))
             .arg(token)

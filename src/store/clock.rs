@@ -4,57 +4,8 @@
 //! and completes advances; every owner fires its own partitions up to the target. Every write
 //! here is fenced by the writer's lease of the key's partition.
 
-use std::sync::LazyLock;
-
-use super::{Store, StoreError};
+use super::{scripts, Store, StoreError};
 use crate::domain::time::{from_millis, to_millis, Instant};
-
-/// Begins an advance: fenced by partition 0's lease; refused when another advance (another
-/// request id) is under way. Returns 'OK', 'BUSY' or 'FENCED'.
-///
-/// KEYS: 1 clock hash, 2 partition 0's lease. ARGV: 1 token, 2 target ms, 3 request id,
-/// 4 body hash.
-static BEGIN: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'FENCED' end
-local running = redis.call('HGET', KEYS[1], 'advance')
-if running and running ~= ARGV[3] then return 'BUSY' end
-redis.call('HSET', KEYS[1], 'target', ARGV[2], 'advance', ARGV[3], 'hash', ARGV[4])
-return 'OK'
-",
-    )
-});
-
-/// Records how far a partition has fired, if the writer still holds its lease (and never
-/// backwards). 1, or 0 when fenced.
-///
-/// KEYS: 1 the partition's fired key, 2 its lease. ARGV: 1 token, 2 ms.
-const MARK_FIRED: &str = r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-local at = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[2]) > at then redis.call('SET', KEYS[1], ARGV[2]) end
-return 1
-";
-
-/// Completes the advance of request id ARGV[3]: now = target, the advance fields gone, and its
-/// reply kept (SET NX, the retention TTL), all in partition 0 and fenced by its lease. Returns
-/// 'OK', 'GONE' (no such advance under way) or 'FENCED'.
-///
-/// KEYS: 1 clock hash, 2 partition 0's lease, 3 the reply key. ARGV: 1 token, 2 target ms,
-/// 3 request id, 4 the kept reply JSON, 5 reply TTL seconds.
-static FINISH: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'FENCED' end
-if redis.call('HGET', KEYS[1], 'advance') ~= ARGV[3] then return 'GONE' end
-redis.call('HSET', KEYS[1], 'now', ARGV[2])
-redis.call('HDEL', KEYS[1], 'target', 'advance', 'hash')
-redis.call('SET', KEYS[3], ARGV[4], 'NX', 'EX', ARGV[5])
-return 'OK'
-",
-    )
-});
 
 /// The shared clock as partition 0 keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,7 +83,8 @@ impl Store {
         body_hash: &str,
     ) -> Result<Begun, StoreError> {
         let mut conn = self.conn();
-        let r: String = BEGIN
+        let r: String = scripts::CLOCK_BEGIN
+            .script()
             .key(self.keys().clock())
             .key(self.keys().lease(0))
             .arg(token)
@@ -166,7 +118,7 @@ impl Store {
         let mut pipe = redis::pipe();
         for (p, token) in held {
             pipe.cmd("EVAL")
-                .arg(MARK_FIRED)
+                .arg(scripts::MARK_UPTO.source())
                 .arg(2)
                 .arg(self.keys().fired(*p))
                 .arg(self.keys().lease(*p))
@@ -221,7 +173,8 @@ impl Store {
         reply_ttl_secs: u64,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let r: String = FINISH
+        let r: String = scripts::CLOCK_FINISH
+            .script()
             .key(self.keys().clock())
             .key(self.keys().lease(0))
             .key(self.keys().reply(0, request_id))

@@ -14,28 +14,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::conn::WaitFor;
 use super::keys::Keys;
 use super::replication::{Publisher, Replication};
+use super::scripts;
 use super::RedisConn;
 use super::StoreError;
 use crate::metrics::{Metrics, TransitionKind};
-
-/// The Lua source of the per-order commit.
-pub const COMMIT_SCRIPT: &str = include_str!("commit.lua");
-/// The Lua source of the lean commit of an existing order with a change and no reply (a timer
-/// firing): the same writes as [`COMMIT_SCRIPT`]'s, with fewer keys and arguments.
-pub const FIRE_SCRIPT: &str = include_str!("fire.lua");
-/// The Lua source of a confirmation's write: the partition's lease written back unchanged
-/// (`SET <lease> <token> KEEPTTL`) if the writer still holds it; 1, or 0 when it does not.
-/// KEYS: 1 the lease. ARGV: 1 the writer's token.
-pub const TOUCH_SCRIPT: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
-redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL') return 1";
-
-/// The SHAs of the commit scripts, as loaded into Redis.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scripts {
-    pub commit: String,
-    pub fire: String,
-    pub touch: String,
-}
 
 /// What a commit does to the order's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +81,7 @@ enum Job {
     /// An order's commit.
     Commit(Commit, oneshot::Sender<Result<CommitOutcome, StoreError>>),
     /// A confirmation of everything the partition's master held before it: the lease written
-    /// back unchanged under the lease check ([`TOUCH_SCRIPT`]), then the pipeline's WAIT.
+    /// back unchanged under the lease check ([`scripts::LEASE_TOUCH`]), then the pipeline's WAIT.
     Confirm {
         partition: u16,
         lease: String,
@@ -145,12 +127,11 @@ impl Committer {
     pub fn start(
         conn: RedisConn,
         keys: Keys,
-        sha: Scripts,
         config: CommitterConfig,
         shared: Shared,
     ) -> Committer {
         let (tx, rx) = mpsc::channel(config.max_batch * 4);
-        tokio::task::spawn_local(run_batcher(rx, conn, keys, sha, config, shared));
+        tokio::task::spawn_local(run_batcher(rx, conn, keys, config, shared));
         Committer { tx }
     }
 
@@ -204,14 +185,12 @@ async fn run_batcher(
     mut rx: mpsc::Receiver<Job>,
     conn: RedisConn,
     keys: Keys,
-    sha: Scripts,
     config: CommitterConfig,
     shared: Shared,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
     let config = Arc::new(config);
     let keys = Arc::new(keys);
-    let sha = Arc::new(sha);
     // Pipelines publish their confirmed changes in the order they were sent: each waits for
     // the turn the one before it hands on.
     let mut turn: Option<oneshot::Receiver<()>> = None;
@@ -231,15 +210,14 @@ async fn run_batcher(
             mine: turn.replace(next_rx),
             next: next_tx,
         };
-        let (conn, keys, sha, config, shared) = (
+        let (conn, keys, config, shared) = (
             conn.clone(),
             Arc::clone(&keys),
-            Arc::clone(&sha),
             Arc::clone(&config),
             shared.clone(),
         );
         tokio::task::spawn_local(async move {
-            send_batch(batch, conn, &keys, &sha, &config, &shared, order).await;
+            send_batch(batch, conn, &keys, &config, &shared, order).await;
             drop(permit);
         });
     }
@@ -261,25 +239,22 @@ async fn send_batch(
     batch: Vec<Job>,
     mut conn: RedisConn,
     keys: &Keys,
-    sha: &Scripts,
     config: &CommitterConfig,
     shared: &Shared,
     turn: Turn,
 ) {
     let started = WallInstant::now();
-    let mut results = run_pipeline(&batch, &mut conn, keys, sha, config).await;
+    let mut results = run_pipeline(&batch, &mut conn, keys, config).await;
     // A restarted Redis forgets scripts: load it again and retry once.
     if results
         .as_ref()
-        .is_ok_and(|(r, _)| r.iter().any(is_noscript))
-        || results
-            .as_ref()
-            .is_err_and(|e| e.code() == Some("NOSCRIPT"))
+        .is_ok_and(|(r, _)| r.iter().any(scripts::is_noscript))
+        || results.as_ref().is_err_and(scripts::is_noscript_error)
     {
-        if let Err(e) = load_script(&mut conn).await {
+        if let Err(e) = scripts::load_all(&mut conn).await {
             results = Err(e);
         } else {
-            results = run_pipeline(&batch, &mut conn, keys, sha, config).await;
+            results = run_pipeline(&batch, &mut conn, keys, config).await;
         }
     }
     let elapsed = started.elapsed();
@@ -450,47 +425,15 @@ fn change_entry(v: &Value) -> Option<String> {
     }
 }
 
-fn is_noscript(v: &Value) -> bool {
-    matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
-}
-
-/// The SHAs of the commit scripts, computed (what [`load_script`] returns once loaded; a
-/// batcher loads them on NOSCRIPT).
-pub fn script_hashes() -> Scripts {
-    Scripts {
-        commit: redis::Script::new(COMMIT_SCRIPT).get_hash().to_string(),
-        fire: redis::Script::new(FIRE_SCRIPT).get_hash().to_string(),
-        touch: redis::Script::new(TOUCH_SCRIPT).get_hash().to_string(),
-    }
-}
-
-/// Loads the commit scripts into Redis and returns their SHAs.
-///
-/// # Errors
-/// The Redis error.
-pub async fn load_script(conn: &mut RedisConn) -> Result<Scripts, redis::RedisError> {
-    let load = |source: &'static str| {
-        let mut c = redis::cmd("SCRIPT");
-        c.arg("LOAD").arg(source);
-        c
-    };
-    Ok(Scripts {
-        commit: load(COMMIT_SCRIPT).query_async(conn).await?,
-        fire: load(FIRE_SCRIPT).query_async(conn).await?,
-        touch: load(TOUCH_SCRIPT).query_async(conn).await?,
-    })
-}
-
 /// Sends the batch's pipeline (with its WAIT, when one is configured): each job's reply and
 /// how many replicas confirmed it (`i64::MAX` when nothing waits).
 async fn run_pipeline(
     batch: &[Job],
     conn: &mut RedisConn,
     keys: &Keys,
-    sha: &Scripts,
     config: &CommitterConfig,
 ) -> Result<(Vec<Value>, Vec<i64>), redis::RedisError> {
-    let pipe = build_pipeline(batch, keys, sha, config);
+    let pipe = build_pipeline(batch, keys, config);
     match config.wait {
         Some(wait) => conn.query_waited(&pipe, wait).await,
         None => {
@@ -501,12 +444,7 @@ async fn run_pipeline(
     }
 }
 
-fn build_pipeline(
-    batch: &[Job],
-    keys: &Keys,
-    sha: &Scripts,
-    config: &CommitterConfig,
-) -> redis::Pipeline {
+fn build_pipeline(batch: &[Job], keys: &Keys, config: &CommitterConfig) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     // With a WAIT, the change is published once confirmed (by the batcher), not by the script.
@@ -518,7 +456,7 @@ fn build_pipeline(
                 partition, lease, ..
             } => {
                 pipe.cmd("EVALSHA")
-                    .arg(&sha.touch)
+                    .arg(scripts::LEASE_TOUCH.sha())
                     .arg(1)
                     .arg(keys.lease(*partition))
                     .arg(lease);
@@ -544,7 +482,7 @@ fn build_pipeline(
         ) = (&c.write, &c.change, &c.reply)
         {
             if c.expected_version > 0 {
-                let cmd = pipe.cmd("EVALSHA").arg(&sha.fire).arg(5);
+                let cmd = pipe.cmd("EVALSHA").arg(scripts::FIRE.sha()).arg(5);
                 cmd.arg(keys.order(&c.order_id))
                     .arg(keys.timers_of(partition, clock))
                     .arg(keys.events(partition))
@@ -595,7 +533,7 @@ fn build_pipeline(
             .reply
             .as_ref()
             .map_or(("-", ""), |(id, json)| (id.as_str(), json.as_str()));
-        let cmd = pipe.cmd("EVALSHA").arg(&sha.commit).arg(8);
+        let cmd = pipe.cmd("EVALSHA").arg(scripts::COMMIT.sha()).arg(8);
         cmd.arg(keys.order(&c.order_id))
             .arg(keys.timers_of(partition, clock))
             .arg(keys.events(partition))

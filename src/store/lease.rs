@@ -4,49 +4,9 @@
 //! refuses a write whose token is not the lease's current value, so a daemon that lost a lease
 //! can never write to that partition again.
 
-use std::sync::LazyLock;
-
 use redis::AsyncCommands;
 
-use super::{Store, StoreError};
-
-/// Takes the lease if it is free: a new epoch and `<id>:<epoch>` with the TTL, and records
-/// until when it is held (ARGV[3], Unix ms). Returns {epoch, until when the last holder had it
-/// ('' = never held)}, or nil when another daemon holds it.
-static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
-local last = redis.call('GET', KEYS[3]) or ''
-redis.call('SET', KEYS[3], ARGV[3])
-return {epoch, last}
-",
-    )
-});
-
-/// Extends the lease if it still holds the token (and records until when, ARGV[3]); 1, or 0
-/// when it was lost. Sent with EVAL in one pipeline for every held lease (Redis caches it;
-/// nothing to reload after a restart).
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('SET', KEYS[2], ARGV[3])
-  return 1
-end
-return 0
-";
-
-/// Deletes the lease if it still holds the token (compare-and-delete); 1 or 0.
-static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
+use super::{scripts, Store, StoreError};
 
 /// Why a daemon may not join the live ones.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +50,8 @@ impl Store {
     ) -> Result<Option<LeaseToken>, StoreError> {
         let mut conn = self.conn();
         let until = chrono::Utc::now().timestamp_millis() + i64::try_from(ttl_ms).unwrap_or(0);
-        let acquired: Option<(u64, String)> = ACQUIRE
+        let acquired: Option<(u64, String)> = scripts::LEASE_ACQUIRE
+            .script()
             .key(self.keys().lease(p))
             .key(self.keys().epoch(p))
             .key(self.keys().held_until(p))
@@ -146,7 +107,7 @@ impl Store {
         let mut pipe = redis::pipe();
         for l in held {
             pipe.cmd("EVAL")
-                .arg(RENEW)
+                .arg(scripts::LEASE_RENEW.source())
                 .arg(2)
                 .arg(self.keys().lease(l.partition))
                 .arg(self.keys().held_until(l.partition))
@@ -164,7 +125,8 @@ impl Store {
     /// [`StoreError`] when Redis fails.
     pub async fn release_lease(&self, lease: &LeaseToken) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let released: i64 = RELEASE
+        let released: i64 = scripts::LEASE_RELEASE
+            .script()
             .key(self.keys().lease(lease.partition))
             .arg(&lease.token)
             .invoke_async(&mut conn)

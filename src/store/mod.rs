@@ -14,6 +14,7 @@ pub mod lease;
 pub mod meta;
 pub mod outage;
 pub mod replication;
+pub mod scripts;
 pub mod stats;
 pub mod test_clock;
 pub mod webhooks;
@@ -74,52 +75,6 @@ impl From<redis::RedisError> for StoreError {
         StoreError::Redis(Arc::new(e))
     }
 }
-
-/// Keeps a reply (SET NX EX) if the writer still holds the routing partition's lease; 1, or 0
-/// when fenced. KEYS: 1 the reply, 2 the lease. ARGV: 1 token, 2 reply JSON, 3 TTL seconds.
-static KEEP_REPLY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3])
-return 1
-",
-    )
-});
-
-/// HSET of one field, if the writer holds the lease. KEYS: 1 the hash, 2 the lease. ARGV: 1
-/// token, 2 field, 3 value. 1, or 0 when fenced.
-static FENCED_HSET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-return 1
-",
-    )
-});
-
-/// XTRIM MAXLEN of a partition's event stream, if the writer holds its lease; the entries
-/// removed, or -1 when fenced. KEYS: 1 the stream, 2 the lease. ARGV: 1 token, 2 max length.
-/// KEYS[3..] are the partition's webhook progress hashes: the trim keeps every entry an
-/// endpoint has not finished (those after the lowest cursor, counted by ordinals against the
-/// stream's entries-added).
-const FENCED_TRIM: &str = r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-local keep = tonumber(ARGV[2])
-if #KEYS > 2 and redis.call('EXISTS', KEYS[1]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  local added = 0
-  for i = 1, #info, 2 do
-    if info[i] == 'entries-added' then added = tonumber(info[i + 1]) end
-  end
-  for i = 3, #KEYS do
-    local n = redis.call('HGET', KEYS[i], 'n')
-    if n and added - tonumber(n) > keep then keep = added - tonumber(n) end
-  end
-end
-return redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)
-";
 
 /// What Redis holds under an order id.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,7 +188,7 @@ impl Store {
             bulk,
             commits,
         } = conns;
-        let sha = commit::load_script(&mut conn).await?;
+        scripts::load_all(&mut conn).await?;
         let (commit_conn, bulk_commit_conn) =
             commits.unwrap_or_else(|| (conn.clone(), bulk.clone()));
         let replication = Replication::new(config.wait, Arc::clone(&metrics));
@@ -246,24 +201,13 @@ impl Store {
             replication: Arc::clone(&replication),
             publisher,
         };
-        let committer = Committer::start(
-            commit_conn,
-            keys.clone(),
-            sha.clone(),
-            config.clone(),
-            shared.clone(),
-        );
+        let committer = Committer::start(commit_conn, keys.clone(), config.clone(), shared.clone());
         let bulk_config = CommitterConfig {
             max_batch: bulk_max_batch.max(1),
             ..config
         };
-        let bulk_committer = Committer::start(
-            bulk_commit_conn,
-            keys.clone(),
-            sha,
-            bulk_config,
-            shared.clone(),
-        );
+        let bulk_committer =
+            Committer::start(bulk_commit_conn, keys.clone(), bulk_config, shared.clone());
         Ok(Store {
             conn,
             bulk,
@@ -481,7 +425,6 @@ impl Store {
         let committer = Committer::start(
             conn.clone(),
             self.keys.clone(),
-            commit::script_hashes(),
             config,
             self.commit_shared.clone(),
         );
@@ -590,7 +533,8 @@ impl Store {
         token: &str,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let kept: i64 = KEEP_REPLY
+        let kept: i64 = scripts::KEEP_REPLY
+            .script()
             .key(self.keys.reply(partition, request_id))
             .key(self.keys.lease(partition))
             .arg(token)
@@ -806,19 +750,10 @@ impl Store {
         due_ms: Option<i64>,
         lease: &str,
     ) -> Result<(), StoreError> {
-        static SET_TIMER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-            redis::Script::new(
-                r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[2])
-else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) end
-return 1
-",
-            )
-        });
         let mut conn = self.conn.clone();
         let p = self.keys.partition(order_id);
-        let done: i64 = SET_TIMER
+        let done: i64 = scripts::SET_TIMER
+            .script()
             .key(self.keys.timers_of(p, test_clock))
             .key(self.keys.lease(p))
             .arg(lease)
@@ -1101,7 +1036,8 @@ return 1
         token: &str,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let done: i64 = FENCED_HSET
+        let done: i64 = scripts::FENCED_HSET
+            .script()
             .key(self.keys.cron())
             .key(self.keys.lease(0))
             .arg(token)
@@ -1135,7 +1071,7 @@ return 1
         for (p, token) in held {
             // Fenced: only the partition's owner trims its stream (-1 when it is not).
             pipe.cmd("EVAL")
-                .arg(FENCED_TRIM)
+                .arg(scripts::FENCED_TRIM.source())
                 .arg(2 + endpoints.len())
                 .arg(self.keys.events(*p))
                 .arg(self.keys.lease(*p));

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::conn::WaitFor;
 use super::keys::Keys;
+use super::scripts;
 use super::RedisConn;
 use crate::metrics::Metrics;
 
@@ -104,17 +105,12 @@ impl Replication {
 /// Publishes confirmed change entries on the events channel, in the order they are handed
 /// over, each handful in one pipeline (best effort, as the channel always was: a failure is
 /// logged). A change is named by its partition and stream entry id, and a small script on the
-/// partition's master publishes the entry as the stream holds it ([`PUBLISH_SCRIPT`]): the
+/// partition's master publishes the entry as the stream holds it (`publish_change.lua`): the
 /// change (the order's whole JSON) is not sent to Redis a second time.
 #[derive(Clone)]
 pub struct Publisher {
     tx: mpsc::UnboundedSender<Vec<(u16, String)>>,
 }
-
-/// Publishes one change entry of a partition's stream on the events channel. KEYS: 1 the
-/// stream. ARGV: 1 the entry id, 2 the channel. 1, or 0 when the entry is gone (trimmed).
-pub const PUBLISH_SCRIPT: &str = "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) \
-if e[1] then redis.call('PUBLISH', ARGV[2], e[1][2][2]) return 1 end return 0";
 
 impl Publisher {
     /// Starts the publishing task (on the current local task set) over `conn`. It stops when
@@ -142,7 +138,7 @@ async fn publish_all(
     mut conn: RedisConn,
     keys: Keys,
 ) {
-    let sha = redis::Script::new(PUBLISH_SCRIPT).get_hash().to_string();
+    let sha = scripts::PUBLISH_CHANGE.sha();
     let channel = keys.events_channel();
     while let Some(first) = rx.recv().await {
         let mut entries = first;
@@ -152,40 +148,42 @@ async fn publish_all(
                 Err(_) => break,
             }
         }
-        let pipeline = |by_sha: bool, entries: &[&(u16, String)]| {
+        let pipeline = |entries: &[&(u16, String)]| {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for (p, id) in entries {
-                let cmd = if by_sha {
-                    pipe.cmd("EVALSHA").arg(&sha)
-                } else {
-                    pipe.cmd("EVAL").arg(PUBLISH_SCRIPT)
-                };
-                cmd.arg(1).arg(keys.events(*p)).arg(id).arg(&channel);
+                pipe.cmd("EVALSHA")
+                    .arg(sha)
+                    .arg(1)
+                    .arg(keys.events(*p))
+                    .arg(id)
+                    .arg(&channel);
             }
             pipe
         };
         let all: Vec<&(u16, String)> = entries.iter().collect();
         let sent: Result<Vec<redis::Value>, redis::RedisError> =
-            pipeline(true, &all).query_async(&mut conn).await;
+            pipeline(&all).query_async(&mut conn).await;
         let result = match sent {
-            // A master that does not know the script (restarted, promoted): the text once.
+            // A master that does not know the script (restarted, promoted): the registry
+            // loaded, and the missing ones sent again.
             Ok(values) => {
                 let missing: Vec<&(u16, String)> = all
                     .iter()
                     .zip(&values)
-                    .filter(|(_, v)| {
-                        matches!(v, redis::Value::ServerError(e) if e.code() == "NOSCRIPT")
-                    })
+                    .filter(|(_, v)| scripts::is_noscript(v))
                     .map(|(e, _)| *e)
                     .collect();
                 if missing.is_empty() {
                     Ok(())
                 } else {
-                    pipeline(false, &missing)
-                        .query_async::<Vec<redis::Value>>(&mut conn)
-                        .await
-                        .map(|_| ())
+                    match scripts::load_all(&mut conn).await {
+                        Ok(()) => pipeline(&missing)
+                            .query_async::<Vec<redis::Value>>(&mut conn)
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(e),
+                    }
                 }
             }
             Err(e) => Err(e),

@@ -5,15 +5,8 @@ use std::collections::BTreeMap;
 
 use redis::AsyncCommands;
 
-use super::{Store, StoreError};
+use super::{scripts, Store, StoreError};
 use crate::domain::stats::{Contribution, Figures};
-
-/// The Lua source of the stats apply.
-pub const STATS_SCRIPT: &str = include_str!("stats.lua");
-
-/// The stats script, hashed once (every delta runs it by its SHA).
-static STATS: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(STATS_SCRIPT));
 
 /// What applying a delta did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +50,8 @@ impl Store {
             Some(c) => serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => String::new(),
         };
-        let applied: i64 = STATS
+        let applied: i64 = scripts::STATS
+            .script()
             .key(keys.customer_contributions(&d.c))
             .key(keys.customer_stats(&d.c))
             .key(keys.customers(partition))

@@ -13,114 +13,8 @@
 //! of any daemon: the partitions' next owners do their part and a retried request id gets the
 //! kept reply.
 
-use std::sync::LazyLock;
-
-use super::{Store, StoreError};
+use super::{scripts, Store, StoreError};
 use crate::domain::time::{from_millis, to_millis, Instant};
-
-/// Creates a clock unless it exists: fenced by its partition's lease. 'OK', 'EXISTS' or
-/// 'FENCED'.
-///
-/// KEYS: 1 clock hash, 2 its partition's lease, 3 its partition's clock index.
-/// ARGV: 1 token, 2 clock id, 3 name ('' = none), 4 frozen ms, 5 created ms.
-static CREATE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'FENCED' end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
-redis.call('HSET', KEYS[1], 'name', ARGV[3], 'frozen', ARGV[4], 'created', ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
-return 'OK'
-",
-    )
-});
-
-/// Begins a job on a clock: fenced; refused while another request's job runs ('BUSY'), for a
-/// missing clock ('MISSING') and for an advance before the frozen time ('BACKWARDS'). The same
-/// request's job under way is 'OK' again.
-///
-/// KEYS: 1 clock hash, 2 its partition's lease, 3 its partition's job set.
-/// ARGV: 1 token, 2 clock id, 3 job ('advance' | 'delete'), 4 target ms, 5 request id,
-/// 6 body hash, 7 orders to delete, 8 customers to delete.
-static BEGIN: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'FENCED' end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'MISSING' end
-local running = redis.call('HGET', KEYS[1], 'req')
-if running then
-  if running == ARGV[5] then return 'OK' end
-  return 'BUSY'
-end
-if ARGV[3] == 'advance' and tonumber(ARGV[4]) < tonumber(redis.call('HGET', KEYS[1], 'frozen')) then
-  return 'BACKWARDS'
-end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSET', KEYS[1], 'job', ARGV[3], 'target', ARGV[4], 'req', ARGV[5], 'hash', ARGV[6],
-  'orders', ARGV[7], 'customers', ARGV[8])
-redis.call('SADD', KEYS[3], ARGV[2])
-return 'OK'
-",
-    )
-});
-
-/// Records that a partition did job `seq` of a clock, if the writer still holds its lease.
-/// 1, or 0 when fenced.
-///
-/// KEYS: 1 the partition's done key of the clock, 2 its lease. ARGV: 1 token, 2 seq.
-const MARK_DONE: &str = r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-local at = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[2]) > at then redis.call('SET', KEYS[1], ARGV[2]) end
-return 1
-";
-
-/// Completes job ARGV[3] of a clock: an advance moves `frozen` to the target, a deletion
-/// removes the clock and its index entry; the job is gone and its reply kept (SET NX, TTL).
-/// 'OK', 'GONE' (not under way) or 'FENCED'.
-///
-/// KEYS: 1 clock hash, 2 its partition's lease, 3 the reply key, 4 the partition's job set,
-/// 5 the partition's clock index.
-/// ARGV: 1 token, 2 clock id, 3 request id, 4 reply JSON, 5 reply TTL seconds.
-static FINISH: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'FENCED' end
-if redis.call('HGET', KEYS[1], 'req') ~= ARGV[3] then return 'GONE' end
-if redis.call('HGET', KEYS[1], 'job') == 'delete' then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[5], ARGV[2])
-else
-  redis.call('HSET', KEYS[1], 'frozen', redis.call('HGET', KEYS[1], 'target'))
-  redis.call('HDEL', KEYS[1], 'job', 'target', 'req', 'hash', 'orders', 'customers')
-end
-redis.call('SREM', KEYS[4], ARGV[2])
-redis.call('SET', KEYS[3], ARGV[4], 'NX', 'EX', ARGV[5])
-return 'OK'
-",
-    )
-});
-
-/// Binds a customer to a clock: 'OK' (bound now or before), 'LIVE' (the customer has orders
-/// and no clock), or the other clock's id.
-///
-/// KEYS: 1 the customer's clock key, 2 the customer's order index, 3 the clock's customer set
-/// of the customer's partition. ARGV: 1 clock id, 2 customer id.
-static BIND: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local bound = redis.call('GET', KEYS[1])
-if bound then
-  if bound == ARGV[1] then return 'OK' end
-  return bound
-end
-if redis.call('ZCARD', KEYS[2]) > 0 then return 'LIVE' end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[2])
-return 'OK'
-",
-    )
-});
 
 /// A test clock as Redis keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +98,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let p = self.keys().partition(&clock.id);
-        let r: String = CREATE
+        let r: String = scripts::TEST_CLOCK_CREATE
+            .script()
             .key(self.keys().test_clock(&clock.id))
             .key(self.keys().lease(p))
             .key(self.keys().test_clocks(p))
@@ -309,7 +204,8 @@ impl Store {
     ) -> Result<JobBegun, StoreError> {
         let mut conn = self.conn();
         let p = self.keys().partition(clock);
-        let r: String = BEGIN
+        let r: String = scripts::TEST_CLOCK_BEGIN
+            .script()
             .key(self.keys().test_clock(clock))
             .key(self.keys().lease(p))
             .key(self.keys().test_clock_jobs(p))
@@ -365,7 +261,7 @@ impl Store {
         let mut pipe = redis::pipe();
         for (p, token) in held {
             pipe.cmd("EVAL")
-                .arg(MARK_DONE)
+                .arg(scripts::MARK_UPTO.source())
                 .arg(2)
                 .arg(self.keys().test_clock_done(*p, clock))
                 .arg(self.keys().lease(*p))
@@ -423,7 +319,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let p = self.keys().partition(clock);
-        let r: String = FINISH
+        let r: String = scripts::TEST_CLOCK_FINISH
+            .script()
             .key(self.keys().test_clock(clock))
             .key(self.keys().lease(p))
             .key(self.keys().reply(p, request_id))
@@ -466,7 +363,8 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn();
         let p = self.keys().partition(customer_id);
-        let r: String = BIND
+        let r: String = scripts::TEST_CLOCK_BIND
+            .script()
             .key(self.keys().customer_clock(customer_id))
             .key(self.keys().customer_orders(customer_id))
             .key(self.keys().test_clock_customers(p, clock))

@@ -9,9 +9,7 @@ use std::collections::HashMap;
 
 use redis::Value;
 
-use super::{Store, StoreError};
-
-const WEBHOOK_SCRIPT: &str = include_str!("webhook.lua");
+use super::{scripts, Store, StoreError};
 
 /// One endpoint's progress in one partition, as Redis holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,15 +99,15 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut conn = self.webhook_conn();
         let keys = self.keys();
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(WEBHOOK_SCRIPT)
-            .arg(3)
-            .arg(keys.webhook_progress(partition, endpoint))
-            .arg(keys.lease(partition))
-            .arg(keys.webhooks_dead(partition))
+        let r: i64 = scripts::WEBHOOK
+            .script()
+            .key(keys.webhook_progress(partition, endpoint))
+            .key(keys.lease(partition))
+            .key(keys.webhooks_dead(partition))
             .arg(token)
-            .arg(args);
-        let r: i64 = cmd.query_async(&mut conn).await?;
+            .arg(args)
+            .invoke_async(&mut conn)
+            .await?;
         if r == -1 {
             return Err(StoreError::Fenced { partition });
         }
@@ -258,8 +256,7 @@ impl Store {
         let mut conn = self.webhook_conn();
         let keys = self.keys();
         // EVALSHA: the script's text is not sent (and hashed by Redis) with every write.
-        static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let sha = SHA.get_or_init(|| redis::Script::new(WEBHOOK_SCRIPT).get_hash().to_string());
+        let sha = scripts::WEBHOOK.sha();
         let mut pipe = redis::pipe();
         for (p, token, apply) in writes {
             pipe.cmd("EVALSHA")
@@ -272,13 +269,9 @@ impl Store {
                 .arg(apply.args());
         }
         let results: Vec<i64> = match pipe.query_async(&mut conn).await {
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                // A restarted Redis forgot it: load it, then the same writes again.
-                let _: String = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(WEBHOOK_SCRIPT)
-                    .query_async(&mut conn)
-                    .await?;
+            Err(e) if scripts::is_noscript_error(&e) => {
+                // A restarted Redis forgot it: load them, then the same writes again.
+                scripts::load_all(&mut conn).await?;
                 pipe.query_async(&mut conn).await?
             }
             other => other?,
@@ -353,17 +346,13 @@ impl Store {
     ) -> Result<String, StoreError> {
         let mut conn = self.webhook_conn();
         let keys = self.keys();
-        let id: Option<String> = redis::cmd("EVAL")
-            .arg(
-                "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end \
-                 return redis.call('XADD', KEYS[1], '*', 'endpoints', ARGV[2])",
-            )
-            .arg(2)
-            .arg(keys.webhooks_redeliver())
-            .arg(keys.lease(0))
+        let id: Option<String> = scripts::REDELIVER_REQUEST
+            .script()
+            .key(keys.webhooks_redeliver())
+            .key(keys.lease(0))
             .arg(token)
             .arg(endpoints.join(" "))
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
         id.ok_or(StoreError::Fenced { partition: 0 })
     }

@@ -2,8 +2,8 @@
 -- version, write the order, move its one timer, append one change entry to the partition's
 -- event stream (and publish it), append its stats deltas, and keep the admin reply under its
 -- request id. Every key is of the order's partition (one hash slot); the customer's side
--- (statistics, order index) follows through the outbox. fire.lua repeats the 'save' of an
--- existing order for timer firings: a change to these writes is made in both.
+-- (statistics, order index) follows through the outbox. The save's writes are save.lua's,
+-- shared with fire.lua (the lean commit of a timer firing).
 --
 -- Returns {'OK', change entry id ('' = none), outbox entry ids...} or {'FENCED' | 'REPLIED' |
 -- 'VERSION' | 'DELETED', detail}. FENCED: the writer's lease token is not the partition's lease
@@ -19,7 +19,7 @@
 --       13 the writer's lease token, 14 the events channel, then the deltas.
 -- The change entry is completed with the order JSON (ARGV[4], also for a delete) and '}', so
 -- the order travels once per commit and is written once per change.
-if redis.call('GET', KEYS[8]) ~= ARGV[13] then return {'FENCED', ''} end
+if not holds(KEYS[8], ARGV[13]) then return {'FENCED', ''} end
 if ARGV[8] ~= '' then
   local kept = redis.call('GET', KEYS[4])
   if kept then
@@ -38,12 +38,7 @@ if ARGV[2] ~= 'none' then
     return {'VERSION', cur or ''}
   end
   if ARGV[2] == 'save' then
-    redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4])
-    if ARGV[5] == '' then
-      redis.call('ZREM', KEYS[2], ARGV[6])
-    else
-      redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
-    end
+    save_order(KEYS[1], KEYS[2], ARGV[6], ARGV[3], ARGV[4], ARGV[5])
     if ARGV[1] == '0' then
       redis.call('ZADD', KEYS[6], ARGV[7], ARGV[6])
     end
@@ -56,9 +51,9 @@ if ARGV[2] ~= 'none' then
 end
 local entry = ''
 if ARGV[11] ~= '' then
-  local change = ARGV[11] .. ARGV[4] .. '}'
-  entry = redis.call('XADD', KEYS[3], '*', 'change', change)
-  if ARGV[10] == '1' then redis.call('PUBLISH', ARGV[14], change) end
+  local channel = ''
+  if ARGV[10] == '1' then channel = ARGV[14] end
+  entry = append_change(KEYS[3], ARGV[11], ARGV[4], channel)
 end
 local m = tonumber(ARGV[12])
 local result = {'OK', entry}

@@ -8,7 +8,7 @@
 --             then the cursor, the deletes and the dead letters)
 --   "requeue" ARGV[3] endpoint id, ARGV[4] request id (a stream id): every dead entry of the
 --             endpoint becomes an x:<dead id> field to deliver again, once per request
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if not holds(KEYS[2], ARGV[1]) then return -1 end
 local op = ARGV[2]
 if op == 'init' then
   return redis.call('HSETNX', KEYS[1], 'cursor', ARGV[3]) == 1

@@ -13,7 +13,7 @@
 --       5 the writer's lease token, 6 the inbox entry to remove ('' = none)
 -- Returns 1 when applied, 0 when already applied (same or newer version), -1 when the lease
 -- is not the writer's (nothing written).
-if redis.call('GET', KEYS[5]) ~= ARGV[5] then return -1 end
+if not holds(KEYS[5], ARGV[5]) then return -1 end
 if ARGV[6] ~= '' then redis.call('XDEL', KEYS[6], ARGV[6]) end
 local function apply()
   local old = redis.call('HGET', KEYS[1], ARGV[1])
