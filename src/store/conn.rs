@@ -43,6 +43,28 @@ pub const RETRY_LAST_MS: u64 = 800;
 /// How long connecting to a server (or to each node of a cluster) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long one request over a cluster connection made without a response timeout may take.
+const CLUSTER_REQUEST_BOUND: Duration = Duration::from_secs(60);
+
+/// `request`, given up with a timeout error after `bound`. The cluster client bounds each reply
+/// by its response timeout, but a CI run once saw a daemon stop renewing its leases for good
+/// right after a failover (a master killed, its replica promoted, the killed node back as a
+/// replica): some await of its lease loop never ended. Whatever it was, no request over a
+/// cluster connection can now hold a loop longer than this bound: it fails like a timeout and
+/// its caller goes on (the next request finds the new slot map).
+async fn bounded<T>(
+    bound: Duration,
+    request: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    match tokio::time::timeout(bound, request).await {
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no reply from the cluster within {bound:?}"),
+        ))),
+    }
+}
+
 /// `WAIT <replicas> <timeout_ms>` sent after a pipeline's commands (`redis.wait_replicas`,
 /// `redis.wait_timeout`): how many replicas must have the writes before they count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,7 +416,12 @@ impl RedisAddress {
             }
             RedisNodes::Cluster(_) => {
                 let client = self.cluster_client(response_timeout)?;
-                Ok(RedisConn::cluster(client.get_async_connection().await?))
+                // Each reply is bounded by the client's response timeout; the bound here is
+                // the net under it (see `bounded`).
+                Ok(RedisConn::cluster_bounded(
+                    client.get_async_connection().await?,
+                    response_timeout * 2 + CONNECT_TIMEOUT,
+                ))
             }
             RedisNodes::Sentinel(_) => {
                 let conn = SentinelConn {
@@ -549,7 +576,9 @@ pub struct RedisConn {
 #[derive(Clone)]
 enum Inner {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    /// The cluster connection, and how long one request may take before it is given up
+    /// (see [`bounded`]).
+    Cluster(ClusterConnection, Duration),
     Sentinel(SentinelConn),
 }
 
@@ -645,14 +674,19 @@ impl RedisConn {
 
     /// Wraps a cluster connection.
     pub fn cluster(inner: ClusterConnection) -> RedisConn {
+        RedisConn::cluster_bounded(inner, CLUSTER_REQUEST_BOUND)
+    }
+
+    /// Wraps a cluster connection whose requests are given up after `bound` (see [`bounded`]).
+    pub fn cluster_bounded(inner: ClusterConnection, bound: Duration) -> RedisConn {
         RedisConn {
-            inner: Inner::Cluster(inner),
+            inner: Inner::Cluster(inner, bound),
         }
     }
 
     /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.inner, Inner::Cluster(_))
+        matches!(self.inner, Inner::Cluster(..))
     }
 
     /// One SCAN step over the keys matching `pattern`, on every server holding keys: the one
@@ -679,7 +713,7 @@ impl RedisConn {
         let mut next = Vec::new();
         let cluster = match &self.inner {
             Inner::Single(_) | Inner::Sentinel(_) => None,
-            Inner::Cluster(conn) => Some(conn.clone()),
+            Inner::Cluster(conn, _) => Some(conn.clone()),
         };
         match cluster {
             None => {
@@ -810,7 +844,7 @@ impl RedisConn {
                 let replicas = values.pop().as_ref().map_or(-1, replicas_of);
                 Ok((values, vec![replicas; pipeline.len()]))
             }
-            Inner::Cluster(c) => per_slot(c, pipeline, Some(wait)).await,
+            Inner::Cluster(c, bound) => per_slot(c, *bound, pipeline, Some(wait)).await,
         }
     }
 }
@@ -820,7 +854,7 @@ impl ConnectionLike for RedisConn {
         Box::pin(async move {
             match &mut self.inner {
                 Inner::Single(c) => with_retry!(c.req_packed_command(cmd)),
-                Inner::Cluster(c) => with_retry!(c.req_packed_command(cmd)),
+                Inner::Cluster(c, bound) => with_retry!(bounded(*bound, c.req_packed_command(cmd))),
                 Inner::Sentinel(s) => through_sentinel!(s, |c| c.req_packed_command(cmd)),
             }
         })
@@ -838,10 +872,15 @@ impl ConnectionLike for RedisConn {
                 Inner::Sentinel(s) => {
                     through_sentinel!(s, |c| c.req_packed_commands(pipeline, offset, count))
                 }
-                Inner::Cluster(c) if pipeline.is_transaction() => {
-                    with_retry!(c.req_packed_commands(pipeline, offset, count))
+                Inner::Cluster(c, bound) if pipeline.is_transaction() => {
+                    with_retry!(bounded(
+                        *bound,
+                        c.req_packed_commands(pipeline, offset, count)
+                    ))
                 }
-                Inner::Cluster(c) => per_slot(c, pipeline, None).await.map(|(values, _)| values),
+                Inner::Cluster(c, bound) => per_slot(c, *bound, pipeline, None)
+                    .await
+                    .map(|(values, _)| values),
             }
         })
     }
@@ -849,7 +888,7 @@ impl ConnectionLike for RedisConn {
     fn get_db(&self) -> i64 {
         match &self.inner {
             Inner::Single(c) => c.get_db(),
-            Inner::Cluster(c) => c.get_db(),
+            Inner::Cluster(c, _) => c.get_db(),
             Inner::Sentinel(_) => 0,
         }
     }
@@ -871,6 +910,7 @@ struct Part {
 /// WAIT of its sub-pipeline answered (`-1` for a command sent alone).
 async fn per_slot(
     conn: &ClusterConnection,
+    bound: Duration,
     pipeline: &Pipeline,
     wait: Option<WaitFor>,
 ) -> RedisResult<(Vec<Value>, Vec<i64>)> {
@@ -909,10 +949,13 @@ async fn per_slot(
         async move {
             if part.single {
                 let cmd = part.pipeline.cmd_iter().next().expect("one command");
-                with_retry!(conn.req_packed_command(cmd)).map(|v| vec![v])
+                with_retry!(bounded(bound, conn.req_packed_command(cmd))).map(|v| vec![v])
             } else {
                 let n = part.pipeline.len();
-                with_retry!(conn.req_packed_commands(&part.pipeline, 0, n))
+                with_retry!(bounded(
+                    bound,
+                    conn.req_packed_commands(&part.pipeline, 0, n)
+                ))
             }
         }
     });
