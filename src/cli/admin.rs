@@ -196,7 +196,8 @@ async fn run_async(args: &AdminArgs, request_args: Value) -> anyhow::Result<Exit
 }
 
 /// Follows an advance while its request waits: every second, getClock says how far the
-/// simulated clock has got; each move is printed on stderr and remembered.
+/// simulated clock has got and how many transitions partition 0's daemon has fired; each day
+/// reached is printed on stderr, and any move (a day, or transitions) remembered.
 struct Progress {
     last_move: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
     task: tokio::task::JoinHandle<()>,
@@ -209,6 +210,7 @@ impl Progress {
         let task = tokio::spawn(async move {
             let mut seen: Option<String> = None;
             let mut first_transitions: Option<u64> = None;
+            let mut last_transitions: Option<u64> = None;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let options = RequestOptions {
@@ -228,11 +230,18 @@ impl Progress {
                 let reached = advance["reached"].as_str().unwrap_or_default().to_string();
                 let transitions = advance["transitions"].as_u64().unwrap_or(0);
                 let base = *first_transitions.get_or_insert(transitions);
-                if seen.as_deref() != Some(reached.as_str()) {
+                // Moving: the clock got further, or the day it is on is still firing (a day
+                // with many orders due takes a while on a busy machine).
+                if seen.as_deref() != Some(reached.as_str())
+                    || last_transitions != Some(transitions)
+                {
                     *moved
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) =
                         std::time::Instant::now();
+                    last_transitions = Some(transitions);
+                }
+                if seen.as_deref() != Some(reached.as_str()) {
                     eprintln!(
                         "advancing to {}: reached {reached}, {} transitions on partition 0's daemon",
                         advance["to"].as_str().unwrap_or_default(),
