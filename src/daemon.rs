@@ -184,6 +184,35 @@ async fn serve(
     } = started;
     // Masked: it is logged and reported.
     let redis_url = redis.to_string();
+    let store = open_store(&settings, &redis, &metrics).await?;
+    let clock = open_clock(&store, &settings).await?;
+    let parts = build(&settings, store, clock, &metrics, &shutdown)?;
+    tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, partitions = parts.store.keys().partitions(), daemon_id = %parts.ownership.daemon_id(), clock = %parts.clock.mode(), now = %parts.clock.now(), wait_replicas = settings.redis.wait_replicas, "recur starting");
+    // The probes ask Redis from here on; /readyz answers 200 once start-up is done.
+    probes.serve(parts.health.clone());
+    start_up(&parts).await?;
+    let running = spawn(&settings, &redis, parts, &metrics, &shutdown).await?;
+    http.serve_api(running.admin.clone(), running.api_store.clone());
+    running.health.started();
+    on_ready(&Ready {
+        redis_url,
+        http: http.addr,
+    });
+    tracing::info!("recur ready");
+
+    shutdown.wait().await;
+    stop(running, &metrics).await;
+    Ok(())
+}
+
+/// Connects to Redis (one clear line when it cannot), settles the data's partition count,
+/// layout and behaviour settings, and opens the store with its batchers.
+async fn open_store(
+    settings: &Settings,
+    redis: &RedisAddress,
+    metrics: &Arc<Metrics>,
+) -> Result<Store, RunError> {
+    let redis_url = redis.to_string();
     if redis.access().tls.insecure {
         tracing::warn!(redis_url = %redis_url, "redis.tls.insecure = true: the Redis server's TLS certificate and name are NOT verified; anyone on the network path can read and change recur's data (never use it in production)");
     }
@@ -191,7 +220,7 @@ async fn serve(
     // one clear line rather than the reconnecting connections' retries.
     redis.check().await?;
     let connect = || async {
-        store::connect_to(&redis)
+        store::connect_to(redis)
             .await
             .map_err(|source| RunError::Redis {
                 url: redis_url.clone(),
@@ -237,10 +266,10 @@ async fn serve(
             bulk,
             commits,
         },
-        keys.clone(),
+        keys,
         committer,
         bulk_max_batch,
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
     )
     .await?
     .with_legacy_replies(legacy_replies)
@@ -252,7 +281,28 @@ async fn serve(
     {
         tracing::info!(before = %before, "behaviour settings changed since the last daemons ran");
     }
-    let clock = open_clock(&store, &settings).await?;
+    Ok(store)
+}
+
+/// The daemon's parts, built bottom-up on an open store: ownership, the actors, the scheduler
+/// that fires through them, and the health view.
+struct Parts {
+    store: Store,
+    clock: Clock,
+    ownership: Ownership,
+    actors: Actors,
+    scheduler: Scheduler,
+    health: Health,
+    webhook_ids: Vec<String>,
+}
+
+fn build(
+    settings: &Settings,
+    store: Store,
+    clock: Clock,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Result<Parts, RunError> {
     let ownership = Ownership::new(
         store.clone(),
         OwnershipConfig {
@@ -264,23 +314,20 @@ async fn serve(
             lease_ttl: settings.cluster.lease_ttl,
             renew_interval: settings.cluster.renew_interval(),
         },
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
     );
-    tracing::info!(redis_url = %redis_url, prefix = %settings.prefix, partitions, daemon_id = %ownership.daemon_id(), clock = %clock.mode(), now = %clock.now(), wait_replicas = settings.redis.wait_replicas, "recur starting");
-
     let webhook_ids: Vec<String> = settings
         .webhooks
         .endpoints
         .iter()
         .map(|e| e.id().to_string())
         .collect();
-    // Bottom-up: the actors, then the scheduler that fires through them, then the admin side.
     let wake = TimerWake::default();
     let actors = Actors::new(ActorsConfig {
         store: store.clone(),
         clock: clock.clone(),
         policy: settings.lifecycle.policy().map_err(RunError::Dunning)?,
-        metrics: Arc::clone(&metrics),
+        metrics: Arc::clone(metrics),
         idle_passivation: settings.actors.idle_passivation,
         wake: wake.clone(),
         ownership: ownership.clone(),
@@ -301,39 +348,82 @@ async fn serve(
             shutdown: shutdown.clone(),
         },
     );
-
-    // The probes ask Redis from here on; /readyz answers 200 once start-up is done.
-    let tasks = TaskTracker::new();
     let health = Health::new(
         store.clone(),
         clock.clone(),
         ownership.clone(),
         scheduler.clone(),
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
     );
-    probes.serve(health.clone());
+    Ok(Parts {
+        store,
+        clock,
+        ownership,
+        actors,
+        scheduler,
+        health,
+        webhook_ids,
+    })
+}
 
-    // Take the free leases (all of them, when no other daemon leads), and pick up their
-    // partitions as the last owner left them.
-    let mut first = ownership.tick().await?;
+/// Takes the free leases (all of them, when no other daemon leads), picks up their partitions
+/// as the last owner left them, applies the stats deltas a crash left, and fires what fell due
+/// while the daemon was down.
+async fn start_up(parts: &Parts) -> Result<(), RunError> {
+    let mut first = parts.ownership.tick().await?;
     // Start-up's catch-up below defers every payment grace missed while down.
     first.orphaned.clear();
     tracing::info!(
         partitions = first.acquired.len(),
         "partition leases acquired"
     );
-    scheduler.take_over(&first).await?;
+    parts.scheduler.take_over(&first).await?;
     // Stats deltas a crash left between an order's commit and its stats update go first.
-    let settled = scheduler.settle_deltas().await?;
+    let settled = parts.scheduler.settle_deltas().await?;
     if settled > 0 {
         tracing::info!(deltas = settled, "applied stats deltas left in the outbox");
     }
     // Whatever fell due while the daemon was down fires next, stamped with its due time.
-    let caught_up = scheduler.catch_up().await?;
+    let caught_up = parts.scheduler.catch_up().await?;
     if caught_up > 0 {
         tracing::info!(orders = caught_up, "caught up overdue timers");
     }
+    Ok(())
+}
 
+/// A running daemon: its loops and listeners, and what stopping it needs.
+struct Running {
+    admin: admin::AdminHandle,
+    api_store: Store,
+    health: Health,
+    ownership: Ownership,
+    /// Every loop but the lease loop, and the admin requests in flight.
+    tasks: TaskTracker,
+    requests: TaskTracker,
+    /// The lease loop stops last, on a signal of its own.
+    leases_stop: Shutdown,
+    lease_loop: TaskTracker,
+}
+
+/// Spawns the loops (leases, stats, announcements, test clocks, the clock or the timers,
+/// webhooks) and the admin listeners.
+async fn spawn(
+    settings: &Settings,
+    redis: &RedisAddress,
+    parts: Parts,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Result<Running, RunError> {
+    let Parts {
+        store,
+        clock,
+        ownership,
+        actors,
+        scheduler,
+        health,
+        webhook_ids,
+    } = parts;
+    let tasks = TaskTracker::new();
     let requests = TaskTracker::new();
     // The lease loop stops last, on a signal of its own: the leases stay renewed while the
     // in-flight work of a stopping daemon lands, then they are released at once.
@@ -360,13 +450,13 @@ async fn serve(
             redis.clone(),
             store.clone(),
             ownership.clone(),
-            Arc::clone(&metrics),
+            Arc::clone(metrics),
             crate::webhooks::WebhookConfig {
                 settings: settings.webhooks.clone(),
                 events_max_len: settings.events.max_len,
                 daemon_id: ownership.daemon_id().to_string(),
             },
-            &shutdown,
+            shutdown,
             &tasks,
         )
         .await?;
@@ -384,25 +474,39 @@ async fn serve(
             reply_retention: settings.admin.reply_retention,
             max_request_bytes: settings.admin.max_request_bytes,
             basket_rules: Arc::new(settings.basket_rules()),
-            webhook_endpoints: webhook_ids.clone(),
+            webhook_endpoints: webhook_ids,
             identity: settings.admin.identity,
             channels: settings.admin.channels.clone(),
             allowed: settings.admin.commands.clone(),
         },
     );
-    let admin = admin::start(Arc::new(admin), &shutdown, &tasks, &requests)
+    let admin = admin::start(Arc::new(admin), shutdown, &tasks, &requests)
         .await
         .map_err(RunError::Admin)?;
-    http.serve_api(admin, api_store);
-    health.started();
-    on_ready(&Ready {
-        redis_url,
-        http: http.addr,
-    });
-    tracing::info!("recur ready");
+    Ok(Running {
+        admin,
+        api_store,
+        health,
+        ownership,
+        tasks,
+        requests,
+        leases_stop,
+        lease_loop,
+    })
+}
 
-    shutdown.wait().await;
+/// Stops taking work, waits for what is in flight (at most [`STOP_GRACE`]), stops the lease
+/// loop and releases the leases at once.
+async fn stop(running: Running, metrics: &Metrics) {
     tracing::info!("shutting down: no new requests; finishing what is in flight");
+    let Running {
+        ownership,
+        tasks,
+        requests,
+        leases_stop,
+        lease_loop,
+        ..
+    } = running;
     tasks.close();
     requests.close();
     let in_flight = async {
@@ -427,7 +531,6 @@ async fn serve(
         transitions = metrics.transitions_total(),
         "stopped"
     );
-    Ok(())
 }
 
 /// How long a stopping daemon waits for its in-flight work (requests, a round of an advance,
