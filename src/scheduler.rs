@@ -232,11 +232,7 @@ impl Scheduler {
         // more, counted from the first whole millisecond after start-up (instants are whole
         // milliseconds, and now is truncated), so it is never shorter than configured. (The
         // simulated clock does not move while the daemon is down.)
-        let defer = (!s.clock.is_simulated()).then(|| {
-            now + chrono::Duration::milliseconds(1)
-                + chrono::Duration::from_std(s.config.payment_restart_grace)
-                    .unwrap_or(chrono::Duration::hours(1))
-        });
+        let defer = (!s.clock.is_simulated()).then(|| self.restart_grace_until(now));
         let owned = s.ownership.owned();
         self.drain(&owned, Until::Now(now), defer, OnStall::Retry, None)
             .await
@@ -726,16 +722,25 @@ impl Scheduler {
             .collect()
     }
 
+    /// Until when payment grace missed while nobody fired is deferred: `payment_restart_grace`
+    /// from the first whole millisecond after `now` (instants are whole milliseconds, and now
+    /// is truncated), so it is never shorter than configured.
+    fn restart_grace_until(&self, now: Instant) -> Instant {
+        crate::domain::time::saturating_add(
+            now,
+            chrono::Duration::milliseconds(1)
+                + chrono::Duration::from_std(self.shared.config.payment_restart_grace)
+                    .unwrap_or(chrono::Duration::hours(1)),
+        )
+    }
+
     /// Fires the overdue timers of partitions that had no owner for longer than the lease TTL
     /// plus one renewal interval (SPEC 10): payment grace that ran out meanwhile gets
     /// `payment_restart_grace` more from now, as after a restart.
     async fn catch_up_orphans(&self, partitions: Vec<u16>) {
         let s = &self.shared;
         let now = s.clock.now();
-        let defer = now
-            + chrono::Duration::milliseconds(1)
-            + chrono::Duration::from_std(s.config.payment_restart_grace)
-                .unwrap_or(chrono::Duration::hours(1));
+        let defer = self.restart_grace_until(now);
         tracing::info!(partitions = ?partitions, "catching up partitions that had no owner; missed payment grace is deferred");
         if let Err(e) = self
             .drain(
