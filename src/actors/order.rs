@@ -77,6 +77,8 @@ pub(super) struct Fire {
 /// One order's actor.
 pub struct OrderActor {
     id: String,
+    /// The order's partition, computed once.
+    partition: u16,
     generation: u64,
     actors: Actors,
     /// None until loaded (or after a conflict: reload on next use).
@@ -92,6 +94,7 @@ impl OrderActor {
     /// A new, not yet loaded actor for `id`.
     pub(super) fn new(id: String, generation: u64, actors: Actors) -> Self {
         OrderActor {
+            partition: actors.config().store.keys().partition(&id),
             id,
             generation,
             actors,
@@ -130,16 +133,17 @@ impl Handler<Execute> for OrderActor {
 
     fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) -> Self::Result {
         let (actors, id, state) = (self.actors.clone(), self.id.clone(), self.state.take());
+        let partition = self.partition;
         self.handled += 1;
         self.ensure_idle_check(ctx);
         let span = tracing::info_span!(
             "order",
             order_id = %id,
-            partition = actors.config().store.keys().partition(&id),
+            partition = self.partition,
             request_id = %msg.request.id,
         );
         AtomicResponse::new(Box::pin(
-            async move { execute(&actors, &id, state, msg).await }
+            async move { execute(&actors, (&id, partition), state, msg).await }
                 .instrument(span)
                 .into_actor(self)
                 .map(|(state, result), act, _ctx| {
@@ -156,7 +160,7 @@ impl Handler<Fire> for OrderActor {
 
     fn handle(&mut self, msg: Fire, ctx: &mut Self::Context) -> Self::Result {
         let preloaded = msg.preloaded.map(Loaded::Present);
-        let (actors, id) = (self.actors.clone(), self.id.clone());
+        let (actors, id, partition) = (self.actors.clone(), self.id.clone(), self.partition);
         let state = self.state.take().or(preloaded);
         // An actor woken only by its timer goes back to sleep right after: a burst of due
         // orders flows through without keeping them all resident.
@@ -171,10 +175,10 @@ impl Handler<Fire> for OrderActor {
         let span = tracing::debug_span!(
             "fire",
             order_id = %id,
-            partition = actors.config().store.keys().partition(&id),
+            partition = self.partition,
         );
         AtomicResponse::new(Box::pin(
-            async move { fire(&actors, &id, state, until, defer, clock).await }
+            async move { fire(&actors, (&id, partition), state, until, defer, clock).await }
                 .instrument(span)
                 .into_actor(self)
                 .map(move |(state, result), act, ctx| {
@@ -310,7 +314,7 @@ pub fn decide_fire(
 /// The body of [`Execute`]: returns the state to cache (None = reload next time) and the reply.
 async fn execute(
     actors: &Actors,
-    id: &str,
+    (id, partition): (&str, u16),
     state: Option<Loaded>,
     msg: Execute,
 ) -> (Option<Loaded>, Result<Reply, ActorError>) {
@@ -361,7 +365,7 @@ async fn execute(
             answer: d.reply,
         }
     };
-    match commit_with_retry(actors, id, Some(state), None, plan).await {
+    match commit_with_retry(actors, (id, partition), Some(state), None, plan).await {
         (state, Ok(Settled::Answered(reply))) => (state, Ok(reply)),
         // Another attempt of this request id won: answer with its reply.
         (state, Ok(Settled::AlreadyReplied(json))) => {
@@ -408,7 +412,7 @@ fn clock_refusal(id: &str, clock: Option<&TestClock>, op: &OrderOp) -> Option<Do
 /// The body of [`Fire`].
 async fn fire(
     actors: &Actors,
-    id: &str,
+    (id, partition): (&str, u16),
     state: Option<Loaded>,
     until: Instant,
     defer_grace_to: Option<Instant>,
@@ -424,7 +428,8 @@ async fn fire(
         },
         FireDecision::RepairTimer(due) => Plan::RepairTimer(due, ()),
     };
-    let (state, result) = commit_with_retry(actors, id, state, test_clock.as_deref(), plan).await;
+    let (state, result) =
+        commit_with_retry(actors, (id, partition), state, test_clock.as_deref(), plan).await;
     (state, result.map(|_| ()))
 }
 
@@ -457,7 +462,7 @@ enum Settled<T> {
 /// a timer repair of a missing order writes to (an existing order's is its own).
 async fn commit_with_retry<T>(
     actors: &Actors,
-    id: &str,
+    (id, partition): (&str, u16),
     state: Option<Loaded>,
     timer_clock: Option<&str>,
     mut plan: impl FnMut(&Loaded) -> Plan<T>,
@@ -474,7 +479,6 @@ async fn commit_with_retry<T>(
         };
         let (transition, kept, answer) = match plan(&loaded) {
             Plan::RepairTimer(due, answer) => {
-                let partition = store.keys().partition(id);
                 let Some(lease) = actors.config().ownership.token(partition) else {
                     return (None, Err(ActorError::NotOwner { partition }));
                 };
@@ -498,7 +502,7 @@ async fn commit_with_retry<T>(
             Loaded::Present(o) => Some(o.as_ref()),
             _ => None,
         };
-        match commit_and_settle(actors, id, before, transition.as_ref(), kept).await {
+        match commit_and_settle(actors, (id, partition), before, transition.as_ref(), kept).await {
             Ok(CommitOutcome::Committed { .. }) => {
                 let next = transition.as_ref().map_or(loaded, after);
                 return (Some(next), Ok(Settled::Answered(answer)));
@@ -507,7 +511,6 @@ async fn commit_with_retry<T>(
                 return (None, Ok(Settled::AlreadyReplied(json)));
             }
             Ok(CommitOutcome::Fenced) => {
-                let partition = store.keys().partition(id);
                 return (None, Err(ActorError::NotOwner { partition }));
             }
             Ok(CommitOutcome::VersionConflict | CommitOutcome::Deleted) => {
@@ -526,13 +529,12 @@ async fn commit_with_retry<T>(
 /// fired timer goes over the scheduler's bulk connection.
 async fn commit_and_settle(
     actors: &Actors,
-    id: &str,
+    (id, partition): (&str, u16),
     before: Option<&Order>,
     t: Option<&Transition>,
     kept: Option<(RequestMeta, Reply)>,
 ) -> Result<CommitOutcome, ActorError> {
     let config = actors.config();
-    let partition = config.store.keys().partition(id);
     let lease = config
         .ownership
         .token(partition)
