@@ -956,75 +956,94 @@ impl EndpointLoop {
         }
     }
 
+    /// An attempt came back: retried later (a failure of an event younger than `max_age`), or
+    /// finished (delivered, or given up and dead-lettered).
     fn finish(&mut self, f: Finished) {
         self.in_flight = self.in_flight.saturating_sub(1);
         // The endpoint's health counts every answer, also of a partition lost meanwhile.
         self.record_health(&f);
-        let p = f.queue.0;
-        let current = self.parts.get(&p).map(|part| part.generation);
+        let current = self.parts.get(&f.queue.0).map(|part| part.generation);
         if current != Some(f.generation) {
             // Lost meanwhile (the new owner delivers it again) or taken again since.
             return;
         }
-        let settings = &self.config.settings;
         let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::front_mut) else {
             return;
         };
         d.in_flight = false;
         let error = f.attempt.error().map(str::to_string);
         if let Some(error) = &error {
-            d.attempts += 1;
-            let first = *d.first_ms.get_or_insert(f.started_ms);
-            let age = Duration::from_millis(u64::try_from(now_ms() - first).unwrap_or(0));
-            if age < settings.max_age {
-                self.metrics.webhook_delivery(DeliveryOutcome::Failed);
-                // The event's own backoff; a Retry-After pauses the whole endpoint besides.
-                let pause = backoff(d.attempts, settings.retry_initial, settings.retry_max);
-                let (endpoint_failure, paused_ms) = match &f.attempt {
-                    Attempt::EndpointFailed { retry_after, .. } => (
-                        true,
-                        retry_after.map(|r| r.min(settings.retry_max).as_millis() as u64),
-                    ),
-                    _ => (false, None),
-                };
-                match self.failure_log.check(Instant::now().into_std()) {
-                    Some(suppressed) => {
-                        tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, retry_in_ms = pause.as_millis() as u64, suppressed, "webhook delivery failed; retrying (at most one such line per endpoint per 10 s: `suppressed` counts those left out)");
-                    }
-                    None => {
-                        tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, "webhook delivery failed; retrying");
-                    }
-                }
-                let state = RetryState {
-                    attempts: d.attempts,
-                    first_ms: first,
-                    error: error.clone(),
-                };
-                let apply = Apply {
-                    set: d
-                        .entry_n
-                        .map(|_| {
-                            (
-                                format!("r:{}", d.key),
-                                serde_json::to_string(&state).unwrap_or_default(),
-                            )
-                        })
-                        .into_iter()
-                        .collect(),
-                    ..Apply::default()
-                };
-                self.waiting
-                    .push(std::cmp::Reverse((Instant::now() + pause, f.queue.clone())));
-                self.stage(p, apply);
+            if self.retry_later(&f, error) {
                 return;
             }
         }
-        // Finished: delivered, or given up.
+        self.complete(&f, error.as_deref());
+    }
+
+    /// Counts a failed attempt of the queue's first delivery and, while the event is younger
+    /// than `max_age`, schedules its retry (its own backoff; a Retry-After pauses the whole
+    /// endpoint besides) and keeps its retry state. False when it is to be given up.
+    fn retry_later(&mut self, f: &Finished, error: &str) -> bool {
+        let settings = &self.config.settings;
+        let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::front_mut) else {
+            return false;
+        };
+        d.attempts += 1;
+        let first = *d.first_ms.get_or_insert(f.started_ms);
+        let age = Duration::from_millis(u64::try_from(now_ms() - first).unwrap_or(0));
+        if age >= settings.max_age {
+            return false;
+        }
+        self.metrics.webhook_delivery(DeliveryOutcome::Failed);
+        let pause = backoff(d.attempts, settings.retry_initial, settings.retry_max);
+        let (endpoint_failure, paused_ms) = match &f.attempt {
+            Attempt::EndpointFailed { retry_after, .. } => (
+                true,
+                retry_after.map(|r| r.min(settings.retry_max).as_millis() as u64),
+            ),
+            _ => (false, None),
+        };
+        match self.failure_log.check(Instant::now().into_std()) {
+            Some(suppressed) => {
+                tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, retry_in_ms = pause.as_millis() as u64, suppressed, "webhook delivery failed; retrying (at most one such line per endpoint per 10 s: `suppressed` counts those left out)");
+            }
+            None => {
+                tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, "webhook delivery failed; retrying");
+            }
+        }
+        let state = RetryState {
+            attempts: d.attempts,
+            first_ms: first,
+            error: error.to_string(),
+        };
+        let apply = Apply {
+            set: d
+                .entry_n
+                .map(|_| {
+                    (
+                        format!("r:{}", d.key),
+                        serde_json::to_string(&state).unwrap_or_default(),
+                    )
+                })
+                .into_iter()
+                .collect(),
+            ..Apply::default()
+        };
+        self.waiting
+            .push(std::cmp::Reverse((Instant::now() + pause, f.queue.clone())));
+        self.stage(f.queue.0, apply);
+        true
+    }
+
+    /// The queue's first delivery is finished (`error`: given up with it, dead-lettered):
+    /// off the queue, its entry's count and the cursor moved, the order's next event ready.
+    fn complete(&mut self, f: &Finished, error: Option<&str>) {
+        let p = f.queue.0;
         let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::pop_front) else {
             return;
         };
         let mut apply = Apply::default();
-        match &error {
+        match error {
             None => self.metrics.webhook_delivery(DeliveryOutcome::Delivered),
             Some(error) => {
                 self.metrics.webhook_delivery(DeliveryOutcome::Dead);
@@ -1042,7 +1061,7 @@ impl EndpointLoop {
                     ("type".into(), d.event_type.clone()),
                     ("orderId".into(), d.order_id.clone()),
                     ("attempts".into(), d.attempts.to_string()),
-                    ("error".into(), error.clone()),
+                    ("error".into(), error.to_string()),
                     ("firstAttemptMs".into(), d.first_ms.unwrap_or(0).to_string()),
                     ("body".into(), d.body.to_string()),
                 ]];
