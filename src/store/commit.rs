@@ -244,47 +244,16 @@ async fn send_batch(
     turn: Turn,
 ) {
     let started = WallInstant::now();
-    let mut results = run_pipeline(&batch, &mut conn, keys, config).await;
-    // A restarted Redis forgets scripts: load it again and retry once.
-    if results
-        .as_ref()
-        .is_ok_and(|(r, _)| r.iter().any(scripts::is_noscript))
-        || results.as_ref().is_err_and(scripts::is_noscript_error)
-    {
-        if let Err(e) = scripts::load_all(&mut conn).await {
-            results = Err(e);
-        } else {
-            results = run_pipeline(&batch, &mut conn, keys, config).await;
-        }
-    }
-    let elapsed = started.elapsed();
+    let results = send_reloading(&batch, &mut conn, keys, config).await;
     let commits = batch
         .iter()
         .filter(|j| matches!(j, Job::Commit(..)))
         .count();
     let metrics = &shared.metrics;
-    metrics.commit_batch(commits, elapsed);
+    metrics.commit_batch(commits, started.elapsed());
     let (values, replicas) = match results {
         Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, size = batch.len(), "commit batch failed");
-            metrics.redis_error();
-            if config.wait.is_some() {
-                // Nothing could be confirmed: readiness says so until a WAIT is enough.
-                shared.replication.record(-1);
-            }
-            let e = StoreError::from(e);
-            if shared.publisher.is_some() {
-                if let Some(mine) = turn.mine {
-                    let _ = mine.await;
-                }
-            }
-            let _ = turn.next.send(());
-            for job in batch {
-                fail(job, e.clone());
-            }
-            return;
-        }
+        Err(e) => return fail_batch(batch, e, config, shared, turn).await,
     };
     // Whether each job's WAIT confirmed it (always, when nothing waits).
     let wanted = config.wait.map_or(0, |w| i64::from(w.replicas));
@@ -293,69 +262,20 @@ async fn send_batch(
         let fewest = replicas.iter().copied().min().unwrap_or(-1);
         shared.replication.record(fewest);
     }
-    let confirmed: Vec<bool> = replicas
-        .iter()
-        .map(|&r| config.wait.is_none() || r >= wanted)
-        .collect();
-    let unconfirmed = |r: i64| StoreError::Unconfirmed {
-        replicas: r.max(0),
-        wanted: config.wait.map_or(0, |w| w.replicas),
-        timeout_ms: config.wait.map_or(0, |w| w.timeout_ms),
-    };
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut publish = Vec::new();
     for (i, (job, v)) in batch.into_iter().zip(values).enumerate() {
-        let ok = confirmed.get(i).copied().unwrap_or(false);
         let r = replicas.get(i).copied().unwrap_or(-1);
-        match job {
-            Job::Commit(commit, done) => {
-                let entry = shared.publisher.as_ref().and_then(|_| change_entry(&v));
-                let outcome = parse_outcome(v);
-                let written = matches!(outcome, Ok(CommitOutcome::Committed { .. }));
-                // A version written is a transition: with a reply to keep, an admin
-                // command's; without, a fired timer's.
-                if commit.change.is_some() && written {
-                    let kind = if commit.reply.is_some() {
-                        TransitionKind::Command
-                    } else {
-                        TransitionKind::Fire
-                    };
-                    metrics.committed(kind, commit.event_count);
-                }
-                let acknowledged = matches!(
-                    outcome,
-                    Ok(CommitOutcome::Committed { .. } | CommitOutcome::AlreadyReplied(_))
-                );
-                let outcome = if acknowledged && !ok {
-                    Err(unconfirmed(r))
-                } else {
-                    outcome
-                };
-                if let (true, true, Some(entry)) = (written, ok, entry) {
-                    publish.push((keys.partition(&commit.order_id), entry));
-                }
-                outcomes.push(Done::Commit(done, outcome));
-            }
-            Job::Confirm {
-                partition, done, ..
-            } => {
-                let result = match v {
-                    Value::Int(1) if ok => Ok(()),
-                    Value::Int(1) => Err(unconfirmed(r)),
-                    Value::Int(_) => Err(StoreError::Fenced { partition }),
-                    other => Err(StoreError::UnexpectedReply(format!("{other:?}"))),
-                };
-                outcomes.push(Done::Confirm(done, result));
-            }
-            Job::Write(_, done) => {
-                let result = match v {
-                    Value::ServerError(e) => Err(StoreError::from(redis::RedisError::from(e))),
-                    v if ok => Ok(v),
-                    _ => Err(unconfirmed(r)),
-                };
-                outcomes.push(Done::Write(done, result));
-            }
-        }
+        let confirmed = config.wait.is_none() || r >= wanted;
+        outcomes.push(settle(
+            job,
+            v,
+            (confirmed, r),
+            keys,
+            config,
+            shared,
+            &mut publish,
+        ));
     }
     // Confirmed changes are handed to the publisher before any of their commits is
     // acknowledged (so an order's next change is published after this one), in the order the
@@ -422,6 +342,120 @@ fn change_entry(v: &Value) -> Option<String> {
         Value::BulkString(b) if !b.is_empty() => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) if !s.is_empty() => Some(s.clone()),
         _ => None,
+    }
+}
+
+/// Sends the batch's pipeline; a Redis that forgot the scripts (restarted, promoted) gets
+/// them loaded, and the pipeline is sent again once.
+async fn send_reloading(
+    batch: &[Job],
+    conn: &mut RedisConn,
+    keys: &Keys,
+    config: &CommitterConfig,
+) -> Result<(Vec<Value>, Vec<i64>), redis::RedisError> {
+    let results = run_pipeline(batch, conn, keys, config).await;
+    let forgot = results
+        .as_ref()
+        .is_ok_and(|(r, _)| r.iter().any(scripts::is_noscript))
+        || results.as_ref().is_err_and(scripts::is_noscript_error);
+    if !forgot {
+        return results;
+    }
+    scripts::load_all(conn).await?;
+    run_pipeline(batch, conn, keys, config).await
+}
+
+/// The whole pipeline failed: every job fails with the error (its turn to publish is passed
+/// on, so the batches after it are not held up).
+async fn fail_batch(
+    batch: Vec<Job>,
+    e: redis::RedisError,
+    config: &CommitterConfig,
+    shared: &Shared,
+    turn: Turn,
+) {
+    tracing::warn!(error = %e, size = batch.len(), "commit batch failed");
+    shared.metrics.redis_error();
+    if config.wait.is_some() {
+        // Nothing could be confirmed: readiness says so until a WAIT is enough.
+        shared.replication.record(-1);
+    }
+    let e = StoreError::from(e);
+    if shared.publisher.is_some() {
+        if let Some(mine) = turn.mine {
+            let _ = mine.await;
+        }
+    }
+    let _ = turn.next.send(());
+    for job in batch {
+        fail(job, e.clone());
+    }
+}
+
+/// One job's outcome from its reply `v` and its WAIT (`confirmed`, and how many replicas
+/// answered); a commit written and confirmed adds its change entry to `publish`.
+fn settle(
+    job: Job,
+    v: Value,
+    (confirmed, replicas): (bool, i64),
+    keys: &Keys,
+    config: &CommitterConfig,
+    shared: &Shared,
+    publish: &mut Vec<(u16, String)>,
+) -> Done {
+    let unconfirmed = || StoreError::Unconfirmed {
+        replicas: replicas.max(0),
+        wanted: config.wait.map_or(0, |w| w.replicas),
+        timeout_ms: config.wait.map_or(0, |w| w.timeout_ms),
+    };
+    match job {
+        Job::Commit(commit, done) => {
+            let entry = shared.publisher.as_ref().and_then(|_| change_entry(&v));
+            let outcome = parse_outcome(v);
+            let written = matches!(outcome, Ok(CommitOutcome::Committed { .. }));
+            // A version written is a transition: with a reply to keep, an admin command's;
+            // without, a fired timer's.
+            if commit.change.is_some() && written {
+                let kind = if commit.reply.is_some() {
+                    TransitionKind::Command
+                } else {
+                    TransitionKind::Fire
+                };
+                shared.metrics.committed(kind, commit.event_count);
+            }
+            let acknowledged = matches!(
+                outcome,
+                Ok(CommitOutcome::Committed { .. } | CommitOutcome::AlreadyReplied(_))
+            );
+            let outcome = if acknowledged && !confirmed {
+                Err(unconfirmed())
+            } else {
+                outcome
+            };
+            if let (true, true, Some(entry)) = (written, confirmed, entry) {
+                publish.push((keys.partition(&commit.order_id), entry));
+            }
+            Done::Commit(done, outcome)
+        }
+        Job::Confirm {
+            partition, done, ..
+        } => {
+            let result = match v {
+                Value::Int(1) if confirmed => Ok(()),
+                Value::Int(1) => Err(unconfirmed()),
+                Value::Int(_) => Err(StoreError::Fenced { partition }),
+                other => Err(StoreError::UnexpectedReply(format!("{other:?}"))),
+            };
+            Done::Confirm(done, result)
+        }
+        Job::Write(_, done) => {
+            let result = match v {
+                Value::ServerError(e) => Err(StoreError::from(redis::RedisError::from(e))),
+                v if confirmed => Ok(v),
+                _ => Err(unconfirmed()),
+            };
+            Done::Write(done, result)
+        }
     }
 }
 
