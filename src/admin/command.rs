@@ -290,40 +290,7 @@ impl AdminCommand {
                 let _: NoArgs = parse_args(&req.args)?;
                 AdminCommand::GetWebhookEndpoints
             }
-            "forecast" => {
-                use crate::domain::lifecycle::forecast::{month_of, MAX_MONTHS};
-                let a: ForecastArgs = parse_args(&req.args)?;
-                let from = parse_instant(&a.from).map_err(|e| DomainError::invalid("from", e))?;
-                let to = parse_instant(&a.to).map_err(|e| DomainError::invalid("to", e))?;
-                if to < from {
-                    return Err(DomainError::invalid("to", "must not be before from").into());
-                }
-                let months = month_of(&to) - month_of(&from) + 1;
-                if usize::try_from(months).unwrap_or(usize::MAX) > MAX_MONTHS {
-                    return Err(DomainError::invalid(
-                        "to",
-                        format!("a forecast covers at most {MAX_MONTHS} months ({months} asked)"),
-                    )
-                    .into());
-                }
-                let currency = a
-                    .currency
-                    .map(|c| {
-                        crate::domain::money::Currency::parse(&c)
-                            .map(|_| c)
-                            .map_err(|e| DomainError::invalid("currency", e.to_string()))
-                    })
-                    .transpose()?;
-                if let Some(c) = &a.test_clock_id {
-                    check_id("testClockId", c)?;
-                }
-                AdminCommand::Forecast {
-                    from,
-                    to,
-                    currency,
-                    test_clock: a.test_clock_id,
-                }
-            }
+            "forecast" => parse_forecast(&req.args)?,
             "previewOrder" => {
                 let a: PreviewArgs = parse_args(&req.args)?;
                 check_id("orderId", &a.order_id)?;
@@ -384,49 +351,8 @@ impl AdminCommand {
                     endpoint: a.endpoint,
                 }
             }
-            "createTestClock" => {
-                let a: CreateTestClockArgs = parse_args(&req.args)?;
-                let test_clock_id = a
-                    .test_clock_id
-                    .unwrap_or_else(|| derived_id("recur-test-clock", &req.id));
-                check_id("testClockId", &test_clock_id)?;
-                let frozen = parse_instant(&a.frozen_time)
-                    .map_err(|e| DomainError::invalid("frozenTime", e))?;
-                if let Some(name) = &a.name {
-                    crate::domain::command::check_text("name", name, 200)?;
-                }
-                AdminCommand::CreateTestClock {
-                    test_clock_id,
-                    frozen,
-                    name: a.name,
-                }
-            }
-            "getTestClock" | "deleteTestClock" => {
-                let a: TestClockArgs = parse_args(&req.args)?;
-                check_id("testClockId", &a.test_clock_id)?;
-                let test_clock_id = a.test_clock_id;
-                if name == "getTestClock" {
-                    AdminCommand::GetTestClock { test_clock_id }
-                } else {
-                    AdminCommand::DeleteTestClock { test_clock_id }
-                }
-            }
-            "advanceTestClock" => {
-                let a: AdvanceTestClockArgs = parse_args(&req.args)?;
-                check_id("testClockId", &a.test_clock_id)?;
-                let to = parse_instant(&a.to).map_err(|e| DomainError::invalid("to", e))?;
-                AdminCommand::AdvanceTestClock {
-                    test_clock_id: a.test_clock_id,
-                    to,
-                }
-            }
-            "listTestClocks" => {
-                let a: PageArgs = parse_args(&req.args)?;
-                AdminCommand::ListTestClocks {
-                    limit: page_limit(a.limit)?,
-                    after: page_cursor(a.cursor.as_deref())?,
-                }
-            }
+            "createTestClock" | "getTestClock" | "deleteTestClock" | "advanceTestClock"
+            | "listTestClocks" => parse_test_clock_command(req)?,
             other => return Err(AdminError::UnknownCommand(other.to_string())),
         })
     }
@@ -554,36 +480,8 @@ impl AdminCommand {
                 v["pong"] = json!(true);
                 Ok(Outcome::Answer(v))
             }
-            AdminCommand::GetClock => {
-                // During an advance: its target and how far this daemon's lanes have got.
-                let mut reply = now();
-                if let Some(advance) = state.store.clock_state().await?.advance {
-                    reply["advance"] = json!({
-                        "to": format_instant(&advance.target),
-                        "requestId": advance.request_id,
-                        "reached": format_instant(&state.clock.now()),
-                        "transitions": state.health.metrics().transitions_total(),
-                    });
-                }
-                Ok(Outcome::Answer(reply))
-            }
-            AdminCommand::GetMetrics { .. } => {
-                // The same registry /metrics renders (SPEC 10's JSON shape), with the gauges
-                // read off Redis refreshed first.
-                state.health.refresh().await;
-                let ownership = &state.ownership;
-                let ttl =
-                    u64::try_from(ownership.config().lease_ttl.as_millis()).unwrap_or(u64::MAX);
-                let live = state.store.live_daemons(ttl).await?;
-                Ok(Outcome::Answer(json!({
-                    "daemonId": ownership.daemon_id(),
-                    "metrics": state.health.metrics().json(),
-                    "partitionsOwned": ownership.owned().len(),
-                    "partitions": ownership.partitions(),
-                    "liveDaemons": live.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
-                    "registryResident": state.actors.resident_orders(),
-                })))
-            }
+            AdminCommand::GetClock => Ok(Outcome::Answer(get_clock(state).await?)),
+            AdminCommand::GetMetrics { .. } => Ok(Outcome::Answer(get_metrics(state).await?)),
             AdminCommand::AdvanceClock { to } => {
                 // Kept by partition 0's owner when the advance completed.
                 let reply = state
@@ -592,29 +490,7 @@ impl AdminCommand {
                     .await?;
                 Ok(Outcome::Found(reply))
             }
-            AdminCommand::CreateOrder(new) => {
-                check_customer_clock(state, &new).await?;
-                // A named cart keeps its customer's cart names until it is committed.
-                let _cart_name = carts::claim_cart_name(state, &new).await?;
-                let id = new.id.clone();
-                let named = new.name.is_some().then(|| new.clone());
-                let created = order(id, OrderOp::Create(new), request).await;
-                let refused = match &created {
-                    Ok(Outcome::Kept(reply)) => !reply.ok,
-                    // Committed but not confirmed by the replicas (redis.wait_replicas): the
-                    // order may well stand, and its retry is answered from the kept reply; the
-                    // claim stays (one whose order is gone is taken over anyway).
-                    Err(AdminError::Actor {
-                        source: ActorError::Store(StoreError::Unconfirmed { .. }),
-                        ..
-                    }) => false,
-                    _ => true,
-                };
-                if let (true, Some(new)) = (refused, named) {
-                    carts::release_cart_name(state, &new).await;
-                }
-                created
-            }
+            AdminCommand::CreateOrder(new) => create_order(state, new, request).await,
             AdminCommand::GetOrder { order_id } => order(order_id, OrderOp::Get, request).await,
             AdminCommand::Lifecycle { order_id, command } => {
                 order(order_id, OrderOp::Command(command), request).await
@@ -664,42 +540,117 @@ impl AdminCommand {
                     None => Err(clock_not_found(&test_clock_id)),
                 }
             }
-            AdminCommand::ListTestClocks { limit, after } => {
-                let (clocks, next) = state.store.list_test_clocks(after.as_ref(), limit).await?;
-                let next = next.map_or(Value::Null, |(ms, id)| json!(format!("{ms}:{id}")));
-                Ok(Outcome::Answer(json!({
-                    "testClocks": clocks.iter().map(TestClock::json).collect::<Vec<_>>(),
-                    "nextCursor": next,
-                })))
-            }
+            AdminCommand::ListTestClocks { limit, after } => Ok(Outcome::Answer(
+                list_test_clocks(state, after, limit).await?,
+            )),
             AdminCommand::AdvanceTestClock { test_clock_id, to } => {
-                let reply = state
-                    .scheduler
-                    .test_clock_job(
-                        &test_clock_id,
-                        JobKind::Advance,
-                        Some(to),
-                        &request.id,
-                        &request.body_hash,
-                    )
-                    .await?;
-                Ok(Outcome::Kept(reply))
+                test_clock_job(state, &test_clock_id, JobKind::Advance, Some(to), &request).await
             }
             AdminCommand::DeleteTestClock { test_clock_id } => {
-                let reply = state
-                    .scheduler
-                    .test_clock_job(
-                        &test_clock_id,
-                        JobKind::Delete,
-                        None,
-                        &request.id,
-                        &request.body_hash,
-                    )
-                    .await?;
-                Ok(Outcome::Kept(reply))
+                test_clock_job(state, &test_clock_id, JobKind::Delete, None, &request).await
             }
         }
     }
+}
+
+/// getClock: now, and during an advance its target and how far this daemon's lanes have got.
+async fn get_clock(state: &AdminState) -> Result<Value, AdminError> {
+    let mut reply = json!({"now": format_instant(&state.clock.now())});
+    if let Some(advance) = state.store.clock_state().await?.advance {
+        reply["advance"] = json!({
+            "to": format_instant(&advance.target),
+            "requestId": advance.request_id,
+            "reached": format_instant(&state.clock.now()),
+            "transitions": state.health.metrics().transitions_total(),
+        });
+    }
+    Ok(reply)
+}
+
+/// getMetrics: the same registry /metrics renders (SPEC 10's JSON shape), with the gauges
+/// read off Redis refreshed first.
+async fn get_metrics(state: &AdminState) -> Result<Value, AdminError> {
+    state.health.refresh().await;
+    let ownership = &state.ownership;
+    let ttl = u64::try_from(ownership.config().lease_ttl.as_millis()).unwrap_or(u64::MAX);
+    let live = state.store.live_daemons(ttl).await?;
+    Ok(json!({
+        "daemonId": ownership.daemon_id(),
+        "metrics": state.health.metrics().json(),
+        "partitionsOwned": ownership.owned().len(),
+        "partitions": ownership.partitions(),
+        "liveDaemons": live.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        "registryResident": state.actors.resident_orders(),
+    }))
+}
+
+/// createOrder: a named cart keeps its customer's cart names until it is committed (and
+/// releases them when the create is refused).
+async fn create_order(
+    state: &AdminState,
+    new: Box<NewOrder>,
+    request: RequestMeta,
+) -> Result<Outcome, AdminError> {
+    check_customer_clock(state, &new).await?;
+    let _cart_name = carts::claim_cart_name(state, &new).await?;
+    let id = new.id.clone();
+    let named = new.name.is_some().then(|| new.clone());
+    let created = state
+        .actors
+        .execute(
+            &id,
+            Execute {
+                op: OrderOp::Create(new),
+                request,
+            },
+        )
+        .await
+        .map(Outcome::Kept)
+        .map_err(AdminError::from);
+    let refused = match &created {
+        Ok(Outcome::Kept(reply)) => !reply.ok,
+        // Committed but not confirmed by the replicas (redis.wait_replicas): the order may
+        // well stand, and its retry is answered from the kept reply; the claim stays (one
+        // whose order is gone is taken over anyway).
+        Err(AdminError::Actor {
+            source: ActorError::Store(StoreError::Unconfirmed { .. }),
+            ..
+        }) => false,
+        _ => true,
+    };
+    if let (true, Some(new)) = (refused, named) {
+        carts::release_cart_name(state, &new).await;
+    }
+    created
+}
+
+/// listTestClocks: a page of clocks, oldest first, and the cursor of the next page.
+async fn list_test_clocks(
+    state: &AdminState,
+    after: Option<(i64, String)>,
+    limit: usize,
+) -> Result<Value, AdminError> {
+    let (clocks, next) = state.store.list_test_clocks(after.as_ref(), limit).await?;
+    let next = next.map_or(Value::Null, |(ms, id)| json!(format!("{ms}:{id}")));
+    Ok(json!({
+        "testClocks": clocks.iter().map(TestClock::json).collect::<Vec<_>>(),
+        "nextCursor": next,
+    }))
+}
+
+/// advanceTestClock, deleteTestClock: a job on the clock every owner does (its reply kept).
+async fn test_clock_job(
+    state: &AdminState,
+    test_clock_id: &str,
+    kind: JobKind,
+    to: Option<Instant>,
+    request: &RequestMeta,
+) -> Result<Outcome, AdminError> {
+    let reply = state
+        .scheduler
+        .test_clock_job(test_clock_id, kind, to, &request.id, &request.body_hash)
+        .await?;
+    Ok(Outcome::Kept(reply))
 }
 
 fn clock_not_found(id: &str) -> AdminError {
@@ -963,6 +914,95 @@ async fn forecast(
         }
     }
     Ok(total.to_json(month_of(&from), month_of(&to), currency))
+}
+
+/// forecast's arguments: at most [`MAX_MONTHS`] calendar months, a known currency.
+///
+/// [`MAX_MONTHS`]: crate::domain::lifecycle::forecast::MAX_MONTHS
+fn parse_forecast(args: &Value) -> Result<AdminCommand, AdminError> {
+    use crate::domain::lifecycle::forecast::{month_of, MAX_MONTHS};
+    let a: ForecastArgs = parse_args(args)?;
+    let from = parse_instant(&a.from).map_err(|e| DomainError::invalid("from", e))?;
+    let to = parse_instant(&a.to).map_err(|e| DomainError::invalid("to", e))?;
+    if to < from {
+        return Err(DomainError::invalid("to", "must not be before from").into());
+    }
+    let months = month_of(&to) - month_of(&from) + 1;
+    if usize::try_from(months).unwrap_or(usize::MAX) > MAX_MONTHS {
+        return Err(DomainError::invalid(
+            "to",
+            format!("a forecast covers at most {MAX_MONTHS} months ({months} asked)"),
+        )
+        .into());
+    }
+    let currency = a
+        .currency
+        .map(|c| {
+            crate::domain::money::Currency::parse(&c)
+                .map(|_| c)
+                .map_err(|e| DomainError::invalid("currency", e.to_string()))
+        })
+        .transpose()?;
+    if let Some(c) = &a.test_clock_id {
+        check_id("testClockId", c)?;
+    }
+    Ok(AdminCommand::Forecast {
+        from,
+        to,
+        currency,
+        test_clock: a.test_clock_id,
+    })
+}
+
+/// The test-clock commands' arguments (SPEC 11.5).
+fn parse_test_clock_command(req: &Request) -> Result<AdminCommand, AdminError> {
+    let name = req.command.as_str();
+    Ok(match name {
+        "createTestClock" => {
+            let a: CreateTestClockArgs = parse_args(&req.args)?;
+            let test_clock_id = a
+                .test_clock_id
+                .unwrap_or_else(|| derived_id("recur-test-clock", &req.id));
+            check_id("testClockId", &test_clock_id)?;
+            let frozen =
+                parse_instant(&a.frozen_time).map_err(|e| DomainError::invalid("frozenTime", e))?;
+            if let Some(name) = &a.name {
+                crate::domain::command::check_text("name", name, 200)?;
+            }
+            AdminCommand::CreateTestClock {
+                test_clock_id,
+                frozen,
+                name: a.name,
+            }
+        }
+        "getTestClock" | "deleteTestClock" => {
+            let a: TestClockArgs = parse_args(&req.args)?;
+            check_id("testClockId", &a.test_clock_id)?;
+            let test_clock_id = a.test_clock_id;
+            if name == "getTestClock" {
+                AdminCommand::GetTestClock { test_clock_id }
+            } else {
+                AdminCommand::DeleteTestClock { test_clock_id }
+            }
+        }
+        "advanceTestClock" => {
+            let a: AdvanceTestClockArgs = parse_args(&req.args)?;
+            check_id("testClockId", &a.test_clock_id)?;
+            let to = parse_instant(&a.to).map_err(|e| DomainError::invalid("to", e))?;
+            AdminCommand::AdvanceTestClock {
+                test_clock_id: a.test_clock_id,
+                to,
+            }
+        }
+        "listTestClocks" => {
+            let a: PageArgs = parse_args(&req.args)?;
+            AdminCommand::ListTestClocks {
+                limit: page_limit(a.limit)?,
+                after: page_cursor(a.cursor.as_deref())?,
+            }
+        }
+        other => return Err(AdminError::UnknownCommand(other.to_string())),
+    })
 }
 
 /// previewOrder's arguments.
