@@ -1050,6 +1050,43 @@ impl Settings {
                 format!("must be between 1 and {MAX_PARTITIONS}"),
             ));
         }
+        self.validate_redis()?;
+        self.validate_webhooks()?;
+        let listen = self.http.listen.trim();
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.listen",
+                format!("'{listen}' is not an IP address and port (127.0.0.1:9464, 0.0.0.0:9464, [::1]:9464) or empty"),
+            ));
+        }
+        if self.redis.embedded.binary.as_os_str().is_empty() {
+            return Err(invalid("redis.embedded.binary", "must not be empty"));
+        }
+        if self.redis.embedded.data_dir.as_os_str().is_empty() {
+            return Err(invalid("redis.embedded.data_dir", "must not be empty"));
+        }
+        self.validate_timings()?;
+        if self.scheduler.batch_size == 0 {
+            return Err(invalid("scheduler.batch_size", "must be at least 1"));
+        }
+        // More lanes than partitions run as one lane per partition (see scheduler::lanes).
+        if self.scheduler.lanes == 0 {
+            return Err(invalid("scheduler.lanes", "must be at least 1"));
+        }
+        if self.admin.max_request_bytes == 0 {
+            return Err(invalid("admin.max_request_bytes", "must be at least 1"));
+        }
+        self.validate_identities()?;
+        if self.events.max_len == 0 {
+            return Err(invalid("events.max_len", "must be at least 1"));
+        }
+        telemetry::check_level(&self.log.level).map_err(|message| invalid("log.level", message))?;
+        self.validate_behaviour()
+    }
+
+    /// The Redis settings: one mode (single, cluster, Sentinel), addresses that parse, TLS
+    /// files that load, and what the embedded Redis cannot do refused.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
         let sentinel = !self.redis.sentinel.master.is_empty();
         if sentinel && self.redis.cluster {
             return Err(invalid(
@@ -1126,20 +1163,11 @@ impl Settings {
                 ));
             }
         }
-        self.validate_webhooks()?;
-        let listen = self.http.listen.trim();
-        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
-                "http.listen",
-                format!("'{listen}' is not an IP address and port (127.0.0.1:9464, 0.0.0.0:9464, [::1]:9464) or empty"),
-            ));
-        }
-        if self.redis.embedded.binary.as_os_str().is_empty() {
-            return Err(invalid("redis.embedded.binary", "must not be empty"));
-        }
-        if self.redis.embedded.data_dir.as_os_str().is_empty() {
-            return Err(invalid("redis.embedded.data_dir", "must not be empty"));
-        }
+        Ok(())
+    }
+
+    /// Durations that must be positive, and the lease timing (renewal at most half the TTL).
+    fn validate_timings(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("actors.idle_passivation", self.actors.idle_passivation),
             ("scheduler.window", self.scheduler.window),
@@ -1170,21 +1198,12 @@ impl Settings {
                 "may not contain ':' or spaces",
             ));
         }
-        if self.scheduler.batch_size == 0 {
-            return Err(invalid("scheduler.batch_size", "must be at least 1"));
-        }
-        // More lanes than partitions run as one lane per partition (see scheduler::lanes).
-        if self.scheduler.lanes == 0 {
-            return Err(invalid("scheduler.lanes", "must be at least 1"));
-        }
-        if self.admin.max_request_bytes == 0 {
-            return Err(invalid("admin.max_request_bytes", "must be at least 1"));
-        }
-        self.validate_identities()?;
-        if self.events.max_len == 0 {
-            return Err(invalid("events.max_len", "must be at least 1"));
-        }
-        telemetry::check_level(&self.log.level).map_err(|message| invalid("log.level", message))?;
+        Ok(())
+    }
+
+    /// The behaviour settings: status-manager transitions between real statuses, promo
+    /// codes with sensible values.
+    fn validate_behaviour(&self) -> Result<(), ConfigError> {
         for (channel, transitions) in &self.status_manager {
             for (from, to) in transitions {
                 let key = format!("status_manager.{channel}.{from}");
