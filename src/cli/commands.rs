@@ -828,49 +828,8 @@ impl AdminCommand {
     pub fn request_args(&self) -> Result<Value, AdminArgsError> {
         let name = self.subcommand();
         match self {
-            AdminCommand::CreateOrder(a) => {
-                let mut f = Fields::new(&a.json)?;
-                f.put("orderId", text(&a.order_id))
-                    .put("customerId", text(&a.customer_id))
-                    .put("type", wire(&a.order_type))
-                    .put("currency", text(&a.currency))
-                    .put("plan.id", text(&a.plan_id))
-                    .put("plan.name", text(&a.plan_name))
-                    .put("plan.description", text(&a.plan_description))
-                    .put("startDate", text(&a.start_date))
-                    .put("freeTrialDays", number(a.free_trial_days))
-                    .put("timeZone", text(&a.time_zone))
-                    .put("name", text(&a.name))
-                    .put("paid", a.paid.then_some(Value::Bool(true)))
-                    .put("testClockId", text(&a.test_clock_id));
-                f.require(
-                    name,
-                    &[
-                        CUSTOMER_ID,
-                        ("type", "--type <TYPE>"),
-                        ("currency", "--currency <CODE>"),
-                        PLAN_ID,
-                        PLAN_NAME,
-                        PRICING,
-                        PRICES,
-                    ],
-                )
-            }
-            AdminCommand::UpdateOrder(a) => {
-                let mut f = Fields::new(&a.json)?;
-                f.put("customerId", text(&a.customer_id))
-                    .put("id", text(&a.order_id))
-                    .put("name", text(&a.name))
-                    .put("newName", text(&a.new_name))
-                    .put("status", wire(&a.status))
-                    .put("startDate", text(&a.start_date))
-                    .put("endDate", text(&a.end_date))
-                    .put("expectedVersion", number(a.expected_version));
-                f.require(
-                    name,
-                    &[CUSTOMER_ID, ("id|name", "--order-id <ID> or --name <TEXT>")],
-                )
-            }
+            AdminCommand::CreateOrder(a) => create_order_args(a, name),
+            AdminCommand::UpdateOrder(a) => update_order_args(a, name),
             AdminCommand::GetOrder(a)
             | AdminCommand::DeleteOrder(a)
             | AdminCommand::MarkAsPaid(a)
@@ -889,15 +848,7 @@ impl AdminCommand {
                     .put("testClockId", text(&a.test_clock_id));
                 f.require(name, &[])
             }
-            AdminCommand::RecordPayment(a) => {
-                let mut f = Fields::new(&a.json)?;
-                f.put("orderId", text(&a.order_id))
-                    .put("paymentId", text(&a.payment_id))
-                    .put("amount", decimal(&a.amount))
-                    .put("due.cycle", number(a.due_cycle))
-                    .put("due.kind", wire(&a.due_kind));
-                f.require(name, &[ORDER_ID, PAYMENT_ID, AMOUNT])
-            }
+            AdminCommand::RecordPayment(a) => record_payment_args(a, name),
             AdminCommand::RecordRefund(a) => {
                 let mut f = Fields::new(&a.json)?;
                 f.put("orderId", text(&a.order_id))
@@ -912,27 +863,14 @@ impl AdminCommand {
                     .put("reason", text(&a.reason));
                 f.require(name, &[ORDER_ID, PAYMENT_ID])
             }
-            AdminCommand::Forecast(a) => {
-                let mut f = Fields::new(&a.json)?;
-                f.put("from", text(&a.from))
-                    .put("to", text(&a.to))
-                    .put("currency", text(&a.currency))
-                    .put("testClockId", text(&a.test_clock_id));
-                f.require(name, &[("from", "--from <DATE>"), ("to", "--to <DATE>")])
-            }
+            AdminCommand::Forecast(a) => forecast_args(a, name),
             AdminCommand::PreviewOrder(a) => {
                 let mut f = Fields::new(&a.json)?;
                 f.put("orderId", text(&a.order_id))
                     .put("until", text(&a.until));
                 f.require(name, &[ORDER_ID, ("until", "--until <DATE>")])
             }
-            AdminCommand::PauseOrder(a) => {
-                let mut f = Fields::new(&a.json)?;
-                f.put("orderId", text(&a.order_id))
-                    .put("resumeAt", text(&a.resume_at))
-                    .put("preview", a.preview.then_some(Value::Bool(true)));
-                f.require(name, &[ORDER_ID])
-            }
+            AdminCommand::PauseOrder(a) => pause_order_args(a, name),
             AdminCommand::PostponeEndDate(a) => {
                 let mut f = Fields::new(&a.json)?;
                 f.put("orderId", text(&a.order_id))
@@ -945,29 +883,8 @@ impl AdminCommand {
                     .put("startDate", text(&a.start_date));
                 f.require(name, &[ORDER_ID, ("startDate", "--start-date <DATE>")])
             }
-            AdminCommand::CancelOrder(a) => {
-                let mut f = Fields::new(&a.json)?;
-                f.put("orderId", text(&a.order_id))
-                    .put("effectiveAt", wire(&a.effective_at))
-                    .put("cause", wire(&a.cause))
-                    .put("preview", a.preview.then_some(Value::Bool(true)));
-                f.require(name, &[ORDER_ID, EFFECTIVE_AT])
-            }
-            AdminCommand::ChangePlan(a) => {
-                let mut f = Fields::new(&a.json)?;
-                f.put("orderId", text(&a.order_id))
-                    .put("effectiveAt", wire(&a.effective_at))
-                    .put("proration", wire(&a.proration))
-                    .put("currency", text(&a.currency))
-                    .put("plan.id", text(&a.plan_id))
-                    .put("plan.name", text(&a.plan_name))
-                    .put("plan.description", text(&a.plan_description))
-                    .put("preview", a.preview.then_some(Value::Bool(true)));
-                f.require(
-                    name,
-                    &[ORDER_ID, EFFECTIVE_AT, PLAN_ID, PLAN_NAME, PRICING, PRICES],
-                )
-            }
+            AdminCommand::CancelOrder(a) => cancel_order_args(a, name),
+            AdminCommand::ChangePlan(a) => change_plan_args(a, name),
             AdminCommand::GetCustomerStats(a) | AdminCommand::RecomputeCustomerStats(a) => {
                 let mut f = Fields::new(&a.json)?;
                 f.put("customerId", text(&a.customer_id));
@@ -1019,6 +936,110 @@ impl AdminCommand {
             AdminCommand::Watch(_) => Ok(Value::Object(Map::new())),
         }
     }
+}
+
+/// createOrder's request arguments from its flags and `--json`.
+fn create_order_args(a: &CreateOrderArgs, name: &'static str) -> Result<Value, AdminArgsError> {
+    let mut f = Fields::new(&a.json)?;
+    f.put("orderId", text(&a.order_id))
+        .put("customerId", text(&a.customer_id))
+        .put("type", wire(&a.order_type))
+        .put("currency", text(&a.currency))
+        .put("plan.id", text(&a.plan_id))
+        .put("plan.name", text(&a.plan_name))
+        .put("plan.description", text(&a.plan_description))
+        .put("startDate", text(&a.start_date))
+        .put("freeTrialDays", number(a.free_trial_days))
+        .put("timeZone", text(&a.time_zone))
+        .put("name", text(&a.name))
+        .put("paid", a.paid.then_some(Value::Bool(true)))
+        .put("testClockId", text(&a.test_clock_id));
+    f.require(
+        name,
+        &[
+            CUSTOMER_ID,
+            ("type", "--type <TYPE>"),
+            ("currency", "--currency <CODE>"),
+            PLAN_ID,
+            PLAN_NAME,
+            PRICING,
+            PRICES,
+        ],
+    )
+}
+
+/// updateOrder's request arguments from its flags and `--json`.
+fn update_order_args(a: &UpdateOrderArgs, name: &'static str) -> Result<Value, AdminArgsError> {
+    let mut f = Fields::new(&a.json)?;
+    f.put("customerId", text(&a.customer_id))
+        .put("id", text(&a.order_id))
+        .put("name", text(&a.name))
+        .put("newName", text(&a.new_name))
+        .put("status", wire(&a.status))
+        .put("startDate", text(&a.start_date))
+        .put("endDate", text(&a.end_date))
+        .put("expectedVersion", number(a.expected_version));
+    f.require(
+        name,
+        &[CUSTOMER_ID, ("id|name", "--order-id <ID> or --name <TEXT>")],
+    )
+}
+
+/// changePlan's request arguments from its flags and `--json`.
+fn change_plan_args(a: &ChangePlanArgs, name: &'static str) -> Result<Value, AdminArgsError> {
+    let mut f = Fields::new(&a.json)?;
+    f.put("orderId", text(&a.order_id))
+        .put("effectiveAt", wire(&a.effective_at))
+        .put("proration", wire(&a.proration))
+        .put("currency", text(&a.currency))
+        .put("plan.id", text(&a.plan_id))
+        .put("plan.name", text(&a.plan_name))
+        .put("plan.description", text(&a.plan_description))
+        .put("preview", a.preview.then_some(Value::Bool(true)));
+    f.require(
+        name,
+        &[ORDER_ID, EFFECTIVE_AT, PLAN_ID, PLAN_NAME, PRICING, PRICES],
+    )
+}
+
+/// cancelOrder's request arguments from its flags and `--json`.
+fn cancel_order_args(a: &CancelOrderArgs, name: &'static str) -> Result<Value, AdminArgsError> {
+    let mut f = Fields::new(&a.json)?;
+    f.put("orderId", text(&a.order_id))
+        .put("effectiveAt", wire(&a.effective_at))
+        .put("cause", wire(&a.cause))
+        .put("preview", a.preview.then_some(Value::Bool(true)));
+    f.require(name, &[ORDER_ID, EFFECTIVE_AT])
+}
+
+/// recordPayment's request arguments from its flags and `--json`.
+fn record_payment_args(a: &RecordPaymentArgs, name: &'static str) -> Result<Value, AdminArgsError> {
+    let mut f = Fields::new(&a.json)?;
+    f.put("orderId", text(&a.order_id))
+        .put("paymentId", text(&a.payment_id))
+        .put("amount", decimal(&a.amount))
+        .put("due.cycle", number(a.due_cycle))
+        .put("due.kind", wire(&a.due_kind));
+    f.require(name, &[ORDER_ID, PAYMENT_ID, AMOUNT])
+}
+
+/// pauseOrder's request arguments from its flags and `--json`.
+fn pause_order_args(a: &PauseOrderArgs, name: &'static str) -> Result<Value, AdminArgsError> {
+    let mut f = Fields::new(&a.json)?;
+    f.put("orderId", text(&a.order_id))
+        .put("resumeAt", text(&a.resume_at))
+        .put("preview", a.preview.then_some(Value::Bool(true)));
+    f.require(name, &[ORDER_ID])
+}
+
+/// forecast's request arguments from its flags and `--json`.
+fn forecast_args(a: &ForecastArgs, name: &'static str) -> Result<Value, AdminArgsError> {
+    let mut f = Fields::new(&a.json)?;
+    f.put("from", text(&a.from))
+        .put("to", text(&a.to))
+        .put("currency", text(&a.currency))
+        .put("testClockId", text(&a.test_clock_id));
+    f.require(name, &[("from", "--from <DATE>"), ("to", "--to <DATE>")])
 }
 
 /// Parses `--json`: inline JSON, `@path` (a file) or `@-` (stdin).
