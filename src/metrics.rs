@@ -140,6 +140,48 @@ fn register(registry: &Registry, c: impl Collector + 'static) {
         .expect("metric registered once");
 }
 
+/// A histogram with these buckets.
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("valid histogram");
+    register(r, h.clone());
+    h
+}
+
+/// A histogram with one label and these buckets.
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    label: &str,
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        &[label],
+    )
+    .expect("valid histogram");
+    register(r, h.clone());
+    h
+}
+
+/// A gauge of seconds (or any fraction).
+fn float_gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("valid gauge");
+    register(r, g.clone());
+    g
+}
+
+/// A counter with one label, its series for `values` created at zero (so a scrape shows them
+/// before the first count).
+fn labelled(r: &Registry, name: &str, help: &str, label: &str, values: &[&str]) -> IntCounterVec {
+    let vec = counter_vec(r, name, help, &[label]);
+    for value in values {
+        vec.with_label_values(&[value]);
+    }
+    vec
+}
+
 impl Metrics {
     /// Every figure at zero, in a registry of its own.
     pub fn new() -> Metrics {
@@ -150,53 +192,42 @@ impl Metrics {
             "Order versions committed, by what started them (fire: a timer, command: an admin request)",
             &["kind"],
         );
-        let commit_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "recur_commit_duration_seconds",
-                "Round trip of one pipeline of order commits to Redis",
-            )
-            .buckets(COMMIT_BUCKETS.to_vec()),
-        )
-        .expect("valid histogram");
-        register(&r, commit_duration.clone());
-        let admin_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "recur_admin_duration_seconds",
-                "Time from taking an admin request to its reply, by command",
-            )
-            .buckets(ADMIN_BUCKETS.to_vec()),
-            &["command"],
-        )
-        .expect("valid histogram");
-        register(&r, admin_duration.clone());
-        let timer_lag = Gauge::new(
+        let commit_duration = histogram(
+            &r,
+            "recur_commit_duration_seconds",
+            "Round trip of one pipeline of order commits to Redis",
+            &COMMIT_BUCKETS,
+        );
+        let admin_duration = histogram_vec(
+            &r,
+            "recur_admin_duration_seconds",
+            "Time from taking an admin request to its reply, by command",
+            &ADMIN_BUCKETS,
+            "command",
+        );
+        let timer_lag = float_gauge(
+            &r,
             "recur_timer_lag_seconds",
             "How late the most overdue timer of the partitions held is, on the lifecycle clock (0 when none is overdue)",
-        )
-        .expect("valid gauge");
-        register(&r, timer_lag.clone());
-        let webhook_deliveries = counter_vec(
+        );
+        let webhook_deliveries = labelled(
             &r,
             "recur_webhook_deliveries_total",
             "Webhook delivery attempts, by outcome",
-            &["outcome"],
+            "outcome",
+            &[
+                DeliveryOutcome::Delivered.label(),
+                DeliveryOutcome::Failed.label(),
+                DeliveryOutcome::Dead.label(),
+            ],
         );
-        for outcome in [
-            DeliveryOutcome::Delivered,
-            DeliveryOutcome::Failed,
-            DeliveryOutcome::Dead,
-        ] {
-            webhook_deliveries.with_label_values(&[outcome.label()]);
-        }
-        let lease_changes = counter_vec(
+        let lease_changes = labelled(
             &r,
             "recur_lease_changes_total",
             "Partition leases this daemon acquired, lost or released",
-            &["change"],
+            "change",
+            &["acquired", "lost", "released"],
         );
-        for change in ["acquired", "lost", "released"] {
-            lease_changes.with_label_values(&[change]);
-        }
         let replication_waits = counter_vec(
             &r,
             "recur_replication_waits_total",
