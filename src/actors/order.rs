@@ -328,7 +328,7 @@ async fn execute(
     };
     // A test-clock order sees its clock's time (SPEC 11.5).
     let clock = match test_clock_of(&state, &msg.op) {
-        Some(c) => match config.store.test_clock(&c).await {
+        Some(c) => match config.store.test_clock_store().test_clock(&c).await {
             Ok(found) => Some((c, found)),
             Err(e) => return (Some(state), Err(e.into())),
         },

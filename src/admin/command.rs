@@ -535,7 +535,12 @@ impl AdminCommand {
                 name,
             } => create_test_clock(state, test_clock_id, frozen, name).await,
             AdminCommand::GetTestClock { test_clock_id } => {
-                match state.store.test_clock(&test_clock_id).await? {
+                match state
+                    .store
+                    .test_clock_store()
+                    .test_clock(&test_clock_id)
+                    .await?
+                {
                     Some(c) => Ok(Outcome::Answer(c.json())),
                     None => Err(clock_not_found(&test_clock_id)),
                 }
@@ -630,7 +635,11 @@ async fn list_test_clocks(
     after: Option<(i64, String)>,
     limit: usize,
 ) -> Result<Value, AdminError> {
-    let (clocks, next) = state.store.list_test_clocks(after.as_ref(), limit).await?;
+    let (clocks, next) = state
+        .store
+        .test_clock_store()
+        .list_test_clocks(after.as_ref(), limit)
+        .await?;
     let next = next.map_or(Value::Null, |(ms, id)| json!(format!("{ms}:{id}")));
     Ok(json!({
         "testClocks": clocks.iter().map(TestClock::json).collect::<Vec<_>>(),
@@ -676,7 +685,12 @@ async fn create_test_clock(
         created: state.clock.now(),
         job: None,
     };
-    if !state.store.create_test_clock(&token, &clock).await? {
+    if !state
+        .store
+        .test_clock_store()
+        .create_test_clock(&token, &clock)
+        .await?
+    {
         return Err(
             DomainError::Conflict(format!("test clock {} already exists", clock.id)).into(),
         );
@@ -690,7 +704,12 @@ async fn create_test_clock(
 async fn check_customer_clock(state: &AdminState, new: &NewOrder) -> Result<(), AdminError> {
     let customer = &new.customer_id;
     match &new.test_clock_id {
-        None => match state.store.customer_clock(customer).await? {
+        None => match state
+            .store
+            .test_clock_store()
+            .customer_clock(customer)
+            .await?
+        {
             None => Ok(()),
             Some(clock) => Err(DomainError::InvalidState(format!(
                 "customer {customer} belongs to test clock {clock}: its orders live on that clock"
@@ -698,10 +717,16 @@ async fn check_customer_clock(state: &AdminState, new: &NewOrder) -> Result<(), 
             .into()),
         },
         Some(clock) => {
-            if state.store.test_clock(clock).await?.is_none() {
+            if state
+                .store
+                .test_clock_store()
+                .test_clock(clock)
+                .await?
+                .is_none()
+            {
                 return Err(clock_not_found(clock));
             }
-            match state.store.bind_customer_clock(customer, clock).await? {
+            match state.store.test_clock_store().bind_customer_clock(customer, clock).await? {
                 None => Ok(()),
                 Some(live) if live == "LIVE" => Err(DomainError::InvalidState(format!(
                     "customer {customer} has live orders: a test clock's customers have orders on that clock only"
@@ -874,7 +899,7 @@ async fn forecast(
     // A test clock's orders are walked from the clock's time.
     let now = match test_clock {
         None => state.clock.now(),
-        Some(c) => match state.store.test_clock(c).await? {
+        Some(c) => match state.store.test_clock_store().test_clock(c).await? {
             Some(tc) => tc.frozen,
             None => return Err(clock_not_found(c)),
         },
@@ -1044,6 +1069,7 @@ async fn order_now(state: &AdminState, order_id: &str) -> Result<(Order, Instant
                 None => state.clock.now(),
                 Some(c) => state
                     .store
+                    .test_clock_store()
                     .test_clock(c)
                     .await?
                     .map_or(o.updated_date, |tc| tc.frozen),

@@ -54,7 +54,7 @@ impl Scheduler {
             to: target.map_or_else(|| "deletion".to_string(), |t| format_instant(&t)),
         };
         loop {
-            let Some(tc) = s.store.test_clock(clock).await? else {
+            let Some(tc) = s.store.test_clock_store().test_clock(clock).await? else {
                 return Err(not_found(clock));
             };
             if let Some(job) = &tc.job {
@@ -86,7 +86,7 @@ impl Scheduler {
                 )));
             }
             let counts = match kind {
-                JobKind::Delete => s.store.test_clock_counts(clock).await?,
+                JobKind::Delete => s.store.test_clock_store().test_clock_counts(clock).await?,
                 JobKind::Advance => (0, 0),
             };
             let token = s
@@ -95,6 +95,7 @@ impl Scheduler {
                 .ok_or(StoreError::Fenced { partition: home })?;
             match s
                 .store
+                .test_clock_store()
                 .begin_test_clock_job(&token, clock, kind, target, request_id, body_hash, counts)
                 .await?
             {
@@ -107,7 +108,7 @@ impl Scheduler {
                 }
             }
         }
-        if let Err(e) = s.store.announce_test_clocks().await {
+        if let Err(e) = s.store.test_clock_store().announce_test_clocks().await {
             tracing::warn!(error = %e, "cannot announce a test clock job; other daemons see it on their next look");
         }
         self.test_clocks_moved();
@@ -159,7 +160,7 @@ impl Scheduler {
             std::sync::Arc::clone(s.actors.metrics()),
         );
         loop {
-            match s.store.test_clock_jobs().await {
+            match s.store.test_clock_store().test_clock_jobs().await {
                 Ok(clocks) => {
                     outage.log_success();
                     for clock in clocks {
@@ -230,7 +231,7 @@ impl Scheduler {
         settling_since: &mut Option<tokio::time::Instant>,
     ) -> Result<bool, SchedulerError> {
         let s = &self.shared;
-        let Some(tc) = s.store.test_clock(clock).await? else {
+        let Some(tc) = s.store.test_clock_store().test_clock(clock).await? else {
             s.test_clock_done.notify_waiters();
             return Ok(false);
         };
@@ -239,7 +240,11 @@ impl Scheduler {
             return Ok(false);
         };
         let owned = s.ownership.owned();
-        let behind = s.store.test_clock_not_done(&owned, clock, job.seq).await?;
+        let behind = s
+            .store
+            .test_clock_store()
+            .test_clock_not_done(&owned, clock, job.seq)
+            .await?;
         if !behind.is_empty() {
             let worked = match job.kind {
                 JobKind::Advance => self
@@ -267,13 +272,23 @@ impl Scheduler {
                                 .without_due(&behind, Some(clock), to_millis(&job.target))
                                 .await?
                         }
-                        JobKind::Delete => s.store.without_orders(&behind, Some(clock)).await?,
+                        JobKind::Delete => {
+                            s.store
+                                .test_clock_store()
+                                .without_orders(&behind, Some(clock))
+                                .await?
+                        }
                     };
                     let held = s.ownership.tokens(&finished);
-                    for p in s.store.mark_test_clock_done(&held, clock, job.seq).await? {
+                    for p in s
+                        .store
+                        .test_clock_store()
+                        .mark_test_clock_done(&held, clock, job.seq)
+                        .await?
+                    {
                         s.ownership.fenced(p);
                     }
-                    s.store.announce_test_clocks().await?;
+                    s.store.test_clock_store().announce_test_clocks().await?;
                 }
                 Err(e) => {
                     tracing::warn!(test_clock_id = %clock, error = %e, "a round of a test clock job failed; looking again");
@@ -283,6 +298,7 @@ impl Scheduler {
         if s.ownership.owns(s.store.keys().partition(clock)) {
             let all: Vec<u16> = (0..s.store.partitions()).collect();
             if s.store
+                .test_clock_store()
                 .test_clock_not_done(&all, clock, job.seq)
                 .await?
                 .is_empty()
@@ -335,7 +351,10 @@ impl Scheduler {
                         None => progressed = true,
                         // An index entry without its order: dropped.
                         Some(e) if e.code == ErrorCode::NotFound => {
-                            s.store.drop_order_index_entry(p, Some(clock), id).await?;
+                            s.store
+                                .test_clock_store()
+                                .drop_order_index_entry(p, Some(clock), id)
+                                .await?;
                             progressed = true;
                         }
                         Some(e) => {
@@ -369,7 +388,10 @@ impl Scheduler {
                 after.json()
             }
             JobKind::Delete => {
-                s.store.remove_test_clock_rest(&tc.id).await?;
+                s.store
+                    .test_clock_store()
+                    .remove_test_clock_rest(&tc.id)
+                    .await?;
                 json!({
                     "testClockId": tc.id,
                     "deletedOrders": job.orders,
@@ -390,6 +412,7 @@ impl Scheduler {
         let ttl = s.config.reply_retention.as_secs().max(1);
         match s
             .store
+            .test_clock_store()
             .finish_test_clock_job(&token, &tc.id, &job.request_id, &json, ttl)
             .await
         {
@@ -403,7 +426,7 @@ impl Scheduler {
         }
         tracing::info!(test_clock_id = %tc.id, to = %format_instant(&job.target), job = ?job.kind, "test clock job completed");
         s.test_clock_done.notify_waiters();
-        if let Err(e) = s.store.announce_test_clocks().await {
+        if let Err(e) = s.store.test_clock_store().announce_test_clocks().await {
             tracing::warn!(error = %e, "cannot announce a completed test clock job");
         }
         Ok(())

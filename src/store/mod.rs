@@ -76,6 +76,59 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
+/// One page of index entries (score ms, member) from several sorted sets, newest first,
+/// before `cursor`; and whether there are more.
+///
+/// # Errors
+/// [`StoreError`] when Redis fails.
+pub(crate) async fn index_page(
+    mut conn: RedisConn,
+    keys: Vec<String>,
+    cursor: Option<&(i64, String)>,
+    count: usize,
+) -> Result<(Vec<(i64, String)>, bool), StoreError> {
+    // Entries created in the cursor's millisecond may sort before or after it: read them
+    // all, on top of `count`.
+    let ties: Vec<usize> = match cursor {
+        Some((ms, _)) => {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.zcount(k, ms, ms);
+            }
+            pipe.query_async(&mut conn).await?
+        }
+        None => vec![0; keys.len()],
+    };
+    let max = cursor.map_or_else(|| "+inf".to_string(), |(ms, _)| ms.to_string());
+    let mut pipe = redis::pipe();
+    for (k, t) in keys.iter().zip(&ties) {
+        pipe.cmd("ZRANGE")
+            .arg(k)
+            .arg(&max)
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(count + t)
+            .arg("WITHSCORES");
+    }
+    let rows: Vec<Vec<(String, i64)>> = pipe.query_async(&mut conn).await?;
+    let mut more = false;
+    let mut all: Vec<(i64, String)> = Vec::new();
+    for (row, t) in rows.into_iter().zip(&ties) {
+        more |= row.len() >= count + t;
+        all.extend(row.into_iter().map(|(id, ms)| (ms, id)));
+    }
+    if let Some((ms, id)) = cursor {
+        all.retain(|(m, i)| m < ms || (m == ms && i < id));
+    }
+    all.sort_by(|a, b| b.cmp(a));
+    more |= all.len() > count;
+    all.truncate(count);
+    Ok((all, more))
+}
+
 /// What Redis holds under an order id.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loaded {
@@ -818,47 +871,7 @@ impl Store {
         cursor: Option<&(i64, String)>,
         count: usize,
     ) -> Result<(Vec<(i64, String)>, bool), StoreError> {
-        let mut conn = self.conn.clone();
-        // Entries created in the cursor's millisecond may sort before or after it: read them
-        // all, on top of `count`.
-        let ties: Vec<usize> = match cursor {
-            Some((ms, _)) => {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.zcount(k, ms, ms);
-                }
-                pipe.query_async(&mut conn).await?
-            }
-            None => vec![0; keys.len()],
-        };
-        let max = cursor.map_or_else(|| "+inf".to_string(), |(ms, _)| ms.to_string());
-        let mut pipe = redis::pipe();
-        for (k, t) in keys.iter().zip(&ties) {
-            pipe.cmd("ZRANGE")
-                .arg(k)
-                .arg(&max)
-                .arg("-inf")
-                .arg("BYSCORE")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(count + t)
-                .arg("WITHSCORES");
-        }
-        let rows: Vec<Vec<(String, i64)>> = pipe.query_async(&mut conn).await?;
-        let mut more = false;
-        let mut all: Vec<(i64, String)> = Vec::new();
-        for (row, t) in rows.into_iter().zip(&ties) {
-            more |= row.len() >= count + t;
-            all.extend(row.into_iter().map(|(id, ms)| (ms, id)));
-        }
-        if let Some((ms, id)) = cursor {
-            all.retain(|(m, i)| m < ms || (m == ms && i < id));
-        }
-        all.sort_by(|a, b| b.cmp(a));
-        more |= all.len() > count;
-        all.truncate(count);
-        Ok((all, more))
+        index_page(self.conn.clone(), keys, cursor, count).await
     }
 
     /// Publishes `message` on `channel` (admin replies).

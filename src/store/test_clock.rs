@@ -13,7 +13,7 @@
 //! of any daemon: the partitions' next owners do their part and a retried request id gets the
 //! kept reply.
 
-use super::{scripts, Store, StoreError};
+use super::{scripts, Keys, RedisConn, Store, StoreError};
 use crate::domain::time::{from_millis, to_millis, Instant};
 
 /// A test clock as Redis keeps it.
@@ -86,7 +86,25 @@ impl TestClock {
     }
 }
 
+/// The test clocks' part of Redis (SPEC 11.5): clocks, their jobs and the customers bound to
+/// them. A narrow handle (a connection and the key names), made by [`Store::test_clock_store`].
+#[derive(Clone)]
+pub struct TestClockStore {
+    conn: RedisConn,
+    keys: Keys,
+}
+
 impl Store {
+    /// The test clocks' handle, over the store's admin connection.
+    pub fn test_clock_store(&self) -> TestClockStore {
+        TestClockStore {
+            conn: self.conn(),
+            keys: self.keys().clone(),
+        }
+    }
+}
+
+impl TestClockStore {
     /// Creates a test clock (fenced by its partition's lease). Ok(false) when it exists.
     ///
     /// # Errors
@@ -96,13 +114,13 @@ impl Store {
         token: &str,
         clock: &TestClock,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let p = self.keys().partition(&clock.id);
+        let mut conn = self.conn.clone();
+        let p = self.keys.partition(&clock.id);
         let r: String = scripts::TEST_CLOCK_CREATE
             .script()
-            .key(self.keys().test_clock(&clock.id))
-            .key(self.keys().lease(p))
-            .key(self.keys().test_clocks(p))
+            .key(self.keys.test_clock(&clock.id))
+            .key(self.keys.lease(p))
+            .key(self.keys.test_clocks(p))
             .arg(token)
             .arg(&clock.id)
             .arg(clock.name.as_deref().unwrap_or(""))
@@ -153,12 +171,10 @@ impl Store {
             "orders",
             "customers",
         ];
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HMGET")
-                .arg(self.keys().test_clock(id))
-                .arg(&FIELDS);
+            pipe.cmd("HMGET").arg(self.keys.test_clock(id)).arg(&FIELDS);
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
         ids.iter()
@@ -177,10 +193,10 @@ impl Store {
         cursor: Option<&(i64, String)>,
         count: usize,
     ) -> Result<(Vec<TestClock>, Option<(i64, String)>), StoreError> {
-        let keys = (0..self.keys().partitions())
-            .map(|p| self.keys().test_clocks(p))
+        let keys = (0..self.keys.partitions())
+            .map(|p| self.keys.test_clocks(p))
             .collect();
-        let (rows, more) = self.index_before(keys, cursor, count).await?;
+        let (rows, more) = super::index_page(self.conn.clone(), keys, cursor, count).await?;
         let ids: Vec<String> = rows.iter().map(|(_, id)| id.clone()).collect();
         let clocks = self.test_clocks_by_id(&ids).await?;
         let next = if more { rows.last().cloned() } else { None };
@@ -202,13 +218,13 @@ impl Store {
         body_hash: &str,
         counts: (u64, u64),
     ) -> Result<JobBegun, StoreError> {
-        let mut conn = self.conn();
-        let p = self.keys().partition(clock);
+        let mut conn = self.conn.clone();
+        let p = self.keys.partition(clock);
         let r: String = scripts::TEST_CLOCK_BEGIN
             .script()
-            .key(self.keys().test_clock(clock))
-            .key(self.keys().lease(p))
-            .key(self.keys().test_clock_jobs(p))
+            .key(self.keys.test_clock(clock))
+            .key(self.keys.lease(p))
+            .key(self.keys.test_clock_jobs(p))
             .arg(token)
             .arg(clock)
             .arg(kind.as_str())
@@ -234,10 +250,10 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn test_clock_jobs(&self) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        for p in 0..self.keys().partitions() {
-            pipe.smembers(self.keys().test_clock_jobs(p));
+        for p in 0..self.keys.partitions() {
+            pipe.smembers(self.keys.test_clock_jobs(p));
         }
         let sets: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
         Ok(sets.into_iter().flatten().collect())
@@ -257,14 +273,14 @@ impl Store {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for (p, token) in held {
             pipe.cmd("EVAL")
                 .arg(scripts::MARK_UPTO.source())
                 .arg(2)
-                .arg(self.keys().test_clock_done(*p, clock))
-                .arg(self.keys().lease(*p))
+                .arg(self.keys.test_clock_done(*p, clock))
+                .arg(self.keys.lease(*p))
                 .arg(token)
                 .arg(seq);
         }
@@ -290,10 +306,10 @@ impl Store {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.get(self.keys().test_clock_done(p, clock));
+            pipe.get(self.keys.test_clock_done(p, clock));
         }
         let done: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
         Ok(partitions
@@ -317,15 +333,15 @@ impl Store {
         reply_json: &str,
         reply_ttl_secs: u64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let p = self.keys().partition(clock);
+        let mut conn = self.conn.clone();
+        let p = self.keys.partition(clock);
         let r: String = scripts::TEST_CLOCK_FINISH
             .script()
-            .key(self.keys().test_clock(clock))
-            .key(self.keys().lease(p))
-            .key(self.keys().reply(p, request_id))
-            .key(self.keys().test_clock_jobs(p))
-            .key(self.keys().test_clocks(p))
+            .key(self.keys.test_clock(clock))
+            .key(self.keys.lease(p))
+            .key(self.keys.reply(p, request_id))
+            .key(self.keys.test_clock_jobs(p))
+            .key(self.keys.test_clocks(p))
             .arg(token)
             .arg(clock)
             .arg(request_id)
@@ -346,8 +362,8 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn customer_clock(&self, customer_id: &str) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn();
-        Ok(redis::AsyncCommands::get(&mut conn, self.keys().customer_clock(customer_id)).await?)
+        let mut conn = self.conn.clone();
+        Ok(redis::AsyncCommands::get(&mut conn, self.keys.customer_clock(customer_id)).await?)
     }
 
     /// Binds a customer to `clock` (unless bound already): Ok(None) when the customer is the
@@ -361,13 +377,13 @@ impl Store {
         customer_id: &str,
         clock: &str,
     ) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn();
-        let p = self.keys().partition(customer_id);
+        let mut conn = self.conn.clone();
+        let p = self.keys.partition(customer_id);
         let r: String = scripts::TEST_CLOCK_BIND
             .script()
-            .key(self.keys().customer_clock(customer_id))
-            .key(self.keys().customer_orders(customer_id))
-            .key(self.keys().test_clock_customers(p, clock))
+            .key(self.keys.customer_clock(customer_id))
+            .key(self.keys.customer_orders(customer_id))
+            .key(self.keys.test_clock_customers(p, clock))
             .arg(clock)
             .arg(customer_id)
             .invoke_async(&mut conn)
@@ -380,11 +396,11 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn test_clock_counts(&self, clock: &str) -> Result<(u64, u64), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        for p in 0..self.keys().partitions() {
-            pipe.zcard(self.keys().orders_of(p, Some(clock)))
-                .scard(self.keys().test_clock_customers(p, clock));
+        for p in 0..self.keys.partitions() {
+            pipe.zcard(self.keys.orders_of(p, Some(clock)))
+                .scard(self.keys.test_clock_customers(p, clock));
         }
         let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
         let orders = counts.iter().step_by(2).sum();
@@ -399,8 +415,8 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails (a retry removes the rest).
     pub async fn remove_test_clock_rest(&self, clock: &str) -> Result<u64, StoreError> {
-        let keys = self.keys();
-        let mut conn = self.conn();
+        let keys = &self.keys;
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for p in 0..keys.partitions() {
             pipe.smembers(keys.test_clock_customers(p, clock));
@@ -434,16 +450,16 @@ impl Store {
     }
 }
 
-impl Store {
+impl TestClockStore {
     /// Tells every daemon a test clock job began, progressed or completed (payload `tc` on
     /// `<prefix>:clock`).
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn announce_test_clocks(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let _: i64 =
-            redis::AsyncCommands::publish(&mut conn, self.keys().clock_channel(), "tc").await?;
+            redis::AsyncCommands::publish(&mut conn, self.keys.clock_channel(), "tc").await?;
         Ok(())
     }
 
@@ -459,10 +475,10 @@ impl Store {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.zcard(self.keys().orders_of(p, test_clock));
+            pipe.zcard(self.keys.orders_of(p, test_clock));
         }
         let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
         Ok(partitions
@@ -483,10 +499,10 @@ impl Store {
         test_clock: Option<&str>,
         order_id: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let _: i64 = redis::AsyncCommands::zrem(
             &mut conn,
-            self.keys().orders_of(partition, test_clock),
+            self.keys.orders_of(partition, test_clock),
             order_id,
         )
         .await?;
