@@ -276,6 +276,7 @@ async fn open_store(
     .with_test_clock_conn(connect().await?, test_clocks);
     let lease_ttl_ms = u64::try_from(settings.cluster.lease_ttl.as_millis()).unwrap_or(u64::MAX);
     if let Some(before) = store
+        .lease_store()
         .settle_behaviour(&settings.behaviour_fingerprint(), lease_ttl_ms)
         .await?
     {

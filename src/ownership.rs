@@ -254,7 +254,10 @@ impl Ownership {
         let store = &self.shared.store;
         let mut tick = Tick::default();
         // Announce this daemon (operators see the standbys too: `<prefix>:daemons`).
-        store.heartbeat(&config.daemon_id, config.ttl_ms()).await?;
+        store
+            .lease_store()
+            .heartbeat(&config.daemon_id, config.ttl_ms())
+            .await?;
         self.renew(&mut tick).await?;
         // Hand over what drained since the last step: its in-flight commits had one renewal
         // interval to land.
@@ -271,13 +274,17 @@ impl Ownership {
         };
         for lease in &drained {
             // Not trusted from here on, whatever the release's outcome.
-            if store.release_lease(lease).await? {
+            if store.lease_store().release_lease(lease).await? {
                 tick.released.push(lease.partition);
             } else {
                 tick.lost.push(lease.partition);
             }
         }
-        let live = store.live_daemons(config.ttl_ms()).await?.len();
+        let live = store
+            .lease_store()
+            .live_daemons(config.ttl_ms())
+            .await?
+            .len();
         let share = fair_share(self.shared.partitions, live);
         let serving = self.owned();
         if serving.len() > share {
@@ -302,12 +309,13 @@ impl Ownership {
                 .collect()
         };
         let mut acquired = Vec::new();
-        for p in store.free_leases(&candidates).await? {
+        for p in store.lease_store().free_leases(&candidates).await? {
             if missing == 0 {
                 break;
             }
             let sent = Instant::now();
             if let Some(lease) = store
+                .lease_store()
                 .acquire_lease(p, &config.daemon_id, config.ttl_ms())
                 .await?
             {
@@ -370,7 +378,7 @@ impl Ownership {
             );
         }
         for (lease, _) in refused {
-            if let Err(e) = store.release_lease(&lease).await {
+            if let Err(e) = store.lease_store().release_lease(&lease).await {
                 tracing::debug!(partition = lease.partition, error = %e, "cannot release an unconfirmed lease; it expires on its own");
             }
         }
@@ -383,7 +391,10 @@ impl Ownership {
         let store = &self.shared.store;
         let sent = Instant::now();
         let held: Vec<LeaseToken> = self.held().values().map(|h| h.lease.clone()).collect();
-        let renewed = store.renew_leases(&held, config.ttl_ms()).await;
+        let renewed = store
+            .lease_store()
+            .renew_leases(&held, config.ttl_ms())
+            .await;
         {
             let mut map = self.held();
             if let Ok(results) = &renewed {
@@ -445,7 +456,13 @@ impl Ownership {
     /// Releases every held lease at once (SIGTERM): another daemon takes over without waiting
     /// for the TTL. Returns how many were released.
     pub async fn release_all(&self) -> usize {
-        if let Err(e) = self.shared.store.leave(&self.shared.config.daemon_id).await {
+        if let Err(e) = self
+            .shared
+            .store
+            .lease_store()
+            .leave(&self.shared.config.daemon_id)
+            .await
+        {
             tracing::warn!(error = %e, "cannot remove this daemon's heartbeat; it expires on its own");
         }
         let held: Vec<LeaseToken> = std::mem::take(&mut *self.held())
@@ -454,7 +471,7 @@ impl Ownership {
             .collect();
         let mut released = 0;
         for lease in &held {
-            match self.shared.store.release_lease(lease).await {
+            match self.shared.store.lease_store().release_lease(lease).await {
                 Ok(true) => released += 1,
                 Ok(false) => {}
                 Err(e) => {

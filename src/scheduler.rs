@@ -260,7 +260,7 @@ impl Scheduler {
         let deadline = tokio::time::Instant::now() + ADVANCE_WAIT;
         // Another request's advance goes first.
         loop {
-            let record = s.store.clock_state().await?;
+            let record = s.store.clock_store().clock_state().await?;
             let now = record.now.unwrap_or_else(|| s.clock.now());
             match &record.advance {
                 Some(a) if a.request_id != request_id => {
@@ -285,6 +285,7 @@ impl Scheduler {
             let token = s.ownership.token(0).ok_or(SchedulerError::NotClockOwner)?;
             match s
                 .store
+                .clock_store()
                 .begin_advance(&token, to, request_id, body_hash)
                 .await?
             {
@@ -296,13 +297,13 @@ impl Scheduler {
                 }
             }
         }
-        if let Err(e) = s.store.announce_clock().await {
+        if let Err(e) = s.store.clock_store().announce_clock().await {
             tracing::warn!(error = %e, "cannot announce the advance; other daemons see it on their next look");
         }
         self.clock_moved();
         loop {
             let waited = self.wait_advance(ADVANCE_POLL * 4);
-            if let Some(json) = s.store.kept_reply(0, request_id).await? {
+            if let Some(json) = s.store.clock_store().kept_reply(0, request_id).await? {
                 let stored: StoredReply = serde_json::from_str(&json)
                     .map_err(|e| SchedulerError::CorruptReply(e.to_string()))?;
                 return Ok(stored.reply);
@@ -379,7 +380,7 @@ impl Scheduler {
     /// One look at the shared clock (see [`Scheduler::follow_clock`]).
     async fn follow_once(&self, shutdown: &Shutdown) -> Result<(), SchedulerError> {
         let s = &self.shared;
-        let record = s.store.clock_state().await?;
+        let record = s.store.clock_store().clock_state().await?;
         if record.advance.is_none() {
             self.follow_now(record.now)?;
             return Ok(());
@@ -389,7 +390,7 @@ impl Scheduler {
         // An advance is never silent: its start here and its progress every 5 s are logged.
         let mut reported: Option<tokio::time::Instant> = None;
         while !shutdown.is_triggered() {
-            let record = s.store.clock_state().await?;
+            let record = s.store.clock_store().clock_state().await?;
             let Some(advance) = record.advance else {
                 self.follow_now(record.now)?;
                 s.advance_done.notify_waiters();
@@ -406,7 +407,7 @@ impl Scheduler {
                 reported = Some(tokio::time::Instant::now());
             }
             let owned = s.ownership.owned();
-            let behind = s.store.not_fired(&owned, target).await?;
+            let behind = s.store.clock_store().not_fired(&owned, target).await?;
             if !behind.is_empty() {
                 let drain = self.drain(
                     &behind,
@@ -444,10 +445,10 @@ impl Scheduler {
                             .without_due(&behind, None, to_millis(&target))
                             .await?;
                         let held = s.ownership.tokens(&drained);
-                        for p in s.store.mark_fired(&held, target).await? {
+                        for p in s.store.clock_store().mark_fired(&held, target).await? {
                             s.ownership.fenced(p);
                         }
-                        s.store.announce_clock().await?;
+                        s.store.clock_store().announce_clock().await?;
                     }
                     // A partition lost on the way: its new owner fires it.
                     Err(e) => {
@@ -457,7 +458,12 @@ impl Scheduler {
             }
             if s.ownership.owns(0) {
                 let all: Vec<u16> = (0..s.store.partitions()).collect();
-                if s.store.not_fired(&all, target).await?.is_empty() {
+                if s.store
+                    .clock_store()
+                    .not_fired(&all, target)
+                    .await?
+                    .is_empty()
+                {
                     // Every partition fired: statistics relayed between daemons settle (best
                     // effort, bounded), then the advance completes.
                     self.settle_deltas().await?;
@@ -501,6 +507,7 @@ impl Scheduler {
         let ttl = s.config.reply_retention.as_secs().max(1);
         match s
             .store
+            .clock_store()
             .finish_advance(&token, target, &advance.request_id, &json, ttl)
             .await
         {
@@ -513,7 +520,7 @@ impl Scheduler {
             }
         }
         tracing::info!(to = %format_instant(&target), "advance completed");
-        if let Err(e) = s.store.announce_clock().await {
+        if let Err(e) = s.store.clock_store().announce_clock().await {
             tracing::warn!(error = %e, "cannot announce the completed advance");
         }
         Ok(())
@@ -1075,7 +1082,7 @@ impl Scheduler {
             Some(last) if schedule.after(&last).next().is_some_and(|t| t <= now) => {
                 self.run_job(name).await?;
                 // The other daemons run it over their own partitions.
-                if let Err(e) = store.announce_cron(name).await {
+                if let Err(e) = store.clock_store().announce_cron(name).await {
                     tracing::warn!(job = name, error = %e, "cannot announce a cron run; other daemons run it next time");
                 }
             }

@@ -861,6 +861,7 @@ where
             let mut leases = Vec::new();
             for p in 0..partitions {
                 let lease = store
+                    .lease_store()
                     .acquire_lease(p, "bench-seed", 600_000)
                     .await
                     .map_err(setup("lease"))?
@@ -902,6 +903,7 @@ where
             }
             for lease in &leases {
                 store
+                    .lease_store()
                     .release_lease(lease)
                     .await
                     .map_err(setup("release lease"))?;

@@ -117,6 +117,7 @@ async fn resolve(
     let store = &state.store;
     let partition = store.keys().partition(customer);
     if let Some(id) = store
+        .cart_store()
         .resolution(partition, request_id)
         .await
         .map_err(at_stage(Stage::Load))?
@@ -133,6 +134,7 @@ async fn resolve(
     })?;
     let ttl = state.config.reply_retention.as_secs().max(1);
     store
+        .cart_store()
         .record_resolution(customer, request_id, &found, ttl, &token)
         .await
         .map_err(at_stage(Stage::Load))
@@ -174,6 +176,7 @@ async fn claim_name(
     let mut stale: Option<String> = None;
     for _ in 0..3 {
         let Some(holder) = store
+            .cart_store()
             .claim_cart_name(customer, name, order_id, stale.as_deref())
             .await?
         else {
@@ -219,6 +222,7 @@ pub async fn release_cart_name(state: &AdminState, new: &NewOrder) {
             return;
         }
         if let Err(e) = store
+            .cart_store()
             .release_cart_name(&new.customer_id, name, &new.id)
             .await
         {
@@ -274,7 +278,7 @@ async fn find_cart(
     customer: &str,
     name: &str,
 ) -> Result<Result<String, StagedError>, StoreError> {
-    if let Some(holder) = store.cart_name_holder(customer, name).await? {
+    if let Some(holder) = store.cart_store().cart_name_holder(customer, name).await? {
         // The claim finds a cart the customer's index may not list yet (its creation's
         // statistics are applied by another daemon).
         let is_cart = matches!(store.load(&holder.order_id).await?, Loaded::Present(o)

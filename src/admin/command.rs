@@ -561,7 +561,7 @@ impl AdminCommand {
 /// getClock: now, and during an advance its target and how far this daemon's lanes have got.
 async fn get_clock(state: &AdminState) -> Result<Value, AdminError> {
     let mut reply = json!({"now": format_instant(&state.clock.now())});
-    if let Some(advance) = state.store.clock_state().await?.advance {
+    if let Some(advance) = state.store.clock_store().clock_state().await?.advance {
         reply["advance"] = json!({
             "to": format_instant(&advance.target),
             "requestId": advance.request_id,
@@ -578,7 +578,7 @@ async fn get_metrics(state: &AdminState) -> Result<Value, AdminError> {
     state.health.refresh().await;
     let ownership = &state.ownership;
     let ttl = u64::try_from(ownership.config().lease_ttl.as_millis()).unwrap_or(u64::MAX);
-    let live = state.store.live_daemons(ttl).await?;
+    let live = state.store.lease_store().live_daemons(ttl).await?;
     Ok(json!({
         "daemonId": ownership.daemon_id(),
         "metrics": state.health.metrics().json(),
@@ -845,17 +845,21 @@ async fn webhook_endpoints(state: &AdminState) -> Result<Value, AdminError> {
         .iter()
         .map(String::as_str)
         .collect();
-    let dead = state.store.count_dead(&ids).await?;
+    let dead = state.store.webhook_store().count_dead(&ids).await?;
     let mut ends = Vec::new();
     for p in 0..state.store.partitions() {
-        ends.push(state.store.stream_end(p).await?.added);
+        ends.push(state.store.webhook_store().stream_end(p).await?.added);
     }
     let mut out = Vec::new();
     for id in ids {
         let (mut pending, mut retrying) = (0u64, 0usize);
         for (p, added) in ends.iter().enumerate() {
             let partition = u16::try_from(p).unwrap_or(u16::MAX);
-            let progress = state.store.webhook_progress(partition, id).await?;
+            let progress = state
+                .store
+                .webhook_store()
+                .webhook_progress(partition, id)
+                .await?;
             let passed = progress.cursor.as_ref().map_or(*added, |(_, n)| *n);
             pending += added.saturating_sub(passed);
             retrying += progress.retrying.len();
@@ -1179,7 +1183,7 @@ async fn retry_dead_webhooks(
         }
         None => configured.iter().map(String::as_str).collect(),
     };
-    let counts = state.store.count_dead(&endpoints).await?;
+    let counts = state.store.webhook_store().count_dead(&endpoints).await?;
     let total: u64 = counts.values().sum();
     if total > 0 {
         let token = state
@@ -1188,6 +1192,7 @@ async fn retry_dead_webhooks(
             .ok_or(StoreError::Fenced { partition: 0 })?;
         state
             .store
+            .webhook_store()
             .add_redeliver_request(&token, &endpoints)
             .await?;
     }

@@ -1249,13 +1249,22 @@ async fn forwarded_reply_kept(
     partition: u16,
     request_id: &str,
 ) -> Result<bool, StoreError> {
-    if store.kept_reply(partition, request_id).await?.is_some() {
+    if store
+        .clock_store()
+        .kept_reply(partition, request_id)
+        .await?
+        .is_some()
+    {
         return Ok(true);
     }
-    match store.resolution(partition, request_id).await? {
+    match store.cart_store().resolution(partition, request_id).await? {
         Some(order) => {
             let p = store.keys().partition(&order);
-            Ok(store.kept_reply(p, request_id).await?.is_some())
+            Ok(store
+                .clock_store()
+                .kept_reply(p, request_id)
+                .await?
+                .is_some())
         }
         None => Ok(false),
     }

@@ -667,7 +667,7 @@ fn starting(id: &str) -> Response {
 
 async fn daemons_result(api: &Api, store: &Store) -> Result<Value, crate::store::StoreError> {
     let ttl_ms = u64::try_from(api.lease_ttl.as_millis()).unwrap_or(u64::MAX);
-    let live = store.live_daemons(ttl_ms).await?;
+    let live = store.lease_store().live_daemons(ttl_ms).await?;
     let holders = store.lease_holders().await?;
     let ids: Vec<String> = live.iter().map(|(id, _)| id.clone()).collect();
     let statuses = store.daemon_statuses(&ids).await?;

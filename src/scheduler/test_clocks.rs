@@ -114,7 +114,7 @@ impl Scheduler {
         self.test_clocks_moved();
         loop {
             let waited = self.wait_test_clock(ADVANCE_POLL * 4);
-            if let Some(json) = s.store.kept_reply(home, request_id).await? {
+            if let Some(json) = s.store.clock_store().kept_reply(home, request_id).await? {
                 let stored: StoredReply = serde_json::from_str(&json)
                     .map_err(|e| SchedulerError::CorruptReply(e.to_string()))?;
                 return Ok(stored.reply);

@@ -3,7 +3,7 @@
 //! `{pC}:resolve:<request id>` records which order an updateOrder by name was resolved to, so
 //! its retries reach the same order. Both keys are in the customer's partition.
 
-use super::{scripts, Store, StoreError};
+use super::{scripts, Keys, RedisConn, Store, StoreError};
 
 /// Who holds a cart name: the order, and since when (Unix ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,25 @@ impl NameClaim {
     }
 }
 
+/// Customers' cart names across daemons (SPEC 10). A narrow handle (a connection and the key names), made by
+/// [`Store::cart_store`].
+#[derive(Clone)]
+pub struct CartStore {
+    conn: RedisConn,
+    keys: Keys,
+}
+
 impl Store {
+    /// The handle of this part of Redis.
+    pub fn cart_store(&self) -> CartStore {
+        CartStore {
+            conn: self.conn(),
+            keys: self.keys().clone(),
+        }
+    }
+}
+
+impl CartStore {
     /// Claims cart name `name` of `customer` for `order_id`; `stale` is an order the caller
     /// checked no longer holds the name (its claim may be taken over). Ok(None) when claimed,
     /// Ok(Some(other)) when another order's claim stands.
@@ -41,10 +59,10 @@ impl Store {
         order_id: &str,
         stale: Option<&str>,
     ) -> Result<Option<NameClaim>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let held: Option<String> = scripts::CART_CLAIM
             .script()
-            .key(self.keys().cart_name(customer, name))
+            .key(self.keys.cart_name(customer, name))
             .arg(order_id)
             .arg(stale.unwrap_or(""))
             .arg(chrono::Utc::now().timestamp_millis())
@@ -63,10 +81,10 @@ impl Store {
         name: &str,
         order_id: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let _: i64 = scripts::CART_RELEASE
             .script()
-            .key(self.keys().cart_name(customer, name))
+            .key(self.keys.cart_name(customer, name))
             .arg(order_id)
             .invoke_async(&mut conn)
             .await?;
@@ -82,9 +100,9 @@ impl Store {
         customer: &str,
         name: &str,
     ) -> Result<Option<NameClaim>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let held: Option<String> =
-            redis::AsyncCommands::get(&mut conn, self.keys().cart_name(customer, name)).await?;
+            redis::AsyncCommands::get(&mut conn, self.keys.cart_name(customer, name)).await?;
         Ok(held.as_deref().map(NameClaim::parse))
     }
 
@@ -101,12 +119,12 @@ impl Store {
         ttl_secs: u64,
         token: &str,
     ) -> Result<String, StoreError> {
-        let mut conn = self.conn();
-        let partition = self.keys().partition(customer);
+        let mut conn = self.conn.clone();
+        let partition = self.keys.partition(customer);
         let recorded: String = scripts::CART_RESOLVE
             .script()
-            .key(self.keys().resolution(partition, request_id))
-            .key(self.keys().lease(partition))
+            .key(self.keys.resolution(partition, request_id))
+            .key(self.keys.lease(partition))
             .arg(token)
             .arg(order_id)
             .arg(ttl_secs)
@@ -123,7 +141,7 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn resolution(&self, p: u16, request_id: &str) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn();
-        Ok(redis::AsyncCommands::get(&mut conn, self.keys().resolution(p, request_id)).await?)
+        let mut conn = self.conn.clone();
+        Ok(redis::AsyncCommands::get(&mut conn, self.keys.resolution(p, request_id)).await?)
     }
 }

@@ -4,7 +4,7 @@
 //! and completes advances; every owner fires its own partitions up to the target. Every write
 //! here is fenced by the writer's lease of the key's partition.
 
-use super::{scripts, Store, StoreError};
+use super::{scripts, Keys, RedisConn, Store, StoreError};
 use crate::domain::time::{from_millis, to_millis, Instant};
 
 /// The shared clock as partition 0 keeps it.
@@ -37,13 +37,31 @@ pub enum Begun {
     Fenced,
 }
 
+/// The shared simulated clock as partition 0 keeps it, and the partitions' fired marks (SPEC 6, 10). A narrow handle (a connection and the key names), made by
+/// [`Store::clock_store`].
+#[derive(Clone)]
+pub struct ClockStore {
+    conn: RedisConn,
+    keys: Keys,
+}
+
 impl Store {
+    /// The handle of this part of Redis.
+    pub fn clock_store(&self) -> ClockStore {
+        ClockStore {
+            conn: self.conn(),
+            keys: self.keys().clone(),
+        }
+    }
+}
+
+impl ClockStore {
     /// The shared clock.
     ///
     /// # Errors
     /// [`StoreError`] when Redis fails or a field cannot be read.
     pub async fn clock_state(&self) -> Result<ClockRecord, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         type Fields = (
             Option<String>,
             Option<i64>,
@@ -52,7 +70,7 @@ impl Store {
             Option<String>,
         );
         let (mode, now, target, request_id, body_hash): Fields = redis::cmd("HMGET")
-            .arg(self.keys().clock())
+            .arg(self.keys.clock())
             .arg(&["mode", "now", "target", "advance", "hash"])
             .query_async(&mut conn)
             .await?;
@@ -82,11 +100,11 @@ impl Store {
         request_id: &str,
         body_hash: &str,
     ) -> Result<Begun, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let r: String = scripts::CLOCK_BEGIN
             .script()
-            .key(self.keys().clock())
-            .key(self.keys().lease(0))
+            .key(self.keys.clock())
+            .key(self.keys.lease(0))
             .arg(token)
             .arg(to_millis(&target))
             .arg(request_id)
@@ -114,14 +132,14 @@ impl Store {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for (p, token) in held {
             pipe.cmd("EVAL")
                 .arg(scripts::MARK_UPTO.source())
                 .arg(2)
-                .arg(self.keys().fired(*p))
-                .arg(self.keys().lease(*p))
+                .arg(self.keys.fired(*p))
+                .arg(self.keys.lease(*p))
                 .arg(token)
                 .arg(to_millis(&at));
         }
@@ -143,10 +161,10 @@ impl Store {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.get(self.keys().fired(p));
+            pipe.get(self.keys.fired(p));
         }
         let fired: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
         let at = to_millis(&at);
@@ -172,12 +190,12 @@ impl Store {
         reply_json: &str,
         reply_ttl_secs: u64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let r: String = scripts::CLOCK_FINISH
             .script()
-            .key(self.keys().clock())
-            .key(self.keys().lease(0))
-            .key(self.keys().reply(0, request_id))
+            .key(self.keys.clock())
+            .key(self.keys.lease(0))
+            .key(self.keys.reply(0, request_id))
             .arg(token)
             .arg(to_millis(&target))
             .arg(request_id)
@@ -198,8 +216,8 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn kept_reply(&self, p: u16, request_id: &str) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn();
-        Ok(redis::AsyncCommands::get(&mut conn, self.keys().reply(p, request_id)).await?)
+        let mut conn = self.conn.clone();
+        Ok(redis::AsyncCommands::get(&mut conn, self.keys.reply(p, request_id)).await?)
     }
 
     /// Tells every daemon that partition 0's owner ran cron job `name` (`<prefix>:cron`).
@@ -207,9 +225,9 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn announce_cron(&self, name: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let _: i64 =
-            redis::AsyncCommands::publish(&mut conn, self.keys().cron_channel(), name).await?;
+            redis::AsyncCommands::publish(&mut conn, self.keys.cron_channel(), name).await?;
         Ok(())
     }
 
@@ -218,9 +236,9 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn announce_clock(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let _: i64 =
-            redis::AsyncCommands::publish(&mut conn, self.keys().clock_channel(), "moved").await?;
+            redis::AsyncCommands::publish(&mut conn, self.keys.clock_channel(), "moved").await?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 
 use redis::AsyncCommands;
 
-use super::{scripts, Store, StoreError};
+use super::{scripts, Keys, RedisConn, Store, StoreError};
 
 /// Why a daemon may not join the live ones.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,25 @@ pub struct LeaseToken {
     pub previous_until: Option<i64>,
 }
 
+/// Partition leases and the daemons' heartbeats (SPEC 6). A narrow handle (a connection and the key names), made by
+/// [`Store::lease_store`].
+#[derive(Clone)]
+pub struct LeaseStore {
+    conn: RedisConn,
+    keys: Keys,
+}
+
 impl Store {
+    /// The handle of this part of Redis.
+    pub fn lease_store(&self) -> LeaseStore {
+        LeaseStore {
+            conn: self.conn(),
+            keys: self.keys().clone(),
+        }
+    }
+}
+
+impl LeaseStore {
     /// Acquires partition `p`'s lease for `daemon_id` if it is free.
     ///
     /// # Errors
@@ -48,13 +66,13 @@ impl Store {
         daemon_id: &str,
         ttl_ms: u64,
     ) -> Result<Option<LeaseToken>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let until = chrono::Utc::now().timestamp_millis() + i64::try_from(ttl_ms).unwrap_or(0);
         let acquired: Option<(u64, String)> = scripts::LEASE_ACQUIRE
             .script()
-            .key(self.keys().lease(p))
-            .key(self.keys().epoch(p))
-            .key(self.keys().held_until(p))
+            .key(self.keys.lease(p))
+            .key(self.keys.epoch(p))
+            .key(self.keys.held_until(p))
             .arg(daemon_id)
             .arg(ttl_ms)
             .arg(until)
@@ -76,10 +94,10 @@ impl Store {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.exists(self.keys().lease(p));
+            pipe.exists(self.keys.lease(p));
         }
         let held: Vec<bool> = pipe.query_async(&mut conn).await?;
         Ok(partitions
@@ -102,15 +120,15 @@ impl Store {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let until = chrono::Utc::now().timestamp_millis() + i64::try_from(ttl_ms).unwrap_or(0);
         let mut pipe = redis::pipe();
         for l in held {
             pipe.cmd("EVAL")
                 .arg(scripts::LEASE_RENEW.source())
                 .arg(2)
-                .arg(self.keys().lease(l.partition))
-                .arg(self.keys().held_until(l.partition))
+                .arg(self.keys.lease(l.partition))
+                .arg(self.keys.held_until(l.partition))
                 .arg(&l.token)
                 .arg(ttl_ms)
                 .arg(until);
@@ -124,10 +142,10 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn release_lease(&self, lease: &LeaseToken) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let released: i64 = scripts::LEASE_RELEASE
             .script()
-            .key(self.keys().lease(lease.partition))
+            .key(self.keys.lease(lease.partition))
             .arg(&lease.token)
             .invoke_async(&mut conn)
             .await?;
@@ -140,10 +158,10 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn heartbeat(&self, daemon_id: &str, ttl_ms: u64) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let now = chrono::Utc::now().timestamp_millis();
         let silent = now - i64::try_from(ttl_ms).unwrap_or(i64::MAX);
-        let key = self.keys().daemons();
+        let key = self.keys.daemons();
         let _: (i64, i64) = redis::pipe()
             .zadd(&key, daemon_id, now)
             .zrembyscore(&key, "-inf", silent)
@@ -163,8 +181,8 @@ impl Store {
         fingerprint: &str,
         ttl_ms: u64,
     ) -> Result<Option<String>, BehaviourError> {
-        let mut conn = self.conn();
-        let meta = self.keys().meta();
+        let mut conn = self.conn.clone();
+        let meta = self.keys.meta();
         let stored: Option<String> = conn
             .hget(&meta, "behaviour")
             .await
@@ -193,9 +211,8 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn leave(&self, daemon_id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let _: i64 =
-            redis::AsyncCommands::zrem(&mut conn, self.keys().daemons(), daemon_id).await?;
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::AsyncCommands::zrem(&mut conn, self.keys.daemons(), daemon_id).await?;
         Ok(())
     }
 
@@ -204,12 +221,12 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn live_daemons(&self, ttl_ms: u64) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let since =
             chrono::Utc::now().timestamp_millis() - i64::try_from(ttl_ms).unwrap_or(i64::MAX);
         Ok(redis::AsyncCommands::zrangebyscore_withscores(
             &mut conn,
-            self.keys().daemons(),
+            self.keys.daemons(),
             since,
             "+inf",
         )
@@ -221,7 +238,7 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn lease_holder(&self, p: u16) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn();
-        Ok(redis::AsyncCommands::get(&mut conn, self.keys().lease(p)).await?)
+        let mut conn = self.conn.clone();
+        Ok(redis::AsyncCommands::get(&mut conn, self.keys.lease(p)).await?)
     }
 }

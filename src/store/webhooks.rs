@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use redis::Value;
 
-use super::{scripts, Store, StoreError};
+use super::{scripts, Keys, RedisConn, Store, StoreError};
 
 /// One endpoint's progress in one partition, as Redis holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,7 +89,25 @@ pub struct StreamEnd {
     pub added: u64,
 }
 
+/// The webhooks' part of Redis: each endpoint's progress per partition, the dead letters and the redelivery requests (SPEC 11.2). A narrow handle (a connection and the key names), made by
+/// [`Store::webhook_store`].
+#[derive(Clone)]
+pub struct WebhookStore {
+    conn: RedisConn,
+    keys: Keys,
+}
+
 impl Store {
+    /// The handle of this part of Redis.
+    pub fn webhook_store(&self) -> WebhookStore {
+        WebhookStore {
+            conn: self.webhook_conn(),
+            keys: self.keys().clone(),
+        }
+    }
+}
+
+impl WebhookStore {
     async fn run_webhook_script(
         &self,
         partition: u16,
@@ -97,8 +115,8 @@ impl Store {
         token: &str,
         args: Vec<String>,
     ) -> Result<i64, StoreError> {
-        let mut conn = self.webhook_conn();
-        let keys = self.keys();
+        let mut conn = self.conn.clone();
+        let keys = &self.keys;
         let r: i64 = scripts::WEBHOOK
             .script()
             .key(keys.webhook_progress(partition, endpoint))
@@ -123,9 +141,9 @@ impl Store {
         partition: u16,
         endpoint: &str,
     ) -> Result<Progress, StoreError> {
-        let mut conn = self.webhook_conn();
+        let mut conn = self.conn.clone();
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys().webhook_progress(partition, endpoint))
+            .arg(self.keys.webhook_progress(partition, endpoint))
             .query_async(&mut conn)
             .await?;
         let mut p = Progress::default();
@@ -149,10 +167,10 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn stream_end(&self, partition: u16) -> Result<StreamEnd, StoreError> {
-        let mut conn = self.webhook_conn();
+        let mut conn = self.conn.clone();
         let info: Result<Value, redis::RedisError> = redis::cmd("XINFO")
             .arg("STREAM")
-            .arg(self.keys().events(partition))
+            .arg(self.keys.events(partition))
             .query_async(&mut conn)
             .await;
         let info = match info {
@@ -199,9 +217,9 @@ impl Store {
         after: &str,
         count: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut conn = self.webhook_conn();
+        let mut conn = self.conn.clone();
         let rows: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(self.keys().events(partition))
+            .arg(self.keys.events(partition))
             .arg(format!("({after}"))
             .arg("+")
             .arg("COUNT")
@@ -253,8 +271,8 @@ impl Store {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.webhook_conn();
-        let keys = self.keys();
+        let mut conn = self.conn.clone();
+        let keys = &self.keys;
         // EVALSHA: the script's text is not sent (and hashed by Redis) with every write.
         let sha = scripts::WEBHOOK.sha();
         let mut pipe = redis::pipe();
@@ -318,10 +336,10 @@ impl Store {
     /// [`StoreError`] when Redis fails.
     pub async fn count_dead(&self, endpoints: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
         let mut out: HashMap<String, u64> = endpoints.iter().map(|e| (e.to_string(), 0)).collect();
-        let mut conn = self.webhook_conn();
-        for p in 0..self.partitions() {
+        let mut conn = self.conn.clone();
+        for p in 0..self.keys.partitions() {
             let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-                .arg(self.keys().webhooks_dead(p))
+                .arg(self.keys.webhooks_dead(p))
                 .arg("-")
                 .arg("+")
                 .query_async(&mut conn)
@@ -344,8 +362,8 @@ impl Store {
         token: &str,
         endpoints: &[&str],
     ) -> Result<String, StoreError> {
-        let mut conn = self.webhook_conn();
-        let keys = self.keys();
+        let mut conn = self.conn.clone();
+        let keys = &self.keys;
         let id: Option<String> = scripts::REDELIVER_REQUEST
             .script()
             .key(keys.webhooks_redeliver())
@@ -365,9 +383,9 @@ impl Store {
         &self,
         after: &str,
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let mut conn = self.webhook_conn();
+        let mut conn = self.conn.clone();
         let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(self.keys().webhooks_redeliver())
+            .arg(self.keys.webhooks_redeliver())
             .arg(format!("({after}"))
             .arg("+")
             .arg("COUNT")

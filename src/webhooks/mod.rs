@@ -208,6 +208,7 @@ async fn prepare(
     for ep in &config.settings.endpoints {
         for (p, token) in ownership.tokens(&ownership.owned()) {
             let progress = store
+                .webhook_store()
                 .webhook_progress(p, ep.id())
                 .await
                 .map_err(StartError::Store)?;
@@ -265,8 +266,9 @@ async fn start_at_end(
     endpoint: &str,
     token: &str,
 ) -> Result<Option<(String, u64)>, StoreError> {
-    let end = store.stream_end(p).await?;
+    let end = store.webhook_store().stream_end(p).await?;
     let recorded = store
+        .webhook_store()
         .webhook_init(p, endpoint, token, &end.last_id, end.added)
         .await?;
     Ok(recorded.then_some((end.last_id, end.added)))
@@ -475,10 +477,15 @@ impl EndpointLoop {
         if let Some(request) = &self.last_request {
             // Once per request id per partition (the script keeps the last one applied).
             self.store
+                .webhook_store()
                 .webhook_requeue(p, &self.id, &token, request)
                 .await?;
         }
-        let progress = self.store.webhook_progress(p, &self.id).await?;
+        let progress = self
+            .store
+            .webhook_store()
+            .webhook_progress(p, &self.id)
+            .await?;
         let cursor = match progress.cursor {
             Some(c) => c,
             None => match start_at_end(&self.store, p, &self.id, &token).await? {
@@ -566,7 +573,12 @@ impl EndpointLoop {
                 continue;
             }
             let after = part.read_pos.clone();
-            let rows = match self.store.entries_after(p, &after, READ_BATCH).await {
+            let rows = match self
+                .store
+                .webhook_store()
+                .entries_after(p, &after, READ_BATCH)
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) => {
                     self.metrics.redis_error();
@@ -639,7 +651,7 @@ impl EndpointLoop {
         let max_len = self.config.events_max_len;
         let partitions: Vec<u16> = self.parts.keys().copied().collect();
         for p in partitions {
-            let end = match self.store.stream_end(p).await {
+            let end = match self.store.webhook_store().stream_end(p).await {
                 Ok(end) => end,
                 Err(e) => {
                     self.metrics.redis_error();
@@ -686,7 +698,11 @@ impl EndpointLoop {
                 .unwrap_or(usize::MAX)
                 .min(READ_BATCH);
             let after = part.read_pos.clone();
-            let rows = self.store.entries_after(p, &after, want).await?;
+            let rows = self
+                .store
+                .webhook_store()
+                .entries_after(p, &after, want)
+                .await?;
             if rows.is_empty() {
                 return Ok(());
             }
@@ -850,7 +866,12 @@ impl EndpointLoop {
                 None => self.drop_partition(p),
             }
         }
-        match self.store.webhook_apply_many(&self.id, &writes).await {
+        match self
+            .store
+            .webhook_store()
+            .webhook_apply_many(&self.id, &writes)
+            .await
+        {
             Ok(results) => {
                 for ((p, _, _), r) in writes.iter().zip(results) {
                     match r {
@@ -1108,7 +1129,12 @@ impl EndpointLoop {
 
     /// Applies retryDeadWebhooks requests to the partitions this daemon owns.
     async fn check_redeliver(&mut self) {
-        let requests = match self.store.redeliver_requests(&self.redeliver_seen).await {
+        let requests = match self
+            .store
+            .webhook_store()
+            .redeliver_requests(&self.redeliver_seen)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.redis_error();
@@ -1126,6 +1152,7 @@ impl EndpointLoop {
                     };
                     match self
                         .store
+                        .webhook_store()
                         .webhook_requeue(p, &self.id, &token, &request)
                         .await
                     {
@@ -1135,7 +1162,12 @@ impl EndpointLoop {
                             // Delivered only once what was read is confirmed (SPEC 11.1); if
                             // it is not, they go after the next load of the partition.
                             let progress = match self.store.confirm(p, &token).await {
-                                Ok(()) => self.store.webhook_progress(p, &self.id).await,
+                                Ok(()) => {
+                                    self.store
+                                        .webhook_store()
+                                        .webhook_progress(p, &self.id)
+                                        .await
+                                }
                                 Err(e) => Err(e),
                             };
                             match progress {

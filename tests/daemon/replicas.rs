@@ -387,12 +387,18 @@ async fn stale_token_is_fenced() {
         .unwrap();
     let p = keys.partition("o1");
     let a = store
+        .lease_store()
         .acquire_lease(p, "a", 60_000)
         .await
         .unwrap()
         .expect("free");
     assert!(
-        store.acquire_lease(p, "b", 60_000).await.unwrap().is_none(),
+        store
+            .lease_store()
+            .acquire_lease(p, "b", 60_000)
+            .await
+            .unwrap()
+            .is_none(),
         "held by a"
     );
     let commit = |lease: &str| Commit {
@@ -413,8 +419,9 @@ async fn stale_token_is_fenced() {
         test_clock: None,
     };
     // a loses the lease (released here as if it expired) and b takes it: a is fenced.
-    assert!(store.release_lease(&a).await.unwrap());
+    assert!(store.lease_store().release_lease(&a).await.unwrap());
     let b = store
+        .lease_store()
         .acquire_lease(p, "b", 60_000)
         .await
         .unwrap()
@@ -434,13 +441,14 @@ async fn stale_token_is_fenced() {
     // Renewal with a stale token fails; with the holder's, it holds.
     assert_eq!(
         store
+            .lease_store()
             .renew_leases(&[a.clone(), b.clone()], 60_000)
             .await
             .unwrap(),
         [false, true]
     );
     assert!(
-        !store.release_lease(&a).await.unwrap(),
+        !store.lease_store().release_lease(&a).await.unwrap(),
         "a cannot release b's lease"
     );
 }
