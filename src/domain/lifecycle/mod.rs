@@ -384,32 +384,82 @@ fn scheduled_end(
 /// Start of cycle `k` (k >= 1) of a subscription: the clamped calendar date from the anchor,
 /// plus every pause taken so far (all of which lie before any cycle not yet started).
 fn cycle_start(order: &Order, k: u32) -> Option<Instant> {
-    match order.pricing.kind {
-        // After a plan change to another duration, cycles count from its anchor.
-        PricingKind::Subscription { cycle_duration, .. }
-            if order.anchor.is_some() && k >= order.anchor_cycle.max(1) =>
-        {
-            order
+    let key = CycleKey {
+        duration: match order.pricing.kind {
+            PricingKind::Subscription { cycle_duration, .. } if k >= 1 => cycle_duration,
+            _ => return None,
+        },
+        anchor: order.anchor,
+        anchor_cycle: order.anchor_cycle,
+        start_date: order.start_date,
+        free_trial_days: order.free_trial_days,
+        time_zone: order.time_zone,
+        paused_total: order.paused_total,
+        k,
+    };
+    CYCLE_STARTS.with(|memo| {
+        let mut last = memo.borrow_mut();
+        if let Some((_, start)) = last.iter().flatten().find(|(at, _)| *at == key) {
+            return *start;
+        }
+        let start = key.compute();
+        last[1] = last[0].take();
+        last[0] = Some((key, start));
+        start
+    })
+}
+
+/// A cycle start computed, with what it was computed from.
+type KnownStart = (CycleKey, Option<Instant>);
+
+/// Everything the start of a subscription's cycle depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CycleKey {
+    duration: super::calendar::Duration,
+    anchor: Option<Instant>,
+    anchor_cycle: u32,
+    start_date: Instant,
+    free_trial_days: u32,
+    time_zone: Zone,
+    paused_total: i64,
+    k: u32,
+}
+
+impl CycleKey {
+    /// The calendar computation of [`cycle_start`].
+    fn compute(&self) -> Option<Instant> {
+        let k = self.k;
+        match self.anchor {
+            // After a plan change to another duration, cycles count from its anchor.
+            Some(anchor) if k >= self.anchor_cycle.max(1) => self
                 .time_zone
                 .calendar(
-                    order.anchor?,
+                    anchor,
                     0,
-                    Some(cycle_duration),
-                    u64::from(k - order.anchor_cycle.max(1)),
+                    Some(self.duration),
+                    u64::from(k - self.anchor_cycle.max(1)),
                 )
-                .map(|t| shift(t, order.paused_total))
+                .map(|t| shift(t, self.paused_total)),
+            _ => self
+                .time_zone
+                .calendar(
+                    self.start_date,
+                    self.free_trial_days,
+                    Some(self.duration),
+                    u64::from(k - 1),
+                )
+                .map(|t| shift(t, self.paused_total)),
         }
-        PricingKind::Subscription { cycle_duration, .. } if k >= 1 => order
-            .time_zone
-            .calendar(
-                order.start_date,
-                order.free_trial_days,
-                Some(cycle_duration),
-                u64::from(k - 1),
-            )
-            .map(|t| shift(t, order.paused_total)),
-        _ => None,
     }
+}
+
+thread_local! {
+    /// The last two cycle starts computed on this thread: a step of a walk asks for the same
+    /// one several times (the next due instant, the cycle loop, each refresh of the cycle's
+    /// end), and each is a calendar computation. Keyed by everything the start depends on, so
+    /// a hit is the value the computation gives.
+    static CYCLE_STARTS: std::cell::RefCell<[Option<KnownStart>; 2]> =
+        const { std::cell::RefCell::new([None, None]) };
 }
 
 /// When the cycle after the current one starts, if it ever does: not beyond cycleCount, and
