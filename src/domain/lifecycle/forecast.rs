@@ -32,6 +32,13 @@ pub fn month_label(m: MonthKey) -> String {
     format!("{:04}-{:02}", m.div_euclid(12), m.rem_euclid(12) + 1)
 }
 
+/// The month key of a `2031-01` label.
+pub fn parse_month_label(label: &str) -> Option<MonthKey> {
+    let (y, m) = label.split_once('-')?;
+    let (y, m): (i32, i32) = (y.parse().ok()?, m.parse().ok()?);
+    (1..=12).contains(&m).then_some(y * 12 + m - 1)
+}
+
 /// One month's figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MonthFigures {
@@ -91,6 +98,27 @@ impl Forecast {
             })
             .collect();
         json!({ "months": months })
+    }
+
+    /// A forecast read back from its reply ([`Forecast::to_json`]; a daemon's part of a
+    /// forecast comes this way): None when it is not one.
+    pub fn from_json(v: &Value) -> Option<Forecast> {
+        let mut f = Forecast::default();
+        for m in v.get("months")?.as_array()? {
+            let month = parse_month_label(m.get("month")?.as_str()?)?;
+            let mut charges = BTreeMap::new();
+            for (c, a) in m.get("charges")?.as_object()? {
+                charges.insert(c.clone(), a.as_str()?.parse::<Decimal>().ok()?);
+            }
+            let figures = MonthFigures {
+                charges,
+                cycle_starts: m.get("cycleStarts")?.as_u64()?,
+                ends: m.get("ends")?.as_u64()?,
+                cancellations: m.get("cancellations")?.as_u64()?,
+            };
+            f.months.entry(month).or_default().add(&figures);
+        }
+        Some(f)
     }
 }
 
@@ -410,6 +438,12 @@ mod tests {
             let mut merged = fb.clone();
             merged.merge(&fa);
             proptest::prop_assert_eq!(&merged, &whole);
+            // A part sent as its reply and read back merges the same (how the owners' parts
+            // come to the daemon that answers).
+            let (m0, m1) = (month_of(&now), month_of(&end));
+            let mut sent = Forecast::from_json(&fa.to_json(m0, m1, None)).unwrap();
+            sent.merge(&Forecast::from_json(&fb.to_json(m0, m1, None)).unwrap());
+            proptest::prop_assert_eq!(sent.to_json(m0, m1, None), whole.to_json(m0, m1, None));
             let mut first = Forecast::default();
             add_order(&mut first, &a, now, now, mid - chrono::Duration::milliseconds(1), &policy());
             let mut second = Forecast::default();
