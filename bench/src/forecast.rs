@@ -11,8 +11,8 @@ use std::time::{Duration, Instant as WallInstant};
 use serde_json::json;
 
 use super::{
-    mb, monthly_args, order_id, ready_client, seed, settle_aof, setup, BenchError, BenchRedis,
-    DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir, BENCH_START,
+    mb, monthly_args, order_id, ready_client, redis_cpu_time, seed, settle_aof, setup, BenchError,
+    BenchRedis, DaemonClock, DaemonProcess, SeedOptions, SeedOrder, TempDir, BENCH_START,
 };
 use recur::admin::client::RequestOptions;
 use recur::domain::time::parse_instant;
@@ -42,22 +42,33 @@ pub struct ForecastReport {
     pub peak_rss_kb: Option<u64>,
     pub cycle_starts: u64,
     pub seed_elapsed: Duration,
+    /// CPU time the daemon used answering (all its threads).
+    pub daemon_cpu: Option<Duration>,
+    /// CPU time Redis used meanwhile.
+    pub redis_cpu: Option<Duration>,
 }
 
 impl ForecastReport {
     /// The one line the bench prints.
     pub fn line(&self) -> String {
         format!(
-            "forecast orders={} months=36 took_s={:.2} orders_per_s={:.0} cycle_starts={} daemon_rss_before_mb={} daemon_peak_rss_mb={} (seeding took {:.1}s)",
+            "forecast orders={} months=36 took_s={:.2} orders_per_s={:.0} cycle_starts={} daemon_cpu_s={} redis_cpu_s={} daemon_rss_before_mb={} daemon_peak_rss_mb={} (seeding took {:.1}s)",
             self.orders,
             self.elapsed.as_secs_f64(),
             self.orders as f64 / self.elapsed.as_secs_f64().max(1e-9),
             self.cycle_starts,
+            secs(self.daemon_cpu),
+            secs(self.redis_cpu),
             mb(self.rss_before_kb),
             mb(self.peak_rss_kb),
             self.seed_elapsed.as_secs_f64(),
         )
     }
+}
+
+/// Seconds with two decimals, `-` when not known.
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".to_string(), |d| format!("{:.2}", d.as_secs_f64()))
 }
 
 /// Runs the forecast scenario.
@@ -100,6 +111,7 @@ pub async fn run(opts: &ForecastOptions) -> Result<ForecastReport, BenchError> {
         total_timeout: Duration::from_secs(1800),
         ..RequestOptions::default()
     };
+    let cpu_before = (daemon.cpu_time(), redis_cpu_time(&url).await.ok());
     let asked = WallInstant::now();
     let reply = client
         .request_with(
@@ -110,6 +122,11 @@ pub async fn run(opts: &ForecastOptions) -> Result<ForecastReport, BenchError> {
         .await
         .map_err(|e| BenchError::Setup(format!("forecast: {e}")))?;
     let elapsed = asked.elapsed();
+    let cpu_after = (daemon.cpu_time(), redis_cpu_time(&url).await.ok());
+    let spent =
+        |before: Option<Duration>, after: Option<Duration>| Some(after?.saturating_sub(before?));
+    let daemon_cpu = spent(cpu_before.0, cpu_after.0);
+    let redis_cpu = spent(cpu_before.1, cpu_after.1);
     let result = reply
         .result
         .ok_or_else(|| BenchError::Setup(format!("forecast refused: {:?}", reply.error)))?;
@@ -127,5 +144,7 @@ pub async fn run(opts: &ForecastOptions) -> Result<ForecastReport, BenchError> {
         peak_rss_kb,
         cycle_starts,
         seed_elapsed,
+        daemon_cpu,
+        redis_cpu,
     })
 }

@@ -621,6 +621,24 @@ pub async fn aof_rewrites(url: &str) -> Result<u64, BenchError> {
     Ok(info_field(&info, "aof_rewrites:") + info_field(&info, "aof_rewrite_in_progress:"))
 }
 
+/// The CPU time the Redis server at `url` has used so far (`used_cpu_user` + `used_cpu_sys`
+/// of `INFO cpu`, its main process).
+///
+/// # Errors
+/// [`BenchError`] when Redis fails.
+pub async fn redis_cpu_time(url: &str) -> Result<Duration, BenchError> {
+    let info = redis_info(url, Some("cpu")).await?;
+    let seconds = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(Duration::from_secs_f64(
+        seconds("used_cpu_user:") + seconds("used_cpu_sys:"),
+    ))
+}
+
 /// `INFO` (or one section of it) of the server at `url`.
 async fn redis_info(url: &str, section: Option<&str>) -> Result<String, BenchError> {
     let mut conn = store::connect(url).await.map_err(setup("connect"))?;
@@ -1142,6 +1160,21 @@ impl DaemonProcess {
     /// Resident set size now (VmRSS) in KiB, from /proc.
     pub fn rss_kb(&self) -> Option<u64> {
         self.status_kb("VmRSS:")
+    }
+
+    /// The CPU time it has used so far (user + system, every thread), from /proc.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.child.id()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name (in parentheses): state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf reads a constant of the system; no memory is touched.
+        let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .ok()
+            .filter(|t| *t > 0)?;
+        Some(Duration::from_millis(ticks * 1000 / per_second))
     }
 
     /// Whether it has exited (and how).

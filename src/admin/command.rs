@@ -32,6 +32,16 @@ pub const LIST_MAX_SCANNED_PAGES: usize = 10;
 
 pub use crate::wire::COMMAND_NAMES;
 
+/// A daemon's part of a forecast: the figures of one partition, asked by the daemon that
+/// answers the forecast of the partition's owner (SPEC 11.6). Internal: accepted only on
+/// `<prefix>:forward`, where daemons hand requests to each other; not in [`COMMAND_NAMES`].
+pub const FORECAST_PARTITION: &str = "forecastPartition";
+
+/// Whether `command` is one only daemons send each other (see [`FORECAST_PARTITION`]).
+pub fn is_internal(command: &str) -> bool {
+    command == FORECAST_PARTITION
+}
+
 /// One admin request, parsed and validated.
 #[derive(Debug)]
 pub enum AdminCommand {
@@ -65,6 +75,11 @@ pub enum AdminCommand {
         to: Instant,
         currency: Option<String>,
         test_clock: Option<String>,
+    },
+    /// forecastPartition: one partition's part of a forecast, computed by its owner.
+    ForecastPartition {
+        partition: u16,
+        query: ForecastQuery,
     },
     /// changePlan, cancelOrder or pauseOrder with `preview: true`: what it would do now.
     PreviewCommand {
@@ -291,6 +306,7 @@ impl AdminCommand {
                 AdminCommand::GetWebhookEndpoints
             }
             "forecast" => parse_forecast(&req.args)?,
+            FORECAST_PARTITION => parse_forecast_partition(&req.args)?,
             "previewOrder" => {
                 let a: PreviewArgs = parse_args(&req.args)?;
                 check_id("orderId", &a.order_id)?;
@@ -399,6 +415,14 @@ impl AdminCommand {
             AdminCommand::ListOrders(q) => {
                 q.customer_id.as_deref().map_or(0, |c| keys.partition(c))
             }
+            // Out of range: partition 0's owner refuses it.
+            AdminCommand::ForecastPartition { partition, .. } => {
+                if *partition < keys.partitions() {
+                    *partition
+                } else {
+                    0
+                }
+            }
             AdminCommand::Ping
             | AdminCommand::Forecast { .. }
             | AdminCommand::GetWebhookEndpoints
@@ -439,6 +463,10 @@ impl AdminCommand {
         match self {
             AdminCommand::CreateOrder(new) => new.test_clock_id.is_none(),
             AdminCommand::Forecast { test_clock, .. } => test_clock.is_none(),
+            // The forecast that asked for it waited (on its daemon); the part is a read from
+            // a `now` it was given, which an advance does not change (a walk from now is the
+            // same whether the timers up to now fired already or not).
+            AdminCommand::ForecastPartition { .. } => false,
             _ => !matches!(
                 self,
                 AdminCommand::AdvanceClock { .. }
@@ -504,8 +532,32 @@ impl AdminCommand {
                 currency,
                 test_clock,
             } => Ok(Outcome::Answer(
-                forecast(state, from, to, currency.as_deref(), test_clock.as_deref()).await?,
+                forecast(
+                    state,
+                    from,
+                    to,
+                    currency.as_deref(),
+                    test_clock.as_deref(),
+                    &raw.channel,
+                )
+                .await?,
             )),
+            AdminCommand::ForecastPartition { partition, query } => {
+                use crate::domain::lifecycle::forecast::month_of;
+                if partition >= state.store.partitions() {
+                    return Err(DomainError::invalid(
+                        "partition",
+                        format!("there are {} partitions", state.store.partitions()),
+                    )
+                    .into());
+                }
+                let part = forecast_partitions(state, &[partition], &query).await?;
+                Ok(Outcome::Answer(part.to_json(
+                    month_of(&query.start),
+                    month_of(&query.to),
+                    query.currency.as_deref(),
+                )))
+            }
             AdminCommand::PreviewOrder { order_id, until } => Ok(Outcome::Answer(
                 preview_order(state, &order_id, until).await?,
             )),
@@ -886,20 +938,54 @@ struct ForecastArgs {
     test_clock_id: Option<String>,
 }
 
+/// forecastPartition's arguments (a daemon's own request, see [`FORECAST_PARTITION`]).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ForecastPartitionArgs {
+    partition: u16,
+    now: String,
+    start: String,
+    to: String,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    test_clock_id: Option<String>,
+}
+
 /// How many orders a forecast reads and computes at a time.
 const FORECAST_CHUNK: usize = 2_000;
 
+/// What one forecast computes, the same for every partition (and every daemon computing some
+/// of them): the orders as of `now`, counted from `start` (`from`, or now when later) to `to`.
+#[derive(Debug, Clone)]
+pub(super) struct ForecastQuery {
+    now: Instant,
+    start: Instant,
+    to: Instant,
+    currency: Option<String>,
+    test_clock: Option<String>,
+}
+
+/// How long the daemon answering a forecast waits for another daemon's part of it (the
+/// request is published again every [`super::handle::FORWARD_ATTEMPT`] meanwhile, so a new
+/// owner answers it after a takeover) before computing that partition itself.
+const FORECAST_PART_TOTAL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// forecast: every order of every partition walked forward from now (each due paid), counted
-/// per month. The computing runs on the blocking pool, a chunk of orders at a time, so the
-/// daemon's own thread goes on serving.
+/// per month. Each partition is computed by its owner (SPEC 11.6): this daemon computes its
+/// own and asks the owners of the others for theirs (`forecastPartition` on
+/// `<prefix>:forward`, all at once), and adds them up. A part that does not come (its owner
+/// gone and nobody taking over in time, or a refusal) is computed here: a forecast only
+/// reads, any daemon can.
 async fn forecast(
     state: &AdminState,
     from: Instant,
     to: Instant,
     currency: Option<&str>,
     test_clock: Option<&str>,
+    channel: &str,
 ) -> Result<Value, AdminError> {
-    use crate::domain::lifecycle::forecast::{add_order, month_of, Forecast};
+    use crate::domain::lifecycle::forecast::month_of;
     // A test clock's orders are walked from the clock's time.
     let now = match test_clock {
         None => state.clock.now(),
@@ -908,41 +994,193 @@ async fn forecast(
             None => return Err(clock_not_found(c)),
         },
     };
-    let start = from.max(now);
-    let mut total = Forecast::default();
+    // As written to the owners (milliseconds), so that every part starts from the same now.
+    let now = parse_instant(&format_instant(&now)).unwrap_or(now);
+    let query = ForecastQuery {
+        now,
+        start: from.max(now),
+        to,
+        currency: currency.map(str::to_string),
+        test_clock: test_clock.map(str::to_string),
+    };
+    let (mine, theirs): (Vec<u16>, Vec<u16>) =
+        (0..state.store.partitions()).partition(|p| state.ownership.owns(*p));
+    let asked = futures_util::future::join_all(
+        theirs
+            .iter()
+            .map(|p| forecast_part_of_owner(state, *p, &query, channel)),
+    );
+    let (total, parts) = tokio::join!(forecast_partitions(state, &mine, &query), asked);
+    let mut total = total?;
+    let mut missing = Vec::new();
+    for (p, part) in theirs.into_iter().zip(parts) {
+        match part {
+            Some(part) => total.merge(&part),
+            None => missing.push(p),
+        }
+    }
+    if !missing.is_empty() {
+        total.merge(&forecast_partitions(state, &missing, &query).await?);
+    }
+    Ok(total.to_json(month_of(&from), month_of(&to), currency))
+}
+
+/// Partition `partition`'s part of a forecast, from its owner: None when it did not come (no
+/// answer in [`FORECAST_PART_TOTAL`], a refusal, a reply that cannot be read), logged.
+async fn forecast_part_of_owner(
+    state: &AdminState,
+    partition: u16,
+    query: &ForecastQuery,
+    channel: &str,
+) -> Option<crate::domain::lifecycle::forecast::Forecast> {
+    use crate::domain::lifecycle::forecast::Forecast;
+    let forwarder = state.forwarder.get()?;
+    let options = super::client::RequestOptions {
+        id: Some(format!("forecast-{}-{partition}", Uuid::new_v4())),
+        channel: channel.to_string(),
+        attempt_timeout: super::handle::FORWARD_ATTEMPT,
+        total_timeout: FORECAST_PART_TOTAL,
+    };
+    let args = json!({
+        "partition": partition,
+        "now": format_instant(&query.now),
+        "start": format_instant(&query.start),
+        "to": format_instant(&query.to),
+        "currency": query.currency,
+        "testClockId": query.test_clock,
+    });
+    let why = match forwarder
+        .request_with(options, FORECAST_PARTITION, args)
+        .await
+    {
+        Ok(reply) if reply.ok => match reply.result.as_ref().and_then(Forecast::from_json) {
+            Some(part) => return Some(part),
+            None => "its reply cannot be read".to_string(),
+        },
+        Ok(reply) => format!(
+            "refused: {}",
+            reply.error.map_or_else(String::new, |e| e.message)
+        ),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(partition, reason = %why, "no forecast part from the partition's owner; computing it here");
+    None
+}
+
+/// The forecast of `partitions`' orders, computed here: their ids are read a chunk at a time
+/// and each chunk's orders are parsed and walked on the blocking thread pool, as many chunks
+/// at once as the daemon's forecast slots allow (one per core, and one being read), shared by
+/// every forecast it computes; the daemon's own thread only reads and merges.
+async fn forecast_partitions(
+    state: &AdminState,
+    partitions: &[u16],
+    query: &ForecastQuery,
+) -> Result<crate::domain::lifecycle::forecast::Forecast, AdminError> {
+    use crate::domain::lifecycle::forecast::Forecast;
+    use std::collections::VecDeque;
+    type Part = (Forecast, Vec<(String, String)>);
     let policy = std::sync::Arc::new(state.actors.policy().clone());
-    for p in 0..state.store.partitions() {
+    let shared = std::sync::Arc::new(query.clone());
+    let mut running: VecDeque<tokio::task::JoinHandle<Part>> = VecDeque::new();
+    let mut total = Forecast::default();
+    let take = |total: &mut Forecast, part: Result<Part, tokio::task::JoinError>| {
+        let (f, unreadable) =
+            part.map_err(|e| StoreError::Corrupt(format!("forecast worker: {e}")))?;
+        for (id, e) in unreadable {
+            state.store.unreadable(&id, &e);
+        }
+        total.merge(&f);
+        Ok::<_, AdminError>(())
+    };
+    for &p in partitions {
         let mut rank = 0;
         loop {
             let ids = state
                 .store
-                .partition_order_ids(p, test_clock, rank, FORECAST_CHUNK)
+                .partition_order_ids(p, query.test_clock.as_deref(), rank, FORECAST_CHUNK)
                 .await?;
             rank += ids.len();
-            let orders = state.store.load_readable(&ids).await?;
-            let only = currency.map(str::to_string);
-            let policy = std::sync::Arc::clone(&policy);
-            let part = tokio::task::spawn_blocking(move || {
-                let mut f = Forecast::default();
-                for o in &orders {
-                    if only.as_deref().is_some_and(|c| c != o.currency.code()) {
-                        continue;
-                    }
-                    if start <= to {
-                        add_order(&mut f, o, now.max(o.updated_date), start, to, &policy);
-                    }
+            let last = ids.len() < FORECAST_CHUNK;
+            // A slot for the chunk, from its read to the end of its computing; while none is
+            // free, the oldest chunk of this forecast is merged first.
+            let slot = loop {
+                match std::sync::Arc::clone(&state.forecast_slots).try_acquire_owned() {
+                    Ok(slot) => break slot,
+                    Err(_) => match running.pop_front() {
+                        Some(oldest) => take(&mut total, oldest.await)?,
+                        None => {
+                            break std::sync::Arc::clone(&state.forecast_slots)
+                                .acquire_owned()
+                                .await
+                                .map_err(|e| StoreError::Corrupt(format!("forecast slots: {e}")))?
+                        }
+                    },
                 }
-                f
-            })
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("forecast worker: {e}")))?;
-            total.merge(&part);
-            if ids.len() < FORECAST_CHUNK {
+            };
+            let rows = state.store.order_rows(&ids).await?;
+            let (policy, query) = (
+                std::sync::Arc::clone(&policy),
+                std::sync::Arc::clone(&shared),
+            );
+            running.push_back(tokio::task::spawn_blocking(move || {
+                let part = forecast_rows(&ids, rows, &query, &policy);
+                drop(slot);
+                part
+            }));
+            if last {
                 break;
             }
         }
     }
-    Ok(total.to_json(month_of(&from), month_of(&to), currency))
+    while let Some(next) = running.pop_front() {
+        take(&mut total, next.await)?;
+    }
+    Ok(total)
+}
+
+/// One chunk's orders parsed and walked (on the blocking pool); the ids whose JSON cannot be
+/// read, with why, are handed back to be logged and counted.
+fn forecast_rows(
+    ids: &[String],
+    rows: Vec<Option<String>>,
+    query: &ForecastQuery,
+    policy: &crate::domain::lifecycle::Policy,
+) -> (
+    crate::domain::lifecycle::forecast::Forecast,
+    Vec<(String, String)>,
+) {
+    use crate::domain::lifecycle::forecast::{add_order, Forecast};
+    let mut f = Forecast::default();
+    let mut unreadable = Vec::new();
+    if query.start > query.to {
+        return (f, unreadable);
+    }
+    for (id, row) in ids.iter().zip(rows) {
+        let Some(json) = row else { continue };
+        let o: Order = match serde_json::from_str(&json) {
+            Ok(o) => o,
+            Err(e) => {
+                unreadable.push((id.clone(), e.to_string()));
+                continue;
+            }
+        };
+        if query
+            .currency
+            .as_deref()
+            .is_some_and(|c| c != o.currency.code())
+        {
+            continue;
+        }
+        add_order(
+            &mut f,
+            &o,
+            query.now.max(o.updated_date),
+            query.start,
+            query.to,
+            policy,
+        );
+    }
+    (f, unreadable)
 }
 
 /// forecast's arguments: at most [`MAX_MONTHS`] calendar months, a known currency.
@@ -980,6 +1218,27 @@ fn parse_forecast(args: &Value) -> Result<AdminCommand, AdminError> {
         to,
         currency,
         test_clock: a.test_clock_id,
+    })
+}
+
+/// forecastPartition's arguments (a part of a forecast, forwarded to a partition's owner).
+fn parse_forecast_partition(args: &Value) -> Result<AdminCommand, AdminError> {
+    let a: ForecastPartitionArgs = parse_args(args)?;
+    let instant = |field: &'static str, text: &str| {
+        parse_instant(text).map_err(|e| DomainError::invalid(field, e))
+    };
+    if let Some(c) = &a.test_clock_id {
+        check_id("testClockId", c)?;
+    }
+    Ok(AdminCommand::ForecastPartition {
+        partition: a.partition,
+        query: ForecastQuery {
+            now: instant("now", &a.now)?,
+            start: instant("start", &a.start)?,
+            to: instant("to", &a.to)?,
+            currency: a.currency,
+            test_clock: a.test_clock_id,
+        },
     })
 }
 

@@ -43,11 +43,8 @@ impl std::fmt::Debug for AdminHandle {
 }
 
 impl AdminHandle {
-    pub(super) fn new(jobs: mpsc::Sender<Job>, forwarder: AdminClient) -> AdminHandle {
-        AdminHandle {
-            jobs,
-            forwarder: Arc::new(forwarder),
-        }
+    pub(super) fn new(jobs: mpsc::Sender<Job>, forwarder: Arc<AdminClient>) -> AdminHandle {
+        AdminHandle { jobs, forwarder }
     }
 
     /// Runs `request` (its id, channel, command and args; `replyTo` is not used) and returns
@@ -60,6 +57,14 @@ impl AdminHandle {
     pub async fn execute(&self, mut request: Request) -> Reply {
         request.reply_to = None;
         let id = request.id.clone();
+        if super::command::is_internal(&request.command) {
+            // Only daemons send these, on `<prefix>:forward`.
+            return Reply::error(
+                Some(id),
+                ErrorCode::UnknownCommand,
+                format!("unknown command '{}'", request.command),
+            );
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
         let job = Job {
             request: request.clone(),

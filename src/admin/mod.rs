@@ -65,6 +65,13 @@ pub struct AdminState {
     inflight: server::Inflight,
     /// Serializes creates and renames of one customer's carts (names are unique per customer).
     cart_names: carts::CartNameLocks,
+    /// The client through which this daemon hands requests to other daemons on
+    /// `<prefix>:forward` (set by [`start`]; a forecast asks the owners for their partitions).
+    forwarder: std::sync::OnceLock<Arc<client::AdminClient>>,
+    /// The chunks of orders a forecast may read and compute at once on this daemon, over every
+    /// forecast it runs (its own and the partitions other daemons ask it for): memory and
+    /// threads stay bounded however many come in.
+    forecast_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AdminState {
@@ -88,6 +95,11 @@ impl AdminState {
             config,
             inflight: server::Inflight::default(),
             cart_names: carts::CartNameLocks::default(),
+            forwarder: std::sync::OnceLock::new(),
+            // One chunk per core computing, and one being read.
+            forecast_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get) + 1,
+            )),
         }
     }
 
@@ -115,6 +127,11 @@ impl AdminState {
     /// [`reply::AdminError::Forbidden`] naming the channel and the command.
     fn check_allowed(&self, channel: &str, command: &str) -> Result<(), reply::AdminError> {
         let channel = if channel.is_empty() { "admin" } else { channel };
+        // A daemon's part of a forecast runs under the forecast's own permission.
+        let command = match command {
+            command::FORECAST_PARTITION => "forecast",
+            other => other,
+        };
         match self.config.allowed.get(channel) {
             Some(list) if !list.iter().any(|c| c == command) => {
                 Err(reply::AdminError::Forbidden(format!(

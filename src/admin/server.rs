@@ -462,6 +462,15 @@ fn intake(state: &AdminState, payload: &[u8], source: &Source) -> Intake {
             );
         }
     }
+    if *source != Source::Trusted && super::command::is_internal(&req.command) {
+        // Only daemons send these, on `<prefix>:forward`: to anyone else they do not exist.
+        let reply = Reply::error(
+            Some(req.id),
+            ErrorCode::UnknownCommand,
+            format!("unknown command '{}'", req.command),
+        );
+        return refuse(req.reply_to, reply);
+    }
     if let Source::Channel(channel) = source {
         if !req.channel.is_empty() && req.channel != *channel {
             let msg = format!(
@@ -565,6 +574,9 @@ pub async fn start(
         ClientError::Redis(e) => e,
         other => redis::RedisError::from((redis::ErrorKind::Io, "redis", other.to_string())),
     })?;
+    let forwarder = Arc::new(forwarder);
+    // Started once per state: a second start keeps the first client.
+    let _ = state.forwarder.set(Arc::clone(&forwarder));
     let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
     tasks.spawn_local(take_jobs(
         Arc::clone(&state),

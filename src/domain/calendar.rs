@@ -42,6 +42,9 @@ impl Duration {
     /// representable range.
     pub fn times_after(&self, anchor: Instant, n: u64) -> Option<Instant> {
         let steps = n.checked_mul(u64::from(self.count))?;
+        // On the naive UTC date and time (what `DateTime<Utc>` does, without its offset
+        // conversions: this runs several times per step of every order's walk).
+        let anchor = anchor.naive_utc();
         let t = match self.unit {
             Unit::Day => anchor.checked_add_signed(days(steps)?),
             Unit::Week => anchor.checked_add_signed(days(steps.checked_mul(7)?)?),
@@ -50,7 +53,7 @@ impl Duration {
                 anchor.checked_add_months(Months::new(u32::try_from(steps.checked_mul(12)?).ok()?))
             }
         }?;
-        within_range(t)
+        within_range(t.and_utc())
     }
 }
 

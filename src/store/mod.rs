@@ -408,13 +408,27 @@ impl Store {
             .filter_map(|(id, row)| {
                 let json = row?;
                 serde_json::from_str(&json)
-                    .inspect_err(|e| {
-                        self.metrics.order_unreadable();
-                        tracing::error!(order_id = %id, error = %e, "stored order cannot be read; skipped");
-                    })
+                    .inspect_err(|e| self.unreadable(id, e))
                     .ok()
             })
             .collect())
+    }
+
+    /// The stored JSON of many orders, by id (None: missing), not parsed: for a walk over
+    /// many orders that parses them off the daemon's own thread (the forecast). One that
+    /// cannot be parsed is skipped and reported with [`Store::unreadable`].
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn order_rows(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        self.rows(self.conn.clone(), ids).await
+    }
+
+    /// An order whose stored JSON cannot be read, skipped by a listing or a walk: logged at
+    /// error level and counted (`recur_orders_unreadable_total`).
+    pub fn unreadable(&self, order_id: &str, error: &dyn std::fmt::Display) {
+        self.metrics.order_unreadable();
+        tracing::error!(order_id = %order_id, error = %error, "stored order cannot be read; skipped");
     }
 
     async fn rows(

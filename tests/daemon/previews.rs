@@ -359,3 +359,118 @@ async fn the_forecast_counts_what_the_book_will_do_month_by_month() {
         "{stdout}"
     );
 }
+
+/// A book over many partitions: every kind and duration, trials, three currencies, and
+/// histories (payments, pauses with resumeAt, cancellations, plan changes now and scheduled).
+async fn varied_book(h: &Harness, n: usize) {
+    let mut rng = Rng(11);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("book-{i}");
+        let mut args = order_args(&id, &mut rng);
+        args["currency"] = json!(["USD", "EUR", "KWD"][rng.next(3) as usize]);
+        h.ok("createOrder", args).await;
+        ids.push(id);
+    }
+    h.advance("2026-01-05T00:00:00Z").await;
+    for id in &ids {
+        let when = ["IMMEDIATELY", "NEXT_PAYMENT_DATE"][rng.next(2) as usize];
+        let (command, args) = match rng.next(5) {
+            0 => (
+                "pauseOrder",
+                json!({"orderId": id, "resumeAt": "2026-03-10T00:00:00Z"}),
+            ),
+            1 => (
+                "cancelOrder",
+                json!({"orderId": id, "effectiveAt": "NEXT_PAYMENT_DATE"}),
+            ),
+            2 => (
+                "changePlan",
+                json!({"orderId": id, "plan": {"id": "w", "name": "Weekly"},
+                    "pricing": {"subscription": {"cycleDuration": {"count": 1, "unit": "WEEK"}, "cycleCount": 0}},
+                    "prices": [{"cycleFrom": 1, "amount": "3.00"}],
+                    "effectiveAt": when}),
+            ),
+            _ => (
+                "recordPayment",
+                json!({"orderId": id, "paymentId": "p1", "amount": "12.50"}),
+            ),
+        };
+        // Refusals (a state that does not allow it) are part of a history too.
+        let _ = h.reply(command, args).await;
+    }
+}
+
+const FORECAST_ALL: (&str, &str) = ("2026-01-01T00:00:00Z", "2028-12-31T00:00:00Z");
+
+async fn forecast_all(h: &Harness) -> Value {
+    h.ok(
+        "forecast",
+        json!({"from": FORECAST_ALL.0, "to": FORECAST_ALL.1}),
+    )
+    .await
+}
+
+/// Waits until `n` daemons are live and share the partitions (this one owns at most `most`).
+async fn spread_over(h: &Harness, n: usize, most: u64) {
+    for _ in 0..200 {
+        let m = h.ok("getMetrics", json!({})).await;
+        if m["liveDaemons"].as_array().unwrap().len() == n
+            && m["partitionsOwned"].as_u64().unwrap() <= most
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{n} daemons do not share the partitions");
+}
+
+#[tokio::test]
+async fn a_forecast_over_several_daemons_is_computed_by_the_owners_and_equals_one_daemon_s() {
+    let h = Harness::start().await;
+    varied_book(&h, 60).await;
+    let alone = forecast_all(&h).await;
+    let starts: u64 = alone["months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["cycleStarts"].as_u64().unwrap())
+        .sum();
+    assert!(starts > 100, "the book starts cycles ({starts})");
+
+    // A second daemon in process and a third as its own process: the partitions spread.
+    let second = Daemon::start(h.settings.clone()).await;
+    let third = ChildDaemon::start(&h.redis.url, "t", &[]).await;
+    spread_over(&h, 3, 30).await;
+    assert_eq!(
+        forecast_all(&h).await,
+        alone,
+        "merged from the owners' parts"
+    );
+    // Each of the others computed the parts of its partitions.
+    let m = h.ok("getMetrics", json!({})).await;
+    let me = m["daemonId"].as_str().unwrap().to_string();
+    let mut asked = 0;
+    for id in m["liveDaemons"].as_array().unwrap() {
+        let theirs = h.ok("getMetrics", json!({"daemonId": id})).await;
+        if theirs["metrics"].to_string().contains("forecastPartition") {
+            asked += 1;
+        }
+    }
+    assert!(
+        asked >= 2,
+        "the owners answered parts ({asked} daemons, this one {me})"
+    );
+    // Only one currency, the same way.
+    let usd = json!({"from": FORECAST_ALL.0, "to": FORECAST_ALL.1, "currency": "USD"});
+    let usd_merged = h.ok("forecast", usd.clone()).await;
+    assert_eq!(usd_merged["months"].as_array().unwrap().len(), 36);
+
+    // An owner gone mid-forecast (killed, its leases still held): its parts come from the
+    // daemons that take its partitions over, and the figures are the same.
+    third.kill().await;
+    assert_eq!(forecast_all(&h).await, alone, "after an owner is gone");
+    assert_eq!(h.ok("forecast", usd).await, usd_merged);
+    second.stop().await;
+    assert_eq!(forecast_all(&h).await, alone, "one daemon again");
+}

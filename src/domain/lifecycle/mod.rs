@@ -165,56 +165,105 @@ impl Transition {
 }
 
 /// The events one change has produced so far, before sequences are assigned, and whether the
-/// order changed without an event of its own (then the change has only orderUpdated).
+/// order changed without an event of its own (then the change has only orderUpdated). A quiet
+/// change (a [`Sink`] that only counts, the forecast) builds no event data: each draft's data
+/// is null, but a cycle start's is its cycle number.
 #[derive(Default)]
-struct Drafts(Vec<(EventType, Value)>, bool);
+struct Drafts {
+    events: Vec<(EventType, Value)>,
+    touched: bool,
+    quiet: bool,
+}
 
 impl Drafts {
-    fn emit(&mut self, event_type: EventType, data: Value) {
-        self.0.push((event_type, data));
+    /// The drafts of a change whose events go to `out`.
+    fn for_sink(out: &impl Sink) -> Drafts {
+        Drafts {
+            quiet: !out.with_data(),
+            ..Drafts::default()
+        }
+    }
+
+    /// An event of the change; its data is built only when the change is not quiet.
+    fn emit(&mut self, event_type: EventType, data: impl FnOnce() -> Value) {
+        let data = if self.quiet { Value::Null } else { data() };
+        self.events.push((event_type, data));
+    }
+
+    /// orderCycleStarted for cycle `k` (quiet: the data is `k` itself).
+    fn cycle_started(&mut self, k: u32) {
+        let data = if self.quiet {
+            Value::from(k)
+        } else {
+            json!({ "cycleNumber": k })
+        };
+        self.events.push((EventType::OrderCycleStarted, data));
     }
 
     /// The order changed with no event but orderUpdated.
     fn touch(&mut self) {
-        self.1 = true;
+        self.touched = true;
     }
 
     fn changed(&self) -> bool {
-        !self.0.is_empty() || self.1
+        !self.events.is_empty() || self.touched
+    }
+}
+
+/// Where the changes of a step go once sealed: the events in full (timers, commands,
+/// previews: a `Vec<Event>`), or a walk that only looks at them (the forecast), which builds no
+/// event data, no event ids and no copy of the order per change.
+trait Sink {
+    /// Whether the events' data is wanted (false: quiet drafts, see [`Drafts`]).
+    fn with_data(&self) -> bool;
+    /// One sealed change: the order after it, its instant, the sequence of its first event and
+    /// its events (type, data) in order.
+    fn change(&mut self, order: &Order, at: Instant, first: u64, drafts: Vec<(EventType, Value)>);
+}
+
+impl Sink for Vec<Event> {
+    fn with_data(&self) -> bool {
+        true
+    }
+
+    fn change(&mut self, order: &Order, at: Instant, first: u64, drafts: Vec<(EventType, Value)>) {
+        let entity = Arc::new(order.clone());
+        self.extend(
+            drafts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (event_type, data))| {
+                    let sequence = first + i as u64;
+                    Event {
+                        id: event_id(&order.id, sequence),
+                        event_type,
+                        entity_id: order.id.clone(),
+                        event_time: at,
+                        sequence,
+                        triggered_by_anonymize_request: false,
+                        data,
+                        entity: Arc::clone(&entity),
+                    }
+                }),
+        );
     }
 }
 
 /// Closes one change: bumps the version, stamps it, numbers the events (appending
-/// orderUpdated when `updated`), and appends them to `out`.
-fn seal(order: &mut Order, at: Instant, drafts: Drafts, updated: bool, out: &mut Vec<Event>) {
+/// orderUpdated when `updated`), and hands them to `out`.
+fn seal(order: &mut Order, at: Instant, drafts: Drafts, updated: bool, out: &mut impl Sink) {
     with_currency_scale(order);
-    let mut drafts = drafts.0;
+    let quiet = drafts.quiet;
+    let mut drafts = drafts.events;
     if updated {
-        drafts.push((EventType::OrderUpdated, json!({})));
+        let data = if quiet { Value::Null } else { json!({}) };
+        drafts.push((EventType::OrderUpdated, data));
     }
     order.version += 1;
     order.updated_date = at;
     let first = order.sequence + 1;
     order.sequence += drafts.len() as u64;
-    let entity = Arc::new(order.clone());
-    out.extend(
-        drafts
-            .into_iter()
-            .enumerate()
-            .map(|(i, (event_type, data))| {
-                let sequence = first + i as u64;
-                Event {
-                    id: event_id(&order.id, sequence),
-                    event_type,
-                    entity_id: order.id.clone(),
-                    event_time: at,
-                    sequence,
-                    triggered_by_anonymize_request: false,
-                    data,
-                    entity: Arc::clone(&entity),
-                }
-            }),
-    );
+    out.change(order, at, first, drafts);
 }
 
 /// Gives every money field of the order at least its currency's scale ("0" → "0.00"): a sum of
@@ -335,32 +384,82 @@ fn scheduled_end(
 /// Start of cycle `k` (k >= 1) of a subscription: the clamped calendar date from the anchor,
 /// plus every pause taken so far (all of which lie before any cycle not yet started).
 fn cycle_start(order: &Order, k: u32) -> Option<Instant> {
-    match order.pricing.kind {
-        // After a plan change to another duration, cycles count from its anchor.
-        PricingKind::Subscription { cycle_duration, .. }
-            if order.anchor.is_some() && k >= order.anchor_cycle.max(1) =>
-        {
-            order
+    let key = CycleKey {
+        duration: match order.pricing.kind {
+            PricingKind::Subscription { cycle_duration, .. } if k >= 1 => cycle_duration,
+            _ => return None,
+        },
+        anchor: order.anchor,
+        anchor_cycle: order.anchor_cycle,
+        start_date: order.start_date,
+        free_trial_days: order.free_trial_days,
+        time_zone: order.time_zone,
+        paused_total: order.paused_total,
+        k,
+    };
+    CYCLE_STARTS.with(|memo| {
+        let mut last = memo.borrow_mut();
+        if let Some((_, start)) = last.iter().flatten().find(|(at, _)| *at == key) {
+            return *start;
+        }
+        let start = key.compute();
+        last[1] = last[0].take();
+        last[0] = Some((key, start));
+        start
+    })
+}
+
+/// A cycle start computed, with what it was computed from.
+type KnownStart = (CycleKey, Option<Instant>);
+
+/// Everything the start of a subscription's cycle depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CycleKey {
+    duration: super::calendar::Duration,
+    anchor: Option<Instant>,
+    anchor_cycle: u32,
+    start_date: Instant,
+    free_trial_days: u32,
+    time_zone: Zone,
+    paused_total: i64,
+    k: u32,
+}
+
+impl CycleKey {
+    /// The calendar computation of [`cycle_start`].
+    fn compute(&self) -> Option<Instant> {
+        let k = self.k;
+        match self.anchor {
+            // After a plan change to another duration, cycles count from its anchor.
+            Some(anchor) if k >= self.anchor_cycle.max(1) => self
                 .time_zone
                 .calendar(
-                    order.anchor?,
+                    anchor,
                     0,
-                    Some(cycle_duration),
-                    u64::from(k - order.anchor_cycle.max(1)),
+                    Some(self.duration),
+                    u64::from(k - self.anchor_cycle.max(1)),
                 )
-                .map(|t| shift(t, order.paused_total))
+                .map(|t| shift(t, self.paused_total)),
+            _ => self
+                .time_zone
+                .calendar(
+                    self.start_date,
+                    self.free_trial_days,
+                    Some(self.duration),
+                    u64::from(k - 1),
+                )
+                .map(|t| shift(t, self.paused_total)),
         }
-        PricingKind::Subscription { cycle_duration, .. } if k >= 1 => order
-            .time_zone
-            .calendar(
-                order.start_date,
-                order.free_trial_days,
-                Some(cycle_duration),
-                u64::from(k - 1),
-            )
-            .map(|t| shift(t, order.paused_total)),
-        _ => None,
     }
+}
+
+thread_local! {
+    /// The last two cycle starts computed on this thread: a step of a walk asks for the same
+    /// one several times (the next due instant, the cycle loop, each refresh of the cycle's
+    /// end), and each is a calendar computation. Keyed by everything the start depends on, so
+    /// a hit is the value the computation gives.
+    static CYCLE_STARTS: std::cell::RefCell<[Option<KnownStart>; 2]> =
+        const { std::cell::RefCell::new([None, None]) };
 }
 
 /// When the cycle after the current one starts, if it ever does: not beyond cycleCount, and
@@ -576,23 +675,11 @@ fn walk(
     order: &Order,
     until: Instant,
     policy: &Policy,
-    mut before_each: impl FnMut(&mut Order),
+    before_each: impl FnMut(&mut Order),
 ) -> Transition {
     let mut o = order.clone();
     let mut events = Vec::new();
-    loop {
-        before_each(&mut o);
-        let Some(due) = next_due(&o) else { break };
-        if due > until {
-            break;
-        }
-        let version = o.version;
-        fire_at(&mut o, due, policy, &mut events);
-        if o.version == version {
-            debug_assert!(false, "order {} was due at {due} but nothing fired", o.id);
-            break;
-        }
-    }
+    advance(&mut o, until, policy, before_each, &mut events);
     Transition {
         order: o,
         events,
@@ -600,10 +687,34 @@ fn walk(
     }
 }
 
+/// Takes every due instant of `o` up to `until`, in place, one change per instant, each
+/// handed to `out` ([`walk`]'s loop, whatever receives the changes).
+fn advance(
+    o: &mut Order,
+    until: Instant,
+    policy: &Policy,
+    mut before_each: impl FnMut(&mut Order),
+    out: &mut impl Sink,
+) {
+    loop {
+        before_each(o);
+        let Some(due) = next_due(o) else { break };
+        if due > until {
+            break;
+        }
+        let version = o.version;
+        fire_at(o, due, policy, out);
+        if o.version == version {
+            debug_assert!(false, "order {} was due at {due} but nothing fired", o.id);
+            break;
+        }
+    }
+}
+
 /// One change at due instant `t`, in the order SPEC section 7 fixes: resume, (start), grace
 /// cancellation, end or scheduled cancellation, cycle start.
-fn fire_at(o: &mut Order, t: Instant, policy: &Policy, out: &mut Vec<Event>) {
-    let mut d = Drafts::default();
+fn fire_at(o: &mut Order, t: Instant, policy: &Policy, out: &mut impl Sink) {
+    let mut d = Drafts::for_sink(out);
     if o.status == OrderStatus::Paused
         && o.active_pause()
             .and_then(|p| p.resume_date)
@@ -684,7 +795,7 @@ fn final_action(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
             o.status = OrderStatus::Paused;
             d.emit(
                 EventType::OrderPaused,
-                json!({ "pauseDate": format_instant(&t), "resumeAt": null, "cause": CancelCause::PaymentFailure }),
+                || json!({ "pauseDate": format_instant(&t), "resumeAt": null, "cause": CancelCause::PaymentFailure }),
             );
         }
         FinalAction::Keep => {
@@ -703,8 +814,7 @@ fn request_retries(o: &mut Order, t: Instant, d: &mut Drafts) {
         while due.next_retry().is_some_and(|at| at <= t) {
             due.attempts += 1;
             let next = due.next_retry();
-            d.emit(
-                EventType::OrderPaymentRetryRequested,
+            d.emit(EventType::OrderPaymentRetryRequested, || {
                 json!({
                     "cycleNumber": due.cycle,
                     "kind": due.kind,
@@ -712,15 +822,15 @@ fn request_retries(o: &mut Order, t: Instant, d: &mut Drafts) {
                     "amount": due.amount,
                     "nextRetryDate": next.as_ref().map(format_instant),
                     "deadline": format_instant(&due.deadline),
-                }),
-            );
+                })
+            });
         }
     }
 }
 
 fn start(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
     o.status = OrderStatus::Active;
-    d.emit(EventType::OrderStarted, json!({}));
+    d.emit(EventType::OrderStarted, || json!({}));
     if o.free_trial_days > 0 {
         o.current_cycle = Some(CurrentCycle {
             index: 0,
@@ -728,7 +838,7 @@ fn start(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
             ended_date: None,
             credit_applied: None,
         });
-        d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": 0 }));
+        d.cycle_started(0);
     } else {
         // Cycle 1 is the purchase: it was paid (or is owed, offline) at purchase.
         o.current_cycle = Some(CurrentCycle {
@@ -737,7 +847,7 @@ fn start(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
             ended_date: None,
             credit_applied: None,
         });
-        d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": 1 }));
+        d.cycle_started(1);
     }
     let _ = policy;
     refresh_cycle_end(o);
@@ -752,7 +862,7 @@ fn start_cycle(o: &mut Order, at: Instant, policy: &Policy, d: &mut Drafts) {
         credit_applied: None,
     });
     refresh_cycle_end(o);
-    d.emit(EventType::OrderCycleStarted, json!({ "cycleNumber": k }));
+    d.cycle_started(k);
     // Cycle 1 after a trial, and every later cycle, is charged (less the order's credit, SPEC
     // 8); ONLINE orders request it. A cycle the credit covers whole is settled.
     let mut charge = cycle_charge(o, k);
@@ -814,7 +924,7 @@ fn resume(o: &mut Order, t: Instant, policy: &Policy, d: &mut Drafts) {
     refresh_cycle_end(o);
     d.emit(
         EventType::OrderResumed,
-        json!({ "resumeDate": format_instant(&t) }),
+        || json!({ "resumeDate": format_instant(&t) }),
     );
 }
 
@@ -841,9 +951,9 @@ fn cancel_now(o: &mut Order, t: Instant, cause: CancelCause, d: &mut Drafts) {
     plan_change::drop_scheduled(o, d);
     d.emit(
         EventType::OrderCanceled,
-        json!({ "cancellation": &cancellation }),
+        || json!({ "cancellation": &cancellation }),
     );
-    d.emit(EventType::OrderEnded, json!({}));
+    d.emit(EventType::OrderEnded, || json!({}));
     o.cancellation = Some(cancellation);
 }
 
@@ -855,12 +965,12 @@ fn reach_end(o: &mut Order, d: &mut Drafts) {
         o.status = OrderStatus::Canceled;
         d.emit(
             EventType::OrderCanceled,
-            json!({ "cancellation": &o.cancellation }),
+            || json!({ "cancellation": &o.cancellation }),
         );
     } else {
         o.status = OrderStatus::Ended;
     }
-    d.emit(EventType::OrderEnded, json!({}));
+    d.emit(EventType::OrderEnded, || json!({}));
 }
 
 /// Purchase: orderPurchased, then PENDING, or ACTIVE at once when the start date has come (a
@@ -873,13 +983,12 @@ fn purchase(
     d: &mut Drafts,
 ) {
     let (payment_id, amount) = payment.unwrap_or(("", o.currency.zero()));
-    d.emit(
-        EventType::OrderPurchased,
+    d.emit(EventType::OrderPurchased, || {
         json!({
             "paymentId": if payment_id.is_empty() { Value::Null } else { Value::from(payment_id) },
             "amount": amount,
-        }),
-    );
+        })
+    });
     o.status = OrderStatus::Pending;
     if o.start_date < now {
         o.start_date = now;
@@ -976,7 +1085,7 @@ pub fn create(new: NewOrder, now: Instant, policy: &Policy) -> Result<Transition
     }
 
     let mut d = Drafts::default();
-    d.emit(EventType::OrderCreated, json!({}));
+    d.emit(EventType::OrderCreated, || json!({}));
     match o.order_type {
         OrderType::Online if nothing_due && o.name.is_none() => {
             purchase(&mut o, now, None, policy, &mut d)
@@ -1027,29 +1136,39 @@ pub fn apply(
     policy: &Policy,
 ) -> Result<Transition, DomainError> {
     let mut o = order.clone();
-    let mut d = Drafts::default();
     let mut events = Vec::new();
-    match run_command(&mut o, cmd, now, policy, &mut d)? {
+    match apply_in_place(&mut o, cmd, now, policy, &mut events)? {
         Ran::Unchanged => Ok(unchanged(order)),
-        Ran::Deleted => {
-            seal(&mut o, now, d, false, &mut events);
-            Ok(Transition {
-                order: o,
-                events,
-                deleted: true,
-            })
-        }
+        ran => Ok(Transition {
+            order: o,
+            events,
+            deleted: matches!(ran, Ran::Deleted),
+        }),
+    }
+}
+
+/// [`apply`] on `o` itself, its change handed to `out`. On a refusal `o` may be left partly
+/// changed (callers that keep it clone it first, as [`apply`] does); on `Ran::Unchanged` it
+/// is as it was.
+fn apply_in_place(
+    o: &mut Order,
+    cmd: &Command,
+    now: Instant,
+    policy: &Policy,
+    out: &mut impl Sink,
+) -> Result<Ran, DomainError> {
+    let mut d = Drafts::for_sink(out);
+    let ran = run_command(o, cmd, now, policy, &mut d)?;
+    match ran {
+        Ran::Unchanged => {}
+        Ran::Deleted => seal(o, now, d, false, out),
         Ran::Changed => {
-            refresh_cycle_end(&mut o);
-            dates_fit(&o)?;
-            seal(&mut o, now, d, true, &mut events);
-            Ok(Transition {
-                order: o,
-                events,
-                deleted: false,
-            })
+            refresh_cycle_end(o);
+            dates_fit(o)?;
+            seal(o, now, d, true, out);
         }
     }
+    Ok(ran)
 }
 
 /// What a command's rules did to the order.
@@ -1090,7 +1209,7 @@ fn run_command(
             cause,
         } => cancel(o, *effective_at, *cause, now, d).map(|()| Ran::Changed),
         Command::Delete => {
-            d.emit(EventType::OrderDeleted, json!({}));
+            d.emit(EventType::OrderDeleted, || json!({}));
             Ok(Ran::Deleted)
         }
         Command::ChangePlan {
@@ -1210,7 +1329,7 @@ fn mark_as_paid(o: &mut Order, now: Instant, d: &mut Drafts) -> Result<Ran, Doma
     o.last_payment_status = PaymentStatus::Paid;
     d.emit(
         EventType::OrderMarkedAsPaid,
-        json!({ "paymentId": OFFLINE_PAYMENT_ID, "amount": amount }),
+        || json!({ "paymentId": OFFLINE_PAYMENT_ID, "amount": amount }),
     );
     Ok(Ran::Changed)
 }
@@ -1248,7 +1367,7 @@ fn pause(
     o.status = OrderStatus::Paused;
     d.emit(
         EventType::OrderPaused,
-        json!({ "pauseDate": format_instant(&now), "resumeAt": resume_at.as_ref().map(format_instant) }),
+        || json!({ "pauseDate": format_instant(&now), "resumeAt": resume_at.as_ref().map(format_instant) }),
     );
     Ok(Ran::Changed)
 }
@@ -1313,7 +1432,7 @@ fn postpone_end_date(
     o.end_date = Some(end_date);
     d.emit(
         EventType::OrderEndDatePostponed,
-        json!({ "endDate": format_instant(&end_date), "previousEndDate": format_instant(&previous) }),
+        || json!({ "endDate": format_instant(&end_date), "previousEndDate": format_instant(&previous) }),
     );
     Ok(Ran::Changed)
 }
@@ -1363,7 +1482,7 @@ fn change_start_date(
     o.payments_due = moved;
     d.emit(
         EventType::OrderStartDateChanged,
-        json!({ "startDate": format_instant(&start_date), "previousStartDate": format_instant(&previous) }),
+        || json!({ "startDate": format_instant(&start_date), "previousStartDate": format_instant(&previous) }),
     );
     if o.status == OrderStatus::Pending && o.start_date <= now {
         start(o, now, policy, d);
@@ -1461,7 +1580,7 @@ impl Change {
             drafts,
             now,
         } = self;
-        if drafts.0.is_empty() && order == before {
+        if drafts.events.is_empty() && order == before {
             return Ok(unchanged(&before));
         }
         let mut events = Vec::new();
@@ -1634,7 +1753,7 @@ fn cancel(
             plan_change::drop_scheduled(o, d);
             d.emit(
                 EventType::OrderAutoRenewCanceled,
-                json!({ "cancellation": &cancellation }),
+                || json!({ "cancellation": &cancellation }),
             );
             o.cancellation = Some(cancellation);
             Ok(())

@@ -193,7 +193,7 @@ pub(super) fn change_plan(
         };
         d.emit(
             EventType::OrderPlanChangeScheduled,
-            json!({ "scheduledChange": &scheduled }),
+            || json!({ "scheduledChange": &scheduled }),
         );
         o.scheduled_change = Some(scheduled);
         return Ok(());
@@ -201,7 +201,7 @@ pub(super) fn change_plan(
     if dropped {
         d.emit(
             EventType::OrderPlanChangeScheduled,
-            json!({ "scheduledChange": null }),
+            || json!({ "scheduledChange": null }),
         );
     }
     let previous = o.plan.clone();
@@ -249,15 +249,14 @@ fn plan_changed(
     proration: Proration,
     c: Currency,
 ) {
-    d.emit(
-        EventType::OrderPlanChanged,
+    d.emit(EventType::OrderPlanChanged, || {
         json!({
             "previousPlan": previous,
             "plan": plan,
             "effectiveAt": effective_at,
             "proration": proration.json(c),
-        }),
-    );
+        })
+    });
 }
 
 /// cancelScheduledChange's rules (allowed on PAUSED orders too).
@@ -267,7 +266,7 @@ pub(super) fn cancel_scheduled(o: &mut Order, d: &mut Drafts) -> Result<(), Doma
     }
     d.emit(
         EventType::OrderPlanChangeScheduled,
-        json!({ "scheduledChange": null }),
+        || json!({ "scheduledChange": null }),
     );
     Ok(())
 }
@@ -277,7 +276,7 @@ pub(super) fn drop_scheduled(o: &mut Order, d: &mut Drafts) {
     if o.scheduled_change.take().is_some() {
         d.emit(
             EventType::OrderPlanChangeScheduled,
-            json!({ "scheduledChange": null }),
+            || json!({ "scheduledChange": null }),
         );
     }
 }

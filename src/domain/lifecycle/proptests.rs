@@ -139,6 +139,15 @@ fn plan() -> impl Strategy<Value = Plan> {
         )
 }
 
+/// `cents` hundredths of a unit, or whole units in a currency without decimals (JPY).
+fn amount_of(cents: u32, minor_units: u32) -> Decimal {
+    Decimal::new(i64::from(cents), minor_units.min(2))
+}
+
+fn minor_units(code: &str) -> u32 {
+    crate::domain::money::Currency::parse(code).map_or(2, |c| c.minor_units())
+}
+
 fn create_plan(p: &Plan) -> Transition {
     new_order(
         json!({
@@ -146,7 +155,7 @@ fn create_plan(p: &Plan) -> Transition {
             "plan": {"id": "p", "name": "P"},
             "type": p.kind,
             "pricing": p.pricing,
-            "prices": [{"cycleFrom": 1, "amount": Decimal::new(i64::from(p.cents), 2)}],
+            "prices": [{"cycleFrom": 1, "amount": amount_of(p.cents, minor_units(p.currency))}],
             "currency": p.currency,
             "freeTrialDays": p.trial,
             "startDate": format_instant(&p.start),
@@ -157,7 +166,7 @@ fn create_plan(p: &Plan) -> Transition {
 }
 
 fn command(o: &Order, op: &Op, now: Instant) -> Option<(&'static str, serde_json::Value)> {
-    let money = |cents: u32| Decimal::new(i64::from(cents), 2).to_string();
+    let money = |cents: u32| amount_of(cents, o.currency.minor_units()).to_string();
     Some(match op {
         Op::Advance(_) => return None,
         Op::Pay { id, cents } => (
@@ -276,7 +285,7 @@ fn run(p: &Plan, ops: &[Op], splits: &[u16]) -> Result<Run, TestCaseError> {
         let replay = match op {
             Op::Pay { id, cents } => o
                 .payment(&format!("p{id}"))
-                .map(|pay| pay.amount == Decimal::new(i64::from(*cents), 2)),
+                .map(|pay| pay.amount == amount_of(*cents, o.currency.minor_units())),
             _ => None,
         };
         let caught_up = fire(&o, now, &prop_policy());
@@ -659,6 +668,73 @@ proptest! {
         if let Ok(paused) = cmd(&live, "pauseOrder", json!({}), later) {
             let edge = crate::domain::time::parse_instant(&start).unwrap_or(later);
             accepted_or_refused(cmd(&paused.order, "resumeOrder", json!({}), edge.max(later)))?;
+        }
+    }
+}
+
+/// Dunning's three final actions, with [`prop_policy`]'s grace and retries.
+fn any_policy() -> impl Strategy<Value = Policy> {
+    use crate::domain::order::FinalAction;
+    prop_oneof![
+        Just(FinalAction::Cancel),
+        Just(FinalAction::Pause),
+        Just(FinalAction::Keep)
+    ]
+    .prop_map(|final_action| Policy {
+        dunning: DunningRules {
+            final_action,
+            ..prop_policy().dunning
+        },
+        ..prop_policy()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// The forecast's counting walk (the timers' code on one order changed in place, changes
+    /// counted as they are sealed, no events built) gives exactly the figures of the walk over
+    /// `fire`'s and `apply`'s events, for orders with random histories (trials, scheduled and
+    /// immediate plan changes, pauses with and without resumeAt, cancellations now and at the
+    /// next payment date, postponed ends, unpaid and failed dues) in currencies of 0, 2 and 3
+    /// decimals, under each dunning final action, over windows of up to 36 months.
+    #[test]
+    fn the_counting_forecast_equals_the_walk_over_events(
+        p in plan(),
+        currency in prop_oneof![Just("USD"), Just("EUR"), Just("JPY"), Just("KWD")],
+        ops in prop::collection::vec(op(), 0..10),
+        last in prop_oneof![
+            2 => Just(None),
+            1 => Just(Some(Op::CancelNext)),
+            1 => (1u32..5000, 0usize..4).prop_map(|(cents, unit)| Some(Op::ChangePlan { cents, unit, immediate: false, prorate: false })),
+            1 => (1i64..60 * 24 * 90).prop_map(|m| Some(Op::Pause { resume_in_minutes: Some(m) })),
+        ],
+        splits in prop::collection::vec(any::<u16>(), 12),
+        later in prop_oneof![2 => Just(0i64), 1 => 0i64..60 * 24 * 60],
+        lead in 0i64..60 * 24 * 90,
+        months in 1i64..=36,
+        policy in any_policy(),
+    ) {
+        use super::forecast::{add_order, add_order_by_events, month_of, Forecast};
+        let p = Plan { currency, ..p };
+        // Mostly live orders: purchased (an ONLINE cart pays its price first), a short
+        // history, then maybe a cancellation or plan change scheduled or a pause with resumeAt.
+        let ops: Vec<Op> = std::iter::once(Op::Pay { id: 0, cents: p.cents })
+            .chain(ops)
+            .chain(last)
+            .collect();
+        let r = run(&p, &ops, &splits)?;
+        let now = r.order.updated_date + Span::minutes(later);
+        let from = now + Span::minutes(lead);
+        let to = from + Span::days(30 * months) - Span::days(1);
+        for (from, to) in [(now, to), (from, to)] {
+            let mut fast = Forecast::default();
+            add_order(&mut fast, &r.order, now, from, to, &policy);
+            let mut reference = Forecast::default();
+            add_order_by_events(&mut reference, &r.order, now, from, to, &policy);
+            prop_assert_eq!(&fast, &reference);
+            let (a, b) = (month_of(&from), month_of(&to));
+            prop_assert_eq!(fast.to_json(a, b, None), reference.to_json(a, b, None));
         }
     }
 }
