@@ -43,25 +43,101 @@ pub const RETRY_LAST_MS: u64 = 800;
 /// How long connecting to a server (or to each node of a cluster) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long one request over a cluster connection made without a response timeout may take.
-const CLUSTER_REQUEST_BOUND: Duration = Duration::from_secs(60);
+/// How long one request over a cluster connection may take before it is given up and the
+/// connection replaced (see [`ClusterConn`]). Longer than any reply recur waits for (blocking
+/// reads block for a second at most, sub-pipelines are a slot's share of a batch).
+const CLUSTER_REQUEST_BOUND: Duration = Duration::from_secs(30);
 
-/// `request`, given up with a timeout error after `bound`. The cluster client bounds each reply
-/// by its response timeout, but a CI run once saw a daemon stop renewing its leases for good
+/// A cluster connection that is replaced when it stops answering. The cluster client bounds
+/// each reply by its response timeout, but CI runs (under load) saw a daemon stop for good
 /// right after a failover (a master killed, its replica promoted, the killed node back as a
-/// replica): some await of its lease loop never ended. Whatever it was, no request over a
-/// cluster connection can now hold a loop longer than this bound: it fails like a timeout and
-/// its caller goes on (the next request finds the new slot map).
-async fn bounded<T>(
+/// replica): the daemon's connections went silent (Redis saw no command from them for
+/// minutes) while the servers answered others, and every lease lapsed. So a request that gets
+/// no reply within [`CLUSTER_REQUEST_BOUND`] fails like a timeout, and the connection shared by
+/// every clone is rebuilt from the client (a new slot map, new node connections); the next
+/// request goes over the new one.
+#[derive(Clone)]
+struct ClusterConn {
+    shared: Arc<ClusterShared>,
+}
+
+struct ClusterShared {
+    client: Option<ClusterClient>,
+    current: std::sync::Mutex<ClusterConnection>,
     bound: Duration,
-    request: impl std::future::Future<Output = RedisResult<T>>,
-) -> RedisResult<T> {
-    match tokio::time::timeout(bound, request).await {
-        Ok(result) => result,
-        Err(_) => Err(RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no reply from the cluster within {bound:?}"),
-        ))),
+    rebuilding: std::sync::atomic::AtomicBool,
+}
+
+impl ClusterConn {
+    fn new(conn: ClusterConnection, client: Option<ClusterClient>, bound: Duration) -> Self {
+        ClusterConn {
+            shared: Arc::new(ClusterShared {
+                client,
+                current: std::sync::Mutex::new(conn),
+                bound,
+                rebuilding: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The connection in use now.
+    fn conn(&self) -> ClusterConnection {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs `request` on the current connection; without a reply within the bound it fails
+    /// with a timeout and the connection is replaced.
+    async fn request<T, F, Fut>(&self, request: F) -> RedisResult<T>
+    where
+        F: FnOnce(ClusterConnection) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        let bound = self.shared.bound;
+        match tokio::time::timeout(bound, request(self.conn())).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.rebuild().await;
+                Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no reply from the cluster within {bound:?}; reconnected"),
+                )))
+            }
+        }
+    }
+
+    /// Replaces the shared connection with a new one from the client (one rebuild at a time;
+    /// the others go on with the connection they have).
+    async fn rebuild(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(client) = &self.shared.client else {
+            return;
+        };
+        if self.shared.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_connection()).await {
+            Ok(Ok(conn)) => {
+                *self
+                    .shared
+                    .current
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+                tracing::warn!(bound = ?self.shared.bound, "a cluster connection gave no reply in time: replaced by a new one");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a cluster connection gave no reply in time, and a new one cannot be made yet");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "a cluster connection gave no reply in time, and making a new one timed out"
+                );
+            }
+        }
+        self.shared.rebuilding.store(false, Ordering::Release);
     }
 }
 
@@ -416,12 +492,14 @@ impl RedisAddress {
             }
             RedisNodes::Cluster(_) => {
                 let client = self.cluster_client(response_timeout)?;
-                // Each reply is bounded by the client's response timeout; the bound here is
-                // the net under it (see `bounded`).
-                Ok(RedisConn::cluster_bounded(
-                    client.get_async_connection().await?,
-                    response_timeout * 2 + CONNECT_TIMEOUT,
-                ))
+                let conn = client.get_async_connection().await?;
+                Ok(RedisConn {
+                    inner: Inner::Cluster(ClusterConn::new(
+                        conn,
+                        Some(client),
+                        CLUSTER_REQUEST_BOUND,
+                    )),
+                })
             }
             RedisNodes::Sentinel(_) => {
                 let conn = SentinelConn {
@@ -576,9 +654,8 @@ pub struct RedisConn {
 #[derive(Clone)]
 enum Inner {
     Single(ConnectionManager),
-    /// The cluster connection, and how long one request may take before it is given up
-    /// (see [`bounded`]).
-    Cluster(ClusterConnection, Duration),
+    /// The cluster connection, replaced when it stops answering (see [`ClusterConn`]).
+    Cluster(ClusterConn),
     Sentinel(SentinelConn),
 }
 
@@ -672,15 +749,11 @@ impl RedisConn {
         }
     }
 
-    /// Wraps a cluster connection.
+    /// Wraps a cluster connection (not replaced when it stops answering: there is no client
+    /// to make another; [`RedisAddress::connect`] makes one that is).
     pub fn cluster(inner: ClusterConnection) -> RedisConn {
-        RedisConn::cluster_bounded(inner, CLUSTER_REQUEST_BOUND)
-    }
-
-    /// Wraps a cluster connection whose requests are given up after `bound` (see [`bounded`]).
-    pub fn cluster_bounded(inner: ClusterConnection, bound: Duration) -> RedisConn {
         RedisConn {
-            inner: Inner::Cluster(inner, bound),
+            inner: Inner::Cluster(ClusterConn::new(inner, None, CLUSTER_REQUEST_BOUND)),
         }
     }
 
@@ -713,7 +786,7 @@ impl RedisConn {
         let mut next = Vec::new();
         let cluster = match &self.inner {
             Inner::Single(_) | Inner::Sentinel(_) => None,
-            Inner::Cluster(conn, _) => Some(conn.clone()),
+            Inner::Cluster(c) => Some(c.conn()),
         };
         match cluster {
             None => {
@@ -844,7 +917,7 @@ impl RedisConn {
                 let replicas = values.pop().as_ref().map_or(-1, replicas_of);
                 Ok((values, vec![replicas; pipeline.len()]))
             }
-            Inner::Cluster(c, bound) => per_slot(c, *bound, pipeline, Some(wait)).await,
+            Inner::Cluster(c) => per_slot(c, pipeline, Some(wait)).await,
         }
     }
 }
@@ -854,7 +927,11 @@ impl ConnectionLike for RedisConn {
         Box::pin(async move {
             match &mut self.inner {
                 Inner::Single(c) => with_retry!(c.req_packed_command(cmd)),
-                Inner::Cluster(c, bound) => with_retry!(bounded(*bound, c.req_packed_command(cmd))),
+                Inner::Cluster(c) => {
+                    with_retry!(
+                        c.request(|mut conn| async move { conn.req_packed_command(cmd).await })
+                    )
+                }
                 Inner::Sentinel(s) => through_sentinel!(s, |c| c.req_packed_command(cmd)),
             }
         })
@@ -872,15 +949,12 @@ impl ConnectionLike for RedisConn {
                 Inner::Sentinel(s) => {
                     through_sentinel!(s, |c| c.req_packed_commands(pipeline, offset, count))
                 }
-                Inner::Cluster(c, bound) if pipeline.is_transaction() => {
-                    with_retry!(bounded(
-                        *bound,
-                        c.req_packed_commands(pipeline, offset, count)
-                    ))
+                Inner::Cluster(c) if pipeline.is_transaction() => {
+                    with_retry!(c.request(|mut conn| async move {
+                        conn.req_packed_commands(pipeline, offset, count).await
+                    }))
                 }
-                Inner::Cluster(c, bound) => per_slot(c, *bound, pipeline, None)
-                    .await
-                    .map(|(values, _)| values),
+                Inner::Cluster(c) => per_slot(c, pipeline, None).await.map(|(values, _)| values),
             }
         })
     }
@@ -888,7 +962,7 @@ impl ConnectionLike for RedisConn {
     fn get_db(&self) -> i64 {
         match &self.inner {
             Inner::Single(c) => c.get_db(),
-            Inner::Cluster(c, _) => c.get_db(),
+            Inner::Cluster(c) => c.conn().get_db(),
             Inner::Sentinel(_) => 0,
         }
     }
@@ -909,8 +983,7 @@ struct Part {
 /// over the same connection): the second vector says, per command, how many replicas the
 /// WAIT of its sub-pipeline answered (`-1` for a command sent alone).
 async fn per_slot(
-    conn: &ClusterConnection,
-    bound: Duration,
+    cluster: &ClusterConn,
     pipeline: &Pipeline,
     wait: Option<WaitFor>,
 ) -> RedisResult<(Vec<Value>, Vec<i64>)> {
@@ -944,19 +1017,18 @@ async fn per_slot(
             part.pipeline.add_command(wait.cmd());
         }
     }
-    let sent = parts.iter().map(|part| {
-        let mut conn = conn.clone();
-        async move {
-            if part.single {
-                let cmd = part.pipeline.cmd_iter().next().expect("one command");
-                with_retry!(bounded(bound, conn.req_packed_command(cmd))).map(|v| vec![v])
-            } else {
-                let n = part.pipeline.len();
-                with_retry!(bounded(
-                    bound,
-                    conn.req_packed_commands(&part.pipeline, 0, n)
-                ))
-            }
+    let sent = parts.iter().map(|part| async move {
+        if part.single {
+            let cmd = part.pipeline.cmd_iter().next().expect("one command");
+            with_retry!(
+                cluster.request(|mut conn| async move { conn.req_packed_command(cmd).await })
+            )
+            .map(|v| vec![v])
+        } else {
+            let n = part.pipeline.len();
+            with_retry!(cluster.request(|mut conn| async move {
+                conn.req_packed_commands(&part.pipeline, 0, n).await
+            }))
         }
     });
     let replies = futures_util::future::join_all(sent).await;
