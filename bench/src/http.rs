@@ -16,6 +16,8 @@
 //!    N createOrders (each a new order, with its own `Idempotency-Key` / request id) over
 //!    HTTP then pub/sub, then N getOrders of those orders over pub/sub then HTTP (which way
 //!    goes first alternates: the later one runs on a bigger Redis and daemon heap).
+//!    Both clients read every reply into the wire `Reply` and count it answered when `ok`
+//!    (over HTTP, with status 201 / 200), so that they do the same work.
 //!    Requests/s = N / (last answer − start);
 //! 3. fixed rate (open loop): N requests at R per second, request i due at start + i / R;
 //!    a request waits for a free worker when all 64 are busy, and its latency runs from its
@@ -45,6 +47,7 @@ use super::{
 };
 use recur::admin::client::{AdminClient, RequestOptions};
 use recur::domain::time::{format_instant, truncate_ms};
+use recur::wire::Reply;
 
 /// Requests per command, way and phase.
 pub const REQUESTS: usize = 20_000;
@@ -439,7 +442,7 @@ impl Api {
             let answered = async {
                 let mut conn = HttpConn::open(self.addr).await.ok()?;
                 let request = self.request(Method::GET, "/v1/clock", None, None);
-                conn.send(request).await.ok()
+                conn.send(request).await.ok().map(|(status, _)| status)
             }
             .await;
             if answered == Some(StatusCode::OK) {
@@ -520,13 +523,16 @@ impl HttpConn {
         Ok(HttpConn { sender, driver })
     }
 
-    /// Sends `request` and reads the whole answer: its status.
-    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<StatusCode, hyper::Error> {
+    /// Sends `request` and reads the whole answer: its status and body.
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), hyper::Error> {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status();
-        response.into_body().collect().await?;
-        Ok(status)
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
     }
 }
 
@@ -725,9 +731,14 @@ impl Bench<'_> {
                     answer = conn.send(build()).await;
                 }
             }
-            let ok = matches!(answer, Ok(status) if status == expected);
+            // The reply is read as the admin client reads its replies over pub/sub, so that
+            // both clients do the same work.
+            let reply = answer.as_ref().map(|(status, body)| {
+                (*status, serde_json::from_slice::<Reply>(body).map(|r| r.ok))
+            });
+            let ok = matches!(reply, Ok((status, Ok(true))) if status == expected);
             if !ok {
-                tracing::warn!(command = cmd.name(), answer = ?answer, "bench HTTP request not answered as expected");
+                tracing::warn!(command = cmd.name(), reply = ?reply, "bench HTTP request not answered as expected");
             }
             let done = WallInstant::now();
             samples.push(Sample {

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 
 /// Measure recur: each scenario starts a private redis-server and the real `recur serve`, and
-/// prints one line of figures. docs/BENCHMARKS.md says what each measures.
+/// prints one line of figures (http: a table, then its line). docs/BENCHMARKS.md says what
+/// each measures.
 // The usage line names the program as it was called: `recur bench` runs this one with that
 // name as its argv[0].
 #[derive(Debug, Parser)]
