@@ -177,6 +177,28 @@ async fn testclock_fires_a_year_of_a_small_clock_while_live_orders_come_due() {
     assert!(r.alone.samples > 0 && r.during.samples > 0, "{}", r.line());
 }
 
+#[tokio::test]
+async fn http_answers_every_request_both_ways_on_kept_alive_connections() {
+    let mut o = bench::http::HttpOptions::new(N, binary());
+    o.rate = 2_000;
+    let r = bench::http::run(&o).await.unwrap();
+    println!("{}", r.text());
+    // Warm-up aside: each command closed-loop and at the fixed rate, over HTTP and pub/sub.
+    assert_eq!(r.phases.len(), 8, "{}", r.line());
+    for p in &r.phases {
+        assert_eq!((p.sent, p.ok), (N, N), "{}", r.line());
+        assert_eq!(p.in_flight, bench::http::CONNECTIONS);
+        let connections = match p.way {
+            bench::http::Way::Http => bench::http::CONNECTIONS,
+            bench::http::Way::PubSub => 0,
+        };
+        assert_eq!(p.connections, connections, "{}", r.line());
+    }
+    // Every HTTP request went over the phase's 64 connections, none closed under it.
+    assert_eq!(r.reconnects(), 0, "{}", r.line());
+    assert!(r.line().contains("create_ratio="), "{}", r.line());
+}
+
 #[test]
 fn every_scenario_is_listed() {
     for s in [
@@ -189,6 +211,7 @@ fn every_scenario_is_listed() {
         "forecast",
         "sizing",
         "testclock",
+        "http",
         "bullmq",
     ] {
         assert!(bench::SCENARIOS.contains(&s));

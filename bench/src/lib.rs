@@ -13,6 +13,7 @@ pub mod bullmq;
 pub mod burst;
 pub mod cluster;
 pub mod forecast;
+pub mod http;
 pub mod memory;
 pub mod recovery;
 pub mod sizing;
@@ -47,7 +48,7 @@ pub const BENCH_START: &str = "2026-01-01T00:00:00Z";
 /// Key prefix of every bench.
 pub const PREFIX: &str = "bench";
 /// The scenarios [`run`] knows.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "burst",
     "burst-end",
     "steady",
@@ -57,6 +58,7 @@ pub const SCENARIOS: [&str; 10] = [
     "forecast",
     "sizing",
     "testclock",
+    "http",
     "bullmq",
 ];
 
@@ -90,6 +92,12 @@ pub struct RunOptions {
     /// Run Redis on a loopback TCP port with one local replica (`burst`, `burst-end`): what
     /// `redis.wait_replicas` waits for (`RECUR_REDIS__WAIT_REPLICAS=1` in the environment).
     pub replica: bool,
+    /// `http`: requests per command, way and phase (`None` = its default).
+    pub requests: Option<usize>,
+    /// `http`: concurrent HTTP connections, and pub/sub requests in flight.
+    pub connections: Option<usize>,
+    /// `http`: requests per second of the fixed-rate phases.
+    pub rate: Option<u32>,
 }
 
 /// Runs the scenario `name` and returns its line of figures.
@@ -124,6 +132,18 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
         return Err(BenchError::Setup(format!(
             "--replica runs burst and burst-end only, not `{name}`"
         )));
+    }
+    if (opts.requests.is_some() || opts.connections.is_some() || opts.rate.is_some())
+        && name != "http"
+    {
+        return Err(BenchError::Setup(format!(
+            "--requests, --connections and --rate run http only, not `{name}`"
+        )));
+    }
+    if opts.orders.is_some() && name == "http" {
+        return Err(BenchError::Setup(
+            "http creates its orders as it goes: give --requests, not --orders".into(),
+        ));
     }
     if opts.replica && opts.cluster {
         return Err(BenchError::Setup(
@@ -170,6 +190,13 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
         ))
         .await?
         .line()),
+        "http" => {
+            let mut o =
+                http::HttpOptions::new(opts.requests.unwrap_or(http::REQUESTS), &opts.binary);
+            o.connections = opts.connections.unwrap_or(http::CONNECTIONS);
+            o.rate = opts.rate.unwrap_or(http::RATE);
+            Ok(http::run(&o).await?.text())
+        }
         "bullmq" | "compare" => {
             let mut o = bullmq::CompareOptions::new(n(100_000), &opts.binary);
             if let Some(c) = opts.peer_concurrency {

@@ -8,14 +8,15 @@ use anyhow::Context;
 use clap::Parser;
 
 /// Measure recur: each scenario starts a private redis-server and the real `recur serve`, and
-/// prints one line of figures. docs/BENCHMARKS.md says what each measures.
+/// prints one line of figures (http: a table, then its line). docs/BENCHMARKS.md says what
+/// each measures.
 // The usage line names the program as it was called: `recur bench` runs this one with that
 // name as its argv[0].
 #[derive(Debug, Parser)]
 #[command(name = "recur-bench", version)]
 struct Args {
     /// The scenario to run: burst, burst-end, steady, recovery, admin, memory, forecast,
-    /// sizing, testclock, bullmq (alias compare).
+    /// sizing, testclock, http, bullmq (alias compare).
     scenario: String,
     /// How many orders the scenario uses [default: 100000; steady, sizing and testclock 10000;
     /// memory and forecast 1000000].
@@ -43,6 +44,17 @@ struct Args {
     /// an endpoint that refuses connections (`down`); the line adds the deliveries per second.
     #[arg(long, value_enum, value_name = "TARGET")]
     webhook: Option<recur_bench::burst::WebhookTarget>,
+    /// http: requests per command, way (HTTP, pub/sub) and phase (closed loop, fixed rate)
+    /// [default: 20000].
+    #[arg(long, value_name = "N")]
+    requests: Option<usize>,
+    /// http: concurrent keep-alive HTTP connections, and pub/sub requests in flight
+    /// [default: 64].
+    #[arg(long, value_name = "N")]
+    connections: Option<usize>,
+    /// http: requests per second of the fixed-rate phases [default: 5000].
+    #[arg(long, value_name = "R")]
+    rate: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +95,9 @@ fn run(args: &Args) -> anyhow::Result<String> {
         replica: args.replica,
         daemons: args.daemons,
         webhook: args.webhook,
+        requests: args.requests,
+        connections: args.connections,
+        rate: args.rate,
     };
     Ok(runtime.block_on(recur_bench::run(&args.scenario, &opts))?)
 }
