@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::metrics::{LeaseChange, Metrics};
+use crate::store::lease::LeaseStore;
 use crate::store::{LeaseToken, Store, StoreError};
 
 /// What the lease loop is configured with.
@@ -50,6 +51,8 @@ pub struct Ownership {
 struct Shared {
     config: OwnershipConfig,
     store: Store,
+    /// The leases' part of Redis, made once.
+    leases: LeaseStore,
     partitions: u16,
     held: Mutex<BTreeMap<u16, Held>>,
     /// When the last step whose renewals Redis answered sent them (readiness).
@@ -116,6 +119,7 @@ impl Ownership {
         Ownership {
             shared: Arc::new(Shared {
                 config,
+                leases: store.lease_store(),
                 store,
                 partitions,
                 held: Mutex::new(BTreeMap::new()),
@@ -251,13 +255,10 @@ impl Ownership {
 
     async fn step(&self) -> Result<Tick, StoreError> {
         let config = &self.shared.config;
-        let store = &self.shared.store;
+        let leases = &self.shared.leases;
         let mut tick = Tick::default();
         // Announce this daemon (operators see the standbys too: `<prefix>:daemons`).
-        store
-            .lease_store()
-            .heartbeat(&config.daemon_id, config.ttl_ms())
-            .await?;
+        leases.heartbeat(&config.daemon_id, config.ttl_ms()).await?;
         self.renew(&mut tick).await?;
         // Hand over what drained since the last step: its in-flight commits had one renewal
         // interval to land.
@@ -274,17 +275,13 @@ impl Ownership {
         };
         for lease in &drained {
             // Not trusted from here on, whatever the release's outcome.
-            if store.lease_store().release_lease(lease).await? {
+            if leases.release_lease(lease).await? {
                 tick.released.push(lease.partition);
             } else {
                 tick.lost.push(lease.partition);
             }
         }
-        let live = store
-            .lease_store()
-            .live_daemons(config.ttl_ms())
-            .await?
-            .len();
+        let live = leases.live_daemons(config.ttl_ms()).await?.len();
         let share = fair_share(self.shared.partitions, live);
         let serving = self.owned();
         if serving.len() > share {
@@ -309,13 +306,12 @@ impl Ownership {
                 .collect()
         };
         let mut acquired = Vec::new();
-        for p in store.lease_store().free_leases(&candidates).await? {
+        for p in leases.free_leases(&candidates).await? {
             if missing == 0 {
                 break;
             }
             let sent = Instant::now();
-            if let Some(lease) = store
-                .lease_store()
+            if let Some(lease) = leases
                 .acquire_lease(p, &config.daemon_id, config.ttl_ms())
                 .await?
             {
@@ -338,6 +334,7 @@ impl Ownership {
         acquired: Vec<(LeaseToken, Instant)>,
     ) -> Vec<(LeaseToken, Instant)> {
         let store = &self.shared.store;
+        let leases = &self.shared.leases;
         if acquired.is_empty() || !store.waits() {
             return acquired;
         }
@@ -378,7 +375,7 @@ impl Ownership {
             );
         }
         for (lease, _) in refused {
-            if let Err(e) = store.lease_store().release_lease(&lease).await {
+            if let Err(e) = leases.release_lease(&lease).await {
                 tracing::debug!(partition = lease.partition, error = %e, "cannot release an unconfirmed lease; it expires on its own");
             }
         }
@@ -388,13 +385,10 @@ impl Ownership {
     /// Renews every lease held; those refused or not renewed in time are lost.
     async fn renew(&self, tick: &mut Tick) -> Result<(), StoreError> {
         let config = &self.shared.config;
-        let store = &self.shared.store;
+        let leases = &self.shared.leases;
         let sent = Instant::now();
         let held: Vec<LeaseToken> = self.held().values().map(|h| h.lease.clone()).collect();
-        let renewed = store
-            .lease_store()
-            .renew_leases(&held, config.ttl_ms())
-            .await;
+        let renewed = leases.renew_leases(&held, config.ttl_ms()).await;
         {
             let mut map = self.held();
             if let Ok(results) = &renewed {
@@ -458,8 +452,7 @@ impl Ownership {
     pub async fn release_all(&self) -> usize {
         if let Err(e) = self
             .shared
-            .store
-            .lease_store()
+            .leases
             .leave(&self.shared.config.daemon_id)
             .await
         {
@@ -471,7 +464,7 @@ impl Ownership {
             .collect();
         let mut released = 0;
         for lease in &held {
-            match self.shared.store.lease_store().release_lease(lease).await {
+            match self.shared.leases.release_lease(lease).await {
                 Ok(true) => released += 1,
                 Ok(false) => {}
                 Err(e) => {

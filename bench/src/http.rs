@@ -589,6 +589,18 @@ struct Sample {
     ok: bool,
 }
 
+impl Sample {
+    /// A request due at `from` answered now.
+    fn answered_now(from: WallInstant, ok: bool) -> Sample {
+        let done = WallInstant::now();
+        Sample {
+            latency: done.saturating_duration_since(from),
+            done,
+            ok,
+        }
+    }
+}
+
 /// What every phase runs against.
 struct Bench<'a> {
     api: &'a Api,
@@ -740,12 +752,7 @@ impl Bench<'_> {
             if !ok {
                 tracing::warn!(command = cmd.name(), reply = ?reply, "bench HTTP request not answered as expected");
             }
-            let done = WallInstant::now();
-            samples.push(Sample {
-                latency: done.saturating_duration_since(from),
-                done,
-                ok,
-            });
+            samples.push(Sample::answered_now(from, ok));
         }
         samples
     }
@@ -776,12 +783,7 @@ impl Bench<'_> {
             if !ok {
                 tracing::warn!(command = cmd.name(), reply = ?reply.as_ref().map(|r| r.error.clone()), "bench pub/sub request failed");
             }
-            let done = WallInstant::now();
-            samples.push(Sample {
-                latency: done.saturating_duration_since(from),
-                done,
-                ok,
-            });
+            samples.push(Sample::answered_now(from, ok));
         }
         samples
     }
