@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::test_support::*;
 use super::*;
+use crate::domain::command::Command;
 use crate::domain::time::format_instant;
 use crate::domain::ErrorCode;
 
