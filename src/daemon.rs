@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
-use crate::actors::{Actors, ActorsConfig};
+use crate::actors::{ActorStores, Actors, ActorsConfig};
 use crate::admin::{self, AdminConfig, AdminState};
 use crate::clock::{Clock, ClockMode, TimerWake};
 use crate::config::Settings;
@@ -325,7 +325,7 @@ fn build(
         .collect();
     let wake = TimerWake::default();
     let actors = Actors::new(ActorsConfig {
-        store: store.clone(),
+        stores: ActorStores::of(&store),
         clock: clock.clone(),
         policy: settings.lifecycle.policy().map_err(RunError::Dunning)?,
         metrics: Arc::clone(metrics),
@@ -555,8 +555,11 @@ async fn open_clock(store: &Store, settings: &Settings) -> Result<Clock, RunErro
         ),
         ClockMode::System => None,
     };
-    store.record_clock_if_new(configured.as_str(), None).await?;
-    let (stored_mode, _) = store.clock_record().await?;
+    store
+        .clock_store()
+        .record_clock_if_new(configured.as_str(), None)
+        .await?;
+    let (stored_mode, _) = store.clock_store().clock_record().await?;
     if let Some(stored) = &stored_mode {
         if stored != configured.as_str() {
             return Err(RunError::ClockMismatch {
@@ -567,10 +570,11 @@ async fn open_clock(store: &Store, settings: &Settings) -> Result<Clock, RunErro
     }
     if start.is_some() {
         store
+            .clock_store()
             .record_clock_if_new(configured.as_str(), start)
             .await?;
     }
-    let (_, stored_now) = store.clock_record().await?;
+    let (_, stored_now) = store.clock_store().clock_record().await?;
     if let Some(asked) = settings.clock.start {
         match (configured, stored_now) {
             (ClockMode::System, _) => tracing::warn!(

@@ -19,7 +19,9 @@ use crate::metrics::Metrics;
 use crate::ownership::Ownership;
 use crate::scheduler::Scheduler;
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::daemons::StatusStore;
+use crate::store::timers::TimerStore;
+use crate::store::{Confirmer, Store};
 
 /// How long a readiness PING may take before Redis counts as not answering.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,7 +33,11 @@ pub struct Health {
 }
 
 struct Shared {
-    store: Store,
+    /// The parts of Redis the checks read: the daemons' status records, the timers, the
+    /// replicas' confirmations.
+    status: StatusStore,
+    timers: TimerStore,
+    confirmer: Confirmer,
     clock: Clock,
     ownership: Ownership,
     scheduler: Scheduler,
@@ -65,7 +71,9 @@ impl Health {
     ) -> Health {
         Health {
             shared: Arc::new(Shared {
-                store,
+                status: store.status_store(),
+                timers: store.timer_store(),
+                confirmer: store.confirmer(),
                 clock,
                 ownership,
                 scheduler,
@@ -98,7 +106,7 @@ impl Health {
     pub async fn readiness(&self) -> Result<Value, NotReady> {
         let s = &self.shared;
         let mut reasons = Vec::new();
-        match tokio::time::timeout(PING_TIMEOUT, s.store.ping()).await {
+        match tokio::time::timeout(PING_TIMEOUT, s.status.ping()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 s.metrics.redis_error();
@@ -159,7 +167,7 @@ impl Health {
             };
             let status = json!({"started": started, "ready": ready, "reasons": reasons});
             let written = s
-                .store
+                .status
                 .announce_status(s.ownership.daemon_id(), &status.to_string(), ttl_ms)
                 .await;
             if let Err(e) = written {
@@ -180,14 +188,14 @@ impl Health {
     /// waiting for the next write.
     async fn replication(&self) -> Option<String> {
         let s = &self.shared;
-        let replication = s.store.replication();
+        let replication = s.confirmer.replication();
         let wait = replication.wait()?;
         let stale = replication.stale(s.ownership.config().renew_interval);
         if stale || replication.shortfall().is_some() {
             let held = s.ownership.tokens(&s.ownership.owned());
             if !held.is_empty() {
                 let probe = Duration::from_millis(wait.timeout_ms) + PING_TIMEOUT;
-                if tokio::time::timeout(probe, s.store.confirm_many(&held))
+                if tokio::time::timeout(probe, s.confirmer.confirm_many(&held))
                     .await
                     .is_err()
                 {
@@ -208,7 +216,7 @@ impl Health {
         let owned = s.ownership.owned();
         s.metrics.set_partitions_owned(owned.len());
         let now = to_millis(&s.clock.now());
-        let read = tokio::time::timeout(PING_TIMEOUT, s.store.timer_figures(&owned, now)).await;
+        let read = tokio::time::timeout(PING_TIMEOUT, s.timers.timer_figures(&owned, now)).await;
         match read {
             Ok(Ok((due, earliest))) => {
                 let lag_ms = earliest.map_or(0, |e| (now - e).max(0));

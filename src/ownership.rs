@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::{LeaseChange, Metrics};
 use crate::store::lease::LeaseStore;
-use crate::store::{LeaseToken, Store, StoreError};
+use crate::store::{Confirmer, LeaseToken, Store, StoreError};
 
 /// What the lease loop is configured with.
 #[derive(Debug, Clone)]
@@ -50,7 +50,8 @@ pub struct Ownership {
 
 struct Shared {
     config: OwnershipConfig,
-    store: Store,
+    /// Confirms newly acquired leases with the replicas.
+    confirmer: Confirmer,
     /// The leases' part of Redis, made once.
     leases: LeaseStore,
     partitions: u16,
@@ -115,12 +116,12 @@ pub fn to_drain(serving: &[u16], share: usize) -> Vec<u16> {
 impl Ownership {
     /// A daemon that holds nothing yet.
     pub fn new(store: Store, config: OwnershipConfig, metrics: Arc<Metrics>) -> Ownership {
-        let partitions = store.partitions();
+        let partitions = store.keys().partitions();
         Ownership {
             shared: Arc::new(Shared {
                 config,
                 leases: store.lease_store(),
-                store,
+                confirmer: store.confirmer(),
                 partitions,
                 held: Mutex::new(BTreeMap::new()),
                 renewed: Mutex::new(None),
@@ -333,7 +334,7 @@ impl Ownership {
         &self,
         acquired: Vec<(LeaseToken, Instant)>,
     ) -> Vec<(LeaseToken, Instant)> {
-        let store = &self.shared.store;
+        let store = &self.shared.confirmer;
         let leases = &self.shared.leases;
         if acquired.is_empty() || !store.waits() {
             return acquired;

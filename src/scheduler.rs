@@ -23,8 +23,14 @@ use crate::domain::time::format_instant;
 use crate::domain::time::{from_millis, to_millis, Instant};
 use crate::ownership::{Ownership, Tick};
 use crate::shutdown::Shutdown;
+use crate::store::clock::ClockStore;
 use crate::store::clock::{Advance, Begun};
-use crate::store::{Store, StoreError};
+use crate::store::orders::OrderStore;
+use crate::store::stats::StatsStore;
+use crate::store::test_clock::TestClockStore;
+use crate::store::timers::TimerStore;
+use crate::store::webhooks::WebhookStore;
+use crate::store::{Keys, Store, StoreError};
 use crate::wire::{Reply, StoredReply};
 
 /// At most this many lanes fire a test clock's advance (each with the live lanes' round size).
@@ -109,9 +115,34 @@ pub struct Scheduler {
     shared: Arc<Shared>,
 }
 
+/// The parts of Redis the scheduler uses, each a narrow handle made at start-up.
+struct Stores {
+    keys: Keys,
+    clock: ClockStore,
+    timers: TimerStore,
+    orders: OrderStore,
+    stats: StatsStore,
+    test_clocks: TestClockStore,
+    webhooks: WebhookStore,
+}
+
+impl Stores {
+    fn of(store: &Store) -> Stores {
+        Stores {
+            keys: store.keys().clone(),
+            clock: store.clock_store(),
+            timers: store.timer_store(),
+            orders: store.order_store(),
+            stats: store.stats_store(),
+            test_clocks: store.test_clock_store(),
+            webhooks: store.webhook_store(),
+        }
+    }
+}
+
 struct Shared {
     actors: Actors,
-    store: Store,
+    stores: Stores,
     clock: Clock,
     wake: TimerWake,
     ownership: Ownership,
@@ -198,7 +229,7 @@ impl Scheduler {
         Scheduler {
             shared: Arc::new(Shared {
                 actors,
-                store,
+                stores: Stores::of(&store),
                 clock,
                 wake,
                 ownership,
@@ -260,7 +291,7 @@ impl Scheduler {
         let deadline = tokio::time::Instant::now() + ADVANCE_WAIT;
         // Another request's advance goes first.
         loop {
-            let record = s.store.clock_store().clock_state().await?;
+            let record = s.stores.clock.clock_state().await?;
             let now = record.now.unwrap_or_else(|| s.clock.now());
             match &record.advance {
                 Some(a) if a.request_id != request_id => {
@@ -284,8 +315,8 @@ impl Scheduler {
             }
             let token = s.ownership.token(0).ok_or(SchedulerError::NotClockOwner)?;
             match s
-                .store
-                .clock_store()
+                .stores
+                .clock
                 .begin_advance(&token, to, request_id, body_hash)
                 .await?
             {
@@ -297,13 +328,13 @@ impl Scheduler {
                 }
             }
         }
-        if let Err(e) = s.store.clock_store().announce_clock().await {
+        if let Err(e) = s.stores.clock.announce_clock().await {
             tracing::warn!(error = %e, "cannot announce the advance; other daemons see it on their next look");
         }
         self.clock_moved();
         loop {
             let waited = self.wait_advance(ADVANCE_POLL * 4);
-            if let Some(json) = s.store.clock_store().kept_reply(0, request_id).await? {
+            if let Some(json) = s.stores.clock.kept_reply(0, request_id).await? {
                 let stored: StoredReply = serde_json::from_str(&json)
                     .map_err(|e| SchedulerError::CorruptReply(e.to_string()))?;
                 return Ok(stored.reply);
@@ -380,7 +411,7 @@ impl Scheduler {
     /// One look at the shared clock (see [`Scheduler::follow_clock`]).
     async fn follow_once(&self, shutdown: &Shutdown) -> Result<(), SchedulerError> {
         let s = &self.shared;
-        let record = s.store.clock_store().clock_state().await?;
+        let record = s.stores.clock.clock_state().await?;
         if record.advance.is_none() {
             self.follow_now(record.now)?;
             return Ok(());
@@ -390,7 +421,7 @@ impl Scheduler {
         // An advance is never silent: its start here and its progress every 5 s are logged.
         let mut reported: Option<tokio::time::Instant> = None;
         while !shutdown.is_triggered() {
-            let record = s.store.clock_store().clock_state().await?;
+            let record = s.stores.clock.clock_state().await?;
             let Some(advance) = record.advance else {
                 self.follow_now(record.now)?;
                 s.advance_done.notify_waiters();
@@ -407,7 +438,7 @@ impl Scheduler {
                 reported = Some(tokio::time::Instant::now());
             }
             let owned = s.ownership.owned();
-            let behind = s.store.clock_store().not_fired(&owned, target).await?;
+            let behind = s.stores.clock.not_fired(&owned, target).await?;
             if !behind.is_empty() {
                 let drain = self.drain(
                     &behind,
@@ -441,14 +472,15 @@ impl Scheduler {
                         // a lane that ended early (one of its partitions moved to another
                         // daemon) leaves its other partitions' timers for the next look.
                         let drained = s
-                            .store
+                            .stores
+                            .timers
                             .without_due(&behind, None, to_millis(&target))
                             .await?;
                         let held = s.ownership.tokens(&drained);
-                        for p in s.store.clock_store().mark_fired(&held, target).await? {
+                        for p in s.stores.clock.mark_fired(&held, target).await? {
                             s.ownership.fenced(p);
                         }
-                        s.store.clock_store().announce_clock().await?;
+                        s.stores.clock.announce_clock().await?;
                     }
                     // A partition lost on the way: its new owner fires it.
                     Err(e) => {
@@ -457,18 +489,13 @@ impl Scheduler {
                 }
             }
             if s.ownership.owns(0) {
-                let all: Vec<u16> = (0..s.store.partitions()).collect();
-                if s.store
-                    .clock_store()
-                    .not_fired(&all, target)
-                    .await?
-                    .is_empty()
-                {
+                let all: Vec<u16> = (0..s.stores.stats.partitions()).collect();
+                if s.stores.clock.not_fired(&all, target).await?.is_empty() {
                     // Every partition fired: statistics relayed between daemons settle (best
                     // effort, bounded), then the advance completes.
                     self.settle_deltas().await?;
                     let since = *settling_since.get_or_insert_with(tokio::time::Instant::now);
-                    let settled = s.store.unsettled_deltas(&all).await? == 0;
+                    let settled = s.stores.stats.unsettled_deltas(&all).await? == 0;
                     if settled || since.elapsed() >= ADVANCE_SETTLE_WAIT {
                         self.complete_advance(&advance).await?;
                         continue;
@@ -506,8 +533,8 @@ impl Scheduler {
         let token = s.ownership.token(0).ok_or(SchedulerError::NotClockOwner)?;
         let ttl = s.config.reply_retention.as_secs().max(1);
         match s
-            .store
-            .clock_store()
+            .stores
+            .clock
             .finish_advance(&token, target, &advance.request_id, &json, ttl)
             .await
         {
@@ -520,7 +547,7 @@ impl Scheduler {
             }
         }
         tracing::info!(to = %format_instant(&target), "advance completed");
-        if let Err(e) = s.store.clock_store().announce_clock().await {
+        if let Err(e) = s.stores.clock.announce_clock().await {
             tracing::warn!(error = %e, "cannot announce the completed advance");
         }
         Ok(())
@@ -686,7 +713,7 @@ impl Scheduler {
     pub async fn take_over(&self, tick: &Tick) -> Result<(), SchedulerError> {
         let s = &self.shared;
         if tick.acquired.contains(&0) && s.clock.is_simulated() {
-            if let (_, Some(now)) = s.store.clock_record().await? {
+            if let (_, Some(now)) = s.stores.clock.clock_record().await? {
                 if now > s.clock.now() {
                     s.clock.advance_to(now)?;
                 }
@@ -786,7 +813,7 @@ impl Scheduler {
         }
         self.run_cron(now).await;
         let owned = self.loop_partitions();
-        Ok(self.shared.store.earliest_due(&owned).await?)
+        Ok(self.shared.stores.timers.earliest_due(&owned).await?)
     }
 
     /// The one loop of passes: every lane at once, each passing until nothing is due by
@@ -872,7 +899,8 @@ impl Scheduler {
         let size = round_size(&s.config.settings);
         let per_partition = (size / lane.len().max(1)).max(16);
         let mut round = s
-            .store
+            .stores
+            .timers
             .due_in(lane, test_clock, to_millis(&until.instant()), per_partition)
             .await?;
         round.truncate(size);
@@ -922,7 +950,7 @@ impl Scheduler {
         // One pipeline reads every order of the round; actors that are not resident start
         // from it.
         let ids: Vec<String> = round.iter().map(|(_, id)| id.clone()).collect();
-        let mut preloaded = match s.store.load_map_for(&ids, test_clock).await {
+        let mut preloaded = match s.stores.orders.load_map_for(&ids, test_clock).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "bulk load failed; actors load one by one");
@@ -966,7 +994,7 @@ impl Scheduler {
     /// sweep).
     pub async fn sweep_outbox(&self) -> Result<usize, SchedulerError> {
         let s = &self.shared;
-        let (with_entries, _) = s.store.with_deltas(&s.ownership.owned()).await?;
+        let (with_entries, _) = s.stores.stats.with_deltas(&s.ownership.owned()).await?;
         self.sweep_outboxes(&with_entries).await
     }
 
@@ -976,7 +1004,8 @@ impl Scheduler {
         for &partition in partitions {
             loop {
                 let entries = s
-                    .store
+                    .stores
+                    .stats
                     .outbox_entries(partition, OUTBOX_SWEEP_CHUNK)
                     .await?;
                 if entries.is_empty() {
@@ -1005,7 +1034,11 @@ impl Scheduler {
                 continue;
             }
             loop {
-                let entries = s.store.inbox_entries(partition, OUTBOX_SWEEP_CHUNK).await?;
+                let entries = s
+                    .stores
+                    .stats
+                    .inbox_entries(partition, OUTBOX_SWEEP_CHUNK)
+                    .await?;
                 if entries.is_empty() {
                     break;
                 }
@@ -1027,11 +1060,11 @@ impl Scheduler {
         // One round trip finds the streams with entries (usually none), then only those are
         // read (an advance settles twice, so this is two round trips instead of 256).
         let owned = self.shared.ownership.owned();
-        let (outboxes, inboxes) = self.shared.store.with_deltas(&owned).await?;
+        let (outboxes, inboxes) = self.shared.stores.stats.with_deltas(&owned).await?;
         let relayed_or_applied = self.sweep_outboxes(&outboxes).await?;
         // Relayed deltas may have landed in inboxes this daemon owns meanwhile: look again.
         let inboxes = if relayed_or_applied > 0 {
-            self.shared.store.with_deltas(&owned).await?.1
+            self.shared.stores.stats.with_deltas(&owned).await?.1
         } else {
             inboxes
         };
@@ -1075,14 +1108,14 @@ impl Scheduler {
         schedule: &cron::Schedule,
         now: Instant,
     ) -> Result<(), SchedulerError> {
-        let store = &self.shared.store;
-        match store.cron_last_run(name).await? {
+        let store = &self.shared.stores;
+        match store.clock.cron_last_run(name).await? {
             // Never ran: its schedule counts from now.
             None => {}
             Some(last) if schedule.after(&last).next().is_some_and(|t| t <= now) => {
                 self.run_job(name).await?;
                 // The other daemons run it over their own partitions.
-                if let Err(e) = store.clock_store().announce_cron(name).await {
+                if let Err(e) = store.clock.announce_cron(name).await {
                     tracing::warn!(job = name, error = %e, "cannot announce a cron run; other daemons run it next time");
                 }
             }
@@ -1093,7 +1126,7 @@ impl Scheduler {
             .ownership
             .token(0)
             .ok_or(SchedulerError::NotClockOwner)?;
-        Ok(store.record_cron_run(name, now, &token).await?)
+        Ok(store.clock.record_cron_run(name, now, &token).await?)
     }
 
     /// Partition 0's owner ran cron job `name` (`<prefix>:cron`): this daemon runs it over the
@@ -1120,7 +1153,8 @@ impl Scheduler {
             "trimEvents" => {
                 let held = s.ownership.tokens(&s.ownership.owned());
                 let removed = s
-                    .store
+                    .stores
+                    .webhooks
                     .trim_events(&held, s.config.events_max_len, &s.config.webhook_endpoints)
                     .await?;
                 tracing::info!(job = name, removed, "trimmed the event stream");
@@ -1135,7 +1169,11 @@ impl Scheduler {
     async fn reconcile_sample(&self) -> Result<(), SchedulerError> {
         let s = &self.shared;
         let owned = s.ownership.owned();
-        let sample = s.store.sample_customers(&owned, RECONCILE_SAMPLE).await?;
+        let sample = s
+            .stores
+            .stats
+            .sample_customers(&owned, RECONCILE_SAMPLE)
+            .await?;
         // All at once: each customer's actor recomputes its own figures, so the sample costs
         // about one recomputation's round trips, not one per customer in turn.
         let reports = join_all(

@@ -767,7 +767,7 @@ pub async fn due_count(
     let mut pipe = redis::pipe();
     for p in 0..keys.partitions() {
         pipe.cmd("ZCOUNT")
-            .arg(keys.timers(p))
+            .arg(keys.order_keys().timers(p))
             .arg("-inf")
             .arg(until_ms);
     }
@@ -900,7 +900,11 @@ where
             )
             .await
             .map_err(setup("open store"))?;
-            store.save_clock(mode, now).await.map_err(setup("clock"))?;
+            store
+                .clock_store()
+                .save_clock(mode, now)
+                .await
+                .map_err(setup("clock"))?;
             // Commits are fenced by partition leases: the seeder holds them all meanwhile, and
             // hands them back before the daemon starts.
             let mut leases = Vec::new();
@@ -918,13 +922,14 @@ where
                 leases.push(lease);
             }
             let keys = store.keys().clone();
+            let (orders, stats) = (store.order_store(), store.stats_store());
             while let Some(chunk) = rx.recv().await {
                 let (commits, deltas): (Vec<_>, Vec<_>) = chunk?.into_iter().unzip();
                 let results = futures_util::future::join_all(commits.into_iter().map(|mut c| {
                     c.lease = leases[usize::from(keys.partition(&c.order_id))]
                         .token
                         .clone();
-                    store.commit(c)
+                    orders.commit(c)
                 }))
                 .await;
                 for r in results {
@@ -939,7 +944,7 @@ where
                 }
                 let applied = futures_util::future::join_all(deltas.iter().flatten().map(|d| {
                     let lease = &leases[usize::from(keys.partition(&d.c))];
-                    store.apply_delta(d, &lease.token, None)
+                    stats.apply_delta(d, &lease.token, None)
                 }))
                 .await;
                 for r in applied {

@@ -117,7 +117,7 @@ pub async fn run(opts: &RecoveryOptions) -> Result<RecoveryReport, BenchError> {
         async move {
             let mut pipe = redis::pipe();
             for p in 0..keys.partitions() {
-                pipe.cmd("XLEN").arg(keys.events(p));
+                pipe.cmd("XLEN").arg(keys.order_keys().events(p));
             }
             let lens: Vec<u64> = pipe.query_async(&mut c).await.map_err(setup("XLEN"))?;
             Ok::<u64, BenchError>(lens.into_iter().sum())

@@ -208,7 +208,7 @@ async fn stream_entries(url: &str, keys: &Keys) -> Result<u64, BenchError> {
     let mut conn = recur::store::connect(url).await.map_err(setup("connect"))?;
     let mut pipe = redis::pipe();
     for p in 0..keys.partitions() {
-        pipe.cmd("XLEN").arg(keys.events(p));
+        pipe.cmd("XLEN").arg(keys.order_keys().events(p));
     }
     let lens: Vec<u64> = pipe.query_async(&mut conn).await.map_err(setup("XLEN"))?;
     Ok(lens.into_iter().sum())
@@ -219,7 +219,10 @@ async fn trim_streams(url: &str, keys: &Keys) -> Result<(), BenchError> {
     let mut conn = recur::store::connect(url).await.map_err(setup("connect"))?;
     let mut pipe = redis::pipe();
     for p in 0..keys.partitions() {
-        pipe.cmd("XTRIM").arg(keys.events(p)).arg("MAXLEN").arg(0);
+        pipe.cmd("XTRIM")
+            .arg(keys.order_keys().events(p))
+            .arg("MAXLEN")
+            .arg(0);
     }
     let _: Vec<u64> = pipe.query_async(&mut conn).await.map_err(setup("XTRIM"))?;
     Ok(())

@@ -8,10 +8,11 @@ use std::time::Instant as WallInstant;
 use actix::prelude::*;
 use serde_json::{json, Value};
 
+use super::ActorStores;
 use super::{passivate_when_idle, ActorError, Actors};
 use crate::domain::stats::{contribution, Figures};
 use crate::store::stats::{Applied, Delta};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Applies one order's contribution (fenced by the customer partition's lease), then removes
 /// the entry that carried it.
@@ -87,8 +88,8 @@ impl Handler<ApplyDelta> for CustomerStatsActor {
         AtomicResponse::new(Box::pin(
             async move {
                 let config = actors.config();
-                let store = &config.store;
-                let partition = store.keys().partition(&msg.delta.c);
+                let store = &config.stores;
+                let partition = store.keys.partition(&msg.delta.c);
                 let token = config
                     .ownership
                     .token(partition)
@@ -98,7 +99,11 @@ impl Handler<ApplyDelta> for CustomerStatsActor {
                     DeltaSource::Outbox(_) => None,
                 };
                 // An inbox entry goes in the same script as the apply.
-                let applied = match store.apply_delta(&msg.delta, &token, inbox_entry).await {
+                let applied = match store
+                    .stats
+                    .apply_delta(&msg.delta, &token, inbox_entry)
+                    .await
+                {
                     Err(StoreError::Fenced { partition }) => {
                         config.ownership.fenced(partition);
                         return Err(ActorError::NotOwner { partition });
@@ -113,15 +118,18 @@ impl Handler<ApplyDelta> for CustomerStatsActor {
                 // partitions may be on two masters, and a failover of the customer's must not
                 // lose an apply whose outbox entry is gone).
                 if let DeltaSource::Outbox(entry) = &msg.from {
-                    match store.confirm(partition, &token).await {
+                    match store.stats.confirmer().confirm(partition, &token).await {
                         Err(StoreError::Fenced { partition }) => {
                             config.ownership.fenced(partition);
                             return Err(ActorError::NotOwner { partition });
                         }
                         other => other?,
                     }
-                    let order_partition = store.keys().partition(&msg.delta.o);
-                    store.remove_outbox_entry(order_partition, entry).await?;
+                    let order_partition = store.keys.partition(&msg.delta.o);
+                    store
+                        .stats
+                        .remove_outbox_entry(order_partition, entry)
+                        .await?;
                 }
                 Ok(())
             }
@@ -135,9 +143,9 @@ impl Handler<GetStats> for CustomerStatsActor {
 
     fn handle(&mut self, _msg: GetStats, _ctx: &mut Self::Context) -> Self::Result {
         self.last_used = WallInstant::now();
-        let (store, id) = (self.actors.config().store.clone(), self.id.clone());
+        let (store, id) = (self.actors.config().stores.clone(), self.id.clone());
         AtomicResponse::new(Box::pin(
-            async move { Ok(store.figures(&id).await?.to_json(&id)) }.into_actor(self),
+            async move { Ok(store.stats.figures(&id).await?.to_json(&id)) }.into_actor(self),
         ))
     }
 }
@@ -147,8 +155,8 @@ impl Handler<Recompute> for CustomerStatsActor {
 
     fn handle(&mut self, _msg: Recompute, _ctx: &mut Self::Context) -> Self::Result {
         self.last_used = WallInstant::now();
-        let (store, id) = (self.actors.config().store.clone(), self.id.clone());
-        let partition = store.keys().partition(&id);
+        let (store, id) = (self.actors.config().stores.clone(), self.id.clone());
+        let partition = store.keys.partition(&id);
         let owned = self.actors.config().ownership.owns(partition);
         AtomicResponse::new(Box::pin(
             async move {
@@ -163,9 +171,9 @@ impl Handler<Recompute> for CustomerStatsActor {
 }
 
 /// Rebuilds a customer's figures from the orders that exist and reports what differed.
-async fn recompute(store: &Store, customer_id: &str) -> Result<Value, ActorError> {
-    let ids = store.customer_order_ids(customer_id).await?;
-    let orders = store.load_many(&ids).await?;
+async fn recompute(store: &ActorStores, customer_id: &str) -> Result<Value, ActorError> {
+    let ids = store.stats.customer_order_ids(customer_id).await?;
+    let orders = store.orders.load_many(&ids).await?;
     let orders: Vec<_> = orders
         .into_iter()
         .filter(|o| o.customer_id == customer_id)
@@ -176,15 +184,19 @@ async fn recompute(store: &Store, customer_id: &str) -> Result<Value, ActorError
         .cloned()
         .collect();
     let recomputed = Figures::of(&orders);
-    let kept = store.figures(customer_id).await?;
+    let kept = store.stats.figures(customer_id).await?;
     let differences = kept.differences(&recomputed, customer_id);
     let contributions: Vec<_> = orders
         .iter()
         .map(|o| (o.id.clone(), contribution(o)))
         .collect();
     store
+        .stats
         .rewrite_figures(customer_id, &contributions, &recomputed)
         .await?;
-    store.forget_customer_orders(customer_id, &gone).await?;
+    store
+        .stats
+        .forget_customer_orders(customer_id, &gone)
+        .await?;
     Ok(json!({"stats": recomputed.to_json(customer_id), "differences": differences}))
 }

@@ -20,8 +20,12 @@ use crate::clock::{Clock, TimerWake};
 use crate::domain::{Instant, Order, Policy};
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
+use crate::store::orders::OrderStore;
 use crate::store::stats::Delta;
-use crate::store::{Store, StoreError};
+use crate::store::stats::StatsStore;
+use crate::store::test_clock::TestClockStore;
+use crate::store::timers::TimerStore;
+use crate::store::{Keys, Store, StoreError};
 use crate::wire::Reply;
 use customer::{ApplyDelta, CustomerStatsActor, DeltaSource};
 use order::{Execute, Fire, OrderActor};
@@ -49,9 +53,32 @@ pub enum ActorError {
     Encode(#[source] serde_json::Error),
 }
 
+/// The parts of Redis the actors use, each a narrow handle.
+#[derive(Clone)]
+pub struct ActorStores {
+    pub keys: Keys,
+    pub orders: OrderStore,
+    pub timers: TimerStore,
+    pub stats: StatsStore,
+    pub test_clocks: TestClockStore,
+}
+
+impl ActorStores {
+    /// The handles, made from the daemon's store at start-up.
+    pub fn of(store: &Store) -> ActorStores {
+        ActorStores {
+            keys: store.keys().clone(),
+            orders: store.order_store(),
+            timers: store.timer_store(),
+            stats: store.stats_store(),
+            test_clocks: store.test_clock_store(),
+        }
+    }
+}
+
 /// What the actors are built from (see [`Actors::new`]).
 pub struct ActorsConfig {
-    pub store: Store,
+    pub stores: ActorStores,
     pub clock: Clock,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
@@ -194,13 +221,17 @@ impl Actors {
         outbox_entry: String,
     ) -> Result<Settle, ActorError> {
         let config = self.config();
-        let customer_partition = config.store.keys().partition(&delta.c);
+        let customer_partition = config.stores.keys.partition(&delta.c);
         if config.ownership.owns(customer_partition) {
             let from = DeltaSource::Outbox(outbox_entry);
             self.apply_delta(ApplyDelta { delta, from }).await?;
             return Ok(Settle::Applied);
         }
-        config.store.relay_delta(&delta, &outbox_entry).await?;
+        config
+            .stores
+            .stats
+            .relay_delta(&delta, &outbox_entry)
+            .await?;
         Ok(Settle::Relayed)
     }
 
@@ -216,7 +247,7 @@ impl Actors {
         if lost.is_empty() {
             return;
         }
-        let keys = self.config().store.keys().clone();
+        let keys = self.config().stores.keys.clone();
         self.shared
             .orders
             .retain(|id| !lost.contains(&keys.partition(id)));

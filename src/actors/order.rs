@@ -94,7 +94,7 @@ impl OrderActor {
     /// A new, not yet loaded actor for `id`.
     pub(super) fn new(id: String, generation: u64, actors: Actors) -> Self {
         OrderActor {
-            partition: actors.config().store.keys().partition(&id),
+            partition: actors.config().stores.keys.partition(&id),
             id,
             generation,
             actors,
@@ -321,14 +321,14 @@ async fn execute(
     let config = actors.config();
     let state = match state {
         Some(s) => s,
-        None => match config.store.load(id).await {
+        None => match config.stores.orders.load(id).await {
             Ok(l) => l,
             Err(e) => return (None, Err(e.into())),
         },
     };
     // A test-clock order sees its clock's time (SPEC 11.5).
     let clock = match test_clock_of(&state, &msg.op) {
-        Some(c) => match config.store.test_clock_store().test_clock(&c).await {
+        Some(c) => match config.stores.test_clocks.test_clock(&c).await {
             Ok(found) => Some((c, found)),
             Err(e) => return (Some(state), Err(e.into())),
         },
@@ -467,12 +467,12 @@ async fn commit_with_retry<T>(
     timer_clock: Option<&str>,
     mut plan: impl FnMut(&Loaded) -> Plan<T>,
 ) -> (Option<Loaded>, Result<Settled<T>, ActorError>) {
-    let store = &actors.config().store;
+    let store = &actors.config().stores;
     let mut state = state;
     for _ in 0..MAX_COMMIT_ATTEMPTS {
         let loaded = match state.take() {
             Some(s) => s,
-            None => match store.load(id).await {
+            None => match store.orders.load(id).await {
                 Ok(l) => l,
                 Err(e) => return (None, Err(e.into())),
             },
@@ -486,7 +486,7 @@ async fn commit_with_retry<T>(
                     Loaded::Present(o) => o.test_clock_id.as_deref(),
                     _ => timer_clock,
                 };
-                let r = store.set_timer(id, clock, due, &lease).await;
+                let r = store.timers.set_timer(id, clock, due, &lease).await;
                 return (
                     Some(loaded),
                     r.map(|()| Settled::Answered(answer)).map_err(Into::into),
@@ -550,9 +550,9 @@ async fn commit_and_settle(
     // A test clock's fired timers go over the test clocks' own connection, so its advance
     // never holds up the live timers' commits.
     let outcome = match (bulk, &test_clock) {
-        (true, Some(_)) => config.store.commit_test_clock(commit).await?,
-        (true, None) => config.store.commit_bulk(commit).await?,
-        (false, _) => config.store.commit(commit).await?,
+        (true, Some(_)) => config.stores.orders.commit_test_clock(commit).await?,
+        (true, None) => config.stores.orders.commit_bulk(commit).await?,
+        (false, _) => config.stores.orders.commit(commit).await?,
     };
     if outcome == CommitOutcome::Fenced {
         config.ownership.fenced(partition);
@@ -681,10 +681,10 @@ async fn settle_delta(actors: &Actors, delta: Delta, entry_id: String, wait: boo
     let (customer, order, version) = (delta.c.clone(), delta.o.clone(), delta.v);
     match actors.settle_delta(delta, entry_id).await {
         Ok(Settle::Relayed) if wait => {
-            let store = &actors.config().store;
+            let store = &actors.config().stores;
             let deadline = tokio::time::Instant::now() + CUSTOMER_WAIT;
             while tokio::time::Instant::now() < deadline {
-                match store.applied_version(&customer, &order).await {
+                match store.stats.applied_version(&customer, &order).await {
                     Ok(Some(v)) if v >= version => return,
                     Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                     Err(e) => {

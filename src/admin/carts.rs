@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::reply::{AdminError, Outcome};
 use super::AdminState;
+use super::AdminStores;
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
 use crate::actors::ActorError;
 use crate::domain::basket::{not_a_cart, Stage, StagedError, Target, UpdateOrder};
@@ -23,7 +24,7 @@ use crate::domain::command::NewOrder;
 use crate::domain::order::{Order, OrderStatus};
 use crate::domain::DomainError;
 use crate::store::carts::NameClaim;
-use crate::store::{Loaded, Store, StoreError};
+use crate::store::{Loaded, StoreError};
 use crate::wire::Request;
 
 /// How many order ids one scan of a customer's index reads per round trip.
@@ -53,7 +54,7 @@ pub async fn update_order(
     request: RequestMeta,
     raw: &Request,
 ) -> Result<Outcome, AdminError> {
-    let store = &state.store;
+    let store = &state.stores;
     let customer = update.criteria.customer_id.clone();
     let order_id = match (&update.criteria.target, resolved) {
         (Target::Id(id), _) => id.clone(),
@@ -67,7 +68,8 @@ pub async fn update_order(
                     staged(Stage::Load, DomainError::invalid("request", e.to_string()))
                 })?;
                 store
-                    .publish(&store.keys().forward_channel(), &json)
+                    .commands
+                    .publish(&store.keys().admin_keys().forward_channel(), &json)
                     .await
                     .map_err(at_stage(Stage::Load))?;
                 return Ok(Outcome::Forwarded);
@@ -114,10 +116,10 @@ async fn resolve(
     name: &str,
     request_id: &str,
 ) -> Result<String, AdminError> {
-    let store = &state.store;
+    let store = &state.stores;
     let partition = store.keys().partition(customer);
     if let Some(id) = store
-        .cart_store()
+        .carts
         .resolution(partition, request_id)
         .await
         .map_err(at_stage(Stage::Load))?
@@ -134,7 +136,7 @@ async fn resolve(
     })?;
     let ttl = state.config.reply_retention.as_secs().max(1);
     store
-        .cart_store()
+        .carts
         .record_resolution(customer, request_id, &found, ttl, &token)
         .await
         .map_err(at_stage(Stage::Load))
@@ -155,7 +157,7 @@ pub async fn claim_cart_name(
         return Ok(None);
     };
     let lock = NameLock::acquire(&state.cart_names, &new.customer_id).await;
-    match claim_name(&state.store, &new.customer_id, name, &new.id).await? {
+    match claim_name(&state.stores, &new.customer_id, name, &new.id).await? {
         None => Ok(Some(lock)),
         Some(other) => Err(name_taken(&new.customer_id, name, &other).into()),
     }
@@ -165,7 +167,7 @@ pub async fn claim_cart_name(
 /// has it. A claim whose order is no longer a cart of that name is taken over; carts made
 /// before names were claimed are found in the customer's index.
 async fn claim_name(
-    store: &Store,
+    store: &AdminStores,
     customer: &str,
     name: &str,
     order_id: &str,
@@ -176,7 +178,7 @@ async fn claim_name(
     let mut stale: Option<String> = None;
     for _ in 0..3 {
         let Some(holder) = store
-            .cart_store()
+            .carts
             .claim_cart_name(customer, name, order_id, stale.as_deref())
             .await?
         else {
@@ -197,12 +199,12 @@ const CLAIM_GRACE_MS: i64 = 30_000;
 /// Whether a claim still holds: its order is a cart (DRAFT) of `customer` named `name`, or
 /// does not exist yet and was claimed less than [`CLAIM_GRACE_MS`] ago.
 async fn holds_name(
-    store: &Store,
+    store: &AdminStores,
     customer: &str,
     name: &str,
     claim: &NameClaim,
 ) -> Result<bool, StoreError> {
-    Ok(match store.load(&claim.order_id).await? {
+    Ok(match store.orders.load(&claim.order_id).await? {
         Loaded::Present(o) => {
             o.customer_id == customer
                 && o.status == OrderStatus::Draft
@@ -216,13 +218,13 @@ async fn holds_name(
 /// Gives the name back when the create that claimed it was refused (and no order of that id
 /// exists: a refused duplicate create leaves the existing cart's claim alone).
 pub async fn release_cart_name(state: &AdminState, new: &NewOrder) {
-    let store = &state.store;
+    let store = &state.stores;
     if let Some(name) = &new.name {
-        if !matches!(store.load(&new.id).await, Ok(Loaded::Missing)) {
+        if !matches!(store.orders.load(&new.id).await, Ok(Loaded::Missing)) {
             return;
         }
         if let Err(e) = store
-            .cart_store()
+            .carts
             .release_cart_name(&new.customer_id, name, &new.id)
             .await
         {
@@ -238,13 +240,20 @@ fn name_taken(customer: &str, name: &str, other: &str) -> DomainError {
 }
 
 /// The customer's orders named `name`, newest first.
-async fn orders_named(store: &Store, customer: &str, name: &str) -> Result<Vec<Order>, StoreError> {
+async fn orders_named(
+    store: &AdminStores,
+    customer: &str,
+    name: &str,
+) -> Result<Vec<Order>, StoreError> {
     let mut out = Vec::new();
     let mut position = 0;
     loop {
-        let ids = store.order_ids_page(customer, position, SCAN_CHUNK).await?;
+        let ids = store
+            .orders
+            .order_ids_page(customer, position, SCAN_CHUNK)
+            .await?;
         let read = ids.len();
-        let orders = store.load_many(&ids).await?;
+        let orders = store.orders.load_many(&ids).await?;
         out.extend(
             orders
                 .into_iter()
@@ -259,7 +268,7 @@ async fn orders_named(store: &Store, customer: &str, name: &str) -> Result<Vec<O
 
 /// The id of another cart (DRAFT order) of the customer named `name`, if any.
 async fn cart_named(
-    store: &Store,
+    store: &AdminStores,
     customer: &str,
     name: &str,
     except: &str,
@@ -274,14 +283,14 @@ async fn cart_named(
 /// The order id of the customer's cart named `name`. A name only finds carts: a purchased
 /// order of that name is INVALID_REQUEST, no order at all NOT_FOUND (both at stage `load`).
 async fn find_cart(
-    store: &Store,
+    store: &AdminStores,
     customer: &str,
     name: &str,
 ) -> Result<Result<String, StagedError>, StoreError> {
-    if let Some(holder) = store.cart_store().cart_name_holder(customer, name).await? {
+    if let Some(holder) = store.carts.cart_name_holder(customer, name).await? {
         // The claim finds a cart the customer's index may not list yet (its creation's
         // statistics are applied by another daemon).
-        let is_cart = matches!(store.load(&holder.order_id).await?, Loaded::Present(o)
+        let is_cart = matches!(store.orders.load(&holder.order_id).await?, Loaded::Present(o)
             if o.customer_id == customer && o.status == OrderStatus::Draft && o.name.as_deref() == Some(name));
         if is_cart
             && cart_named(store, customer, name, &holder.order_id)

@@ -216,18 +216,22 @@ impl AdminClient {
         let (reply_channel, requests_channel, commands_stream) = match via {
             Via::Admin => (
                 format!("{prefix}:replies:{}", Uuid::new_v4()),
-                keys.admin_channel(),
-                keys.commands(),
+                keys.admin_keys().admin_channel(),
+                keys.admin_keys().commands(),
             ),
             Via::Channel(channel) => (
-                format!("{}{}", keys.reply_namespace(channel), Uuid::new_v4()),
-                keys.admin_channel_of(channel),
-                keys.commands_of(channel),
+                format!(
+                    "{}{}",
+                    keys.admin_keys().reply_namespace(channel),
+                    Uuid::new_v4()
+                ),
+                keys.admin_keys().admin_channel_of(channel),
+                keys.admin_keys().commands_of(channel),
             ),
             Via::Forward => (
                 format!("{prefix}:replies:{}", Uuid::new_v4()),
-                keys.forward_channel(),
-                keys.commands(),
+                keys.admin_keys().forward_channel(),
+                keys.admin_keys().commands(),
             ),
         };
         let connect = async {
@@ -453,7 +457,9 @@ pub async fn subscribe_events_to(
 ) -> Result<EventSubscriber, ClientError> {
     check_urls(redis)?;
     redis.check().await?;
-    let channel = Keys::new(prefix, DEFAULT_PARTITIONS).events_channel();
+    let channel = Keys::new(prefix, DEFAULT_PARTITIONS)
+        .order_keys()
+        .events_channel();
     let messages = with_connect_timeout(redis, subscribe(redis, &channel)).await?;
     Ok(EventSubscriber {
         channel,
@@ -499,7 +505,9 @@ pub async fn watch_streams_to(
     // The data's partition count (none recorded yet: new data gets the default).
     let partitions: Option<u16> = conn.hget(format!("{prefix}:meta"), "partitions").await?;
     let keys = Keys::new(prefix, partitions.unwrap_or(DEFAULT_PARTITIONS));
-    let streams: Vec<String> = (0..keys.partitions()).map(|p| keys.events(p)).collect();
+    let streams: Vec<String> = (0..keys.partitions())
+        .map(|p| keys.order_keys().events(p))
+        .collect();
     let mut ids = Vec::with_capacity(streams.len());
     for stream in &streams {
         let last = if from_start {
@@ -850,7 +858,9 @@ mod tests {
         let client = redis::Client::open(url).expect("url");
         let mut requests = subscribe(
             &RedisAddress::single(url.to_string()),
-            &Keys::new(PREFIX, DEFAULT_PARTITIONS).admin_channel(),
+            &Keys::new(PREFIX, DEFAULT_PARTITIONS)
+                .admin_keys()
+                .admin_channel(),
         )
         .await
         .expect("subscribes");
@@ -1074,7 +1084,9 @@ mod tests {
             let client = redis::Client::open(url.as_str()).expect("url");
             let mut requests = subscribe(
                 &RedisAddress::single(url.clone()),
-                &Keys::new(PREFIX, DEFAULT_PARTITIONS).admin_channel(),
+                &Keys::new(PREFIX, DEFAULT_PARTITIONS)
+                    .admin_keys()
+                    .admin_channel(),
             )
             .await
             .expect("subscribes");
@@ -1139,7 +1151,11 @@ mod tests {
             .await
             .expect("connects");
         let entries: redis::streams::StreamRangeReply = conn
-            .xrange_all(Keys::new(PREFIX, DEFAULT_PARTITIONS).commands())
+            .xrange_all(
+                Keys::new(PREFIX, DEFAULT_PARTITIONS)
+                    .admin_keys()
+                    .commands(),
+            )
             .await
             .expect("XRANGE");
         assert_eq!(entries.ids.len(), 1);
@@ -1152,7 +1168,9 @@ mod tests {
         let mut events = subscribe_events(&redis.url(), PREFIX)
             .await
             .expect("subscribes");
-        let events_channel = Keys::new(PREFIX, DEFAULT_PARTITIONS).events_channel();
+        let events_channel = Keys::new(PREFIX, DEFAULT_PARTITIONS)
+            .order_keys()
+            .events_channel();
         let _: usize = conn
             .publish(&events_channel, "not json")
             .await

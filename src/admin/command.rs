@@ -544,10 +544,10 @@ impl AdminCommand {
             )),
             AdminCommand::ForecastPartition { partition, query } => {
                 use crate::domain::lifecycle::forecast::month_of;
-                if partition >= state.store.partitions() {
+                if partition >= state.stores.keys().partitions() {
                     return Err(DomainError::invalid(
                         "partition",
-                        format!("there are {} partitions", state.store.partitions()),
+                        format!("there are {} partitions", state.stores.keys().partitions()),
                     )
                     .into());
                 }
@@ -587,12 +587,7 @@ impl AdminCommand {
                 name,
             } => create_test_clock(state, test_clock_id, frozen, name).await,
             AdminCommand::GetTestClock { test_clock_id } => {
-                match state
-                    .store
-                    .test_clock_store()
-                    .test_clock(&test_clock_id)
-                    .await?
-                {
+                match state.stores.test_clocks.test_clock(&test_clock_id).await? {
                     Some(c) => Ok(Outcome::Answer(c.json())),
                     None => Err(clock_not_found(&test_clock_id)),
                 }
@@ -613,7 +608,7 @@ impl AdminCommand {
 /// getClock: now, and during an advance its target and how far this daemon's lanes have got.
 async fn get_clock(state: &AdminState) -> Result<Value, AdminError> {
     let mut reply = json!({"now": format_instant(&state.clock.now())});
-    if let Some(advance) = state.store.clock_store().clock_state().await?.advance {
+    if let Some(advance) = state.stores.clock.clock_state().await?.advance {
         reply["advance"] = json!({
             "to": format_instant(&advance.target),
             "requestId": advance.request_id,
@@ -630,7 +625,7 @@ async fn get_metrics(state: &AdminState) -> Result<Value, AdminError> {
     state.health.refresh().await;
     let ownership = &state.ownership;
     let ttl = u64::try_from(ownership.config().lease_ttl.as_millis()).unwrap_or(u64::MAX);
-    let live = state.store.lease_store().live_daemons(ttl).await?;
+    let live = state.stores.leases.live_daemons(ttl).await?;
     Ok(json!({
         "daemonId": ownership.daemon_id(),
         "metrics": state.health.metrics().json(),
@@ -688,8 +683,8 @@ async fn list_test_clocks(
     limit: usize,
 ) -> Result<Value, AdminError> {
     let (clocks, next) = state
-        .store
-        .test_clock_store()
+        .stores
+        .test_clocks
         .list_test_clocks(after.as_ref(), limit)
         .await?;
     let next = next.map_or(Value::Null, |(ms, id)| json!(format!("{ms}:{id}")));
@@ -725,7 +720,7 @@ async fn create_test_clock(
     frozen: Instant,
     name: Option<String>,
 ) -> Result<Outcome, AdminError> {
-    let p = state.store.keys().partition(&id);
+    let p = state.stores.keys().partition(&id);
     let token = state
         .ownership
         .token(p)
@@ -738,8 +733,8 @@ async fn create_test_clock(
         job: None,
     };
     if !state
-        .store
-        .test_clock_store()
+        .stores
+        .test_clocks
         .create_test_clock(&token, &clock)
         .await?
     {
@@ -756,12 +751,7 @@ async fn create_test_clock(
 async fn check_customer_clock(state: &AdminState, new: &NewOrder) -> Result<(), AdminError> {
     let customer = &new.customer_id;
     match &new.test_clock_id {
-        None => match state
-            .store
-            .test_clock_store()
-            .customer_clock(customer)
-            .await?
-        {
+        None => match state.stores.test_clocks.customer_clock(customer).await? {
             None => Ok(()),
             Some(clock) => Err(DomainError::InvalidState(format!(
                 "customer {customer} belongs to test clock {clock}: its orders live on that clock"
@@ -769,16 +759,10 @@ async fn check_customer_clock(state: &AdminState, new: &NewOrder) -> Result<(), 
             .into()),
         },
         Some(clock) => {
-            if state
-                .store
-                .test_clock_store()
-                .test_clock(clock)
-                .await?
-                .is_none()
-            {
+            if state.stores.test_clocks.test_clock(clock).await?.is_none() {
                 return Err(clock_not_found(clock));
             }
-            match state.store.test_clock_store().bind_customer_clock(customer, clock).await? {
+            match state.stores.test_clocks.bind_customer_clock(customer, clock).await? {
                 None => Ok(()),
                 Some(live) if live == "LIVE" => Err(DomainError::InvalidState(format!(
                     "customer {customer} has live orders: a test clock's customers have orders on that clock only"
@@ -897,10 +881,10 @@ async fn webhook_endpoints(state: &AdminState) -> Result<Value, AdminError> {
         .iter()
         .map(String::as_str)
         .collect();
-    let dead = state.store.webhook_store().count_dead(&ids).await?;
+    let dead = state.stores.webhooks.count_dead(&ids).await?;
     let mut ends = Vec::new();
-    for p in 0..state.store.partitions() {
-        ends.push(state.store.webhook_store().stream_end(p).await?.added);
+    for p in 0..state.stores.keys().partitions() {
+        ends.push(state.stores.webhooks.stream_end(p).await?.added);
     }
     let mut out = Vec::new();
     for id in ids {
@@ -908,8 +892,8 @@ async fn webhook_endpoints(state: &AdminState) -> Result<Value, AdminError> {
         for (p, added) in ends.iter().enumerate() {
             let partition = u16::try_from(p).unwrap_or(u16::MAX);
             let progress = state
-                .store
-                .webhook_store()
+                .stores
+                .webhooks
                 .webhook_progress(partition, id)
                 .await?;
             let passed = progress.cursor.as_ref().map_or(*added, |(_, n)| *n);
@@ -989,7 +973,7 @@ async fn forecast(
     // A test clock's orders are walked from the clock's time.
     let now = match test_clock {
         None => state.clock.now(),
-        Some(c) => match state.store.test_clock_store().test_clock(c).await? {
+        Some(c) => match state.stores.test_clocks.test_clock(c).await? {
             Some(tc) => tc.frozen,
             None => return Err(clock_not_found(c)),
         },
@@ -1004,7 +988,7 @@ async fn forecast(
         test_clock: test_clock.map(str::to_string),
     };
     let (mine, theirs): (Vec<u16>, Vec<u16>) =
-        (0..state.store.partitions()).partition(|p| state.ownership.owns(*p));
+        (0..state.stores.keys().partitions()).partition(|p| state.ownership.owns(*p));
     let asked = futures_util::future::join_all(
         theirs
             .iter()
@@ -1087,7 +1071,7 @@ async fn forecast_partitions(
         let (f, unreadable) =
             part.map_err(|e| StoreError::Corrupt(format!("forecast worker: {e}")))?;
         for (id, e) in unreadable {
-            state.store.unreadable(&id, &e);
+            state.stores.orders.unreadable(&id, &e);
         }
         total.merge(&f);
         Ok::<_, AdminError>(())
@@ -1096,7 +1080,8 @@ async fn forecast_partitions(
         let mut rank = 0;
         loop {
             let ids = state
-                .store
+                .stores
+                .orders
                 .partition_order_ids(p, query.test_clock.as_deref(), rank, FORECAST_CHUNK)
                 .await?;
             rank += ids.len();
@@ -1117,7 +1102,7 @@ async fn forecast_partitions(
                     },
                 }
             };
-            let rows = state.store.order_rows(&ids).await?;
+            let rows = state.stores.orders.order_rows(&ids).await?;
             let (policy, query) = (
                 std::sync::Arc::clone(&policy),
                 std::sync::Arc::clone(&shared),
@@ -1324,15 +1309,15 @@ fn preview_flag(name: &str, args: &Value) -> Result<Option<(Value, bool)>, Domai
 /// The order as it stands (read from Redis; its owner commits before it answers) and the time
 /// a command on it would see: the clock, never before the order's last change.
 async fn order_now(state: &AdminState, order_id: &str) -> Result<(Order, Instant), AdminError> {
-    match state.store.load(order_id).await? {
+    match state.stores.orders.load(order_id).await? {
         crate::store::Loaded::Present(o) => {
             // A test clock's order sees the clock's time (its last change's, if the clock is
             // being deleted).
             let base = match &o.test_clock_id {
                 None => state.clock.now(),
                 Some(c) => state
-                    .store
-                    .test_clock_store()
+                    .stores
+                    .test_clocks
                     .test_clock(c)
                     .await?
                     .map_or(o.updated_date, |tc| tc.frozen),
@@ -1393,7 +1378,8 @@ async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreErr
     let mut orders: Vec<Value> = Vec::new();
     for _ in 0..LIST_MAX_SCANNED_PAGES {
         let (rows, more) = state
-            .store
+            .stores
+            .orders
             .orders_before(
                 q.customer_id.as_deref(),
                 q.test_clock.as_deref(),
@@ -1402,7 +1388,7 @@ async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreErr
             )
             .await?;
         let ids: Vec<String> = rows.iter().map(|(_, id)| id.clone()).collect();
-        let loaded = state.store.load_readable(&ids).await?;
+        let loaded = state.stores.orders.load_readable(&ids).await?;
         let by_id: HashMap<&str, &Order> = loaded.iter().map(|o| (o.id.as_str(), o)).collect();
         for row in &rows {
             after = Some(row.clone());
@@ -1442,7 +1428,7 @@ async fn retry_dead_webhooks(
         }
         None => configured.iter().map(String::as_str).collect(),
     };
-    let counts = state.store.webhook_store().count_dead(&endpoints).await?;
+    let counts = state.stores.webhooks.count_dead(&endpoints).await?;
     let total: u64 = counts.values().sum();
     if total > 0 {
         let token = state
@@ -1450,8 +1436,8 @@ async fn retry_dead_webhooks(
             .token(0)
             .ok_or(StoreError::Fenced { partition: 0 })?;
         state
-            .store
-            .webhook_store()
+            .stores
+            .webhooks
             .add_redeliver_request(&token, &endpoints)
             .await?;
     }

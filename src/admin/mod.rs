@@ -25,7 +25,14 @@ use crate::domain::basket::BasketRules;
 use crate::health::Health;
 use crate::ownership::Ownership;
 use crate::scheduler::Scheduler;
-use crate::store::{RedisAddress, Store};
+use crate::store::carts::CartStore;
+use crate::store::clock::ClockStore;
+use crate::store::commands::CommandStore;
+use crate::store::lease::LeaseStore;
+use crate::store::orders::OrderStore;
+use crate::store::test_clock::TestClockStore;
+use crate::store::webhooks::WebhookStore;
+use crate::store::{Keys, RedisAddress, Store};
 pub use command::{args_schema, ArgsSchema, COMMAND_NAMES, LIST_MAX_LIMIT};
 pub use handle::AdminHandle;
 pub use server::{start, Source, MAX_DELIVERIES};
@@ -51,11 +58,43 @@ pub struct AdminConfig {
     pub allowed: BTreeMap<String, Vec<String>>,
 }
 
+/// The parts of Redis the admin commands use, each a narrow handle made at start-up.
+pub(crate) struct AdminStores {
+    keys: Keys,
+    orders: OrderStore,
+    clock: ClockStore,
+    leases: LeaseStore,
+    test_clocks: TestClockStore,
+    webhooks: WebhookStore,
+    commands: CommandStore,
+    carts: CartStore,
+}
+
+impl AdminStores {
+    fn of(store: &Store) -> AdminStores {
+        AdminStores {
+            keys: store.keys().clone(),
+            orders: store.order_store(),
+            clock: store.clock_store(),
+            leases: store.lease_store(),
+            test_clocks: store.test_clock_store(),
+            webhooks: store.webhook_store(),
+            commands: store.command_store(),
+            carts: store.cart_store(),
+        }
+    }
+
+    /// The key names.
+    fn keys(&self) -> &Keys {
+        &self.keys
+    }
+}
+
 /// What the admin server holds: one handle per dependency, shared by every request.
 pub struct AdminState {
     actors: Actors,
     scheduler: Scheduler,
-    store: Store,
+    stores: AdminStores,
     clock: Clock,
     health: Health,
     /// Which partitions this daemon answers for.
@@ -88,7 +127,7 @@ impl AdminState {
         AdminState {
             actors,
             scheduler,
-            store,
+            stores: AdminStores::of(&store),
             clock,
             health,
             ownership,
@@ -106,18 +145,18 @@ impl AdminState {
     /// Whether `channel` is one of recur's own pub/sub channels (admin requests, events), on
     /// which no reply may be published.
     fn is_own_channel(&self, channel: &str) -> bool {
-        let keys = self.store.keys();
+        let keys = self.stores.keys();
         [
-            keys.admin_channel(),
-            keys.forward_channel(),
-            keys.events_channel(),
-            keys.inbox_channel(),
-            keys.clock_channel(),
-            keys.cron_channel(),
+            keys.admin_keys().admin_channel(),
+            keys.admin_keys().forward_channel(),
+            keys.order_keys().events_channel(),
+            keys.stats_keys().inbox_channel(),
+            keys.clock_keys().clock_channel(),
+            keys.clock_keys().cron_channel(),
         ]
         .iter()
         .any(|c| c == channel)
-            || channel.starts_with(&keys.admin_channel_of(""))
+            || channel.starts_with(&keys.admin_keys().admin_channel_of(""))
     }
 
     /// Whether `channel` may run `command` (`[admin.commands]`: a channel listed there runs

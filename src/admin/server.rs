@@ -20,7 +20,7 @@ use super::client::{AdminClient, ClientError, Via};
 use super::command::AdminCommand;
 use super::handle::{AdminHandle, Job, QUEUE_DEPTH};
 use super::reply::{reply_of, AdminError, Routed};
-use super::AdminState;
+use super::{AdminState, AdminStores};
 use crate::actors::order::RequestMeta;
 use crate::config::Identity;
 use crate::domain::command::check_id;
@@ -145,7 +145,7 @@ async fn answer(
 ) -> Option<Reply> {
     let id_ok = check_id("id", &req.id);
     let partition = match (&parsed, &id_ok) {
-        (Ok(command), Ok(())) => command.routing_partition(state.store.keys()),
+        (Ok(command), Ok(())) => command.routing_partition(state.stores.keys()),
         // What cannot be routed is answered by partition 0's owner.
         _ => 0,
     };
@@ -189,7 +189,8 @@ async fn handle_owned(
     // The id's first body, wherever it routed (another body is a CONFLICT), and its kept
     // reply, in one round trip.
     let kept = match state
-        .store
+        .stores
+        .commands
         .claim_request(partition, &req.id, &hash, ttl)
         .await
     {
@@ -250,7 +251,8 @@ async fn handle_owned(
             state.ownership.token(partition),
         ) {
             (Ok(json), Some(token)) => state
-                .store
+                .stores
+                .commands
                 .keep_reply(partition, &req.id, &json, ttl, &token)
                 .await
                 .map_err(|e| match e {
@@ -283,7 +285,7 @@ async fn handle_owned(
 /// reply is sent; the UNAVAILABLE or INTERNAL reply when it cannot be (the reply stays kept:
 /// the retry gets it once it is confirmed).
 async fn confirm(state: &AdminState, partition: u16, request_id: &str) -> Result<(), Reply> {
-    if !state.store.waits() {
+    if !state.stores.commands.confirmer().waits() {
         return Ok(());
     }
     let refused = |code, message: String| Reply::error(Some(request_id.to_string()), code, message);
@@ -293,7 +295,13 @@ async fn confirm(state: &AdminState, partition: u16, request_id: &str) -> Result
             format!("partition {partition} moved to another daemon; retry"),
         ));
     };
-    match state.store.confirm(partition, &token).await {
+    match state
+        .stores
+        .commands
+        .confirmer()
+        .confirm(partition, &token)
+        .await
+    {
         Ok(()) => Ok(()),
         Err(e @ (StoreError::Unconfirmed { .. } | StoreError::Fenced { .. })) => {
             Err(refused(ErrorCode::Unavailable, e.to_string()))
@@ -349,7 +357,7 @@ async fn on_test_clock(state: &AdminState, command: &AdminCommand) -> bool {
         return false;
     };
     matches!(
-        state.store.load(order_id).await,
+        state.stores.orders.load(order_id).await,
         Ok(crate::store::Loaded::Present(o)) if o.test_clock_id.is_some()
     )
 }
@@ -396,7 +404,7 @@ enum Intake {
 /// refusal it gets. Never fails: bad input gets an error reply.
 fn intake(state: &AdminState, payload: &[u8], source: &Source) -> Intake {
     let namespace = match source {
-        Source::Channel(c) => Some(state.store.keys().reply_namespace(c)),
+        Source::Channel(c) => Some(state.stores.keys().admin_keys().reply_namespace(c)),
         Source::Declared | Source::Trusted => None,
     };
     // Where a refusal may be published: nowhere outside the channel's namespace.
@@ -520,7 +528,7 @@ async fn publish_reply(state: &AdminState, reply_to: Option<String>, reply: &Rep
         }
         return;
     };
-    if let Err(e) = state.store.publish(&channel, &json).await {
+    if let Err(e) = state.stores.commands.publish(&channel, &json).await {
         tracing::warn!(error = %e, %channel, "cannot publish reply");
     }
 }
@@ -535,10 +543,10 @@ struct CommandStream {
 /// The command streams this daemon reads: `<prefix>:commands` (declared identities), or each
 /// enforced channel's `<prefix>:commands:<channel>`.
 fn command_streams(state: &AdminState) -> Vec<CommandStream> {
-    let keys = state.store.keys();
+    let keys = state.stores.keys();
     match state.config.identity {
         Identity::Declared => vec![CommandStream {
-            key: keys.commands(),
+            key: keys.admin_keys().commands(),
             source: Source::Declared,
         }],
         Identity::Enforced => state
@@ -546,7 +554,7 @@ fn command_streams(state: &AdminState) -> Vec<CommandStream> {
             .channels
             .iter()
             .map(|c| CommandStream {
-                key: keys.commands_of(c),
+                key: keys.admin_keys().commands_of(c),
                 source: Source::Channel(c.clone()),
             })
             .collect(),
@@ -566,7 +574,7 @@ pub async fn start(
 ) -> Result<AdminHandle, redis::RedisError> {
     let forwarder = AdminClient::connect_via(
         &state.config.redis,
-        state.store.keys().prefix(),
+        state.stores.keys().prefix(),
         &Via::Forward,
     )
     .await
@@ -595,7 +603,8 @@ pub async fn start(
 
     for stream in command_streams(&state) {
         if let Err(e) = state
-            .store
+            .stores
+            .commands
             .ensure_command_group(&stream.key, CONSUMER_GROUP, "$")
             .await
         {
@@ -655,10 +664,10 @@ async fn listen_pubsub(
     requests: TaskTracker,
 ) {
     let mut pubsub = pubsub;
-    let keys = state.store.keys();
-    let inbox_channel = keys.inbox_channel();
-    let clock_channel = keys.clock_channel();
-    let cron_channel = keys.cron_channel();
+    let keys = state.stores.keys();
+    let inbox_channel = keys.stats_keys().inbox_channel();
+    let clock_channel = keys.clock_keys().clock_channel();
+    let cron_channel = keys.clock_keys().cron_channel();
     // Where each request channel's requests get their channel from.
     let sources: HashMap<String, Source> = request_channels(&state).into_iter().collect();
     loop {
@@ -734,17 +743,16 @@ async fn subscribe(state: &AdminState) -> Result<redis::aio::PubSub, redis::Redi
 /// the daemons' `<prefix>:forward`. With enforced identities plain `<prefix>:admin` is not
 /// read (SPEC 11.4).
 fn request_channels(state: &AdminState) -> Vec<(String, Source)> {
-    let keys = state.store.keys();
-    let mut out = vec![(keys.forward_channel(), Source::Trusted)];
+    let keys = state.stores.keys();
+    let mut out = vec![(keys.admin_keys().forward_channel(), Source::Trusted)];
     match state.config.identity {
-        Identity::Declared => out.push((keys.admin_channel(), Source::Declared)),
-        Identity::Enforced => out.extend(
-            state
-                .config
-                .channels
-                .iter()
-                .map(|c| (keys.admin_channel_of(c), Source::Channel(c.clone()))),
-        ),
+        Identity::Declared => out.push((keys.admin_keys().admin_channel(), Source::Declared)),
+        Identity::Enforced => out.extend(state.config.channels.iter().map(|c| {
+            (
+                keys.admin_keys().admin_channel_of(c),
+                Source::Channel(c.clone()),
+            )
+        })),
     }
     out
 }
@@ -752,15 +760,15 @@ fn request_channels(state: &AdminState) -> Vec<(String, Source)> {
 /// What the daemon listens to: admin requests, and the announcements of other daemons (a
 /// customer partition's inbox has entries; the shared clock moved).
 fn channels(state: &AdminState) -> Vec<String> {
-    let keys = state.store.keys();
+    let keys = state.stores.keys();
     let mut out: Vec<String> = request_channels(state)
         .into_iter()
         .map(|(c, _)| c)
         .collect();
     out.extend([
-        keys.inbox_channel(),
-        keys.clock_channel(),
-        keys.cron_channel(),
+        keys.stats_keys().inbox_channel(),
+        keys.clock_keys().clock_channel(),
+        keys.clock_keys().cron_channel(),
     ]);
     out
 }
@@ -827,7 +835,8 @@ async fn consume_stream(
         if last_claim.is_none_or(|t| t.elapsed() >= every) {
             last_claim = Some(std::time::Instant::now());
             match state
-                .store
+                .stores
+                .commands
                 .claim_idle_commands(&key, CONSUMER_GROUP, &consumer, every)
                 .await
             {
@@ -889,7 +898,7 @@ async fn consume_stream(
             Err(e) if e.code() == Some("NOGROUP") => {
                 // Redis lost its data (restarted without persistence, or flushed): the group
                 // is made again, from the stream's start, so entries added since are read.
-                match state.store.ensure_command_group(&key, CONSUMER_GROUP, "0").await {
+                match state.stores.commands.ensure_command_group(&key, CONSUMER_GROUP, "0").await {
                     Ok(()) => tracing::warn!(
                         "the command stream's consumer group was missing (Redis lost its data?); created it again"
                     ),
@@ -932,7 +941,8 @@ async fn redeliver(
     requests: &TaskTracker,
 ) -> Result<(), StoreError> {
     let pending = state
-        .store
+        .stores
+        .commands
         .pending_commands(&stream.key, CONSUMER_GROUP, consumer, 1024)
         .await?;
     let now = std::time::Instant::now();
@@ -956,7 +966,8 @@ async fn redeliver(
         due.push(id.clone());
     }
     let entries = state
-        .store
+        .stores
+        .commands
         .redeliver_commands(&stream.key, CONSUMER_GROUP, consumer, &due)
         .await?;
     for id in &due {
@@ -999,7 +1010,8 @@ async fn handle_all(
     // How often each was delivered decides its pause (a forward waiting for a new owner is
     // tried again every second and never given up).
     let counts: HashMap<String, usize> = match state
-        .store
+        .stores
+        .commands
         .pending_commands(
             &stream.key,
             CONSUMER_GROUP,
@@ -1065,8 +1077,8 @@ async fn answer_entry(state: &AdminState, stream: &CommandStream, payload: &[u8]
 /// is answered with that error once more (its final reply), copied to the dead-letter stream
 /// with the error, and acknowledged.
 async fn give_up(state: &AdminState, stream: &CommandStream, entry_id: &str, deliveries: usize) {
-    let store = &state.store;
-    let entries = match store.command_entry(&stream.key, entry_id).await {
+    let store = &state.stores;
+    let entries = match store.commands.command_entry(&stream.key, entry_id).await {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, entry = %entry_id, "cannot read a failing command entry");
@@ -1118,7 +1130,7 @@ async fn give_up(state: &AdminState, stream: &CommandStream, entry_id: &str, del
         ("error", error.as_bytes()),
         ("deliveries", count.as_bytes()),
     ];
-    if let Err(e) = store.dead_letter_command(&dead).await {
+    if let Err(e) = store.commands.dead_letter_command(&dead).await {
         tracing::warn!(error = %e, entry = %entry_id, "cannot dead-letter a command entry");
         return;
     }
@@ -1141,7 +1153,7 @@ async fn dead_letter(
         ("stream", stream.key.as_bytes()),
         ("error", error.as_bytes()),
     ];
-    if let Err(e) = state.store.dead_letter_command(&dead).await {
+    if let Err(e) = state.stores.commands.dead_letter_command(&dead).await {
         tracing::warn!(error = %e, entry = %entry_id, "cannot dead-letter a command entry");
     }
 }
@@ -1154,7 +1166,7 @@ async fn handle_entry(
     stream: &CommandStream,
     entry: &redis::streams::StreamId,
 ) -> Handled {
-    let store = &state.store;
+    let store = &state.stores;
     let raw: Option<Vec<u8>> = entry.get("request");
     let Some(payload) = raw else {
         dead_letter(state, stream, &entry.id, b"", "no request field").await;
@@ -1210,7 +1222,7 @@ async fn forward(
     entry_id: &str,
     req: &Request,
 ) -> bool {
-    let store = &state.store;
+    let store = &state.stores;
     let routed = AdminCommand::parse(req)
         .ok()
         .filter(|_| check_id("id", &req.id).is_ok())
@@ -1226,7 +1238,11 @@ async fn forward(
                 return false;
             }
         };
-        if let Err(e) = store.publish(&store.keys().forward_channel(), &json).await {
+        if let Err(e) = store
+            .commands
+            .publish(&store.keys().admin_keys().forward_channel(), &json)
+            .await
+        {
             tracing::warn!(error = %e, entry = %entry_id, "cannot forward a command entry; it stays pending");
             return false;
         }
@@ -1257,33 +1273,30 @@ async fn forward(
 /// Whether the reply of a forwarded request is kept: in its routing partition, or (an
 /// updateOrder by cart name) in the partition of the order it was resolved to.
 async fn forwarded_reply_kept(
-    store: &crate::store::Store,
+    store: &AdminStores,
     partition: u16,
     request_id: &str,
 ) -> Result<bool, StoreError> {
     if store
-        .clock_store()
+        .clock
         .kept_reply(partition, request_id)
         .await?
         .is_some()
     {
         return Ok(true);
     }
-    match store.cart_store().resolution(partition, request_id).await? {
+    match store.carts.resolution(partition, request_id).await? {
         Some(order) => {
             let p = store.keys().partition(&order);
-            Ok(store
-                .clock_store()
-                .kept_reply(p, request_id)
-                .await?
-                .is_some())
+            Ok(store.clock.kept_reply(p, request_id).await?.is_some())
         }
         None => Ok(false),
     }
 }
 
-async fn ack(store: &crate::store::Store, stream: &CommandStream, entry_id: &str) {
+async fn ack(store: &AdminStores, stream: &CommandStream, entry_id: &str) {
     if let Err(e) = store
+        .commands
         .ack_command(&stream.key, CONSUMER_GROUP, entry_id)
         .await
     {

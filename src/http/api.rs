@@ -25,6 +25,9 @@ use crate::config::Scope;
 use crate::domain::command::check_id;
 use crate::domain::time::{format_instant, from_millis};
 use crate::domain::ErrorCode;
+use crate::store::daemons::StatusStore;
+use crate::store::lease::LeaseStore;
+use crate::store::orders::OrderStore;
 use crate::store::Store;
 use crate::wire::{Reply, Request};
 
@@ -36,13 +39,20 @@ pub const EVENTS_MAX_LIMIT: usize = 500;
 /// How many entries of the order's partition stream one events request reads at most.
 pub const EVENTS_MAX_SCANNED: usize = 20_000;
 
+/// The parts of Redis the API reads itself, each a narrow handle.
+struct ApiStores {
+    status: StatusStore,
+    orders: OrderStore,
+    leases: LeaseStore,
+}
+
 /// What the API's handlers share.
 pub struct Api {
     /// The admin server, once it runs (the listener answers probes before).
     admin: OnceLock<AdminHandle>,
     access: Access,
     /// Redis, for the reads the API makes itself (events, daemons), once start-up reached it.
-    store: OnceLock<Store>,
+    store: OnceLock<ApiStores>,
     /// How long a daemon counts as live after its last heartbeat.
     lease_ttl: Duration,
     /// `/v1/openapi.json`, rendered once.
@@ -63,7 +73,11 @@ impl Api {
 
     /// From now on commands run through `admin`.
     pub fn serve(&self, admin: AdminHandle, store: Store) {
-        let _ = self.store.set(store);
+        let _ = self.store.set(ApiStores {
+            status: store.status_store(),
+            orders: store.order_store(),
+            leases: store.lease_store(),
+        });
         if self.admin.set(admin).is_err() {
             tracing::warn!("the HTTP API was given its admin server twice; kept the first");
         }
@@ -534,6 +548,7 @@ pub async fn order_events(
         .into_response()
     };
     let changes = match store
+        .status
         .order_changes(&order_id, limit, EVENTS_MAX_SCANNED)
         .await
     {
@@ -541,7 +556,11 @@ pub async fn order_events(
         Err(e) => return internal(e),
     };
     if changes.is_empty() {
-        match store.load_readable(std::slice::from_ref(&order_id)).await {
+        match store
+            .orders
+            .load_readable(std::slice::from_ref(&order_id))
+            .await
+        {
             Ok(found) if found.is_empty() => {
                 return refuse(
                     Some(id),
@@ -665,12 +684,12 @@ fn starting(id: &str) -> Response {
     .into_response()
 }
 
-async fn daemons_result(api: &Api, store: &Store) -> Result<Value, crate::store::StoreError> {
+async fn daemons_result(api: &Api, store: &ApiStores) -> Result<Value, crate::store::StoreError> {
     let ttl_ms = u64::try_from(api.lease_ttl.as_millis()).unwrap_or(u64::MAX);
-    let live = store.lease_store().live_daemons(ttl_ms).await?;
-    let holders = store.lease_holders().await?;
+    let live = store.leases.live_daemons(ttl_ms).await?;
+    let holders = store.status.lease_holders().await?;
     let ids: Vec<String> = live.iter().map(|(id, _)| id.clone()).collect();
-    let statuses = store.daemon_statuses(&ids).await?;
+    let statuses = store.status.daemon_statuses(&ids).await?;
     let mut unowned = Vec::new();
     let mut held: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
     for (p, holder) in (0u16..).zip(&holders) {

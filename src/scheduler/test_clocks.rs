@@ -48,13 +48,13 @@ impl Scheduler {
         body_hash: &str,
     ) -> Result<Reply, SchedulerError> {
         let s = &self.shared;
-        let home = s.store.keys().partition(clock);
+        let home = s.stores.keys.partition(clock);
         let deadline = tokio::time::Instant::now() + ADVANCE_WAIT;
         let pending = || SchedulerError::AdvancePending {
             to: target.map_or_else(|| "deletion".to_string(), |t| format_instant(&t)),
         };
         loop {
-            let Some(tc) = s.store.test_clock_store().test_clock(clock).await? else {
+            let Some(tc) = s.stores.test_clocks.test_clock(clock).await? else {
                 return Err(not_found(clock));
             };
             if let Some(job) = &tc.job {
@@ -86,7 +86,7 @@ impl Scheduler {
                 )));
             }
             let counts = match kind {
-                JobKind::Delete => s.store.test_clock_store().test_clock_counts(clock).await?,
+                JobKind::Delete => s.stores.test_clocks.test_clock_counts(clock).await?,
                 JobKind::Advance => (0, 0),
             };
             let token = s
@@ -94,8 +94,8 @@ impl Scheduler {
                 .token(home)
                 .ok_or(StoreError::Fenced { partition: home })?;
             match s
-                .store
-                .test_clock_store()
+                .stores
+                .test_clocks
                 .begin_test_clock_job(&token, clock, kind, target, request_id, body_hash, counts)
                 .await?
             {
@@ -108,13 +108,13 @@ impl Scheduler {
                 }
             }
         }
-        if let Err(e) = s.store.test_clock_store().announce_test_clocks().await {
+        if let Err(e) = s.stores.test_clocks.announce_test_clocks().await {
             tracing::warn!(error = %e, "cannot announce a test clock job; other daemons see it on their next look");
         }
         self.test_clocks_moved();
         loop {
             let waited = self.wait_test_clock(ADVANCE_POLL * 4);
-            if let Some(json) = s.store.clock_store().kept_reply(home, request_id).await? {
+            if let Some(json) = s.stores.clock.kept_reply(home, request_id).await? {
                 let stored: StoredReply = serde_json::from_str(&json)
                     .map_err(|e| SchedulerError::CorruptReply(e.to_string()))?;
                 return Ok(stored.reply);
@@ -160,7 +160,7 @@ impl Scheduler {
             std::sync::Arc::clone(s.actors.metrics()),
         );
         loop {
-            match s.store.test_clock_store().test_clock_jobs().await {
+            match s.stores.test_clocks.test_clock_jobs().await {
                 Ok(clocks) => {
                     outage.log_success();
                     for clock in clocks {
@@ -231,7 +231,7 @@ impl Scheduler {
         settling_since: &mut Option<tokio::time::Instant>,
     ) -> Result<bool, SchedulerError> {
         let s = &self.shared;
-        let Some(tc) = s.store.test_clock_store().test_clock(clock).await? else {
+        let Some(tc) = s.stores.test_clocks.test_clock(clock).await? else {
             s.test_clock_done.notify_waiters();
             return Ok(false);
         };
@@ -241,8 +241,8 @@ impl Scheduler {
         };
         let owned = s.ownership.owned();
         let behind = s
-            .store
-            .test_clock_store()
+            .stores
+            .test_clocks
             .test_clock_not_done(&owned, clock, job.seq)
             .await?;
         if !behind.is_empty() {
@@ -268,37 +268,38 @@ impl Scheduler {
                     // early leaves the rest for the next look).
                     let finished = match job.kind {
                         JobKind::Advance => {
-                            s.store
+                            s.stores
+                                .timers
                                 .without_due(&behind, Some(clock), to_millis(&job.target))
                                 .await?
                         }
                         JobKind::Delete => {
-                            s.store
-                                .test_clock_store()
+                            s.stores
+                                .test_clocks
                                 .without_orders(&behind, Some(clock))
                                 .await?
                         }
                     };
                     let held = s.ownership.tokens(&finished);
                     for p in s
-                        .store
-                        .test_clock_store()
+                        .stores
+                        .test_clocks
                         .mark_test_clock_done(&held, clock, job.seq)
                         .await?
                     {
                         s.ownership.fenced(p);
                     }
-                    s.store.test_clock_store().announce_test_clocks().await?;
+                    s.stores.test_clocks.announce_test_clocks().await?;
                 }
                 Err(e) => {
                     tracing::warn!(test_clock_id = %clock, error = %e, "a round of a test clock job failed; looking again");
                 }
             }
         }
-        if s.ownership.owns(s.store.keys().partition(clock)) {
-            let all: Vec<u16> = (0..s.store.partitions()).collect();
-            if s.store
-                .test_clock_store()
+        if s.ownership.owns(s.stores.keys.partition(clock)) {
+            let all: Vec<u16> = (0..s.stores.stats.partitions()).collect();
+            if s.stores
+                .test_clocks
                 .test_clock_not_done(&all, clock, job.seq)
                 .await?
                 .is_empty()
@@ -306,7 +307,7 @@ impl Scheduler {
                 // Statistics relayed between daemons settle (best effort, bounded) first.
                 self.settle_deltas().await?;
                 let since = *settling_since.get_or_insert_with(tokio::time::Instant::now);
-                let settled = s.store.unsettled_deltas(&all).await? == 0;
+                let settled = s.stores.stats.unsettled_deltas(&all).await? == 0;
                 if settled || since.elapsed() >= ADVANCE_SETTLE_WAIT {
                     self.complete_test_clock_job(&tc, &job).await?;
                     *settling_since = None;
@@ -329,7 +330,8 @@ impl Scheduler {
         for &p in partitions {
             loop {
                 let ids = s
-                    .store
+                    .stores
+                    .orders
                     .partition_order_ids(p, Some(clock), 0, DELETE_CHUNK)
                     .await?;
                 if ids.is_empty() {
@@ -351,8 +353,8 @@ impl Scheduler {
                         None => progressed = true,
                         // An index entry without its order: dropped.
                         Some(e) if e.code == ErrorCode::NotFound => {
-                            s.store
-                                .test_clock_store()
+                            s.stores
+                                .test_clocks
                                 .drop_order_index_entry(p, Some(clock), id)
                                 .await?;
                             progressed = true;
@@ -379,7 +381,7 @@ impl Scheduler {
         job: &TestClockJob,
     ) -> Result<(), SchedulerError> {
         let s = &self.shared;
-        let home = s.store.keys().partition(&tc.id);
+        let home = s.stores.keys.partition(&tc.id);
         let result = match job.kind {
             JobKind::Advance => {
                 let mut after = tc.clone();
@@ -388,10 +390,7 @@ impl Scheduler {
                 after.json()
             }
             JobKind::Delete => {
-                s.store
-                    .test_clock_store()
-                    .remove_test_clock_rest(&tc.id)
-                    .await?;
+                s.stores.test_clocks.remove_test_clock_rest(&tc.id).await?;
                 json!({
                     "testClockId": tc.id,
                     "deletedOrders": job.orders,
@@ -411,8 +410,8 @@ impl Scheduler {
             .ok_or(StoreError::Fenced { partition: home })?;
         let ttl = s.config.reply_retention.as_secs().max(1);
         match s
-            .store
-            .test_clock_store()
+            .stores
+            .test_clocks
             .finish_test_clock_job(&token, &tc.id, &job.request_id, &json, ttl)
             .await
         {
@@ -426,7 +425,7 @@ impl Scheduler {
         }
         tracing::info!(test_clock_id = %tc.id, to = %format_instant(&job.target), job = ?job.kind, "test clock job completed");
         s.test_clock_done.notify_waiters();
-        if let Err(e) = s.store.test_clock_store().announce_test_clocks().await {
+        if let Err(e) = s.stores.test_clocks.announce_test_clocks().await {
             tracing::warn!(error = %e, "cannot announce a completed test clock job");
         }
         Ok(())

@@ -62,7 +62,7 @@ impl CartStore {
         let mut conn = self.conn.clone();
         let held: Option<String> = scripts::CART_CLAIM
             .script()
-            .key(self.keys.cart_name(customer, name))
+            .key(self.keys.admin_keys().cart_name(customer, name))
             .arg(order_id)
             .arg(stale.unwrap_or(""))
             .arg(chrono::Utc::now().timestamp_millis())
@@ -84,7 +84,7 @@ impl CartStore {
         let mut conn = self.conn.clone();
         let _: i64 = scripts::CART_RELEASE
             .script()
-            .key(self.keys.cart_name(customer, name))
+            .key(self.keys.admin_keys().cart_name(customer, name))
             .arg(order_id)
             .invoke_async(&mut conn)
             .await?;
@@ -102,7 +102,8 @@ impl CartStore {
     ) -> Result<Option<NameClaim>, StoreError> {
         let mut conn = self.conn.clone();
         let held: Option<String> =
-            redis::AsyncCommands::get(&mut conn, self.keys.cart_name(customer, name)).await?;
+            redis::AsyncCommands::get(&mut conn, self.keys.admin_keys().cart_name(customer, name))
+                .await?;
         Ok(held.as_deref().map(NameClaim::parse))
     }
 
@@ -123,7 +124,7 @@ impl CartStore {
         let partition = self.keys.partition(customer);
         let recorded: String = scripts::CART_RESOLVE
             .script()
-            .key(self.keys.resolution(partition, request_id))
+            .key(self.keys.admin_keys().resolution(partition, request_id))
             .key(self.keys.lease(partition))
             .arg(token)
             .arg(order_id)
@@ -142,6 +143,9 @@ impl CartStore {
     /// [`StoreError`] when Redis fails.
     pub async fn resolution(&self, p: u16, request_id: &str) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn.clone();
-        Ok(redis::AsyncCommands::get(&mut conn, self.keys.resolution(p, request_id)).await?)
+        Ok(
+            redis::AsyncCommands::get(&mut conn, self.keys.admin_keys().resolution(p, request_id))
+                .await?,
+        )
     }
 }

@@ -4,6 +4,8 @@
 //! and completes advances; every owner fires its own partitions up to the target. Every write
 //! here is fenced by the writer's lease of the key's partition.
 
+use redis::AsyncCommands;
+
 use super::{scripts, Keys, RedisConn, Store, StoreError};
 use crate::domain::time::{from_millis, to_millis, Instant};
 
@@ -70,7 +72,7 @@ impl ClockStore {
             Option<String>,
         );
         let (mode, now, target, request_id, body_hash): Fields = redis::cmd("HMGET")
-            .arg(self.keys.clock())
+            .arg(self.keys.clock_keys().clock())
             .arg(&["mode", "now", "target", "advance", "hash"])
             .query_async(&mut conn)
             .await?;
@@ -103,7 +105,7 @@ impl ClockStore {
         let mut conn = self.conn.clone();
         let r: String = scripts::CLOCK_BEGIN
             .script()
-            .key(self.keys.clock())
+            .key(self.keys.clock_keys().clock())
             .key(self.keys.lease(0))
             .arg(token)
             .arg(to_millis(&target))
@@ -138,7 +140,7 @@ impl ClockStore {
             pipe.cmd("EVAL")
                 .arg(scripts::MARK_UPTO.source())
                 .arg(2)
-                .arg(self.keys.fired(*p))
+                .arg(self.keys.clock_keys().fired(*p))
                 .arg(self.keys.lease(*p))
                 .arg(token)
                 .arg(to_millis(&at));
@@ -164,7 +166,7 @@ impl ClockStore {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.get(self.keys.fired(p));
+            pipe.get(self.keys.clock_keys().fired(p));
         }
         let fired: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
         let at = to_millis(&at);
@@ -193,9 +195,9 @@ impl ClockStore {
         let mut conn = self.conn.clone();
         let r: String = scripts::CLOCK_FINISH
             .script()
-            .key(self.keys.clock())
+            .key(self.keys.clock_keys().clock())
             .key(self.keys.lease(0))
-            .key(self.keys.reply(0, request_id))
+            .key(self.keys.admin_keys().reply(0, request_id))
             .arg(token)
             .arg(to_millis(&target))
             .arg(request_id)
@@ -217,7 +219,10 @@ impl ClockStore {
     /// [`StoreError`] when Redis fails.
     pub async fn kept_reply(&self, p: u16, request_id: &str) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn.clone();
-        Ok(redis::AsyncCommands::get(&mut conn, self.keys.reply(p, request_id)).await?)
+        Ok(
+            redis::AsyncCommands::get(&mut conn, self.keys.admin_keys().reply(p, request_id))
+                .await?,
+        )
     }
 
     /// Tells every daemon that partition 0's owner ran cron job `name` (`<prefix>:cron`).
@@ -227,7 +232,8 @@ impl ClockStore {
     pub async fn announce_cron(&self, name: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: i64 =
-            redis::AsyncCommands::publish(&mut conn, self.keys.cron_channel(), name).await?;
+            redis::AsyncCommands::publish(&mut conn, self.keys.clock_keys().cron_channel(), name)
+                .await?;
         Ok(())
     }
 
@@ -237,8 +243,102 @@ impl ClockStore {
     /// [`StoreError`] when Redis fails.
     pub async fn announce_clock(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 =
-            redis::AsyncCommands::publish(&mut conn, self.keys.clock_channel(), "moved").await?;
+        let _: i64 = redis::AsyncCommands::publish(
+            &mut conn,
+            self.keys.clock_keys().clock_channel(),
+            "moved",
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl ClockStore {
+    /// The clock mode and simulated time the data was made with, if recorded.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn clock_record(&self) -> Result<(Option<String>, Option<Instant>), StoreError> {
+        let mut conn = self.conn.clone();
+        let (mode, now): (Option<String>, Option<i64>) = redis::pipe()
+            .hget(self.keys.clock_keys().clock(), "mode")
+            .hget(self.keys.clock_keys().clock(), "now")
+            .query_async(&mut conn)
+            .await?;
+        Ok((mode, now.and_then(from_millis)))
+    }
+
+    /// Records the clock mode and (simulated) start instant unless recorded already (HSETNX
+    /// each, so of daemons starting together the first one's win).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn record_clock_if_new(
+        &self,
+        mode: &str,
+        now: Option<Instant>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.hset_nx(self.keys.clock_keys().clock(), "mode", mode);
+        if let Some(now) = now {
+            pipe.hset_nx(self.keys.clock_keys().clock(), "now", to_millis(&now));
+        }
+        let _: Vec<bool> = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Records the clock mode (and the simulated time, when given).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn save_clock(&self, mode: &str, now: Option<Instant>) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.hset(self.keys.clock_keys().clock(), "mode", mode);
+        if let Some(now) = now {
+            pipe.hset(self.keys.clock_keys().clock(), "now", to_millis(&now));
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// When the cron job `name` last ran (None: never).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails or the record is not an instant.
+    pub async fn cron_last_run(&self, name: &str) -> Result<Option<Instant>, StoreError> {
+        let mut conn = self.conn.clone();
+        let last: Option<i64> = conn.hget(self.keys.clock_keys().cron(), name).await?;
+        last.map(|ms| {
+            from_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("cron record {name}: {ms}")))
+        })
+        .transpose()
+    }
+
+    /// Records that the cron job `name` ran at `at`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn record_cron_run(
+        &self,
+        name: &str,
+        at: Instant,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i64 = scripts::FENCED_HSET
+            .script()
+            .key(self.keys.clock_keys().cron())
+            .key(self.keys.lease(0))
+            .arg(token)
+            .arg(name)
+            .arg(to_millis(&at))
+            .invoke_async(&mut conn)
+            .await?;
+        if done == 0 {
+            return Err(StoreError::Fenced { partition: 0 });
+        }
         Ok(())
     }
 }

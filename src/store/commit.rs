@@ -517,10 +517,10 @@ fn build_pipeline(batch: &[Job], keys: &Keys, config: &CommitterConfig) -> redis
         {
             if c.expected_version > 0 {
                 let cmd = pipe.cmd("EVALSHA").arg(scripts::FIRE.sha()).arg(5);
-                cmd.arg(keys.order(&c.order_id))
-                    .arg(keys.timers_of(partition, clock))
-                    .arg(keys.events(partition))
-                    .arg(keys.outbox(partition))
+                cmd.arg(keys.order_keys().order(&c.order_id))
+                    .arg(keys.order_keys().timers_of(partition, clock))
+                    .arg(keys.order_keys().events(partition))
+                    .arg(keys.stats_keys().outbox(partition))
                     .arg(keys.lease(partition));
                 cmd.arg(&c.lease)
                     .arg(c.expected_version)
@@ -530,7 +530,7 @@ fn build_pipeline(batch: &[Job], keys: &Keys, config: &CommitterConfig) -> redis
                     .arg(&c.order_id)
                     .arg(change.as_str())
                     .arg(if publish {
-                        keys.events_channel()
+                        keys.order_keys().events_channel()
                     } else {
                         String::new()
                     });
@@ -568,13 +568,13 @@ fn build_pipeline(batch: &[Job], keys: &Keys, config: &CommitterConfig) -> redis
             .as_ref()
             .map_or(("-", ""), |(id, json)| (id.as_str(), json.as_str()));
         let cmd = pipe.cmd("EVALSHA").arg(scripts::COMMIT.sha()).arg(8);
-        cmd.arg(keys.order(&c.order_id))
-            .arg(keys.timers_of(partition, clock))
-            .arg(keys.events(partition))
-            .arg(keys.reply(partition, request_id))
-            .arg(keys.deleted(partition))
-            .arg(keys.orders_of(partition, clock))
-            .arg(keys.outbox(partition))
+        cmd.arg(keys.order_keys().order(&c.order_id))
+            .arg(keys.order_keys().timers_of(partition, clock))
+            .arg(keys.order_keys().events(partition))
+            .arg(keys.admin_keys().reply(partition, request_id))
+            .arg(keys.order_keys().deleted(partition))
+            .arg(keys.order_keys().orders_of(partition, clock))
+            .arg(keys.stats_keys().outbox(partition))
             .arg(keys.lease(partition));
         cmd.arg(c.expected_version)
             .arg(op)
@@ -589,7 +589,7 @@ fn build_pipeline(batch: &[Job], keys: &Keys, config: &CommitterConfig) -> redis
             .arg(c.change.as_deref().unwrap_or(""))
             .arg(c.deltas.len())
             .arg(&c.lease)
-            .arg(keys.events_channel());
+            .arg(keys.order_keys().events_channel());
         for d in &c.deltas {
             cmd.arg(d);
         }

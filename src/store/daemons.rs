@@ -5,7 +5,7 @@
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use super::{Store, StoreError};
+use super::{Keys, RedisConn, Store, StoreError};
 
 /// How many entries of a partition's stream one page of [`Store::order_changes`] reads.
 const CHANGES_PAGE: usize = 512;
@@ -19,7 +19,36 @@ pub struct OrderChange {
     pub change: Value,
 }
 
+/// The daemons' status records, the lease holders and one order's changes, as the HTTP API
+/// reads them. A narrow handle (the admin connection and the key names), made by
+/// [`Store::status_store`].
+#[derive(Clone)]
+pub struct StatusStore {
+    conn: RedisConn,
+    keys: Keys,
+}
+
 impl Store {
+    /// The handle of this part of Redis.
+    pub fn status_store(&self) -> StatusStore {
+        StatusStore {
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+}
+
+impl StatusStore {
+    /// Whether Redis answers a PING.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it does not.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
     /// Records this daemon's status (a JSON object) for `ttl_ms`: written with each heartbeat,
     /// it lapses with the daemon (SPEC 10 counts heartbeats among the writes outside leases).
     ///
@@ -31,9 +60,9 @@ impl Store {
         status: &str,
         ttl_ms: u64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let _: () = redis::cmd("SET")
-            .arg(self.keys().daemon_status(daemon_id))
+            .arg(self.keys.daemon_status(daemon_id))
             .arg(status)
             .arg("PX")
             .arg(ttl_ms.max(1))
@@ -53,10 +82,10 @@ impl Store {
         if daemon_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for id in daemon_ids {
-            pipe.get(self.keys().daemon_status(id));
+            pipe.get(self.keys.daemon_status(id));
         }
         Ok(pipe.query_async(&mut conn).await?)
     }
@@ -66,10 +95,10 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when Redis fails.
     pub async fn lease_holders(&self) -> Result<Vec<Option<String>>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        for p in 0..self.partitions() {
-            pipe.get(self.keys().lease(p));
+        for p in 0..self.keys.partitions() {
+            pipe.get(self.keys.lease(p));
         }
         let leases: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
         Ok(leases
@@ -90,8 +119,8 @@ impl Store {
         events: usize,
         max_scanned: usize,
     ) -> Result<Vec<OrderChange>, StoreError> {
-        let mut conn = self.conn();
-        let key = self.keys().events(self.keys().partition(order_id));
+        let mut conn = self.conn.clone();
+        let key = self.keys.order_keys().events(self.keys.partition(order_id));
         // A cheap test before parsing: the change JSON names its order (`"orderId":"..."`).
         let needle = serde_json::to_string(order_id)
             .map(|quoted| format!("\"orderId\":{quoted}"))

@@ -80,6 +80,64 @@ impl Keys {
         format!("{}:{{p{partition}}}:heldUntil", self.prefix)
     }
 
+    fn customer_key(&self, customer_id: &str, what: &str) -> String {
+        format!(
+            "{}:{{p{}}}:customer:{customer_id}:{what}",
+            self.prefix,
+            self.partition(customer_id)
+        )
+    }
+
+    /// Hash of a daemon's status for `GET /v1/daemons` (`started`, `ready`, `reasons`),
+    /// written with its heartbeat and expiring with it.
+    pub fn daemon_status(&self, daemon_id: &str) -> String {
+        format!("{}:daemon:{daemon_id}", self.prefix)
+    }
+
+    /// The orders' key names.
+    pub fn order_keys(&self) -> OrderKeys<'_> {
+        OrderKeys(self)
+    }
+
+    /// The customer statistics' key names.
+    pub fn stats_keys(&self) -> StatsKeys<'_> {
+        StatsKeys(self)
+    }
+
+    /// The admin commands' key names.
+    pub fn admin_keys(&self) -> AdminKeys<'_> {
+        AdminKeys(self)
+    }
+
+    /// The shared clock's and the cron jobs' key names.
+    pub fn clock_keys(&self) -> ClockKeys<'_> {
+        ClockKeys(self)
+    }
+
+    /// The test clocks' key names (SPEC 11.5).
+    pub fn test_clock_keys(&self) -> TestClockKeys<'_> {
+        TestClockKeys(self)
+    }
+
+    /// The webhooks' key names (SPEC 11.2).
+    pub fn webhook_keys(&self) -> WebhookKeys<'_> {
+        WebhookKeys(self)
+    }
+}
+
+/// The orders' key names: the order hashes, the timers, the indexes and the event streams.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderKeys<'k>(&'k Keys);
+
+impl std::ops::Deref for OrderKeys<'_> {
+    type Target = Keys;
+
+    fn deref(&self) -> &Keys {
+        self.0
+    }
+}
+
+impl OrderKeys<'_> {
     /// Hash `{v: version, d: order JSON}` of one order.
     pub fn order(&self, order_id: &str) -> String {
         format!(
@@ -97,23 +155,6 @@ impl Keys {
     /// Set of a partition's deleted order ids (their ids may never be reused).
     pub fn deleted(&self, partition: u16) -> String {
         format!("{}:{{p{partition}}}:deleted", self.prefix)
-    }
-
-    /// Stream of a partition's customer-stats deltas, written in the order's commit.
-    pub fn outbox(&self, partition: u16) -> String {
-        format!("{}:{{p{partition}}}:outbox", self.prefix)
-    }
-
-    /// Stream of stats deltas relayed to a customer partition by the owners of the orders'
-    /// partitions (field `delta`), applied by the customer partition's owner (SPEC 10).
-    pub fn inbox(&self, partition: u16) -> String {
-        format!("{}:{{p{partition}}}:inbox", self.prefix)
-    }
-
-    /// The channel that tells a customer partition's owner its inbox has entries (payload =
-    /// the partition number).
-    pub fn inbox_channel(&self) -> String {
-        format!("{}:inbox", self.prefix)
     }
 
     /// Sorted set of a partition's order ids by creation time (listOrders over all orders
@@ -134,6 +175,65 @@ impl Keys {
         self.customer_key(customer_id, "orders")
     }
 
+    /// A partition's event stream: one entry (field `change`) per committed change (SPEC 4).
+    pub fn events(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:events", self.prefix)
+    }
+
+    /// The channel every change is also published on (best effort).
+    pub fn events_channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// Sorted set of the pending timers of a partition's orders: the live ones, or those of
+    /// one test clock (SPEC 11.5), which only that clock's advances fire.
+    pub fn timers_of(&self, partition: u16, test_clock: Option<&str>) -> String {
+        match test_clock {
+            None => self.timers(partition),
+            Some(c) => format!("{}:{{p{partition}}}:tc:{c}:timers", self.prefix),
+        }
+    }
+
+    /// Sorted set of a partition's order ids by creation time: the live ones, or those of one
+    /// test clock (listOrders shows a clock's orders only when asked).
+    pub fn orders_of(&self, partition: u16, test_clock: Option<&str>) -> String {
+        match test_clock {
+            None => self.orders(partition),
+            Some(c) => format!("{}:{{p{partition}}}:tc:{c}:orders", self.prefix),
+        }
+    }
+}
+
+/// The customer statistics' key names: the outboxes and inboxes, the figures and contributions.
+#[derive(Debug, Clone, Copy)]
+pub struct StatsKeys<'k>(&'k Keys);
+
+impl std::ops::Deref for StatsKeys<'_> {
+    type Target = Keys;
+
+    fn deref(&self) -> &Keys {
+        self.0
+    }
+}
+
+impl StatsKeys<'_> {
+    /// Stream of a partition's customer-stats deltas, written in the order's commit.
+    pub fn outbox(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:outbox", self.prefix)
+    }
+
+    /// Stream of stats deltas relayed to a customer partition by the owners of the orders'
+    /// partitions (field `delta`), applied by the customer partition's owner (SPEC 10).
+    pub fn inbox(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:inbox", self.prefix)
+    }
+
+    /// The channel that tells a customer partition's owner its inbox has entries (payload =
+    /// the partition number).
+    pub fn inbox_channel(&self) -> String {
+        format!("{}:inbox", self.prefix)
+    }
+
     /// Hash of a customer's statistics (in the customer's partition).
     pub fn customer_stats(&self, customer_id: &str) -> String {
         self.customer_key(customer_id, "stats")
@@ -144,14 +244,25 @@ impl Keys {
         self.customer_key(customer_id, "contrib")
     }
 
-    fn customer_key(&self, customer_id: &str, what: &str) -> String {
-        format!(
-            "{}:{{p{}}}:customer:{customer_id}:{what}",
-            self.prefix,
-            self.partition(customer_id)
-        )
+    /// Set of a partition's customers that have statistics (the reconcile job's sample).
+    pub fn customers(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:customers", self.prefix)
     }
+}
 
+/// The admin commands' key names: channels, command streams, claims, kept replies, carts.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminKeys<'k>(&'k Keys);
+
+impl std::ops::Deref for AdminKeys<'_> {
+    type Target = Keys;
+
+    fn deref(&self) -> &Keys {
+        self.0
+    }
+}
+
+impl AdminKeys<'_> {
     /// The claim of a customer's cart name: the order id that has it (in the customer's
     /// partition).
     pub fn cart_name(&self, customer_id: &str, name: &str) -> String {
@@ -162,41 +273,6 @@ impl Keys {
     /// customer's partition).
     pub fn resolution(&self, partition: u16, request_id: &str) -> String {
         format!("{}:{{p{partition}}}:resolve:{request_id}", self.prefix)
-    }
-
-    /// Set of a partition's customers that have statistics (the reconcile job's sample).
-    pub fn customers(&self, partition: u16) -> String {
-        format!("{}:{{p{partition}}}:customers", self.prefix)
-    }
-
-    /// Hash of one webhook endpoint's delivery progress in a partition (`cursor`, `n`, and
-    /// `d:` done / `r:` retrying / `x:` redelivered entries above the cursor).
-    pub fn webhook_progress(&self, partition: u16, endpoint: &str) -> String {
-        format!(
-            "{}:{{p{partition}}}:webhooks:progress:{endpoint}",
-            self.prefix
-        )
-    }
-
-    /// Stream of a partition's dead-lettered webhook deliveries.
-    pub fn webhooks_dead(&self, partition: u16) -> String {
-        format!("{}:{{p{partition}}}:webhooks:dead", self.prefix)
-    }
-
-    /// Stream of retryDeadWebhooks requests (written by partition 0's owner, read by every
-    /// owner for its partitions).
-    pub fn webhooks_redeliver(&self) -> String {
-        format!("{}:{{p0}}:webhooks:redeliver", self.prefix)
-    }
-
-    /// A partition's event stream: one entry (field `change`) per committed change (SPEC 4).
-    pub fn events(&self, partition: u16) -> String {
-        format!("{}:{{p{partition}}}:events", self.prefix)
-    }
-
-    /// The channel every change is also published on (best effort).
-    pub fn events_channel(&self) -> String {
-        format!("{}:events", self.prefix)
     }
 
     /// The admin request channel.
@@ -234,12 +310,6 @@ impl Keys {
         format!("{}:forward", self.prefix)
     }
 
-    /// Hash of a daemon's status for `GET /v1/daemons` (`started`, `ready`, `reasons`),
-    /// written with its heartbeat and expiring with it.
-    pub fn daemon_status(&self, daemon_id: &str) -> String {
-        format!("{}:daemon:{daemon_id}", self.prefix)
-    }
-
     /// Where malformed stream requests are copied.
     pub fn commands_dead(&self) -> String {
         format!("{}:commands:dead", self.prefix)
@@ -265,7 +335,21 @@ impl Keys {
             self.partition(request_id)
         )
     }
+}
 
+/// The shared clock's and the cron jobs' key names.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockKeys<'k>(&'k Keys);
+
+impl std::ops::Deref for ClockKeys<'_> {
+    type Target = Keys;
+
+    fn deref(&self) -> &Keys {
+        self.0
+    }
+}
+
+impl ClockKeys<'_> {
     /// Hash `{mode, now}`: the clock mode the data was made with and the simulated time
     /// (partition 0's, written by its owner).
     pub fn clock(&self) -> String {
@@ -294,24 +378,28 @@ impl Keys {
         format!("{}:{{p0}}:cron", self.prefix)
     }
 
-    /// Sorted set of the pending timers of a partition's orders: the live ones, or those of
-    /// one test clock (SPEC 11.5), which only that clock's advances fire.
-    pub fn timers_of(&self, partition: u16, test_clock: Option<&str>) -> String {
-        match test_clock {
-            None => self.timers(partition),
-            Some(c) => format!("{}:{{p{partition}}}:tc:{c}:timers", self.prefix),
-        }
+    /// Where data made before revision 2 kept the clock and the cron bookkeeping.
+    pub fn legacy_clock_and_cron(&self) -> (String, String) {
+        (
+            format!("{}:clock", self.prefix),
+            format!("{}:cron", self.prefix),
+        )
     }
+}
 
-    /// Sorted set of a partition's order ids by creation time: the live ones, or those of one
-    /// test clock (listOrders shows a clock's orders only when asked).
-    pub fn orders_of(&self, partition: u16, test_clock: Option<&str>) -> String {
-        match test_clock {
-            None => self.orders(partition),
-            Some(c) => format!("{}:{{p{partition}}}:tc:{c}:orders", self.prefix),
-        }
+/// The test clocks' key names (SPEC 11.5).
+#[derive(Debug, Clone, Copy)]
+pub struct TestClockKeys<'k>(&'k Keys);
+
+impl std::ops::Deref for TestClockKeys<'_> {
+    type Target = Keys;
+
+    fn deref(&self) -> &Keys {
+        self.0
     }
+}
 
+impl TestClockKeys<'_> {
     /// Hash of a test clock (`name`, `frozen`, `created` ms; while a job runs: `job`, `target`,
     /// `req`, `hash`, `seq`, and for a deletion `orders`, `customers`), in the clock's partition.
     pub fn test_clock(&self, clock: &str) -> String {
@@ -342,13 +430,39 @@ impl Keys {
     pub fn customer_clock(&self, customer_id: &str) -> String {
         self.customer_key(customer_id, "testClock")
     }
+}
 
-    /// Where data made before revision 2 kept the clock and the cron bookkeeping.
-    pub fn legacy_clock_and_cron(&self) -> (String, String) {
-        (
-            format!("{}:clock", self.prefix),
-            format!("{}:cron", self.prefix),
+/// The webhooks' key names (SPEC 11.2).
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookKeys<'k>(&'k Keys);
+
+impl std::ops::Deref for WebhookKeys<'_> {
+    type Target = Keys;
+
+    fn deref(&self) -> &Keys {
+        self.0
+    }
+}
+
+impl WebhookKeys<'_> {
+    /// Hash of one webhook endpoint's delivery progress in a partition (`cursor`, `n`, and
+    /// `d:` done / `r:` retrying / `x:` redelivered entries above the cursor).
+    pub fn webhook_progress(&self, partition: u16, endpoint: &str) -> String {
+        format!(
+            "{}:{{p{partition}}}:webhooks:progress:{endpoint}",
+            self.prefix
         )
+    }
+
+    /// Stream of a partition's dead-lettered webhook deliveries.
+    pub fn webhooks_dead(&self, partition: u16) -> String {
+        format!("{}:{{p{partition}}}:webhooks:dead", self.prefix)
+    }
+
+    /// Stream of retryDeadWebhooks requests (written by partition 0's owner, read by every
+    /// owner for its partitions).
+    pub fn webhooks_redeliver(&self) -> String {
+        format!("{}:{{p0}}:webhooks:redeliver", self.prefix)
     }
 }
 
@@ -360,14 +474,17 @@ mod tests {
     fn order_keys_carry_their_partition_tag() {
         let k = Keys::new("recur", DEFAULT_PARTITIONS);
         let p = k.partition("o-1");
-        assert_eq!(k.order("o-1"), format!("recur:{{p{p}}}:order:o-1"));
-        assert_eq!(k.timers(p), format!("recur:{{p{p}}}:timers"));
+        assert_eq!(
+            k.order_keys().order("o-1"),
+            format!("recur:{{p{p}}}:order:o-1")
+        );
+        assert_eq!(k.order_keys().timers(p), format!("recur:{{p{p}}}:timers"));
         assert!(p < DEFAULT_PARTITIONS);
-        assert_eq!(k.events(p), format!("recur:{{p{p}}}:events"));
-        assert_eq!(k.events_channel(), "recur:events");
-        assert_eq!(k.reply(5, "r1"), "recur:{p5}:reply:r1");
-        assert_eq!(k.clock(), "recur:{p0}:clock");
-        let claim = k.request_claim("r1");
+        assert_eq!(k.order_keys().events(p), format!("recur:{{p{p}}}:events"));
+        assert_eq!(k.order_keys().events_channel(), "recur:events");
+        assert_eq!(k.admin_keys().reply(5, "r1"), "recur:{p5}:reply:r1");
+        assert_eq!(k.clock_keys().clock(), "recur:{p0}:clock");
+        let claim = k.admin_keys().request_claim("r1");
         assert_eq!(claim, format!("recur:{{p{}}}:req:r1", k.partition("r1")));
         assert_eq!(k.meta(), "recur:meta");
     }

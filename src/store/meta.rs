@@ -91,9 +91,12 @@ pub async fn upgrade_layout(
     keys: &Keys,
     reply_retention: std::time::Duration,
 ) -> Result<Option<i64>, StoreError> {
-    let (old_clock, old_cron) = keys.legacy_clock_and_cron();
+    let (old_clock, old_cron) = keys.clock_keys().legacy_clock_and_cron();
     let mut upgraded = false;
-    for (old, new) in [(old_clock, keys.clock()), (old_cron, keys.cron())] {
+    for (old, new) in [
+        (old_clock, keys.clock_keys().clock()),
+        (old_cron, keys.clock_keys().cron()),
+    ] {
         // Never over a record: a daemon that already upgraded (or new data) keeps its own.
         let exists: bool = conn.exists(&old).await?;
         if exists {
@@ -117,7 +120,7 @@ pub async fn upgrade_layout(
 
 /// Moves revision 1's global order index (`<prefix>:orders`) into the partitions' indexes.
 async fn move_order_index(conn: &mut RedisConn, keys: &Keys) -> Result<(), StoreError> {
-    let old = keys.legacy_all_orders();
+    let old = keys.order_keys().legacy_all_orders();
     let mut cursor: u64 = 0;
     loop {
         let (next, rows): (u64, Vec<(String, f64)>) = redis::cmd("ZSCAN")
@@ -130,7 +133,7 @@ async fn move_order_index(conn: &mut RedisConn, keys: &Keys) -> Result<(), Store
         if !rows.is_empty() {
             let mut pipe = redis::pipe();
             for (id, created) in &rows {
-                pipe.zadd(keys.orders(keys.partition(id)), id, created);
+                pipe.zadd(keys.order_keys().orders(keys.partition(id)), id, created);
             }
             let _: Vec<i64> = pipe.query_async(conn).await?;
         }
@@ -157,9 +160,9 @@ async fn move_customers(conn: &mut RedisConn, keys: &Keys) -> Result<(), StoreEr
                 continue;
             };
             let new = match what {
-                "stats" => keys.customer_stats(id),
-                "contrib" => keys.customer_contributions(id),
-                "orders" => keys.customer_orders(id),
+                "stats" => keys.stats_keys().customer_stats(id),
+                "contrib" => keys.stats_keys().customer_contributions(id),
+                "orders" => keys.order_keys().customer_orders(id),
                 _ => continue,
             };
             move_key(conn, &old, &new).await?;
@@ -174,7 +177,7 @@ async fn move_customers(conn: &mut RedisConn, keys: &Keys) -> Result<(), StoreEr
     if !members.is_empty() {
         let mut pipe = redis::pipe();
         for c in &members {
-            pipe.sadd(keys.customers(keys.partition(c)), c);
+            pipe.sadd(keys.stats_keys().customers(keys.partition(c)), c);
         }
         let _: Vec<i64> = pipe.query_async(conn).await?;
     }

@@ -139,7 +139,7 @@ async fn publish_all(
     keys: Keys,
 ) {
     let sha = scripts::PUBLISH_CHANGE.sha();
-    let channel = keys.events_channel();
+    let channel = keys.order_keys().events_channel();
     while let Some(first) = rx.recv().await {
         let mut entries = first;
         while entries.len() < PUBLISH_BATCH {
@@ -155,7 +155,7 @@ async fn publish_all(
                 pipe.cmd("EVALSHA")
                     .arg(sha)
                     .arg(1)
-                    .arg(keys.events(*p))
+                    .arg(keys.order_keys().events(*p))
                     .arg(id)
                     .arg(&channel);
             }

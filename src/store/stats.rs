@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use redis::AsyncCommands;
 
-use super::{scripts, Store, StoreError};
+use super::{scripts, Confirmer, Keys, RedisConn, Store, StoreError};
 use crate::domain::stats::{Contribution, Figures};
 
 /// What applying a delta did.
@@ -30,7 +30,42 @@ pub struct Delta {
     pub k: Option<Contribution>,
 }
 
+/// The customer statistics' part of Redis. A narrow handle (the admin connection, its
+/// confirmed writes and the key names), made by [`Store::stats_store`].
+#[derive(Clone)]
+pub struct StatsStore {
+    keys: Keys,
+    writes: Confirmer,
+}
+
 impl Store {
+    /// The handle of this part of Redis.
+    pub fn stats_store(&self) -> StatsStore {
+        StatsStore {
+            keys: self.keys.clone(),
+            writes: self.writes.clone(),
+        }
+    }
+}
+
+impl StatsStore {
+    /// The replication confirmations this handle's writes and reads go with.
+    pub fn confirmer(&self) -> &Confirmer {
+        &self.writes
+    }
+
+    fn conn(&self) -> RedisConn {
+        self.writes.conn.clone()
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn write_confirmed(&self, cmd: redis::Cmd) -> Result<redis::Value, StoreError> {
+        self.writes.write_confirmed(cmd).await
+    }
+
     /// Applies a delta to its customer's statistics, fenced by the customer partition's lease
     /// `token`, and removes its inbox entry (when given) in the same script call.
     ///
@@ -52,12 +87,12 @@ impl Store {
         };
         let applied: i64 = scripts::STATS
             .script()
-            .key(keys.customer_contributions(&d.c))
-            .key(keys.customer_stats(&d.c))
-            .key(keys.customers(partition))
-            .key(keys.customer_orders(&d.c))
+            .key(keys.stats_keys().customer_contributions(&d.c))
+            .key(keys.stats_keys().customer_stats(&d.c))
+            .key(keys.stats_keys().customers(partition))
+            .key(keys.order_keys().customer_orders(&d.c))
             .key(keys.lease(partition))
-            .key(keys.inbox(partition))
+            .key(keys.stats_keys().inbox(partition))
             .arg(&d.o)
             .arg(d.v)
             .arg(contribution)
@@ -79,7 +114,9 @@ impl Store {
     /// [`StoreError`] when Redis fails (the entry is settled again later, to no effect).
     pub async fn remove_outbox_entry(&self, partition: u16, entry: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let _removed: i64 = conn.xdel(self.keys().outbox(partition), &[entry]).await?;
+        let _removed: i64 = conn
+            .xdel(self.keys().stats_keys().outbox(partition), &[entry])
+            .await?;
         Ok(())
     }
 
@@ -99,14 +136,17 @@ impl Store {
         // Confirmed (redis.wait_replicas) before the outbox entry goes: on a cluster the inbox
         // is on another master, whose failover must not lose the delta the outbox let go of.
         let mut add = redis::cmd("XADD");
-        add.arg(keys.inbox(customer_partition))
+        add.arg(keys.stats_keys().inbox(customer_partition))
             .arg("*")
             .arg("delta")
             .arg(json);
         self.write_confirmed(add).await?;
         let _: (i64, i64) = redis::pipe()
-            .xdel(keys.outbox(keys.partition(&d.o)), &[outbox_entry])
-            .publish(keys.inbox_channel(), customer_partition)
+            .xdel(
+                keys.stats_keys().outbox(keys.partition(&d.o)),
+                &[outbox_entry],
+            )
+            .publish(keys.stats_keys().inbox_channel(), customer_partition)
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -121,7 +161,8 @@ impl Store {
         partition: u16,
         count: usize,
     ) -> Result<Vec<(String, Delta)>, StoreError> {
-        self.deltas_of(self.keys().inbox(partition), count).await
+        self.deltas_of(self.keys().stats_keys().inbox(partition), count)
+            .await
     }
 
     /// The version of an order's contribution its customer's statistics hold, if any.
@@ -135,7 +176,10 @@ impl Store {
     ) -> Result<Option<u64>, StoreError> {
         let mut conn = self.conn();
         let raw: Option<String> = conn
-            .hget(self.keys().customer_contributions(customer_id), order_id)
+            .hget(
+                self.keys().stats_keys().customer_contributions(customer_id),
+                order_id,
+            )
             .await?;
         #[derive(serde::Deserialize)]
         struct Versioned {
@@ -161,7 +205,8 @@ impl Store {
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.xlen(self.keys().outbox(p)).xlen(self.keys().inbox(p));
+            pipe.xlen(self.keys().stats_keys().outbox(p))
+                .xlen(self.keys().stats_keys().inbox(p));
         }
         let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
         Ok(lens.iter().sum())
@@ -182,7 +227,8 @@ impl Store {
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.xlen(self.keys().outbox(p)).xlen(self.keys().inbox(p));
+            pipe.xlen(self.keys().stats_keys().outbox(p))
+                .xlen(self.keys().stats_keys().inbox(p));
         }
         let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
         let mut outbox = Vec::new();
@@ -207,7 +253,8 @@ impl Store {
         partition: u16,
         count: usize,
     ) -> Result<Vec<(String, Delta)>, StoreError> {
-        self.deltas_of(self.keys().outbox(partition), count).await
+        self.deltas_of(self.keys().stats_keys().outbox(partition), count)
+            .await
     }
 
     async fn deltas_of(
@@ -245,7 +292,7 @@ impl Store {
     pub async fn figures(&self, customer_id: &str) -> Result<Figures, StoreError> {
         let mut conn = self.conn();
         let raw: BTreeMap<String, i64> = conn
-            .hgetall(self.keys().customer_stats(customer_id))
+            .hgetall(self.keys().stats_keys().customer_stats(customer_id))
             .await?;
         let mut f = Figures::default();
         for (k, v) in raw {
@@ -282,8 +329,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let keys = self.keys();
-        let ckey = keys.customer_contributions(customer_id);
-        let skey = keys.customer_stats(customer_id);
+        let ckey = keys.stats_keys().customer_contributions(customer_id);
+        let skey = keys.stats_keys().customer_stats(customer_id);
         let existing: BTreeMap<String, String> = conn.hgetall(&ckey).await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -327,8 +374,11 @@ impl Store {
             pipe.hset(&skey, format!("money:{cur}:refunded"), *refunded)
                 .ignore();
         }
-        pipe.sadd(keys.customers(keys.partition(customer_id)), customer_id)
-            .ignore();
+        pipe.sadd(
+            keys.stats_keys().customers(keys.partition(customer_id)),
+            customer_id,
+        )
+        .ignore();
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
@@ -340,7 +390,7 @@ impl Store {
     pub async fn customer_order_ids(&self, customer_id: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn();
         Ok(conn
-            .zrange(self.keys().customer_orders(customer_id), 0, -1)
+            .zrange(self.keys().order_keys().customer_orders(customer_id), 0, -1)
             .await?)
     }
 
@@ -358,12 +408,15 @@ impl Store {
         }
         let mut conn = self.conn();
         let _: i64 = conn
-            .zrem(self.keys().customer_orders(customer_id), ids)
+            .zrem(self.keys().order_keys().customer_orders(customer_id), ids)
             .await?;
         // Each gone order's id from its partition's index too.
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.zrem(self.keys().orders(self.keys().partition(id)), id);
+            pipe.zrem(
+                self.keys().order_keys().orders(self.keys().partition(id)),
+                id,
+            );
         }
         let _: Vec<i64> = pipe.query_async(&mut conn).await?;
         Ok(())
@@ -387,7 +440,7 @@ impl Store {
         let mut pipe = redis::pipe();
         for &p in partitions {
             pipe.cmd("SRANDMEMBER")
-                .arg(self.keys().customers(p))
+                .arg(self.keys().stats_keys().customers(p))
                 .arg(each);
         }
         let rows: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;

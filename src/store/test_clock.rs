@@ -118,9 +118,9 @@ impl TestClockStore {
         let p = self.keys.partition(&clock.id);
         let r: String = scripts::TEST_CLOCK_CREATE
             .script()
-            .key(self.keys.test_clock(&clock.id))
+            .key(self.keys.test_clock_keys().test_clock(&clock.id))
             .key(self.keys.lease(p))
-            .key(self.keys.test_clocks(p))
+            .key(self.keys.test_clock_keys().test_clocks(p))
             .arg(token)
             .arg(&clock.id)
             .arg(clock.name.as_deref().unwrap_or(""))
@@ -174,7 +174,9 @@ impl TestClockStore {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HMGET").arg(self.keys.test_clock(id)).arg(&FIELDS);
+            pipe.cmd("HMGET")
+                .arg(self.keys.test_clock_keys().test_clock(id))
+                .arg(&FIELDS);
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
         ids.iter()
@@ -194,7 +196,7 @@ impl TestClockStore {
         count: usize,
     ) -> Result<(Vec<TestClock>, Option<(i64, String)>), StoreError> {
         let keys = (0..self.keys.partitions())
-            .map(|p| self.keys.test_clocks(p))
+            .map(|p| self.keys.test_clock_keys().test_clocks(p))
             .collect();
         let (rows, more) = super::index_page(self.conn.clone(), keys, cursor, count).await?;
         let ids: Vec<String> = rows.iter().map(|(_, id)| id.clone()).collect();
@@ -222,9 +224,9 @@ impl TestClockStore {
         let p = self.keys.partition(clock);
         let r: String = scripts::TEST_CLOCK_BEGIN
             .script()
-            .key(self.keys.test_clock(clock))
+            .key(self.keys.test_clock_keys().test_clock(clock))
             .key(self.keys.lease(p))
-            .key(self.keys.test_clock_jobs(p))
+            .key(self.keys.test_clock_keys().test_clock_jobs(p))
             .arg(token)
             .arg(clock)
             .arg(kind.as_str())
@@ -253,7 +255,7 @@ impl TestClockStore {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for p in 0..self.keys.partitions() {
-            pipe.smembers(self.keys.test_clock_jobs(p));
+            pipe.smembers(self.keys.test_clock_keys().test_clock_jobs(p));
         }
         let sets: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
         Ok(sets.into_iter().flatten().collect())
@@ -279,7 +281,7 @@ impl TestClockStore {
             pipe.cmd("EVAL")
                 .arg(scripts::MARK_UPTO.source())
                 .arg(2)
-                .arg(self.keys.test_clock_done(*p, clock))
+                .arg(self.keys.test_clock_keys().test_clock_done(*p, clock))
                 .arg(self.keys.lease(*p))
                 .arg(token)
                 .arg(seq);
@@ -309,7 +311,7 @@ impl TestClockStore {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.get(self.keys.test_clock_done(p, clock));
+            pipe.get(self.keys.test_clock_keys().test_clock_done(p, clock));
         }
         let done: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
         Ok(partitions
@@ -337,11 +339,11 @@ impl TestClockStore {
         let p = self.keys.partition(clock);
         let r: String = scripts::TEST_CLOCK_FINISH
             .script()
-            .key(self.keys.test_clock(clock))
+            .key(self.keys.test_clock_keys().test_clock(clock))
             .key(self.keys.lease(p))
-            .key(self.keys.reply(p, request_id))
-            .key(self.keys.test_clock_jobs(p))
-            .key(self.keys.test_clocks(p))
+            .key(self.keys.admin_keys().reply(p, request_id))
+            .key(self.keys.test_clock_keys().test_clock_jobs(p))
+            .key(self.keys.test_clock_keys().test_clocks(p))
             .arg(token)
             .arg(clock)
             .arg(request_id)
@@ -363,7 +365,11 @@ impl TestClockStore {
     /// [`StoreError`] when Redis fails.
     pub async fn customer_clock(&self, customer_id: &str) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn.clone();
-        Ok(redis::AsyncCommands::get(&mut conn, self.keys.customer_clock(customer_id)).await?)
+        Ok(redis::AsyncCommands::get(
+            &mut conn,
+            self.keys.test_clock_keys().customer_clock(customer_id),
+        )
+        .await?)
     }
 
     /// Binds a customer to `clock` (unless bound already): Ok(None) when the customer is the
@@ -381,9 +387,9 @@ impl TestClockStore {
         let p = self.keys.partition(customer_id);
         let r: String = scripts::TEST_CLOCK_BIND
             .script()
-            .key(self.keys.customer_clock(customer_id))
-            .key(self.keys.customer_orders(customer_id))
-            .key(self.keys.test_clock_customers(p, clock))
+            .key(self.keys.test_clock_keys().customer_clock(customer_id))
+            .key(self.keys.order_keys().customer_orders(customer_id))
+            .key(self.keys.test_clock_keys().test_clock_customers(p, clock))
             .arg(clock)
             .arg(customer_id)
             .invoke_async(&mut conn)
@@ -399,8 +405,8 @@ impl TestClockStore {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for p in 0..self.keys.partitions() {
-            pipe.zcard(self.keys.orders_of(p, Some(clock)))
-                .scard(self.keys.test_clock_customers(p, clock));
+            pipe.zcard(self.keys.order_keys().orders_of(p, Some(clock)))
+                .scard(self.keys.test_clock_keys().test_clock_customers(p, clock));
         }
         let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
         let orders = counts.iter().step_by(2).sum();
@@ -419,7 +425,7 @@ impl TestClockStore {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for p in 0..keys.partitions() {
-            pipe.smembers(keys.test_clock_customers(p, clock));
+            pipe.smembers(keys.test_clock_keys().test_clock_customers(p, clock));
         }
         let sets: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
         let mut removed = 0;
@@ -429,19 +435,19 @@ impl TestClockStore {
                 removed += 1;
                 // One customer's keys share its partition: one atomic DEL.
                 pipe.del(&[
-                    keys.customer_stats(c),
-                    keys.customer_contributions(c),
-                    keys.customer_orders(c),
-                    keys.customer_clock(c),
+                    keys.stats_keys().customer_stats(c),
+                    keys.stats_keys().customer_contributions(c),
+                    keys.order_keys().customer_orders(c),
+                    keys.test_clock_keys().customer_clock(c),
                 ])
                 .ignore();
-                pipe.srem(keys.customers(p), c).ignore();
+                pipe.srem(keys.stats_keys().customers(p), c).ignore();
             }
             pipe.del(&[
-                keys.test_clock_customers(p, clock),
-                keys.timers_of(p, Some(clock)),
-                keys.orders_of(p, Some(clock)),
-                keys.test_clock_done(p, clock),
+                keys.test_clock_keys().test_clock_customers(p, clock),
+                keys.order_keys().timers_of(p, Some(clock)),
+                keys.order_keys().orders_of(p, Some(clock)),
+                keys.test_clock_keys().test_clock_done(p, clock),
             ])
             .ignore();
         }
@@ -459,7 +465,8 @@ impl TestClockStore {
     pub async fn announce_test_clocks(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: i64 =
-            redis::AsyncCommands::publish(&mut conn, self.keys.clock_channel(), "tc").await?;
+            redis::AsyncCommands::publish(&mut conn, self.keys.clock_keys().clock_channel(), "tc")
+                .await?;
         Ok(())
     }
 
@@ -478,7 +485,7 @@ impl TestClockStore {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for &p in partitions {
-            pipe.zcard(self.keys.orders_of(p, test_clock));
+            pipe.zcard(self.keys.order_keys().orders_of(p, test_clock));
         }
         let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
         Ok(partitions
@@ -502,7 +509,7 @@ impl TestClockStore {
         let mut conn = self.conn.clone();
         let _: i64 = redis::AsyncCommands::zrem(
             &mut conn,
-            self.keys.orders_of(partition, test_clock),
+            self.keys.order_keys().orders_of(partition, test_clock),
             order_id,
         )
         .await?;

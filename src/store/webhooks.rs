@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use redis::Value;
 
-use super::{scripts, Keys, RedisConn, Store, StoreError};
+use super::{scripts, Confirmer, Keys, RedisConn, Store, StoreError};
 
 /// One endpoint's progress in one partition, as Redis holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +95,7 @@ pub struct StreamEnd {
 pub struct WebhookStore {
     conn: RedisConn,
     keys: Keys,
+    writes: Confirmer,
 }
 
 impl Store {
@@ -103,11 +104,17 @@ impl Store {
         WebhookStore {
             conn: self.webhook_conn(),
             keys: self.keys().clone(),
+            writes: self.writes.clone(),
         }
     }
 }
 
 impl WebhookStore {
+    /// The replication confirmations this handle's writes and reads go with.
+    pub fn confirmer(&self) -> &Confirmer {
+        &self.writes
+    }
+
     async fn run_webhook_script(
         &self,
         partition: u16,
@@ -119,9 +126,9 @@ impl WebhookStore {
         let keys = &self.keys;
         let r: i64 = scripts::WEBHOOK
             .script()
-            .key(keys.webhook_progress(partition, endpoint))
+            .key(keys.webhook_keys().webhook_progress(partition, endpoint))
             .key(keys.lease(partition))
-            .key(keys.webhooks_dead(partition))
+            .key(keys.webhook_keys().webhooks_dead(partition))
             .arg(token)
             .arg(args)
             .invoke_async(&mut conn)
@@ -143,7 +150,11 @@ impl WebhookStore {
     ) -> Result<Progress, StoreError> {
         let mut conn = self.conn.clone();
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys.webhook_progress(partition, endpoint))
+            .arg(
+                self.keys
+                    .webhook_keys()
+                    .webhook_progress(partition, endpoint),
+            )
             .query_async(&mut conn)
             .await?;
         let mut p = Progress::default();
@@ -170,7 +181,7 @@ impl WebhookStore {
         let mut conn = self.conn.clone();
         let info: Result<Value, redis::RedisError> = redis::cmd("XINFO")
             .arg("STREAM")
-            .arg(self.keys.events(partition))
+            .arg(self.keys.order_keys().events(partition))
             .query_async(&mut conn)
             .await;
         let info = match info {
@@ -219,7 +230,7 @@ impl WebhookStore {
     ) -> Result<Vec<(String, String)>, StoreError> {
         let mut conn = self.conn.clone();
         let rows: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(self.keys.events(partition))
+            .arg(self.keys.order_keys().events(partition))
             .arg(format!("({after}"))
             .arg("+")
             .arg("COUNT")
@@ -280,9 +291,9 @@ impl WebhookStore {
             pipe.cmd("EVALSHA")
                 .arg(sha)
                 .arg(3)
-                .arg(keys.webhook_progress(*p, endpoint))
+                .arg(keys.webhook_keys().webhook_progress(*p, endpoint))
                 .arg(keys.lease(*p))
-                .arg(keys.webhooks_dead(*p))
+                .arg(keys.webhook_keys().webhooks_dead(*p))
                 .arg(token)
                 .arg(apply.args());
         }
@@ -339,7 +350,7 @@ impl WebhookStore {
         let mut conn = self.conn.clone();
         for p in 0..self.keys.partitions() {
             let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-                .arg(self.keys.webhooks_dead(p))
+                .arg(self.keys.webhook_keys().webhooks_dead(p))
                 .arg("-")
                 .arg("+")
                 .query_async(&mut conn)
@@ -366,7 +377,7 @@ impl WebhookStore {
         let keys = &self.keys;
         let id: Option<String> = scripts::REDELIVER_REQUEST
             .script()
-            .key(keys.webhooks_redeliver())
+            .key(keys.webhook_keys().webhooks_redeliver())
             .key(keys.lease(0))
             .arg(token)
             .arg(endpoints.join(" "))
@@ -385,7 +396,7 @@ impl WebhookStore {
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
         let mut conn = self.conn.clone();
         let rows: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(self.keys.webhooks_redeliver())
+            .arg(self.keys.webhook_keys().webhooks_redeliver())
             .arg(format!("({after}"))
             .arg("+")
             .arg("COUNT")
@@ -402,5 +413,43 @@ impl WebhookStore {
                 (id, eps)
             })
             .collect())
+    }
+}
+
+impl WebhookStore {
+    /// Trims each of `partitions`' event streams to `max_len` change entries (exactly, so tests
+    /// can rely on it), keeping every entry one of the webhook `endpoints` has not finished
+    /// with (SPEC 10); returns how many entries went.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis fails.
+    pub async fn trim_events(
+        &self,
+        held: &[(u16, String)],
+        max_len: u64,
+        endpoints: &[String],
+    ) -> Result<u64, StoreError> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for (p, token) in held {
+            // Fenced: only the partition's owner trims its stream (-1 when it is not).
+            pipe.cmd("EVAL")
+                .arg(scripts::FENCED_TRIM.source())
+                .arg(2 + endpoints.len())
+                .arg(self.keys.order_keys().events(*p))
+                .arg(self.keys.lease(*p));
+            for e in endpoints {
+                pipe.arg(self.keys.webhook_keys().webhook_progress(*p, e));
+            }
+            pipe.arg(token).arg(max_len);
+        }
+        let removed: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(removed
+            .into_iter()
+            .filter_map(|r| u64::try_from(r).ok())
+            .sum())
     }
 }

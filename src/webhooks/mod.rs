@@ -34,7 +34,7 @@ use crate::config::{EndpointSettings, WebhookSettings};
 use crate::metrics::{DeliveryOutcome, Metrics};
 use crate::ownership::Ownership;
 use crate::shutdown::Shutdown;
-use crate::store::webhooks::Apply;
+use crate::store::webhooks::{Apply, WebhookStore};
 use crate::store::{RedisAddress, Store, StoreError};
 
 use health::{Attempt, Change, Health, LogLimit};
@@ -204,11 +204,10 @@ async fn prepare(
     let conn = crate::store::connect_to(&redis)
         .await
         .map_err(StartError::Store)?;
-    let store = store.with_webhook_conn(conn);
+    let store = store.with_webhook_conn(conn).webhook_store();
     for ep in &config.settings.endpoints {
         for (p, token) in ownership.tokens(&ownership.owned()) {
             let progress = store
-                .webhook_store()
                 .webhook_progress(p, ep.id())
                 .await
                 .map_err(StartError::Store)?;
@@ -261,14 +260,13 @@ async fn prepare(
 /// a new endpoint starts at the streams' ends); the cursor, or `None` when another start
 /// recorded one first (read it again).
 async fn start_at_end(
-    store: &Store,
+    store: &WebhookStore,
     p: u16,
     endpoint: &str,
     token: &str,
 ) -> Result<Option<(String, u64)>, StoreError> {
-    let end = store.webhook_store().stream_end(p).await?;
+    let end = store.stream_end(p).await?;
     let recorded = store
-        .webhook_store()
         .webhook_init(p, endpoint, token, &end.last_id, end.added)
         .await?;
     Ok(recorded.then_some((end.last_id, end.added)))
@@ -347,7 +345,7 @@ struct EndpointLoop {
     ep: Arc<EndpointSettings>,
     id: String,
     client: reqwest::Client,
-    store: Store,
+    store: WebhookStore,
     ownership: Ownership,
     metrics: Arc<Metrics>,
     config: WebhookConfig,
@@ -477,15 +475,10 @@ impl EndpointLoop {
         if let Some(request) = &self.last_request {
             // Once per request id per partition (the script keeps the last one applied).
             self.store
-                .webhook_store()
                 .webhook_requeue(p, &self.id, &token, request)
                 .await?;
         }
-        let progress = self
-            .store
-            .webhook_store()
-            .webhook_progress(p, &self.id)
-            .await?;
+        let progress = self.store.webhook_progress(p, &self.id).await?;
         let cursor = match progress.cursor {
             Some(c) => c,
             None => match start_at_end(&self.store, p, &self.id, &token).await? {
@@ -573,12 +566,7 @@ impl EndpointLoop {
                 continue;
             }
             let after = part.read_pos.clone();
-            let rows = match self
-                .store
-                .webhook_store()
-                .entries_after(p, &after, READ_BATCH)
-                .await
-            {
+            let rows = match self.store.entries_after(p, &after, READ_BATCH).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     self.metrics.redis_error();
@@ -614,7 +602,7 @@ impl EndpointLoop {
     /// Whether the entries read from each partition are confirmed by `redis.wait_replicas`
     /// replicas (always, when that is 0 or nothing was read).
     async fn confirm_read(&self, read: &[(u16, Vec<(String, String)>)]) -> Vec<bool> {
-        if !self.store.waits() {
+        if !self.store.confirmer().waits() {
             return vec![true; read.len()];
         }
         let mut held = Vec::new();
@@ -630,7 +618,7 @@ impl EndpointLoop {
                 held.push((*p, token));
             }
         }
-        let results = self.store.confirm_many(&held).await;
+        let results = self.store.confirmer().confirm_many(&held).await;
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             tracing::debug!(endpoint = %self.id, error = %e, "events read are not confirmed yet; read again later");
         }
@@ -651,7 +639,7 @@ impl EndpointLoop {
         let max_len = self.config.events_max_len;
         let partitions: Vec<u16> = self.parts.keys().copied().collect();
         for p in partitions {
-            let end = match self.store.webhook_store().stream_end(p).await {
+            let end = match self.store.stream_end(p).await {
                 Ok(end) => end,
                 Err(e) => {
                     self.metrics.redis_error();
@@ -698,17 +686,13 @@ impl EndpointLoop {
                 .unwrap_or(usize::MAX)
                 .min(READ_BATCH);
             let after = part.read_pos.clone();
-            let rows = self
-                .store
-                .webhook_store()
-                .entries_after(p, &after, want)
-                .await?;
+            let rows = self.store.entries_after(p, &after, want).await?;
             if rows.is_empty() {
                 return Ok(());
             }
             // Taken entries may be sent before they are dead-lettered: confirmed first.
             if let Some(token) = self.ownership.token(p) {
-                self.store.confirm(p, &token).await?;
+                self.store.confirmer().confirm(p, &token).await?;
             }
             for (id, change) in rows {
                 self.take_entry(p, id, &change);
@@ -866,12 +850,7 @@ impl EndpointLoop {
                 None => self.drop_partition(p),
             }
         }
-        match self
-            .store
-            .webhook_store()
-            .webhook_apply_many(&self.id, &writes)
-            .await
-        {
+        match self.store.webhook_apply_many(&self.id, &writes).await {
             Ok(results) => {
                 for ((p, _, _), r) in writes.iter().zip(results) {
                     match r {
@@ -1129,12 +1108,7 @@ impl EndpointLoop {
 
     /// Applies retryDeadWebhooks requests to the partitions this daemon owns.
     async fn check_redeliver(&mut self) {
-        let requests = match self
-            .store
-            .webhook_store()
-            .redeliver_requests(&self.redeliver_seen)
-            .await
-        {
+        let requests = match self.store.redeliver_requests(&self.redeliver_seen).await {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.redis_error();
@@ -1152,7 +1126,6 @@ impl EndpointLoop {
                     };
                     match self
                         .store
-                        .webhook_store()
                         .webhook_requeue(p, &self.id, &token, &request)
                         .await
                     {
@@ -1161,13 +1134,8 @@ impl EndpointLoop {
                             tracing::info!(endpoint = %self.id, partition = p, moved, "dead letters queued for delivery again");
                             // Delivered only once what was read is confirmed (SPEC 11.1); if
                             // it is not, they go after the next load of the partition.
-                            let progress = match self.store.confirm(p, &token).await {
-                                Ok(()) => {
-                                    self.store
-                                        .webhook_store()
-                                        .webhook_progress(p, &self.id)
-                                        .await
-                                }
+                            let progress = match self.store.confirmer().confirm(p, &token).await {
+                                Ok(()) => self.store.webhook_progress(p, &self.id).await,
                                 Err(e) => Err(e),
                             };
                             match progress {

@@ -334,14 +334,19 @@ async fn an_unreadable_order_is_skipped_by_listings_and_its_failing_stream_entry
     // Damage "bad" the way revision 2 stored far-future dates (year 10000 is not RFC 3339).
     let keys = recur::store::Keys::new("t", partitions(&h.redis, "t").await);
     let mut conn = h.redis.conn().await;
-    let stored: String = redis::AsyncCommands::hget(&mut conn, keys.order("bad"), "d")
+    let stored: String = redis::AsyncCommands::hget(&mut conn, keys.order_keys().order("bad"), "d")
         .await
         .unwrap();
     let mut damaged: serde_json::Value = serde_json::from_str(&stored).unwrap();
     damaged["endDate"] = json!("+10000-11-30T23:59:59.000Z");
-    let _: () = redis::AsyncCommands::hset(&mut conn, keys.order("bad"), "d", damaged.to_string())
-        .await
-        .unwrap();
+    let _: () = redis::AsyncCommands::hset(
+        &mut conn,
+        keys.order_keys().order("bad"),
+        "d",
+        damaged.to_string(),
+    )
+    .await
+    .unwrap();
     h.restart().await; // no actor holds it in memory any more
 
     // Listings go on without it; the order itself answers a clear error.

@@ -697,7 +697,7 @@ async fn revision_1_data_on_a_cluster_is_found_on_any_master_and_upgraded() {
     // One tagged key (an old order's deleted id), on whichever master holds its partition.
     let keys = recur::store::Keys::new("t", 16);
     let _: () = conn
-        .sadd(keys.deleted(keys.partition("gone")), "gone")
+        .sadd(keys.order_keys().deleted(keys.partition("gone")), "gone")
         .await
         .unwrap();
     let mut s = cluster.settings("t");

@@ -156,10 +156,22 @@ async fn revision_1_data_is_upgraded_and_its_kept_replies_still_answer() {
     // And untagged customer keys.
     let keys = recur::store::Keys::new("t", 16);
     for (new, old) in [
-        (keys.customer_stats("c1"), "t:customer:c1:stats"),
-        (keys.customer_contributions("c1"), "t:customer:c1:contrib"),
-        (keys.customer_orders("c1"), "t:customer:c1:orders"),
-        (keys.customers(keys.partition("c1")), "t:customers"),
+        (
+            keys.stats_keys().customer_stats("c1"),
+            "t:customer:c1:stats",
+        ),
+        (
+            keys.stats_keys().customer_contributions("c1"),
+            "t:customer:c1:contrib",
+        ),
+        (
+            keys.order_keys().customer_orders("c1"),
+            "t:customer:c1:orders",
+        ),
+        (
+            keys.stats_keys().customers(keys.partition("c1")),
+            "t:customers",
+        ),
     ] {
         let _: () = conn.rename(&new, old).await.unwrap();
     }

@@ -429,13 +429,13 @@ async fn stale_token_is_fenced() {
     assert_ne!(a.token, b.token, "a new epoch");
     let before = snapshot(&redis, "t").await;
     assert_eq!(
-        store.commit(commit(&a.token)).await.unwrap(),
+        store.order_store().commit(commit(&a.token)).await.unwrap(),
         CommitOutcome::Fenced
     );
     assert_eq!(snapshot(&redis, "t").await, before, "nothing written");
     assert_eq!(kept_reply(&redis, "t", "r1").await, None, "no reply kept");
     assert!(matches!(
-        store.commit(commit(&b.token)).await.unwrap(),
+        store.order_store().commit(commit(&b.token)).await.unwrap(),
         CommitOutcome::Committed { .. }
     ));
     // Renewal with a stale token fails; with the holder's, it holds.

@@ -267,7 +267,7 @@ async fn a_master_killed_mid_stream_loses_no_acknowledged_change() {
     let mut store = h.redis.store_conn().await;
     let keys = recur::store::Keys::new("t", partitions(&h.redis, "t").await);
     for (id, created) in &acknowledged {
-        let stored: Option<String> = store.hget(keys.order(id), "d").await.unwrap();
+        let stored: Option<String> = store.hget(keys.order_keys().order(id), "d").await.unwrap();
         let stored: Value = serde_json::from_str(
             &stored.unwrap_or_else(|| panic!("acknowledged {id} is missing after the failover")),
         )

@@ -498,8 +498,8 @@ async fn deltas_left_in_the_outbox_are_applied_once_at_start_up() {
     let mut conn = h.redis.conn().await;
     let keys = recur::store::Keys::new("t", recur::store::DEFAULT_PARTITIONS);
     let (contrib_key, stats_key) = (
-        keys.customer_contributions("cus"),
-        keys.customer_stats("cus"),
+        keys.stats_keys().customer_contributions("cus"),
+        keys.stats_keys().customer_stats("cus"),
     );
     let contrib: BTreeMap<String, String> = conn.hgetall(&contrib_key).await.unwrap();
     let latest: Value = serde_json::from_str(&contrib["a"]).unwrap();
