@@ -94,13 +94,9 @@ pub struct Metrics {
     redis_errors: IntCounter,
     orders_unreadable: IntCounter,
     stats_deltas_applied: IntCounter,
-    webhook_deliveries: IntCounterVec,
-    webhook_pending: IntGauge,
-    webhook_trimmed: IntCounter,
+    webhooks: WebhookFigures,
     ready: IntGauge,
-    replication_confirmed: IntCounter,
-    replication_short: IntCounter,
-    replication_replicas: IntGauge,
+    replication: ReplicationFigures,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -182,6 +178,70 @@ fn labelled(r: &Registry, name: &str, help: &str, label: &str, values: &[&str]) 
     vec
 }
 
+/// Webhook delivery's figures.
+struct WebhookFigures {
+    deliveries: IntCounterVec,
+    pending: IntGauge,
+    trimmed: IntCounter,
+}
+
+impl WebhookFigures {
+    fn new(r: &Registry) -> WebhookFigures {
+        WebhookFigures {
+            deliveries: labelled(
+                r,
+                "recur_webhook_deliveries_total",
+                "Webhook delivery attempts, by outcome",
+                "outcome",
+                &[
+                    DeliveryOutcome::Delivered.label(),
+                    DeliveryOutcome::Failed.label(),
+                    DeliveryOutcome::Dead.label(),
+                ],
+            ),
+            pending: gauge(
+                r,
+                "recur_webhook_pending",
+                "Webhook deliveries waiting (in flight or for a retry)",
+            ),
+            trimmed: counter(
+                r,
+                "recur_webhook_trimmed_total",
+                "Undelivered webhook events dead-lettered because the stream trim (events.max_len) would remove them",
+            ),
+        }
+    }
+}
+
+/// The WAITs' figures (SPEC 11.1).
+struct ReplicationFigures {
+    confirmed: IntCounter,
+    short: IntCounter,
+    replicas: IntGauge,
+}
+
+impl ReplicationFigures {
+    fn new(r: &Registry) -> ReplicationFigures {
+        let waits = counter_vec(
+            r,
+            "recur_replication_waits_total",
+            "WAITs sent after commits, lease acquisitions and confirmations (redis.wait_replicas > 0), by outcome: confirmed by enough replicas, or short",
+            &["outcome"],
+        );
+        let replicas = gauge(
+            r,
+            "recur_replication_replicas",
+            "How many replicas the last WAIT confirmed (the fewest over the masters of its pipeline; -1 before the first, or when redis.wait_replicas is 0)",
+        );
+        replicas.set(-1);
+        ReplicationFigures {
+            confirmed: waits.with_label_values(&["confirmed"]),
+            short: waits.with_label_values(&["short"]),
+            replicas,
+        }
+    }
+}
+
 impl Metrics {
     /// Every figure at zero, in a registry of its own.
     pub fn new() -> Metrics {
@@ -210,17 +270,6 @@ impl Metrics {
             "recur_timer_lag_seconds",
             "How late the most overdue timer of the partitions held is, on the lifecycle clock (0 when none is overdue)",
         );
-        let webhook_deliveries = labelled(
-            &r,
-            "recur_webhook_deliveries_total",
-            "Webhook delivery attempts, by outcome",
-            "outcome",
-            &[
-                DeliveryOutcome::Delivered.label(),
-                DeliveryOutcome::Failed.label(),
-                DeliveryOutcome::Dead.label(),
-            ],
-        );
         let lease_changes = labelled(
             &r,
             "recur_lease_changes_total",
@@ -228,13 +277,7 @@ impl Metrics {
             "change",
             &["acquired", "lost", "released"],
         );
-        let replication_waits = counter_vec(
-            &r,
-            "recur_replication_waits_total",
-            "WAITs sent after commits, lease acquisitions and confirmations (redis.wait_replicas > 0), by outcome: confirmed by enough replicas, or short",
-            &["outcome"],
-        );
-        let metrics = Metrics {
+        Metrics {
             transitions_fire: transitions.with_label_values(&["fire"]),
             transitions_command: transitions.with_label_values(&["command"]),
             events: counter(
@@ -294,33 +337,15 @@ impl Metrics {
                 "recur_stats_deltas_applied_total",
                 "Customer-statistics deltas applied",
             ),
-            webhook_deliveries,
-            webhook_pending: gauge(
-                &r,
-                "recur_webhook_pending",
-                "Webhook deliveries waiting (in flight or for a retry)",
-            ),
-            webhook_trimmed: counter(
-                &r,
-                "recur_webhook_trimmed_total",
-                "Undelivered webhook events dead-lettered because the stream trim (events.max_len) would remove them",
-            ),
+            webhooks: WebhookFigures::new(&r),
             ready: gauge(
                 &r,
                 "recur_ready",
                 "1 when /readyz would answer 200 (as of the last scrape or probe), else 0",
             ),
-            replication_confirmed: replication_waits.with_label_values(&["confirmed"]),
-            replication_short: replication_waits.with_label_values(&["short"]),
-            replication_replicas: gauge(
-                &r,
-                "recur_replication_replicas",
-                "How many replicas the last WAIT confirmed (the fewest over the masters of its pipeline; -1 before the first, or when redis.wait_replicas is 0)",
-            ),
+            replication: ReplicationFigures::new(&r),
             registry: r,
-        };
-        metrics.replication_replicas.set(-1);
-        metrics
+        }
     }
 
     /// One pipeline of `size` commits took `elapsed`.
@@ -333,11 +358,11 @@ impl Metrics {
     /// confirmed it (the fewest of its masters), and whether that was enough.
     pub fn replication_wait(&self, replicas: i64, enough: bool) {
         if enough {
-            self.replication_confirmed.inc();
+            self.replication.confirmed.inc();
         } else {
-            self.replication_short.inc();
+            self.replication.short.inc();
         }
-        self.replication_replicas.set(replicas);
+        self.replication.replicas.set(replicas);
     }
 
     /// One order version committed with `events` events.
@@ -423,19 +448,21 @@ impl Metrics {
 
     /// A webhook delivery attempt ended.
     pub fn webhook_delivery(&self, outcome: DeliveryOutcome) {
-        self.webhook_deliveries
+        self.webhooks
+            .deliveries
             .with_label_values(&[outcome.label()])
             .inc();
     }
 
     /// An undelivered event dead-lettered because the trim would remove it.
     pub fn webhook_trimmed(&self) {
-        self.webhook_trimmed.inc();
+        self.webhooks.trimmed.inc();
     }
 
     /// Webhook deliveries waiting now.
     pub fn set_webhook_pending(&self, n: u64) {
-        self.webhook_pending
+        self.webhooks
+            .pending
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 

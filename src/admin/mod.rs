@@ -13,6 +13,7 @@ mod command;
 mod handle;
 mod reply;
 mod server;
+mod streams;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,7 +36,8 @@ use crate::store::webhooks::WebhookStore;
 use crate::store::{Keys, RedisAddress, Store};
 pub use command::{args_schema, ArgsSchema, COMMAND_NAMES, LIST_MAX_LIMIT};
 pub use handle::AdminHandle;
-pub use server::{start, Source, MAX_DELIVERIES};
+pub use server::{start, Source};
+pub use streams::MAX_DELIVERIES;
 
 /// The admin settings the server uses.
 #[derive(Debug, Clone)]

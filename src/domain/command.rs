@@ -195,6 +195,53 @@ pub struct NewOrder {
     pub test_clock_id: Option<String>,
 }
 
+/// createOrder's `type`.
+fn parse_order_type(name: &str) -> Result<OrderType, DomainError> {
+    match name {
+        "ONLINE" => Ok(OrderType::Online),
+        "OFFLINE" => Ok(OrderType::Offline),
+        "EXTERNAL" => Ok(OrderType::External),
+        other => Err(DomainError::invalid(
+            "type",
+            format!("unknown type '{other}' (expected ONLINE, OFFLINE or EXTERNAL)"),
+        )),
+    }
+}
+
+/// createOrder's `timeZone` (UTC when absent).
+fn parse_time_zone(name: Option<&str>) -> Result<Zone, DomainError> {
+    match name {
+        None => Ok(Zone::UTC),
+        Some(name) => Zone::parse(name).ok_or_else(|| {
+            DomainError::invalid(
+                "timeZone",
+                format!("unknown time zone '{name}' (an IANA name such as Europe/Paris)"),
+            )
+        }),
+    }
+}
+
+/// createOrder's `dunning` (retries 1d, 2d and CANCEL unless given).
+fn parse_dunning(d: DunningArgs) -> Result<Dunning, DomainError> {
+    let final_action = match d.final_action.as_deref() {
+        None | Some("CANCEL") => FinalAction::Cancel,
+        Some("PAUSE") => FinalAction::Pause,
+        Some("KEEP") => FinalAction::Keep,
+        Some(other) => {
+            return Err(DomainError::invalid(
+                "dunning.finalAction",
+                format!("unknown final action '{other}' (expected CANCEL, PAUSE or KEEP)"),
+            ))
+        }
+    };
+    Ok(Dunning {
+        retries: d
+            .retries
+            .unwrap_or_else(|| vec!["1d".to_string(), "2d".to_string()]),
+        final_action,
+    })
+}
+
 impl NewOrder {
     /// Validates createOrder's arguments. `id` is the order id the caller settled on (the
     /// client's `orderId`, or one derived from the request id); `channel` is the request's.
@@ -210,17 +257,7 @@ impl NewOrder {
         check_id("customerId", &args.customer_id)?;
         check_id("plan.id", &args.plan.id)?;
         check_text("plan.name", &args.plan.name, MAX_NAME_LEN)?;
-        let order_type = match args.order_type.as_str() {
-            "ONLINE" => OrderType::Online,
-            "OFFLINE" => OrderType::Offline,
-            "EXTERNAL" => OrderType::External,
-            other => {
-                return Err(DomainError::invalid(
-                    "type",
-                    format!("unknown type '{other}' (expected ONLINE, OFFLINE or EXTERNAL)"),
-                ))
-            }
-        };
+        let order_type = parse_order_type(&args.order_type)?;
         let currency = Currency::parse(&args.currency)
             .map_err(|e| DomainError::invalid("currency", e.to_string()))?;
         let kind = parse_pricing_kind(&args.pricing)?;
@@ -264,39 +301,8 @@ impl NewOrder {
             }
             check_text("name", name, MAX_NAME_LEN)?;
         }
-        let time_zone = match args.time_zone.as_deref() {
-            None => Zone::UTC,
-            Some(name) => Zone::parse(name).ok_or_else(|| {
-                DomainError::invalid(
-                    "timeZone",
-                    format!("unknown time zone '{name}' (an IANA name such as Europe/Paris)"),
-                )
-            })?,
-        };
-        let dunning = match args.dunning {
-            None => None,
-            Some(d) => {
-                let final_action = match d.final_action.as_deref() {
-                    None | Some("CANCEL") => FinalAction::Cancel,
-                    Some("PAUSE") => FinalAction::Pause,
-                    Some("KEEP") => FinalAction::Keep,
-                    Some(other) => {
-                        return Err(DomainError::invalid(
-                            "dunning.finalAction",
-                            format!(
-                                "unknown final action '{other}' (expected CANCEL, PAUSE or KEEP)"
-                            ),
-                        ))
-                    }
-                };
-                Some(Dunning {
-                    retries: d
-                        .retries
-                        .unwrap_or_else(|| vec!["1d".to_string(), "2d".to_string()]),
-                    final_action,
-                })
-            }
-        };
+        let time_zone = parse_time_zone(args.time_zone.as_deref())?;
+        let dunning = args.dunning.map(parse_dunning).transpose()?;
         if let Some(clock) = &args.test_clock_id {
             check_id("testClockId", clock)?;
         }

@@ -9,6 +9,7 @@ use super::*;
 use crate::domain::lifecycle::test_support::{at, cmd, monthly, new_order, policy, types};
 use crate::domain::lifecycle::{cycle_charge, fire};
 use crate::domain::order::PaymentStatus;
+use crate::domain::order::PromoCode;
 
 const NOW: &str = "2026-01-10T09:00:00Z";
 

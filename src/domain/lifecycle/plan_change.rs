@@ -97,14 +97,9 @@ fn billed(o: &Order, pricing: &Pricing, k: u32) -> Decimal {
     base - discount_for_cycle(o, base, k)
 }
 
-/// changePlan's rules.
-pub(super) fn change_plan(
-    o: &mut Order,
-    change: &PlanChange<'_>,
-    now: Instant,
-    policy: &Policy,
-    d: &mut Drafts,
-) -> Result<(), DomainError> {
+/// Whether `o` may change plan to `change` at all (its status, kind, renewal, currency and
+/// type), before any arithmetic.
+fn check_can_change(o: &Order, change: &PlanChange<'_>) -> Result<(), DomainError> {
     match o.status {
         OrderStatus::Active | OrderStatus::Pending => {}
         OrderStatus::Draft => {
@@ -142,6 +137,18 @@ pub(super) fn change_plan(
             "OFFLINE orders are paid once: use NONE",
         ));
     }
+    Ok(())
+}
+
+/// changePlan's rules.
+pub(super) fn change_plan(
+    o: &mut Order,
+    change: &PlanChange<'_>,
+    now: Instant,
+    policy: &Policy,
+    d: &mut Drafts,
+) -> Result<(), DomainError> {
+    check_can_change(o, change)?;
     let limit = match change.pricing_kind {
         PricingKind::Subscription { cycle_count: 0, .. } => None,
         PricingKind::Subscription { cycle_count, .. } => Some(cycle_count),

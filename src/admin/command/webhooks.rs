@@ -1,0 +1,81 @@
+//! The webhook commands (SPEC 11.2): the endpoints with their health, dead letters retried.
+
+use serde_json::{json, Value};
+
+use crate::admin::reply::{AdminError, Outcome};
+use crate::admin::AdminState;
+use crate::domain::DomainError;
+use crate::store::StoreError;
+
+/// getWebhookEndpoints: per configured endpoint, the change entries its cursors have not passed
+/// yet (`pending`, over every partition), the events waiting for a retry (`retrying`) and the
+/// dead letters (`dead`).
+pub(super) async fn webhook_endpoints(state: &AdminState) -> Result<Value, AdminError> {
+    let ids: Vec<&str> = state
+        .config
+        .webhook_endpoints
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let dead = state.stores.webhooks.count_dead(&ids).await?;
+    let mut ends = Vec::new();
+    for p in 0..state.stores.keys().partitions() {
+        ends.push(state.stores.webhooks.stream_end(p).await?.added);
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let (mut pending, mut retrying) = (0u64, 0usize);
+        for (p, added) in ends.iter().enumerate() {
+            let partition = u16::try_from(p).unwrap_or(u16::MAX);
+            let progress = state
+                .stores
+                .webhooks
+                .webhook_progress(partition, id)
+                .await?;
+            let passed = progress.cursor.as_ref().map_or(*added, |(_, n)| *n);
+            pending += added.saturating_sub(passed);
+            retrying += progress.retrying.len();
+        }
+        out.push(json!({
+            "id": id,
+            "pending": pending,
+            "retrying": retrying,
+            "dead": dead.get(id).copied().unwrap_or(0),
+        }));
+    }
+    Ok(json!({ "endpoints": out }))
+}
+
+/// retryDeadWebhooks: counts the dead letters to deliver again and records the request in
+/// partition 0; every owner queues its partitions' dead letters when it sees it (SPEC 10).
+pub(super) async fn retry_dead_webhooks(
+    state: &AdminState,
+    endpoint: Option<&str>,
+) -> Result<Outcome, AdminError> {
+    let configured = &state.config.webhook_endpoints;
+    let endpoints: Vec<&str> = match endpoint {
+        Some(e) if configured.iter().any(|c| c == e) => vec![e],
+        Some(e) => {
+            return Err(
+                DomainError::NotFound(format!("no webhook endpoint '{e}' is configured")).into(),
+            )
+        }
+        None => configured.iter().map(String::as_str).collect(),
+    };
+    let counts = state.stores.webhooks.count_dead(&endpoints).await?;
+    let total: u64 = counts.values().sum();
+    if total > 0 {
+        let token = state
+            .ownership
+            .token(0)
+            .ok_or(StoreError::Fenced { partition: 0 })?;
+        state
+            .stores
+            .webhooks
+            .add_redeliver_request(&token, &endpoints)
+            .await?;
+    }
+    Ok(Outcome::Answer(
+        json!({"requeued": total, "endpoints": counts}),
+    ))
+}

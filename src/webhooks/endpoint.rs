@@ -1,0 +1,909 @@
+//! One endpoint's delivery loop: its partitions' streams read from the endpoint's cursor,
+//! one queue per order (in order, one attempt in flight each), retries with backoff and
+//! `Retry-After`, dead letters, progress written under the partition's lease, and the
+//! endpoint's health (down, probing, paused).
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::health::{Attempt, Change, Health, LogLimit};
+use super::*;
+use crate::config::EndpointSettings;
+use crate::metrics::{DeliveryOutcome, Metrics};
+use crate::ownership::Ownership;
+use crate::shutdown::Shutdown;
+use crate::store::webhooks::{Apply, WebhookStore};
+use crate::store::StoreError;
+
+/// A queue's key: (partition, order id), or (partition, `x:<dead id>`) for a dead letter
+/// delivered again (on its own, ordered with nothing).
+pub(super) type QueueKey = (u16, String);
+
+#[derive(Debug)]
+pub(super) struct Delivery {
+    pub(super) key: String,
+    /// The ordinal of its stream entry (`None`: a requeued dead letter).
+    pub(super) entry_n: Option<u64>,
+    pub(super) order_id: String,
+    pub(super) event_id: String,
+    pub(super) event_type: String,
+    pub(super) body: Arc<str>,
+    pub(super) attempts: u32,
+    pub(super) first_ms: Option<i64>,
+    pub(super) in_flight: bool,
+}
+
+/// What is kept under `r:<key>` between attempts.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RetryState {
+    pub(super) attempts: u32,
+    pub(super) first_ms: i64,
+    pub(super) error: String,
+}
+
+/// A dead letter as `x:<id>` holds it (the dead entry's fields).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DeadFields {
+    pub(super) event_id: String,
+    #[serde(rename = "type")]
+    pub(super) event_type: String,
+    pub(super) order_id: String,
+    pub(super) body: String,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct EntryState {
+    pub(super) id: String,
+    pub(super) remaining: usize,
+    /// Keys finished while the entry is above the cursor (`d:` fields to drop with it).
+    pub(super) done_keys: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(super) struct Part {
+    pub(super) generation: u64,
+    pub(super) read_pos: String,
+    pub(super) read_n: u64,
+    pub(super) cursor: (String, u64),
+    /// Entries read and not finished, by ordinal.
+    pub(super) entries: BTreeMap<u64, EntryState>,
+    /// Deliveries Redis says are finished above the cursor.
+    pub(super) done: HashSet<String>,
+    pub(super) retrying: HashMap<String, RetryState>,
+    pub(super) queued: usize,
+}
+
+pub(super) struct Finished {
+    pub(super) queue: QueueKey,
+    pub(super) generation: u64,
+    pub(super) started_ms: i64,
+    /// Sent while the endpoint was down (a probe).
+    pub(super) probe: bool,
+    pub(super) attempt: Attempt,
+}
+
+pub(super) struct EndpointLoop {
+    pub(super) ep: Arc<EndpointSettings>,
+    pub(super) id: String,
+    pub(super) client: reqwest::Client,
+    pub(super) store: WebhookStore,
+    pub(super) ownership: Ownership,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) config: WebhookConfig,
+    /// Deliveries waiting, over every endpoint (`recur_webhook_pending`).
+    pub(super) pending: Arc<AtomicU64>,
+    pub(super) parts: BTreeMap<u16, Part>,
+    pub(super) queues: HashMap<QueueKey, VecDeque<Delivery>>,
+    /// Queues whose head may be sent now.
+    pub(super) ready: VecDeque<QueueKey>,
+    /// Queues whose head waits for its retry.
+    pub(super) waiting: BinaryHeap<std::cmp::Reverse<(Instant, QueueKey)>>,
+    pub(super) in_flight: usize,
+    pub(super) generation: u64,
+    pub(super) redeliver_seen: String,
+    /// The latest retryDeadWebhooks request naming this endpoint: applied to a partition
+    /// taken over later too (its previous owner may not have seen it).
+    pub(super) last_request: Option<String>,
+    /// Progress writes not sent yet, by partition (sent together by [`EndpointLoop::flush`]).
+    pub(super) staged: BTreeMap<u16, Apply>,
+    /// Down or not, paused by a `Retry-After` or not: how many attempts may be in flight.
+    pub(super) health: Health,
+    /// Rate limits of the warnings for failed attempts and for dead-lettered events.
+    pub(super) failure_log: LogLimit,
+    pub(super) dead_log: LogLimit,
+}
+
+impl EndpointLoop {
+    pub(super) async fn run(mut self, shutdown: Shutdown) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
+        let mut next_read = Instant::now();
+        let mut next_redeliver = Instant::now();
+        let mut next_trim_check = Instant::now() + TRIM_CHECK;
+        tracing::info!(endpoint = %self.id, url = %masked_url(&self.ep.url), "delivering webhooks");
+        while !shutdown.is_triggered() {
+            self.sync_partitions().await;
+            let now = Instant::now();
+            if now >= next_trim_check {
+                self.force_out_what_the_trim_would_remove().await;
+                next_trim_check = now + TRIM_CHECK;
+            }
+            if now >= next_redeliver {
+                self.check_redeliver().await;
+                next_redeliver = now + REDELIVER_POLL;
+            }
+            if now >= next_read {
+                let more = self.read_new().await;
+                next_read = if more { now } else { now + POLL };
+            }
+            self.wake_waiting();
+            self.dispatch(&tx);
+            let retry_at = self.waiting.peek().map(|w| w.0 .0);
+            let mut wake = retry_at.map_or(next_read, |r| r.min(next_read));
+            if let Some(resume) = self.health.resumes_at(Instant::now().into_std()) {
+                wake = wake.min(Instant::from_std(resume));
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                Some(f) = rx.recv() => {
+                    self.finish(f);
+                    while let Ok(f) = rx.try_recv() {
+                        self.finish(f);
+                    }
+                    self.flush().await;
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        self.add_pending(-(self.queued() as i64));
+    }
+
+    /// Picks up partitions this daemon took, drops those it lost.
+    pub(super) async fn sync_partitions(&mut self) {
+        let owned = self.ownership.owned();
+        let lost: Vec<u16> = self
+            .parts
+            .keys()
+            .filter(|p| !owned.contains(p))
+            .copied()
+            .collect();
+        for p in lost {
+            self.drop_partition(p);
+        }
+        for p in owned {
+            if self.parts.contains_key(&p) {
+                continue;
+            }
+            match self.load_partition(p).await {
+                Ok(()) => {}
+                Err(e) => {
+                    self.metrics.redis_error();
+                    tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot load webhook progress; retrying");
+                }
+            }
+        }
+    }
+
+    pub(super) fn drop_partition(&mut self, p: u16) {
+        let Some(part) = self.parts.remove(&p) else {
+            return;
+        };
+        self.add_pending(-(part.queued as i64));
+        self.queues.retain(|k, _| k.0 != p);
+        self.ready.retain(|k| k.0 != p);
+        tracing::debug!(endpoint = %self.id, partition = p, "stopped delivering a partition this daemon no longer owns");
+    }
+
+    /// Deliveries queued over every partition this loop holds.
+    pub(super) fn queued(&self) -> usize {
+        self.parts.values().map(|p| p.queued).sum()
+    }
+
+    pub(super) fn add_pending(&self, delta: i64) {
+        let total = if delta >= 0 {
+            self.pending.fetch_add(delta as u64, Ordering::Relaxed) + delta as u64
+        } else {
+            self.pending
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed)
+                .saturating_sub(delta.unsigned_abs())
+        };
+        self.metrics.set_webhook_pending(total);
+    }
+
+    pub(super) async fn load_partition(&mut self, p: u16) -> Result<(), StoreError> {
+        let Some(token) = self.ownership.token(p) else {
+            return Ok(());
+        };
+        if let Some(request) = &self.last_request {
+            // Once per request id per partition (the script keeps the last one applied).
+            self.store
+                .webhook_requeue(p, &self.id, &token, request)
+                .await?;
+        }
+        let progress = self.store.webhook_progress(p, &self.id).await?;
+        let cursor = match progress.cursor {
+            Some(c) => c,
+            None => match start_at_end(&self.store, p, &self.id, &token).await? {
+                Some(c) => c,
+                // Another start got there first: the next look reads what it recorded.
+                None => return Ok(()),
+            },
+        };
+        self.generation += 1;
+        let mut retrying = HashMap::new();
+        for (key, json) in progress.retrying {
+            if let Ok(r) = serde_json::from_str::<RetryState>(&json) {
+                retrying.insert(key, r);
+            }
+        }
+        let part = Part {
+            generation: self.generation,
+            read_pos: cursor.0.clone(),
+            read_n: cursor.1,
+            cursor,
+            entries: BTreeMap::new(),
+            done: progress.done.into_iter().collect(),
+            retrying,
+            queued: 0,
+        };
+        self.parts.insert(p, part);
+        self.queue_requeued(p, progress.requeued);
+        Ok(())
+    }
+
+    /// Dead letters queued again (`x:` fields): each delivered on its own.
+    pub(super) fn queue_requeued(&mut self, p: u16, requeued: HashMap<String, String>) {
+        for (dead_id, json) in requeued {
+            let key = format!("x:{dead_id}");
+            let queue = (p, key.clone());
+            if self.queues.contains_key(&queue) {
+                continue;
+            }
+            let Ok(f) = serde_json::from_str::<DeadFields>(&json) else {
+                tracing::warn!(endpoint = %self.id, partition = p, dead = %dead_id, "skipping an unreadable dead letter");
+                continue;
+            };
+            let d = Delivery {
+                key,
+                entry_n: None,
+                order_id: f.order_id,
+                event_id: f.event_id,
+                event_type: f.event_type,
+                body: Arc::from(f.body),
+                attempts: 0,
+                first_ms: None,
+                in_flight: false,
+            };
+            self.enqueue(p, queue, d);
+        }
+    }
+
+    pub(super) fn enqueue(&mut self, p: u16, queue: QueueKey, d: Delivery) {
+        let q = self.queues.entry(queue.clone()).or_default();
+        q.push_back(d);
+        if q.len() == 1 {
+            self.ready.push_back(queue);
+        }
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.queued += 1;
+        }
+        self.add_pending(1);
+    }
+
+    /// Reads new entries of every partition with room in its queues; whether some partition
+    /// has more to read at once.
+    pub(super) async fn read_new(&mut self) -> bool {
+        let mut more = false;
+        if self.health.is_down() {
+            // What is queued already waits for the endpoint; the rest stays in Redis.
+            return false;
+        }
+        let partitions: Vec<u16> = self.parts.keys().copied().collect();
+        let mut read = Vec::new();
+        for p in partitions {
+            let Some(part) = self.parts.get(&p) else {
+                continue;
+            };
+            if part.queued >= PARTITION_QUEUE_CAP || self.queued() >= ENDPOINT_QUEUE_CAP {
+                continue;
+            }
+            let after = part.read_pos.clone();
+            let rows = match self.store.entries_after(p, &after, READ_BATCH).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.metrics.redis_error();
+                    tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot read the event stream; retrying");
+                    continue;
+                }
+            };
+            more |= rows.len() == READ_BATCH;
+            read.push((p, rows));
+        }
+        // SPEC 11.1: nothing is delivered before its commit is confirmed by the replicas. The
+        // entries read may come from commits whose WAIT has not come back (or fell short, or
+        // a previous owner's): they are all confirmed once the partition's master is, after
+        // the read (one pipeline for every partition read). Unconfirmed entries are read
+        // again next time.
+        let confirmed = self.confirm_read(&read).await;
+        for ((p, rows), ok) in read.into_iter().zip(confirmed) {
+            if !ok {
+                more = false;
+                continue;
+            }
+            for (id, change) in rows {
+                self.take_entry(p, id, &change);
+            }
+            if let Some(apply) = self.advance_cursor(p) {
+                self.stage(p, apply);
+            }
+        }
+        self.flush().await;
+        more
+    }
+
+    /// Whether the entries read from each partition are confirmed by `redis.wait_replicas`
+    /// replicas (always, when that is 0 or nothing was read).
+    pub(super) async fn confirm_read(&self, read: &[(u16, Vec<(String, String)>)]) -> Vec<bool> {
+        if !self.store.confirmer().waits() {
+            return vec![true; read.len()];
+        }
+        let mut held = Vec::new();
+        let mut at = Vec::with_capacity(read.len());
+        for (p, rows) in read {
+            let token = if rows.is_empty() {
+                None
+            } else {
+                self.ownership.token(*p)
+            };
+            at.push(token.as_ref().map(|_| held.len()));
+            if let Some(token) = token {
+                held.push((*p, token));
+            }
+        }
+        let results = self.store.confirmer().confirm_many(&held).await;
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            tracing::debug!(endpoint = %self.id, error = %e, "events read are not confirmed yet; read again later");
+        }
+        read.iter()
+            .zip(at)
+            .map(|((_, rows), i)| match i {
+                Some(i) => results.get(i).is_some_and(Result::is_ok),
+                None => rows.is_empty(),
+            })
+            .collect()
+    }
+
+    /// SPEC 10: the stream trim keeps `events.max_len` entries; undelivered events older than
+    /// that are dead-lettered with error "trimmed" (and counted) and the cursor moves past
+    /// them, so the trim never has to remove an entry this endpoint still owes. A partition
+    /// with such an event in flight waits for its outcome (the next check).
+    pub(super) async fn force_out_what_the_trim_would_remove(&mut self) {
+        let max_len = self.config.events_max_len;
+        let partitions: Vec<u16> = self.parts.keys().copied().collect();
+        for p in partitions {
+            let end = match self.store.stream_end(p).await {
+                Ok(end) => end,
+                Err(e) => {
+                    self.metrics.redis_error();
+                    tracing::debug!(error = %e, "cannot read the stream's end");
+                    return;
+                }
+            };
+            let limit = end.added.saturating_sub(max_len);
+            let Some(part) = self.parts.get(&p) else {
+                continue;
+            };
+            if part.cursor.1 >= limit {
+                continue;
+            }
+            let in_flight = self.queues.iter().any(|((qp, _), q)| {
+                *qp == p
+                    && q.front()
+                        .is_some_and(|d| d.in_flight && d.entry_n.is_some_and(|n| n <= limit))
+            });
+            if in_flight {
+                continue;
+            }
+            if let Err(e) = self.force_out(p, limit).await {
+                self.metrics.redis_error();
+                tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot dead-letter what the trim would remove; retrying");
+            }
+        }
+    }
+
+    /// Dead-letters every undelivered event of partition `p` up to ordinal `limit`, and moves
+    /// the cursor there; what was not read yet is read a batch at a time.
+    pub(super) async fn force_out(&mut self, p: u16, limit: u64) -> Result<(), StoreError> {
+        loop {
+            let apply = self.pop_forced(p, limit);
+            self.stage(p, apply);
+            self.flush().await;
+            let Some(part) = self.parts.get(&p) else {
+                return Ok(());
+            };
+            if part.read_n >= limit {
+                return Ok(());
+            }
+            let want = usize::try_from(limit - part.read_n)
+                .unwrap_or(usize::MAX)
+                .min(READ_BATCH);
+            let after = part.read_pos.clone();
+            let rows = self.store.entries_after(p, &after, want).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            // Taken entries may be sent before they are dead-lettered: confirmed first.
+            if let Some(token) = self.ownership.token(p) {
+                self.store.confirmer().confirm(p, &token).await?;
+            }
+            for (id, change) in rows {
+                self.take_entry(p, id, &change);
+            }
+        }
+    }
+
+    /// Takes the queued deliveries of `p`'s entries up to ordinal `limit` out of their queues
+    /// (none is in flight) as dead letters with error "trimmed", and moves the cursor.
+    pub(super) fn pop_forced(&mut self, p: u16, limit: u64) -> Apply {
+        let mut dead: Vec<Delivery> = Vec::new();
+        let keys: Vec<QueueKey> = self.queues.keys().filter(|k| k.0 == p).cloned().collect();
+        for key in keys {
+            let Some(q) = self.queues.get_mut(&key) else {
+                continue;
+            };
+            let before = dead.len();
+            while q
+                .front()
+                .is_some_and(|d| !d.in_flight && d.entry_n.is_some_and(|n| n <= limit))
+            {
+                if let Some(d) = q.pop_front() {
+                    dead.push(d);
+                }
+            }
+            if q.is_empty() {
+                self.queues.remove(&key);
+            } else if dead.len() > before {
+                self.ready.push_back(key);
+            }
+        }
+        let mut apply = Apply::default();
+        for d in &dead {
+            self.metrics.webhook_trimmed();
+            apply.dead.push(vec![
+                ("endpoint".into(), self.id.clone()),
+                ("eventId".into(), d.event_id.clone()),
+                ("type".into(), d.event_type.clone()),
+                ("orderId".into(), d.order_id.clone()),
+                ("attempts".into(), d.attempts.to_string()),
+                ("error".into(), "trimmed".into()),
+                ("firstAttemptMs".into(), d.first_ms.unwrap_or(0).to_string()),
+                ("body".into(), d.body.to_string()),
+            ]);
+            if d.attempts > 0 {
+                apply.delete.push(format!("r:{}", d.key));
+            }
+        }
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.queued = part.queued.saturating_sub(dead.len());
+            for d in &dead {
+                if let Some(entry) = d.entry_n.and_then(|n| part.entries.get_mut(&n)) {
+                    entry.remaining = entry.remaining.saturating_sub(1);
+                }
+            }
+        }
+        self.add_pending(-(dead.len() as i64));
+        if !dead.is_empty() {
+            tracing::warn!(endpoint = %self.id, partition = p, events = dead.len(), "undelivered events the stream trim would remove were dead-lettered (error \"trimmed\")");
+        }
+        if let Some(moved) = self.advance_cursor(p) {
+            apply.merge(moved);
+        }
+        apply
+    }
+
+    /// Queues the deliveries of one stream entry.
+    pub(super) fn take_entry(&mut self, p: u16, id: String, change: &str) {
+        let Some(part) = self.parts.get_mut(&p) else {
+            return;
+        };
+        part.read_n += 1;
+        part.read_pos = id.clone();
+        let n = part.read_n;
+        let change: Value = serde_json::from_str(change).unwrap_or(Value::Null);
+        let no_events = Vec::new();
+        // A test clock's changes go only to endpoints that ask for them (SPEC 11.2).
+        let skipped = change.get("testClockId").is_some() && !self.ep.test_clocks;
+        let events = match change["events"].as_array() {
+            Some(events) if !skipped => events,
+            _ => &no_events,
+        };
+        // The entity in its whole form, built once per change and only if some event is sent.
+        let mut entity: Option<String> = None;
+        let mut entry = EntryState {
+            id: id.clone(),
+            ..EntryState::default()
+        };
+        let mut deliveries = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let event_type = event["type"].as_str().unwrap_or_default();
+            if !self.ep.wants(event_type) {
+                continue;
+            }
+            let key = format!("{id}#{i}");
+            if part.done.remove(&key) {
+                entry.done_keys.push(key);
+                continue;
+            }
+            let retry = part.retrying.remove(&key);
+            let entity = entity.get_or_insert_with(|| whole_entity(&change["entity"]));
+            let body: Arc<str> = Arc::from(event_body(event, entity));
+            deliveries.push(Delivery {
+                key,
+                entry_n: Some(n),
+                order_id: event["entityId"].as_str().unwrap_or_default().to_string(),
+                event_id: event["id"].as_str().unwrap_or_default().to_string(),
+                event_type: event_type.to_string(),
+                body,
+                attempts: retry.as_ref().map_or(0, |r| r.attempts),
+                first_ms: retry.map(|r| r.first_ms),
+                in_flight: false,
+            });
+        }
+        entry.remaining = deliveries.len();
+        part.entries.insert(n, entry);
+        for d in deliveries {
+            let queue = (p, d.order_id.clone());
+            self.enqueue(p, queue, d);
+        }
+    }
+
+    /// The cursor move of the finished entries at the bottom, with the `d:` fields it drops.
+    pub(super) fn advance_cursor(&mut self, p: u16) -> Option<Apply> {
+        let part = self.parts.get_mut(&p)?;
+        let mut apply = Apply::default();
+        while let Some(entry) = part.entries.first_entry() {
+            if entry.get().remaining > 0 {
+                break;
+            }
+            let n = *entry.key();
+            let e = entry.remove();
+            apply
+                .delete
+                .extend(e.done_keys.into_iter().map(|k| format!("d:{k}")));
+            part.cursor = (e.id.clone(), n);
+            apply.cursor = Some((e.id, n));
+        }
+        apply.cursor.is_some().then_some(apply)
+    }
+
+    pub(super) fn stage(&mut self, p: u16, apply: Apply) {
+        if !apply.is_empty() {
+            self.staged.entry(p).or_default().merge(apply);
+        }
+    }
+
+    /// Sends the staged progress writes, one round trip for every partition.
+    pub(super) async fn flush(&mut self) {
+        let staged = std::mem::take(&mut self.staged);
+        let mut writes = Vec::new();
+        for (p, apply) in staged {
+            match self.ownership.token(p) {
+                Some(token) => writes.push((p, token, apply)),
+                None => self.drop_partition(p),
+            }
+        }
+        match self.store.webhook_apply_many(&self.id, &writes).await {
+            Ok(results) => {
+                for ((p, _, _), r) in writes.iter().zip(results) {
+                    match r {
+                        Ok(()) => {}
+                        Err(StoreError::Fenced { .. }) => {
+                            tracing::warn!(endpoint = %self.id, partition = p, "webhook progress fenced: the partition has another owner");
+                            self.drop_partition(*p);
+                        }
+                        Err(e) => {
+                            tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot record webhook progress")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                // Not lost: what was delivered is delivered again after a restart.
+                self.metrics.redis_error();
+                tracing::warn!(endpoint = %self.id, error = %e, "cannot record webhook progress");
+            }
+        }
+    }
+
+    pub(super) fn wake_waiting(&mut self) {
+        let now = Instant::now();
+        while let Some(std::cmp::Reverse((at, _))) = self.waiting.peek() {
+            if *at > now {
+                break;
+            }
+            if let Some(std::cmp::Reverse((_, queue))) = self.waiting.pop() {
+                self.ready.push_back(queue);
+            }
+        }
+    }
+
+    /// Sends the heads of ready queues, up to `max_in_flight` at once; none during a pause,
+    /// one probe at a time while the endpoint is down.
+    pub(super) fn dispatch(&mut self, tx: &mpsc::UnboundedSender<Finished>) {
+        let limit = self.health.limit(Instant::now().into_std());
+        let probe = self.health.is_down();
+        while self.in_flight < limit {
+            let Some(queue) = self.ready.pop_front() else {
+                return;
+            };
+            let Some(generation) = self.parts.get(&queue.0).map(|p| p.generation) else {
+                continue;
+            };
+            let Some(d) = self.queues.get_mut(&queue).and_then(VecDeque::front_mut) else {
+                continue;
+            };
+            if d.in_flight {
+                continue;
+            }
+            d.in_flight = true;
+            self.in_flight += 1;
+            let request = self
+                .client
+                .post(&self.ep.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("Recur-Event-Id", &d.event_id)
+                .header("Recur-Event-Type", &d.event_type)
+                .header("Recur-Daemon-Id", &self.config.daemon_id);
+            let (secret, body, tx) = (self.ep.secret.clone(), Arc::clone(&d.body), tx.clone());
+            tokio::task::spawn_local(async move {
+                let started_ms = now_ms();
+                let t = started_ms / 1000;
+                let result = request
+                    .header("Recur-Signature", signature_header(&secret, t, &body))
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                let attempt = match result {
+                    Ok(r) => {
+                        let retry_after = r
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok());
+                        health::classify(r.status().as_u16(), retry_after, SystemTime::now())
+                    }
+                    Err(e) => send_failure(e),
+                };
+                let _ = tx.send(Finished {
+                    queue,
+                    generation,
+                    started_ms,
+                    probe,
+                    attempt,
+                });
+            });
+        }
+    }
+
+    /// Feeds an attempt's outcome to the endpoint's health; one warning per change of state.
+    pub(super) fn record_health(&mut self, f: &Finished) {
+        let now = Instant::now().into_std();
+        match self.health.record(&f.attempt, f.probe, now) {
+            Some(Change::WentDown { failures }) => {
+                tracing::warn!(endpoint = %self.id, failures, error = f.attempt.error().unwrap_or_default(), "webhook endpoint is down: {failures} attempts in a row got no answer or a 429, 502, 503 or 504; probing it one delivery at a time, with growing pauses");
+            }
+            Some(Change::CameUp) => {
+                tracing::warn!(endpoint = %self.id, "webhook endpoint answers again: delivering at full speed");
+            }
+            None => {}
+        }
+    }
+
+    /// An attempt came back: retried later (a failure of an event younger than `max_age`), or
+    /// finished (delivered, or given up and dead-lettered).
+    pub(super) fn finish(&mut self, f: Finished) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        // The endpoint's health counts every answer, also of a partition lost meanwhile.
+        self.record_health(&f);
+        let current = self.parts.get(&f.queue.0).map(|part| part.generation);
+        if current != Some(f.generation) {
+            // Lost meanwhile (the new owner delivers it again) or taken again since.
+            return;
+        }
+        let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::front_mut) else {
+            return;
+        };
+        d.in_flight = false;
+        let error = f.attempt.error().map(str::to_string);
+        if let Some(error) = &error {
+            if self.retry_later(&f, error) {
+                return;
+            }
+        }
+        self.complete(&f, error.as_deref());
+    }
+
+    /// Counts a failed attempt of the queue's first delivery and, while the event is younger
+    /// than `max_age`, schedules its retry (its own backoff; a Retry-After pauses the whole
+    /// endpoint besides) and keeps its retry state. False when it is to be given up.
+    pub(super) fn retry_later(&mut self, f: &Finished, error: &str) -> bool {
+        let settings = &self.config.settings;
+        let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::front_mut) else {
+            return false;
+        };
+        d.attempts += 1;
+        let first = *d.first_ms.get_or_insert(f.started_ms);
+        let age = Duration::from_millis(u64::try_from(now_ms() - first).unwrap_or(0));
+        if age >= settings.max_age {
+            return false;
+        }
+        self.metrics.webhook_delivery(DeliveryOutcome::Failed);
+        let pause = backoff(d.attempts, settings.retry_initial, settings.retry_max);
+        let (endpoint_failure, paused_ms) = match &f.attempt {
+            Attempt::EndpointFailed { retry_after, .. } => (
+                true,
+                retry_after.map(|r| r.min(settings.retry_max).as_millis() as u64),
+            ),
+            _ => (false, None),
+        };
+        match self.failure_log.check(Instant::now().into_std()) {
+            Some(suppressed) => {
+                tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, retry_in_ms = pause.as_millis() as u64, suppressed, "webhook delivery failed; retrying (at most one such line per endpoint per 10 s: `suppressed` counts those left out)");
+            }
+            None => {
+                tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, endpoint_failure, paused_ms, "webhook delivery failed; retrying");
+            }
+        }
+        let state = RetryState {
+            attempts: d.attempts,
+            first_ms: first,
+            error: error.to_string(),
+        };
+        let apply = Apply {
+            set: d
+                .entry_n
+                .map(|_| {
+                    (
+                        format!("r:{}", d.key),
+                        serde_json::to_string(&state).unwrap_or_default(),
+                    )
+                })
+                .into_iter()
+                .collect(),
+            ..Apply::default()
+        };
+        self.waiting
+            .push(std::cmp::Reverse((Instant::now() + pause, f.queue.clone())));
+        self.stage(f.queue.0, apply);
+        true
+    }
+
+    /// The queue's first delivery is finished (`error`: given up with it, dead-lettered):
+    /// off the queue, its entry's count and the cursor moved, the order's next event ready.
+    pub(super) fn complete(&mut self, f: &Finished, error: Option<&str>) {
+        let p = f.queue.0;
+        let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::pop_front) else {
+            return;
+        };
+        let mut apply = Apply::default();
+        match error {
+            None => self.metrics.webhook_delivery(DeliveryOutcome::Delivered),
+            Some(error) => {
+                self.metrics.webhook_delivery(DeliveryOutcome::Dead);
+                match self.dead_log.check(Instant::now().into_std()) {
+                    Some(suppressed) => {
+                        tracing::warn!(endpoint = %self.id, event_id = %d.event_id, order_id = %d.order_id, attempts = d.attempts, %error, suppressed, "webhook delivery given up: dead-lettered (at most one such line per endpoint per 10 s: `suppressed` counts those left out)");
+                    }
+                    None => {
+                        tracing::debug!(endpoint = %self.id, event_id = %d.event_id, attempts = d.attempts, %error, "webhook delivery given up: dead-lettered");
+                    }
+                }
+                apply.dead = vec![vec![
+                    ("endpoint".into(), self.id.clone()),
+                    ("eventId".into(), d.event_id.clone()),
+                    ("type".into(), d.event_type.clone()),
+                    ("orderId".into(), d.order_id.clone()),
+                    ("attempts".into(), d.attempts.to_string()),
+                    ("error".into(), error.to_string()),
+                    ("firstAttemptMs".into(), d.first_ms.unwrap_or(0).to_string()),
+                    ("body".into(), d.body.to_string()),
+                ]];
+            }
+        }
+        if d.attempts > 0 && d.entry_n.is_some() {
+            apply.delete.push(format!("r:{}", d.key));
+        }
+        if d.entry_n.is_none() {
+            apply.delete.push(d.key.clone());
+        }
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.queued = part.queued.saturating_sub(1);
+        }
+        self.add_pending(-1);
+        if let Some(n) = d.entry_n {
+            if let Some(entry) = self
+                .parts
+                .get_mut(&p)
+                .and_then(|part| part.entries.get_mut(&n))
+            {
+                entry.remaining = entry.remaining.saturating_sub(1);
+                entry.done_keys.push(d.key.clone());
+            }
+            match self.advance_cursor(p) {
+                Some(moved) => {
+                    apply.cursor = moved.cursor;
+                    apply.delete.extend(moved.delete);
+                    // A key the cursor passed needs no `d:` mark.
+                    apply.delete.retain(|k| k != &format!("d:{}", d.key));
+                }
+                None => apply.set.push((format!("d:{}", d.key), "1".into())),
+            }
+        }
+        // The order's next event, if any, may go now.
+        match self.queues.get(&f.queue) {
+            Some(q) if !q.is_empty() => self.ready.push_back(f.queue.clone()),
+            _ => {
+                self.queues.remove(&f.queue);
+            }
+        }
+        self.stage(p, apply);
+    }
+
+    /// Applies retryDeadWebhooks requests to the partitions this daemon owns.
+    pub(super) async fn check_redeliver(&mut self) {
+        let requests = match self.store.redeliver_requests(&self.redeliver_seen).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.redis_error();
+                tracing::debug!(error = %e, "cannot read retryDeadWebhooks requests");
+                return;
+            }
+        };
+        for (request, endpoints) in requests {
+            if endpoints.iter().any(|e| e == &self.id) {
+                self.last_request = Some(request.clone());
+                let partitions: Vec<u16> = self.parts.keys().copied().collect();
+                for p in partitions {
+                    let Some(token) = self.ownership.token(p) else {
+                        continue;
+                    };
+                    match self
+                        .store
+                        .webhook_requeue(p, &self.id, &token, &request)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(moved) => {
+                            tracing::info!(endpoint = %self.id, partition = p, moved, "dead letters queued for delivery again");
+                            // Delivered only once what was read is confirmed (SPEC 11.1); if
+                            // it is not, they go after the next load of the partition.
+                            let progress = match self.store.confirmer().confirm(p, &token).await {
+                                Ok(()) => self.store.webhook_progress(p, &self.id).await,
+                                Err(e) => Err(e),
+                            };
+                            match progress {
+                                Ok(progress) => self.queue_requeued(p, progress.requeued),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot read requeued dead letters; they go after a restart")
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.metrics.redis_error();
+                            tracing::warn!(endpoint = %self.id, partition = p, error = %e, "cannot requeue dead letters; the next look retries");
+                            return;
+                        }
+                    }
+                }
+            }
+            self.redeliver_seen = request;
+        }
+    }
+}
