@@ -150,3 +150,58 @@ fn no_rust_file_holds_lua() {
         "Lua in Rust files"
     );
 }
+
+/// Features hold narrow handles (`OrderStore`, `TimerStore`, ...), made once at start-up: only
+/// the places that build a feature name the `Store` they are made from. A module that starts
+/// importing `Store` to reach some other feature's part of Redis fails here.
+#[test]
+fn only_start_up_names_the_store() {
+    fn rust_files(path: &Path, out: &mut Vec<std::path::PathBuf>) {
+        if path.is_dir() {
+            for entry in fs::read_dir(path).unwrap() {
+                rust_files(&entry.unwrap().path(), out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path.to_path_buf());
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut naming: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with(root.join("src/store")))
+        .filter(|f| {
+            let text = fs::read_to_string(f).unwrap();
+            let path = "crate::store::Store";
+            text.match_indices(path).any(|(i, _)| {
+                !text[i + path.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            }) || text.split("use crate::store::{").skip(1).any(|group| {
+                group
+                    .split('}')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .any(|item| item.trim() == "Store")
+            })
+        })
+        .map(|f| f.strip_prefix(root).unwrap().display().to_string())
+        .collect();
+    naming.sort();
+    assert_eq!(
+        naming,
+        [
+            // Each makes its handles from the Store once, where the feature is built.
+            "src/actors/mod.rs",
+            "src/admin/mod.rs",
+            "src/daemon.rs",
+            "src/health.rs",
+            "src/http/api.rs",
+            "src/http/mod.rs",
+            "src/ownership.rs",
+            "src/scheduler.rs",
+            "src/webhooks/mod.rs",
+        ],
+        "modules naming the Store"
+    );
+}

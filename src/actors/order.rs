@@ -7,20 +7,18 @@
 //! commit-with-retry ([`commit_with_retry`]) shared by both, which reloads the order and decides
 //! again after a version conflict.
 
-use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
 use actix::prelude::*;
-use serde_json::Value;
 use tracing::Instrument;
 
 use super::{passivate_when_idle, ActorError, Actors, Settle};
-use crate::domain::basket::{self, BasketRules, Stage, UpdateOrder};
-use crate::domain::command::{Command, NewOrder};
-use crate::domain::stats::contribution;
+use crate::domain::basket::Stage;
+pub use crate::domain::decide::OrderOp;
+use crate::domain::decide::{command_time, decide, decide_fire, stats_delta, FireDecision};
+use crate::domain::stats::Delta;
 use crate::domain::time::{to_millis, Instant};
-use crate::domain::{self, change_head_json, DomainError, Order, Policy, Transition};
-use crate::store::stats::Delta;
+use crate::domain::{self, change_head_json, DomainError, Order, Transition};
 use crate::store::test_clock::{JobKind, TestClock};
 use crate::store::{Commit, CommitOutcome, Loaded, OrderWrite, StoreError};
 use crate::wire::{Reply, StoredReply};
@@ -33,22 +31,6 @@ const MAX_COMMIT_ATTEMPTS: usize = 3;
 pub struct RequestMeta {
     pub id: String,
     pub body_hash: String,
-}
-
-/// What an admin request asks of one order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OrderOp {
-    /// createOrder; a second create of the same id returns the order.
-    Create(Box<NewOrder>),
-    /// A lifecycle command.
-    Command(Command),
-    /// updateOrder: the staged pipeline, with the status manager and promotions from config.
-    Update {
-        update: Box<UpdateOrder>,
-        rules: Arc<BasketRules>,
-    },
-    /// getOrder.
-    Get,
 }
 
 /// Runs an admin operation on the order and returns the reply (already kept in Redis).
@@ -193,124 +175,6 @@ impl Handler<Fire> for OrderActor {
     }
 }
 
-/// What an admin operation does to its order: the change to commit (None: only the reply) and
-/// the reply to keep with it. Pure: the order as loaded, the operation and the time in.
-#[derive(Debug)]
-pub struct Decision {
-    pub transition: Option<Transition>,
-    pub reply: Reply,
-}
-
-/// Decides an admin operation on the order as loaded at `now`. Timers due before the command
-/// fire first and commit even when the command is refused.
-pub fn decide(
-    id: &str,
-    loaded: &Loaded,
-    op: &OrderOp,
-    request: &RequestMeta,
-    now: Instant,
-    policy: &Policy,
-) -> Decision {
-    let changed = |t: Transition| (!t.is_noop()).then_some(t);
-    // updateOrder refusals name their pipeline stage.
-    let mut stage: Option<Stage> = None;
-    let (transition, result) = match (loaded, op) {
-        (Loaded::Present(o), op) => {
-            let fired = domain::fire(o, now, policy);
-            match op {
-                OrderOp::Get | OrderOp::Create(_) => {
-                    let v = order_value(&fired.order);
-                    (changed(fired), Ok(v))
-                }
-                OrderOp::Command(c) => match domain::apply(&fired.order, c, now, policy) {
-                    Ok(t) => {
-                        let v = order_value(&t.order);
-                        (changed(fired.then(t)), Ok(v))
-                    }
-                    Err(e) => (changed(fired), Err(e)),
-                },
-                OrderOp::Update { update, rules } => {
-                    match basket::update(&fired.order, update, rules, now, policy) {
-                        Ok(u) => (changed(fired.then(u.transition)), Ok(u.reply)),
-                        Err(e) => {
-                            stage = Some(e.stage);
-                            (changed(fired), Err(e.error))
-                        }
-                    }
-                }
-            }
-        }
-        (Loaded::Deleted, OrderOp::Create(_)) => (
-            None,
-            Err(DomainError::Conflict(format!(
-                "order id {id} belonged to a deleted order and cannot be reused"
-            ))),
-        ),
-        (Loaded::Missing, OrderOp::Create(new)) => {
-            match domain::create(new.as_ref().clone(), now, policy) {
-                Ok(t) => {
-                    let v = order_value(&t.order);
-                    (Some(t), Ok(v))
-                }
-                Err(e) => (None, Err(e)),
-            }
-        }
-        (Loaded::Missing | Loaded::Deleted, op) => {
-            if matches!(op, OrderOp::Update { .. }) {
-                stage = Some(Stage::Load);
-            }
-            (
-                None,
-                Err(DomainError::NotFound(format!("order {id} not found"))),
-            )
-        }
-    };
-    let reply = match result {
-        Ok(v) => Reply::ok(Some(request.id.clone()), v),
-        Err(e) => Reply::error(Some(request.id.clone()), e.code(), e.to_string()),
-    };
-    Decision {
-        transition,
-        reply: reply.with_stage(stage.map(Stage::as_str)),
-    }
-}
-
-/// What a due timer does to its order (pure).
-// Short-lived (decided, then committed at once): boxing the transition would only add an
-// allocation per fired order.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum FireDecision {
-    /// Commit the fired changes (a silent change, such as moved grace deadlines, has a new
-    /// version and no event, and commits too).
-    Commit(Transition),
-    /// Nothing fired: set the timer to what the order says is next (`None`: drop it), because
-    /// it disagreed with the order (a timer without an order, or due with nothing due).
-    RepairTimer(Option<i64>),
-}
-
-/// Decides what firing the order as loaded up to `until` does.
-pub fn decide_fire(
-    loaded: &Loaded,
-    until: Instant,
-    defer_grace_to: Option<Instant>,
-    policy: &Policy,
-) -> FireDecision {
-    let Loaded::Present(order) = loaded else {
-        // A timer without an order (deleted out of band): drop it.
-        return FireDecision::RepairTimer(None);
-    };
-    let t = match defer_grace_to {
-        Some(to) => domain::fire_after_downtime(order, until, policy, to),
-        None => domain::fire(order, until, policy),
-    };
-    if t.is_noop() && t.order.version == order.version {
-        FireDecision::RepairTimer(domain::next_due(order).map(|d| to_millis(&d)))
-    } else {
-        FireDecision::Commit(t)
-    }
-}
-
 /// The body of [`Execute`]: returns the state to cache (None = reload next time) and the reply.
 async fn execute(
     actors: &Actors,
@@ -352,17 +216,17 @@ async fn execute(
             (Some((_, None)), Loaded::Present(o)) => o.updated_date,
             _ => config.clock.now(),
         };
-        // Never before the order's last change, so its times do not go backwards after a
-        // takeover by a daemon whose wall clock is slightly behind (SPEC 10).
-        let now = match loaded {
-            Loaded::Present(o) => base.max(o.updated_date),
-            _ => base,
-        };
-        let d = decide(id, loaded, &msg.op, &msg.request, now, &config.policy);
+        let now = command_time(base, loaded);
+        let d = decide(id, loaded, &msg.op, now, &config.policy);
+        let reply = match d.outcome {
+            Ok(v) => Reply::ok(Some(msg.request.id.clone()), v),
+            Err(e) => Reply::error(Some(msg.request.id.clone()), e.code(), e.to_string()),
+        }
+        .with_stage(d.stage.map(Stage::as_str));
         Plan::Commit {
             transition: d.transition,
-            kept: Some((msg.request.clone(), d.reply.clone())),
-            answer: d.reply,
+            kept: Some((msg.request.clone(), reply.clone())),
+            answer: reply,
         }
     };
     match commit_with_retry(actors, (id, partition), Some(state), None, plan).await {
@@ -540,7 +404,7 @@ async fn commit_and_settle(
         .token(partition)
         .ok_or(ActorError::NotOwner { partition })?;
     let bulk = kept.is_none();
-    let delta = t.and_then(|t| delta_of(before, t));
+    let delta = t.and_then(|t| stats_delta(before, t));
     let commit = commit_of(id, before, t, delta.as_ref(), kept.as_ref(), lease)?;
     let due = match &commit.write {
         OrderWrite::Save { due_ms, .. } => *due_ms,
@@ -652,23 +516,6 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<String, ActorError> {
     serde_json::to_string(value).map_err(ActorError::Encode)
 }
 
-/// The customer-stats delta of a transition: the order's new contribution, when its figures
-/// changed (a cycle start that moves no money and no status sends none).
-fn delta_of(before: Option<&Order>, t: &Transition) -> Option<Delta> {
-    let after = (!t.deleted).then(|| contribution(&t.order));
-    let changed = match (before.map(contribution), &after) {
-        (Some(b), Some(a)) => !b.same_figures(a),
-        (None, None) => false,
-        _ => true,
-    };
-    changed.then(|| Delta {
-        c: t.order.customer_id.clone(),
-        o: t.order.id.clone(),
-        v: t.order.version,
-        k: after,
-    })
-}
-
 /// How long an admin command's reply waits for a customer partition another daemon owns to
 /// apply its delta (best effort: a client then usually reads its own writes, SPEC 10).
 const CUSTOMER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -701,10 +548,6 @@ async fn settle_delta(actors: &Actors, delta: Delta, entry_id: String, wait: boo
     }
 }
 
-fn order_value(o: &Order) -> Value {
-    serde_json::to_value(o).unwrap_or(Value::Null)
-}
-
 /// The state after a committed transition.
 fn after(t: &Transition) -> Loaded {
     if t.deleted {
@@ -717,157 +560,16 @@ fn after(t: &Transition) -> Loaded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::command::{parse_args, CreateOrderArgs};
-    use crate::domain::lifecycle::test_support::{at, monthly, new_order, policy};
-    use crate::domain::ErrorCode;
+    use crate::domain::lifecycle::test_support::{at, monthly, new_order};
     use serde_json::json;
+
+    const START: &str = "2026-01-01T00:00:00Z";
 
     fn request() -> RequestMeta {
         RequestMeta {
             id: "r1".into(),
             body_hash: "h".into(),
         }
-    }
-
-    fn present(o: &Order) -> Loaded {
-        Loaded::Present(Box::new(o.clone()))
-    }
-
-    fn command(name: &str) -> OrderOp {
-        let (_, c) = Command::parse(name, &json!({"orderId": "o1"}))
-            .expect("known")
-            .expect("valid");
-        OrderOp::Command(c)
-    }
-
-    fn create_op(args: serde_json::Value) -> OrderOp {
-        let args: CreateOrderArgs = parse_args(&args).unwrap();
-        OrderOp::Create(Box::new(
-            NewOrder::parse(args, "o1".into(), "web".into()).unwrap(),
-        ))
-    }
-
-    const START: &str = "2026-01-01T00:00:00Z";
-
-    #[test]
-    fn a_create_of_a_missing_order_commits_it_and_replies_with_it() {
-        let op = create_op(monthly("OFFLINE", 3, "10.00", START));
-        let d = decide(
-            "o1",
-            &Loaded::Missing,
-            &op,
-            &request(),
-            at(START),
-            &policy(),
-        );
-        let t = d.transition.expect("a transition to commit");
-        assert_eq!(t.order.version, 1);
-        assert!(d.reply.ok, "{:?}", d.reply);
-        assert_eq!(d.reply.result.unwrap()["id"], "o1");
-    }
-
-    #[test]
-    fn a_create_of_a_deleted_id_is_a_conflict_and_commits_only_the_reply() {
-        let op = create_op(monthly("OFFLINE", 3, "10.00", START));
-        let d = decide(
-            "o1",
-            &Loaded::Deleted,
-            &op,
-            &request(),
-            at(START),
-            &policy(),
-        );
-        assert!(d.transition.is_none());
-        assert_eq!(d.reply.error.unwrap().code, ErrorCode::Conflict);
-    }
-
-    #[test]
-    fn a_refused_command_still_commits_the_timers_due_before_it() {
-        // ACTIVE from the 1st; a month later cycle 2 is due when a refused resumeOrder arrives.
-        let created = new_order(monthly("OFFLINE", 3, "10.00", START), at(START)).order;
-        let later = at("2026-02-01T00:00:01Z");
-        let resume = command("resumeOrder");
-        let d = decide(
-            "o1",
-            &present(&created),
-            &resume,
-            &request(),
-            later,
-            &policy(),
-        );
-        assert_eq!(d.reply.error.unwrap().code, ErrorCode::InvalidState);
-        let t = d
-            .transition
-            .expect("cycle 2 fired before the refused command");
-        assert!(t
-            .events
-            .iter()
-            .any(|e| e.event_type == crate::domain::EventType::OrderCycleStarted));
-        // With nothing due, a refused command commits only its reply.
-        let again = decide(
-            "o1",
-            &present(&t.order),
-            &resume,
-            &request(),
-            later,
-            &policy(),
-        );
-        assert!(again.transition.is_none());
-        assert_eq!(again.reply.error.unwrap().code, ErrorCode::InvalidState);
-        // An accepted one commits the change and replies with the order.
-        let paused = decide(
-            "o1",
-            &present(&t.order),
-            &command("pauseOrder"),
-            &request(),
-            later,
-            &policy(),
-        );
-        assert_eq!(paused.reply.result.unwrap()["status"], "PAUSED");
-        assert!(paused.transition.is_some());
-    }
-
-    #[test]
-    fn an_update_of_a_missing_order_names_the_load_stage() {
-        let args = json!({"customerId": "c1", "id": "o1"});
-        let update = UpdateOrder::parse(&args, "web").unwrap();
-        let op = OrderOp::Update {
-            update: Box::new(update),
-            rules: Arc::new(BasketRules::default()),
-        };
-        let d = decide(
-            "o1",
-            &Loaded::Missing,
-            &op,
-            &request(),
-            at(START),
-            &policy(),
-        );
-        let e = d.reply.error.unwrap();
-        assert_eq!(
-            (e.code, e.stage.as_deref()),
-            (ErrorCode::NotFound, Some("load"))
-        );
-    }
-
-    #[test]
-    fn firing_a_due_order_commits_and_firing_it_again_repairs_the_timer() {
-        let created = new_order(monthly("OFFLINE", 3, "10.00", START), at(START)).order;
-        let due = at("2026-02-01T00:00:00Z");
-        let FireDecision::Commit(t) = decide_fire(&present(&created), due, None, &policy()) else {
-            panic!("cycle 2 is due");
-        };
-        assert_eq!(t.order.version, created.version + 1);
-        match decide_fire(&present(&t.order), due, None, &policy()) {
-            FireDecision::RepairTimer(next) => {
-                assert_eq!(next, domain::next_due(&t.order).map(|d| to_millis(&d)));
-            }
-            FireDecision::Commit(t) => panic!("nothing is due twice: {:?}", t.events),
-        }
-        assert!(matches!(
-            decide_fire(&Loaded::Missing, due, None, &policy()),
-            FireDecision::RepairTimer(None)
-        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod basket;
 pub mod calendar;
 pub mod command;
+pub mod decide;
 pub mod error;
 pub mod event;
 pub mod lifecycle;

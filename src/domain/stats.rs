@@ -198,6 +198,19 @@ impl Figures {
     }
 }
 
+/// One outbox entry: the order's contribution (None = deleted) at a version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delta {
+    /// Customer id.
+    pub c: String,
+    /// Order id.
+    pub o: String,
+    /// Order version.
+    pub v: u64,
+    /// The contribution, None when the order was deleted.
+    pub k: Option<Contribution>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,6 @@ pub use conn::{
     ConnectError, RedisAccess, RedisAddress, RedisConn, RedisNodes, TlsOptions, WaitFor,
 };
 
-use crate::domain::Order;
 use crate::metrics::Metrics;
 pub use commit::{Commit, CommitOutcome, Committer, CommitterConfig, OrderWrite};
 pub use keys::{Keys, DEFAULT_PARTITIONS, MAX_PARTITIONS};
@@ -194,14 +193,7 @@ fn lane_conn(
     }
 }
 
-/// What Redis holds under an order id.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Loaded {
-    Present(Box<Order>),
-    Missing,
-    /// The id belonged to an order that was deleted; it may not be reused.
-    Deleted,
-}
+pub use crate::domain::decide::Loaded;
 
 /// The store: two connection managers (multiplexed, reconnecting), each with its own commit
 /// batcher. Redis answers one connection's commands in order, so the scheduler's big rounds

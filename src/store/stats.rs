@@ -17,18 +17,7 @@ pub enum Applied {
     AlreadySeen,
 }
 
-/// One outbox entry: the order's contribution (None = deleted) at a version.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Delta {
-    /// Customer id.
-    pub c: String,
-    /// Order id.
-    pub o: String,
-    /// Order version.
-    pub v: u64,
-    /// The contribution, None when the order was deleted.
-    pub k: Option<Contribution>,
-}
+pub use crate::domain::stats::Delta;
 
 /// The customer statistics' part of Redis. A narrow handle (the admin connection, its
 /// confirmed writes and the key names), made by [`Store::stats_store`].
