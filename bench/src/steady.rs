@@ -172,29 +172,20 @@ pub async fn run(opts: &SteadyOptions) -> Result<SteadyReport, BenchError> {
 
     // The ONLINE orders' cycle starts (k >= 2), by the day they fall in, to pay them.
     let plans: Vec<Plan> = (0..n).map(|i| plan(i, year)).collect();
-    let mut payments: HashMap<chrono::NaiveDate, Vec<(usize, u32)>> = HashMap::new();
-    for (i, p) in plans
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.kind == Kind::Online)
-    {
-        let last = if p.cycles == 0 { 13 } else { p.cycles };
-        for k in 2..=last {
-            if let Some(at) = p.start.checked_add_months(Months::new(k - 1)) {
-                payments.entry(at.date_naive()).or_default().push((i, k));
-            }
-        }
-    }
-    let candidates: Vec<usize> = (0..n).filter(|&i| plans[i].kind != Kind::Online).collect();
+    let payments = payment_days(&plans);
+    let mut churn = Churn {
+        n,
+        candidates: (0..n).filter(|&i| plans[i].kind != Kind::Online).collect(),
+        rng: Rng::new(2026),
+        paused_manual: Vec::new(),
+        paused_until: HashMap::new(),
+        canceled: BTreeSet::new(),
+    };
 
     let daemon = DaemonProcess::start(&opts.binary, &url)?;
     let client = ready_client(&url).await?;
     let before = metrics(&client).await?;
 
-    let mut rng = Rng::new(2026);
-    let mut paused_manual: Vec<usize> = Vec::new();
-    let mut paused_until: HashMap<usize, Instant> = HashMap::new();
-    let mut canceled: BTreeSet<usize> = BTreeSet::new();
     let mut report = SteadyReport {
         orders: n,
         seed_elapsed,
@@ -235,56 +226,7 @@ pub async fn run(opts: &SteadyOptions) -> Result<SteadyReport, BenchError> {
             ));
         }
         if day.day() == 15 {
-            paused_until.retain(|_, until| *until > day);
-            for i in paused_manual.drain(..) {
-                batch.push(("resumeOrder", json!({ "orderId": order_id(i) })));
-            }
-            let free = |i: &usize, c: &BTreeSet<usize>, u: &HashMap<usize, Instant>| {
-                !c.contains(i) && !u.contains_key(i)
-            };
-            let pauses = (n / 50).max(1);
-            let cancels = (n / 100).max(1);
-            let mut picked = BTreeSet::new();
-            for _ in 0..pauses * 4 {
-                if picked.len() == pauses || candidates.is_empty() {
-                    break;
-                }
-                let i = candidates[rng.below(candidates.len() as u64) as usize];
-                if free(&i, &canceled, &paused_until) && picked.insert(i) {
-                    if picked.len() % 2 == 0 {
-                        let resume = day + chrono::Duration::days(10);
-                        paused_until.insert(i, resume);
-                        batch.push((
-                            "pauseOrder",
-                            json!({"orderId": order_id(i), "resumeAt": format_instant(&resume)}),
-                        ));
-                    } else {
-                        paused_until.insert(i, day + chrono::Duration::days(31));
-                        paused_manual.push(i);
-                        batch.push(("pauseOrder", json!({ "orderId": order_id(i) })));
-                    }
-                }
-            }
-            let mut cancelled_now = 0;
-            for _ in 0..cancels * 4 {
-                if cancelled_now == cancels || candidates.is_empty() {
-                    break;
-                }
-                let i = candidates[rng.below(candidates.len() as u64) as usize];
-                if free(&i, &canceled, &paused_until) && !picked.contains(&i) {
-                    canceled.insert(i);
-                    cancelled_now += 1;
-                    let effective = if cancelled_now % 2 == 0 {
-                        "IMMEDIATELY"
-                    } else {
-                        "NEXT_PAYMENT_DATE"
-                    };
-                    batch.push((
-                        "cancelOrder",
-                        json!({"orderId": order_id(i), "effectiveAt": effective}),
-                    ));
-                }
-            }
+            churn.mid_month(day, &mut batch);
         }
         let (sent, refused) = send_all(&client, batch).await?;
         report.commands += sent;
@@ -300,6 +242,93 @@ pub async fn run(opts: &SteadyOptions) -> Result<SteadyReport, BenchError> {
     daemon.stop().await;
     redis.stop().await;
     Ok(report)
+}
+
+/// The month's pauses, resumes and cancellations of the steady year (on the 15th).
+struct Churn {
+    n: usize,
+    /// The orders that are not ONLINE (those are paid, never paused or canceled here).
+    candidates: Vec<usize>,
+    rng: Rng,
+    paused_manual: Vec<usize>,
+    paused_until: HashMap<usize, Instant>,
+    canceled: BTreeSet<usize>,
+}
+
+impl Churn {
+    /// Resumes last month's manual pauses, pauses 1 in 50 (half with a resumeAt) and cancels
+    /// 1 in 100 of the orders still free.
+    fn mid_month(&mut self, day: Instant, batch: &mut Vec<(&'static str, Value)>) {
+        self.paused_until.retain(|_, until| *until > day);
+        for i in self.paused_manual.drain(..) {
+            batch.push(("resumeOrder", json!({ "orderId": order_id(i) })));
+        }
+        let free = |i: &usize, c: &BTreeSet<usize>, u: &HashMap<usize, Instant>| {
+            !c.contains(i) && !u.contains_key(i)
+        };
+        let pauses = (self.n / 50).max(1);
+        let cancels = (self.n / 100).max(1);
+        let mut picked = BTreeSet::new();
+        for _ in 0..pauses * 4 {
+            if picked.len() == pauses || self.candidates.is_empty() {
+                break;
+            }
+            let i = self.candidates[self.rng.below(self.candidates.len() as u64) as usize];
+            if free(&i, &self.canceled, &self.paused_until) && picked.insert(i) {
+                if picked.len() % 2 == 0 {
+                    let resume = day + chrono::Duration::days(10);
+                    self.paused_until.insert(i, resume);
+                    batch.push((
+                        "pauseOrder",
+                        json!({"orderId": order_id(i), "resumeAt": format_instant(&resume)}),
+                    ));
+                } else {
+                    self.paused_until
+                        .insert(i, day + chrono::Duration::days(31));
+                    self.paused_manual.push(i);
+                    batch.push(("pauseOrder", json!({ "orderId": order_id(i) })));
+                }
+            }
+        }
+        let mut cancelled_now = 0;
+        for _ in 0..cancels * 4 {
+            if cancelled_now == cancels || self.candidates.is_empty() {
+                break;
+            }
+            let i = self.candidates[self.rng.below(self.candidates.len() as u64) as usize];
+            if free(&i, &self.canceled, &self.paused_until) && !picked.contains(&i) {
+                self.canceled.insert(i);
+                cancelled_now += 1;
+                let effective = if cancelled_now % 2 == 0 {
+                    "IMMEDIATELY"
+                } else {
+                    "NEXT_PAYMENT_DATE"
+                };
+                batch.push((
+                    "cancelOrder",
+                    json!({"orderId": order_id(i), "effectiveAt": effective}),
+                ));
+            }
+        }
+    }
+}
+
+/// The ONLINE orders' cycle starts (k >= 2), by the day they fall in.
+fn payment_days(plans: &[Plan]) -> HashMap<chrono::NaiveDate, Vec<(usize, u32)>> {
+    let mut payments: HashMap<chrono::NaiveDate, Vec<(usize, u32)>> = HashMap::new();
+    for (i, p) in plans
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.kind == Kind::Online)
+    {
+        let last = if p.cycles == 0 { 13 } else { p.cycles };
+        for k in 2..=last {
+            if let Some(at) = p.start.checked_add_months(Months::new(k - 1)) {
+                payments.entry(at.date_naive()).or_default().push((i, k));
+            }
+        }
+    }
+    payments
 }
 
 /// Sends the commands 64 at a time; returns (sent, refused by the rules).
