@@ -11,6 +11,7 @@ mod carts;
 pub mod client;
 mod command;
 mod handle;
+mod idempotency;
 mod reply;
 mod server;
 mod streams;

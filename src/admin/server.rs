@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::client::{AdminClient, ClientError, Via};
 use super::command::AdminCommand;
 use super::handle::{AdminHandle, Job, QUEUE_DEPTH};
+use super::idempotency::{self, NextAction};
 use super::reply::{reply_of, AdminError, Routed};
 use super::streams::*;
 use super::AdminState;
@@ -26,7 +27,7 @@ use crate::domain::command::check_id;
 use crate::domain::ErrorCode;
 use crate::shutdown::Shutdown;
 use crate::store::{Outage, StoreError};
-use crate::wire::{Reply, Request, StoredReply};
+use crate::wire::{Reply, Request};
 use tracing::Instrument;
 
 /// The consumer group that reads `<prefix>:commands`.
@@ -49,7 +50,7 @@ pub(super) enum Begin {
 }
 
 impl Inflight {
-    fn begin(&self, id: &str, hash: &str) -> Begin {
+    pub(super) fn begin(&self, id: &str, hash: &str) -> Begin {
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         match w.get_mut(id) {
             None => {
@@ -77,14 +78,6 @@ impl Inflight {
             }
         }
     }
-}
-
-pub(super) fn conflict(id: &str) -> Reply {
-    Reply::error(
-        Some(id.to_string()),
-        ErrorCode::Conflict,
-        format!("request id {id} was already used with another body"),
-    )
 }
 
 /// Handles a parsed request: kept reply, in-flight duplicate, or a fresh run.
@@ -183,48 +176,10 @@ pub(super) async fn handle_owned(
     partition: u16,
 ) -> Option<Reply> {
     let hash = req.body_hash();
-    let ttl = state.config.reply_retention.as_secs().max(1);
     let reports_data = parsed.as_ref().map_or(true, AdminCommand::reports_data);
-    // The id's first body, wherever it routed (another body is a CONFLICT), and its kept
-    // reply, in one round trip.
-    let kept = match state
-        .stores
-        .commands
-        .claim_request(partition, &req.id, &hash, ttl)
-        .await
-    {
-        Ok((Some(_), _)) => return Some(conflict(&req.id)),
-        Ok((None, kept)) => kept,
-        Err(e) => {
-            return Some(Reply::error(
-                Some(req.id.clone()),
-                ErrorCode::Internal,
-                e.to_string(),
-            ))
-        }
-    };
-    if let Some(json) = kept {
-        // Another connection (a daemon that died before its WAIT came back) may have kept it:
-        // confirmed before it is sent (redis.wait_replicas).
-        if reports_data {
-            if let Err(reply) = confirm(state, partition, &req.id).await {
-                return Some(reply);
-            }
-        }
-        return Some(match serde_json::from_str::<StoredReply>(&json) {
-            Ok(s) if s.body_hash == hash => s.reply,
-            Ok(_) => conflict(&req.id),
-            Err(e) => Reply::error(
-                Some(req.id.clone()),
-                ErrorCode::Internal,
-                format!("kept reply is corrupt: {e}"),
-            ),
-        });
-    }
-    match state.inflight.begin(&req.id, &hash) {
-        Begin::First => {}
-        Begin::Conflict => return Some(conflict(&req.id)),
-        Begin::Duplicate(rx) => {
+    match idempotency::try_processing(state, &req, &hash, partition, reports_data).await {
+        NextAction::Return(reply) => return Some(reply),
+        NextAction::Wait(rx) => {
             return rx.await.unwrap_or_else(|_| {
                 Some(Reply::error(
                     Some(req.id.clone()),
@@ -233,84 +188,22 @@ pub(super) async fn handle_owned(
                 ))
             })
         }
+        NextAction::Proceed => {}
     }
     let routed = route(state, &req, parsed, &hash).await;
-    let Some(mut reply) = routed.reply else {
+    let Some(reply) = routed.reply else {
         // Forwarded: the daemon that owns the order answers.
         state.inflight.finish(&req.id, None);
         return None;
     };
-    if !routed.kept && reply.is_kept() {
-        let stored = StoredReply {
-            body_hash: hash,
-            reply: reply.clone(),
-        };
-        let kept = match (
-            serde_json::to_string(&stored),
-            state.ownership.token(partition),
-        ) {
-            (Ok(json), Some(token)) => state
-                .stores
-                .commands
-                .keep_reply(partition, &req.id, &json, ttl, &token)
-                .await
-                .map_err(|e| match e {
-                    // Deposed meanwhile: the new owner answers the retry.
-                    StoreError::Fenced { .. } => (ErrorCode::Unavailable, e.to_string()),
-                    e => (ErrorCode::Internal, e.to_string()),
-                }),
-            (Ok(_), None) => Err((
-                ErrorCode::Unavailable,
-                format!("partition {partition} moved to another daemon; retry"),
-            )),
-            (Err(e), _) => Err((ErrorCode::Internal, format!("cannot encode the reply: {e}"))),
-        };
-        if let Err((code, e)) = kept {
-            reply = Reply::error(Some(req.id.clone()), code, e);
-        }
-    }
-    // What an order commit did not confirm (a reply kept here, or by another daemon) is
-    // confirmed before it is sent: the reply kept, and everything it read.
-    if !routed.confirmed && reply.is_kept() && reports_data {
-        if let Err(refused) = confirm(state, partition, &req.id).await {
-            reply = refused;
-        }
-    }
+    let done = idempotency::Done {
+        kept: routed.kept,
+        confirmed: routed.confirmed,
+        reports_data,
+    };
+    let reply = idempotency::save_response(state, &req.id, hash, partition, reply, done).await;
     state.inflight.finish(&req.id, Some(&reply));
     Some(reply)
-}
-
-/// Confirms (redis.wait_replicas) everything the routing partition's master held before a
-/// reply is sent; the UNAVAILABLE or INTERNAL reply when it cannot be (the reply stays kept:
-/// the retry gets it once it is confirmed).
-pub(super) async fn confirm(
-    state: &AdminState,
-    partition: u16,
-    request_id: &str,
-) -> Result<(), Reply> {
-    if !state.stores.commands.confirmer().waits() {
-        return Ok(());
-    }
-    let refused = |code, message: String| Reply::error(Some(request_id.to_string()), code, message);
-    let Some(token) = state.ownership.token(partition) else {
-        return Err(refused(
-            ErrorCode::Unavailable,
-            format!("partition {partition} moved to another daemon; retry"),
-        ));
-    };
-    match state
-        .stores
-        .commands
-        .confirmer()
-        .confirm(partition, &token)
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(e @ (StoreError::Unconfirmed { .. } | StoreError::Fenced { .. })) => {
-            Err(refused(ErrorCode::Unavailable, e.to_string()))
-        }
-        Err(e) => Err(refused(ErrorCode::Internal, e.to_string())),
-    }
 }
 
 /// Parses the request once and runs it: every command but advanceClock waits while an advance

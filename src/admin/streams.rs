@@ -11,6 +11,7 @@ use redis::AsyncCommands;
 use tokio_util::task::TaskTracker;
 
 use super::command::AdminCommand;
+use super::idempotency::forwarded_reply_kept;
 use super::server::*;
 use super::{AdminState, AdminStores};
 use crate::config::Identity;
@@ -552,30 +553,6 @@ pub(super) async fn forward(
     }
     tracing::debug!(entry = %entry_id, partition, "a forwarded command entry has no reply yet; it stays pending");
     false
-}
-
-/// Whether the reply of a forwarded request is kept: in its routing partition, or (an
-/// updateOrder by cart name) in the partition of the order it was resolved to.
-pub(super) async fn forwarded_reply_kept(
-    store: &AdminStores,
-    partition: u16,
-    request_id: &str,
-) -> Result<bool, StoreError> {
-    if store
-        .clock
-        .kept_reply(partition, request_id)
-        .await?
-        .is_some()
-    {
-        return Ok(true);
-    }
-    match store.carts.resolution(partition, request_id).await? {
-        Some(order) => {
-            let p = store.keys().partition(&order);
-            Ok(store.clock.kept_reply(p, request_id).await?.is_some())
-        }
-        None => Ok(false),
-    }
 }
 
 pub(super) async fn ack(store: &AdminStores, stream: &CommandStream, entry_id: &str) {
