@@ -3,7 +3,7 @@
 //! `Retry-After`, dead letters, progress written under the partition's lease, and the
 //! endpoint's health (down, probing, paused).
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::health::{Attempt, Change, Health, LogLimit};
+use super::queue::{Delivery, QueueKey, Queues};
 use super::*;
 use crate::config::EndpointSettings;
 use crate::metrics::{DeliveryOutcome, Metrics};
@@ -21,24 +22,6 @@ use crate::ownership::Ownership;
 use crate::shutdown::Shutdown;
 use crate::store::webhooks::{Apply, WebhookStore};
 use crate::store::StoreError;
-
-/// A queue's key: (partition, order id), or (partition, `x:<dead id>`) for a dead letter
-/// delivered again (on its own, ordered with nothing).
-pub(super) type QueueKey = (u16, String);
-
-#[derive(Debug)]
-pub(super) struct Delivery {
-    pub(super) key: String,
-    /// The ordinal of its stream entry (`None`: a requeued dead letter).
-    pub(super) entry_n: Option<u64>,
-    pub(super) order_id: String,
-    pub(super) event_id: String,
-    pub(super) event_type: String,
-    pub(super) body: Arc<str>,
-    pub(super) attempts: u32,
-    pub(super) first_ms: Option<i64>,
-    pub(super) in_flight: bool,
-}
 
 /// What is kept under `r:<key>` between attempts.
 #[derive(Debug, Serialize, Deserialize)]
@@ -102,12 +85,8 @@ pub(super) struct EndpointLoop {
     /// Deliveries waiting, over every endpoint (`recur_webhook_pending`).
     pub(super) pending: Arc<AtomicU64>,
     pub(super) parts: BTreeMap<u16, Part>,
-    pub(super) queues: HashMap<QueueKey, VecDeque<Delivery>>,
-    /// Queues whose head may be sent now.
-    pub(super) ready: VecDeque<QueueKey>,
-    /// Queues whose head waits for its retry.
-    pub(super) waiting: BinaryHeap<std::cmp::Reverse<(Instant, QueueKey)>>,
-    pub(super) in_flight: usize,
+    /// The deliveries: one queue per order, ready or waiting for a retry.
+    pub(super) queues: Queues,
     pub(super) generation: u64,
     pub(super) redeliver_seen: String,
     /// The latest retryDeadWebhooks request naming this endpoint: applied to a partition
@@ -146,7 +125,7 @@ impl EndpointLoop {
             }
             self.wake_waiting();
             self.dispatch(&tx);
-            let retry_at = self.waiting.peek().map(|w| w.0 .0);
+            let retry_at = self.queues.next_retry();
             let mut wake = retry_at.map_or(next_read, |r| r.min(next_read));
             if let Some(resume) = self.health.resumes_at(Instant::now().into_std()) {
                 wake = wake.min(Instant::from_std(resume));
@@ -197,8 +176,7 @@ impl EndpointLoop {
             return;
         };
         self.add_pending(-(part.queued as i64));
-        self.queues.retain(|k, _| k.0 != p);
-        self.ready.retain(|k| k.0 != p);
+        self.queues.drop_partition(p);
         tracing::debug!(endpoint = %self.id, partition = p, "stopped delivering a partition this daemon no longer owns");
     }
 
@@ -264,7 +242,7 @@ impl EndpointLoop {
         for (dead_id, json) in requeued {
             let key = format!("x:{dead_id}");
             let queue = (p, key.clone());
-            if self.queues.contains_key(&queue) {
+            if self.queues.contains(&queue) {
                 continue;
             }
             let Ok(f) = serde_json::from_str::<DeadFields>(&json) else {
@@ -287,11 +265,7 @@ impl EndpointLoop {
     }
 
     pub(super) fn enqueue(&mut self, p: u16, queue: QueueKey, d: Delivery) {
-        let q = self.queues.entry(queue.clone()).or_default();
-        q.push_back(d);
-        if q.len() == 1 {
-            self.ready.push_back(queue);
-        }
+        self.queues.push(queue, d);
         if let Some(part) = self.parts.get_mut(&p) {
             part.queued += 1;
         }
@@ -404,12 +378,7 @@ impl EndpointLoop {
             if part.cursor.1 >= limit {
                 continue;
             }
-            let in_flight = self.queues.iter().any(|((qp, _), q)| {
-                *qp == p
-                    && q.front()
-                        .is_some_and(|d| d.in_flight && d.entry_n.is_some_and(|n| n <= limit))
-            });
-            if in_flight {
+            if self.queues.in_flight_up_to(p, limit) {
                 continue;
             }
             if let Err(e) = self.force_out(p, limit).await {
@@ -453,27 +422,7 @@ impl EndpointLoop {
     /// Takes the queued deliveries of `p`'s entries up to ordinal `limit` out of their queues
     /// (none is in flight) as dead letters with error "trimmed", and moves the cursor.
     pub(super) fn pop_forced(&mut self, p: u16, limit: u64) -> Apply {
-        let mut dead: Vec<Delivery> = Vec::new();
-        let keys: Vec<QueueKey> = self.queues.keys().filter(|k| k.0 == p).cloned().collect();
-        for key in keys {
-            let Some(q) = self.queues.get_mut(&key) else {
-                continue;
-            };
-            let before = dead.len();
-            while q
-                .front()
-                .is_some_and(|d| !d.in_flight && d.entry_n.is_some_and(|n| n <= limit))
-            {
-                if let Some(d) = q.pop_front() {
-                    dead.push(d);
-                }
-            }
-            if q.is_empty() {
-                self.queues.remove(&key);
-            } else if dead.len() > before {
-                self.ready.push_back(key);
-            }
-        }
+        let dead = self.queues.pop_up_to(p, limit);
         let mut apply = Apply::default();
         for d in &dead {
             self.metrics.webhook_trimmed();
@@ -624,15 +573,7 @@ impl EndpointLoop {
     }
 
     pub(super) fn wake_waiting(&mut self) {
-        let now = Instant::now();
-        while let Some(std::cmp::Reverse((at, _))) = self.waiting.peek() {
-            if *at > now {
-                break;
-            }
-            if let Some(std::cmp::Reverse((_, queue))) = self.waiting.pop() {
-                self.ready.push_back(queue);
-            }
-        }
+        self.queues.wake(Instant::now());
     }
 
     /// Sends the heads of ready queues, up to `max_in_flight` at once; none during a pause,
@@ -640,21 +581,14 @@ impl EndpointLoop {
     pub(super) fn dispatch(&mut self, tx: &mpsc::UnboundedSender<Finished>) {
         let limit = self.health.limit(Instant::now().into_std());
         let probe = self.health.is_down();
-        while self.in_flight < limit {
-            let Some(queue) = self.ready.pop_front() else {
+        while self.queues.in_flight() < limit {
+            let parts = &self.parts;
+            let Some((queue, generation, d)) = self
+                .queues
+                .start_next(|p| parts.get(&p).map(|part| part.generation))
+            else {
                 return;
             };
-            let Some(generation) = self.parts.get(&queue.0).map(|p| p.generation) else {
-                continue;
-            };
-            let Some(d) = self.queues.get_mut(&queue).and_then(VecDeque::front_mut) else {
-                continue;
-            };
-            if d.in_flight {
-                continue;
-            }
-            d.in_flight = true;
-            self.in_flight += 1;
             let request = self
                 .client
                 .post(&self.ep.url)
@@ -709,7 +643,7 @@ impl EndpointLoop {
     /// An attempt came back: retried later (a failure of an event younger than `max_age`), or
     /// finished (delivered, or given up and dead-lettered).
     pub(super) fn finish(&mut self, f: Finished) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        self.queues.attempt_ended();
         // The endpoint's health counts every answer, also of a partition lost meanwhile.
         self.record_health(&f);
         let current = self.parts.get(&f.queue.0).map(|part| part.generation);
@@ -717,7 +651,7 @@ impl EndpointLoop {
             // Lost meanwhile (the new owner delivers it again) or taken again since.
             return;
         }
-        let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::front_mut) else {
+        let Some(d) = self.queues.front_mut(&f.queue) else {
             return;
         };
         d.in_flight = false;
@@ -735,7 +669,7 @@ impl EndpointLoop {
     /// endpoint besides) and keeps its retry state. False when it is to be given up.
     pub(super) fn retry_later(&mut self, f: &Finished, error: &str) -> bool {
         let settings = &self.config.settings;
-        let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::front_mut) else {
+        let Some(d) = self.queues.front_mut(&f.queue) else {
             return false;
         };
         d.attempts += 1;
@@ -779,8 +713,8 @@ impl EndpointLoop {
                 .collect(),
             ..Apply::default()
         };
-        self.waiting
-            .push(std::cmp::Reverse((Instant::now() + pause, f.queue.clone())));
+        self.queues
+            .retry_at(f.queue.clone(), Instant::now() + pause);
         self.stage(f.queue.0, apply);
         true
     }
@@ -789,7 +723,8 @@ impl EndpointLoop {
     /// off the queue, its entry's count and the cursor moved, the order's next event ready.
     pub(super) fn complete(&mut self, f: &Finished, error: Option<&str>) {
         let p = f.queue.0;
-        let Some(d) = self.queues.get_mut(&f.queue).and_then(VecDeque::pop_front) else {
+        // Off its queue; the order's next event, if any, may go now.
+        let Some(d) = self.queues.complete(&f.queue) else {
             return;
         };
         let mut apply = Apply::default();
@@ -844,13 +779,6 @@ impl EndpointLoop {
                     apply.delete.retain(|k| k != &format!("d:{}", d.key));
                 }
                 None => apply.set.push((format!("d:{}", d.key), "1".into())),
-            }
-        }
-        // The order's next event, if any, may go now.
-        match self.queues.get(&f.queue) {
-            Some(q) if !q.is_empty() => self.ready.push_back(f.queue.clone()),
-            _ => {
-                self.queues.remove(&f.queue);
             }
         }
         self.stage(p, apply);

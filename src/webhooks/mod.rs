@@ -17,8 +17,9 @@
 
 mod endpoint;
 pub mod health;
+mod queue;
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +39,7 @@ use crate::store::{RedisAddress, Store, StoreError};
 
 use endpoint::*;
 use health::{Attempt, Health, LogLimit};
+use queue::Queues;
 
 /// How often the streams are read for new entries when the last read found none.
 const POLL: Duration = Duration::from_millis(200);
@@ -236,10 +238,7 @@ async fn prepare(
             config: config.clone(),
             pending: Arc::clone(&pending),
             parts: BTreeMap::new(),
-            queues: HashMap::new(),
-            ready: VecDeque::new(),
-            waiting: BinaryHeap::new(),
-            in_flight: 0,
+            queues: Queues::default(),
             generation: 0,
             redeliver_seen: "0-0".to_string(),
             last_request: None,
