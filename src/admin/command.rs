@@ -1149,7 +1149,7 @@ fn forecast_rows(
     crate::domain::lifecycle::forecast::Forecast,
     Vec<(String, String)>,
 ) {
-    use crate::domain::lifecycle::forecast::{add_order, Forecast};
+    use crate::domain::lifecycle::forecast::{add_owned_order, Forecast};
     let mut f = Forecast::default();
     let mut unreadable = Vec::new();
     if query.start > query.to {
@@ -1171,14 +1171,8 @@ fn forecast_rows(
         {
             continue;
         }
-        add_order(
-            &mut f,
-            &o,
-            query.now.max(o.updated_date),
-            query.start,
-            query.to,
-            policy,
-        );
+        let now = query.now.max(o.updated_date);
+        add_owned_order(&mut f, o, now, query.start, query.to, policy);
     }
     (f, unreadable)
 }
