@@ -745,8 +745,9 @@ proptest! {
     /// same order (every field, amounts' scales included: compared as stored JSON) having
     /// recorded the same payments. Over the orders of the test above, with besides promotions
     /// for the first cycles, prices that change after some cycles, line items, an order's own
-    /// dunning, a policy whose first retry comes at the request itself, and payments already
-    /// under the forecast's own ids.
+    /// dunning, a policy whose first retry comes at the request itself, payments already
+    /// under the forecast's own ids, and amounts below their currency's scale. The stretch's
+    /// own calendar gives the cycle starts `cycle_start` gives.
     #[test]
     fn the_fast_forwarded_forecast_equals_the_walk_step_by_step(
         p in plan(),
@@ -836,6 +837,13 @@ proptest! {
                 cycle: 1,
                 refunded: order.currency.zero(),
             });
+        }
+        // The stretch's calendar gives the cycle starts `cycle_start` gives.
+        if let Some(calendar) = super::forecast::steady::Calendar::of(&order) {
+            let first = order.current_cycle.as_ref().map_or(1, |c| c.index.max(1));
+            for k in first..first + 40 {
+                prop_assert_eq!(calendar.start(k), cycle_start(&order, k), "cycle {}", k);
+            }
         }
         let now = order.updated_date + Span::minutes(later);
         let from = now + Span::minutes(lead);

@@ -13,11 +13,10 @@ use serde_json::{json, Value};
 use super::{advance, apply_in_place, cycle_charge, next_due, Policy, Sink};
 use crate::domain::command::Command;
 use crate::domain::event::EventType;
-use crate::domain::money::Currency;
 use crate::domain::order::{CancelCause, Order, OrderType};
 use crate::domain::time::Instant;
 
-mod steady;
+pub(super) mod steady;
 
 /// At most this many months per forecast.
 pub const MAX_MONTHS: usize = 36;
@@ -27,6 +26,9 @@ pub type MonthKey = i32;
 
 /// The month of an instant (UTC).
 pub fn month_of(t: &Instant) -> MonthKey {
+    // On the naive UTC date (the same date, without the offset conversion `DateTime` makes:
+    // this runs once per cycle start counted).
+    let t = t.naive_utc();
     t.year() * 12 + i32::try_from(t.month0()).unwrap_or(0)
 }
 
@@ -186,11 +188,12 @@ pub(super) fn walk(
 ) -> (Order, u64) {
     // What is due by now has happened (or is about to): not counted.
     advance(&mut o, now, policy, |_| {}, &mut Discard);
+    let currency = o.currency;
     let mut counter = Counter {
         into,
         from,
         to,
-        currency: o.currency,
+        currency: currency.code(),
         bills: o.order_type != OrderType::Offline,
     };
     // A forecast payment under an id the order already has would be refused (see
@@ -234,7 +237,7 @@ pub(super) fn walk(
         for (cycle, kind, amount) in dues {
             paid += 1;
             let pay = Command::RecordPayment {
-                payment_id: format!("{}{paid}", steady::PAYMENT_PREFIX),
+                payment_id: steady::payment_id(paid),
                 amount,
                 due: Some((cycle, kind)),
             };
@@ -264,7 +267,8 @@ struct Counter<'a> {
     into: &'a mut Forecast,
     from: Instant,
     to: Instant,
-    currency: Currency,
+    /// The order's currency code.
+    currency: &'a str,
     bills: bool,
 }
 
@@ -284,7 +288,7 @@ impl Counter<'_> {
 /// zero.
 fn count_cycle_start(
     month: &mut MonthFigures,
-    currency: Currency,
+    currency: &str,
     bills: bool,
     amount: impl FnOnce() -> Decimal,
 ) {
@@ -294,10 +298,10 @@ fn count_cycle_start(
     }
     let amount = amount();
     if amount > Decimal::ZERO {
-        match month.charges.get_mut(currency.code()) {
+        match month.charges.get_mut(currency) {
             Some(sum) => *sum += amount,
             None => {
-                month.charges.insert(currency.code().to_string(), amount);
+                month.charges.insert(currency.to_string(), amount);
             }
         }
     }

@@ -11,14 +11,49 @@
 //! the order it leaves.
 
 use chrono::Duration as Span;
+use rust_decimal::Decimal;
 
-use super::super::{cycle_charge, next_cycle_start, with_currency_scale, DunningRules, Policy};
+#[cfg(doc)]
+use super::super::next_cycle_start;
+use super::super::{cycle_charge, with_currency_scale, DunningRules, Policy};
 use super::Counter;
-use crate::domain::order::{CurrentCycle, Order, OrderStatus, OrderType, Payment, PaymentStatus};
-use crate::domain::time::{representable, Instant};
+use crate::domain::calendar::{Duration, Zone};
+use crate::domain::order::{
+    CurrentCycle, Order, OrderStatus, OrderType, Payment, PaymentStatus, PricingKind,
+};
+use crate::domain::time::{representable, saturating_add, Instant};
 
 /// The prefix of the payment ids the forecast records (`forecast-1`, `forecast-2`, ...).
 pub(super) const PAYMENT_PREFIX: &str = "forecast-";
+
+/// Whether cycle `k` is charged as cycle `k - 1` ([`cycle_charge`]'s terms): neither is the
+/// trial (free) nor the purchase (its line items), their listed prices are equal (the same
+/// value rounds to the same charge), and each promotion covers both or neither.
+fn charged_alike(o: &Order, k: u32, listed: Decimal, previous_listed: Decimal) -> bool {
+    k >= 3
+        && listed == previous_listed
+        && o.discounts.iter().all(|d| d.covers(k) == d.covers(k - 1))
+}
+
+/// `forecast-{n}`, the id of the forecast's `n`th payment of an order (without `format!`: one
+/// is written per ONLINE cycle start).
+pub(super) fn payment_id(n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut id = String::with_capacity(PAYMENT_PREFIX.len() + digits.len() - at);
+    id.push_str(PAYMENT_PREFIX);
+    id.extend(digits[at..].iter().map(|d| char::from(*d)));
+    id
+}
 
 /// True when the walk's steps from `o` on are the calendar's alone, as long as the next
 /// cycle start comes before anything else (checked per cycle by [`fast_forward`]):
@@ -64,58 +99,71 @@ pub(super) fn fast_forward(
     if budget == 0 || !steady(o, policy) {
         return 0;
     }
+    let Some(calendar) = Calendar::of(o) else {
+        return 0;
+    };
     let currency = o.currency;
     let online = o.order_type == OrderType::Online;
     let mut taken = 0;
-    // The next cycle's start when the previous step computed it (it depends only on the
-    // cycle's index among what a steady step changes).
+    // The next cycle's start when the previous step computed it.
     let mut known_next: Option<Instant> = None;
+    // The previous cycle's charge and payment, and its listed price.
+    let mut last: Option<(Decimal, Option<Decimal>)> = None;
+    let mut previous_listed = Decimal::ZERO;
     while taken < budget {
-        let Some(current) = o.current_cycle.clone() else {
+        let Some(index) = o.current_cycle.as_ref().map(|c| c.index) else {
             break;
         };
-        let Some(start) = known_next.or_else(|| next_cycle_start(o)) else {
+        let Some(k) = index.checked_add(1) else {
+            break;
+        };
+        let Some(start) = known_next.or_else(|| calendar.next_start(k)) else {
             break;
         };
         if start > to || !representable(&start) {
             break;
         }
-        let k = current.index + 1;
-        // start_cycle's charge (no credit: steady); an ONLINE order requests it when not zero,
-        // and the forecast pays the due's amount (at the currency's scale, as the change's seal
-        // leaves it) by recordPayment, which first checks it.
-        let charge = cycle_charge(o, k);
-        let payment = if online && !charge.is_zero() {
-            let mut due = charge;
-            if due.scale() < currency.minor_units() {
-                due.rescale(currency.minor_units());
-            }
-            match currency.check_amount(due) {
-                Ok(amount) => Some(amount),
-                Err(_) => break,
-            }
-        } else {
-            None
-        };
         // The cycle's end: the start of the one after it, or endDate.
-        o.current_cycle = Some(CurrentCycle {
-            index: k,
-            started_date: start,
-            ended_date: None,
-            credit_applied: None,
-        });
-        let next = next_cycle_start(o);
+        let next = k.checked_add(1).and_then(|k| calendar.next_start(k));
         if next.is_some_and(|n| n <= start || !representable(&n)) {
-            o.current_cycle = Some(current);
             break;
         }
+        // start_cycle's charge (no credit: steady); an ONLINE order requests it when not zero,
+        // and the forecast pays the due's amount (at the currency's scale, as the change's seal
+        // leaves it) by recordPayment, which first checks it. Both the previous cycle's when
+        // the two are charged alike.
+        let listed = o.pricing.amount_for_cycle(k);
+        let (charge, payment) = match last {
+            Some((charge, payment)) if charged_alike(o, k, listed, previous_listed) => {
+                (charge, payment)
+            }
+            _ => {
+                let charge = cycle_charge(o, k);
+                let payment = if online && !charge.is_zero() {
+                    let mut due = charge;
+                    if due.scale() < currency.minor_units() {
+                        due.rescale(currency.minor_units());
+                    }
+                    match currency.check_amount(due) {
+                        Ok(amount) => Some(amount),
+                        Err(_) => break,
+                    }
+                } else {
+                    None
+                };
+                (charge, payment)
+            }
+        };
         if taken == 0 {
             // What the first change's seal does (later ones find every amount at its scale).
             with_currency_scale(o);
         }
-        if let Some(c) = o.current_cycle.as_mut() {
-            c.ended_date = next.or(o.end_date);
-        }
+        o.current_cycle = Some(CurrentCycle {
+            index: k,
+            started_date: start,
+            ended_date: next.or(o.end_date),
+            credit_applied: None,
+        });
         // The cycle start's change.
         o.version += 1;
         o.updated_date = start;
@@ -125,7 +173,7 @@ pub(super) fn fast_forward(
         if let Some(amount) = payment {
             *paid += 1;
             o.payments.push(Payment {
-                id: format!("{PAYMENT_PREFIX}{paid}"),
+                id: payment_id(*paid),
                 amount,
                 date: start,
                 cycle: k,
@@ -136,9 +184,89 @@ pub(super) fn fast_forward(
             o.sequence += 1;
         }
         known_next = next;
+        (last, previous_listed) = (Some((charge, payment)), listed);
         taken += 1;
     }
     taken
+}
+
+/// The cycle starts of a steady stretch, from what its steps leave as it is (the pricing, the
+/// dates the calendar counts from, the pauses' total, the end date): [`next_cycle_start`] for
+/// each next cycle, on the same formula as `cycle_start`, without its memo (a stretch asks for
+/// each start once, each a new one) and without adding a pause total of zero (each a date
+/// computation). A property test holds the two equal.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::domain::lifecycle) struct Calendar {
+    duration: Duration,
+    cycle_count: u32,
+    zone: Zone,
+    start_date: Instant,
+    free_trial_days: u32,
+    /// After a plan change to another duration: cycles from the second on count from the
+    /// first.
+    anchor: Option<(Instant, u32)>,
+    paused_total: i64,
+    end_date: Option<Instant>,
+}
+
+impl Calendar {
+    /// The calendar of a subscription (None for the single-payment kinds, which have no next
+    /// cycle).
+    pub(in crate::domain::lifecycle) fn of(o: &Order) -> Option<Calendar> {
+        let PricingKind::Subscription {
+            cycle_duration,
+            cycle_count,
+        } = o.pricing.kind
+        else {
+            return None;
+        };
+        Some(Calendar {
+            duration: cycle_duration,
+            cycle_count,
+            zone: o.time_zone,
+            start_date: o.start_date,
+            free_trial_days: o.free_trial_days,
+            anchor: o.anchor.map(|a| (a, o.anchor_cycle.max(1))),
+            paused_total: o.paused_total,
+            end_date: o.end_date,
+        })
+    }
+
+    /// The start of cycle `k` (k >= 1), as `cycle_start`: the zone's calendar from the anchor,
+    /// or from the start date and the trial, plus every pause taken.
+    pub(in crate::domain::lifecycle) fn start(&self, k: u32) -> Option<Instant> {
+        let t = match self.anchor {
+            Some((anchor, first)) if k >= first => {
+                self.zone
+                    .calendar(anchor, 0, Some(self.duration), u64::from(k - first))
+            }
+            _ => self.zone.calendar(
+                self.start_date,
+                self.free_trial_days,
+                Some(self.duration),
+                u64::from(k.checked_sub(1)?),
+            ),
+        }?;
+        Some(if self.paused_total == 0 {
+            // `t` is representable (the calendar's own range): adding nothing leaves it.
+            t
+        } else {
+            saturating_add(t, Span::milliseconds(self.paused_total))
+        })
+    }
+
+    /// The start of cycle `k` when it follows cycle `k - 1`, as [`next_cycle_start`]: not
+    /// beyond cycleCount, never at or after endDate.
+    fn next_start(&self, k: u32) -> Option<Instant> {
+        if self.cycle_count != 0 && k > self.cycle_count {
+            return None;
+        }
+        let start = self.start(k)?;
+        match self.end_date {
+            Some(end) if start >= end => None,
+            _ => Some(start),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -164,12 +292,12 @@ mod tests {
         .order
     }
 
-    fn counter<'a>(into: &'a mut Forecast, o: &Order, to: &str) -> Counter<'a> {
+    fn counter<'a>(into: &'a mut Forecast, to: &str) -> Counter<'a> {
         Counter {
             into,
             from: at("2026-01-01T00:00:00Z"),
             to: at(to),
-            currency: o.currency,
+            currency: "USD",
             bills: true,
         }
     }
@@ -179,7 +307,7 @@ mod tests {
         let mut o = paid_monthly(0);
         let mut f = Forecast::default();
         let mut paid = 0;
-        let mut c = counter(&mut f, &o, "2028-12-31T00:00:00Z");
+        let mut c = counter(&mut f, "2028-12-31T00:00:00Z");
         let taken = fast_forward(
             &mut o,
             at("2028-12-31T00:00:00Z"),
@@ -205,7 +333,7 @@ mod tests {
         let mut o = paid_monthly(12);
         let mut f = Forecast::default();
         let mut paid = 0;
-        let mut c = counter(&mut f, &o, "2028-12-31T00:00:00Z");
+        let mut c = counter(&mut f, "2028-12-31T00:00:00Z");
         let taken = fast_forward(
             &mut o,
             at("2028-12-31T00:00:00Z"),
@@ -267,7 +395,7 @@ mod tests {
         let before = o.clone();
         let mut f = Forecast::default();
         let mut paid = 0;
-        let mut c = counter(&mut f, &o, "2028-12-31T00:00:00Z");
+        let mut c = counter(&mut f, "2028-12-31T00:00:00Z");
         let taken = fast_forward(
             &mut o,
             at("2028-12-31T00:00:00Z"),
@@ -279,5 +407,12 @@ mod tests {
         assert_eq!((taken, paid), (0, 0));
         assert_eq!(o, before);
         assert!(f.months.is_empty());
+    }
+
+    #[test]
+    fn payment_ids_are_written_as_format_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(payment_id(n), format!("forecast-{n}"));
+        }
     }
 }
