@@ -207,7 +207,7 @@ pub(super) fn walk(
     let mut steps = 0;
     loop {
         if fast {
-            steps += steady::fast_forward(
+            let stretch = steady::fast_forward(
                 &mut o,
                 to,
                 policy,
@@ -215,6 +215,11 @@ pub(super) fn walk(
                 &mut paid,
                 MAX_STEPS - steps,
             );
+            steps += stretch.taken;
+            // Its next due instant is the cycle start past `to`.
+            if stretch.past_window {
+                break;
+            }
         }
         if steps >= MAX_STEPS {
             break;

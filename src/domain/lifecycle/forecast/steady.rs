@@ -61,9 +61,10 @@ pub(super) fn payment_id(n: u64) -> String {
 /// - ACTIVE (not pending, paused, ended or canceled), in a cycle;
 /// - nothing due (so no deadline, retry or dunning), no plan change scheduled, no credit (a
 ///   charge would be reduced by it);
-/// - every date of the order can be written (each payment's change checks them all);
-/// - an ONLINE order's dunning retries all come after the cycle start that requests the due
-///   (a retry at the start itself would fire in the same change).
+/// - for an ONLINE order (whose charges are paid, each payment a change that checks every date
+///   of the order can be written): every date of the order can be written, and its dunning
+///   retries all come after the cycle start that requests the due (a retry at the start
+///   itself would fire in the same change).
 fn steady(o: &Order, policy: &Policy) -> bool {
     o.status == OrderStatus::Active
         && o.current_cycle.is_some()
@@ -71,20 +72,29 @@ fn steady(o: &Order, policy: &Policy) -> bool {
         && o.scheduled_change.is_none()
         && o.credit_balance.is_zero()
         && (o.order_type != OrderType::Online
-            || DunningRules::of(o, policy)
+            || (DunningRules::of(o, policy)
                 .retries
                 .iter()
-                .all(|r| *r > Span::zero()))
-        && o.instants().all(|t| representable(&t))
+                .all(|r| *r > Span::zero())
+                && o.instants().all(|t| representable(&t))))
+}
+
+/// What a fast-forward did: how many steps of the walk it took, and whether the walk is over
+/// (it stopped at a cycle start past the window, which is then the order's next due instant:
+/// the walk would stop there too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stretch {
+    pub(super) taken: usize,
+    pub(super) past_window: bool,
 }
 
 /// Takes the cycle starts of `o`'s steady stretch, at most `budget` of them, each as the walk
-/// would (counted into `counter`, its due paid with payment id `forecast-{paid}`), and returns
-/// how many it took (each is one step of the walk). Takes none when `o` is not steady. Stops
-/// before a cycle start past `to` (where the walk stops too) and before any step the calendar
-/// alone does not decide: no next cycle (the last one, or the end date comes first), a next
-/// start at or before this one (two cycles in one change), a charge recordPayment would refuse,
-/// a date that cannot be written.
+/// would (counted into `counter`, its due paid with payment id `forecast-{paid}`), and says how
+/// many it took (each is one step of the walk) and whether it stopped past the window. Takes
+/// none when `o` is not steady. Stops before a cycle start past `to` (where the walk stops
+/// too) and before any step the calendar alone does not decide: no next cycle (the last one,
+/// or the end date comes first), a next start at or before this one (two cycles in one
+/// change), a charge recordPayment would refuse, a date that cannot be written.
 ///
 /// The caller makes sure no payment id of the order itself starts with [`PAYMENT_PREFIX`]: a
 /// forecast payment under an id already used is refused by recordPayment and leaves the due.
@@ -95,22 +105,25 @@ pub(super) fn fast_forward(
     counter: &mut Counter<'_>,
     paid: &mut u64,
     budget: usize,
-) -> usize {
+) -> Stretch {
+    let mut stretch = Stretch {
+        taken: 0,
+        past_window: false,
+    };
     if budget == 0 || !steady(o, policy) {
-        return 0;
+        return stretch;
     }
     let Some(calendar) = Calendar::of(o) else {
-        return 0;
+        return stretch;
     };
     let currency = o.currency;
     let online = o.order_type == OrderType::Online;
-    let mut taken = 0;
     // The next cycle's start when the previous step computed it.
     let mut known_next: Option<Instant> = None;
     // The previous cycle's charge and payment, and its listed price.
     let mut last: Option<(Decimal, Option<Decimal>)> = None;
     let mut previous_listed = Decimal::ZERO;
-    while taken < budget {
+    while stretch.taken < budget {
         let Some(index) = o.current_cycle.as_ref().map(|c| c.index) else {
             break;
         };
@@ -120,7 +133,11 @@ pub(super) fn fast_forward(
         let Some(start) = known_next.or_else(|| calendar.next_start(k)) else {
             break;
         };
-        if start > to || !representable(&start) {
+        if start > to {
+            stretch.past_window = true;
+            break;
+        }
+        if !representable(&start) {
             break;
         }
         // The cycle's end: the start of the one after it, or endDate.
@@ -154,7 +171,7 @@ pub(super) fn fast_forward(
                 (charge, payment)
             }
         };
-        if taken == 0 {
+        if stretch.taken == 0 {
             // What the first change's seal does (later ones find every amount at its scale).
             with_currency_scale(o);
         }
@@ -185,9 +202,9 @@ pub(super) fn fast_forward(
         }
         known_next = next;
         (last, previous_listed) = (Some((charge, payment)), listed);
-        taken += 1;
+        stretch.taken += 1;
     }
-    taken
+    stretch
 }
 
 /// The cycle starts of a steady stretch, from what its steps leave as it is (the pricing, the
@@ -302,22 +319,28 @@ mod tests {
         }
     }
 
+    /// A fast-forward to the end of 2028.
+    fn to_2029(o: &mut Order, c: &mut Counter<'_>, paid: &mut u64, budget: usize) -> Stretch {
+        fast_forward(o, at("2028-12-31T00:00:00Z"), &policy(), c, paid, budget)
+    }
+
+    fn stretch(taken: usize, past_window: bool) -> Stretch {
+        Stretch { taken, past_window }
+    }
+
     #[test]
     fn a_steady_order_is_fast_forwarded_to_the_window_end_in_one_call() {
         let mut o = paid_monthly(0);
         let mut f = Forecast::default();
         let mut paid = 0;
         let mut c = counter(&mut f, "2028-12-31T00:00:00Z");
-        let taken = fast_forward(
-            &mut o,
-            at("2028-12-31T00:00:00Z"),
-            &policy(),
-            &mut c,
-            &mut paid,
-            usize::MAX,
+        // Cycles 2..=36 start Feb 2026..Dec 2028, each paid at once; the next is past the
+        // window.
+        assert_eq!(
+            to_2029(&mut o, &mut c, &mut paid, usize::MAX),
+            stretch(35, true)
         );
-        // Cycles 2..=36 start Feb 2026..Dec 2028, each paid at once.
-        assert_eq!((taken, paid), (35, 35));
+        assert_eq!(paid, 35);
         let c = o.current_cycle.as_ref().unwrap();
         assert_eq!((c.index, c.started_date), (36, at("2028-12-01T00:00:00Z")));
         assert_eq!(c.ended_date, Some(at("2029-01-01T00:00:00Z")));
@@ -329,57 +352,30 @@ mod tests {
 
     #[test]
     fn it_stops_before_the_last_cycle_ends_and_within_its_budget() {
-        // 12 cycles: 2..=12 are taken, the end (Jan 2027) is the walk's.
-        let mut o = paid_monthly(12);
         let mut f = Forecast::default();
         let mut paid = 0;
         let mut c = counter(&mut f, "2028-12-31T00:00:00Z");
-        let taken = fast_forward(
-            &mut o,
-            at("2028-12-31T00:00:00Z"),
-            &policy(),
-            &mut c,
-            &mut paid,
-            usize::MAX,
+        // 12 cycles: 2..=12 are taken, the end (Jan 2027) is the walk's.
+        let mut o = paid_monthly(12);
+        assert_eq!(
+            to_2029(&mut o, &mut c, &mut paid, usize::MAX),
+            stretch(11, false)
         );
-        assert_eq!(taken, 11);
         assert_eq!(o.status, OrderStatus::Active);
         let mut o = paid_monthly(12);
-        let taken = fast_forward(
-            &mut o,
-            at("2028-12-31T00:00:00Z"),
-            &policy(),
-            &mut c,
-            &mut paid,
-            4,
-        );
-        assert_eq!(taken, 4);
+        assert_eq!(to_2029(&mut o, &mut c, &mut paid, 4), stretch(4, false));
         // Not steady: something is due (cycle 2's charge, requested and not paid).
         let mut o = paid_monthly(0);
         let mut due = crate::domain::fire(&o, at("2026-02-01T00:00:00Z"), &policy()).order;
         assert!(!due.payments_due.is_empty());
         assert_eq!(
-            fast_forward(
-                &mut due,
-                at("2028-12-31T00:00:00Z"),
-                &policy(),
-                &mut c,
-                &mut paid,
-                usize::MAX
-            ),
-            0
+            to_2029(&mut due, &mut c, &mut paid, usize::MAX),
+            stretch(0, false)
         );
         o.status = OrderStatus::Paused;
         assert_eq!(
-            fast_forward(
-                &mut o,
-                at("2028-12-31T00:00:00Z"),
-                &policy(),
-                &mut c,
-                &mut paid,
-                usize::MAX
-            ),
-            0
+            to_2029(&mut o, &mut c, &mut paid, usize::MAX),
+            stretch(0, false)
         );
     }
 
@@ -396,16 +392,11 @@ mod tests {
         let mut f = Forecast::default();
         let mut paid = 0;
         let mut c = counter(&mut f, "2028-12-31T00:00:00Z");
-        let taken = fast_forward(
-            &mut o,
-            at("2028-12-31T00:00:00Z"),
-            &policy(),
-            &mut c,
-            &mut paid,
-            usize::MAX,
+        assert_eq!(
+            to_2029(&mut o, &mut c, &mut paid, usize::MAX),
+            stretch(0, false)
         );
-        assert_eq!((taken, paid), (0, 0));
-        assert_eq!(o, before);
+        assert_eq!((o, paid), (before, 0));
         assert!(f.months.is_empty());
     }
 
