@@ -46,13 +46,16 @@ pub struct ForecastReport {
     pub daemon_cpu: Option<Duration>,
     /// CPU time Redis used meanwhile.
     pub redis_cpu: Option<Duration>,
+    /// The reply's totals over its months: charges per currency, ends, cancellations, and a
+    /// digest (FNV-1a) of the reply's JSON, to check two daemons answer the same figures.
+    pub totals: String,
 }
 
 impl ForecastReport {
     /// The one line the bench prints.
     pub fn line(&self) -> String {
         format!(
-            "forecast orders={} months=36 took_s={:.2} orders_per_s={:.0} cycle_starts={} daemon_cpu_s={} redis_cpu_s={} daemon_rss_before_mb={} daemon_peak_rss_mb={} (seeding took {:.1}s)",
+            "forecast orders={} months=36 took_s={:.2} orders_per_s={:.0} cycle_starts={} daemon_cpu_s={} redis_cpu_s={} daemon_rss_before_mb={} daemon_peak_rss_mb={} {} (seeding took {:.1}s)",
             self.orders,
             self.elapsed.as_secs_f64(),
             self.orders as f64 / self.elapsed.as_secs_f64().max(1e-9),
@@ -61,6 +64,7 @@ impl ForecastReport {
             secs(self.redis_cpu),
             mb(self.rss_before_kb),
             mb(self.peak_rss_kb),
+            self.totals,
             self.seed_elapsed.as_secs_f64(),
         )
     }
@@ -69,6 +73,58 @@ impl ForecastReport {
 /// Seconds with two decimals, `-` when not known.
 fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_string(), |d| format!("{:.2}", d.as_secs_f64()))
+}
+
+/// The reply's totals (see [`ForecastReport::totals`]).
+fn totals(result: &serde_json::Value) -> String {
+    use std::collections::BTreeMap;
+    let months = result["months"].as_array().map_or(&[][..], Vec::as_slice);
+    // Per currency: the sum in thousandths (no currency has more decimals) and the most
+    // decimals written.
+    let mut charges: BTreeMap<String, (i128, u32)> = BTreeMap::new();
+    let (mut ends, mut cancellations) = (0, 0);
+    for m in months {
+        for (c, a) in m["charges"].as_object().into_iter().flatten() {
+            let text = a.as_str().unwrap_or("0");
+            let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+            let digits = u32::try_from(frac.len()).unwrap_or(3).min(3);
+            let value: i128 = format!("{whole}{frac}").parse().unwrap_or(0);
+            let sum = charges.entry(c.clone()).or_default();
+            sum.0 += value * 10_i128.pow(3 - digits);
+            sum.1 = sum.1.max(digits);
+        }
+        ends += m["ends"].as_u64().unwrap_or(0);
+        cancellations += m["cancellations"].as_u64().unwrap_or(0);
+    }
+    let charges: Vec<String> = charges
+        .iter()
+        .map(|(c, (sum, digits))| {
+            let unit = 10_i128.pow(3);
+            let frac = format!(".{:03}", (sum % unit).abs());
+            format!(
+                "{c}:{}{}",
+                sum / unit,
+                &frac[..(*digits as usize + 1).min(4) * usize::from(*digits > 0)]
+            )
+        })
+        .collect();
+    let digest = result
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!(
+        "charges={} ends={ends} cancellations={cancellations} reply_fnv={digest:016x}",
+        charges.join(",")
+    )
+}
+
+/// The daemon binary: `RECUR_BENCH_FORECAST_DAEMON` when set (another build's, to compare two
+/// daemons' answers and times with the same bench), else `binary`.
+fn daemon_binary(binary: &Path) -> PathBuf {
+    std::env::var_os("RECUR_BENCH_FORECAST_DAEMON")
+        .map_or_else(|| binary.to_path_buf(), PathBuf::from)
 }
 
 /// Runs the forecast scenario.
@@ -102,7 +158,12 @@ pub async fn run(opts: &ForecastOptions) -> Result<ForecastReport, BenchError> {
     settle_aof(&url).await?;
     let seed_elapsed = seeded.elapsed();
 
-    let daemon = DaemonProcess::start_with(&opts.binary, &url, DaemonClock::Simulated, &[])?;
+    let daemon = DaemonProcess::start_with(
+        &daemon_binary(&opts.binary),
+        &url,
+        DaemonClock::Simulated,
+        &[],
+    )?;
     let client = ready_client(&url).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before_kb = daemon.rss_kb();
@@ -133,6 +194,7 @@ pub async fn run(opts: &ForecastOptions) -> Result<ForecastReport, BenchError> {
     let cycle_starts = result["months"].as_array().map_or(0, |m| {
         m.iter().filter_map(|m| m["cycleStarts"].as_u64()).sum()
     });
+    let totals = totals(&result);
     let peak_rss_kb = daemon.peak_rss_kb();
     drop(client);
     daemon.stop().await;
@@ -146,5 +208,6 @@ pub async fn run(opts: &ForecastOptions) -> Result<ForecastReport, BenchError> {
         seed_elapsed,
         daemon_cpu,
         redis_cpu,
+        totals,
     })
 }

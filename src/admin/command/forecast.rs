@@ -226,7 +226,7 @@ pub(super) fn forecast_rows(
     crate::domain::lifecycle::forecast::Forecast,
     Vec<(String, String)>,
 ) {
-    use crate::domain::lifecycle::forecast::{add_order, Forecast};
+    use crate::domain::lifecycle::forecast::{add_owned_order, Forecast};
     let mut f = Forecast::default();
     let mut unreadable = Vec::new();
     if query.start > query.to {
@@ -248,14 +248,8 @@ pub(super) fn forecast_rows(
         {
             continue;
         }
-        add_order(
-            &mut f,
-            &o,
-            query.now.max(o.updated_date),
-            query.start,
-            query.to,
-            policy,
-        );
+        let now = query.now.max(o.updated_date);
+        add_owned_order(&mut f, o, now, query.start, query.to, policy);
     }
     (f, unreadable)
 }

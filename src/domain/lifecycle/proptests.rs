@@ -9,6 +9,7 @@ use serde_json::json;
 use super::test_support::*;
 use super::*;
 use crate::domain::calendar::Duration;
+use crate::domain::order::DiscountKind;
 use crate::domain::time::format_instant;
 
 #[derive(Debug, Clone)]
@@ -735,6 +736,132 @@ proptest! {
             prop_assert_eq!(&fast, &reference);
             let (a, b) = (month_of(&from), month_of(&to));
             prop_assert_eq!(fast.to_json(a, b, None), reference.to_json(a, b, None));
+        }
+    }
+
+    /// The fast-forward of steady stretches ([`super::forecast`]'s `steady`: cycle starts
+    /// taken from the calendar alone, their dues paid, without the lifecycle's step) leaves
+    /// the forecast exactly as the walk step by step: the same figures (cycle starts, charges
+    /// per currency per month, ends, cancellations), the same reply, and the walk ends on the
+    /// same order (every field, amounts' scales included: compared as stored JSON) having
+    /// recorded the same payments. Over the orders of the test above, with besides promotions
+    /// for the first cycles, prices that change after some cycles, line items, an order's own
+    /// dunning, a policy whose first retry comes at the request itself, payments already
+    /// under the forecast's own ids, and amounts below their currency's scale. The stretch's
+    /// own calendar gives the cycle starts `cycle_start` gives.
+    #[test]
+    fn the_fast_forwarded_forecast_equals_the_walk_step_by_step(
+        p in plan(),
+        currency in prop_oneof![Just("USD"), Just("EUR"), Just("JPY"), Just("KWD")],
+        ops in prop_oneof![2 => prop::collection::vec(op(), 0..2), 1 => prop::collection::vec(op(), 0..10)],
+        last in prop_oneof![
+            3 => Just(None),
+            1 => Just(Some(Op::CancelNext)),
+            1 => (1u32..5000, 0usize..4).prop_map(|(cents, unit)| Some(Op::ChangePlan { cents, unit, immediate: false, prorate: false })),
+            1 => (1i64..60 * 24 * 90).prop_map(|m| Some(Op::Pause { resume_in_minutes: Some(m) })),
+        ],
+        splits in prop::collection::vec(any::<u16>(), 12),
+        later in prop_oneof![2 => Just(0i64), 1 => 0i64..60 * 24 * 60],
+        lead in 0i64..60 * 24 * 90,
+        months in prop_oneof![1 => 1i64..=36, 1 => Just(36i64)],
+        policy in any_policy(),
+        extras in (
+            proptest::option::of((prop_oneof![Just(true), Just(false)], 1u32..60, proptest::option::of(0u32..6))),
+            proptest::option::of((1u32..8, 0u32..100_000)),
+            proptest::option::of(1u32..3000),
+            (0u8..6, 0u8..6, 0u8..6, 0u8..6),
+        ),
+    ) {
+        use super::forecast::{month_of, walk, FastForward, Forecast};
+        let (promotion, price_step, line_item, flags) = extras;
+        let p = Plan { currency, ..p };
+        let ops: Vec<Op> = std::iter::once(Op::Pay { id: 0, cents: p.cents })
+            .chain(ops)
+            .chain(last)
+            .collect();
+        let r = run(&p, &ops, &splits)?;
+        let mut order = r.order;
+        let minor = order.currency.minor_units();
+        // Terms the random histories do not make, written onto the order as a stored one
+        // could hold them.
+        if let Some((percent, value, first_cycles)) = promotion {
+            order.discounts.push(crate::domain::order::Discount {
+                code: "PROMO".into(),
+                kind: if percent { DiscountKind::Percent } else { DiscountKind::Fixed },
+                value: if percent { Decimal::from(value.min(100)) } else { amount_of(value * 10, minor) },
+                first_cycles,
+            });
+        }
+        if let Some((after, cents)) = price_step {
+            let first = order.pricing.prices[0].clone();
+            order.pricing.prices = vec![
+                crate::domain::order::PriceRange { number_of_cycles: Some(after), ..first },
+                crate::domain::order::PriceRange { cycle_from: 1 + after, number_of_cycles: None, amount: amount_of(cents, minor) },
+            ];
+        }
+        if let Some(cents) = line_item {
+            order.line_items.push(crate::domain::order::LineItem {
+                id: "li".into(),
+                sku: String::new(),
+                name: String::new(),
+                quantity: 2,
+                unit_price: amount_of(cents, minor),
+            });
+        }
+        let (own_dunning, zero_retry, foreign_id, unscaled) =
+            (flags.0 == 0, flags.1 == 0, flags.2 == 0, flags.3 == 0);
+        if unscaled {
+            // Amounts without their currency's decimals ("10" for "10.00"): the first change
+            // of a walk writes them at scale.
+            for p in &mut order.payments {
+                p.amount = p.amount.normalize();
+                p.refunded = p.refunded.normalize();
+            }
+            order.price_details.total = order.price_details.total.normalize();
+            order.credit_balance = order.credit_balance.normalize();
+        }
+        if own_dunning {
+            order.dunning = Some(crate::domain::order::Dunning {
+                retries: vec!["2h".into(), "1d".into()],
+                final_action: crate::domain::order::FinalAction::Keep,
+            });
+        }
+        let mut policy = policy;
+        if zero_retry {
+            policy.dunning.retries.insert(0, Span::zero());
+        }
+        if foreign_id {
+            order.payments.push(crate::domain::order::Payment {
+                id: "forecast-2".into(),
+                amount: amount_of(100, minor),
+                date: order.updated_date,
+                cycle: 1,
+                refunded: order.currency.zero(),
+            });
+        }
+        // The stretch's calendar gives the cycle starts `cycle_start` gives.
+        if let Some(calendar) = super::forecast::steady::Calendar::of(&order) {
+            let first = order.current_cycle.as_ref().map_or(1, |c| c.index.max(1));
+            for k in first..first + 40 {
+                prop_assert_eq!(calendar.start(k), cycle_start(&order, k), "cycle {}", k);
+            }
+        }
+        let now = order.updated_date + Span::minutes(later);
+        let from = now + Span::minutes(lead);
+        let to = from + Span::days(30 * months) - Span::days(1);
+        for (from, to) in [(now, to), (from, to)] {
+            let mut fast = Forecast::default();
+            let (fast_order, fast_paid) = walk(&mut fast, order.clone(), now, from, to, &policy, FastForward::On);
+            let mut stepped = Forecast::default();
+            let (stepped_order, stepped_paid) = walk(&mut stepped, order.clone(), now, from, to, &policy, FastForward::Off);
+            prop_assert_eq!(&fast, &stepped);
+            let (a, b) = (month_of(&from), month_of(&to));
+            prop_assert_eq!(fast.to_json(a, b, None), stepped.to_json(a, b, None));
+            prop_assert_eq!(fast_paid, stepped_paid);
+            prop_assert_eq!(
+                serde_json::to_string(&fast_order).unwrap(),
+                serde_json::to_string(&stepped_order).unwrap()
+            );
         }
     }
 }
