@@ -497,16 +497,27 @@ enum Place {
 /// this bounds one script's run when that is set high).
 const MAX_FIRE_GROUP: usize = 256;
 
-/// The fired orders of one partition in one batch, committed by one `fire.lua` call: the jobs'
-/// indexes, in the batch's order. Its members share the partition, the timers key (the live
-/// one or a test clock's) and the lease token, and never name an order twice (so each order's
-/// writes in the call are exactly its own commit's).
+/// The fired orders of one partition in one batch, committed by one `fire.lua` call, in the
+/// batch's order. Its members share the partition, the timers key (the live one or a test
+/// clock's) and the lease token, and never name an order twice (so each order's writes in the
+/// call are exactly its own commit's).
 struct FireGroup<'a> {
     partition: u16,
     test_clock: Option<&'a str>,
     lease: &'a str,
-    members: Vec<usize>,
-    ids: HashSet<&'a str>,
+    members: Vec<&'a Commit>,
+}
+
+impl FireGroup<'_> {
+    /// Whether `c` may join: same partition, timers and token, room left, and not an order
+    /// already in it.
+    fn takes(&self, partition: u16, c: &Commit) -> bool {
+        self.partition == partition
+            && self.test_clock == c.test_clock.as_deref()
+            && self.lease == c.lease
+            && self.members.len() < MAX_FIRE_GROUP
+            && self.members.iter().all(|m| m.order_id != c.order_id)
+    }
 }
 
 /// A lean commit: an existing order saved with a change and no kept reply (a timer firing).
@@ -517,14 +528,15 @@ fn is_fire(c: &Commit) -> bool {
     ) && c.expected_version > 0
 }
 
-/// The fire groups of a batch, in the order of their first member, and for each job the
-/// group it belongs to (None: a command of its own).
-fn fire_groups<'a>(batch: &'a [Job], keys: &Keys) -> (Vec<FireGroup<'a>>, Vec<Option<usize>>) {
+/// The fire groups of a batch, in the order of their first member, and for each job its
+/// group and place in it (None: a command of its own).
+fn fire_groups<'a>(
+    batch: &'a [Job],
+    keys: &Keys,
+) -> (Vec<FireGroup<'a>>, Vec<Option<(usize, usize)>>) {
     let mut groups: Vec<FireGroup<'a>> = Vec::new();
-    // The group still taking members, by (partition, test clock, lease token).
-    let mut open: HashMap<(u16, Option<&'a str>, &'a str), usize> = HashMap::new();
     let mut of_job = Vec::with_capacity(batch.len());
-    for (i, job) in batch.iter().enumerate() {
+    for job in batch {
         let c = match job {
             Job::Commit(c, _) if is_fire(c) => c,
             _ => {
@@ -533,29 +545,21 @@ fn fire_groups<'a>(batch: &'a [Job], keys: &Keys) -> (Vec<FireGroup<'a>>, Vec<Op
             }
         };
         let partition = keys.partition(&c.order_id);
-        let key = (partition, c.test_clock.as_deref(), c.lease.as_str());
-        let g = match open.get(&key) {
-            Some(&g)
-                if groups[g].members.len() < MAX_FIRE_GROUP
-                    && !groups[g].ids.contains(c.order_id.as_str()) =>
-            {
-                g
-            }
-            _ => {
+        // A batch spans a few partitions: the last group that takes it, else a new one.
+        let g = match groups.iter().rposition(|g| g.takes(partition, c)) {
+            Some(g) => g,
+            None => {
                 groups.push(FireGroup {
                     partition,
-                    test_clock: key.1,
-                    lease: key.2,
+                    test_clock: c.test_clock.as_deref(),
+                    lease: &c.lease,
                     members: Vec::new(),
-                    ids: HashSet::new(),
                 });
-                open.insert(key, groups.len() - 1);
                 groups.len() - 1
             }
         };
-        groups[g].members.push(i);
-        groups[g].ids.insert(c.order_id.as_str());
-        of_job.push(Some(g));
+        of_job.push(Some((g, groups[g].members.len())));
+        groups[g].members.push(c);
     }
     (groups, of_job)
 }
@@ -581,22 +585,12 @@ fn build_pipeline(
     // Each group's command index, once sent.
     let mut sent: Vec<Option<usize>> = vec![None; groups.len()];
     let mut places = Vec::with_capacity(batch.len());
-    for (i, job) in batch.iter().enumerate() {
-        if let Some(g) = of_job[i] {
-            let cmd = match sent[g] {
-                Some(cmd) => cmd,
-                None => {
-                    let cmd = pipe.len();
-                    add_fire_group(&mut pipe, &groups[g], batch, keys, &channel);
-                    sent[g] = Some(cmd);
-                    cmd
-                }
-            };
-            let at = groups[g]
-                .members
-                .iter()
-                .position(|&m| m == i)
-                .expect("a member of its group");
+    for (job, group) in batch.iter().zip(of_job) {
+        if let Some((g, at)) = group {
+            let cmd = *sent[g].get_or_insert_with(|| {
+                add_fire_group(&mut pipe, &groups[g], keys, &channel);
+                pipe.len() - 1
+            });
             places.push(Place::Grouped { cmd, at });
             continue;
         }
@@ -620,34 +614,45 @@ fn build_pipeline(
     (pipe, places)
 }
 
+/// A change entry as one argument, written straight into the command: its head, the order JSON
+/// (its entity) and the closing brace.
+struct ChangeEntry<'a> {
+    head: &'a str,
+    json: &'a str,
+}
+
+impl redis::ToRedisArgs for ChangeEntry<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        // Writes into the command's own buffer, which cannot fail.
+        let _ = arg.write_all(self.head.as_bytes());
+        let _ = arg.write_all(self.json.as_bytes());
+        let _ = arg.write_all(b"}");
+    }
+}
+
 /// One `fire.lua` call committing a fire group (see the script for its keys and arguments).
-fn add_fire_group(
-    pipe: &mut redis::Pipeline,
-    group: &FireGroup<'_>,
-    batch: &[Job],
-    keys: &Keys,
-    channel: &str,
-) {
+fn add_fire_group(pipe: &mut redis::Pipeline, group: &FireGroup<'_>, keys: &Keys, channel: &str) {
     let p = group.partition;
-    let commits: Vec<&Commit> = group
+    let order_keys: Vec<String> = group
         .members
         .iter()
-        .filter_map(|&m| match &batch[m] {
-            Job::Commit(c, _) => Some(c),
-            _ => None,
-        })
+        .map(|c| keys.order(&c.order_id))
         .collect();
-    let order_keys: Vec<String> = commits.iter().map(|c| keys.order(&c.order_id)).collect();
     // The order keys of a partition differ only in the order id at their end: the script
     // reads each id back from its key.
     let common = order_keys
         .first()
-        .zip(commits.first())
+        .zip(group.members.first())
         .map_or(0, |(k, c)| k.len() - c.order_id.len());
     let cmd = pipe
         .cmd("EVALSHA")
         .arg(scripts::FIRE.sha())
-        .arg(4 + commits.len());
+        .arg(4 + group.members.len());
     cmd.arg(keys.lease(p))
         .arg(keys.timers_of(p, group.test_clock))
         .arg(keys.events(p))
@@ -656,7 +661,7 @@ fn add_fire_group(
         cmd.arg(k);
     }
     cmd.arg(group.lease).arg(channel).arg(common);
-    for c in commits {
+    for c in &group.members {
         let (
             OrderWrite::Save {
                 json,
@@ -671,13 +676,9 @@ fn add_fire_group(
         };
         // The whole change entry, the order JSON at its end: one string for the script's
         // XADD, which cuts the hash's copy out of it.
-        let mut entry = String::with_capacity(change.len() + json.len() + 1);
-        entry.push_str(change);
-        entry.push_str(json);
-        entry.push('}');
         cmd.arg(c.expected_version)
             .arg(*version)
-            .arg(entry)
+            .arg(ChangeEntry { head: change, json })
             .arg(change.len())
             .arg(due_ms.map(|d| d.to_string()).unwrap_or_default())
             .arg(c.deltas.len());
