@@ -714,12 +714,14 @@ pub async fn command_stats(url: &str, before: bool) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Redis's traffic and memory at one moment: `total_net_input_bytes` (bytes clients sent) and
-/// `used_memory`, summed over `servers` (every node of a cluster).
+/// Redis's traffic and memory at one moment: `total_net_input_bytes` (bytes clients sent),
+/// `used_memory` and the main thread's CPU time (`used_cpu_{sys,user}_main_thread`, seconds),
+/// summed over `servers` (every node of a cluster).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RedisBytes {
     pub input: u64,
     pub memory: u64,
+    pub main_cpu: f64,
 }
 
 impl RedisBytes {
@@ -733,16 +735,27 @@ impl RedisBytes {
             let info = redis_info(url, None).await?;
             total.input += info_field(&info, "total_net_input_bytes:");
             total.memory += info_field(&info, "used_memory:");
+            let seconds = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            total.main_cpu +=
+                seconds("used_cpu_sys_main_thread:") + seconds("used_cpu_user_main_thread:");
         }
         Ok(total)
     }
 
-    /// `redis_in_b_per_transition=.. redis_mem_b_per_transition=..` between `self` (before)
-    /// and `after`, over `transitions`.
+    /// `redis_main_cpu_us_per_transition=.. redis_in_b_per_transition=..
+    /// redis_mem_b_per_transition=..` between `self` (before) and `after`, over `transitions`.
+    /// The main thread's CPU is what one Redis core has to give (the process's, in the CPU
+    /// figures, also counts the AOF's background fsync).
     pub fn figures(&self, after: &RedisBytes, transitions: u64) -> String {
         let n = transitions.max(1) as f64;
         format!(
-            "redis_in_b_per_transition={:.0} redis_mem_b_per_transition={:.0}",
+            "redis_main_cpu_us_per_transition={:.1} redis_in_b_per_transition={:.0} redis_mem_b_per_transition={:.0}",
+            (after.main_cpu - self.main_cpu).max(0.0) * 1e6 / n,
             after.input.saturating_sub(self.input) as f64 / n,
             (after.memory as f64 - self.memory as f64) / n
         )

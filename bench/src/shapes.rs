@@ -243,6 +243,8 @@ pub struct ShapeReport {
     pub orders: usize,
     pub elapsed: Duration,
     pub redis_cpu: Duration,
+    /// The main thread's (`INFO cpu`), seconds.
+    pub redis_main_cpu: f64,
     pub input_bytes: u64,
     /// `INFO commandstats`: (command, calls, total µs), the busiest first.
     pub commands: Vec<(String, u64, u64)>,
@@ -260,11 +262,12 @@ impl ShapeReport {
             })
             .collect();
         format!(
-            "shapes shape={} orders={} group={GROUP} orders_per_s={:.0} redis_cpu_us_per_order={:.2} redis_in_b_per_order={:.0} commandstats_per_order={}",
+            "shapes shape={} orders={} group={GROUP} orders_per_s={:.0} redis_cpu_us_per_order={:.2} redis_main_cpu_us_per_order={:.2} redis_in_b_per_order={:.0} commandstats_per_order={}",
             self.shape,
             self.orders,
             n / self.elapsed.as_secs_f64().max(1e-9),
             self.redis_cpu.as_secs_f64() * 1e6 / n,
+            self.redis_main_cpu * 1e6 / n,
             self.input_bytes as f64 / n,
             commands.join(","),
         )
@@ -277,6 +280,17 @@ async fn info(conn: &mut store::RedisConn, section: &str) -> Result<String, Benc
         .query_async(conn)
         .await
         .map_err(setup("INFO"))
+}
+
+/// The main thread's CPU time, seconds.
+fn main_cpu(info: &str) -> f64 {
+    let seconds = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    seconds("used_cpu_sys_main_thread:") + seconds("used_cpu_user_main_thread:")
 }
 
 fn input_bytes(info: &str) -> u64 {
@@ -346,6 +360,7 @@ pub async fn run_shape(shape: &'static str, orders: usize) -> Result<ShapeReport
         .map_err(setup("CONFIG RESETSTAT"))?;
     let input_before = input_bytes(&info(&mut conn, "stats").await?);
     let cpu_before = cpu_time(redis.pid()).unwrap_or_default();
+    let main_before = main_cpu(&info(&mut conn, "cpu").await?);
     let started = WallInstant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = conns.iter_mut().map(|c| {
@@ -367,6 +382,7 @@ pub async fn run_shape(shape: &'static str, orders: usize) -> Result<ShapeReport
     let redis_cpu = cpu_time(redis.pid())
         .unwrap_or_default()
         .saturating_sub(cpu_before);
+    let redis_main_cpu = (main_cpu(&info(&mut conn, "cpu").await?) - main_before).max(0.0);
     let input = input_bytes(&info(&mut conn, "stats").await?).saturating_sub(input_before);
     let commands = command_stats(&info(&mut conn, "commandstats").await?);
     drop(conns);
@@ -377,6 +393,7 @@ pub async fn run_shape(shape: &'static str, orders: usize) -> Result<ShapeReport
         orders,
         elapsed,
         redis_cpu,
+        redis_main_cpu,
         input_bytes: input,
         commands,
     })
