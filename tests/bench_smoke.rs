@@ -141,6 +141,22 @@ async fn bullmq_compare_when_the_peer_is_installed() {
 }
 
 #[tokio::test]
+async fn shapes_write_every_order_in_each_shape() {
+    for shape in bench::shapes::SHAPES {
+        let r = bench::shapes::run_shape(shape, N).await.unwrap();
+        println!("{}", r.line());
+        assert_eq!(r.orders, N);
+        assert!(
+            r.commands
+                .iter()
+                .any(|(c, calls, _)| c == "xadd" && *calls == N as u64),
+            "a change entry per order: {}",
+            r.line()
+        );
+    }
+}
+
+#[tokio::test]
 async fn forecast_counts_every_cycle_start_of_a_small_book() {
     let r = bench::forecast::run(&bench::forecast::ForecastOptions::new(N, binary()))
         .await
@@ -213,6 +229,7 @@ fn every_scenario_is_listed() {
         "testclock",
         "http",
         "bullmq",
+        "shapes",
     ] {
         assert!(bench::SCENARIOS.contains(&s));
     }

@@ -3,8 +3,10 @@
 //!    jobs due at the same instant to a private redis-server on a free loopback TCP port
 //!    (append-only, like recur's), and a Worker with a no-op handler processes them: jobs per
 //!    second from the due instant until the last completed;
-//! 2. recur's burst with the same N, on the same kind of server (TCP, append-only);
-//! 3. one line with both figures and the ratio.
+//! 2. recur's burst with the same N, on the same kind of server (TCP, append-only): OFFLINE
+//!    orders whose next cycle starts, then ONLINE ones whose next cycle also requests its
+//!    payment (what billing does);
+//! 3. one line per burst with both figures and the ratio.
 //!
 //! The peer is installed outside the repository, so a benchmark leaves the checkout as it found
 //! it: its package.json, package-lock.json and bench.js are copied to [`install_dir`] (a cache
@@ -19,7 +21,7 @@ use std::process::Stdio;
 use serde_json::Value;
 
 use super::burst::{burst, BurstOptions};
-use super::{setup, BenchError, TcpRedis, TempDir};
+use super::{setup, BenchError, BurstOrders, TcpRedis, TempDir};
 
 /// Options of the comparison.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct CompareOptions {
     pub install_dir: PathBuf,
     /// Run `npm install` when node_modules is missing (off in the smoke test).
     pub install: bool,
+    /// recur's bursts to compare: OFFLINE and ONLINE orders.
+    pub recur_orders: Vec<BurstOrders>,
 }
 
 impl CompareOptions {
@@ -56,6 +60,7 @@ impl CompareOptions {
             peer_dir: peer_dir(),
             install_dir: install_dir(),
             install: true,
+            recur_orders: vec![BurstOrders::Offline, BurstOrders::Online],
         }
     }
 }
@@ -268,9 +273,9 @@ pub async fn run_peer(
 }
 
 /// The comparison, for each Redis setting of `opts.aof`: BullMQ at each concurrency with
-/// `removeOnComplete: true` (and the keep-completed reference), then recur's burst, same N,
-/// same kind of Redis (TCP); a line per run and a summary line per setting with the ratio
-/// against BullMQ's best.
+/// `removeOnComplete: true` (and the keep-completed reference), then recur's bursts of
+/// `opts.recur_orders` (OFFLINE and ONLINE orders), same N, same kind of Redis (TCP); a line
+/// per run and a summary line per burst with the ratio against BullMQ's best.
 ///
 /// # Errors
 /// [`BenchError`] when recur's burst or a started peer fails (a peer that cannot be installed
@@ -322,32 +327,42 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
                 }
             }
         }
-        let mut burst_opts = BurstOptions::new(opts.orders, &opts.binary);
-        burst_opts.tcp = true;
-        burst_opts.aof = aof;
-        let recur = burst(&burst_opts).await?;
-        let recur_line = recur.line();
-        eprintln!("{recur_line}");
-        lines.push(recur_line);
-        let recur_tps = recur.transitions_per_s();
-        lines.push(match best {
-            Some((jobs_per_s, config)) => format!(
-                "bullmq orders={} aof={} recur_transitions_per_s={:.0} bullmq_best_jobs_per_s={:.0} ratio={:.2} bullmq_best_concurrency={} bullmq_remove_on_complete=true recur_{} redis=tcp",
-                opts.orders,
-                onoff(aof),
-                recur_tps,
-                jobs_per_s,
-                recur_tps / jobs_per_s.max(1e-9),
-                config.concurrency,
-                recur.cpu,
-            ),
-            None => format!(
-                "bullmq orders={} aof={} recur_transitions_per_s={:.0} bullmq_best_jobs_per_s=skipped ratio=n/a redis=tcp",
-                opts.orders,
-                onoff(aof),
-                recur_tps,
-            ),
-        });
+        // recur's side: the burst of OFFLINE orders (a cycle start each) and of ONLINE ones
+        // (a cycle start that also requests its payment, with its dunning retries: what
+        // billing does), each against the peer's best.
+        for &kind in &opts.recur_orders {
+            let mut burst_opts = BurstOptions::new(opts.orders, &opts.binary);
+            burst_opts.tcp = true;
+            burst_opts.aof = aof;
+            burst_opts.kind = kind;
+            let recur = burst(&burst_opts).await?;
+            let recur_line = recur.line();
+            eprintln!("{recur_line}");
+            lines.push(recur_line);
+            let recur_tps = recur.transitions_per_s();
+            let line = match best {
+                Some((jobs_per_s, config)) => format!(
+                    "bullmq orders={} aof={} recur_orders={} recur_transitions_per_s={:.0} bullmq_best_jobs_per_s={:.0} ratio={:.2} bullmq_best_concurrency={} bullmq_remove_on_complete=true recur_{} redis=tcp",
+                    opts.orders,
+                    onoff(aof),
+                    kind.name(),
+                    recur_tps,
+                    jobs_per_s,
+                    recur_tps / jobs_per_s.max(1e-9),
+                    config.concurrency,
+                    recur.cpu,
+                ),
+                None => format!(
+                    "bullmq orders={} aof={} recur_orders={} recur_transitions_per_s={:.0} bullmq_best_jobs_per_s=skipped ratio=n/a redis=tcp",
+                    opts.orders,
+                    onoff(aof),
+                    kind.name(),
+                    recur_tps,
+                ),
+            };
+            eprintln!("{line}");
+            lines.push(line);
+        }
     }
     Ok(lines.join("\n"))
 }

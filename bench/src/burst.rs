@@ -18,8 +18,9 @@ use recur::admin::client::AdminClient;
 
 use super::{
     aof_rewrites, command_stats, long_request, mb, metric_delta, monthly_args, order_id,
-    ready_client_to, seed_monthly_to, seed_to, settle_aof, setup, BenchError, BenchRedis, CpuSplit,
-    DaemonClock, DaemonProcess, RedisBytes, SeedOptions, SeedOrder, TempDir, BENCH_START,
+    ready_client_to, seed_monthly_kind_to, seed_to, settle_aof, setup, BenchError, BenchRedis,
+    BurstOrders, CpuSplit, DaemonClock, DaemonProcess, RedisBytes, SeedOptions, SeedOrder, TempDir,
+    BENCH_START,
 };
 use recur::domain::time::parse_instant;
 
@@ -45,6 +46,8 @@ pub struct BurstOptions {
     pub aof: bool,
     /// A webhook endpoint every event goes to (`--webhook`).
     pub webhook: Option<WebhookTarget>,
+    /// burst: which orders come due (`RECUR_BENCH_BURST_ORDERS`, OFFLINE by default).
+    pub kind: BurstOrders,
 }
 
 /// The endpoint of `--webhook`.
@@ -108,6 +111,7 @@ impl BurstOptions {
             daemons: 1,
             aof: true,
             webhook: None,
+            kind: BurstOrders::from_env(),
         }
     }
 }
@@ -117,6 +121,8 @@ impl BurstOptions {
 pub struct BurstReport {
     /// "burst" or "burst-end".
     pub scenario: &'static str,
+    /// burst: which orders came due (burst-end: OFFLINE).
+    pub kind: BurstOrders,
     pub orders: usize,
     pub transitions: u64,
     pub events: u64,
@@ -157,9 +163,10 @@ impl BurstReport {
             String::new()
         };
         format!(
-            "{} orders={} daemons={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} wait_replicas={} aof={}{} (seeding took {:.1}s)",
+            "{} orders={} kind={} daemons={} transitions={} events={} elapsed_s={:.3} transitions_per_s={:.0} events_per_s={:.0}{} daemon_peak_rss_mb={} {} redis={} wait_replicas={} aof={}{} (seeding took {:.1}s)",
             self.scenario,
             self.orders,
+            self.kind.name(),
             self.daemons,
             self.transitions,
             self.events,
@@ -210,7 +217,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     let servers = redis.server_urls();
     let seeded = WallInstant::now();
     if scenario == "burst" {
-        seed_monthly_to(&address, opts.orders).await?;
+        seed_monthly_kind_to(&address, opts.orders, opts.kind).await?;
     } else {
         let start = parse_instant(BENCH_START).map_err(setup("start"))?;
         let options = SeedOptions {
@@ -311,9 +318,10 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         (None, _) => String::new(),
     };
     let cpu = format!(
-        "{} daemon_cpu_us_per_transition={:.1} {} aof_rewrites_during={rewrites}",
+        "{} daemon_cpu_us_per_transition={:.1} redis_cpu_us_per_transition={:.1} {} aof_rewrites_during={rewrites}",
         cpu_before.figures(&cpu_after, elapsed),
         cpu_before.daemon_us_per(&cpu_after, transitions),
+        cpu_before.redis_us_per(&cpu_after, transitions),
         bytes_before.figures(&bytes_after, transitions),
     );
     let peak_rss_kb = daemons.iter().filter_map(DaemonProcess::peak_rss_kb).max();
@@ -325,6 +333,11 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     redis.stop().await;
     Ok(BurstReport {
         scenario,
+        kind: if scenario == "burst" {
+            opts.kind
+        } else {
+            BurstOrders::Offline
+        },
         orders: opts.orders,
         transitions,
         events,

@@ -16,6 +16,7 @@ pub mod forecast;
 pub mod http;
 pub mod memory;
 pub mod recovery;
+pub mod shapes;
 pub mod sizing;
 pub mod steady;
 pub mod testclock;
@@ -48,7 +49,7 @@ pub const BENCH_START: &str = "2026-01-01T00:00:00Z";
 /// Key prefix of every bench.
 pub const PREFIX: &str = "bench";
 /// The scenarios [`run`] knows.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "burst",
     "burst-end",
     "steady",
@@ -60,6 +61,7 @@ pub const SCENARIOS: [&str; 11] = [
     "testclock",
     "http",
     "bullmq",
+    "shapes",
 ];
 
 /// Why a bench could not run.
@@ -197,6 +199,7 @@ pub async fn run(name: &str, opts: &RunOptions) -> Result<String, BenchError> {
             o.rate = opts.rate.unwrap_or(http::RATE);
             Ok(http::run(&o).await?.text())
         }
+        "shapes" => shapes::run(n(100_000), 3).await,
         "bullmq" | "compare" => {
             let mut o = bullmq::CompareOptions::new(n(100_000), &opts.binary);
             if let Some(c) = opts.peer_concurrency {
@@ -711,12 +714,14 @@ pub async fn command_stats(url: &str, before: bool) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Redis's traffic and memory at one moment: `total_net_input_bytes` (bytes clients sent) and
-/// `used_memory`, summed over `servers` (every node of a cluster).
+/// Redis's traffic and memory at one moment: `total_net_input_bytes` (bytes clients sent),
+/// `used_memory` and the main thread's CPU time (`used_cpu_{sys,user}_main_thread`, seconds),
+/// summed over `servers` (every node of a cluster).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RedisBytes {
     pub input: u64,
     pub memory: u64,
+    pub main_cpu: f64,
 }
 
 impl RedisBytes {
@@ -730,16 +735,27 @@ impl RedisBytes {
             let info = redis_info(url, None).await?;
             total.input += info_field(&info, "total_net_input_bytes:");
             total.memory += info_field(&info, "used_memory:");
+            let seconds = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            total.main_cpu +=
+                seconds("used_cpu_sys_main_thread:") + seconds("used_cpu_user_main_thread:");
         }
         Ok(total)
     }
 
-    /// `redis_in_b_per_transition=.. redis_mem_b_per_transition=..` between `self` (before)
-    /// and `after`, over `transitions`.
+    /// `redis_main_cpu_us_per_transition=.. redis_in_b_per_transition=..
+    /// redis_mem_b_per_transition=..` between `self` (before) and `after`, over `transitions`.
+    /// The main thread's CPU is what one Redis core has to give (the process's, in the CPU
+    /// figures, also counts the AOF's background fsync).
     pub fn figures(&self, after: &RedisBytes, transitions: u64) -> String {
         let n = transitions.max(1) as f64;
         format!(
-            "redis_in_b_per_transition={:.0} redis_mem_b_per_transition={:.0}",
+            "redis_main_cpu_us_per_transition={:.1} redis_in_b_per_transition={:.0} redis_mem_b_per_transition={:.0}",
+            (after.main_cpu - self.main_cpu).max(0.0) * 1e6 / n,
             after.input.saturating_sub(self.input) as f64 / n,
             (after.memory as f64 - self.memory as f64) / n
         )
@@ -1043,22 +1059,66 @@ pub async fn seed_monthly(url: &str, n: usize) -> Result<(), BenchError> {
     seed_monthly_to(&RedisAddress::single(url.to_string()), n).await
 }
 
-/// [`seed_monthly`] on one server or a Redis Cluster.
+/// [`seed_monthly`] on one server or a Redis Cluster, of the kind `RECUR_BENCH_BURST_ORDERS`
+/// names ([`BurstOrders::from_env`]).
 ///
 /// # Errors
 /// [`BenchError`] when Redis fails.
 pub async fn seed_monthly_to(redis: &RedisAddress, n: usize) -> Result<(), BenchError> {
+    seed_monthly_kind_to(redis, n, BurstOrders::from_env()).await
+}
+
+/// The burst's orders: monthly, 12 cycles, created at [`BENCH_START`], cycle 2 due on
+/// 2026-02-01 for every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BurstOrders {
+    /// OFFLINE, paid at creation: cycle 2 starts (orderCycleStarted + orderUpdated).
+    #[default]
+    Offline,
+    /// ONLINE, paid for cycle 1: cycle 2 also requests a payment (a due with its dunning
+    /// retries), what billing does.
+    Online,
+    /// ONLINE on New York's calendar (the instant is the same: 1 Jan 00:00 UTC is 31 Dec
+    /// 19:00 local).
+    OnlineZoned,
+}
+
+impl BurstOrders {
+    /// `RECUR_BENCH_BURST_ORDERS`: `online`, `online-zoned`, else OFFLINE.
+    pub fn from_env() -> BurstOrders {
+        match std::env::var("RECUR_BENCH_BURST_ORDERS").as_deref() {
+            Ok("online-zoned") => BurstOrders::OnlineZoned,
+            Ok(k) if k.starts_with("online") => BurstOrders::Online,
+            _ => BurstOrders::Offline,
+        }
+    }
+
+    /// How the bench lines name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BurstOrders::Offline => "offline",
+            BurstOrders::Online => "online",
+            BurstOrders::OnlineZoned => "online-zoned",
+        }
+    }
+}
+
+/// [`seed_monthly_to`] with the orders of `kind`.
+///
+/// # Errors
+/// [`BenchError`] when Redis fails.
+pub async fn seed_monthly_kind_to(
+    redis: &RedisAddress,
+    n: usize,
+    kind: BurstOrders,
+) -> Result<(), BenchError> {
     let start = parse_instant(BENCH_START).map_err(setup("start"))?;
     let options = SeedOptions {
         events: !std::env::var("RECUR_BENCH_SEED_EVENTS").is_ok_and(|v| v == "off"),
         ..SeedOptions::simulated()
     };
-    // RECUR_BENCH_BURST_ORDERS=online: ONLINE orders paid for cycle 1, so cycle 2 requests a
-    // payment (a due with its dunning retries); `online-zoned`: the same on New York's
-    // calendar (the instant is the same: 1 Jan 00:00 UTC is 31 Dec 19:00 local).
-    let kind = std::env::var("RECUR_BENCH_BURST_ORDERS").unwrap_or_default();
-    let online = kind.starts_with("online");
-    let zoned = kind == "online-zoned";
+    let online = kind != BurstOrders::Offline;
+    let zoned = kind == BurstOrders::OnlineZoned;
     seed_to(redis, n, &options, move |i| {
         let mut args = monthly_args(
             &format!("c{}", i % 10_000),
@@ -1399,6 +1459,12 @@ impl CpuSplit {
     /// Daemon CPU time between `self` (before) and `after`, in µs per transition.
     pub fn daemon_us_per(&self, after: &CpuSplit, transitions: u64) -> f64 {
         after.daemon.saturating_sub(self.daemon).as_secs_f64() * 1e6 / transitions.max(1) as f64
+    }
+
+    /// Redis CPU time (every server's) between `self` (before) and `after`, in µs per
+    /// transition: 1e6 over it is what one Redis core would sustain.
+    pub fn redis_us_per(&self, after: &CpuSplit, transitions: u64) -> f64 {
+        after.redis.saturating_sub(self.redis).as_secs_f64() * 1e6 / transitions.max(1) as f64
     }
 
     /// `daemon_cpu=..% redis_cpu=..%` of `wall` between `self` (before) and `after`.

@@ -731,6 +731,50 @@ mod compact {
         }
     }
 
+    fn is_cycle(k: &DueKind) -> bool {
+        *k == DueKind::Cycle
+    }
+
+    /// A [`PaymentDue`] with its defaults skipped (a cycle's due, no attempt yet, not final,
+    /// not restarted): about 60 bytes fewer per due, in the hash and in every change entry of
+    /// an ONLINE order that owes something.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct CompactDue<'a> {
+        cycle: u32,
+        #[serde(skip_serializing_if = "is_cycle")]
+        kind: DueKind,
+        #[serde(with = "ts")]
+        requested_date: Instant,
+        #[serde(with = "ts")]
+        deadline: Instant,
+        amount: &'a Decimal,
+        #[serde(with = "crate::domain::time::ts_vec")]
+        retries: &'a [Instant],
+        #[serde(skip_serializing_if = "is_zero_u32")]
+        attempts: u32,
+        #[serde(rename = "final", skip_serializing_if = "is_false")]
+        is_final: bool,
+        #[serde(skip_serializing_if = "is_false")]
+        restarted: bool,
+    }
+
+    impl<'a> CompactDue<'a> {
+        fn of(d: &'a PaymentDue) -> CompactDue<'a> {
+            CompactDue {
+                cycle: d.cycle,
+                kind: d.kind,
+                requested_date: d.requested_date,
+                deadline: d.deadline,
+                amount: &d.amount,
+                retries: &d.retries,
+                attempts: d.attempts,
+                is_final: d.is_final,
+                restarted: d.restarted,
+            }
+        }
+    }
+
     /// [`Order`]'s fields in the same order, borrowed, defaults skipped.
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -787,8 +831,8 @@ mod compact {
         updated_date: Instant,
         #[serde(skip_serializing_if = "is_zero_i64")]
         paused_total: i64,
-        #[serde(skip_serializing_if = "<[_]>::is_empty")]
-        payments_due: &'a [PaymentDue],
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        payments_due: Vec<CompactDue<'a>>,
         sequence: u64,
         // Always written: its scale is the currency's ("0.00"), which a default cannot know.
         credit_balance: &'a Decimal,
@@ -840,7 +884,7 @@ mod compact {
                 created_date: o.created_date,
                 updated_date: o.updated_date,
                 paused_total: o.paused_total,
-                payments_due: &o.payments_due,
+                payments_due: o.payments_due.iter().map(CompactDue::of).collect(),
                 sequence: o.sequence,
                 credit_balance: &o.credit_balance,
                 scheduled_change: o.scheduled_change.as_ref(),
@@ -849,5 +893,63 @@ mod compact {
                 test_clock_id: o.test_clock_id.as_deref(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lifecycle::test_support::{at, monthly, new_order};
+
+    #[test]
+    fn a_due_leaves_out_its_defaults_and_reads_back_the_same() {
+        let mut order = new_order(
+            monthly("ONLINE", 12, "9.99", "2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:00Z"),
+        )
+        .order;
+        let due = |cycle: u32| PaymentDue {
+            cycle,
+            kind: DueKind::Cycle,
+            requested_date: at("2026-02-01T00:00:00Z"),
+            deadline: at("2026-02-04T00:00:00Z"),
+            amount: Decimal::new(999, 2),
+            retries: vec![at("2026-02-02T00:00:00Z"), at("2026-02-03T00:00:00Z")],
+            attempts: 0,
+            is_final: false,
+            restarted: false,
+        };
+        order.payments_due = vec![
+            due(2),
+            PaymentDue {
+                kind: DueKind::Proration,
+                attempts: 1,
+                is_final: true,
+                restarted: true,
+                ..due(3)
+            },
+        ];
+        let compact = compact_json(&order).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&compact).unwrap();
+        assert_eq!(
+            v["paymentsDue"][0],
+            serde_json::json!({
+                "cycle": 2,
+                "requestedDate": "2026-02-01T00:00:00.000Z",
+                "deadline": "2026-02-04T00:00:00.000Z",
+                "amount": "9.99",
+                "retries": ["2026-02-02T00:00:00.000Z", "2026-02-03T00:00:00.000Z"],
+            })
+        );
+        assert_eq!(v["paymentsDue"][1]["kind"], "PRORATION");
+        assert_eq!(v["paymentsDue"][1]["attempts"], 1);
+        assert_eq!(v["paymentsDue"][1]["final"], true);
+        assert_eq!(v["paymentsDue"][1]["restarted"], true);
+        let back: Order = serde_json::from_str(&compact).unwrap();
+        assert_eq!(back, order);
+        // The full form (getOrder) still says everything.
+        let full = serde_json::to_value(&order).unwrap();
+        assert_eq!(full["paymentsDue"][0]["kind"], "CYCLE");
+        assert_eq!(full["paymentsDue"][0]["final"], false);
     }
 }

@@ -1,10 +1,15 @@
-//! The commit batcher: many orders' commits go to Redis in one pipeline of EVALSHA calls, each
-//! one atomic for its order (`commit.lua`). A commit is acknowledged only after Redis answered
-//! and, with `redis.wait_replicas` n > 0 (SPEC 11.1), after the one `WAIT n timeout` that ends
-//! the pipeline confirmed it (on a cluster, one WAIT per hash slot of the pipeline, each sent
-//! with that slot's commits). The same pipelines carry confirmations of reads and single
-//! writes that must be confirmed before their callers go on (see [`super::replication`]).
+//! The commit batcher: many orders' commits go to Redis in one pipeline. A timer firing (the
+//! bulk of all commits) goes with the other fired orders of its partition in the pipeline: one
+//! `fire.lua` call per partition, which checks the partition's lease once and each order's
+//! version on its own, so every order is written or refused exactly as if it were committed
+//! alone. Every other commit is one `commit.lua` call, atomic for its order. A commit is
+//! acknowledged only after Redis answered and, with `redis.wait_replicas` n > 0 (SPEC 11.1),
+//! after the one `WAIT n timeout` that ends the pipeline confirmed it (on a cluster, one WAIT
+//! per hash slot of the pipeline, each sent with that slot's commits). The same pipelines carry
+//! confirmations of reads and single writes that must be confirmed before their callers go on
+//! (see [`super::replication`]).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
@@ -460,32 +465,138 @@ fn settle(
 }
 
 /// Sends the batch's pipeline (with its WAIT, when one is configured): each job's reply and
-/// how many replicas confirmed it (`i64::MAX` when nothing waits).
+/// how many replicas confirmed it (`i64::MAX` when nothing waits), in the batch's order.
 async fn run_pipeline(
     batch: &[Job],
     conn: &mut RedisConn,
     keys: &Keys,
     config: &CommitterConfig,
 ) -> Result<(Vec<Value>, Vec<i64>), redis::RedisError> {
-    let pipe = build_pipeline(batch, keys, config);
-    match config.wait {
-        Some(wait) => conn.query_waited(&pipe, wait).await,
+    let (pipe, places) = build_pipeline(batch, keys, config);
+    let (values, replicas) = match config.wait {
+        Some(wait) => conn.query_waited(&pipe, wait).await?,
         None => {
             let values: Vec<Value> = pipe.query_async(conn).await?;
             let n = values.len();
-            Ok((values, vec![i64::MAX; n]))
+            (values, vec![i64::MAX; n])
         }
+    };
+    Ok(job_replies(values, &replicas, &places))
+}
+
+/// Where a job's reply is among its pipeline's replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// The reply of a command of its own (the command's index).
+    Own(usize),
+    /// Item `at` of the reply of the `fire.lua` call at index `cmd` (a fire group's).
+    Grouped { cmd: usize, at: usize },
+}
+
+/// The most orders one `fire.lua` call commits (a batch is at most `max_batch` jobs anyway;
+/// this bounds one script's run when that is set high).
+const MAX_FIRE_GROUP: usize = 256;
+
+/// The fired orders of one partition in one batch, committed by one `fire.lua` call, in the
+/// batch's order. Its members share the partition, the timers key (the live one or a test
+/// clock's) and the lease token, and never name an order twice (so each order's writes in the
+/// call are exactly its own commit's).
+struct FireGroup<'a> {
+    partition: u16,
+    test_clock: Option<&'a str>,
+    lease: &'a str,
+    members: Vec<&'a Commit>,
+}
+
+impl FireGroup<'_> {
+    /// Whether `c` may join: same partition, timers and token, room left, and not an order
+    /// already in it.
+    fn takes(&self, partition: u16, c: &Commit) -> bool {
+        self.partition == partition
+            && self.test_clock == c.test_clock.as_deref()
+            && self.lease == c.lease
+            && self.members.len() < MAX_FIRE_GROUP
+            && self.members.iter().all(|m| m.order_id != c.order_id)
     }
 }
 
-fn build_pipeline(batch: &[Job], keys: &Keys, config: &CommitterConfig) -> redis::Pipeline {
+/// A lean commit: an existing order saved with a change and no kept reply (a timer firing).
+fn is_fire(c: &Commit) -> bool {
+    matches!(
+        (&c.write, &c.change, &c.reply),
+        (OrderWrite::Save { .. }, Some(_), None)
+    ) && c.expected_version > 0
+}
+
+/// The fire groups of a batch, in the order of their first member, and for each job its
+/// group and place in it (None: a command of its own).
+fn fire_groups<'a>(
+    batch: &'a [Job],
+    keys: &Keys,
+) -> (Vec<FireGroup<'a>>, Vec<Option<(usize, usize)>>) {
+    let mut groups: Vec<FireGroup<'a>> = Vec::new();
+    let mut of_job = Vec::with_capacity(batch.len());
+    for job in batch {
+        let c = match job {
+            Job::Commit(c, _) if is_fire(c) => c,
+            _ => {
+                of_job.push(None);
+                continue;
+            }
+        };
+        let partition = keys.partition(&c.order_id);
+        // A batch spans a few partitions: the last group that takes it, else a new one.
+        let g = match groups.iter().rposition(|g| g.takes(partition, c)) {
+            Some(g) => g,
+            None => {
+                groups.push(FireGroup {
+                    partition,
+                    test_clock: c.test_clock.as_deref(),
+                    lease: &c.lease,
+                    members: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        of_job.push(Some((g, groups[g].members.len())));
+        groups[g].members.push(c);
+    }
+    (groups, of_job)
+}
+
+/// The batch's pipeline, and where each job's reply will be in its replies. A fire group's
+/// call goes where its first member is; the jobs between are independent (nothing in one batch
+/// was acknowledged yet, so none waits for another).
+fn build_pipeline(
+    batch: &[Job],
+    keys: &Keys,
+    config: &CommitterConfig,
+) -> (redis::Pipeline, Vec<Place>) {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     // With a WAIT, the change is published once confirmed (by the batcher), not by the script.
     let publish = config.publish_events && config.wait.is_none();
-    for job in batch {
-        let c = match job {
-            Job::Commit(c, _) => c,
+    let channel = if publish {
+        keys.order_keys().events_channel()
+    } else {
+        String::new()
+    };
+    let (groups, of_job) = fire_groups(batch, keys);
+    // Each group's command index, once sent.
+    let mut sent: Vec<Option<usize>> = vec![None; groups.len()];
+    let mut places = Vec::with_capacity(batch.len());
+    for (job, group) in batch.iter().zip(of_job) {
+        if let Some((g, at)) = group {
+            let cmd = *sent[g].get_or_insert_with(|| {
+                add_fire_group(&mut pipe, &groups[g], keys, &channel);
+                pipe.len() - 1
+            });
+            places.push(Place::Grouped { cmd, at });
+            continue;
+        }
+        places.push(Place::Own(pipe.len()));
+        match job {
+            Job::Commit(c, _) => add_commit(&mut pipe, c, keys, config, publish),
             Job::Confirm {
                 partition, lease, ..
             } => {
@@ -494,17 +605,64 @@ fn build_pipeline(batch: &[Job], keys: &Keys, config: &CommitterConfig) -> redis
                     .arg(1)
                     .arg(keys.lease(*partition))
                     .arg(lease);
-                continue;
             }
             Job::Write(cmd, _) => {
                 pipe.add_command(cmd.clone());
-                continue;
             }
-        };
-        let partition = keys.partition(&c.order_id);
-        let clock = c.test_clock.as_deref();
-        // An existing order saved with a change and no reply (a timer firing): the lean script.
-        if let (
+        }
+    }
+    (pipe, places)
+}
+
+/// A change entry as one argument, written straight into the command: its head, the order JSON
+/// (its entity) and the closing brace.
+struct ChangeEntry<'a> {
+    head: &'a str,
+    json: &'a str,
+}
+
+impl redis::ToRedisArgs for ChangeEntry<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        // Writes into the command's own buffer, which cannot fail.
+        let _ = arg.write_all(self.head.as_bytes());
+        let _ = arg.write_all(self.json.as_bytes());
+        let _ = arg.write_all(b"}");
+    }
+}
+
+/// One `fire.lua` call committing a fire group (see the script for its keys and arguments).
+fn add_fire_group(pipe: &mut redis::Pipeline, group: &FireGroup<'_>, keys: &Keys, channel: &str) {
+    let p = group.partition;
+    let order_keys: Vec<String> = group
+        .members
+        .iter()
+        .map(|c| keys.order_keys().order(&c.order_id))
+        .collect();
+    // The order keys of a partition differ only in the order id at their end: the script
+    // reads each id back from its key.
+    let common = order_keys
+        .first()
+        .zip(group.members.first())
+        .map_or(0, |(k, c)| k.len() - c.order_id.len());
+    let cmd = pipe
+        .cmd("EVALSHA")
+        .arg(scripts::FIRE.sha())
+        .arg(4 + group.members.len());
+    cmd.arg(keys.lease(p))
+        .arg(keys.order_keys().timers_of(p, group.test_clock))
+        .arg(keys.order_keys().events(p))
+        .arg(keys.stats_keys().outbox(p));
+    for k in &order_keys {
+        cmd.arg(k);
+    }
+    cmd.arg(group.lease).arg(channel).arg(common);
+    for c in &group.members {
+        let (
             OrderWrite::Save {
                 json,
                 version,
@@ -512,89 +670,141 @@ fn build_pipeline(batch: &[Job], keys: &Keys, config: &CommitterConfig) -> redis
                 ..
             },
             Some(change),
-            None,
-        ) = (&c.write, &c.change, &c.reply)
-        {
-            if c.expected_version > 0 {
-                let cmd = pipe.cmd("EVALSHA").arg(scripts::FIRE.sha()).arg(5);
-                cmd.arg(keys.order_keys().order(&c.order_id))
-                    .arg(keys.order_keys().timers_of(partition, clock))
-                    .arg(keys.order_keys().events(partition))
-                    .arg(keys.stats_keys().outbox(partition))
-                    .arg(keys.lease(partition));
-                cmd.arg(&c.lease)
-                    .arg(c.expected_version)
-                    .arg(*version)
-                    .arg(json.as_str())
-                    .arg(due_ms.map(|d| d.to_string()).unwrap_or_default())
-                    .arg(&c.order_id)
-                    .arg(change.as_str())
-                    .arg(if publish {
-                        keys.order_keys().events_channel()
-                    } else {
-                        String::new()
-                    });
-                for d in &c.deltas {
-                    cmd.arg(d);
-                }
-                continue;
-            }
-        }
-        let (op, version, json, due, created) = match &c.write {
-            OrderWrite::None => ("none", String::new(), "", String::new(), String::new()),
-            OrderWrite::Save {
-                json,
-                version,
-                due_ms,
-                created_ms,
-                ..
-            } => (
-                "save",
-                version.to_string(),
-                json.as_str(),
-                due_ms.map(|d| d.to_string()).unwrap_or_default(),
-                created_ms.to_string(),
-            ),
-            OrderWrite::Delete { json, .. } => (
-                "delete",
-                String::new(),
-                json.as_str(),
-                String::new(),
-                String::new(),
-            ),
+        ) = (&c.write, &c.change)
+        else {
+            continue; // never: a group holds fires only
         };
-        let (request_id, reply) = c
-            .reply
-            .as_ref()
-            .map_or(("-", ""), |(id, json)| (id.as_str(), json.as_str()));
-        let cmd = pipe.cmd("EVALSHA").arg(scripts::COMMIT.sha()).arg(8);
-        cmd.arg(keys.order_keys().order(&c.order_id))
-            .arg(keys.order_keys().timers_of(partition, clock))
-            .arg(keys.order_keys().events(partition))
-            .arg(keys.admin_keys().reply(partition, request_id))
-            .arg(keys.order_keys().deleted(partition))
-            .arg(keys.order_keys().orders_of(partition, clock))
-            .arg(keys.stats_keys().outbox(partition))
-            .arg(keys.lease(partition));
+        // The whole change entry, the order JSON at its end: one string for the script's
+        // XADD, which cuts the hash's copy out of it.
         cmd.arg(c.expected_version)
-            .arg(op)
-            .arg(version)
-            .arg(json)
-            .arg(due)
-            .arg(&c.order_id)
-            .arg(created)
-            .arg(reply)
-            .arg(config.reply_ttl_secs)
-            .arg(if publish { "1" } else { "0" })
-            .arg(c.change.as_deref().unwrap_or(""))
-            .arg(c.deltas.len())
-            .arg(&c.lease)
-            .arg(keys.order_keys().events_channel());
+            .arg(*version)
+            .arg(ChangeEntry { head: change, json })
+            .arg(change.len())
+            .arg(due_ms.map(|d| d.to_string()).unwrap_or_default())
+            .arg(c.deltas.len());
         for d in &c.deltas {
             cmd.arg(d);
         }
     }
-    pipe
+}
+
+/// One `commit.lua` call: a commit that is not a timer firing (a command's, with its kept
+/// reply, or a creation).
+fn add_commit(
+    pipe: &mut redis::Pipeline,
+    c: &Commit,
+    keys: &Keys,
+    config: &CommitterConfig,
+    publish: bool,
+) {
+    let partition = keys.partition(&c.order_id);
+    let clock = c.test_clock.as_deref();
+    let (op, version, json, due, created) = match &c.write {
+        OrderWrite::None => ("none", String::new(), "", String::new(), String::new()),
+        OrderWrite::Save {
+            json,
+            version,
+            due_ms,
+            created_ms,
+            ..
+        } => (
+            "save",
+            version.to_string(),
+            json.as_str(),
+            due_ms.map(|d| d.to_string()).unwrap_or_default(),
+            created_ms.to_string(),
+        ),
+        OrderWrite::Delete { json, .. } => (
+            "delete",
+            String::new(),
+            json.as_str(),
+            String::new(),
+            String::new(),
+        ),
+    };
+    let (request_id, reply) = c
+        .reply
+        .as_ref()
+        .map_or(("-", ""), |(id, json)| (id.as_str(), json.as_str()));
+    let cmd = pipe.cmd("EVALSHA").arg(scripts::COMMIT.sha()).arg(8);
+    cmd.arg(keys.order_keys().order(&c.order_id))
+        .arg(keys.order_keys().timers_of(partition, clock))
+        .arg(keys.order_keys().events(partition))
+        .arg(keys.admin_keys().reply(partition, request_id))
+        .arg(keys.order_keys().deleted(partition))
+        .arg(keys.order_keys().orders_of(partition, clock))
+        .arg(keys.stats_keys().outbox(partition))
+        .arg(keys.lease(partition));
+    cmd.arg(c.expected_version)
+        .arg(op)
+        .arg(version)
+        .arg(json)
+        .arg(due)
+        .arg(&c.order_id)
+        .arg(created)
+        .arg(reply)
+        .arg(config.reply_ttl_secs)
+        .arg(if publish { "1" } else { "0" })
+        .arg(c.change.as_deref().unwrap_or(""))
+        .arg(c.deltas.len())
+        .arg(&c.lease)
+        .arg(keys.order_keys().events_channel());
+    for d in &c.deltas {
+        cmd.arg(d);
+    }
+}
+
+/// Each job's reply and replica count from the pipeline's, by `places`. A fire group's reply
+/// is split among its members: one reply per order, or, when the call was fenced, FENCED for
+/// each; an error reply of the call (NOSCRIPT, a failed write) is every member's.
+fn job_replies(values: Vec<Value>, replicas: &[i64], places: &[Place]) -> (Vec<Value>, Vec<i64>) {
+    let fenced = || {
+        Value::Array(vec![
+            Value::BulkString(b"FENCED".to_vec()),
+            Value::BulkString(Vec::new()),
+        ])
+    };
+    let grouped: HashSet<usize> = places
+        .iter()
+        .filter_map(|p| match p {
+            Place::Grouped { cmd, .. } => Some(*cmd),
+            Place::Own(_) => None,
+        })
+        .collect();
+    // Each command's reply, taken by its job; a group's split into its members' replies.
+    let mut own: Vec<Option<Value>> = Vec::with_capacity(values.len());
+    let mut split: HashMap<usize, Vec<Option<Value>>> = HashMap::new();
+    for (cmd, v) in values.into_iter().enumerate() {
+        match v {
+            Value::Array(items) if grouped.contains(&cmd) => {
+                split.insert(cmd, items.into_iter().map(Some).collect());
+                own.push(None);
+            }
+            v => own.push(Some(v)),
+        }
+    }
+    let mut out = Vec::with_capacity(places.len());
+    let mut confirmed = Vec::with_capacity(places.len());
+    for place in places {
+        let (cmd, v) = match *place {
+            Place::Own(cmd) => (cmd, own.get_mut(cmd).and_then(Option::take)),
+            Place::Grouped { cmd, at } => {
+                let v = match split.get_mut(&cmd) {
+                    // {'FENCED'}: nothing of the call was written.
+                    Some(items) if matches!(items.first(), Some(Some(Value::BulkString(s))) if s == b"FENCED") => {
+                        Some(fenced())
+                    }
+                    Some(items) => items.get_mut(at).and_then(Option::take),
+                    // Not an array: the call's error (or an unexpected reply), each member's.
+                    None => own.get(cmd).cloned().flatten(),
+                };
+                (cmd, v)
+            }
+        };
+        out.push(v.unwrap_or(Value::Nil));
+        confirmed.push(replicas.get(cmd).copied().unwrap_or(-1));
+    }
+    (out, confirmed)
 }
 
 fn parse_outcome(v: Value) -> Result<CommitOutcome, StoreError> {
@@ -617,5 +827,202 @@ fn parse_outcome(v: Value) -> Result<CommitOutcome, StoreError> {
         Some("DELETED") => Ok(CommitOutcome::Deleted),
         Some("FENCED") => Ok(CommitOutcome::Fenced),
         _ => Err(StoreError::UnexpectedReply(format!("{items:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::new("t", 4)
+    }
+
+    /// Order ids of partition `p`, as many as asked.
+    fn ids_of(p: u16, n: usize) -> Vec<String> {
+        let keys = keys();
+        (0..)
+            .map(|i| format!("o{i}"))
+            .filter(|id| keys.partition(id) == p)
+            .take(n)
+            .collect()
+    }
+
+    fn fire(id: &str, lease: &str) -> Job {
+        Job::Commit(
+            Commit {
+                order_id: id.to_string(),
+                expected_version: 3,
+                write: OrderWrite::Save {
+                    json: format!("{{\"id\":\"{id}\"}}"),
+                    version: 4,
+                    due_ms: Some(1_000),
+                    customer_id: "c".into(),
+                    created_ms: 1,
+                },
+                change: Some("{\"entity\":".into()),
+                event_count: 1,
+                deltas: Vec::new(),
+                reply: None,
+                lease: lease.to_string(),
+                test_clock: None,
+            },
+            oneshot::channel().0,
+        )
+    }
+
+    fn command(id: &str) -> Job {
+        let Job::Commit(mut c, done) = fire(id, "d:1") else {
+            unreachable!()
+        };
+        c.reply = Some(("r1".into(), "{}".into()));
+        Job::Commit(c, done)
+    }
+
+    fn config() -> CommitterConfig {
+        CommitterConfig {
+            max_batch: 128,
+            max_in_flight: 1,
+            reply_ttl_secs: 60,
+            publish_events: true,
+            wait: None,
+        }
+    }
+
+    fn args(pipe: &redis::Pipeline, cmd: usize) -> Vec<String> {
+        pipe.cmd_iter()
+            .nth(cmd)
+            .unwrap()
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(s) => String::from_utf8_lossy(s).into_owned(),
+                _ => "<cursor>".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_fires_of_a_partition_go_in_one_call_and_other_commits_alone() {
+        let (a, b) = (ids_of(0, 2), ids_of(1, 1));
+        let batch = vec![
+            fire(&a[0], "d:1"),
+            command(&a[1]),
+            fire(&a[1], "d:1"),
+            fire(&b[0], "d:1"),
+            Job::Confirm {
+                partition: 0,
+                lease: "d:1".into(),
+                done: oneshot::channel().0,
+            },
+        ];
+        let (pipe, places) = build_pipeline(&batch, &keys(), &config());
+        assert_eq!(pipe.len(), 4);
+        assert_eq!(
+            places,
+            [
+                Place::Grouped { cmd: 0, at: 0 },
+                Place::Own(1),
+                Place::Grouped { cmd: 0, at: 1 },
+                Place::Grouped { cmd: 2, at: 0 },
+                Place::Own(3),
+            ]
+        );
+        let group = args(&pipe, 0);
+        assert_eq!(group[1], scripts::FIRE.sha());
+        assert_eq!(
+            group[2], "6",
+            "the lease, timers, events, outbox and two orders"
+        );
+        let keys = keys();
+        assert_eq!(group[3], keys.lease(0));
+        assert_eq!(group[7], keys.order_keys().order(&a[0]));
+        assert_eq!(group[8], keys.order_keys().order(&a[1]));
+        // The token and channel once, then each order's id as the rest of its key.
+        assert_eq!(group[9], "d:1");
+        assert_eq!(group[10], keys.order_keys().events_channel());
+        let common: usize = group[11].parse().unwrap();
+        assert_eq!(&group[7][common..], a[0]);
+        assert_eq!(&group[8][common..], a[1]);
+        let entry = |id: &str| format!("{{\"entity\":{{\"id\":\"{id}\"}}}}");
+        assert_eq!(
+            group[12..],
+            [
+                "3",
+                "4",
+                &entry(&a[0]),
+                "10",
+                "1000",
+                "0",
+                "3",
+                "4",
+                &entry(&a[1]),
+                "10",
+                "1000",
+                "0",
+            ]
+        );
+        assert_eq!(args(&pipe, 1)[1], scripts::COMMIT.sha());
+    }
+
+    #[test]
+    fn an_order_named_twice_or_another_token_gets_another_call() {
+        let a = ids_of(2, 2);
+        let batch = vec![
+            fire(&a[0], "d:1"),
+            fire(&a[0], "d:1"),
+            fire(&a[1], "d:2"),
+            fire(&a[1], "d:1"),
+        ];
+        let (pipe, places) = build_pipeline(&batch, &keys(), &config());
+        assert_eq!(pipe.len(), 3);
+        assert_eq!(
+            places,
+            [
+                Place::Grouped { cmd: 0, at: 0 },
+                Place::Grouped { cmd: 1, at: 0 },
+                Place::Grouped { cmd: 2, at: 0 },
+                Place::Grouped { cmd: 1, at: 1 },
+            ]
+        );
+    }
+
+    fn text(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_call_is_split_among_its_orders_and_fenced_or_failed_for_each() {
+        let places = [
+            Place::Grouped { cmd: 0, at: 0 },
+            Place::Own(1),
+            Place::Grouped { cmd: 0, at: 1 },
+            Place::Grouped { cmd: 2, at: 0 },
+            Place::Grouped { cmd: 2, at: 1 },
+            Place::Grouped { cmd: 3, at: 0 },
+        ];
+        let values = vec![
+            Value::Array(vec![
+                Value::Array(vec![text("OK"), text("1-0")]),
+                Value::Array(vec![text("VERSION"), text("7")]),
+            ]),
+            Value::Int(1),
+            Value::Array(vec![text("FENCED")]),
+            redis::parse_redis_value(b"-ERR failed\r\n").unwrap(),
+        ];
+        let (replies, replicas) = job_replies(values, &[5, 6, 7, 8], &places);
+        assert_eq!(replicas, [5, 6, 5, 7, 7, 8]);
+        assert_eq!(replies[1], Value::Int(1));
+        let outcomes: Vec<Option<CommitOutcome>> =
+            replies.into_iter().map(|v| parse_outcome(v).ok()).collect();
+        assert_eq!(
+            outcomes[0],
+            Some(CommitOutcome::Committed {
+                outbox_ids: Vec::new()
+            })
+        );
+        assert_eq!(outcomes[2], Some(CommitOutcome::VersionConflict));
+        assert_eq!(outcomes[3], Some(CommitOutcome::Fenced));
+        assert_eq!(outcomes[4], Some(CommitOutcome::Fenced));
+        assert_eq!(outcomes[5], None, "the call's error is its order's");
     }
 }

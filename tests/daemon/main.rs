@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod baskets;
+mod batched_fires;
 mod cluster;
 mod console;
 mod durability;

@@ -53,7 +53,7 @@ local entry = ''
 if ARGV[11] ~= '' then
   local channel = ''
   if ARGV[10] == '1' then channel = ARGV[14] end
-  entry = append_change(KEYS[3], ARGV[11], ARGV[4], channel)
+  entry = append_change(KEYS[3], ARGV[11] .. ARGV[4] .. '}', channel)
 end
 local m = tonumber(ARGV[12])
 local result = {'OK', entry}
