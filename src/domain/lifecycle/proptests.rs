@@ -744,7 +744,8 @@ proptest! {
     /// the forecast exactly as the walk step by step: the same figures (cycle starts, charges
     /// per currency per month, ends, cancellations), the same reply, and the walk ends on the
     /// same order (every field, amounts' scales included: compared as stored JSON) having
-    /// recorded the same payments. Over the orders of the test above, with besides promotions
+    /// recorded the same payments (but those of a last stretch that ends the walk, which are
+    /// not written: the same number of them, the stepped walk's last ones). Over the orders of the test above, with besides promotions
     /// for the first cycles, prices that change after some cycles, line items, an order's own
     /// dunning, a policy whose first retry comes at the request itself, payments already
     /// under the forecast's own ids, and amounts below their currency's scale. The stretch's
@@ -851,13 +852,20 @@ proptest! {
         let to = from + Span::days(30 * months) - Span::days(1);
         for (from, to) in [(now, to), (from, to)] {
             let mut fast = Forecast::default();
-            let (fast_order, fast_paid) = walk(&mut fast, order.clone(), now, from, to, &policy, FastForward::On);
+            let (fast_order, fast_paid, unwritten) = walk(&mut fast, order.clone(), now, from, to, &policy, FastForward::On);
             let mut stepped = Forecast::default();
-            let (stepped_order, stepped_paid) = walk(&mut stepped, order.clone(), now, from, to, &policy, FastForward::Off);
+            let (mut stepped_order, stepped_paid, none) = walk(&mut stepped, order.clone(), now, from, to, &policy, FastForward::Off);
+            prop_assert_eq!(none, 0);
             prop_assert_eq!(&fast, &stepped);
             let (a, b) = (month_of(&from), month_of(&to));
             prop_assert_eq!(fast.to_json(a, b, None), stepped.to_json(a, b, None));
             prop_assert_eq!(fast_paid, stepped_paid);
+            // But the payments of a last stretch that ended the walk, which are not written.
+            let written = stepped_order.payments.len() - unwritten;
+            for p in &stepped_order.payments[written..] {
+                prop_assert!(p.id.starts_with("forecast-"), "{:?}", p);
+            }
+            stepped_order.payments.truncate(written);
             prop_assert_eq!(
                 serde_json::to_string(&fast_order).unwrap(),
                 serde_json::to_string(&stepped_order).unwrap()

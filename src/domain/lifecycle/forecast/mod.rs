@@ -175,8 +175,9 @@ pub(super) enum FastForward {
     Off,
 }
 
-/// The walk of [`add_order`] on `o` itself: the order as it leaves it and how many forecast
-/// payments it recorded (for the tests that compare two walks).
+/// The walk of [`add_order`] on `o` itself: the order as it leaves it, how many forecast
+/// payments it recorded and how many of the last ones it left out of the order (a last
+/// fast-forwarded stretch's, see [`steady::Stretch`]), for the tests that compare two walks.
 pub(super) fn walk(
     into: &mut Forecast,
     mut o: Order,
@@ -185,7 +186,7 @@ pub(super) fn walk(
     to: Instant,
     policy: &Policy,
     fast: FastForward,
-) -> (Order, u64) {
+) -> (Order, u64, usize) {
     // What is due by now has happened (or is about to): not counted.
     advance(&mut o, now, policy, |_| {}, &mut Discard);
     let currency = o.currency;
@@ -218,7 +219,7 @@ pub(super) fn walk(
             steps += stretch.taken;
             // Its next due instant is the cycle start past `to`.
             if stretch.past_window {
-                break;
+                return (o, paid, stretch.unwritten);
             }
         }
         if steps >= MAX_STEPS {
@@ -251,7 +252,7 @@ pub(super) fn walk(
             let _ = apply_in_place(&mut o, &pay, due, policy, &mut Discard);
         }
     }
-    (o, paid)
+    (o, paid, 0)
 }
 
 /// Changes nobody looks at (the walk up to now, the forecast's payments).

@@ -86,6 +86,20 @@ fn steady(o: &Order, policy: &Policy) -> bool {
 pub(super) struct Stretch {
     pub(super) taken: usize,
     pub(super) past_window: bool,
+    /// The forecast payments of the stretch left out of the order's `payments` (the last
+    /// ones): only when the walk is over, which nothing reads then.
+    pub(super) unwritten: usize,
+}
+
+/// A forecast payment of a stretch, until it is written into the order: its cycle, date and
+/// amount (its id follows from its rank).
+type Unwritten = (u32, Instant, Decimal);
+
+thread_local! {
+    /// The payments of the stretch being taken on this thread, written into the order when
+    /// the walk goes on after the stretch: most stretches end the walk, and then nothing
+    /// reads them, so their ids (one string each) are never made.
+    static UNWRITTEN: std::cell::RefCell<Vec<Unwritten>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Takes the cycle starts of `o`'s steady stretch, at most `budget` of them, each as the walk
@@ -109,6 +123,7 @@ pub(super) fn fast_forward(
     let mut stretch = Stretch {
         taken: 0,
         past_window: false,
+        unwritten: 0,
     };
     if budget == 0 || !steady(o, policy) {
         return stretch;
@@ -116,6 +131,41 @@ pub(super) fn fast_forward(
     let Some(calendar) = Calendar::of(o) else {
         return stretch;
     };
+    UNWRITTEN.with_borrow_mut(|unwritten| {
+        unwritten.clear();
+        take_stretch(o, to, &calendar, counter, budget, unwritten, &mut stretch);
+        // The payments' ids are the walk's next ones, in order.
+        if !stretch.past_window {
+            let currency = o.currency;
+            o.payments.reserve(unwritten.len());
+            for &(cycle, date, amount) in unwritten.iter() {
+                *paid += 1;
+                o.payments.push(Payment {
+                    id: payment_id(*paid),
+                    amount,
+                    date,
+                    cycle,
+                    refunded: currency.zero(),
+                });
+            }
+        } else {
+            stretch.unwritten = unwritten.len();
+            *paid += unwritten.len() as u64;
+        }
+    });
+    stretch
+}
+
+/// The loop of [`fast_forward`], its payments (but their ids) into `unwritten`.
+fn take_stretch(
+    o: &mut Order,
+    to: Instant,
+    calendar: &Calendar,
+    counter: &mut Counter<'_>,
+    budget: usize,
+    unwritten: &mut Vec<Unwritten>,
+    stretch: &mut Stretch,
+) {
     let currency = o.currency;
     let online = o.order_type == OrderType::Online;
     // The next cycle's start when the previous step computed it.
@@ -188,14 +238,7 @@ pub(super) fn fast_forward(
         counter.cycle_started(start, || charge);
         // The payment's change.
         if let Some(amount) = payment {
-            *paid += 1;
-            o.payments.push(Payment {
-                id: payment_id(*paid),
-                amount,
-                date: start,
-                cycle: k,
-                refunded: currency.zero(),
-            });
+            unwritten.push((k, start, amount));
             o.last_payment_status = PaymentStatus::Paid;
             o.version += 1;
             o.sequence += 1;
@@ -204,7 +247,6 @@ pub(super) fn fast_forward(
         (last, previous_listed) = (Some((charge, payment)), listed);
         stretch.taken += 1;
     }
-    stretch
 }
 
 /// The cycle starts of a steady stretch, from what its steps leave as it is (the pricing, the
@@ -324,8 +366,12 @@ mod tests {
         fast_forward(o, at("2028-12-31T00:00:00Z"), &policy(), c, paid, budget)
     }
 
-    fn stretch(taken: usize, past_window: bool) -> Stretch {
-        Stretch { taken, past_window }
+    fn stretch(taken: usize, past_window: bool, unwritten: usize) -> Stretch {
+        Stretch {
+            taken,
+            past_window,
+            unwritten,
+        }
     }
 
     #[test]
@@ -338,13 +384,13 @@ mod tests {
         // window.
         assert_eq!(
             to_2029(&mut o, &mut c, &mut paid, usize::MAX),
-            stretch(35, true)
+            stretch(35, true, 35)
         );
-        assert_eq!(paid, 35);
+        // Their payments are not written: the walk is over.
+        assert_eq!((paid, o.payments.len()), (35, 1));
         let c = o.current_cycle.as_ref().unwrap();
         assert_eq!((c.index, c.started_date), (36, at("2028-12-01T00:00:00Z")));
         assert_eq!(c.ended_date, Some(at("2029-01-01T00:00:00Z")));
-        assert_eq!(o.payments.last().unwrap().id, "forecast-35");
         assert_eq!(f.months.values().map(|m| m.cycle_starts).sum::<u64>(), 35);
         let total: rust_decimal::Decimal = f.months.values().map(|m| m.charges["USD"]).sum();
         assert_eq!(total.to_string(), "350.00");
@@ -359,23 +405,28 @@ mod tests {
         let mut o = paid_monthly(12);
         assert_eq!(
             to_2029(&mut o, &mut c, &mut paid, usize::MAX),
-            stretch(11, false)
+            stretch(11, false, 0)
         );
         assert_eq!(o.status, OrderStatus::Active);
+        // The walk goes on: the payments are written, with the walk's ids.
+        assert_eq!((paid, o.payments.len()), (11, 12));
+        assert_eq!(o.payments[11].id, "forecast-11");
+        assert_eq!(o.payments[11].date, at("2026-12-01T00:00:00Z"));
         let mut o = paid_monthly(12);
-        assert_eq!(to_2029(&mut o, &mut c, &mut paid, 4), stretch(4, false));
+        assert_eq!(to_2029(&mut o, &mut c, &mut paid, 4), stretch(4, false, 0));
+        assert_eq!(o.payments[4].id, "forecast-15");
         // Not steady: something is due (cycle 2's charge, requested and not paid).
         let mut o = paid_monthly(0);
         let mut due = crate::domain::fire(&o, at("2026-02-01T00:00:00Z"), &policy()).order;
         assert!(!due.payments_due.is_empty());
         assert_eq!(
             to_2029(&mut due, &mut c, &mut paid, usize::MAX),
-            stretch(0, false)
+            stretch(0, false, 0)
         );
         o.status = OrderStatus::Paused;
         assert_eq!(
             to_2029(&mut o, &mut c, &mut paid, usize::MAX),
-            stretch(0, false)
+            stretch(0, false, 0)
         );
     }
 
@@ -394,7 +445,7 @@ mod tests {
         let mut c = counter(&mut f, "2028-12-31T00:00:00Z");
         assert_eq!(
             to_2029(&mut o, &mut c, &mut paid, usize::MAX),
-            stretch(0, false)
+            stretch(0, false, 0)
         );
         assert_eq!((o, paid), (before, 0));
         assert!(f.months.is_empty());
