@@ -548,6 +548,10 @@ fn remove_url_file(data_dir: &Path) {
     }
 }
 
+/// How many times a held data-directory lock is tried again, and how long apart.
+const LOCK_RETRIES: u32 = 10;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Takes the data directory's lock, `<data_dir>/recur.lock`, and writes this process's pid in
 /// it; `AlreadyRunning` while another live process holds it.
 fn lock_data_dir(data_dir: &Path) -> Result<File, EmbeddedError> {
@@ -565,9 +569,18 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, EmbeddedError> {
         .truncate(false)
         .open(&path)
         .map_err(dir_err)?;
+    // A lock released a moment ago can still look held: a child this process forks elsewhere
+    // shares the descriptor until its exec closes it (close-on-exec). A live owner holds it
+    // for good, so a few short retries tell the two apart.
+    let mut tries = 0;
     // SAFETY: flock(2) on a descriptor we own; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) && tries < LOCK_RETRIES {
+            tries += 1;
+            std::thread::sleep(LOCK_RETRY_PAUSE);
+            continue;
+        }
         if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let socket = EmbeddedRedis::running_url(data_dir)
                 .and_then(|url| socket_of_url(&url))
