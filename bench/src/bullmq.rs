@@ -125,6 +125,25 @@ pub const STAGED_STAMP: &str = ".recur-staged";
 /// # Errors
 /// A message when a file cannot be read or written.
 pub fn stage(source: &Path, target: &Path) -> Result<bool, String> {
+    Ok(stage_peer(source, target)? != Restaged::No)
+}
+
+/// What [`stage_peer`] changed in the install directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restaged {
+    /// Nothing.
+    No,
+    /// Only the script (bench.js): the installed packages still fit.
+    Script,
+    /// package.json or package-lock.json (or what was staged is unknown): reinstall.
+    Dependencies,
+}
+
+/// [`stage`], saying whether the packages must be installed again.
+///
+/// # Errors
+/// A message when a file cannot be read or written.
+pub fn stage_peer(source: &Path, target: &Path) -> Result<Restaged, String> {
     std::fs::create_dir_all(target)
         .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     let mut files = Vec::new();
@@ -152,15 +171,27 @@ pub fn stage(source: &Path, target: &Path) -> Result<bool, String> {
     if complete && same {
         std::fs::write(&stamp_path, &stamp)
             .map_err(|e| format!("cannot write {}: {e}", stamp_path.display()))?;
-        return Ok(false);
+        return Ok(Restaged::No);
     }
+    // The stamp's lines of the package files, before and now: equal when only bench.js moved.
+    let packages = |stamp: &str| -> Vec<String> {
+        stamp
+            .lines()
+            .filter(|l| l.starts_with("package"))
+            .map(str::to_string)
+            .collect()
+    };
+    let restaged = match std::fs::read_to_string(&stamp_path) {
+        Ok(staged) if complete && packages(&staged) == packages(&stamp) => Restaged::Script,
+        _ => Restaged::Dependencies,
+    };
     for (name, bytes) in files {
         let to = target.join(name);
         std::fs::write(&to, &bytes).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
     }
     std::fs::write(&stamp_path, stamp)
         .map_err(|e| format!("cannot write {}: {e}", stamp_path.display()))?;
-    Ok(true)
+    Ok(restaged)
 }
 
 /// Stages the peer from `source` into `target` and installs its packages there with `npm
@@ -175,8 +206,9 @@ pub async fn ensure_peer(source: &Path, target: &Path, install: bool) -> Result<
     if !which("node") {
         return Err("node is not installed (apt-get install -y nodejs npm)".into());
     }
-    let changed = stage(source, target)?;
-    if peer_installed(target) && !changed {
+    // A new bench.js needs no new packages.
+    let restaged = stage_peer(source, target)?;
+    if peer_installed(target) && restaged != Restaged::Dependencies {
         return Ok(());
     }
     if !install {
@@ -432,6 +464,25 @@ mod tests {
             std::fs::read(source.join("bench.js")).unwrap()
         );
         assert_eq!(listing(&source), before, "the checkout's peer is untouched");
+        // Another bench.js needs no new packages; another package.json does.
+        let edited = temp.0.join("source");
+        std::fs::create_dir_all(&edited).unwrap();
+        for name in PEER_FILES {
+            std::fs::copy(source.join(name), edited.join(name)).unwrap();
+        }
+        let target = temp.0.join("cache2/bullmq");
+        assert_eq!(
+            stage_peer(&edited, &target).unwrap(),
+            Restaged::Dependencies
+        );
+        assert_eq!(stage_peer(&edited, &target).unwrap(), Restaged::No);
+        std::fs::write(edited.join("bench.js"), "// edited").unwrap();
+        assert_eq!(stage_peer(&edited, &target).unwrap(), Restaged::Script);
+        std::fs::write(edited.join("package.json"), "{}").unwrap();
+        assert_eq!(
+            stage_peer(&edited, &target).unwrap(),
+            Restaged::Dependencies
+        );
     }
 
     #[test]
