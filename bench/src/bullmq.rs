@@ -6,7 +6,9 @@
 //! 2. recur's burst with the same N, on the same kind of server (TCP, append-only): OFFLINE
 //!    orders whose next cycle starts, then ONLINE ones whose next cycle also requests its
 //!    payment (what billing does);
-//! 3. one line per burst with both figures and the ratio.
+//! 3. one line per burst with both figures and the ratio, and the ratio of the CPU time (the
+//!    processes' and Redis's) each spends per job / transition: on a shared machine the rates
+//!    depend on what else ran during each, the CPU per job much less.
 //!
 //! The peer is installed outside the repository, so a benchmark leaves the checkout as it found
 //! it: its package.json, package-lock.json and bench.js are copied to [`install_dir`] (a cache
@@ -123,6 +125,25 @@ pub const STAGED_STAMP: &str = ".recur-staged";
 /// # Errors
 /// A message when a file cannot be read or written.
 pub fn stage(source: &Path, target: &Path) -> Result<bool, String> {
+    Ok(stage_peer(source, target)? != Restaged::No)
+}
+
+/// What [`stage_peer`] changed in the install directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restaged {
+    /// Nothing.
+    No,
+    /// Only the script (bench.js): the installed packages still fit.
+    Script,
+    /// package.json or package-lock.json (or what was staged is unknown): reinstall.
+    Dependencies,
+}
+
+/// [`stage`], saying whether the packages must be installed again.
+///
+/// # Errors
+/// A message when a file cannot be read or written.
+pub fn stage_peer(source: &Path, target: &Path) -> Result<Restaged, String> {
     std::fs::create_dir_all(target)
         .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     let mut files = Vec::new();
@@ -150,15 +171,27 @@ pub fn stage(source: &Path, target: &Path) -> Result<bool, String> {
     if complete && same {
         std::fs::write(&stamp_path, &stamp)
             .map_err(|e| format!("cannot write {}: {e}", stamp_path.display()))?;
-        return Ok(false);
+        return Ok(Restaged::No);
     }
+    // The stamp's lines of the package files, before and now: equal when only bench.js moved.
+    let packages = |stamp: &str| -> Vec<String> {
+        stamp
+            .lines()
+            .filter(|l| l.starts_with("package"))
+            .map(str::to_string)
+            .collect()
+    };
+    let restaged = match std::fs::read_to_string(&stamp_path) {
+        Ok(staged) if complete && packages(&staged) == packages(&stamp) => Restaged::Script,
+        _ => Restaged::Dependencies,
+    };
     for (name, bytes) in files {
         let to = target.join(name);
         std::fs::write(&to, &bytes).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
     }
     std::fs::write(&stamp_path, stamp)
         .map_err(|e| format!("cannot write {}: {e}", stamp_path.display()))?;
-    Ok(true)
+    Ok(restaged)
 }
 
 /// Stages the peer from `source` into `target` and installs its packages there with `npm
@@ -173,8 +206,9 @@ pub async fn ensure_peer(source: &Path, target: &Path, install: bool) -> Result<
     if !which("node") {
         return Err("node is not installed (apt-get install -y nodejs npm)".into());
     }
-    let changed = stage(source, target)?;
-    if peer_installed(target) && !changed {
+    // A new bench.js needs no new packages.
+    let restaged = stage_peer(source, target)?;
+    if peer_installed(target) && restaged != Restaged::Dependencies {
         return Ok(());
     }
     if !install {
@@ -210,6 +244,8 @@ pub async fn ensure_peer(source: &Path, target: &Path, install: bool) -> Result<
 #[derive(Debug, Clone)]
 pub struct PeerReport {
     pub jobs_per_s: f64,
+    /// The Node process's and Redis's CPU time per job while the worker processed, µs.
+    pub cpu_us_per_job: f64,
     pub raw: Value,
 }
 
@@ -268,6 +304,8 @@ pub async fn run_peer(
     }
     Ok(PeerReport {
         jobs_per_s: raw["jobs_per_s"].as_f64().unwrap_or(0.0),
+        cpu_us_per_job: raw["node_cpu_us_per_job"].as_f64().unwrap_or(0.0)
+            + raw["redis_cpu_us_per_job"].as_f64().unwrap_or(0.0),
         raw,
     })
 }
@@ -288,7 +326,8 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
     let onoff = |aof: bool| if aof { "on" } else { "off" };
     let mut lines = Vec::new();
     for &aof in &opts.aof {
-        let mut best: Option<(f64, PeerConfig)> = None;
+        // The peer's best run: jobs per second, its configuration, its CPU per job.
+        let mut best: Option<(f64, PeerConfig, f64)> = None;
         if installed.is_ok() {
             let mut configs: Vec<PeerConfig> = opts
                 .concurrencies
@@ -309,12 +348,14 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
             for config in configs {
                 let p = run_peer(&opts.install_dir, opts.orders, &config).await?;
                 let line = format!(
-                    "bullmq_peer orders={} aof={} remove_on_complete={} concurrency={} jobs_per_s={:.0} elapsed_s={} late_ms={} version={}",
+                    "bullmq_peer orders={} aof={} remove_on_complete={} concurrency={} jobs_per_s={:.0} node_cpu_us_per_job={} redis_cpu_us_per_job={} elapsed_s={} late_ms={} version={}",
                     opts.orders,
                     onoff(aof),
                     config.remove_on_complete,
                     config.concurrency,
                     p.jobs_per_s,
+                    p.raw["node_cpu_us_per_job"],
+                    p.raw["redis_cpu_us_per_job"],
                     p.raw["elapsed_s"],
                     p.raw["late_ms"],
                     p.raw["bullmq"].as_str().unwrap_or("?"),
@@ -322,8 +363,8 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
                 eprintln!("{line}");
                 lines.push(line);
                 // The peer at its best: removeOnComplete, the best concurrency.
-                if config.remove_on_complete && best.is_none_or(|(b, _)| p.jobs_per_s > b) {
-                    best = Some((p.jobs_per_s, config));
+                if config.remove_on_complete && best.is_none_or(|(b, _, _)| p.jobs_per_s > b) {
+                    best = Some((p.jobs_per_s, config, p.cpu_us_per_job));
                 }
             }
         }
@@ -341,14 +382,19 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, BenchError> {
             lines.push(recur_line);
             let recur_tps = recur.transitions_per_s();
             let line = match best {
-                Some((jobs_per_s, config)) => format!(
-                    "bullmq orders={} aof={} recur_orders={} recur_transitions_per_s={:.0} bullmq_best_jobs_per_s={:.0} ratio={:.2} bullmq_best_concurrency={} bullmq_remove_on_complete=true recur_{} redis=tcp",
+                // The ratio of rates depends on what else the machine ran during each run; the
+                // ratio of CPU per job to CPU per transition does not (much).
+                Some((jobs_per_s, config, peer_cpu)) => format!(
+                    "bullmq orders={} aof={} recur_orders={} recur_transitions_per_s={:.0} bullmq_best_jobs_per_s={:.0} ratio={:.2} bullmq_best_cpu_us_per_job={:.1} recur_cpu_us_per_transition={:.1} cpu_ratio={:.2} bullmq_best_concurrency={} bullmq_remove_on_complete=true recur_{} redis=tcp",
                     opts.orders,
                     onoff(aof),
                     kind.name(),
                     recur_tps,
                     jobs_per_s,
                     recur_tps / jobs_per_s.max(1e-9),
+                    peer_cpu,
+                    recur.cpu_us_per_transition,
+                    peer_cpu / recur.cpu_us_per_transition.max(1e-9),
                     config.concurrency,
                     recur.cpu,
                 ),
@@ -418,6 +464,25 @@ mod tests {
             std::fs::read(source.join("bench.js")).unwrap()
         );
         assert_eq!(listing(&source), before, "the checkout's peer is untouched");
+        // Another bench.js needs no new packages; another package.json does.
+        let edited = temp.0.join("source");
+        std::fs::create_dir_all(&edited).unwrap();
+        for name in PEER_FILES {
+            std::fs::copy(source.join(name), edited.join(name)).unwrap();
+        }
+        let target = temp.0.join("cache2/bullmq");
+        assert_eq!(
+            stage_peer(&edited, &target).unwrap(),
+            Restaged::Dependencies
+        );
+        assert_eq!(stage_peer(&edited, &target).unwrap(), Restaged::No);
+        std::fs::write(edited.join("bench.js"), "// edited").unwrap();
+        assert_eq!(stage_peer(&edited, &target).unwrap(), Restaged::Script);
+        std::fs::write(edited.join("package.json"), "{}").unwrap();
+        assert_eq!(
+            stage_peer(&edited, &target).unwrap(),
+            Restaged::Dependencies
+        );
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub struct BurstReport {
     pub aof: bool,
     /// CPU use of the daemon and Redis during the advance (`daemon_cpu_pct=.. redis_cpu_pct=..`).
     pub cpu: String,
+    /// The daemons' and Redis's CPU time per transition, µs (what a transition costs whatever
+    /// else the machine runs).
+    pub cpu_us_per_transition: f64,
     /// With `--webhook`: ` webhook=ok deliveries=.. deliveries_per_s=..` or ` webhook=down`.
     pub webhook: String,
 }
@@ -324,6 +327,8 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         cpu_before.redis_us_per(&cpu_after, transitions),
         bytes_before.figures(&bytes_after, transitions),
     );
+    let cpu_us_per_transition = cpu_before.daemon_us_per(&cpu_after, transitions)
+        + cpu_before.redis_us_per(&cpu_after, transitions);
     let peak_rss_kb = daemons.iter().filter_map(DaemonProcess::peak_rss_kb).max();
     drop(client);
     for daemon in daemons {
@@ -350,6 +355,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         daemons: n,
         aof: opts.aof,
         cpu,
+        cpu_us_per_transition,
         webhook,
     })
 }

@@ -722,6 +722,8 @@ pub struct RedisBytes {
     pub input: u64,
     pub memory: u64,
     pub main_cpu: f64,
+    /// `aof_current_size` (0 without AOF).
+    pub aof: u64,
 }
 
 impl RedisBytes {
@@ -735,6 +737,7 @@ impl RedisBytes {
             let info = redis_info(url, None).await?;
             total.input += info_field(&info, "total_net_input_bytes:");
             total.memory += info_field(&info, "used_memory:");
+            total.aof += info_field(&info, "aof_current_size:");
             let seconds = |name: &str| {
                 info.lines()
                     .find_map(|l| l.trim().strip_prefix(name))
@@ -748,16 +751,18 @@ impl RedisBytes {
     }
 
     /// `redis_main_cpu_us_per_transition=.. redis_in_b_per_transition=..
-    /// redis_mem_b_per_transition=..` between `self` (before) and `after`, over `transitions`.
-    /// The main thread's CPU is what one Redis core has to give (the process's, in the CPU
-    /// figures, also counts the AOF's background fsync).
+    /// redis_mem_b_per_transition=.. redis_aof_b_per_transition=..` between `self` (before)
+    /// and `after`, over `transitions`. The main thread's CPU is what one Redis core has to
+    /// give (the process's, in the CPU figures, also counts the AOF's background fsync); the
+    /// AOF's growth is 0 without AOF and meaningless across a rewrite (`aof_rewrites_during`).
     pub fn figures(&self, after: &RedisBytes, transitions: u64) -> String {
         let n = transitions.max(1) as f64;
         format!(
-            "redis_main_cpu_us_per_transition={:.1} redis_in_b_per_transition={:.0} redis_mem_b_per_transition={:.0}",
+            "redis_main_cpu_us_per_transition={:.1} redis_in_b_per_transition={:.0} redis_mem_b_per_transition={:.0} redis_aof_b_per_transition={:.0}",
             (after.main_cpu - self.main_cpu).max(0.0) * 1e6 / n,
             after.input.saturating_sub(self.input) as f64 / n,
-            (after.memory as f64 - self.memory as f64) / n
+            (after.memory as f64 - self.memory as f64) / n,
+            (after.aof as f64 - self.aof as f64) / n
         )
     }
 }

@@ -8,7 +8,8 @@
 // fastest configuration); without it completed jobs are kept (BullMQ's default).
 //
 // Prints one JSON line on stdout:
-//   {"jobs":N,"completed":N,"elapsed_s":..,"jobs_per_s":..,"add_s":..,"late_ms":..,...}
+//   {"jobs":N,"completed":N,"elapsed_s":..,"jobs_per_s":..,"add_s":..,"late_ms":..,
+//    "node_cpu_us_per_job":..,"redis_cpu_us_per_job":..,...}
 // Use a private, empty redis-server: the queue is obliterated first.
 'use strict';
 
@@ -45,6 +46,18 @@ async function main() {
   }
   const addEnd = Date.now();
 
+  // CPU spent processing, from the worker's start to the last completion: the Node process's
+  // (every thread) and Redis's (INFO cpu, every thread), per job. Independent of how busy the
+  // machine is, unlike jobs per second.
+  const probe = new IORedis(connection);
+  const redisCpu = async () => {
+    const info = await probe.info('cpu');
+    const field = (k) => Number((info.match(new RegExp(`${k}:([0-9.]+)`)) || [0, 0])[1]);
+    return field('used_cpu_sys') + field('used_cpu_user');
+  };
+  const redisCpuBefore = await redisCpu();
+  const nodeCpuBefore = process.cpuUsage();
+
   let completed = 0;
   let failed = 0;
   let last = 0;
@@ -69,6 +82,9 @@ async function main() {
   await done;
   clearTimeout(limit);
   if (!last) last = Date.now();
+  const nodeCpu = process.cpuUsage(nodeCpuBefore);
+  const redisCpuAfter = await redisCpu();
+  await probe.quit();
   const elapsed = (last - due) / 1000;
   const line = {
     jobs,
@@ -82,6 +98,8 @@ async function main() {
     // > 0: adding took longer than the lead, so the jobs were due before they were all added.
     late_ms: Math.max(0, addEnd - due),
     first_active_after_due_ms: first ? first - due : null,
+    node_cpu_us_per_job: Number(((nodeCpu.user + nodeCpu.system) / Math.max(completed, 1)).toFixed(1)),
+    redis_cpu_us_per_job: Number((((redisCpuAfter - redisCpuBefore) * 1e6) / Math.max(completed, 1)).toFixed(1)),
     bullmq: require('bullmq/package.json').version,
   };
   await worker.close();
