@@ -8,6 +8,7 @@
 //! [`Scheduler::drain`] is the one loop of passes; start-up catch-up, `advanceClock` and the
 //! system-clock loop only differ in how far they drain and what a stalled round means.
 
+mod settle;
 mod test_clocks;
 
 use std::sync::Arc;
@@ -564,33 +565,12 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The system-clock loop: fire what is due, sleep until the next due instant, a cron job,
-    /// an earlier timer committed, or shutdown.
+    /// The system-clock loop: one [`Scheduler::live_step`], then sleep until the instant it
+    /// names, an earlier timer committed, or shutdown.
     pub async fn run(self, shutdown: Shutdown) {
         let s = &self.shared;
-        let window = s.config.settings.window;
         while !shutdown.is_triggered() {
-            let now = s.clock.now();
-            s.live_ticking
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            let ticked = self.tick(now, &shutdown).await;
-            s.live_ticking
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-            s.live_idle.notify_waiters();
-            let next_due = match ticked {
-                Ok(next) => next,
-                Err(e) => {
-                    s.actors.metrics().redis_error();
-                    tracing::warn!(error = %e, "scheduler pass failed; retrying");
-                    Some(to_millis(&now) + 1000)
-                }
-            };
-            let horizon = to_millis(&now) + i64::try_from(window.as_millis()).unwrap_or(60_000);
-            let cron_next = self
-                .next_cron(now)
-                .map(|t| to_millis(&t))
-                .unwrap_or(i64::MAX);
-            let wake = next_due.unwrap_or(i64::MAX).min(horizon).min(cron_next);
+            let wake = self.live_step(&shutdown).await;
             s.wake.plan(wake);
             let sleep_ms = u64::try_from(wake - to_millis(&s.clock.now())).unwrap_or(0);
             tokio::select! {
@@ -601,51 +581,33 @@ impl Scheduler {
         }
     }
 
-    /// Another daemon relayed deltas to partition `p`'s inbox (`<prefix>:inbox`): the settle
-    /// loop applies them if this daemon owns `p`.
-    pub fn inbox_has_entries(&self, p: u16) {
+    /// One step of the system-clock loop: fire what is due now; the instant (ms) to look again:
+    /// the next due timer, the end of the loaded window, or the next cron job, whichever
+    /// comes first (a second from now after a failed pass).
+    async fn live_step(&self, shutdown: &Shutdown) -> i64 {
         let s = &self.shared;
-        if s.ownership.owns(p) {
-            s.inbox_pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(p);
-            s.inbox_kick.notify_one();
-        }
-    }
-
-    /// The settle loop: applies relayed deltas as soon as their inbox is announced, and every
-    /// renewal interval sweeps every owned outbox and inbox (what a lost announcement or a
-    /// failed apply left).
-    pub async fn keep_settled(self, shutdown: Shutdown) {
-        let s = &self.shared;
-        let every = s.ownership.config().renew_interval;
-        let mut next_sweep = tokio::time::Instant::now() + every;
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = s.inbox_kick.notified() => {}
-                _ = tokio::time::sleep_until(next_sweep) => {}
-            }
-            let pending: Vec<u16> = std::mem::take(
-                &mut *s
-                    .inbox_pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            )
-            .into_iter()
-            .collect();
-            let result = if tokio::time::Instant::now() >= next_sweep {
-                next_sweep = tokio::time::Instant::now() + every;
-                self.settle_deltas().await
-            } else {
-                self.sweep_inbox(&pending).await
-            };
-            if let Err(e) = result {
+        let window = s.config.settings.window;
+        let now = s.clock.now();
+        s.live_ticking
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let ticked = self.tick(now, shutdown).await;
+        s.live_ticking
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        s.live_idle.notify_waiters();
+        let next_due = match ticked {
+            Ok(next) => next,
+            Err(e) => {
                 s.actors.metrics().redis_error();
-                tracing::warn!(error = %e, "stats deltas not settled yet; retrying");
+                tracing::warn!(error = %e, "scheduler pass failed; retrying");
+                Some(to_millis(&now) + 1000)
             }
-        }
+        };
+        let horizon = to_millis(&now) + i64::try_from(window.as_millis()).unwrap_or(60_000);
+        let cron_next = self
+            .next_cron(now)
+            .map(|t| to_millis(&t))
+            .unwrap_or(i64::MAX);
+        next_due.unwrap_or(i64::MAX).min(horizon).min(cron_next)
     }
 
     /// The lease loop: every `cluster.renew_interval`, renews this daemon's leases and
@@ -656,8 +618,7 @@ impl Scheduler {
     /// leases stay renewed while the last commits land, then they are released at once. It
     /// acquires nothing once the daemon is stopping.
     pub async fn keep_leases(self, shutdown: Shutdown) {
-        let ownership = self.shared.ownership.clone();
-        let every = ownership.config().renew_interval;
+        let every = self.shared.ownership.config().renew_interval;
         // The lease loop counts its Redis errors itself (Ownership::tick).
         let mut outage = crate::store::Outage::new("renewing the partition leases");
         loop {
@@ -665,19 +626,26 @@ impl Scheduler {
                 _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let step = if self.shared.config.shutdown.is_triggered() {
-                ownership.renew_only().await
-            } else {
-                ownership.tick().await
-            };
-            match step {
-                Ok(tick) => {
-                    outage.log_success();
-                    self.apply_tick(&tick).await;
-                }
-                Err(e) => {
-                    outage.log_failure(&e);
-                }
+            self.lease_step(&mut outage).await;
+        }
+    }
+
+    /// One step of the lease loop: renew (only renew, once the daemon is stopping) and
+    /// acquire, then act on what changed.
+    async fn lease_step(&self, outage: &mut crate::store::Outage) {
+        let ownership = &self.shared.ownership;
+        let step = if self.shared.config.shutdown.is_triggered() {
+            ownership.renew_only().await
+        } else {
+            ownership.tick().await
+        };
+        match step {
+            Ok(tick) => {
+                outage.log_success();
+                self.apply_tick(&tick).await;
+            }
+            Err(e) => {
+                outage.log_failure(&e);
             }
         }
     }
@@ -983,94 +951,6 @@ impl Scheduler {
         }
     }
 
-    /// Settles every stats delta still in the outboxes of the partitions this daemon owns
-    /// (left by a crash between an order's commit and its stats update, or a failed apply):
-    /// applied here, or relayed to the customer partition's inbox when another daemon owns it.
-    /// Each is applied exactly once: the stats script ignores versions it has already seen.
-    /// Returns how many entries were settled.
-    ///
-    /// # Errors
-    /// [`SchedulerError`] when Redis fails or a delta cannot be settled (it stays for the next
-    /// sweep).
-    pub async fn sweep_outbox(&self) -> Result<usize, SchedulerError> {
-        let s = &self.shared;
-        let (with_entries, _) = s.stores.stats.with_deltas(&s.ownership.owned()).await?;
-        self.sweep_outboxes(&with_entries).await
-    }
-
-    async fn sweep_outboxes(&self, partitions: &[u16]) -> Result<usize, SchedulerError> {
-        let s = &self.shared;
-        let mut settled = 0;
-        for &partition in partitions {
-            loop {
-                let entries = s
-                    .stores
-                    .stats
-                    .outbox_entries(partition, OUTBOX_SWEEP_CHUNK)
-                    .await?;
-                if entries.is_empty() {
-                    break;
-                }
-                let settles = entries
-                    .into_iter()
-                    .map(|(entry_id, delta)| s.actors.settle_delta(delta, entry_id));
-                settled += settle_all(join_all(settles).await)?;
-            }
-        }
-        Ok(settled)
-    }
-
-    /// Applies the deltas other daemons relayed to the inboxes of the customer partitions this
-    /// daemon owns (SPEC 10). Returns how many were applied.
-    ///
-    /// # Errors
-    /// [`SchedulerError`] when Redis fails or a delta cannot be applied (it stays for the next
-    /// sweep).
-    pub async fn sweep_inbox(&self, partitions: &[u16]) -> Result<usize, SchedulerError> {
-        let s = &self.shared;
-        let mut applied = 0;
-        for &partition in partitions {
-            if !s.ownership.owns(partition) {
-                continue;
-            }
-            loop {
-                let entries = s
-                    .stores
-                    .stats
-                    .inbox_entries(partition, OUTBOX_SWEEP_CHUNK)
-                    .await?;
-                if entries.is_empty() {
-                    break;
-                }
-                let applies = entries.into_iter().map(|(entry, delta)| {
-                    let from = DeltaSource::Inbox(entry);
-                    s.actors.apply_delta(ApplyDelta { delta, from })
-                });
-                applied += settle_all(join_all(applies).await)?;
-            }
-        }
-        Ok(applied)
-    }
-
-    /// Both sweeps over every partition this daemon owns.
-    ///
-    /// # Errors
-    /// As [`Scheduler::sweep_outbox`] and [`Scheduler::sweep_inbox`].
-    pub async fn settle_deltas(&self) -> Result<usize, SchedulerError> {
-        // One round trip finds the streams with entries (usually none), then only those are
-        // read (an advance settles twice, so this is two round trips instead of 256).
-        let owned = self.shared.ownership.owned();
-        let (outboxes, inboxes) = self.shared.stores.stats.with_deltas(&owned).await?;
-        let relayed_or_applied = self.sweep_outboxes(&outboxes).await?;
-        // Relayed deltas may have landed in inboxes this daemon owns meanwhile: look again.
-        let inboxes = if relayed_or_applied > 0 {
-            self.shared.stores.stats.with_deltas(&owned).await?.1
-        } else {
-            inboxes
-        };
-        Ok(relayed_or_applied + self.sweep_inbox(&inboxes).await?)
-    }
-
     /// The cron jobs recur runs, by name, with their schedules from config.
     fn jobs(&self) -> [(&'static str, &cron::Schedule); 2] {
         let c = &self.shared.config.cron;
@@ -1163,52 +1043,6 @@ impl Scheduler {
             other => tracing::warn!(job = other, "unknown cron job"),
         }
         Ok(())
-    }
-
-    /// The reconcile job: recompute a sample of customers and log any drift (then fix it).
-    async fn reconcile_sample(&self) -> Result<(), SchedulerError> {
-        let s = &self.shared;
-        let owned = s.ownership.owned();
-        let sample = s
-            .stores
-            .stats
-            .sample_customers(&owned, RECONCILE_SAMPLE)
-            .await?;
-        // All at once: each customer's actor recomputes its own figures, so the sample costs
-        // about one recomputation's round trips, not one per customer in turn.
-        let reports = join_all(
-            sample
-                .iter()
-                .map(|customer| s.actors.to_customer(customer, Recompute)),
-        )
-        .await;
-        for (customer, result) in sample.iter().zip(reports) {
-            match result {
-                Ok(Ok(report)) => {
-                    let drift = report["differences"].as_array().map_or(0, Vec::len);
-                    if drift > 0 {
-                        tracing::warn!(customer_id = %customer, differences = %report["differences"], "customer stats drifted; fixed");
-                    }
-                }
-                Ok(Err(e)) | Err(e) => {
-                    tracing::warn!(customer_id = %customer, error = %e, "cannot reconcile customer stats");
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// How many of a batch of settles succeeded, or the first error (with how many failed).
-fn settle_all<T>(results: Vec<Result<T, ActorError>>) -> Result<usize, SchedulerError> {
-    let n = results.len();
-    let mut errors = results.into_iter().filter_map(Result::err);
-    match errors.next() {
-        Some(source) => Err(SchedulerError::Deltas {
-            failed: 1 + errors.count(),
-            source,
-        }),
-        None => Ok(n),
     }
 }
 

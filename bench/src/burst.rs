@@ -23,6 +23,7 @@ use super::{
     BENCH_START,
 };
 use recur::domain::time::parse_instant;
+use recur::store::RedisAddress;
 
 /// The instant the advance goes to: just past 2026-02-01, when every seeded order is due.
 pub const BURST_TO: &str = "2026-02-01T00:00:01Z";
@@ -208,33 +209,12 @@ pub async fn burst_end(opts: &BurstOptions) -> Result<BurstReport, BenchError> {
 
 async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport, BenchError> {
     let temp = TempDir::new()?;
-    let redis = if opts.cluster {
-        BenchRedis::start_cluster(&temp.redis_dir()).await?
-    } else if opts.replica {
-        BenchRedis::start_replicated(&temp.redis_dir(), opts.aof).await?
-    } else {
-        BenchRedis::start_with(&temp.redis_dir(), opts.tcp, opts.aof).await?
-    };
+    let redis = start_redis(opts, &temp).await?;
     let address = redis.address();
     // Per-server figures and AOF handling: every node of a cluster.
     let servers = redis.server_urls();
     let seeded = WallInstant::now();
-    if scenario == "burst" {
-        seed_monthly_kind_to(&address, opts.orders, opts.kind).await?;
-    } else {
-        let start = parse_instant(BENCH_START).map_err(setup("start"))?;
-        let options = SeedOptions {
-            stats: true,
-            ..SeedOptions::simulated()
-        };
-        seed_to(&address, opts.orders, &options, move |i| SeedOrder {
-            id: order_id(i),
-            args: monthly_args(&format!("c{}", i % 10_000), "OFFLINE", 1),
-            created: start,
-            payment: None,
-        })
-        .await?;
-    }
+    seed_burst(opts, scenario, &address).await?;
     if opts.aof {
         for url in &servers {
             settle_aof(url).await?;
@@ -254,19 +234,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         }
         None => (None, None),
     };
-    let mut daemons = Vec::new();
-    for id in &ids {
-        let mut env = vec![("RECUR_CLUSTER__DAEMON_ID", id.as_str())];
-        if let Some(endpoints) = &hook_env {
-            env.push(("RECUR_WEBHOOKS__ENDPOINTS", endpoints.as_str()));
-        }
-        daemons.push(DaemonProcess::start_on(
-            &opts.binary,
-            &address,
-            DaemonClock::Simulated,
-            &env,
-        )?);
-    }
+    let daemons = start_daemons(opts, &address, &ids, hook_env.as_deref())?;
     let client = ready_client_to(&address).await?;
     // The figures of every daemon, once they share the partitions fairly.
     wait_balanced(&client, &ids).await?;
@@ -298,28 +266,7 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
     let after = group_metrics(&client, &ids).await?;
     let transitions = metric_delta(&before, &after, "transitions");
     let events = metric_delta(&before, &after, "eventsWritten");
-    let webhook = match (opts.webhook, &receiver) {
-        (Some(WebhookTarget::Ok), Some(rx)) => {
-            // Every event of the burst delivered (the receiver counts attempts that got 200).
-            let deadline = WallInstant::now() + Duration::from_secs(900);
-            while rx.count.load(Ordering::Relaxed) < events && WallInstant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let delivered = rx.count.load(Ordering::Relaxed);
-            let last = rx
-                .last
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .unwrap_or(started);
-            let secs = last.duration_since(started).as_secs_f64().max(1e-9);
-            format!(
-                " webhook=ok deliveries={delivered} deliveries_per_s={:.0} all_delivered_after_s={secs:.3}",
-                delivered as f64 / secs
-            )
-        }
-        (Some(_), _) => " webhook=down".to_string(),
-        (None, _) => String::new(),
-    };
+    let webhook = webhook_figures(opts.webhook, receiver.as_ref(), events, started).await;
     let cpu = format!(
         "{} daemon_cpu_us_per_transition={:.1} redis_cpu_us_per_transition={:.1} {} aof_rewrites_during={rewrites}",
         cpu_before.figures(&cpu_after, elapsed),
@@ -358,6 +305,95 @@ async fn run(opts: &BurstOptions, scenario: &'static str) -> Result<BurstReport,
         cpu_us_per_transition,
         webhook,
     })
+}
+
+/// The burst's private Redis: a cluster, a master with its replica, or one server.
+async fn start_redis(opts: &BurstOptions, temp: &TempDir) -> Result<BenchRedis, BenchError> {
+    if opts.cluster {
+        BenchRedis::start_cluster(&temp.redis_dir()).await
+    } else if opts.replica {
+        BenchRedis::start_replicated(&temp.redis_dir(), opts.aof).await
+    } else {
+        BenchRedis::start_with(&temp.redis_dir(), opts.tcp, opts.aof).await
+    }
+}
+
+/// Seeds the burst's orders: `burst` those of its kind, `burst-end` one-cycle OFFLINE orders
+/// whose customers' statistics are kept.
+async fn seed_burst(
+    opts: &BurstOptions,
+    scenario: &str,
+    address: &RedisAddress,
+) -> Result<(), BenchError> {
+    if scenario == "burst" {
+        return seed_monthly_kind_to(address, opts.orders, opts.kind).await;
+    }
+    let start = parse_instant(BENCH_START).map_err(setup("start"))?;
+    let options = SeedOptions {
+        stats: true,
+        ..SeedOptions::simulated()
+    };
+    seed_to(address, opts.orders, &options, move |i| SeedOrder {
+        id: order_id(i),
+        args: monthly_args(&format!("c{}", i % 10_000), "OFFLINE", 1),
+        created: start,
+        payment: None,
+    })
+    .await
+}
+
+/// One daemon per id, on the simulated clock, with the webhook endpoints if any.
+fn start_daemons(
+    opts: &BurstOptions,
+    address: &RedisAddress,
+    ids: &[String],
+    hook_env: Option<&str>,
+) -> Result<Vec<DaemonProcess>, BenchError> {
+    let mut daemons = Vec::new();
+    for id in ids {
+        let mut env = vec![("RECUR_CLUSTER__DAEMON_ID", id.as_str())];
+        if let Some(endpoints) = hook_env {
+            env.push(("RECUR_WEBHOOKS__ENDPOINTS", endpoints));
+        }
+        daemons.push(DaemonProcess::start_on(
+            &opts.binary,
+            address,
+            DaemonClock::Simulated,
+            &env,
+        )?);
+    }
+    Ok(daemons)
+}
+
+/// The webhook part of the line: with an endpoint that answers 200, waits until every event
+/// of the burst was delivered (the receiver counts attempts that got 200).
+async fn webhook_figures(
+    target: Option<WebhookTarget>,
+    receiver: Option<&Receiver>,
+    events: u64,
+    started: WallInstant,
+) -> String {
+    match (target, receiver) {
+        (Some(WebhookTarget::Ok), Some(rx)) => {
+            let deadline = WallInstant::now() + Duration::from_secs(900);
+            while rx.count.load(Ordering::Relaxed) < events && WallInstant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let delivered = rx.count.load(Ordering::Relaxed);
+            let last = rx
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or(started);
+            let secs = last.duration_since(started).as_secs_f64().max(1e-9);
+            format!(
+                " webhook=ok deliveries={delivered} deliveries_per_s={:.0} all_delivered_after_s={secs:.3}",
+                delivered as f64 / secs
+            )
+        }
+        (Some(_), _) => " webhook=down".to_string(),
+        (None, _) => String::new(),
+    }
 }
 
 /// The counters of every daemon of `ids` (getMetrics `daemonId`), summed.

@@ -3,16 +3,16 @@
 //! `Retry-After`, dead letters, progress written under the partition's lease, and the
 //! endpoint's health (down, probing, paused).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::cursor::{Part, RetryState};
 use super::health::{Attempt, Change, Health, LogLimit};
 use super::queue::{Delivery, QueueKey, Queues};
 use super::*;
@@ -23,15 +23,6 @@ use crate::shutdown::Shutdown;
 use crate::store::webhooks::{Apply, WebhookStore};
 use crate::store::StoreError;
 
-/// What is kept under `r:<key>` between attempts.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct RetryState {
-    pub(super) attempts: u32,
-    pub(super) first_ms: i64,
-    pub(super) error: String,
-}
-
 /// A dead letter as `x:<id>` holds it (the dead entry's fields).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,28 +32,6 @@ pub(super) struct DeadFields {
     pub(super) event_type: String,
     pub(super) order_id: String,
     pub(super) body: String,
-}
-
-#[derive(Debug, Default)]
-pub(super) struct EntryState {
-    pub(super) id: String,
-    pub(super) remaining: usize,
-    /// Keys finished while the entry is above the cursor (`d:` fields to drop with it).
-    pub(super) done_keys: Vec<String>,
-}
-
-#[derive(Debug)]
-pub(super) struct Part {
-    pub(super) generation: u64,
-    pub(super) read_pos: String,
-    pub(super) read_n: u64,
-    pub(super) cursor: (String, u64),
-    /// Entries read and not finished, by ordinal.
-    pub(super) entries: BTreeMap<u64, EntryState>,
-    /// Deliveries Redis says are finished above the cursor.
-    pub(super) done: HashSet<String>,
-    pub(super) retrying: HashMap<String, RetryState>,
-    pub(super) queued: usize,
 }
 
 pub(super) struct Finished {
@@ -101,35 +70,28 @@ pub(super) struct EndpointLoop {
     pub(super) dead_log: LogLimit,
 }
 
+/// When the endpoint loop next reads the streams, looks for retryDeadWebhooks requests, and
+/// checks what the stream trim would remove.
+struct Due {
+    read: Instant,
+    redeliver: Instant,
+    trim_check: Instant,
+}
+
 impl EndpointLoop {
+    /// The loop: one [`EndpointLoop::step`], then sleep until the instant it names, an
+    /// attempt's outcome, or shutdown.
     pub(super) async fn run(mut self, shutdown: Shutdown) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
-        let mut next_read = Instant::now();
-        let mut next_redeliver = Instant::now();
-        let mut next_trim_check = Instant::now() + TRIM_CHECK;
+        let now = Instant::now();
+        let mut due = Due {
+            read: now,
+            redeliver: now,
+            trim_check: now + TRIM_CHECK,
+        };
         tracing::info!(endpoint = %self.id, url = %masked_url(&self.ep.url), "delivering webhooks");
         while !shutdown.is_triggered() {
-            self.sync_partitions().await;
-            let now = Instant::now();
-            if now >= next_trim_check {
-                self.force_out_what_the_trim_would_remove().await;
-                next_trim_check = now + TRIM_CHECK;
-            }
-            if now >= next_redeliver {
-                self.check_redeliver().await;
-                next_redeliver = now + REDELIVER_POLL;
-            }
-            if now >= next_read {
-                let more = self.read_new().await;
-                next_read = if more { now } else { now + POLL };
-            }
-            self.wake_waiting();
-            self.dispatch(&tx);
-            let retry_at = self.queues.next_retry();
-            let mut wake = retry_at.map_or(next_read, |r| r.min(next_read));
-            if let Some(resume) = self.health.resumes_at(Instant::now().into_std()) {
-                wake = wake.min(Instant::from_std(resume));
-            }
+            let wake = self.step(&mut due, &tx).await;
             tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(f) = rx.recv() => {
@@ -143,6 +105,34 @@ impl EndpointLoop {
             }
         }
         self.add_pending(-(self.queued() as i64));
+    }
+
+    /// One step: follow the partitions owned, do what is due (trim check, redelivery
+    /// requests, reading new entries), send what may go; the instant of the next step when
+    /// no attempt comes back before (a read, a retry, the end of a pause).
+    async fn step(&mut self, due: &mut Due, tx: &mpsc::UnboundedSender<Finished>) -> Instant {
+        self.sync_partitions().await;
+        let now = Instant::now();
+        if now >= due.trim_check {
+            self.force_out_what_the_trim_would_remove().await;
+            due.trim_check = now + TRIM_CHECK;
+        }
+        if now >= due.redeliver {
+            self.check_redeliver().await;
+            due.redeliver = now + REDELIVER_POLL;
+        }
+        if now >= due.read {
+            let more = self.read_new().await;
+            due.read = if more { now } else { now + POLL };
+        }
+        self.wake_waiting();
+        self.dispatch(tx);
+        let retry_at = self.queues.next_retry();
+        let mut wake = retry_at.map_or(due.read, |r| r.min(due.read));
+        if let Some(resume) = self.health.resumes_at(Instant::now().into_std()) {
+            wake = wake.min(Instant::from_std(resume));
+        }
+        wake
     }
 
     /// Picks up partitions this daemon took, drops those it lost.
@@ -222,16 +212,7 @@ impl EndpointLoop {
                 retrying.insert(key, r);
             }
         }
-        let part = Part {
-            generation: self.generation,
-            read_pos: cursor.0.clone(),
-            read_n: cursor.1,
-            cursor,
-            entries: BTreeMap::new(),
-            done: progress.done.into_iter().collect(),
-            retrying,
-            queued: 0,
-        };
+        let part = Part::new(self.generation, cursor, progress.done, retrying);
         self.parts.insert(p, part);
         self.queue_requeued(p, progress.requeued);
         Ok(())
@@ -441,12 +422,7 @@ impl EndpointLoop {
             }
         }
         if let Some(part) = self.parts.get_mut(&p) {
-            part.queued = part.queued.saturating_sub(dead.len());
-            for d in &dead {
-                if let Some(entry) = d.entry_n.and_then(|n| part.entries.get_mut(&n)) {
-                    entry.remaining = entry.remaining.saturating_sub(1);
-                }
-            }
+            part.forced_out(&dead);
         }
         self.add_pending(-(dead.len() as i64));
         if !dead.is_empty() {
@@ -463,52 +439,7 @@ impl EndpointLoop {
         let Some(part) = self.parts.get_mut(&p) else {
             return;
         };
-        part.read_n += 1;
-        part.read_pos = id.clone();
-        let n = part.read_n;
-        let change: Value = serde_json::from_str(change).unwrap_or(Value::Null);
-        let no_events = Vec::new();
-        // A test clock's changes go only to endpoints that ask for them (SPEC 11.2).
-        let skipped = change.get("testClockId").is_some() && !self.ep.test_clocks;
-        let events = match change["events"].as_array() {
-            Some(events) if !skipped => events,
-            _ => &no_events,
-        };
-        // The entity in its whole form, built once per change and only if some event is sent.
-        let mut entity: Option<String> = None;
-        let mut entry = EntryState {
-            id: id.clone(),
-            ..EntryState::default()
-        };
-        let mut deliveries = Vec::new();
-        for (i, event) in events.iter().enumerate() {
-            let event_type = event["type"].as_str().unwrap_or_default();
-            if !self.ep.wants(event_type) {
-                continue;
-            }
-            let key = format!("{id}#{i}");
-            if part.done.remove(&key) {
-                entry.done_keys.push(key);
-                continue;
-            }
-            let retry = part.retrying.remove(&key);
-            let entity = entity.get_or_insert_with(|| whole_entity(&change["entity"]));
-            let body: Arc<str> = Arc::from(event_body(event, entity));
-            deliveries.push(Delivery {
-                key,
-                entry_n: Some(n),
-                order_id: event["entityId"].as_str().unwrap_or_default().to_string(),
-                event_id: event["id"].as_str().unwrap_or_default().to_string(),
-                event_type: event_type.to_string(),
-                body,
-                attempts: retry.as_ref().map_or(0, |r| r.attempts),
-                first_ms: retry.map(|r| r.first_ms),
-                in_flight: false,
-            });
-        }
-        entry.remaining = deliveries.len();
-        part.entries.insert(n, entry);
-        for d in deliveries {
+        for d in part.take_entry(id, change, &self.ep) {
             let queue = (p, d.order_id.clone());
             self.enqueue(p, queue, d);
         }
@@ -516,21 +447,7 @@ impl EndpointLoop {
 
     /// The cursor move of the finished entries at the bottom, with the `d:` fields it drops.
     pub(super) fn advance_cursor(&mut self, p: u16) -> Option<Apply> {
-        let part = self.parts.get_mut(&p)?;
-        let mut apply = Apply::default();
-        while let Some(entry) = part.entries.first_entry() {
-            if entry.get().remaining > 0 {
-                break;
-            }
-            let n = *entry.key();
-            let e = entry.remove();
-            apply
-                .delete
-                .extend(e.done_keys.into_iter().map(|k| format!("d:{k}")));
-            part.cursor = (e.id.clone(), n);
-            apply.cursor = Some((e.id, n));
-        }
-        apply.cursor.is_some().then_some(apply)
+        self.parts.get_mut(&p)?.advance()
     }
 
     pub(super) fn stage(&mut self, p: u16, apply: Apply) {
@@ -752,35 +669,10 @@ impl EndpointLoop {
                 ]];
             }
         }
-        if d.attempts > 0 && d.entry_n.is_some() {
-            apply.delete.push(format!("r:{}", d.key));
-        }
-        if d.entry_n.is_none() {
-            apply.delete.push(d.key.clone());
-        }
         if let Some(part) = self.parts.get_mut(&p) {
-            part.queued = part.queued.saturating_sub(1);
+            apply.merge(part.finished(&d));
         }
         self.add_pending(-1);
-        if let Some(n) = d.entry_n {
-            if let Some(entry) = self
-                .parts
-                .get_mut(&p)
-                .and_then(|part| part.entries.get_mut(&n))
-            {
-                entry.remaining = entry.remaining.saturating_sub(1);
-                entry.done_keys.push(d.key.clone());
-            }
-            match self.advance_cursor(p) {
-                Some(moved) => {
-                    apply.cursor = moved.cursor;
-                    apply.delete.extend(moved.delete);
-                    // A key the cursor passed needs no `d:` mark.
-                    apply.delete.retain(|k| k != &format!("d:{}", d.key));
-                }
-                None => apply.set.push((format!("d:{}", d.key), "1".into())),
-            }
-        }
         self.stage(p, apply);
     }
 

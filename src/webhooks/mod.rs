@@ -15,6 +15,7 @@
 //! What an answer means for the endpoint (down, paused by `Retry-After`) or only for the
 //! event (SPEC 11.2) is decided by [`health`], a pure state machine.
 
+mod cursor;
 mod endpoint;
 pub mod health;
 mod queue;
