@@ -1,5 +1,9 @@
+use serde_json::{json, Value};
+
 use super::*;
 use crate::admin::reply::reply_of;
+use crate::domain::command::Command;
+use crate::domain::time::format_instant;
 use crate::domain::ErrorCode;
 
 fn req(command: &str, args: Value) -> Request {
@@ -21,7 +25,7 @@ fn code(command: &str, args: Value) -> ErrorCode {
 fn requests_parse_into_typed_commands() {
     assert!(matches!(
         AdminCommand::parse(&req("ping", json!({}))).unwrap(),
-        AdminCommand::Ping
+        AdminCommand::Daemon(DaemonCommand::Ping)
     ));
     let c = AdminCommand::parse(&req(
         "advanceClock",
@@ -30,14 +34,16 @@ fn requests_parse_into_typed_commands() {
     .unwrap();
     assert!(!c.waits_for_advance());
     assert!(
-        matches!(c, AdminCommand::AdvanceClock { to } if format_instant(&to) == "2025-12-31T23:00:00.000Z")
+        matches!(c, AdminCommand::Daemon(DaemonCommand::AdvanceClock { to }) if format_instant(&to) == "2025-12-31T23:00:00.000Z")
     );
     let c = AdminCommand::parse(&req("pauseOrder", json!({"orderId": "o1"}))).unwrap();
-    assert!(matches!(c, AdminCommand::Lifecycle { ref order_id, .. } if order_id == "o1"));
+    assert!(
+        matches!(c, AdminCommand::Orders(OrderCommand::Lifecycle { ref order_id, .. }) if order_id == "o1")
+    );
     assert!(c.waits_for_advance());
     let cursor = json!({"limit": 5, "cursor": "1767225600000:o:7"});
     let c = AdminCommand::parse(&req("listOrders", cursor)).unwrap();
-    let AdminCommand::ListOrders(q) = c else {
+    let AdminCommand::Orders(OrderCommand::ListOrders(q)) = c else {
         panic!("listOrders")
     };
     let after = Some((1_767_225_600_000, "o:7".to_string()));
@@ -100,7 +106,7 @@ fn a_retried_create_derives_the_same_order_id() {
         id: r.into(),
         ..req("createOrder", args.clone())
     }) {
-        Ok(AdminCommand::CreateOrder(new)) => new.id,
+        Ok(AdminCommand::Orders(OrderCommand::CreateOrder(new))) => new.id,
         other => panic!("{other:?}"),
     };
     assert_eq!(id("a"), id("a"));
