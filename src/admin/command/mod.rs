@@ -4,9 +4,9 @@
 //! ([`super::reply::reply_of`]).
 //!
 //! The commands come in families, one file each (in the shape of mini-redis's `cmd/`):
-//! [`daemon`] (ping, getClock, getMetrics, advanceClock), [`orders`] (createOrder, getOrder,
-//! the lifecycle commands, previews, updateOrder, listOrders), [`customers`], [`forecast`],
-//! [`test_clocks`] and [`webhooks`]. Each family is an enum implementing [`Family`]: its
+//! `daemon.rs` (ping, getClock, getMetrics, advanceClock), `orders.rs` (createOrder, getOrder,
+//! the lifecycle commands, previews, updateOrder, listOrders), `customers.rs`, `forecast.rs`,
+//! `test_clocks.rs` and `webhooks.rs`. Each family is an enum implementing [`Family`]: its
 //! commands' parsing, routing key, flags and run live together, so a new command touches its
 //! family's file only. [`AdminCommand`] holds one family's command and hands every question to
 //! it.
