@@ -5,47 +5,168 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::*;
-use crate::admin::reply::AdminError;
+use super::test_clocks::clock_not_found;
+use super::{Family, FORECAST_PARTITION};
+use crate::actors::order::RequestMeta;
+use crate::admin::reply::{AdminError, Outcome};
 use crate::admin::AdminState;
 use crate::domain::command::{check_id, parse_args};
 use crate::domain::time::{format_instant, parse_instant, Instant};
 use crate::domain::{DomainError, Order};
-use crate::store::StoreError;
+use crate::store::{Keys, StoreError};
+use crate::wire::Request;
+
+/// A forecast command, parsed and validated.
+#[derive(Debug)]
+pub enum ForecastCommand {
+    /// forecast: the book's figures per month (UTC) and currency (of one test clock's orders,
+    /// from its time, when `test_clock` names one).
+    Forecast {
+        from: Instant,
+        to: Instant,
+        currency: Option<String>,
+        test_clock: Option<String>,
+    },
+    /// forecastPartition: one partition's part of a forecast, computed by its owner.
+    ForecastPartition {
+        partition: u16,
+        query: ForecastQuery,
+    },
+}
+
+/// What one forecast computes, the same for every partition (and every daemon computing some
+/// of them): the orders as of `now`, counted from `start` (`from`, or now when later) to `to`.
+#[derive(Debug, Clone)]
+pub struct ForecastQuery {
+    now: Instant,
+    start: Instant,
+    to: Instant,
+    currency: Option<String>,
+    test_clock: Option<String>,
+}
+
+impl Family for ForecastCommand {
+    fn parse(name: &str, req: &Request) -> Option<Result<Self, AdminError>> {
+        match name {
+            "forecast" => Some(parse_forecast(&req.args)),
+            FORECAST_PARTITION => Some(parse_forecast_partition(&req.args)),
+            _ => None,
+        }
+    }
+
+    /// forecast: partition 0's owner answers (and asks the others for their parts);
+    /// forecastPartition: the partition's owner, partition 0's when it is out of range (which
+    /// refuses it).
+    fn routing_partition(&self, keys: &Keys) -> u16 {
+        match self {
+            ForecastCommand::Forecast { .. } => 0,
+            ForecastCommand::ForecastPartition { partition, .. } => {
+                if *partition < keys.partitions() {
+                    *partition
+                } else {
+                    0
+                }
+            }
+        }
+    }
+
+    /// A forecast waits, but not one of a test clock's orders (test clocks live beside the
+    /// daemon's clock, SPEC 11.5). A forecastPartition does not: the forecast that asked for
+    /// it waited (on its daemon); the part is a read from a `now` it was given, which an
+    /// advance does not change (a walk from now is the same whether the timers up to now
+    /// fired already or not).
+    fn waits_for_advance(&self) -> bool {
+        match self {
+            ForecastCommand::Forecast { test_clock, .. } => test_clock.is_none(),
+            ForecastCommand::ForecastPartition { .. } => false,
+        }
+    }
+
+    async fn run(
+        self,
+        state: &AdminState,
+        _request: RequestMeta,
+        raw: &Request,
+    ) -> Result<Outcome, AdminError> {
+        match self {
+            ForecastCommand::Forecast {
+                from,
+                to,
+                currency,
+                test_clock,
+            } => Ok(Outcome::Answer(
+                forecast(
+                    state,
+                    from,
+                    to,
+                    currency.as_deref(),
+                    test_clock.as_deref(),
+                    &raw.channel,
+                )
+                .await?,
+            )),
+            ForecastCommand::ForecastPartition { partition, query } => {
+                forecast_partition(state, partition, &query).await
+            }
+        }
+    }
+}
+
+/// forecastPartition: one partition's figures, refused when there is no such partition.
+async fn forecast_partition(
+    state: &AdminState,
+    partition: u16,
+    query: &ForecastQuery,
+) -> Result<Outcome, AdminError> {
+    use crate::domain::lifecycle::forecast::month_of;
+    if partition >= state.stores.keys().partitions() {
+        return Err(DomainError::invalid(
+            "partition",
+            format!("there are {} partitions", state.stores.keys().partitions()),
+        )
+        .into());
+    }
+    let part = forecast_partitions(state, &[partition], query).await?;
+    Ok(Outcome::Answer(part.to_json(
+        month_of(&query.start),
+        month_of(&query.to),
+        query.currency.as_deref(),
+    )))
+}
 
 /// forecast's arguments.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct ForecastArgs {
-    pub(super) from: String,
-    pub(super) to: String,
+struct ForecastArgs {
+    from: String,
+    to: String,
     #[serde(default)]
-    pub(super) currency: Option<String>,
+    currency: Option<String>,
     #[serde(default)]
-    pub(super) test_clock_id: Option<String>,
+    test_clock_id: Option<String>,
 }
 
 /// forecastPartition's arguments (a daemon's own request, see [`FORECAST_PARTITION`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct ForecastPartitionArgs {
-    pub(super) partition: u16,
-    pub(super) now: String,
-    pub(super) start: String,
-    pub(super) to: String,
+struct ForecastPartitionArgs {
+    partition: u16,
+    now: String,
+    start: String,
+    to: String,
     #[serde(default)]
-    pub(super) currency: Option<String>,
+    currency: Option<String>,
     #[serde(default)]
-    pub(super) test_clock_id: Option<String>,
+    test_clock_id: Option<String>,
 }
 
 /// How many orders a forecast reads and computes at a time.
-pub(super) const FORECAST_CHUNK: usize = 2_000;
+const FORECAST_CHUNK: usize = 2_000;
 
 /// How long the daemon answering a forecast waits for another daemon's part of it (the
 /// request is published again every [`crate::admin::handle::FORWARD_ATTEMPT`] meanwhile, so a new
 /// owner answers it after a takeover) before computing that partition itself.
-pub(super) const FORECAST_PART_TOTAL: std::time::Duration = std::time::Duration::from_secs(300);
+const FORECAST_PART_TOTAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// forecast: every order of every partition walked forward from now (each due paid), counted
 /// per month. Each partition is computed by its owner (SPEC 11.6): this daemon computes its
@@ -53,7 +174,7 @@ pub(super) const FORECAST_PART_TOTAL: std::time::Duration = std::time::Duration:
 /// `<prefix>:forward`, all at once), and adds them up. A part that does not come (its owner
 /// gone and nobody taking over in time, or a refusal) is computed here: a forecast only
 /// reads, any daemon can.
-pub(super) async fn forecast(
+async fn forecast(
     state: &AdminState,
     from: Instant,
     to: Instant,
@@ -103,7 +224,7 @@ pub(super) async fn forecast(
 
 /// Partition `partition`'s part of a forecast, from its owner: None when it did not come (no
 /// answer in [`FORECAST_PART_TOTAL`], a refusal, a reply that cannot be read), logged.
-pub(super) async fn forecast_part_of_owner(
+async fn forecast_part_of_owner(
     state: &AdminState,
     partition: u16,
     query: &ForecastQuery,
@@ -147,7 +268,7 @@ pub(super) async fn forecast_part_of_owner(
 /// and each chunk's orders are parsed and walked on the blocking thread pool, as many chunks
 /// at once as the daemon's forecast slots allow (one per core, and one being read), shared by
 /// every forecast it computes; the daemon's own thread only reads and merges.
-pub(super) async fn forecast_partitions(
+async fn forecast_partitions(
     state: &AdminState,
     partitions: &[u16],
     query: &ForecastQuery,
@@ -217,7 +338,7 @@ pub(super) async fn forecast_partitions(
 
 /// One chunk's orders parsed and walked (on the blocking pool); the ids whose JSON cannot be
 /// read, with why, are handed back to be logged and counted.
-pub(super) fn forecast_rows(
+fn forecast_rows(
     ids: &[String],
     rows: Vec<Option<String>>,
     query: &ForecastQuery,
@@ -257,7 +378,7 @@ pub(super) fn forecast_rows(
 /// forecast's arguments: at most [`MAX_MONTHS`] calendar months, a known currency.
 ///
 /// [`MAX_MONTHS`]: crate::domain::lifecycle::forecast::MAX_MONTHS
-pub(super) fn parse_forecast(args: &Value) -> Result<AdminCommand, AdminError> {
+fn parse_forecast(args: &Value) -> Result<ForecastCommand, AdminError> {
     use crate::domain::lifecycle::forecast::{month_of, MAX_MONTHS};
     let a: ForecastArgs = parse_args(args)?;
     let from = parse_instant(&a.from).map_err(|e| DomainError::invalid("from", e))?;
@@ -284,7 +405,7 @@ pub(super) fn parse_forecast(args: &Value) -> Result<AdminCommand, AdminError> {
     if let Some(c) = &a.test_clock_id {
         check_id("testClockId", c)?;
     }
-    Ok(AdminCommand::Forecast {
+    Ok(ForecastCommand::Forecast {
         from,
         to,
         currency,
@@ -293,7 +414,7 @@ pub(super) fn parse_forecast(args: &Value) -> Result<AdminCommand, AdminError> {
 }
 
 /// forecastPartition's arguments (a part of a forecast, forwarded to a partition's owner).
-pub(super) fn parse_forecast_partition(args: &Value) -> Result<AdminCommand, AdminError> {
+fn parse_forecast_partition(args: &Value) -> Result<ForecastCommand, AdminError> {
     let a: ForecastPartitionArgs = parse_args(args)?;
     let instant = |field: &'static str, text: &str| {
         parse_instant(text).map_err(|e| DomainError::invalid(field, e))
@@ -301,7 +422,7 @@ pub(super) fn parse_forecast_partition(args: &Value) -> Result<AdminCommand, Adm
     if let Some(c) = &a.test_clock_id {
         check_id("testClockId", c)?;
     }
-    Ok(AdminCommand::ForecastPartition {
+    Ok(ForecastCommand::ForecastPartition {
         partition: a.partition,
         query: ForecastQuery {
             now: instant("now", &a.now)?,

@@ -1,5 +1,7 @@
-//! The order commands that are more than one actor message: createOrder (its derived id),
-//! listOrders (its query and pages), and the previews (SPEC 11.6).
+//! The order commands: createOrder (its derived id), getOrder, the lifecycle commands
+//! (markAsPaid, pauseOrder, ...), previewOrder and the commands with `preview: true`
+//! (SPEC 11.6), updateOrder (its pipeline is `carts.rs`'s), and listOrders (its query and
+//! pages).
 
 use std::collections::HashMap;
 
@@ -7,17 +9,265 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::*;
+use super::test_clocks::check_customer_clock;
+use super::{
+    args_schema_of, ArgsSchema, Family, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_MAX_SCANNED_PAGES,
+};
 use crate::actors::order::{Execute, OrderOp, RequestMeta};
 use crate::actors::ActorError;
 use crate::admin::reply::{AdminError, Outcome};
 use crate::admin::{carts, AdminState};
+use crate::domain::basket::{Target, UpdateOrder};
 use crate::domain::command::{check_id, parse_args, Command, CreateOrderArgs, NewOrder};
 use crate::domain::order::OrderStatus;
-use crate::domain::time::Instant;
+use crate::domain::time::{parse_instant, Instant};
 use crate::domain::{DomainError, Order};
-use crate::store::StoreError;
+use crate::store::{Keys, StoreError};
 use crate::wire::Request;
+
+/// An order command, parsed and validated.
+#[derive(Debug)]
+pub enum OrderCommand {
+    CreateOrder(Box<NewOrder>),
+    GetOrder {
+        order_id: String,
+    },
+    /// A lifecycle command of one order (markAsPaid, pauseOrder, ...).
+    Lifecycle {
+        order_id: String,
+        command: Command,
+    },
+    /// previewOrder: what the order does until `until` if no command arrives.
+    PreviewOrder {
+        order_id: String,
+        until: Instant,
+    },
+    /// changePlan, cancelOrder or pauseOrder with `preview: true`: what it would do now.
+    PreviewCommand {
+        order_id: String,
+        command: Command,
+    },
+    UpdateOrder {
+        update: Box<UpdateOrder>,
+        /// The order a cart name was resolved to by the customer's owner (a forwarded
+        /// request), applied here by its owner.
+        resolved: Option<String>,
+    },
+    ListOrders(ListQuery),
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct OrderIdArgs {
+    order_id: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ListArgs {
+    #[serde(default)]
+    customer_id: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    test_clock_id: Option<String>,
+}
+
+/// previewOrder's arguments.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PreviewArgs {
+    order_id: String,
+    until: String,
+}
+
+impl OrderCommand {
+    /// A lifecycle command, or one of those taking `preview: true` with the flag: the flag is
+    /// read (and taken out of the args) before the command's own arguments are.
+    fn parse_lifecycle(name: &str, args: &Value) -> Result<Option<Self>, AdminError> {
+        if let Some((args, preview)) = preview_flag(name, args)? {
+            if let Some(parsed) = Command::parse(name, &args) {
+                let (order_id, command) = parsed?;
+                return Ok(Some(if preview {
+                    OrderCommand::PreviewCommand { order_id, command }
+                } else {
+                    OrderCommand::Lifecycle { order_id, command }
+                }));
+            }
+        }
+        match Command::parse(name, args) {
+            Some(parsed) => {
+                let (order_id, command) = parsed?;
+                Ok(Some(OrderCommand::Lifecycle { order_id, command }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn parse_named(name: &str, req: &Request) -> Result<Option<Self>, AdminError> {
+        if let Some(lifecycle) = Self::parse_lifecycle(name, &req.args)? {
+            return Ok(Some(lifecycle));
+        }
+        Ok(Some(match name {
+            "previewOrder" => {
+                let a: PreviewArgs = parse_args(&req.args)?;
+                check_id("orderId", &a.order_id)?;
+                let until =
+                    parse_instant(&a.until).map_err(|e| DomainError::invalid("until", e))?;
+                OrderCommand::PreviewOrder {
+                    order_id: a.order_id,
+                    until,
+                }
+            }
+            "createOrder" => OrderCommand::CreateOrder(Box::new(parse_create(req)?)),
+            "getOrder" => {
+                let a: OrderIdArgs = parse_args(&req.args)?;
+                check_id("orderId", &a.order_id)?;
+                OrderCommand::GetOrder {
+                    order_id: a.order_id,
+                }
+            }
+            "updateOrder" => {
+                let update =
+                    UpdateOrder::parse(&req.args, &req.channel).map_err(AdminError::Staged)?;
+                let resolved = match (&update.criteria.target, &req.resolved_order_id) {
+                    (Target::Name(_), Some(id)) => {
+                        check_id("resolvedOrderId", id)?;
+                        Some(id.clone())
+                    }
+                    _ => None,
+                };
+                OrderCommand::UpdateOrder {
+                    update: Box::new(update),
+                    resolved,
+                }
+            }
+            "listOrders" => OrderCommand::ListOrders(ListQuery::parse(&req.args)?),
+            _ => return Ok(None),
+        }))
+    }
+}
+
+impl Family for OrderCommand {
+    fn parse(name: &str, req: &Request) -> Option<Result<Self, AdminError>> {
+        Self::parse_named(name, req).transpose()
+    }
+
+    /// The order named, or an updateOrder's once its cart name is resolved; listOrders names
+    /// none.
+    fn order_id(&self) -> Option<&str> {
+        match self {
+            OrderCommand::CreateOrder(new) => Some(&new.id),
+            OrderCommand::GetOrder { order_id }
+            | OrderCommand::Lifecycle { order_id, .. }
+            | OrderCommand::PreviewOrder { order_id, .. }
+            | OrderCommand::PreviewCommand { order_id, .. } => Some(order_id),
+            OrderCommand::UpdateOrder { update, resolved } => {
+                match (&update.criteria.target, resolved) {
+                    (Target::Id(id), _) | (Target::Name(_), Some(id)) => Some(id),
+                    (Target::Name(_), None) => None,
+                }
+            }
+            OrderCommand::ListOrders(_) => None,
+        }
+    }
+
+    /// The order's partition; an updateOrder naming a cart not resolved yet goes to its
+    /// customer's, and so does listOrders of one customer (of every customer: partition 0).
+    fn routing_partition(&self, keys: &Keys) -> u16 {
+        match self {
+            OrderCommand::UpdateOrder {
+                update,
+                resolved: None,
+            } if matches!(update.criteria.target, Target::Name(_)) => {
+                keys.partition(&update.criteria.customer_id)
+            }
+            OrderCommand::ListOrders(q) => {
+                q.customer_id.as_deref().map_or(0, |c| keys.partition(c))
+            }
+            _ => self.order_id().map_or(0, |id| keys.partition(id)),
+        }
+    }
+
+    /// Every order command waits (getOrder too: it fires the order up to now first, like any
+    /// order command), but not the creation of a test clock's order (test clocks live beside
+    /// the daemon's clock, SPEC 11.5), nor listOrders, a read that fires nothing (answered
+    /// during an advance with what is committed so far).
+    fn waits_for_advance(&self) -> bool {
+        match self {
+            OrderCommand::CreateOrder(new) => new.test_clock_id.is_none(),
+            OrderCommand::ListOrders(_) => false,
+            _ => true,
+        }
+    }
+
+    async fn run(
+        self,
+        state: &AdminState,
+        request: RequestMeta,
+        raw: &Request,
+    ) -> Result<Outcome, AdminError> {
+        match self {
+            OrderCommand::CreateOrder(new) => create_order(state, new, request).await,
+            OrderCommand::GetOrder { order_id } => {
+                execute(state, &order_id, OrderOp::Get, request).await
+            }
+            OrderCommand::Lifecycle { order_id, command } => {
+                execute(state, &order_id, OrderOp::Command(command), request).await
+            }
+            OrderCommand::PreviewOrder { order_id, until } => Ok(Outcome::Answer(
+                preview_order(state, &order_id, until).await?,
+            )),
+            OrderCommand::PreviewCommand { order_id, command } => Ok(Outcome::Answer(
+                preview_command(state, &order_id, &command).await?,
+            )),
+            OrderCommand::UpdateOrder { update, resolved } => {
+                carts::update_order(state, update, resolved, request, raw).await
+            }
+            OrderCommand::ListOrders(query) => {
+                Ok(Outcome::Answer(list_orders(state, query).await?))
+            }
+        }
+    }
+
+    fn args_schema(name: &str) -> Option<ArgsSchema> {
+        use crate::domain::command as c;
+        Some(match name {
+            "createOrder" => args_schema_of::<c::CreateOrderArgs>(),
+            "getOrder" => args_schema_of::<OrderIdArgs>(),
+            "listOrders" => args_schema_of::<ListArgs>(),
+            "changePlan" => args_schema_of::<c::ChangePlanArgs>(),
+            "recordPayment" | "recordRefund" => args_schema_of::<c::PaymentArgs>(),
+            "paymentFailed" => args_schema_of::<c::FailureArgs>(),
+            "markAsPaid" | "resumeOrder" | "deleteOrder" | "cancelScheduledChange" => {
+                args_schema_of::<c::OrderOnlyArgs>()
+            }
+            "pauseOrder" => args_schema_of::<c::PauseArgs>(),
+            "postponeEndDate" => args_schema_of::<c::EndDateArgs>(),
+            "changeStartDate" => args_schema_of::<c::StartDateArgs>(),
+            "cancelOrder" => args_schema_of::<c::CancelArgs>(),
+            _ => return None,
+        })
+    }
+}
+
+/// getOrder, a lifecycle command: a message to the order's actor, whose commit keeps the reply.
+async fn execute(
+    state: &AdminState,
+    order_id: &str,
+    op: OrderOp,
+    request: RequestMeta,
+) -> Result<Outcome, AdminError> {
+    let reply = state
+        .actors
+        .execute(order_id, Execute { op, request })
+        .await?;
+    Ok(Outcome::Kept(reply))
+}
 
 /// listOrders' arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +285,7 @@ pub struct ListQuery {
 
 /// createOrder: a named cart keeps its customer's cart names until it is committed (and
 /// releases them when the create is refused).
-pub(super) async fn create_order(
+async fn create_order(
     state: &AdminState,
     new: Box<NewOrder>,
     request: RequestMeta,
@@ -75,7 +325,7 @@ pub(super) async fn create_order(
 
 /// The order id of a createOrder: the client's `orderId`, or one derived from the request id
 /// (so a retried createOrder creates one order).
-pub(super) fn derived_order_id(request_id: &str) -> String {
+fn derived_order_id(request_id: &str) -> String {
     derived_id("recur-order", request_id)
 }
 
@@ -112,7 +362,7 @@ pub(super) fn page_cursor(cursor: Option<&str>) -> Result<Option<(i64, String)>,
         .transpose()
 }
 
-pub(super) fn parse_create(req: &Request) -> Result<NewOrder, DomainError> {
+fn parse_create(req: &Request) -> Result<NewOrder, DomainError> {
     let args: CreateOrderArgs = parse_args(&req.args)?;
     let id = args
         .order_id
@@ -127,7 +377,7 @@ pub(super) fn parse_create(req: &Request) -> Result<NewOrder, DomainError> {
 }
 
 impl ListQuery {
-    pub(super) fn parse(args: &Value) -> Result<ListQuery, DomainError> {
+    fn parse(args: &Value) -> Result<ListQuery, DomainError> {
         let a: ListArgs = parse_args(args)?;
         if let Some(c) = &a.customer_id {
             check_id("customerId", c)?;
@@ -153,7 +403,7 @@ impl ListQuery {
         })
     }
 
-    pub(super) fn wants(&self, o: &Order) -> bool {
+    fn wants(&self, o: &Order) -> bool {
         let status = match self.status {
             Some(s) => o.status == s,
             None => o.status != OrderStatus::Draft,
@@ -162,17 +412,9 @@ impl ListQuery {
     }
 }
 
-/// previewOrder's arguments.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct PreviewArgs {
-    pub(super) order_id: String,
-    pub(super) until: String,
-}
-
 /// The commands that take `preview: true` (SPEC 11.6): their args without the flag, and the
 /// flag. None for other commands (their args are parsed as they are).
-pub(super) fn preview_flag(name: &str, args: &Value) -> Result<Option<(Value, bool)>, DomainError> {
+fn preview_flag(name: &str, args: &Value) -> Result<Option<(Value, bool)>, DomainError> {
     if !matches!(name, "changePlan" | "cancelOrder" | "pauseOrder") {
         return Ok(None);
     }
@@ -192,10 +434,7 @@ pub(super) fn preview_flag(name: &str, args: &Value) -> Result<Option<(Value, bo
 
 /// The order as it stands (read from Redis; its owner commits before it answers) and the time
 /// a command on it would see: the clock, never before the order's last change.
-pub(super) async fn order_now(
-    state: &AdminState,
-    order_id: &str,
-) -> Result<(Order, Instant), AdminError> {
+async fn order_now(state: &AdminState, order_id: &str) -> Result<(Order, Instant), AdminError> {
     match state.stores.orders.load(order_id).await? {
         crate::store::Loaded::Present(o) => {
             // A test clock's order sees the clock's time (its last change's, if the clock is
@@ -217,7 +456,7 @@ pub(super) async fn order_now(
 }
 
 /// previewOrder: `{order, events, dues}` as of `until`, written nowhere.
-pub(super) async fn preview_order(
+async fn preview_order(
     state: &AdminState,
     order_id: &str,
     until: Instant,
@@ -234,7 +473,7 @@ pub(super) async fn preview_order(
 
 /// A command with `preview: true`: `{order, events}` it would give now (the order after it;
 /// a plan change's proration is in its orderPlanChanged event), written nowhere.
-pub(super) async fn preview_command(
+async fn preview_command(
     state: &AdminState,
     order_id: &str,
     command: &Command,
@@ -260,7 +499,7 @@ pub(super) async fn preview_command(
 /// partition's index merged, and keeps those that match, until the page is full or the indexes
 /// end; after [`LIST_MAX_SCANNED_PAGES`] reads it returns a shorter page with `nextCursor` still
 /// set (SPEC 10 allows it), so a rare status costs a bounded amount of work per request.
-pub(super) async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreError> {
+async fn list_orders(state: &AdminState, q: ListQuery) -> Result<Value, StoreError> {
     let mut after = q.after.clone();
     let mut orders: Vec<Value> = Vec::new();
     for _ in 0..LIST_MAX_SCANNED_PAGES {

@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::*;
+use super::orders::{derived_id, page_cursor, page_limit};
+use super::Family;
 use crate::actors::order::RequestMeta;
 use crate::admin::reply::{AdminError, Outcome};
 use crate::admin::AdminState;
@@ -12,34 +13,121 @@ use crate::domain::command::{check_id, parse_args, NewOrder};
 use crate::domain::time::{parse_instant, Instant};
 use crate::domain::DomainError;
 use crate::store::test_clock::{JobKind, TestClock};
-use crate::store::StoreError;
+use crate::store::{Keys, StoreError};
 use crate::wire::Request;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct CreateTestClockArgs {
-    #[serde(default)]
-    pub(super) test_clock_id: Option<String>,
-    pub(super) frozen_time: String,
-    #[serde(default)]
-    pub(super) name: Option<String>,
+/// A test clock command, parsed and validated.
+#[derive(Debug)]
+pub enum TestClockCommand {
+    /// createTestClock (SPEC 11.5); the id is the client's or derived from the request id.
+    CreateTestClock {
+        test_clock_id: String,
+        frozen: Instant,
+        name: Option<String>,
+    },
+    GetTestClock {
+        test_clock_id: String,
+    },
+    ListTestClocks {
+        limit: usize,
+        after: Option<(i64, String)>,
+    },
+    AdvanceTestClock {
+        test_clock_id: String,
+        to: Instant,
+    },
+    DeleteTestClock {
+        test_clock_id: String,
+    },
+}
+
+impl Family for TestClockCommand {
+    fn parse(name: &str, req: &Request) -> Option<Result<Self, AdminError>> {
+        parse_test_clock_command(name, req).transpose()
+    }
+
+    /// The clock's partition; listTestClocks partition 0.
+    fn routing_partition(&self, keys: &Keys) -> u16 {
+        match self {
+            TestClockCommand::CreateTestClock { test_clock_id, .. }
+            | TestClockCommand::GetTestClock { test_clock_id }
+            | TestClockCommand::AdvanceTestClock { test_clock_id, .. }
+            | TestClockCommand::DeleteTestClock { test_clock_id } => keys.partition(test_clock_id),
+            TestClockCommand::ListTestClocks { .. } => 0,
+        }
+    }
+
+    /// Test clocks live beside the daemon's clock (SPEC 11.5): their commands never wait for
+    /// its advance.
+    fn waits_for_advance(&self) -> bool {
+        false
+    }
+
+    async fn run(
+        self,
+        state: &AdminState,
+        request: RequestMeta,
+        _raw: &Request,
+    ) -> Result<Outcome, AdminError> {
+        match self {
+            TestClockCommand::CreateTestClock {
+                test_clock_id,
+                frozen,
+                name,
+            } => create_test_clock(state, test_clock_id, frozen, name).await,
+            TestClockCommand::GetTestClock { test_clock_id } => {
+                match state.stores.test_clocks.test_clock(&test_clock_id).await? {
+                    Some(c) => Ok(Outcome::Answer(c.json())),
+                    None => Err(clock_not_found(&test_clock_id)),
+                }
+            }
+            TestClockCommand::ListTestClocks { limit, after } => Ok(Outcome::Answer(
+                list_test_clocks(state, after, limit).await?,
+            )),
+            TestClockCommand::AdvanceTestClock { test_clock_id, to } => {
+                test_clock_job(state, &test_clock_id, JobKind::Advance, Some(to), &request).await
+            }
+            TestClockCommand::DeleteTestClock { test_clock_id } => {
+                test_clock_job(state, &test_clock_id, JobKind::Delete, None, &request).await
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct TestClockArgs {
-    pub(super) test_clock_id: String,
+struct CreateTestClockArgs {
+    #[serde(default)]
+    test_clock_id: Option<String>,
+    frozen_time: String,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct AdvanceTestClockArgs {
-    pub(super) test_clock_id: String,
-    pub(super) to: String,
+struct TestClockArgs {
+    test_clock_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AdvanceTestClockArgs {
+    test_clock_id: String,
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PageArgs {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 /// listTestClocks: a page of clocks, oldest first, and the cursor of the next page.
-pub(super) async fn list_test_clocks(
+async fn list_test_clocks(
     state: &AdminState,
     after: Option<(i64, String)>,
     limit: usize,
@@ -57,7 +145,7 @@ pub(super) async fn list_test_clocks(
 }
 
 /// advanceTestClock, deleteTestClock: a job on the clock every owner does (its reply kept).
-pub(super) async fn test_clock_job(
+async fn test_clock_job(
     state: &AdminState,
     test_clock_id: &str,
     kind: JobKind,
@@ -76,7 +164,7 @@ pub(super) fn clock_not_found(id: &str) -> AdminError {
 }
 
 /// createTestClock: the clock, READY at `frozen` (CONFLICT when the id exists).
-pub(super) async fn create_test_clock(
+async fn create_test_clock(
     state: &AdminState,
     id: String,
     frozen: Instant,
@@ -143,9 +231,12 @@ pub(super) async fn check_customer_clock(
 }
 
 /// The test-clock commands' arguments (SPEC 11.5).
-pub(super) fn parse_test_clock_command(req: &Request) -> Result<AdminCommand, AdminError> {
-    let name = req.command.as_str();
-    Ok(match name {
+/// None when `name` is not a test-clock command.
+fn parse_test_clock_command(
+    name: &str,
+    req: &Request,
+) -> Result<Option<TestClockCommand>, AdminError> {
+    Ok(Some(match name {
         "createTestClock" => {
             let a: CreateTestClockArgs = parse_args(&req.args)?;
             let test_clock_id = a
@@ -157,7 +248,7 @@ pub(super) fn parse_test_clock_command(req: &Request) -> Result<AdminCommand, Ad
             if let Some(name) = &a.name {
                 crate::domain::command::check_text("name", name, 200)?;
             }
-            AdminCommand::CreateTestClock {
+            TestClockCommand::CreateTestClock {
                 test_clock_id,
                 frozen,
                 name: a.name,
@@ -168,27 +259,27 @@ pub(super) fn parse_test_clock_command(req: &Request) -> Result<AdminCommand, Ad
             check_id("testClockId", &a.test_clock_id)?;
             let test_clock_id = a.test_clock_id;
             if name == "getTestClock" {
-                AdminCommand::GetTestClock { test_clock_id }
+                TestClockCommand::GetTestClock { test_clock_id }
             } else {
-                AdminCommand::DeleteTestClock { test_clock_id }
+                TestClockCommand::DeleteTestClock { test_clock_id }
             }
         }
         "advanceTestClock" => {
             let a: AdvanceTestClockArgs = parse_args(&req.args)?;
             check_id("testClockId", &a.test_clock_id)?;
             let to = parse_instant(&a.to).map_err(|e| DomainError::invalid("to", e))?;
-            AdminCommand::AdvanceTestClock {
+            TestClockCommand::AdvanceTestClock {
                 test_clock_id: a.test_clock_id,
                 to,
             }
         }
         "listTestClocks" => {
             let a: PageArgs = parse_args(&req.args)?;
-            AdminCommand::ListTestClocks {
+            TestClockCommand::ListTestClocks {
                 limit: page_limit(a.limit)?,
                 after: page_cursor(a.cursor.as_deref())?,
             }
         }
-        other => return Err(AdminError::UnknownCommand(other.to_string())),
-    })
+        _ => return Ok(None),
+    }))
 }
