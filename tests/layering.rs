@@ -205,3 +205,27 @@ fn only_start_up_names_the_store() {
         "modules naming the Store"
     );
 }
+
+/// The webhook queues and cursors are state machines unit-tested without Redis or HTTP: they
+/// must not reach either.
+#[test]
+fn the_state_machines_reach_no_redis_and_no_http() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["src/webhooks/queue.rs", "src/webhooks/cursor.rs"] {
+        let text = fs::read_to_string(root.join(file)).unwrap();
+        for forbidden in [
+            "redis::",
+            "reqwest",
+            "WebhookStore",
+            "crate::store::conn",
+            "tokio::net",
+            "Ownership",
+            ".await",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "{file} reaches `{forbidden}`: keep its I/O in the endpoint loop"
+            );
+        }
+    }
+}
