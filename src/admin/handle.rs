@@ -16,9 +16,6 @@ use crate::wire::{Reply, Request};
 /// How many requests may wait for the admin thread at once before callers wait to hand theirs
 /// over.
 pub const QUEUE_DEPTH: usize = 1024;
-/// How long one forwarded attempt waits for the owner's reply before it is published again
-/// (with the same id: the owner answers a duplicate from its kept reply).
-pub const FORWARD_ATTEMPT: Duration = Duration::from_secs(2);
 /// How long a forwarded request keeps trying (a takeover, a partition without an owner)
 /// before it is answered UNAVAILABLE; the caller retries with the same id.
 pub const FORWARD_TOTAL: Duration = Duration::from_secs(30);
@@ -88,7 +85,7 @@ impl AdminHandle {
         let options = RequestOptions {
             id: Some(request.id.clone()),
             channel: request.channel.clone(),
-            attempt_timeout: FORWARD_ATTEMPT,
+            attempt_timeout: super::command::FORWARD_ATTEMPT,
             total_timeout: FORWARD_TOTAL,
         };
         match self

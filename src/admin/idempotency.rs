@@ -4,9 +4,11 @@
 //! in-flight duplicate waits for the first attempt, and a fresh run's reply is kept under the
 //! id before it is sent — in the shape of `try_processing -> NextAction` and `save_response`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use tokio::sync::oneshot;
 
-use super::server::Begin;
 use super::{AdminState, AdminStores};
 use crate::domain::ErrorCode;
 use crate::store::StoreError;
@@ -197,5 +199,52 @@ pub(super) async fn forwarded_reply_kept(
             Ok(store.clock.kept_reply(p, request_id).await?.is_some())
         }
         None => Ok(false),
+    }
+}
+
+/// One request being handled: its body hash and the duplicates waiting for its reply (none
+/// when it was forwarded to another daemon).
+pub(super) type Waiters = (String, Vec<oneshot::Sender<Option<Reply>>>);
+
+/// Requests being handled, by id: a duplicate waits for the first one's reply.
+#[derive(Default)]
+pub struct Inflight {
+    waiting: Mutex<HashMap<String, Waiters>>,
+}
+
+pub(super) enum Begin {
+    First,
+    Duplicate(oneshot::Receiver<Option<Reply>>),
+    Conflict,
+}
+
+impl Inflight {
+    pub(super) fn begin(&self, id: &str, hash: &str) -> Begin {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        match w.get_mut(id) {
+            None => {
+                w.insert(id.to_string(), (hash.to_string(), Vec::new()));
+                Begin::First
+            }
+            Some((h, _)) if h != hash => Begin::Conflict,
+            Some((_, waiters)) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Begin::Duplicate(rx)
+            }
+        }
+    }
+
+    pub(super) fn finish(&self, id: &str, reply: Option<&Reply>) {
+        let waiters = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        for tx in waiters.map(|(_, w)| w).unwrap_or_default() {
+            if tx.send(reply.cloned()).is_err() {
+                tracing::debug!(request_id = %id, "a duplicate stopped waiting for its reply");
+            }
+        }
     }
 }

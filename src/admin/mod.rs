@@ -12,6 +12,7 @@ pub mod client;
 mod command;
 mod handle;
 mod idempotency;
+mod intake;
 mod reply;
 mod server;
 mod streams;
@@ -37,7 +38,8 @@ use crate::store::webhooks::WebhookStore;
 use crate::store::{Keys, RedisAddress, Store};
 pub use command::{args_schema, ArgsSchema, COMMAND_NAMES, LIST_MAX_LIMIT};
 pub use handle::AdminHandle;
-pub use server::{start, Source};
+pub use intake::Source;
+pub use server::start;
 pub use streams::MAX_DELIVERIES;
 
 /// The admin settings the server uses.
@@ -104,7 +106,7 @@ pub struct AdminState {
     ownership: Ownership,
     config: AdminConfig,
     /// Admin requests being handled, by request id (a retried id waits for the first).
-    inflight: server::Inflight,
+    inflight: idempotency::Inflight,
     /// Serializes creates and renames of one customer's carts (names are unique per customer).
     cart_names: carts::CartNameLocks,
     /// The client through which this daemon hands requests to other daemons on
@@ -135,7 +137,7 @@ impl AdminState {
             health,
             ownership,
             config,
-            inflight: server::Inflight::default(),
+            inflight: idempotency::Inflight::default(),
             cart_names: carts::CartNameLocks::default(),
             forwarder: std::sync::OnceLock::new(),
             // One chunk per core computing, and one being read.

@@ -12,7 +12,9 @@ use tokio_util::task::TaskTracker;
 
 use super::command::AdminCommand;
 use super::idempotency::forwarded_reply_kept;
-use super::server::*;
+use super::intake::{intake, publish_reply, Intake, Source};
+use super::server::{handle, CONSUMER_GROUP};
+
 use super::{AdminState, AdminStores};
 use crate::config::Identity;
 use crate::domain::command::check_id;

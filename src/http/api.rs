@@ -60,14 +60,15 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API, its admin server to come ([`Api::serve`]).
-    pub fn new(access: Access, lease_ttl: Duration) -> Api {
+    /// The API, its admin server to come ([`Api::serve`]); `openapi` is the document it serves
+    /// at `/v1/openapi.json` (rendered by [`super::openapi::document_json`] from these routes).
+    pub fn new(access: Access, lease_ttl: Duration, openapi: String) -> Api {
         Api {
             admin: OnceLock::new(),
             access,
             store: OnceLock::new(),
             lease_ttl,
-            openapi: super::openapi::document_json(),
+            openapi,
         }
     }
 

@@ -150,7 +150,8 @@ pub async fn start(
         tracing::warn!(addr = %bound, "no [[http.tokens]] configured and http.listen is not a loopback address: the API (/v1) is not served, only /healthz, /readyz and /metrics");
         None
     };
-    let api = access.map(|access| Arc::new(Api::new(access, config.lease_ttl)));
+    let api =
+        access.map(|access| Arc::new(Api::new(access, config.lease_ttl, openapi::document_json())));
     let mut app = router(probes);
     if let Some(api) = &api {
         app = app

@@ -164,7 +164,7 @@ struct ForecastPartitionArgs {
 const FORECAST_CHUNK: usize = 2_000;
 
 /// How long the daemon answering a forecast waits for another daemon's part of it (the
-/// request is published again every [`crate::admin::handle::FORWARD_ATTEMPT`] meanwhile, so a new
+/// request is published again every [`super::FORWARD_ATTEMPT`] meanwhile, so a new
 /// owner answers it after a takeover) before computing that partition itself.
 const FORECAST_PART_TOTAL: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -235,7 +235,7 @@ async fn forecast_part_of_owner(
     let options = crate::admin::client::RequestOptions {
         id: Some(format!("forecast-{}-{partition}", Uuid::new_v4())),
         channel: channel.to_string(),
-        attempt_timeout: crate::admin::handle::FORWARD_ATTEMPT,
+        attempt_timeout: super::FORWARD_ATTEMPT,
         total_timeout: FORECAST_PART_TOTAL,
     };
     let args = json!({

@@ -31,6 +31,10 @@ pub use crate::wire::COMMAND_NAMES;
 /// `<prefix>:forward`, where daemons hand requests to each other; not in [`COMMAND_NAMES`].
 pub const FORECAST_PARTITION: &str = "forecastPartition";
 
+/// How long one forwarded attempt waits for the owner's reply before it is published again
+/// (with the same id: the owner answers a duplicate from its kept reply).
+pub(crate) const FORWARD_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Whether `command` is one only daemons send each other (see [`FORECAST_PARTITION`]).
 pub fn is_internal(command: &str) -> bool {
     command == FORECAST_PARTITION
@@ -214,6 +218,7 @@ impl AdminCommand {
     }
 }
 
+mod args;
 mod customers;
 mod daemon;
 mod forecast;

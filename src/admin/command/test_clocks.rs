@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::orders::{derived_id, page_cursor, page_limit};
+use super::args::{derived_id, page_cursor, page_limit};
 use super::Family;
 use crate::actors::order::RequestMeta;
 use crate::admin::reply::{AdminError, Outcome};
