@@ -14,6 +14,11 @@ use recur::telemetry;
 
 use cli::{BenchArgs, Cli, Command, ServeArgs};
 
+/// mimalloc rather than glibc's allocator: in a burst the daemon spent about a quarter of its
+/// CPU in glibc's malloc and free (docs/BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(&args),
