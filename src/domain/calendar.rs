@@ -93,7 +93,9 @@ impl Zone {
     /// `start + extra_days local days + n x duration` on this zone's local calendar: the local
     /// date and time of day of `start`, moved in one step (never chained), then turned back into
     /// an instant. A local time that does not exist (a spring-forward gap) moves forward by the
-    /// length of the gap; one that exists twice (a fall-back overlap) is the earlier instant.
+    /// length of the gap; one that exists twice (a fall-back overlap) is the one with `start`'s
+    /// own UTC offset when that is one of the two (so zero steps give `start` itself, also when
+    /// it lies in the overlap's second hour), else the earlier instant.
     /// `None` past the representable range (year 9999, see [`within_range`]).
     pub fn calendar(
         &self,
@@ -122,18 +124,30 @@ impl Zone {
                     .checked_add_months(Months::new(u32::try_from(steps.checked_mul(12)?).ok()?))?,
             };
         }
-        resolve(tz, local).and_then(within_range)
+        let offset = {
+            use chrono::Offset;
+            start.with_timezone(&tz).offset().fix()
+        };
+        resolve(tz, local, offset).and_then(within_range)
     }
 }
 
-/// The instant of local time `local` on `tz`: the only one, the earlier of two (an overlap), or,
-/// in a gap, the local time read with the offset in force just before the gap (which is the
-/// local time moved forward by the gap's length).
-fn resolve(tz: chrono_tz::Tz, local: chrono::NaiveDateTime) -> Option<Instant> {
+/// The instant of local time `local` on `tz`: the only one; of two (an overlap), the one with
+/// offset `keep` if either has it, else the earlier; or, in a gap, the local time read with the
+/// offset in force just before the gap (which is the local time moved forward by the gap's
+/// length).
+fn resolve(
+    tz: chrono_tz::Tz,
+    local: chrono::NaiveDateTime,
+    keep: chrono::FixedOffset,
+) -> Option<Instant> {
     use chrono::{LocalResult, Offset, TimeZone, Utc};
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
-        LocalResult::Ambiguous(a, b) => Some(a.min(b).with_timezone(&Utc)),
+        LocalResult::Ambiguous(a, b) => {
+            let kept = [a, b].into_iter().find(|t| t.offset().fix() == keep);
+            Some(kept.unwrap_or(a.min(b)).with_timezone(&Utc))
+        }
         LocalResult::None => {
             // Transitions are months apart: a day before, the old offset was in force.
             let before = local.checked_sub_signed(Span::days(1))?.and_utc();
@@ -166,6 +180,41 @@ mod tests {
 
     fn at(s: &str) -> Instant {
         parse_instant(s).unwrap()
+    }
+
+    /// Found by `lifecycle_invariants`: a daily order starting at 01:00 EST on New York's
+    /// fall-back day (the second 01:00 of the night) got its first cycle at the first 01:00,
+    /// an hour before its own start.
+    #[test]
+    fn the_second_hour_of_an_overlap_stays_itself_and_later_cycles_keep_local_time() {
+        let ny = Zone::parse("America/New_York").unwrap();
+        let day = Some(Duration {
+            count: 1,
+            unit: Unit::Day,
+        });
+        let second = at("2023-11-05T06:00:00Z"); // 01:00 EST, after 01:00 EDT (05:00Z)
+        let first = at("2023-11-05T05:00:00Z");
+        assert_eq!(ny.calendar(second, 0, day, 0), Some(second));
+        assert_eq!(ny.calendar(first, 0, day, 0), Some(first));
+        assert_eq!(ny.calendar(second, 0, None, 0), Some(second));
+        // A day later it is 01:00 EST again, whichever hour the start was.
+        assert_eq!(
+            ny.calendar(second, 0, day, 1),
+            Some(at("2023-11-06T06:00:00Z"))
+        );
+        assert_eq!(
+            ny.calendar(first, 0, day, 1),
+            Some(at("2023-11-06T06:00:00Z"))
+        );
+        // A month from 01:00 EDT on 5 October lands in the overlap: the earlier hour, as before.
+        let month = Some(Duration {
+            count: 1,
+            unit: Unit::Month,
+        });
+        assert_eq!(
+            ny.calendar(at("2023-10-05T05:00:00Z"), 0, month, 1),
+            Some(first)
+        );
     }
 
     #[test]
